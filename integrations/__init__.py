@@ -1,0 +1,1 @@
+"""What talks to third-party APIs. Never imports celery or redis: see ``base.Integration``."""

@@ -1,0 +1,233 @@
+"""A local fake third-party API (and a fake HTTP bulk sink) on loopback.
+
+Used by the tests, the benchmark and the standalone demo. Four pagination styles over the
+same items of a kind:
+
+    GET /cursor/{kind}?cursor=&limit=        {"data": [...], "next_cursor": "200"|null}
+    GET /link/{kind}?page=&per_page=         [...] with Link: <...>; rel="next", rel="last"
+    GET /offset/{kind}?startAt=&maxResults=  {"values": [...], "startAt", "maxResults", "total"}
+    GET /page/{kind}?page=&per_page=         {"items": [...], "total": N}
+    POST /sink/{kind}  {"entities": [...]}   the HTTP target's endpoint; GET /sink/{kind} lists
+
+Faults are scripted (``FakeAPI.fail``): answer a matching request with a given status, headers
+and body a given number of times. ``sink_down`` makes the sink answer 503.
+
+    python -m integrations.fakeapi --port 8900 --items issue=1000,user=50 --latency 0.05
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+
+@dataclass
+class Fault:
+    path: str  # a request whose path starts with this ...
+    when: dict[str, str]  # ... and whose query has these values
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    times: int  # how many more requests it answers
+
+
+@dataclass
+class State:
+    items: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    faults: list[Fault] = field(default_factory=list)
+    sink: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> id -> entity
+    sink_received: dict[str, int] = field(default_factory=dict)  # "kind/id" -> times posted
+    sink_down: int = 0  # answer this many sink POSTs with 503 (-1: until told otherwise)
+    log: list[tuple[float, str, str, int]] = field(default_factory=list)  # t, method, path, status
+
+
+def make_items(kind: str, count: int) -> list[dict[str, Any]]:
+    return [{"id": f"{kind}-{i}", "title": f"{kind} number {i}", "n": i} for i in range(count)]
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        pass
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        headers = {"Content-Type": "application/json", **(headers or {})}
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        with self.server.lock:
+            self.server.state.log.append((time.time(), self.command, self.path, status))
+
+    def _json(self, obj: Any, headers: dict[str, str] | None = None) -> None:
+        self._send(200, json.dumps(obj).encode(), headers)
+
+    def _fault(self, path: str, query: dict[str, str]) -> Fault | None:
+        with self.server.lock:
+            for fault in self.server.state.faults:
+                if fault.times and path.startswith(fault.path) and all(
+                        query.get(k) == v for k, v in fault.when.items()):
+                    fault.times -= 1
+                    return fault
+        return None
+
+    def do_GET(self) -> None:  # noqa: N802
+        url = urlsplit(self.path)
+        query = dict(parse_qsl(url.query))
+        if self.server.latency:
+            time.sleep(self.server.latency)
+        fault = self._fault(url.path, query)
+        if fault:
+            return self._send(fault.status, fault.body, fault.headers)
+        parts = url.path.strip("/").split("/")
+        if len(parts) != 2:
+            return self._send(404, b'{"error": "not found"}')
+        style, kind = parts
+        if style == "sink":
+            with self.server.lock:
+                return self._json(list(self.server.state.sink.get(kind, {}).values()))
+        items = self.server.state.items.get(kind)
+        if items is None:
+            return self._send(404, b'{"error": "no such kind"}')
+        if style == "cursor":
+            start, limit = int(query.get("cursor", 0)), int(query.get("limit", 100))
+            nxt = start + limit
+            return self._json({"data": items[start:nxt],
+                               "next_cursor": str(nxt) if nxt < len(items) else None})
+        if style == "link":
+            page, per = int(query.get("page", 1)), int(query.get("per_page", 30))
+            last = max(1, -(-len(items) // per))
+            base = f"http://{self.headers['Host']}{url.path}"
+            links = []
+            if page < last:
+                links.append(f'<{base}?{urlencode({"page": page + 1, "per_page": per})}>; rel="next"')
+            links.append(f'<{base}?{urlencode({"page": last, "per_page": per})}>; rel="last"')
+            return self._json(items[(page - 1) * per:page * per], {"Link": ", ".join(links)})
+        if style == "offset":
+            start, per = int(query.get("startAt", 0)), int(query.get("maxResults", 50))
+            return self._json({"values": items[start:start + per], "startAt": start,
+                               "maxResults": per, "total": len(items)})
+        if style == "page":
+            page, per = int(query.get("page", 1)), int(query.get("per_page", 30))
+            return self._json({"items": items[(page - 1) * per:page * per], "total": len(items)})
+        return self._send(404, b'{"error": "no such style"}')
+
+    def do_POST(self) -> None:  # noqa: N802
+        url = urlsplit(self.path)
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.server.write_latency:
+            time.sleep(self.server.write_latency)
+        fault = self._fault(url.path, {})
+        if fault:
+            return self._send(fault.status, fault.body, fault.headers)
+        parts = url.path.strip("/").split("/")
+        if len(parts) != 2 or parts[0] != "sink":
+            return self._send(404, b'{"error": "not found"}')
+        state = self.server.state
+        with self.server.lock:
+            if state.sink_down:
+                state.sink_down -= 1 if state.sink_down > 0 else 0
+                down = True
+            else:
+                down = False
+        if down:
+            return self._send(503, b'{"error": "sink down"}')
+        try:
+            entities = json.loads(body)["entities"]
+            assert all("identifier" in e for e in entities)
+        except (ValueError, KeyError, TypeError, AssertionError):
+            return self._send(400, b'{"error": "expected {\\"entities\\": [{\\"identifier\\"...}]}"}')
+        with self.server.lock:
+            for e in entities:
+                state.sink.setdefault(parts[1], {})[e["identifier"]] = e
+                key = f"{parts[1]}/{e['identifier']}"
+                state.sink_received[key] = state.sink_received.get(key, 0) + 1
+        return self._json({"accepted": len(entities)})
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], *, latency: float, write_latency: float):
+        super().__init__(address, Handler)
+        self.state = State()
+        self.lock = threading.Lock()
+        self.latency = latency
+        self.write_latency = write_latency
+
+
+class FakeAPI:
+    """The fake API in a background thread: ``with FakeAPI() as api: api.url``."""
+
+    def __init__(self, *, port: int = 0, latency: float = 0.0, write_latency: float = 0.0):
+        self.server = Server(("127.0.0.1", port), latency=latency, write_latency=write_latency)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    @property
+    def state(self) -> State:
+        return self.server.state
+
+    def set_items(self, kind: str, count: int) -> list[dict[str, Any]]:
+        self.state.items[kind] = make_items(kind, count)
+        return self.state.items[kind]
+
+    def fail(self, path: str, status: int, *, times: int = 1, when: dict[str, str] | None = None,
+             headers: dict[str, str] | None = None, body: bytes | str = b'{"error": "injected"}'):
+        body = body.encode() if isinstance(body, str) else body
+        with self.server.lock:
+            self.state.faults.append(Fault(path, when or {}, status, headers or {}, body, times))
+
+    def requests(self, path: str = "") -> list[tuple[float, str, str, int]]:
+        with self.server.lock:
+            return [r for r in self.state.log if urlsplit(r[2]).path.startswith(path)]
+
+    def start(self) -> FakeAPI:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> FakeAPI:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Sluice's fake third-party API")
+    p.add_argument("--port", type=int, default=8900)
+    p.add_argument("--items", default="issue=1000", help="kind=count,...")
+    p.add_argument("--latency", type=float, default=0.0, help="seconds per GET")
+    p.add_argument("--write-latency", type=float, default=0.0, help="seconds per sink POST")
+    args = p.parse_args(argv)
+    api = FakeAPI(port=args.port, latency=args.latency, write_latency=args.write_latency)
+    for spec in filter(None, args.items.split(",")):
+        kind, count = spec.split("=")
+        api.set_items(kind, int(count))
+    print(f"fake API on {api.url}", flush=True)
+    try:
+        api.server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

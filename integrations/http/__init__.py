@@ -1,0 +1,1 @@
+"""HTTP plumbing shared by integrations: client factory, retry transport, paginators."""

@@ -1,0 +1,77 @@
+"""Client factory and the translation of HTTP answers into Sluice's error tree."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from integrations.base import HttpSettings
+from integrations.errors import MalformedPage, PermanentHTTPError, TransientHTTPError
+from integrations.http.retry import RETRY_STATUSES, RetryTransport, parse_retry_after
+
+
+def make_client(
+    *,
+    base_url: str = "",
+    headers: dict[str, str] | None = None,
+    auth: httpx.Auth | tuple[str, str] | None = None,
+    settings: HttpSettings = HttpSettings(),
+    transport: httpx.AsyncBaseTransport | None = None,
+    max_connections: int = 32,
+) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` with retries; meant to be created once and reused."""
+    inner = transport or httpx.AsyncHTTPTransport(
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    )
+    return httpx.AsyncClient(
+        base_url=base_url,
+        headers=headers or {},
+        auth=auth,
+        timeout=settings.timeout,
+        transport=RetryTransport(
+            inner,
+            retries=settings.retries,
+            backoff=settings.backoff,
+            max_backoff=settings.max_backoff,
+            max_retry_after=settings.max_retry_after,
+        ),
+    )
+
+
+def raise_for_status(response: httpx.Response) -> None:
+    """Translate a non-2xx answer: 429/5xx are transient, other 4xx permanent."""
+    status = response.status_code
+    if status < 400:
+        return
+    where = f"{response.request.method} {response.request.url.copy_with(query=None)}"
+    if status in RETRY_STATUSES or status >= 500:
+        raise TransientHTTPError(
+            f"{where} answered {status} after retries",
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        )
+    raise PermanentHTTPError(f"{where} answered {status}: {response.text[:200]}", status_code=status)
+
+
+async def get_json(
+    client: httpx.AsyncClient, url: str, *, params: dict[str, Any] | None = None
+) -> tuple[httpx.Response, Any]:
+    """GET ``url`` and decode its JSON body.
+
+    ``params`` replaces the query string of ``url`` in httpx, so a URL that already carries
+    its query (a Link header's next URL) must be fetched with ``params=None``.
+    Raises TransientHTTPError, PermanentHTTPError or MalformedPage.
+    """
+    try:
+        response = await client.get(url, params=params)
+    except httpx.TransportError as exc:
+        raise TransientHTTPError(f"GET {url} failed after retries: {exc!r}") from exc
+    raise_for_status(response)
+    try:
+        return response, response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MalformedPage(
+            f"GET {response.request.url.copy_with(query=None)} answered a body that is not JSON: "
+            f"{response.text[:80]!r}"
+        ) from exc

@@ -1,0 +1,183 @@
+"""One paginator interface (after dlt's): build a request from a state, read the next state
+from the response. States are small JSON dicts, so a run can stop after any page and resume.
+
+    state = paginator.first()
+    while state is not None:
+        url, params = paginator.request(state)
+        response, body = await get_json(client, url, params=params)
+        items = ...                         # from the body
+        state = paginator.advance(state, response, body, items)
+
+Four styles: ``cursor`` (a token in the body), ``link`` (RFC 8288 Link header, rel="next"),
+``offset`` (offset + limit, optional total), ``page`` (page number + size, optional total).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import httpx
+
+from integrations.errors import MalformedPage
+
+State = dict[str, Any]
+
+
+def dig(body: Any, path: str | None) -> Any:
+    """Follow a dot path (``"data.items"``) into a decoded JSON body; None when it is absent."""
+    if not path:
+        return body
+    node = body
+    for part in path.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
+
+
+class Paginator(Protocol):
+    def first(self) -> State:
+        """The state of the first page."""
+        ...
+
+    def request(self, state: State) -> tuple[str, dict[str, Any] | None]:
+        """The URL and query parameters that fetch the page described by ``state``."""
+        ...
+
+    def advance(
+        self, state: State, response: httpx.Response, body: Any, items: list[Any]
+    ) -> State | None:
+        """The state of the next page, or None when ``state`` was the last one."""
+        ...
+
+
+class _Base:
+    def __init__(
+        self, *, path: str, params: dict[str, Any] | None = None, limit_param: str | None, limit: int
+    ) -> None:
+        self.path = path
+        self.params = dict(params or {})
+        if limit_param:
+            self.params[limit_param] = limit
+        self.limit = limit
+
+
+class CursorPaginator(_Base):
+    """Next cursor at ``cursor_path`` in the body; no cursor (or an empty one) ends it."""
+
+    def __init__(self, *, cursor_path: str, cursor_param: str, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.cursor_path = cursor_path
+        self.cursor_param = cursor_param
+
+    def first(self) -> State:
+        return {"cursor": None}
+
+    def request(self, state: State) -> tuple[str, dict[str, Any] | None]:
+        params = dict(self.params)
+        if state["cursor"] is not None:
+            params[self.cursor_param] = state["cursor"]
+        return self.path, params
+
+    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]) -> State | None:
+        cursor = dig(body, self.cursor_path)
+        if cursor in (None, "") or not items:
+            return None
+        if cursor == state["cursor"]:
+            raise MalformedPage(f"{self.path}: the cursor did not advance ({cursor!r}); stopping")
+        return {"cursor": cursor}
+
+
+class LinkPaginator(_Base):
+    """Next URL from the Link header (rel="next"), fetched as it is: no params added."""
+
+    def first(self) -> State:
+        return {"url": None}
+
+    def request(self, state: State) -> tuple[str, dict[str, Any] | None]:
+        if state["url"] is None:
+            return self.path, self.params
+        return state["url"], None  # params would replace the next URL's own query string
+
+    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]) -> State | None:
+        link = response.links.get("next", {}).get("url")
+        if not link:
+            return None
+        url = str(response.request.url.join(link))
+        if url == state["url"]:
+            raise MalformedPage(f"{self.path}: the Link header points at the same page; stopping")
+        return {"url": url}
+
+
+class OffsetPaginator(_Base):
+    """``offset_param`` grows by the items received; ends at ``total_path`` or an empty page."""
+
+    def __init__(self, *, offset_param: str, total_path: str | None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.offset_param = offset_param
+        self.total_path = total_path
+
+    def first(self) -> State:
+        return {"offset": 0}
+
+    def request(self, state: State) -> tuple[str, dict[str, Any] | None]:
+        return self.path, {**self.params, self.offset_param: state["offset"]}
+
+    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]) -> State | None:
+        if not items:
+            return None
+        offset = state["offset"] + len(items)
+        total = _total(body, self.total_path, self.path)
+        if total is not None and offset >= total:
+            return None
+        return {"offset": offset}
+
+
+class PagePaginator(_Base):
+    """``page_param`` counts from ``first_page``; ends on an empty page or past ``total_path``."""
+
+    def __init__(self, *, page_param: str, first_page: int, total_path: str | None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.page_param = page_param
+        self.first_page = first_page
+        self.total_path = total_path
+
+    def first(self) -> State:
+        return {"page": self.first_page, "seen": 0}
+
+    def request(self, state: State) -> tuple[str, dict[str, Any] | None]:
+        return self.path, {**self.params, self.page_param: state["page"]}
+
+    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]) -> State | None:
+        if not items:
+            return None
+        seen = state["seen"] + len(items)
+        total = _total(body, self.total_path, self.path)
+        if total is not None and seen >= total:
+            return None
+        return {"page": state["page"] + 1, "seen": seen}
+
+
+class SinglePage(_Base):
+    """No pagination: one request."""
+
+    def first(self) -> State:
+        return {}
+
+    def request(self, state: State) -> tuple[str, dict[str, Any] | None]:
+        return self.path, self.params
+
+    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]) -> State | None:
+        return None
+
+
+def _total(body: Any, total_path: str | None, where: str) -> int | None:
+    if not total_path:
+        return None
+    total = dig(body, total_path)
+    if not isinstance(total, int) or isinstance(total, bool):
+        raise MalformedPage(f"{where}: {total_path!r} is not an integer in the body (got {total!r})")
+    return total

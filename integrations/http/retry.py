@@ -1,0 +1,90 @@
+"""A retrying httpx transport: exponential backoff with jitter, honouring Retry-After.
+
+Retried: connect errors, timeouts and broken connections, 429 and 5xx answers. What is left
+after the last retry goes back to the caller (an exception, or the last 429/5xx response),
+which translates it into the error tree (``integrations.http.client.raise_for_status``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import random
+import time
+from collections.abc import Awaitable, Callable
+
+import httpx
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRY_EXCEPTIONS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class RetryTransport(httpx.AsyncBaseTransport):
+    """Wraps another async transport and retries what may pass."""
+
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport,
+        *,
+        retries: int = 5,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        max_retry_after: float = 120.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._inner = inner
+        self._retries = retries
+        self._backoff = backoff
+        self._max_backoff = max_backoff
+        self._max_retry_after = max_retry_after
+        self._sleep = sleep
+        self._jitter = jitter
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds before retry number ``attempt`` (0-based): the server's word, else backoff."""
+        if retry_after is not None:
+            return retry_after
+        # "Equal jitter": half fixed, half random, so retries of many callers spread out
+        # without ever retrying immediately.
+        ceiling = min(self._max_backoff, self._backoff * 2**attempt)
+        return ceiling / 2 + self._jitter() * ceiling / 2
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        attempt = 0
+        while True:
+            try:
+                response = await self._inner.handle_async_request(request)
+            except RETRY_EXCEPTIONS:
+                if attempt >= self._retries:
+                    raise
+                await self._sleep(self.delay(attempt, None))
+                attempt += 1
+                continue
+            if response.status_code not in RETRY_STATUSES or attempt >= self._retries:
+                return response
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            if retry_after is not None and retry_after > self._max_retry_after:
+                return response  # too long to hold a task for: the caller decides
+            await response.aclose()
+            await self._sleep(self.delay(attempt, retry_after))
+            attempt += 1
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()

@@ -1,0 +1,1 @@
+"""The declarative REST integration, driven by a source section of sluice.toml."""

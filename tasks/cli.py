@@ -1,0 +1,208 @@
+"""``sluice``: run resyncs on the running workers and look at their runs.
+
+    sluice check                          validate sluice.toml and show what it holds
+    sluice run SOURCE [--kind K]... [--wait] [--json]
+    sluice status [RUN_ID] [--json]
+    sluice failed list [RUN_ID] | failed retry RUN_ID
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from integrations.errors import ConfigError
+from tasks.config import SluiceConfig, load_config
+from tasks.progress import Progress, RunState
+
+
+def _config_path(arg: str | None) -> Path:
+    return Path(arg or os.environ.get("SLUICE_CONFIG") or "sluice.toml")
+
+
+def _progress() -> Progress:
+    import redis
+
+    from tasks.settings import get_settings
+
+    s = get_settings()
+    return Progress(redis.Redis.from_url(s.redis_url), lock_seconds=s.run_lock_seconds,
+                    ttl=s.run_ttl_seconds)
+
+
+def _kinds(config: SluiceConfig, source: str, wanted: list[str] | None) -> list[str]:
+    known = config.source(source).kind_names()
+    for kind in wanted or []:
+        if kind not in known:
+            raise ConfigError(f"{config.path}: source {source!r} has no kind {kind!r}"
+                              f" (kinds: {', '.join(known)})")
+    return wanted or known
+
+
+def start_runs(progress: Progress, source: str, kinds: list[str]) -> list[dict[str, Any]]:
+    """Create a run per kind and enqueue its producer; skipped runs are not enqueued."""
+    from tasks.app import app
+
+    runs = []
+    for kind in kinds:
+        run = progress.create_run(source, kind)
+        if run["state"] == RunState.RUNNING:
+            app.send_task("sluice.resync", (source, kind), {"run_id": run["run_id"]},
+                          argsrepr=f"{source}/{kind} run={run['run_id']}")
+        runs.append(run)
+    return runs
+
+
+def bar(run: dict[str, Any], width: int = 24) -> str:
+    done = run["batches_done"] + run["batches_failed"]
+    total = run["batches_enqueued"]
+    filled = int(width * done / total) if total else 0
+    more = "" if run["producer_done"] else "+"
+    return (f"{run['source']}/{run['kind']:<12} [{'#' * filled}{'.' * (width - filled)}] "
+            f"{done}/{total}{more} batches  {run['items_written']} written  "
+            f"{run['items_rejected']} rejected  {run['state']}")
+
+
+def line(run: dict[str, Any]) -> str:
+    keep = ("run_id", "source", "kind", "state", "reason", "pages", "items_fetched",
+            "items_written", "items_rejected", "batches_enqueued", "batches_done",
+            "batches_failed", "deleted", "deletion_refused", "started_at", "ended_at")
+    return json.dumps({k: run[k] for k in keep if k in run})
+
+
+def wait(progress: Progress, run_ids: list[str], *, show: bool, poll: float = 0.2,
+         out: Any = sys.stderr) -> list[dict[str, Any]]:
+    """Poll until every run has ended, drawing one progress line per run."""
+    drawn = 0
+    while True:
+        runs = [progress.get(r) for r in run_ids]
+        if show:
+            if drawn:
+                out.write(f"\x1b[{drawn}F")
+            for run in runs:
+                out.write("\x1b[2K" + bar(run) + "\n")
+            out.flush()
+            drawn = len(runs)
+        if all(RunState(r["state"]).ended for r in runs):
+            return runs
+        time.sleep(poll)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = load_config(_config_path(args.config))
+    print(f"{config.path}: ok")
+    print(f"target: {config.target.type}")
+    for name, source in config.sources.items():
+        print(f"source {name} ({source.integration}): kinds {', '.join(source.kind_names())}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = load_config(_config_path(args.config))
+    kinds = _kinds(config, args.source, args.kind)
+    progress = _progress()
+    runs = start_runs(progress, args.source, kinds)
+    for run in runs:
+        if not args.json:
+            note = f" ({run['reason']})" if run.get("reason") else ""
+            print(f"{run['source']}/{run['kind']}: run {run['run_id']} {run['state']}{note}")
+    if args.wait:
+        runs = wait(progress, [r["run_id"] for r in runs], show=not args.json)
+    if args.json:
+        for run in runs:
+            print(line(run))
+    elif args.wait:
+        for run in runs:
+            print(summary_text(run))
+    if not args.wait:
+        return 0
+    return 0 if all(r["state"] == RunState.SUCCEEDED for r in runs) else 1
+
+
+def summary_text(run: dict[str, Any]) -> str:
+    text = (f"{run['source']}/{run['kind']} run {run['run_id']}: {run['state']}; "
+            f"{run['items_written']} written, {run['items_rejected']} rejected, "
+            f"{run['batches_failed']} batches failed, {run['deleted']} deleted")
+    for key in ("reason", "deletion_refused"):
+        if run.get(key):
+            text += f"\n  {key.replace('_', ' ')}: {run[key]}"
+    return text
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    progress = _progress()
+    runs = [progress.get(args.run_id)] if args.run_id else progress.recent(args.limit)
+    if args.run_id and not runs[0]:
+        print(f"no run {args.run_id}", file=sys.stderr)
+        return 1
+    for run in runs:
+        print(line(run) if args.json else summary_text(run))
+    return 0
+
+
+def cmd_failed(args: argparse.Namespace) -> int:
+    progress = _progress()
+    run_ids = [args.run_id] if args.run_id else [r["run_id"] for r in progress.recent(100)]
+    if args.action == "retry":
+        if not args.run_id:
+            print("sluice failed retry needs a RUN_ID", file=sys.stderr)
+            return 2
+        from tasks.app import app
+
+        letters = progress.dead_letters(args.run_id)
+        for seq, letter in sorted(letters.items()):
+            app.send_task("sluice.ingest_batch",
+                          (args.run_id, letter["source"], letter["kind"], seq, letter["items"]),
+                          argsrepr=(f"run={args.run_id} {letter['source']}/{letter['kind']} "
+                                    f"page={seq} items={len(letter['items'])} (retry)"))
+        print(f"run {args.run_id}: {len(letters)} dead-lettered batch(es) enqueued again")
+        return 0
+    for run_id in run_ids:
+        for seq, letter in sorted(progress.dead_letters(run_id).items()):
+            print(f"{run_id} batch {seq} ({letter['source']}/{letter['kind']}, "
+                  f"{len(letter['items'])} items, {letter['attempts']} attempts): {letter['error']}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sluice", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="sluice.toml (default: $SLUICE_CONFIG, else ./sluice.toml)")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("check", help="validate the configuration").set_defaults(func=cmd_check)
+    run = sub.add_parser("run", help="enqueue resyncs of a source's kinds")
+    run.add_argument("source")
+    run.add_argument("--kind", action="append", help="a kind to resync (repeatable; default all)")
+    run.add_argument("--wait", action="store_true", help="show progress; exit 0 only if all succeed")
+    run.add_argument("--json", action="store_true", help="print one final JSON line per run")
+    run.set_defaults(func=cmd_run)
+    status = sub.add_parser("status", help="show runs")
+    status.add_argument("run_id", nargs="?")
+    status.add_argument("--json", action="store_true")
+    status.add_argument("--limit", type=int, default=20)
+    status.set_defaults(func=cmd_status)
+    failed = sub.add_parser("failed", help="dead-lettered batches")
+    failed.add_argument("action", choices=["list", "retry"])
+    failed.add_argument("run_id", nargs="?")
+    failed.set_defaults(func=cmd_failed)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"sluice: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""sluice.toml: loaded, ``${NAME}``-expanded and validated once, with errors that name the file
+and the key path.
+
+    [target]                      # sqlite (default) | postgres | http
+    [sources.NAME]                # integration = "rest" | ...; the rest is the integration's
+    [sources.NAME.kinds.KIND]
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from integrations.base import SourceSettings, StrictModel
+from integrations.errors import ConfigError
+from integrations.registry import SETTINGS
+
+
+class SqliteTarget(StrictModel):
+    type: Literal["sqlite"] = "sqlite"
+    path: str = "sluice.db"
+
+
+class PostgresTarget(StrictModel):
+    type: Literal["postgres"]
+    dsn: str
+    table: str = Field("sluice_entities", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class HttpTarget(StrictModel):
+    type: Literal["http"]
+    url: str = Field(description="POST {'entities': [...]} per batch; {kind} and {source} expand")
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: float = Field(30.0, gt=0)
+
+
+TargetSettings = Annotated[SqliteTarget | PostgresTarget | HttpTarget, Field(discriminator="type")]
+_TARGET = TypeAdapter(TargetSettings)
+
+
+class SluiceConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    path: Path
+    target: SqliteTarget | PostgresTarget | HttpTarget
+    sources: dict[str, SourceSettings]
+
+    def source(self, name: str) -> SourceSettings:
+        try:
+            return self.sources[name]
+        except KeyError:
+            known = ", ".join(sorted(self.sources)) or "none"
+            raise ConfigError(f"{self.path}: no source {name!r} (sources: {known})") from None
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand(node: Any, path: str, problems: list[str]) -> Any:
+    """Replace ``${NAME}`` in every string with the environment variable NAME."""
+    if isinstance(node, dict):
+        return {k: _expand(v, f"{path}.{k}" if path else k, problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand(v, f"{path}[{i}]", problems) for i, v in enumerate(node)]
+    if isinstance(node, str):
+        def sub(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                problems.append(f"{path}: environment variable {name} is not set")
+                return ""
+            return os.environ[name]
+
+        return _VAR.sub(sub, node)
+    return node
+
+
+def _describe(exc: ValidationError, prefix: tuple[Any, ...]) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in (*prefix, *err["loc"]))
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{loc}: unknown key")
+        else:
+            got = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
+            lines.append(f"{loc}: {err['msg']}{got}")
+    return lines
+
+
+def parse_config(raw: dict[str, Any], path: Path) -> SluiceConfig:
+    """Validate a decoded sluice.toml. Raises ConfigError listing every problem."""
+    problems: list[str] = []
+    raw = _expand(raw, "", problems)
+    for key in raw:
+        if key not in ("target", "sources"):
+            problems.append(f"{key}: unknown key (expected 'target' and 'sources')")
+    target_raw = dict(raw.get("target") or {})
+    target_raw.setdefault("type", "sqlite")
+    target: Any = None
+    try:
+        target = _TARGET.validate_python(target_raw)
+    except ValidationError as exc:
+        problems += [p.replace(f"{target_raw['type']}.", "", 1) for p in _describe(exc, ("target",))]
+    if isinstance(target, SqliteTarget) and not Path(target.path).is_absolute():
+        target = target.model_copy(update={"path": str(path.parent.resolve() / target.path)})
+
+    sources: dict[str, SourceSettings] = {}
+    raw_sources = raw.get("sources")
+    if not isinstance(raw_sources, dict) or not raw_sources:
+        problems.append("sources: at least one [sources.NAME] section is required")
+        raw_sources = {}
+    for name, section in raw_sources.items():
+        if not isinstance(section, dict):
+            problems.append(f"sources.{name}: must be a table")
+            continue
+        integration = section.get("integration")
+        model = SETTINGS.get(integration) if isinstance(integration, str) else None
+        if model is None:
+            known = ", ".join(sorted(SETTINGS))
+            problems.append(f"sources.{name}.integration: {integration!r} is not one of: {known}")
+            continue
+        try:
+            sources[name] = model.model_validate(section)
+        except ValidationError as exc:
+            problems += _describe(exc, ("sources", name))
+    if problems:
+        raise ConfigError(f"{path}: invalid configuration:\n  " + "\n  ".join(problems))
+    return SluiceConfig(path=path, target=target, sources=sources)
+
+
+def load_config(path: Path | str) -> SluiceConfig:
+    """Read, expand and validate a sluice.toml. Raises ConfigError naming the file and key."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from exc
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return parse_config(raw, path)
+
+
+@lru_cache(maxsize=8)
+def cached_config(path: str) -> SluiceConfig:
+    """The configuration of this process, loaded once per path."""
+    return load_config(path)

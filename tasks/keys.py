@@ -1,0 +1,50 @@
+"""Every Redis key Sluice writes, in one place. TTLs come from ``tasks.settings``."""
+
+from __future__ import annotations
+
+PREFIX = "sluice"
+
+RUNS = f"{PREFIX}:runs"  # sorted set: run id -> start time
+
+
+def run(run_id: str) -> str:
+    """Hash: the run record (source, kind, state, counts, cursor, times, reasons)."""
+    return f"{PREFIX}:run:{run_id}"
+
+
+def run_enqueued(run_id: str) -> str:
+    """Set: sequence numbers of the batches published for the run."""
+    return f"{PREFIX}:run:{run_id}:enqueued"
+
+
+def run_done(run_id: str) -> str:
+    """Set: sequence numbers of the batches written (SADD, so a redelivery counts once)."""
+    return f"{PREFIX}:run:{run_id}:done"
+
+
+def run_failed(run_id: str) -> str:
+    """Set: sequence numbers of the batches dead-lettered."""
+    return f"{PREFIX}:run:{run_id}:failed"
+
+
+def run_rejected(run_id: str) -> str:
+    """List: JSON records of items rejected (no identifier), capped."""
+    return f"{PREFIX}:run:{run_id}:rejected"
+
+
+def dead_letters(run_id: str) -> str:
+    """Hash: batch sequence number -> JSON {items, error, attempts} of a dead-lettered batch."""
+    return f"{PREFIX}:dead:{run_id}"
+
+
+def lock(source: str, kind: str) -> str:
+    """String: the id of the run that holds (source, kind); expires without progress."""
+    return f"{PREFIX}:lock:{source}:{kind}"
+
+
+def run_keys(run_id: str) -> list[str]:
+    """Every key of one run, for TTLs."""
+    return [run(run_id), run_enqueued(run_id), run_done(run_id), run_failed(run_id),
+            run_rejected(run_id), dead_letters(run_id)]
+
+REJECTED_KEEP = 1000  # rejected-item records kept per run (the count is exact regardless)

@@ -1,0 +1,245 @@
+"""The run record in Redis. Every change that must be counted once is one atomic Lua script.
+
+A run's batches are counted as *sets of sequence numbers* (enqueued, done, failed), never by
+INCR alone, so a redelivered page or batch is counted once. The run ends when the producer is
+done and every enqueued batch is done or failed; the one caller whose script sees that moment
+(the state flips running -> finalizing inside the script) finalizes the run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from enum import StrEnum
+from typing import Any
+
+import redis
+
+from tasks import keys
+
+
+class RunState(StrEnum):
+    RUNNING = "running"
+    FINALIZING = "finalizing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+    @property
+    def ended(self) -> bool:
+        return self in (RunState.SUCCEEDED, RunState.FAILED, RunState.SKIPPED)
+
+
+COUNTS = ("pages", "items_fetched", "items_written", "items_rejected", "batches_enqueued",
+          "batches_done", "batches_failed", "deleted")
+
+# KEYS: run, enqueued, done, failed. Sets state=finalizing and returns 1 when the run is complete.
+_TRY_FINALIZE = """
+local function try_finalize()
+  if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return 0 end
+  if redis.call('HGET', KEYS[1], 'producer_done') ~= '1' then return 0 end
+  local settled = redis.call('SCARD', KEYS[3]) + redis.call('SCARD', KEYS[4])
+  if settled < redis.call('SCARD', KEYS[2]) then return 0 end
+  redis.call('HSET', KEYS[1], 'state', 'finalizing')
+  return 1
+end
+"""
+
+# KEYS: run, lock. ARGV: run_id, fields..., lock_seconds
+_CREATE = """
+local ok = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', tonumber(ARGV[3]))
+local fields = cjson.decode(ARGV[2])
+if ok then
+  fields['state'] = 'running'
+else
+  fields['state'] = 'skipped'
+  fields['reason'] = 'run ' .. redis.call('GET', KEYS[2]) .. ' of this source and kind is still running'
+  fields['ended_at'] = fields['started_at']
+end
+for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
+return fields['state']
+"""
+
+# KEYS: run, enqueued, lock. ARGV: seq, n_items, cursor, now, run_id, lock_seconds
+_RECORD_PAGE = """
+if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'pages', 1)
+  redis.call('HINCRBY', KEYS[1], 'batches_enqueued', 1)
+  redis.call('HINCRBY', KEYS[1], 'items_fetched', tonumber(ARGV[2]))
+end
+redis.call('HSET', KEYS[1], 'cursor', ARGV[3], 'updated_at', ARGV[4])
+if redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('EXPIRE', KEYS[3], tonumber(ARGV[6])) end
+return 1
+"""
+
+# KEYS: run, enqueued, done, failed. ARGV: error ('' for none), now
+_PRODUCER_DONE = _TRY_FINALIZE + """
+redis.call('HSET', KEYS[1], 'producer_done', '1', 'updated_at', ARGV[2])
+if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[1]) end
+return try_finalize()
+"""
+
+# KEYS: run, enqueued, done, failed, rejected, lock.
+# ARGV: seq, written, rejected, rejected_records_json, now, run_id, lock_seconds, keep
+_BATCH_DONE = _TRY_FINALIZE + """
+if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], 'batches_done', 1)
+redis.call('HINCRBY', KEYS[1], 'items_written', tonumber(ARGV[2]))
+redis.call('HINCRBY', KEYS[1], 'items_rejected', tonumber(ARGV[3]))
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[5])
+for _, rec in ipairs(cjson.decode(ARGV[4])) do redis.call('RPUSH', KEYS[5], cjson.encode(rec)) end
+redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[8]) - 1)
+if redis.call('GET', KEYS[6]) == ARGV[6] then redis.call('EXPIRE', KEYS[6], tonumber(ARGV[7])) end
+if redis.call('SREM', KEYS[4], ARGV[1]) == 1 then
+  -- a dead-lettered batch written by `sluice failed retry`
+  redis.call('HINCRBY', KEYS[1], 'batches_failed', -1)
+  if redis.call('HGET', KEYS[1], 'state') == 'failed'
+     and tonumber(redis.call('HGET', KEYS[1], 'batches_failed')) == 0
+     and not redis.call('HGET', KEYS[1], 'error') then
+    redis.call('HSET', KEYS[1], 'state', 'succeeded', 'reason',
+      'every dead-lettered batch was retried and written; stale entities were not deleted')
+  end
+  return 0
+end
+return try_finalize()
+"""
+
+# KEYS: run, enqueued, done, failed, dead. ARGV: seq, dead_letter_json, now
+_BATCH_FAILED = _TRY_FINALIZE + """
+if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[5], ARGV[1], ARGV[2])
+if redis.call('SADD', KEYS[4], ARGV[1]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'batches_failed', 1)
+end
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[3])
+return try_finalize()
+"""
+
+# KEYS: run, lock. ARGV: run_id, fields_json
+_FINISH = """
+local fields = cjson.decode(ARGV[2])
+for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+return 1
+"""
+
+
+class Progress:
+    """The run records of one Redis database. Thin: one method per atomic step."""
+
+    def __init__(self, client: redis.Redis, *, lock_seconds: int = 1800, ttl: int = 14 * 86400):
+        self.r = client
+        self.lock_seconds = lock_seconds
+        self.ttl = ttl
+        self._create = client.register_script(_CREATE)
+        self._record_page = client.register_script(_RECORD_PAGE)
+        self._producer_done = client.register_script(_PRODUCER_DONE)
+        self._batch_done = client.register_script(_BATCH_DONE)
+        self._batch_failed = client.register_script(_BATCH_FAILED)
+        self._finish = client.register_script(_FINISH)
+
+    def _set_keys(self, run_id: str) -> list[str]:
+        return [keys.run(run_id), keys.run_enqueued(run_id), keys.run_done(run_id),
+                keys.run_failed(run_id)]
+
+    def create_run(self, source: str, kind: str) -> dict[str, Any]:
+        """A new run of (source, kind): 'running' with the lock taken, or 'skipped'."""
+        now = time.time()
+        run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + "-" + uuid.uuid4().hex[:8]
+        fields = {"run_id": run_id, "source": source, "kind": kind, "started_at": repr(now),
+                  "updated_at": repr(now)}
+        self._create(keys=[keys.run(run_id), keys.lock(source, kind)],
+                     args=[run_id, json.dumps(fields), self.lock_seconds])
+        pipe = self.r.pipeline()
+        pipe.zadd(keys.RUNS, {run_id: now})
+        pipe.expire(keys.run(run_id), self.ttl)
+        pipe.execute()
+        return self.get(run_id)
+
+    def get(self, run_id: str) -> dict[str, Any]:
+        """The run record with numbers decoded; {} for an unknown run."""
+        raw = self.r.hgetall(keys.run(run_id))
+        if not raw:
+            return {}
+        rec: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+        for name in COUNTS:
+            rec[name] = int(rec.get(name, 0))
+        for name in ("started_at", "updated_at", "ended_at"):
+            if name in rec:
+                rec[name] = float(rec[name])
+        rec["producer_done"] = rec.get("producer_done") == "1"
+        rec["in_flight"] = self.in_flight(run_id)
+        return rec
+
+    def recent(self, limit: int = 20) -> list[dict[str, Any]]:
+        ids = self.r.zrevrange(keys.RUNS, 0, limit - 1)
+        return [rec for rec in (self.get(i.decode()) for i in ids) if rec]
+
+    def in_flight(self, run_id: str) -> int:
+        """Batches published and neither written nor dead-lettered yet."""
+        pipe = self.r.pipeline(transaction=False)
+        for key in self._set_keys(run_id)[1:]:
+            pipe.scard(key)
+        enqueued, done, failed = pipe.execute()
+        return max(0, enqueued - done - failed)
+
+    def next_seq(self, run_id: str) -> int:
+        """The sequence number of the next page: one past the pages recorded so far."""
+        return int(self.r.hget(keys.run(run_id), "pages") or 0) + 1
+
+    def record_page(self, run_id: str, source: str, kind: str, seq: int, n_items: int,
+                    cursor: dict[str, Any] | None) -> None:
+        """A page was published as batch ``seq``; ``cursor`` resumes after it."""
+        self._record_page(
+            keys=[keys.run(run_id), keys.run_enqueued(run_id), keys.lock(source, kind)],
+            args=[seq, n_items, json.dumps(cursor), repr(time.time()), run_id, self.lock_seconds])
+
+    def save_cursor(self, run_id: str, cursor: dict[str, Any] | None) -> None:
+        """Save the state after a page that carried no items (no batch was published)."""
+        self.r.hset(keys.run(run_id), mapping={"cursor": json.dumps(cursor),
+                                               "updated_at": repr(time.time())})
+
+    def cursor(self, run_id: str) -> tuple[bool, dict[str, Any] | None]:
+        """(started, state): whether any page was recorded, and the state to resume from."""
+        raw = self.r.hget(keys.run(run_id), "cursor")
+        return (False, None) if raw is None else (True, json.loads(raw))
+
+    def producer_done(self, run_id: str, *, error: str | None = None) -> bool:
+        """The producer has published its last page (or failed). True: the caller finalizes."""
+        return bool(self._producer_done(keys=self._set_keys(run_id),
+                                        args=[error or "", repr(time.time())]))
+
+    def batch_done(self, run_id: str, source: str, kind: str, seq: int, *, written: int,
+                   rejected: list[dict[str, Any]]) -> bool:
+        """Batch ``seq`` was written. Counts once per seq. True: the caller finalizes."""
+        return bool(self._batch_done(
+            keys=[*self._set_keys(run_id), keys.run_rejected(run_id), keys.lock(source, kind)],
+            args=[seq, written, len(rejected), json.dumps(rejected), repr(time.time()), run_id,
+                  self.lock_seconds, keys.REJECTED_KEEP]))
+
+    def batch_failed(self, run_id: str, seq: int, *, dead_letter: dict[str, Any]) -> bool:
+        """Batch ``seq`` is dead-lettered with its items. True: the caller finalizes."""
+        return bool(self._batch_failed(
+            keys=[*self._set_keys(run_id), keys.dead_letters(run_id)],
+            args=[seq, json.dumps(dead_letter), repr(time.time())]))
+
+    def finish(self, run: dict[str, Any], state: RunState, **fields: Any) -> None:
+        """Set the final state (and reasons), release the lock, start the TTL of every key."""
+        values = {"state": str(state), "ended_at": repr(time.time()),
+                  **{k: str(v) for k, v in fields.items() if v is not None}}
+        self._finish(keys=[keys.run(run["run_id"]), keys.lock(run["source"], run["kind"])],
+                     args=[run["run_id"], json.dumps(values)])
+        pipe = self.r.pipeline()
+        for key in keys.run_keys(run["run_id"]):
+            pipe.expire(key, self.ttl)
+        pipe.execute()
+
+    def rejected(self, run_id: str) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in self.r.lrange(keys.run_rejected(run_id), 0, -1)]
+
+    def dead_letters(self, run_id: str) -> dict[int, dict[str, Any]]:
+        """Dead-lettered batches still failed: seq -> {items, error, ...}."""
+        failed = {int(s) for s in self.r.smembers(keys.run_failed(run_id))}
+        raw = self.r.hgetall(keys.dead_letters(run_id))
+        return {int(k): json.loads(v) for k, v in raw.items() if int(k) in failed}

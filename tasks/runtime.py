@@ -1,0 +1,90 @@
+"""What a worker process keeps for its whole life: one event loop, one ``httpx.AsyncClient``
+per source, one target connection, one Redis client.
+
+Celery tasks are synchronous. ``asyncio.run`` per task would close the loop that a shared
+client's connections belong to ("Event loop is closed"), so each process creates one loop
+(at ``worker_process_init``, or on first use after a fork) and runs every coroutine on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import httpx
+import redis
+
+from integrations.base import Integration
+from integrations.registry import load
+from tasks.config import SluiceConfig, cached_config
+from tasks.progress import Progress
+from tasks.settings import Settings, get_settings
+from tasks.targets import Target, open_target
+
+T = TypeVar("T")
+
+
+class Runtime:
+    def __init__(self, settings: Settings, config: SluiceConfig) -> None:
+        self.settings = settings
+        self.config = config
+        self.loop = asyncio.new_event_loop()
+        self.redis = redis.Redis.from_url(settings.redis_url)
+        self.progress = Progress(self.redis, lock_seconds=settings.run_lock_seconds,
+                                 ttl=settings.run_ttl_seconds)
+        self._integrations: dict[str, Integration] = {}
+        self._clients: dict[str, httpx.AsyncClient] = {}
+        self._target: Target | None = None
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine to completion on this process's loop."""
+        return self.loop.run_until_complete(coro)
+
+    def integration(self, source: str) -> Integration:
+        if source not in self._integrations:
+            self._integrations[source] = load(self.config.source(source))
+        return self._integrations[source]
+
+    def client(self, source: str) -> httpx.AsyncClient:
+        """The source's client, created once and reused by every task of this process."""
+        if source not in self._clients:
+            self._clients[source] = self.integration(source).client()
+        return self._clients[source]
+
+    def target(self) -> Target:
+        if self._target is None:
+            self._target = open_target(self.config.target)
+        return self._target
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            self.run(client.aclose())
+        self._clients.clear()
+        if self._target is not None:
+            self._target.close()
+            self._target = None
+        self.loop.close()
+        self.redis.close()
+
+
+_current: Runtime | None = None
+_pid: int | None = None
+
+
+def current() -> Runtime:
+    """This process's runtime; a forked child builds its own instead of inheriting one."""
+    global _current, _pid
+    if _current is None or _pid != os.getpid():
+        settings = get_settings()
+        _current = Runtime(settings, cached_config(str(settings.config)))
+        _pid = os.getpid()
+    return _current
+
+
+def shutdown() -> None:
+    global _current
+    if _current is not None and _pid == os.getpid():
+        _current.close()
+    _current = None

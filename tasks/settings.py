@@ -1,0 +1,48 @@
+"""Process settings from the environment (``SLUICE_*``), typed, built once.
+
+These are about *where* things run (Redis, the config file, task bounds); *what* to sync lives
+in sluice.toml (``tasks.config``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from integrations.errors import ConfigError
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SLUICE_", extra="ignore", frozen=True)
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    config: Path = Path("sluice.toml")
+    # Redis broker: an unacked message is handed out again after this long. It must stay above
+    # the longest task; producer slices and batches are kept far below it.
+    visibility_timeout: int = Field(600, ge=10)
+    # Live workers look for such messages every interval x throttle seconds (kombu: 10 x 10).
+    unacked_restore_interval: int = Field(10, ge=1)
+    # A producer task fetches at most this many pages / seconds, saves its cursor, and
+    # continues in a fresh task, so every task is short and a lost one costs little.
+    producer_slice_pages: int = Field(500, ge=1)
+    producer_slice_seconds: float = Field(30.0, gt=0)
+    # Batch writes: transient target errors are retried this often, then dead-lettered.
+    ingest_retries: int = Field(5, ge=0)
+    ingest_backoff: float = Field(1.0, ge=0)
+    ingest_max_backoff: float = Field(60.0, ge=0)
+    # A run's lock expires when the run shows no progress for this long, so a dead run never
+    # blocks its source and kind forever.
+    run_lock_seconds: int = Field(1800, ge=10)
+    # How long run records and dead letters stay in Redis.
+    run_ttl_seconds: int = Field(14 * 86400, ge=60)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(f"environment: {exc}") from exc

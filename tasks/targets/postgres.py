@@ -1,0 +1,77 @@
+"""PostgreSQL target (the ``postgres`` extra, psycopg 3): ``INSERT ... ON CONFLICT`` per batch
+in one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from integrations.errors import TargetRejected, TargetUnavailable
+from tasks.targets.base import Deletion, Entity, deletion_guard
+
+try:
+    import psycopg
+    from psycopg.types.json import Jsonb
+except ImportError:  # pragma: no cover - depends on the extra being installed
+    psycopg = None  # type: ignore[assignment]
+
+
+class PostgresTarget:
+    supports_delete = True
+
+    def __init__(self, dsn: str, *, table: str = "sluice_entities") -> None:
+        if psycopg is None:
+            raise TargetRejected("the postgres target needs psycopg: pip install 'sluice[postgres]'")
+        self.dsn = dsn
+        self.table = table  # validated as an identifier by the config model
+        self._conn: Any = None
+
+    def _connect(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.dsn, connect_timeout=10)
+            with self._conn.transaction():
+                self._conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {self.table} ("
+                    " source text NOT NULL, kind text NOT NULL, identifier text NOT NULL,"
+                    " data jsonb NOT NULL, run_id text NOT NULL,"
+                    " updated_at timestamptz NOT NULL DEFAULT now(),"
+                    " PRIMARY KEY (source, kind, identifier))")
+        return self._conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        try:
+            conn = self._connect()
+            with conn.transaction():
+                yield conn
+        except psycopg.OperationalError as exc:  # server down, connection lost: may pass
+            self.close()
+            raise TargetUnavailable(f"postgres: {exc}".strip()) from exc
+        except psycopg.Error as exc:
+            raise TargetRejected(f"postgres: {exc}".strip()) from exc
+
+    def upsert(self, entities: list[Entity], *, run_id: str) -> None:
+        rows = [(e["source"], e["kind"], e["identifier"], Jsonb(e["data"]), run_id) for e in entities]
+        with self._transaction() as conn, conn.cursor() as cur:
+            cur.executemany(
+                f"INSERT INTO {self.table} (source, kind, identifier, data, run_id)"
+                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (source, kind, identifier) DO UPDATE"
+                " SET data = EXCLUDED.data, run_id = EXCLUDED.run_id, updated_at = now()", rows)
+
+    def delete_stale(self, source: str, kind: str, *, run_id: str, threshold: float) -> Deletion:
+        with self._transaction() as conn:
+            existing, stale = conn.execute(
+                f"SELECT count(*), count(*) FILTER (WHERE run_id <> %s) FROM {self.table}"
+                " WHERE source = %s AND kind = %s FOR UPDATE", (run_id, source, kind)).fetchone()
+            refused = deletion_guard(stale, existing, threshold)
+            if refused:
+                return Deletion(refused=refused)
+            cur = conn.execute(f"DELETE FROM {self.table} WHERE source = %s AND kind = %s"
+                               " AND run_id <> %s", (source, kind, run_id))
+            return Deletion(deleted=cur.rowcount)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None

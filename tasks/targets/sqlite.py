@@ -1,0 +1,90 @@
+"""SQLite target (the embedded default): WAL and a busy timeout so worker processes can write
+at once; one transaction per batch."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from integrations.errors import TargetRejected, TargetUnavailable
+from tasks.targets.base import Deletion, Entity, deletion_guard
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS entities (
+    source TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    identifier TEXT NOT NULL,
+    data TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (source, kind, identifier)
+)
+"""
+
+UPSERT = """
+INSERT INTO entities (source, kind, identifier, data, run_id, updated_at)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (source, kind, identifier) DO UPDATE SET
+    data = excluded.data, run_id = excluded.run_id, updated_at = excluded.updated_at
+"""
+
+
+class SqliteTarget:
+    supports_delete = True
+
+    def __init__(self, path: str | Path, *, busy_timeout: float = 30.0) -> None:
+        self.path = str(path)
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
+        with self._translated():
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute(SCHEMA)
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.OperationalError as exc:  # locked, busy, disk I/O: may pass
+            raise TargetUnavailable(f"sqlite {self.path}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            raise TargetRejected(f"sqlite {self.path}: {exc}") from exc
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._translated():
+            # IMMEDIATE takes the write lock up front: waiting happens in busy_timeout, not in
+            # a deadlock between two readers that both want to write.
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def upsert(self, entities: list[Entity], *, run_id: str) -> None:
+        now = time.time()
+        rows = [(e["source"], e["kind"], e["identifier"], json.dumps(e["data"]), run_id, now)
+                for e in entities]
+        with self._transaction() as conn:
+            conn.executemany(UPSERT, rows)
+
+    def delete_stale(self, source: str, kind: str, *, run_id: str, threshold: float) -> Deletion:
+        with self._transaction() as conn:
+            existing, stale = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(run_id != ?), 0) FROM entities"
+                " WHERE source = ? AND kind = ?", (run_id, source, kind)).fetchone()
+            refused = deletion_guard(stale, existing, threshold)
+            if refused:
+                return Deletion(refused=refused)
+            cur = conn.execute("DELETE FROM entities WHERE source = ? AND kind = ? AND run_id != ?",
+                               (source, kind, run_id))
+            return Deletion(deleted=cur.rowcount)
+
+    def close(self) -> None:
+        self._conn.close()

@@ -43,6 +43,8 @@ class State:
     faults: list[Fault] = field(default_factory=list)
     sink: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> id -> entity
     sink_received: dict[str, int] = field(default_factory=dict)  # "kind/id" -> times posted
+    delays: dict[str, float] = field(default_factory=dict)  # path prefix -> extra seconds
+    sink_writing: int = 0  # sink POSTs being handled right now
     sink_down: int = 0  # answer this many sink POSTs with 503 (-1: until told otherwise)
     log: list[tuple[float, str, str, int]] = field(default_factory=list)  # t, method, path, status
 
@@ -84,8 +86,10 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         url = urlsplit(self.path)
         query = dict(parse_qsl(url.query))
-        if self.server.latency:
-            time.sleep(self.server.latency)
+        delay = self.server.latency + sum(
+            s for p, s in self.server.state.delays.items() if url.path.startswith(p))
+        if delay:
+            time.sleep(delay)
         fault = self._fault(url.path, query)
         if fault:
             return self._send(fault.status, fault.body, fault.headers)
@@ -125,12 +129,21 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         url = urlsplit(self.path)
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        with self.server.lock:
+            self.server.state.sink_writing += 1
+        try:
+            self._post(url.path, body)
+        finally:
+            with self.server.lock:
+                self.server.state.sink_writing -= 1
+
+    def _post(self, path: str, body: bytes) -> None:
         if self.server.write_latency:
             time.sleep(self.server.write_latency)
-        fault = self._fault(url.path, {})
+        fault = self._fault(path, {})
         if fault:
             return self._send(fault.status, fault.body, fault.headers)
-        parts = url.path.strip("/").split("/")
+        parts = path.strip("/").split("/")
         if len(parts) != 2 or parts[0] != "sink":
             return self._send(404, b'{"error": "not found"}')
         state = self.server.state
@@ -172,7 +185,8 @@ class FakeAPI:
 
     def __init__(self, *, port: int = 0, latency: float = 0.0, write_latency: float = 0.0):
         self.server = Server(("127.0.0.1", port), latency=latency, write_latency=write_latency)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
+                                       daemon=True)
 
     @property
     def url(self) -> str:

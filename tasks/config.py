@@ -80,10 +80,21 @@ def _expand(node: Any, path: str, problems: list[str]) -> Any:
     return node
 
 
-def _describe(exc: ValidationError, prefix: tuple[Any, ...]) -> list[str]:
+def _key_path(raw: Any, loc: tuple[Any, ...]) -> list[str]:
+    """The keys of ``loc`` as the user wrote them: a union's tag (not in the file) is dropped."""
+    parts, node = [], raw
+    for part in loc:
+        if isinstance(node, dict) and part not in node and node.get("type") == part:
+            continue  # pydantic names the member of a tagged union; the file does not
+        parts.append(str(part))
+        node = node.get(part) if isinstance(node, dict) else None
+    return parts
+
+
+def _describe(exc: ValidationError, prefix: tuple[Any, ...], raw: Any) -> list[str]:
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in (*prefix, *err["loc"]))
+        loc = ".".join([*map(str, prefix), *_key_path(raw, err["loc"])])
         if err["type"] == "extra_forbidden":
             lines.append(f"{loc}: unknown key")
         else:
@@ -105,7 +116,7 @@ def parse_config(raw: dict[str, Any], path: Path) -> SluiceConfig:
     try:
         target = _TARGET.validate_python(target_raw)
     except ValidationError as exc:
-        problems += [p.replace(f"{target_raw['type']}.", "", 1) for p in _describe(exc, ("target",))]
+        problems += _describe(exc, ("target",), target_raw)
     if isinstance(target, SqliteTarget) and not Path(target.path).is_absolute():
         target = target.model_copy(update={"path": str(path.parent.resolve() / target.path)})
 
@@ -127,7 +138,7 @@ def parse_config(raw: dict[str, Any], path: Path) -> SluiceConfig:
         try:
             sources[name] = model.model_validate(section)
         except ValidationError as exc:
-            problems += _describe(exc, ("sources", name))
+            problems += _describe(exc, ("sources", name), section)
     if problems:
         raise ConfigError(f"{path}: invalid configuration:\n  " + "\n  ".join(problems))
     return SluiceConfig(path=path, target=target, sources=sources)

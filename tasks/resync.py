@@ -44,7 +44,16 @@ async def produce(rt: runtime.Runtime, run: dict[str, Any]) -> bool:
     seq = rt.progress.next_seq(run_id)
     pages = rt.integration(source).pages(kind, rt.client(source), state=state)
     try:
-        async for page in pages:
+        while True:
+            # Backpressure: ask for the next page only when the workers have room for it.
+            while rt.progress.in_flight(run_id) >= max_in_flight and time.monotonic() < deadline:
+                await asyncio.sleep(POLL_SECONDS)
+            if budget <= 0 or time.monotonic() >= deadline:
+                return False
+            try:
+                page = await anext(pages)
+            except StopAsyncIteration:
+                return True
             if page.items:
                 # Publish first, record second: a crash in between re-fetches this page from
                 # the saved cursor with the same seq, and the sets count it once.
@@ -60,13 +69,8 @@ async def produce(rt: runtime.Runtime, run: dict[str, Any]) -> bool:
             if page.state is None:
                 return True
             budget -= 1
-            while rt.progress.in_flight(run_id) >= max_in_flight and time.monotonic() < deadline:
-                await asyncio.sleep(POLL_SECONDS)
-            if budget <= 0 or time.monotonic() >= deadline:
-                return False
     finally:
         await pages.aclose()
-    return True
 
 
 @app.task(bind=True, name="sluice.resync")

@@ -63,7 +63,7 @@ class PostgresTarget:
         with self._transaction() as conn:
             existing, stale = conn.execute(
                 f"SELECT count(*), count(*) FILTER (WHERE run_id <> %s) FROM {self.table}"
-                " WHERE source = %s AND kind = %s FOR UPDATE", (run_id, source, kind)).fetchone()
+                " WHERE source = %s AND kind = %s", (run_id, source, kind)).fetchone()
             refused = deletion_guard(stale, existing, threshold)
             if refused:
                 return Deletion(refused=refused)

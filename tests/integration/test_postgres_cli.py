@@ -1,0 +1,73 @@
+"""PostgreSQL as the target with real workers, and the `sluice` command against real workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.integration.conftest import Pipeline
+
+pytestmark = pytest.mark.integration
+
+
+def test_resync_into_postgres_upserts_and_deletes_stale(postgres_pipeline: Pipeline):
+    p = postgres_pipeline
+    items = p.api.set_items("cur", 230)
+    run = p.client.resync("api", "cur")
+    assert run["state"] == "succeeded", run
+    assert p.rows("cur") == {i["id"]: i for i in items}
+    items[0]["title"] = "renamed"
+    del items[200:]
+    run = p.client.resync("api", "cur")
+    assert (run["state"], run["deleted"]) == ("succeeded", 30)
+    assert p.rows("cur") == {i["id"]: i for i in items}
+
+
+def sluice(p: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SLUICE_REDIS_URL": p.workers.redis_url,
+           "SLUICE_CONFIG": str(p.workers.config), "SLUICE_TEST_TOKEN": "x"}
+    return subprocess.run([sys.executable, "-m", "tasks.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_run_wait_json_prints_one_line_per_run_and_exits_0(sqlite_pipeline: Pipeline):
+    p = sqlite_pipeline
+    p.api.set_items("lnk", 90)
+    p.api.set_items("off", 45)
+    done = sluice(p, "run", "api", "--kind", "lnk", "--kind", "off", "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(r["kind"], r["state"], r["items_written"]) for r in lines] == [
+        ("lnk", "succeeded", 90), ("off", "succeeded", 45)]
+    status = sluice(p, "status", lines[0]["run_id"], "--json")
+    assert json.loads(status.stdout)["items_written"] == 90
+
+
+def test_run_wait_exits_1_when_a_run_fails_and_says_why(sqlite_pipeline: Pipeline):
+    p = sqlite_pipeline
+    p.api.set_items("noitems", 3)
+    done = sluice(p, "run", "api", "--kind", "noitems", "--wait")
+    assert done.returncode == 1
+    assert "api/noitems run" in done.stdout and ": failed;" in done.stdout
+    assert "reason: producer: MalformedPage" in done.stdout
+
+
+def test_a_config_typo_names_the_file_and_the_key(sqlite_pipeline: Pipeline, tmp_path):
+    broken = tmp_path / "sluice.toml"
+    broken.write_text(p_text := sqlite_pipeline.workers.config.read_text().replace(
+        'cursor_path = "next_cursor"', 'cursor_pth = "next_cursor"', 1))
+    assert "cursor_pth" in p_text
+    done = sluice(sqlite_pipeline, "--config", str(broken), "check")
+    assert done.returncode == 2
+    assert f"sluice: {broken}: invalid configuration" in done.stderr
+    assert "sources.api.kinds.cur.paginator.cursor_pth: unknown key" in done.stderr
+    assert "sources.api.kinds.cur.paginator.cursor_path: Field required" in done.stderr
+
+
+def test_unknown_kind_is_refused_before_anything_is_enqueued(sqlite_pipeline: Pipeline):
+    done = sluice(sqlite_pipeline, "run", "api", "--kind", "nope")
+    assert done.returncode == 2 and "source 'api' has no kind 'nope'" in done.stderr

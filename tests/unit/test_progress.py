@@ -1,0 +1,103 @@
+"""The run record's Lua scripts (fakeredis with Lua; the integration tests use real Redis)."""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+
+from tasks import keys
+from tasks.progress import Progress, RunState
+
+
+@pytest.fixture
+def progress() -> Progress:
+    return Progress(fakeredis.FakeRedis(), lock_seconds=60, ttl=3600)
+
+
+def started(progress: Progress, pages: int = 2) -> str:
+    run_id = progress.create_run("src", "kind")["run_id"]
+    for seq in range(1, pages + 1):
+        progress.record_page(run_id, "src", "kind", seq, 10, {"cursor": str(seq)})
+    return run_id
+
+
+def test_a_second_run_of_the_same_kind_is_skipped_until_the_first_ends(progress):
+    first = progress.create_run("src", "kind")
+    second = progress.create_run("src", "kind")
+    assert (first["state"], second["state"]) == ("running", "skipped")
+    assert second["reason"] == f"run {first['run_id']} of this source and kind is still running"
+    assert progress.create_run("src", "other")["state"] == "running"
+    progress.finish(first, RunState.SUCCEEDED)
+    assert progress.create_run("src", "kind")["state"] == "running"
+
+
+def test_pages_recorded_twice_count_once(progress):
+    run_id = started(progress, pages=2)
+    progress.record_page(run_id, "src", "kind", 2, 10, {"cursor": "2"})
+    run = progress.get(run_id)
+    assert (run["pages"], run["batches_enqueued"], run["items_fetched"]) == (2, 2, 20)
+    assert progress.cursor(run_id) == (True, {"cursor": "2"})
+    assert progress.next_seq(run_id) == 3
+
+
+def test_a_redelivered_batch_counts_once(progress):
+    run_id = started(progress)
+    progress.batch_done(run_id, "src", "kind", 1, written=10, rejected=[{"seq": 1, "index": 0}])
+    progress.batch_done(run_id, "src", "kind", 1, written=10, rejected=[{"seq": 1, "index": 0}])
+    run = progress.get(run_id)
+    assert (run["batches_done"], run["items_written"], run["items_rejected"]) == (1, 10, 1)
+    assert len(progress.rejected(run_id)) == 1 and run["in_flight"] == 1
+
+
+def test_exactly_one_caller_is_elected_to_finalize(progress):
+    run_id = started(progress)
+    assert not progress.batch_done(run_id, "src", "kind", 1, written=10, rejected=[])
+    assert not progress.producer_done(run_id)  # batch 2 still in flight
+    assert progress.batch_done(run_id, "src", "kind", 2, written=10, rejected=[])
+    assert progress.get(run_id)["state"] == "finalizing"
+    assert not progress.batch_done(run_id, "src", "kind", 2, written=10, rejected=[])
+    assert not progress.producer_done(run_id)
+
+
+def test_the_producer_finishing_last_is_elected(progress):
+    run_id = started(progress)
+    for seq in (1, 2):
+        assert not progress.batch_done(run_id, "src", "kind", seq, written=10, rejected=[])
+    assert progress.producer_done(run_id)
+
+
+def test_a_dead_letter_keeps_its_items_and_a_later_success_recovers_the_run(progress):
+    run_id = started(progress)
+    progress.batch_done(run_id, "src", "kind", 1, written=10, rejected=[])
+    progress.producer_done(run_id)
+    letter = {"source": "src", "kind": "kind", "items": [{"id": 1}], "error": "down"}
+    assert progress.batch_failed(run_id, 2, dead_letter=letter)
+    assert not progress.batch_failed(run_id, 2, dead_letter=letter)  # counted once
+    run = progress.get(run_id)
+    assert run["batches_failed"] == 1 and progress.dead_letters(run_id) == {2: letter}
+    progress.finish(run, RunState.FAILED, reason="1 batch dead-lettered")
+    assert progress.r.get(keys.lock("src", "kind")) is None  # the run no longer blocks its kind
+    assert not progress.batch_done(run_id, "src", "kind", 2, written=1, rejected=[])
+    run = progress.get(run_id)
+    assert (run["state"], run["batches_failed"], run["items_written"]) == ("succeeded", 0, 11)
+    assert progress.dead_letters(run_id) == {}
+
+
+def test_a_producer_error_keeps_a_recovered_run_failed(progress):
+    run_id = started(progress)
+    progress.batch_done(run_id, "src", "kind", 1, written=10, rejected=[])
+    progress.producer_done(run_id, error="MalformedPage: boom")
+    progress.batch_failed(run_id, 2, dead_letter={"items": []})
+    progress.finish(progress.get(run_id), RunState.FAILED)
+    progress.batch_done(run_id, "src", "kind", 2, written=10, rejected=[])
+    assert progress.get(run_id)["state"] == "failed"
+
+
+def test_finish_releases_only_its_own_lock_and_sets_ttls(progress):
+    run = progress.create_run("src", "kind")
+    progress.r.set(keys.lock("src", "kind"), "someone-else")
+    progress.finish(run, RunState.FAILED, reason="x")
+    assert progress.r.get(keys.lock("src", "kind")) == b"someone-else"
+    assert 0 < progress.r.ttl(keys.run(run["run_id"])) <= 3600
+    rec = progress.get(run["run_id"])
+    assert rec["state"] == "failed" and rec["reason"] == "x" and rec["ended_at"] >= rec["started_at"]

@@ -1,0 +1,112 @@
+"""Real Celery worker processes for integration tests (``celery -A tasks worker``, prefork)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+from celery import Celery
+
+from tasks.progress import Progress, RunState
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FAST_SETTINGS = {
+    "SLUICE_INGEST_RETRIES": "3",
+    "SLUICE_INGEST_BACKOFF": "0.2",
+    "SLUICE_INGEST_MAX_BACKOFF": "1",
+    "SLUICE_PRODUCER_SLICE_SECONDS": "5",
+}
+
+
+class Workers:
+    """One ``celery worker`` node with ``concurrency`` prefork children."""
+
+    def __init__(self, *, config: Path, redis_url: str, log: Path, concurrency: int = 2,
+                 name: str = "w1", env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.redis_url = redis_url
+        self.log = log
+        self.concurrency = concurrency
+        self.name = name
+        self.env = {**os.environ, **FAST_SETTINGS, **(env or {}),
+                    "SLUICE_CONFIG": str(config), "SLUICE_REDIS_URL": redis_url}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, timeout: float = 30) -> Workers:
+        self._log = open(self.log, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--pool", "prefork",
+             "-c", str(self.concurrency), "-n", f"{self.name}@%h", "--loglevel", "INFO",
+             "--without-gossip", "--without-mingle", "--without-heartbeat"],
+            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while "ready." not in self.log.read_text(errors="replace"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"worker did not start:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        return self
+
+    def children(self) -> list[int]:
+        assert self.process
+        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(p) for p in path.read_text().split()]
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        if hasattr(self, "_log"):
+            self._log.close()
+
+    def __enter__(self) -> Workers:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class Client:
+    """The test's side: send tasks and read runs, on the workers' Redis database."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.redis = redis.Redis.from_url(redis_url)
+        self.progress = Progress(self.redis)
+        self.app = Celery("sluice-tests", broker=redis_url)
+        self.app.conf.update(task_serializer="json", accept_content=["json"],
+                             task_default_queue="sluice")
+
+    def start(self, source: str, kind: str) -> dict[str, Any]:
+        """Create a run the way `sluice run` does and enqueue its producer."""
+        run = self.progress.create_run(source, kind)
+        if run["state"] == RunState.RUNNING:
+            self.app.send_task("sluice.resync", (source, kind), {"run_id": run["run_id"]})
+        return run
+
+    def wait(self, run_id: str, *, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.progress.get(run_id)
+            if run and RunState(run["state"]).ended:
+                return run
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"run {run_id} did not end: {run}")
+            time.sleep(0.1)
+
+    def resync(self, source: str, kind: str, *, timeout: float = 60) -> dict[str, Any]:
+        return self.wait(self.start(source, kind)["run_id"], timeout=timeout)
+
+    def close(self) -> None:
+        self.redis.close()
+        self.app.close()

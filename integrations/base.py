@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class StrictModel(BaseModel):
@@ -51,6 +51,18 @@ class SourceSettings(StrictModel):
         0.9, ge=0, le=1, description="never delete more than this share of existing entities"
     )
     http: HttpSettings = HttpSettings()
+    schedule: str | None = Field(
+        None, description="cron: 'minute hour day-of-month month day-of-week', run by beat")
+    every: str | None = Field(
+        None, pattern=r"^[1-9][0-9]*[smhd]$", description="an interval run by beat: 30s, 15m, 2h, 1d")
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> SourceSettings:
+        if self.schedule is not None and self.every is not None:
+            raise ValueError("set either 'schedule' (cron) or 'every', not both")
+        if self.schedule is not None and len(self.schedule.split()) != 5:
+            raise ValueError(f"schedule {self.schedule!r} is not a 5-field cron string")
+        return self
 
     def kind_names(self) -> list[str]:
         raise NotImplementedError

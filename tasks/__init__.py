@@ -1,5 +1,16 @@
-"""The Celery side of Sluice: ``celery -A tasks worker`` finds ``tasks.app``."""
+"""The Celery side of Sluice. ``celery -A tasks worker`` finds the app as ``tasks.app``.
 
-from tasks.app import app
+The app is built on first access, not on import, so that importing ``tasks.config`` or
+``tasks.progress`` (the CLI does) neither reads ``SLUICE_REDIS_URL`` nor builds a Celery app
+before ``sluice standalone`` has started its Redis.
+"""
 
-__all__ = ["app"]
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        from tasks.app import app
+
+        return app
+    raise AttributeError(f"module 'tasks' has no attribute {name!r}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 
 from tasks import runtime
 from tasks.settings import get_settings
@@ -24,7 +24,7 @@ QUEUE = "sluice"
 _settings = get_settings()
 
 app = Celery("sluice", broker=_settings.redis_url,
-             include=["tasks.resync", "tasks.ingest", "tasks.finalize"])
+             include=["tasks.resync", "tasks.ingest", "tasks.finalize", "tasks.schedule"])
 app.conf.update(
     task_serializer="json",
     result_serializer="json",
@@ -44,8 +44,21 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_send_task_events=True,
     task_send_sent_event=True,
-    worker_max_memory_per_child=None,
+    # Beat: RedBeat keeps the schedule in Redis behind a lock; a second beat is a standby.
+    beat_scheduler="redbeat.RedBeatScheduler",
+    redbeat_redis_url=_settings.redis_url,
+    redbeat_key_prefix="sluice:beat:",
+    redbeat_lock_timeout=60,
+    beat_max_loop_interval=5,
 )
+
+
+@worker_init.connect
+def _check_config(**_: Any) -> None:
+    """A worker with a broken sluice.toml does not start (the error names file and key)."""
+    from tasks.config import cached_config
+
+    cached_config(str(_settings.config))
 
 
 @worker_process_init.connect

@@ -4,6 +4,8 @@
     sluice run SOURCE [--kind K]... [--wait] [--json]
     sluice status [RUN_ID] [--json]
     sluice failed list [RUN_ID] | failed retry RUN_ID
+    sluice entities [SOURCE [KIND]]       what the target holds
+    sluice standalone [--once]            everything on this machine, with a demo API
 """
 
 from __future__ import annotations
@@ -16,9 +18,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from integrations.errors import ConfigError
 from tasks.config import SluiceConfig, load_config
 from tasks.progress import Progress, RunState
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password."""
+    from kombu.utils.url import maybe_sanitize_url
+
+    return str(maybe_sanitize_url(url))
 
 
 def _config_path(arg: str | None) -> Path:
@@ -26,8 +37,6 @@ def _config_path(arg: str | None) -> Path:
 
 
 def _progress() -> Progress:
-    import redis
-
     from tasks.settings import get_settings
 
     s = get_settings()
@@ -42,20 +51,6 @@ def _kinds(config: SluiceConfig, source: str, wanted: list[str] | None) -> list[
             raise ConfigError(f"{config.path}: source {source!r} has no kind {kind!r}"
                               f" (kinds: {', '.join(known)})")
     return wanted or known
-
-
-def start_runs(progress: Progress, source: str, kinds: list[str]) -> list[dict[str, Any]]:
-    """Create a run per kind and enqueue its producer; skipped runs are not enqueued."""
-    from tasks.app import app
-
-    runs = []
-    for kind in kinds:
-        run = progress.create_run(source, kind)
-        if run["state"] == RunState.RUNNING:
-            app.send_task("sluice.resync", (source, kind), {"run_id": run["run_id"]},
-                          argsrepr=f"{source}/{kind} run={run['run_id']}")
-        runs.append(run)
-    return runs
 
 
 def bar(run: dict[str, Any], width: int = 24) -> str:
@@ -75,20 +70,27 @@ def line(run: dict[str, Any]) -> str:
     return json.dumps({k: run[k] for k in keep if k in run})
 
 
-def wait(progress: Progress, run_ids: list[str], *, show: bool, poll: float = 0.2,
-         out: Any = sys.stderr) -> list[dict[str, Any]]:
-    """Poll until every run has ended, drawing one progress line per run."""
-    drawn = 0
+def wait(progress: Progress, run_ids: list[str], *, show: bool, stall_seconds: float,
+         poll: float = 0.2, out: Any = sys.stderr) -> list[dict[str, Any]]:
+    """Poll until every run has ended, drawing one progress line per run (redrawn in place on
+    a terminal, every few seconds otherwise). Runs without progress are marked stalled."""
+    tty = out.isatty()
+    drawn, last_drawn, last_watch = 0, 0.0, 0.0
     while True:
+        now = time.monotonic()
+        if now - last_watch > 5:
+            progress.mark_stalled(after=stall_seconds)
+            last_watch = now
         runs = [progress.get(r) for r in run_ids]
-        if show:
-            if drawn:
+        ended = all(RunState(r["state"]).ended for r in runs)
+        if show and (tty or ended or now - last_drawn > 5):
+            if tty and drawn:
                 out.write(f"\x1b[{drawn}F")
             for run in runs:
-                out.write("\x1b[2K" + bar(run) + "\n")
+                out.write(("\x1b[2K" if tty else "") + bar(run) + "\n")
             out.flush()
-            drawn = len(runs)
-        if all(RunState(r["state"]).ended for r in runs):
+            drawn, last_drawn = len(runs), now
+        if ended:
             return runs
         time.sleep(poll)
 
@@ -106,13 +108,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = load_config(_config_path(args.config))
     kinds = _kinds(config, args.source, args.kind)
     progress = _progress()
+    from tasks.schedule import start_runs
+
     runs = start_runs(progress, args.source, kinds)
     for run in runs:
         if not args.json:
             note = f" ({run['reason']})" if run.get("reason") else ""
             print(f"{run['source']}/{run['kind']}: run {run['run_id']} {run['state']}{note}")
     if args.wait:
-        runs = wait(progress, [r["run_id"] for r in runs], show=not args.json)
+        from tasks.settings import get_settings
+
+        runs = wait(progress, [r["run_id"] for r in runs], show=not args.json,
+                    stall_seconds=get_settings().stall_seconds)
     if args.json:
         for run in runs:
             print(line(run))
@@ -169,6 +176,35 @@ def cmd_failed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_entities(args: argparse.Namespace) -> int:
+    from tasks.config import SqliteTarget
+    from tasks.targets import open_target
+
+    settings = (SqliteTarget(path=args.db) if args.db
+                else load_config(_config_path(args.config)).target)
+    target = open_target(settings)
+    if not hasattr(target, "read"):
+        print(f"sluice: the {settings.type} target cannot be read back", file=sys.stderr)
+        return 2
+    try:
+        if args.source is None:
+            for source, kind, count in target.counts():
+                print(f"{source}/{kind}: {count}")
+            return 0
+        for entity in target.read(args.source, args.kind, limit=args.limit):
+            print(json.dumps(entity))
+        return 0
+    finally:
+        target.close()
+
+
+def cmd_standalone(args: argparse.Namespace) -> int:
+    from tasks.standalone import standalone
+
+    return standalone(config=args.config, once=args.once, workers=args.workers,
+                      flower_port=args.flower_port, logs=args.logs)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sluice", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -190,6 +226,20 @@ def parser() -> argparse.ArgumentParser:
     failed.add_argument("action", choices=["list", "retry"])
     failed.add_argument("run_id", nargs="?")
     failed.set_defaults(func=cmd_failed)
+    ents = sub.add_parser("entities", help="what the target holds (SQLite, PostgreSQL)")
+    ents.add_argument("source", nargs="?", help="without it: a count per source and kind")
+    ents.add_argument("kind", nargs="?")
+    ents.add_argument("--limit", type=int, default=20)
+    ents.add_argument("--db", help="a SQLite file to read instead of the config's target")
+    ents.set_defaults(func=cmd_entities)
+    alone = sub.add_parser("standalone", help="Redis, workers, beat, Flower and (without "
+                           "--config) a demo API on this machine; resync everything")
+    alone.add_argument("--once", action="store_true",
+                       help="exit after the first resync of every source, with its outcome")
+    alone.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    alone.add_argument("--flower-port", type=int, default=5555)
+    alone.add_argument("--logs", help="directory for the children's logs (default: a temp dir)")
+    alone.set_defaults(func=cmd_standalone)
     return p
 
 
@@ -200,6 +250,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"sluice: {exc}", file=sys.stderr)
         return 2
+    except redis.ConnectionError as exc:
+        from tasks.settings import get_settings
+
+        url = get_settings().redis_url
+        print(f"sluice: cannot reach Redis at {_safe_url(url)} ($SLUICE_REDIS_URL): {exc}",
+              file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         return 130
 

@@ -59,6 +59,19 @@ class SluiceConfig(BaseModel):
             raise ConfigError(f"{self.path}: no source {name!r} (sources: {known})") from None
 
 
+_NAME = re.compile(r"^[A-Za-z0-9_-]+$")  # names end up in Redis keys and metric labels
+
+
+def cron(text: str) -> Any:
+    """A celery crontab from 'minute hour day-of-month month day-of-week'. Raises ValueError."""
+    from celery.schedules import crontab
+
+    minute, hour, day_of_month, month_of_year, day_of_week = text.split()
+    schedule = crontab(minute=minute, hour=hour, day_of_month=day_of_month,
+                       month_of_year=month_of_year, day_of_week=day_of_week)
+    return schedule
+
+
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -139,6 +152,18 @@ def parse_config(raw: dict[str, Any], path: Path) -> SluiceConfig:
             sources[name] = model.model_validate(section)
         except ValidationError as exc:
             problems += _describe(exc, ("sources", name), section)
+            continue
+        if not _NAME.match(name):
+            problems.append(f"sources.{name}: a source name may hold letters, digits, '_', '-'")
+        for kind in sources[name].kind_names():
+            if not _NAME.match(kind):
+                problems.append(f"sources.{name}.kinds.{kind}: a kind name may hold letters, "
+                                "digits, '_', '-'")
+        if sources[name].schedule:
+            try:
+                cron(sources[name].schedule)
+            except ValueError as exc:
+                problems.append(f"sources.{name}.schedule: {exc}")
     if problems:
         raise ConfigError(f"{path}: invalid configuration:\n  " + "\n  ".join(problems))
     return SluiceConfig(path=path, target=target, sources=sources)

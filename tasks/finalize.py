@@ -21,15 +21,17 @@ def finalize(run_id: str) -> dict[str, Any]:
     if run.get("state") != RunState.FINALIZING:
         return {"run_id": run_id, "state": run.get("state")}
     if run.get("error"):
-        rt.progress.finish(run, RunState.FAILED, reason=f"producer: {run['error']}")
+        rt.progress.finish(run, RunState.FAILED, expect=RunState.FINALIZING,
+                           reason=f"producer: {run['error']}")
     elif run["batches_failed"]:
-        rt.progress.finish(run, RunState.FAILED, reason=(
+        rt.progress.finish(run, RunState.FAILED, expect=RunState.FINALIZING, reason=(
             f"{run['batches_failed']} batch(es) dead-lettered; no stale entity was deleted;"
             f" see `sluice failed list {run_id}`"))
     else:
         threshold = rt.config.source(run["source"]).delete_threshold
         deletion = rt.target().delete_stale(run["source"], run["kind"], run_id=run_id,
                                             threshold=threshold)
-        rt.progress.finish(run, RunState.SUCCEEDED, deleted=deletion.deleted,
+        rt.progress.finish(run, RunState.SUCCEEDED, expect=RunState.FINALIZING,
+                           deleted=deletion.deleted,
                            deletion_refused=deletion.refused)
     return {"run_id": run_id, "state": rt.progress.get(run_id).get("state")}

@@ -5,6 +5,8 @@ from __future__ import annotations
 PREFIX = "sluice"
 
 RUNS = f"{PREFIX}:runs"  # sorted set: run id -> start time
+ACTIVE = f"{PREFIX}:runs:active"  # sorted set: id of a run not yet ended -> start time
+METRICS = f"{PREFIX}:metrics"  # hash: "name|source|kind[|label]" -> counter (never expires)
 
 
 def run(run_id: str) -> str:

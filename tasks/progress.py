@@ -25,14 +25,25 @@ class RunState(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SKIPPED = "skipped"
+    STALLED = "stalled"
 
     @property
     def ended(self) -> bool:
-        return self in (RunState.SUCCEEDED, RunState.FAILED, RunState.SKIPPED)
+        return self not in (RunState.RUNNING, RunState.FINALIZING)
 
 
 COUNTS = ("pages", "items_fetched", "items_written", "items_rejected", "batches_enqueued",
           "batches_done", "batches_failed", "deleted")
+
+# Counters for Prometheus, per source and kind: KEYS[1] is the run, ``mkey`` the metrics hash.
+_METRIC = """
+local function metric(mkey, name, by, label)
+  local field = name .. '|' .. redis.call('HGET', KEYS[1], 'source') .. '|'
+                .. redis.call('HGET', KEYS[1], 'kind')
+  if label then field = field .. '|' .. label end
+  redis.call('HINCRBYFLOAT', mkey, field, by)
+end
+"""
 
 # KEYS: run, enqueued, done, failed. Sets state=finalizing and returns 1 when the run is complete.
 _TRY_FINALIZE = """
@@ -46,8 +57,8 @@ local function try_finalize()
 end
 """
 
-# KEYS: run, lock. ARGV: run_id, fields..., lock_seconds
-_CREATE = """
+# KEYS: run, lock, active, metrics. ARGV: run_id, fields, lock_seconds, now
+_CREATE = _METRIC + """
 local ok = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', tonumber(ARGV[3]))
 local fields = cjson.decode(ARGV[2])
 if ok then
@@ -58,15 +69,22 @@ else
   fields['ended_at'] = fields['started_at']
 end
 for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
+if fields['state'] == 'running' then
+  redis.call('ZADD', KEYS[3], tonumber(ARGV[4]), ARGV[1])
+else
+  metric(KEYS[4], 'runs', 1, 'skipped')
+end
 return fields['state']
 """
 
-# KEYS: run, enqueued, lock. ARGV: seq, n_items, cursor, now, run_id, lock_seconds
-_RECORD_PAGE = """
+# KEYS: run, enqueued, lock, metrics. ARGV: seq, n_items, cursor, now, run_id, lock_seconds
+_RECORD_PAGE = _METRIC + """
 if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'pages', 1)
   redis.call('HINCRBY', KEYS[1], 'batches_enqueued', 1)
   redis.call('HINCRBY', KEYS[1], 'items_fetched', tonumber(ARGV[2]))
+  metric(KEYS[4], 'pages', 1)
+  metric(KEYS[4], 'items_fetched', tonumber(ARGV[2]))
 end
 redis.call('HSET', KEYS[1], 'cursor', ARGV[3], 'updated_at', ARGV[4])
 if redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('EXPIRE', KEYS[3], tonumber(ARGV[6])) end
@@ -80,13 +98,15 @@ if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[1]) end
 return try_finalize()
 """
 
-# KEYS: run, enqueued, done, failed, rejected, lock.
+# KEYS: run, enqueued, done, failed, rejected, lock, metrics.
 # ARGV: seq, written, rejected, rejected_records_json, now, run_id, lock_seconds, keep
-_BATCH_DONE = _TRY_FINALIZE + """
+_BATCH_DONE = _METRIC + _TRY_FINALIZE + """
 if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return 0 end
 redis.call('HINCRBY', KEYS[1], 'batches_done', 1)
 redis.call('HINCRBY', KEYS[1], 'items_written', tonumber(ARGV[2]))
 redis.call('HINCRBY', KEYS[1], 'items_rejected', tonumber(ARGV[3]))
+metric(KEYS[7], 'items_written', tonumber(ARGV[2]))
+metric(KEYS[7], 'items_rejected', tonumber(ARGV[3]))
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[5])
 for _, rec in ipairs(cjson.decode(ARGV[4])) do redis.call('RPUSH', KEYS[5], cjson.encode(rec)) end
 redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[8]) - 1)
@@ -105,22 +125,31 @@ end
 return try_finalize()
 """
 
-# KEYS: run, enqueued, done, failed, dead. ARGV: seq, dead_letter_json, now
-_BATCH_FAILED = _TRY_FINALIZE + """
+# KEYS: run, enqueued, done, failed, dead, metrics. ARGV: seq, dead_letter_json, now
+_BATCH_FAILED = _METRIC + _TRY_FINALIZE + """
 if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[5], ARGV[1], ARGV[2])
 if redis.call('SADD', KEYS[4], ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'batches_failed', 1)
+  metric(KEYS[6], 'batches_failed', 1)
 end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[3])
 return try_finalize()
 """
 
-# KEYS: run, lock. ARGV: run_id, fields_json
-_FINISH = """
+# KEYS: run, lock, active, metrics. ARGV: run_id, fields_json, expected state ('' = any active)
+_FINISH = _METRIC + """
+local state = redis.call('HGET', KEYS[1], 'state')
+if ARGV[3] ~= '' and state ~= ARGV[3] then return 0 end
+if state ~= 'running' and state ~= 'finalizing' then return 0 end
 local fields = cjson.decode(ARGV[2])
 for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+redis.call('ZREM', KEYS[3], ARGV[1])
+metric(KEYS[4], 'runs', 1, fields['state'])
+local started = tonumber(redis.call('HGET', KEYS[1], 'started_at'))
+metric(KEYS[4], 'run_seconds_sum', tonumber(fields['ended_at']) - started)
+metric(KEYS[4], 'run_seconds_count', 1)
 return 1
 """
 
@@ -149,8 +178,8 @@ class Progress:
         run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + "-" + uuid.uuid4().hex[:8]
         fields = {"run_id": run_id, "source": source, "kind": kind, "started_at": repr(now),
                   "updated_at": repr(now)}
-        self._create(keys=[keys.run(run_id), keys.lock(source, kind)],
-                     args=[run_id, json.dumps(fields), self.lock_seconds])
+        self._create(keys=[keys.run(run_id), keys.lock(source, kind), keys.ACTIVE, keys.METRICS],
+                     args=[run_id, json.dumps(fields), self.lock_seconds, now])
         pipe = self.r.pipeline()
         pipe.zadd(keys.RUNS, {run_id: now})
         pipe.expire(keys.run(run_id), self.ttl)
@@ -192,7 +221,8 @@ class Progress:
                     cursor: dict[str, Any] | None) -> None:
         """A page was published as batch ``seq``; ``cursor`` resumes after it."""
         self._record_page(
-            keys=[keys.run(run_id), keys.run_enqueued(run_id), keys.lock(source, kind)],
+            keys=[keys.run(run_id), keys.run_enqueued(run_id), keys.lock(source, kind),
+                  keys.METRICS],
             args=[seq, n_items, json.dumps(cursor), repr(time.time()), run_id, self.lock_seconds])
 
     def save_cursor(self, run_id: str, cursor: dict[str, Any] | None) -> None:
@@ -214,26 +244,54 @@ class Progress:
                    rejected: list[dict[str, Any]]) -> bool:
         """Batch ``seq`` was written. Counts once per seq. True: the caller finalizes."""
         return bool(self._batch_done(
-            keys=[*self._set_keys(run_id), keys.run_rejected(run_id), keys.lock(source, kind)],
+            keys=[*self._set_keys(run_id), keys.run_rejected(run_id), keys.lock(source, kind),
+                  keys.METRICS],
             args=[seq, written, len(rejected), json.dumps(rejected), repr(time.time()), run_id,
                   self.lock_seconds, keys.REJECTED_KEEP]))
 
     def batch_failed(self, run_id: str, seq: int, *, dead_letter: dict[str, Any]) -> bool:
         """Batch ``seq`` is dead-lettered with its items. True: the caller finalizes."""
         return bool(self._batch_failed(
-            keys=[*self._set_keys(run_id), keys.dead_letters(run_id)],
+            keys=[*self._set_keys(run_id), keys.dead_letters(run_id), keys.METRICS],
             args=[seq, json.dumps(dead_letter), repr(time.time())]))
 
-    def finish(self, run: dict[str, Any], state: RunState, **fields: Any) -> None:
-        """Set the final state (and reasons), release the lock, start the TTL of every key."""
+    def finish(self, run: dict[str, Any], state: RunState, *, expect: RunState | None = None,
+               **fields: Any) -> bool:
+        """End an active run (only from ``expect``, if given): set the state and reasons,
+        release the lock, count it, start the TTL of every key. False if it was not active."""
         values = {"state": str(state), "ended_at": repr(time.time()),
                   **{k: str(v) for k, v in fields.items() if v is not None}}
-        self._finish(keys=[keys.run(run["run_id"]), keys.lock(run["source"], run["kind"])],
-                     args=[run["run_id"], json.dumps(values)])
+        ended = self._finish(
+            keys=[keys.run(run["run_id"]), keys.lock(run["source"], run["kind"]), keys.ACTIVE,
+                  keys.METRICS],
+            args=[run["run_id"], json.dumps(values), str(expect or "")])
         pipe = self.r.pipeline()
         for key in keys.run_keys(run["run_id"]):
             pipe.expire(key, self.ttl)
         pipe.execute()
+        return bool(ended)
+
+    def active(self) -> list[dict[str, Any]]:
+        """Runs not yet ended, oldest first."""
+        ids = self.r.zrange(keys.ACTIVE, 0, -1)
+        return [rec for rec in (self.get(i.decode()) for i in ids) if rec]
+
+    def mark_stalled(self, *, after: float, now: float | None = None) -> list[dict[str, Any]]:
+        """End as 'stalled' every running run with no progress for ``after`` seconds."""
+        now = time.time() if now is None else now
+        stalled = []
+        for run in self.active():
+            if run["state"] == RunState.RUNNING and now - run["updated_at"] > after:
+                reason = (f"no progress for {now - run['updated_at']:.0f} s (stall_seconds "
+                          f"{after:.0f}); nothing was deleted")
+                if self.finish(run, RunState.STALLED, expect=RunState.RUNNING, reason=reason):
+                    stalled.append(self.get(run["run_id"]))
+        return stalled
+
+    def metrics(self) -> dict[tuple[str, ...], float]:
+        """The counters: (name, source, kind[, label]) -> value."""
+        return {tuple(k.decode().split("|")): float(v)
+                for k, v in self.r.hgetall(keys.METRICS).items()}
 
     def rejected(self, run_id: str) -> list[dict[str, Any]]:
         return [json.loads(x) for x in self.r.lrange(keys.run_rejected(run_id), 0, -1)]

@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     # A run's lock expires when the run shows no progress for this long, so a dead run never
     # blocks its source and kind forever.
     run_lock_seconds: int = Field(1800, ge=10)
+    # A running run with no progress (no page, no batch) for this long is marked 'stalled'.
+    stall_seconds: float = Field(900.0, gt=0)
     # How long run records and dead letters stay in Redis.
     run_ttl_seconds: int = Field(14 * 86400, ge=60)
 

@@ -41,6 +41,18 @@ class Target(Protocol):
     def close(self) -> None: ...
 
 
+class Readable(Protocol):
+    """Targets that can show what they hold (``sluice entities``)."""
+
+    def counts(self) -> list[tuple[str, str, int]]:
+        """(source, kind, number of entities), sorted."""
+        ...
+
+    def read(self, source: str, kind: str | None, *, limit: int) -> list[Entity]:
+        """Up to ``limit`` entities of a source (and kind), ordered by kind and identifier."""
+        ...
+
+
 def deletion_guard(stale: int, existing: int, threshold: float) -> str | None:
     """Why deleting ``stale`` of ``existing`` entities is refused, or None when it is allowed."""
     if existing and stale / existing > threshold:

@@ -71,6 +71,19 @@ class PostgresTarget:
                                " AND run_id <> %s", (source, kind, run_id))
             return Deletion(deleted=cur.rowcount)
 
+    def counts(self) -> list[tuple[str, str, int]]:
+        with self._transaction() as conn:
+            return conn.execute(f"SELECT source, kind, count(*) FROM {self.table}"
+                                " GROUP BY source, kind ORDER BY source, kind").fetchall()
+
+    def read(self, source: str, kind: str | None, *, limit: int) -> list[Entity]:
+        with self._transaction() as conn:
+            rows = conn.execute(
+                f"SELECT identifier, kind, data FROM {self.table} WHERE source = %s"
+                " AND (%s::text IS NULL OR kind = %s) ORDER BY kind, identifier LIMIT %s",
+                (source, kind, kind, limit)).fetchall()
+        return [{"identifier": i, "kind": k, "source": source, "data": d} for i, k, d in rows]
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()

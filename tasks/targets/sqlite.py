@@ -86,5 +86,19 @@ class SqliteTarget:
                                (source, kind, run_id))
             return Deletion(deleted=cur.rowcount)
 
+    def counts(self) -> list[tuple[str, str, int]]:
+        with self._translated():
+            return self._conn.execute("SELECT source, kind, COUNT(*) FROM entities"
+                                      " GROUP BY source, kind ORDER BY source, kind").fetchall()
+
+    def read(self, source: str, kind: str | None, *, limit: int) -> list[Entity]:
+        with self._translated():
+            rows = self._conn.execute(
+                "SELECT identifier, kind, data FROM entities WHERE source = ?"
+                " AND (? IS NULL OR kind = ?) ORDER BY kind, identifier LIMIT ?",
+                (source, kind, kind, limit)).fetchall()
+        return [{"identifier": i, "kind": k, "source": source, "data": json.loads(d)}
+                for i, k, d in rows]
+
     def close(self) -> None:
         self._conn.close()

@@ -101,3 +101,33 @@ def test_finish_releases_only_its_own_lock_and_sets_ttls(progress):
     assert 0 < progress.r.ttl(keys.run(run["run_id"])) <= 3600
     rec = progress.get(run["run_id"])
     assert rec["state"] == "failed" and rec["reason"] == "x" and rec["ended_at"] >= rec["started_at"]
+
+
+def test_a_run_without_progress_is_marked_stalled_and_frees_its_kind(progress):
+    run_id = started(progress)
+    fresh = progress.create_run("src", "other")["run_id"]
+    now = progress.get(run_id)["updated_at"] + 100
+    progress.r.hset(keys.run(fresh), "updated_at", repr(now - 1))
+    stalled = progress.mark_stalled(after=60, now=now)
+    assert [r["run_id"] for r in stalled] == [run_id]
+    assert stalled[0]["state"] == "stalled" and "no progress for 100 s" in stalled[0]["reason"]
+    assert [r["run_id"] for r in progress.active()] == [fresh]
+    assert progress.mark_stalled(after=60, now=now) == []  # once
+    assert progress.create_run("src", "kind")["state"] == "running"
+
+
+def test_counters_per_source_and_kind_for_prometheus(progress):
+    run_id = started(progress)  # 2 pages of 10
+    progress.batch_done(run_id, "src", "kind", 1, written=9, rejected=[{"seq": 1}])
+    progress.batch_done(run_id, "src", "kind", 1, written=9, rejected=[{"seq": 1}])
+    progress.producer_done(run_id)
+    progress.batch_failed(run_id, 2, dead_letter={"items": []})
+    progress.finish(progress.get(run_id), RunState.FAILED)
+    progress.create_run("src", "kind")
+    progress.create_run("src", "kind")  # skipped
+    m = progress.metrics()
+    assert m[("pages", "src", "kind")] == 2 and m[("items_fetched", "src", "kind")] == 20
+    assert m[("items_written", "src", "kind")] == 9 and m[("items_rejected", "src", "kind")] == 1
+    assert m[("batches_failed", "src", "kind")] == 1
+    assert m[("runs", "src", "kind", "failed")] == 1 and m[("runs", "src", "kind", "skipped")] == 1
+    assert m[("run_seconds_count", "src", "kind")] == 1 and m[("run_seconds_sum", "src", "kind")] >= 0

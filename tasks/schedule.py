@@ -1,0 +1,79 @@
+"""Starting runs, and what Celery beat runs.
+
+Beat's schedule is built from sluice.toml when beat starts (``beat_init``): one entry per
+source with ``schedule`` (cron) or ``every``, plus the stall watch. The scheduler is RedBeat,
+which keeps the schedule in Redis behind a lock, so a second beat waits as a standby instead
+of sending every task twice.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from celery.signals import beat_init
+
+from tasks import runtime
+from tasks.app import app
+from tasks.config import SluiceConfig, cached_config, cron
+from tasks.progress import Progress, RunState
+from tasks.settings import get_settings
+
+UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+WATCH_SECONDS = 30.0
+
+
+def start_runs(progress: Progress, source: str, kinds: list[str]) -> list[dict[str, Any]]:
+    """Create a run per kind and enqueue its producer. A kind whose previous run is still
+    running gets a 'skipped' run record and nothing is enqueued."""
+    runs = []
+    for kind in kinds:
+        run = progress.create_run(source, kind)
+        if run["state"] == RunState.RUNNING:
+            app.send_task("sluice.resync", (source, kind), {"run_id": run["run_id"]},
+                          argsrepr=f"{source}/{kind} run={run['run_id']}", kwargsrepr="{}")
+        runs.append(run)
+    return runs
+
+
+def every(text: str) -> timedelta:
+    """'15m' -> 15 minutes (the config model has checked the form)."""
+    return timedelta(**{UNITS[text[-1]]: int(text[:-1])})
+
+
+def beat_schedule(config: SluiceConfig) -> dict[str, dict[str, Any]]:
+    entries: dict[str, dict[str, Any]] = {
+        "sluice-watch": {"task": "sluice.watch", "schedule": WATCH_SECONDS},
+    }
+    for name, source in config.sources.items():
+        if source.schedule:
+            when: Any = cron(source.schedule)
+        elif source.every:
+            when = every(source.every)
+        else:
+            continue
+        entries[f"resync-{name}"] = {"task": "sluice.resync_source", "schedule": when,
+                                     "args": (name,)}
+    return entries
+
+
+@beat_init.connect
+def _load_schedule(sender: Any = None, **_: Any) -> None:
+    config = cached_config(str(get_settings().config))
+    app.conf.beat_schedule = beat_schedule(config)
+
+
+@app.task(name="sluice.resync_source")
+def resync_source(source: str) -> list[dict[str, Any]]:
+    """Start a run of every kind of ``source`` (what a schedule entry sends)."""
+    rt = runtime.current()
+    kinds = rt.config.source(source).kind_names()
+    return [{"run_id": r["run_id"], "kind": r["kind"], "state": r["state"]}
+            for r in start_runs(rt.progress, source, kinds)]
+
+
+@app.task(name="sluice.watch")
+def watch() -> list[str]:
+    """Mark runs with no progress for ``stall_seconds`` as stalled."""
+    rt = runtime.current()
+    return [r["run_id"] for r in rt.progress.mark_stalled(after=rt.settings.stall_seconds)]

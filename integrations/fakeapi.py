@@ -43,6 +43,7 @@ class State:
     faults: list[Fault] = field(default_factory=list)
     sink: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> id -> entity
     sink_received: dict[str, int] = field(default_factory=dict)  # "kind/id" -> times posted
+    auth_seen: set[str] = field(default_factory=set)  # Authorization headers received
     delays: dict[str, float] = field(default_factory=dict)  # path prefix -> extra seconds
     sink_writing: int = 0  # sink POSTs being handled right now
     sink_down: int = 0  # answer this many sink POSTs with 503 (-1: until told otherwise)
@@ -86,6 +87,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         url = urlsplit(self.path)
         query = dict(parse_qsl(url.query))
+        if "Authorization" in self.headers:
+            with self.server.lock:
+                self.server.state.auth_seen.add(self.headers["Authorization"])
         delay = self.server.latency + sum(
             s for p, s in self.server.state.delays.items() if url.path.startswith(p))
         if delay:

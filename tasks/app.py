@@ -11,6 +11,9 @@ Settings that matter and why:
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from celery import Celery
@@ -20,6 +23,26 @@ from tasks import runtime
 from tasks.settings import get_settings
 
 QUEUE = "sluice"
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def flower_refusal(argv: Sequence[str], env: Mapping[str, str]) -> str | None:
+    """Why a ``celery flower`` process must not start: it would listen beyond loopback
+    without authentication (Flower shows task arguments and can revoke tasks). None: fine."""
+    options = {k: v for k, v in (a.lstrip("-").split("=", 1) for a in argv if "=" in a)}
+    address = options.get("address", env.get("FLOWER_ADDRESS", ""))
+    if options.get("unix_socket") or options.get("unix-socket") or address in LOOPBACK:
+        return None
+    if any(options.get(k) or env.get(f"FLOWER_{k.upper().replace('-', '_')}")
+           for k in ("basic_auth", "basic-auth", "auth")):
+        return None
+    where = address or "every interface"
+    return (f"refusing to run Flower on {where} without authentication: set "
+            "FLOWER_BASIC_AUTH=user:password (or --auth), or --address=127.0.0.1")
+
+
+if "flower" in sys.argv[1:] and (_refusal := flower_refusal(sys.argv, os.environ)):
+    raise SystemExit(_refusal)
 
 _settings = get_settings()
 

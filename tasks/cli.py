@@ -198,6 +198,14 @@ def cmd_entities(args: argparse.Namespace) -> int:
         target.close()
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from tasks.metrics import serve
+
+    print(f"sluice metrics on http://{args.host}:{args.port}/metrics", flush=True)
+    serve(_progress(), host=args.host, port=args.port)
+    return 0
+
+
 def cmd_standalone(args: argparse.Namespace) -> int:
     from tasks.standalone import standalone
 
@@ -232,6 +240,10 @@ def parser() -> argparse.ArgumentParser:
     ents.add_argument("--limit", type=int, default=20)
     ents.add_argument("--db", help="a SQLite file to read instead of the config's target")
     ents.set_defaults(func=cmd_entities)
+    metrics = sub.add_parser("metrics", help="serve Prometheus metrics of runs")
+    metrics.add_argument("--host", default="127.0.0.1")
+    metrics.add_argument("--port", type=int, default=9808)
+    metrics.set_defaults(func=cmd_metrics)
     alone = sub.add_parser("standalone", help="Redis, workers, beat, Flower and (without "
                            "--config) a demo API on this machine; resync everything")
     alone.add_argument("--once", action="store_true",

@@ -131,3 +131,21 @@ def test_counters_per_source_and_kind_for_prometheus(progress):
     assert m[("batches_failed", "src", "kind")] == 1
     assert m[("runs", "src", "kind", "failed")] == 1 and m[("runs", "src", "kind", "skipped")] == 1
     assert m[("run_seconds_count", "src", "kind")] == 1 and m[("run_seconds_sum", "src", "kind")] >= 0
+
+
+def test_the_prometheus_exposition(progress):
+    from prometheus_client import generate_latest
+    from prometheus_client.registry import CollectorRegistry
+
+    from tasks.metrics import SluiceCollector
+
+    run_id = started(progress)
+    progress.batch_done(run_id, "src", "kind", 1, written=10, rejected=[])
+    progress.create_run("src", "kind")  # skipped: the first run still holds the kind
+    registry = CollectorRegistry()
+    registry.register(SluiceCollector(progress))
+    text = generate_latest(registry).decode()
+    assert 'sluice_items_written_total{kind="kind",source="src"} 10.0' in text
+    assert 'sluice_pages_total{kind="kind",source="src"} 2.0' in text
+    assert 'sluice_runs_total{kind="kind",source="src",state="skipped"} 1.0' in text
+    assert 'sluice_runs_active{kind="kind",source="src"} 1.0' in text

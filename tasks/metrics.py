@@ -1,0 +1,86 @@
+"""Sluice's own Prometheus metrics, read from Redis at every scrape.
+
+The counters are kept by the progress scripts (``tasks.progress``), atomically with the run
+record, so every worker on every machine adds to the same numbers and a redelivered batch is
+not counted twice. Flower's ``/metrics`` covers the Celery tasks themselves.
+
+    sluice metrics --port 9808        # then scrape http://HOST:9808/metrics
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from tasks.progress import Progress
+
+COUNTERS = {
+    "pages": ("sluice_pages", "Pages fetched from the API"),
+    "items_fetched": ("sluice_items_fetched", "Items fetched from the API"),
+    "items_written": ("sluice_items_written", "Items written into the target"),
+    "items_rejected": ("sluice_items_rejected", "Items rejected (no identifier)"),
+    "batches_failed": ("sluice_batches_failed", "Batches dead-lettered"),
+    "rate_limit_wait_seconds": ("sluice_rate_limit_wait_seconds",
+                                "Seconds callers waited for the shared rate limit"),
+}
+
+
+class SluiceCollector(Collector):
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def collect(self) -> Iterator[Metric]:
+        values = self.progress.metrics()
+        labels = ["source", "kind"]
+        families: dict[str, Any] = {
+            name: CounterMetricFamily(metric, doc, labels=labels)
+            for name, (metric, doc) in COUNTERS.items()}
+        runs = CounterMetricFamily("sluice_runs", "Runs ended, by final state",
+                                   labels=[*labels, "state"])
+        duration = {"sum": {}, "count": {}}
+        for key, value in sorted(values.items()):
+            name, rest = key[0], list(key[1:])
+            if name in families:
+                families[name].add_metric(rest, value)
+            elif name == "runs":
+                runs.add_metric(rest, value)
+            elif name in ("run_seconds_sum", "run_seconds_count"):
+                duration[name.rsplit("_", 1)[1]][tuple(rest)] = value
+        yield from families.values()
+        yield runs
+        summary = GaugeMetricFamily("sluice_run_duration_seconds_avg",
+                                    "Mean duration of ended runs", labels=labels)
+        for key, count in duration["count"].items():
+            if count:
+                summary.add_metric(list(key), duration["sum"].get(key, 0.0) / count)
+        yield summary
+        active = GaugeMetricFamily("sluice_runs_active", "Runs not yet ended", labels=labels)
+        oldest = GaugeMetricFamily("sluice_run_age_seconds",
+                                   "Age of the oldest active run", labels=labels)
+        now, seen = time.time(), {}
+        for run in self.progress.active():
+            key = (run["source"], run["kind"])
+            seen.setdefault(key, [0, now - run["started_at"]])[0] += 1
+        for key, (count, age) in sorted(seen.items()):
+            active.add_metric(list(key), count)
+            oldest.add_metric(list(key), age)
+        yield active
+        yield oldest
+
+
+def serve(progress: Progress, *, host: str, port: int) -> None:
+    """Serve /metrics until interrupted."""
+    from prometheus_client import start_http_server
+    from prometheus_client.registry import CollectorRegistry
+
+    registry = CollectorRegistry()
+    registry.register(SluiceCollector(progress))
+    server, thread = start_http_server(port, addr=host, registry=registry)
+    try:
+        thread.join()
+    finally:
+        server.shutdown()

@@ -68,7 +68,7 @@ app.conf.update(
     worker_send_task_events=True,
     task_send_sent_event=True,
     # Beat: RedBeat keeps the schedule in Redis behind a lock; a second beat is a standby.
-    beat_scheduler="redbeat.RedBeatScheduler",
+    beat_scheduler="tasks.schedule:Scheduler",
     redbeat_redis_url=_settings.redis_url,
     redbeat_key_prefix="sluice:beat:",
     redbeat_lock_timeout=60,

@@ -1,9 +1,9 @@
 """Starting runs, and what Celery beat runs.
 
-Beat's schedule is built from sluice.toml when beat starts (``beat_init``): one entry per
-source with ``schedule`` (cron) or ``every``, plus the stall watch. The scheduler is RedBeat,
-which keeps the schedule in Redis behind a lock, so a second beat waits as a standby instead
-of sending every task twice.
+Beat's schedule is built from sluice.toml when beat's scheduler starts: one entry per source
+with ``schedule`` (cron) or ``every``, plus the stall watch. The scheduler is RedBeat, which
+keeps the schedule in Redis behind a lock, so a second beat waits as a standby instead of
+sending every task twice.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from celery.signals import beat_init
+from redbeat import RedBeatScheduler
 
 from tasks import runtime
 from tasks.app import app
@@ -57,10 +57,12 @@ def beat_schedule(config: SluiceConfig) -> dict[str, dict[str, Any]]:
     return entries
 
 
-@beat_init.connect
-def _load_schedule(sender: Any = None, **_: Any) -> None:
-    config = cached_config(str(get_settings().config))
-    app.conf.beat_schedule = beat_schedule(config)
+class Scheduler(RedBeatScheduler):
+    """RedBeat with the schedule of sluice.toml (``beat_scheduler`` in tasks/app.py)."""
+
+    def setup_schedule(self) -> None:
+        self.app.conf.beat_schedule = beat_schedule(cached_config(str(get_settings().config)))
+        super().setup_schedule()
 
 
 @app.task(name="sluice.resync_source")

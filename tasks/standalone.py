@@ -32,10 +32,11 @@ class Children:
         self.logs = logs
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, name: str, argv: list[str]) -> None:
+    def start(self, name: str, argv: list[str], *, env: dict[str, str] | None = None) -> None:
         log = open(self.logs / f"{name}.log", "ab")
         self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+                                            stdin=subprocess.DEVNULL, start_new_session=True,
+                                            env={**os.environ, **(env or {})})
         log.close()
 
     def dead(self) -> list[str]:
@@ -111,7 +112,8 @@ def standalone(*, config: str | None, once: bool, workers: int, flower_port: int
             children.start("beat", [*celery, "beat", "--loglevel", "INFO"])
         # Flower on loopback only: this is the one place it may run without authentication.
         children.start("flower", [*celery, "flower", "--address=127.0.0.1",
-                                  f"--port={flower_port}"])
+                                  f"--port={flower_port}"],
+                       env={"FLOWER_UNAUTHENTICATED_API": "true"})
         print(f"flower: http://127.0.0.1:{flower_port}   logs: {log_dir}", file=out)
         print(f"target: {cfg.target.type} {getattr(cfg.target, 'path', '')}", file=out)
         _wait_for_workers(children)

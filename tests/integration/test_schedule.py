@@ -1,0 +1,69 @@
+"""Celery beat runs the schedules of sluice.toml; two beats never both act; a scheduled resync
+of a kind that is still running is skipped and recorded, not stacked."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from integrations.fakeapi import FakeAPI
+from tasks.redisserver import RedisServer
+from tests.workers import ROOT, Client, Workers
+
+pytestmark = pytest.mark.integration
+
+
+def beat(workers: Workers, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "celery", "-A", "tasks", "beat",
+                                 "--loglevel", "INFO"], cwd=ROOT, env=workers.env,
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+def test_two_beats_run_each_schedule_once_and_busy_kinds_are_skipped(
+        tmp_path: Path, redis_server: RedisServer):
+    with FakeAPI() as api:
+        api.set_items("tick", 20)
+        api.state.delays["/cursor/tick"] = 1.2  # a run (2 pages) outlasts the 1 s schedule
+        config = tmp_path / "sluice.toml"
+        config.write_text(f"""
+[target]
+path = "{tmp_path / 'db.sqlite'}"
+
+[sources.clock]
+integration = "rest"
+base_url = "{api.url}"
+every = "1s"
+
+[sources.clock.kinds.tick]
+path = "/cursor/tick"
+items = "data"
+paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 10 }}
+""")
+        url = redis_server.url.rsplit("/", 1)[0] + "/4"
+        with Workers(config=config, redis_url=url, log=tmp_path / "worker.log") as workers:
+            client = Client(url)
+            beats = [beat(workers, tmp_path / f"beat{i}.log") for i in (1, 2)]
+            try:
+                time.sleep(12)
+            finally:
+                for b in beats:
+                    b.terminate()
+                    b.wait(15)
+            runs = client.progress.recent(100)
+            client.close()
+    logs = [(tmp_path / f"beat{i}.log").read_text() for i in (1, 2)]
+    senders = [log.count("Sending due task resync-clock") for log in logs]
+    assert sorted(senders)[0] == 0 and sorted(senders)[1] >= 5, senders  # one acts, one waits
+    states = [r["state"] for r in runs]
+    # ~1 scheduled resync a second, each ~2.4 s long: most ticks find the kind busy.
+    assert len(runs) == max(senders)
+    assert states.count("skipped") >= 2 and states.count("succeeded") >= 2
+    assert all("still running" in r["reason"] for r in runs if r["state"] == "skipped")
+    spans = sorted((r["started_at"], r.get("ended_at", 1e12)) for r in runs
+                   if r["state"] != "skipped")
+    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))  # never two at once

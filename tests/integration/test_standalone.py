@@ -1,0 +1,100 @@
+"""`sluice standalone`: the README's first command, and Ctrl-C leaving nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tasks.redisserver import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def standalone_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    return env
+
+
+def descendants(pid: int) -> set[int]:
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            for child in (task / "children").read_text().split():
+                found.add(int(child))
+                todo.append(int(child))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_standalone_once_syncs_the_demo_into_sqlite(tmp_path: Path):
+    port = free_port()
+    done = subprocess.run(
+        [sys.executable, "-m", "tasks.cli", "standalone", "--once", f"--flower-port={port}",
+         "--logs", str(tmp_path / "logs")],
+        cwd=tmp_path, env=standalone_env(), capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for kind, count in (("issue", 3000), ("user", 700), ("project", 120), ("team", 45)):
+        assert f"demo/{kind} run " in done.stdout
+        assert f"succeeded; {count} written, 0 rejected, 0 batches failed" in done.stdout
+    with sqlite3.connect(tmp_path / "sluice.db") as db:
+        assert dict(((k, n) for k, n in db.execute(
+            "SELECT kind, COUNT(*) FROM entities GROUP BY kind"))) == {
+            "issue": 3000, "user": 700, "project": 120, "team": 45}
+    shown = subprocess.run([sys.executable, "-m", "tasks.cli", "entities", "--db", "sluice.db",
+                            "demo", "team", "--limit", "1"], cwd=tmp_path, env=standalone_env(),
+                           capture_output=True, text=True, check=True).stdout
+    assert json.loads(shown)["identifier"] == "team-0"
+
+
+def test_standalone_runs_until_ctrl_c_then_stops_every_child(tmp_path: Path):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tasks.cli", "standalone", f"--flower-port={port}",
+         "--logs", str(tmp_path / "logs")],
+        cwd=tmp_path, env=standalone_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    lines: list[str] = []
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 180
+    while not any("running on schedule" in line for line in lines):
+        assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)
+        lines.append(proc.stdout.readline())
+    redis_url = next(line for line in lines if line.startswith("redis: ")).split(" on ")[1].strip()
+    redis_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    # Flower is up on loopback, without auth (the one place it may be), and saw the tasks.
+    tasks = httpx.get(f"http://127.0.0.1:{port}/api/tasks", timeout=10).json()
+    names = {t["name"] for t in tasks.values()}
+    assert {"sluice.resync", "sluice.ingest_batch", "sluice.finalize"} <= names
+    children = descendants(proc.pid)
+    assert len(children) >= 5  # redis-server, worker (+2 children), beat, flower
+
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert "stopping" in out
+    time.sleep(0.5)
+    assert [pid for pid in children if alive(pid)] == []
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+    import redis
+
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis(port=redis_port, socket_connect_timeout=1).ping()

@@ -2,6 +2,7 @@
 
     SluiceError
     ├── ConfigError                 bad sluice.toml / settings: names the file and the key path
+    ├── RunLost                     the run's record is gone from Redis (lost its data)
     ├── RetryableError              try again later (with backoff); may carry ``retry_after``
     │   ├── TransientHTTPError      connect error, timeout, 429 or 5xx from the third-party API
     │   └── TargetUnavailable       the target is down, locked or answered 5xx/429
@@ -26,6 +27,10 @@ class SluiceError(Exception):
 
 class ConfigError(SluiceError):
     """The configuration is invalid. The message names the file and the key path."""
+
+
+class RunLost(SluiceError):
+    """The run's record disappeared from Redis; its producer stops."""
 
 
 class RetryableError(SluiceError):

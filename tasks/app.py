@@ -19,7 +19,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 
-from tasks import runtime
+from tasks import broker, runtime
 from tasks.settings import get_settings
 
 QUEUE = "sluice"
@@ -45,6 +45,7 @@ if "flower" in sys.argv[1:] and (_refusal := flower_refusal(sys.argv, os.environ
     raise SystemExit(_refusal)
 
 _settings = get_settings()
+broker.install()
 
 app = Celery("sluice", broker=_settings.redis_url,
              include=["tasks.resync", "tasks.ingest", "tasks.finalize", "tasks.schedule"])
@@ -65,6 +66,10 @@ app.conf.update(
         "unacked_restore_throttle": 1,
     },
     broker_connection_retry_on_startup=True,
+    broker_connection_max_retries=None,  # a worker waits for Redis to come back, however long
+    # Publishing (the producer's pages) rides out a Redis restart of about half a minute.
+    task_publish_retry_policy={"max_retries": 15, "interval_start": 0.2, "interval_step": 0.5,
+                               "interval_max": 3},
     worker_send_task_events=True,
     task_send_sent_event=True,
     # Beat: RedBeat keeps the schedule in Redis behind a lock; a second beat is a standby.

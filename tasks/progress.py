@@ -26,6 +26,7 @@ class RunState(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     STALLED = "stalled"
+    LOST = "lost"  # the record is gone: Redis lost its data (restarted without persistence)
 
     @property
     def ended(self) -> bool:
@@ -79,6 +80,7 @@ return fields['state']
 
 # KEYS: run, enqueued, lock, metrics. ARGV: seq, n_items, cursor, now, run_id, lock_seconds
 _RECORD_PAGE = _METRIC + """
+if redis.call('HEXISTS', KEYS[1], 'state') == 0 then return 0 end
 if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'pages', 1)
   redis.call('HINCRBY', KEYS[1], 'batches_enqueued', 1)
@@ -93,6 +95,7 @@ return 1
 
 # KEYS: run, enqueued, done, failed. ARGV: error ('' for none), now
 _PRODUCER_DONE = _TRY_FINALIZE + """
+if redis.call('HEXISTS', KEYS[1], 'state') == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'producer_done', '1', 'updated_at', ARGV[2])
 if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[1]) end
 return try_finalize()
@@ -101,6 +104,7 @@ return try_finalize()
 # KEYS: run, enqueued, done, failed, rejected, lock, metrics.
 # ARGV: seq, written, rejected, rejected_records_json, now, run_id, lock_seconds, keep
 _BATCH_DONE = _METRIC + _TRY_FINALIZE + """
+if redis.call('HEXISTS', KEYS[1], 'state') == 0 then return 0 end
 if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return 0 end
 redis.call('HINCRBY', KEYS[1], 'batches_done', 1)
 redis.call('HINCRBY', KEYS[1], 'items_written', tonumber(ARGV[2]))
@@ -127,6 +131,7 @@ return try_finalize()
 
 # KEYS: run, enqueued, done, failed, dead, metrics. ARGV: seq, dead_letter_json, now
 _BATCH_FAILED = _METRIC + _TRY_FINALIZE + """
+if redis.call('HEXISTS', KEYS[1], 'state') == 0 then return 0 end
 if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[5], ARGV[1], ARGV[2])
 if redis.call('SADD', KEYS[4], ARGV[1]) == 1 then
@@ -191,7 +196,8 @@ class Progress:
         raw = self.r.hgetall(keys.run(run_id))
         if not raw:
             return {}
-        rec: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+        rec: dict[str, Any] = {"run_id": run_id, "source": "?", "kind": "?", "state": "lost",
+                               **{k.decode(): v.decode() for k, v in raw.items()}}
         for name in COUNTS:
             rec[name] = int(rec.get(name, 0))
         for name in ("started_at", "updated_at", "ended_at"):
@@ -218,17 +224,19 @@ class Progress:
         return int(self.r.hget(keys.run(run_id), "pages") or 0) + 1
 
     def record_page(self, run_id: str, source: str, kind: str, seq: int, n_items: int,
-                    cursor: dict[str, Any] | None) -> None:
-        """A page was published as batch ``seq``; ``cursor`` resumes after it."""
-        self._record_page(
+                    cursor: dict[str, Any] | None) -> bool:
+        """A page was published as batch ``seq``; ``cursor`` resumes after it.
+        False when the run record is gone (Redis lost its data): the producer stops."""
+        return bool(self._record_page(
             keys=[keys.run(run_id), keys.run_enqueued(run_id), keys.lock(source, kind),
                   keys.METRICS],
-            args=[seq, n_items, json.dumps(cursor), repr(time.time()), run_id, self.lock_seconds])
+            args=[seq, n_items, json.dumps(cursor), repr(time.time()), run_id, self.lock_seconds]))
 
     def save_cursor(self, run_id: str, cursor: dict[str, Any] | None) -> None:
         """Save the state after a page that carried no items (no batch was published)."""
-        self.r.hset(keys.run(run_id), mapping={"cursor": json.dumps(cursor),
-                                               "updated_at": repr(time.time())})
+        if self.r.hexists(keys.run(run_id), "state"):
+            self.r.hset(keys.run(run_id), mapping={"cursor": json.dumps(cursor),
+                                                   "updated_at": repr(time.time())})
 
     def cursor(self, run_id: str) -> tuple[bool, dict[str, Any] | None]:
         """(started, state): whether any page was recorded, and the state to resume from."""

@@ -17,7 +17,7 @@ from typing import Any
 
 from celery import Task
 
-from integrations.errors import ConfigError, SluiceError
+from integrations.errors import ConfigError, RunLost, SluiceError
 from tasks import runtime
 from tasks.app import app
 from tasks.finalize import finalize
@@ -62,7 +62,9 @@ async def produce(rt: runtime.Runtime, run: dict[str, Any]) -> bool:
                     argsrepr=f"run={run_id} {source}/{kind} page={seq} items={len(page.items)}",
                     kwargsrepr="{}",
                 )
-                rt.progress.record_page(run_id, source, kind, seq, len(page.items), page.state)
+                if not rt.progress.record_page(run_id, source, kind, seq, len(page.items),
+                                               page.state):
+                    raise RunLost(f"run {run_id}: its record is gone from Redis; stopping")
                 seq += 1
             else:
                 rt.progress.save_cursor(run_id, page.state)

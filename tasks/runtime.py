@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import httpx
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from integrations.base import Integration
 from integrations.registry import load
@@ -26,12 +28,20 @@ from tasks.targets import Target, open_target
 T = TypeVar("T")
 
 
+def connect_redis(url: str) -> redis.Redis:
+    """A Redis client that rides out a restart of about half a minute: progress updates
+    retry with backoff instead of failing the task whose batch is already written."""
+    return redis.Redis.from_url(
+        url, retry=Retry(ExponentialBackoff(cap=4.0, base=0.1), retries=12),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError], health_check_interval=30)
+
+
 class Runtime:
     def __init__(self, settings: Settings, config: SluiceConfig) -> None:
         self.settings = settings
         self.config = config
         self.loop = asyncio.new_event_loop()
-        self.redis = redis.Redis.from_url(settings.redis_url)
+        self.redis = connect_redis(settings.redis_url)
         self.progress = Progress(self.redis, lock_seconds=settings.run_lock_seconds,
                                  ttl=settings.run_ttl_seconds)
         self._integrations: dict[str, Integration] = {}

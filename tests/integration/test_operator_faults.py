@@ -1,0 +1,214 @@
+"""Faults an operator meets, with real processes: Redis restarted mid-run (with and without
+persistence), a whole worker node SIGKILLed while another runs, a node stopped with SIGTERM,
+a run that makes no progress."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from integrations.fakeapi import FakeAPI
+from tasks.redisserver import RedisServer
+from tests.workers import ROOT, Client, Workers
+
+pytestmark = pytest.mark.integration
+
+# A visibility timeout of seconds, swept every 2 s: a message whose whole node died comes back
+# quickly. Safe because every task here is far shorter (producer slices of 3 s).
+FAST_REDELIVERY = {"SLUICE_VISIBILITY_TIMEOUT": "10", "SLUICE_UNACKED_RESTORE_INTERVAL": "2",
+                   "SLUICE_PRODUCER_SLICE_SECONDS": "3"}
+
+
+def config(tmp: Path, api: FakeAPI, *, max_in_flight: int = 8) -> Path:
+    path = tmp / "sluice.toml"
+    path.write_text(f"""
+[target]
+path = "{tmp / 'db.sqlite'}"
+
+[sources.api]
+integration = "rest"
+base_url = "{api.url}"
+max_in_flight = {max_in_flight}
+
+[sources.api.kinds.item]
+path = "/cursor/item"
+items = "data"
+paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 50 }}
+""")
+    return path
+
+
+def ids_in(tmp: Path) -> list[str]:
+    with sqlite3.connect(tmp / "db.sqlite") as db:
+        return [i for (i,) in db.execute("SELECT identifier FROM entities")]
+
+
+@pytest.fixture
+def api() -> Iterator[FakeAPI]:
+    with FakeAPI() as fake:
+        yield fake
+
+
+def restart(server: RedisServer, *, keep_data: bool) -> None:
+    """Stop the server (SIGTERM: with AOF on, it writes what it has) and start it again on the
+    same port and directory after 2 s."""
+    assert server.process
+    server.process.terminate()
+    server.process.wait(10)
+    time.sleep(2)
+    if not keep_data:
+        for f in Path(server.dir).rglob("*"):
+            if f.is_file():
+                f.unlink()
+    server.start()
+
+
+def persistent_redis() -> RedisServer:
+    server = RedisServer()
+    server.extra_args = ["--appendonly", "yes", "--appendfsync", "always"]
+    return server.start()
+
+
+def test_redis_restarted_mid_run_with_persistence_the_run_resumes(tmp_path: Path, api: FakeAPI):
+    items = api.set_items("item", 1500)
+    api.state.delays["/cursor/item"] = 0.1
+    server = persistent_redis()
+    try:
+        with Workers(config=config(tmp_path, api), redis_url=server.url,
+                     log=tmp_path / "worker.log", env=FAST_REDELIVERY) as workers:
+            client = Client(server.url)
+            run = client.start("api", "item")
+            deadline = time.monotonic() + 30
+            while client.progress.get(run["run_id"])["batches_done"] < 5:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            restart(server, keep_data=True)
+            run = client.wait(run["run_id"], timeout=120)
+            assert workers.process and workers.process.poll() is None
+            client.close()
+    finally:
+        server.stop()
+    assert run["state"] == "succeeded", run
+    assert sorted(ids_in(tmp_path)) == sorted(i["id"] for i in items)
+    assert run["items_written"] == 1500 and run["batches_done"] == 30
+
+
+def test_redis_restarted_empty_mid_run_never_hangs_and_never_deletes(tmp_path: Path, api: FakeAPI):
+    api.set_items("item", 300)
+    server = RedisServer().start()
+    try:
+        with Workers(config=config(tmp_path, api), redis_url=server.url,
+                     log=tmp_path / "worker.log", env=FAST_REDELIVERY):
+            client = Client(server.url)
+            assert client.resync("api", "item")["state"] == "succeeded"
+            assert len(ids_in(tmp_path)) == 300
+            del api.state.items["item"][100:]  # the next run would delete 200 ...
+            api.state.delays["/cursor/item"] = 1.0
+            run = client.start("api", "item")
+            while client.progress.get(run["run_id"])["batches_done"] < 1:
+                time.sleep(0.02)
+            restart(server, keep_data=False)  # ... but Redis forgets the run mid-way
+            env = {**os.environ, "SLUICE_REDIS_URL": server.url,
+                   "SLUICE_CONFIG": str(tmp_path / "sluice.toml")}
+            status = subprocess.run([sys.executable, "-m", "tasks.cli", "status", run["run_id"],
+                                     "--json"], env=env, capture_output=True, text=True)
+            time.sleep(3)  # whatever the workers still had in hand is done by now
+            api.state.delays.clear()
+            # The workers go on: a new run after the restart works.
+            after = client.resync("api", "item")
+            client.close()
+    finally:
+        server.stop()
+    # The lost run is reported as such (or not at all), never as running forever.
+    assert status.returncode == 1 or json.loads(status.stdout)["state"] == "lost", status
+    # Nothing was deleted by the lost run: all 300 were there until the clean run after it.
+    assert after["state"] == "succeeded" and after["deleted"] == 200, json.dumps(after)
+    assert len(ids_in(tmp_path)) == 100
+
+
+def test_a_whole_worker_node_killed_the_other_completes_the_run(tmp_path: Path, api: FakeAPI):
+    items = api.set_items("item", 2000)
+    api.state.delays["/cursor/item"] = 0.05
+    api.server.write_latency = 0.0
+    cfg = config(tmp_path, api)
+    with RedisServer() as server:
+        node_a = Workers(config=cfg, redis_url=server.url, log=tmp_path / "a.log", name="a",
+                         env=FAST_REDELIVERY).start()
+        node_b = Workers(config=cfg, redis_url=server.url, log=tmp_path / "b.log", name="b",
+                         env=FAST_REDELIVERY).start()
+        client = Client(server.url)
+        try:
+            run = client.start("api", "item")
+            deadline = time.monotonic() + 30
+            while client.progress.get(run["run_id"])["batches_done"] < 4:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            assert node_a.process
+            os.killpg(node_a.process.pid, signal.SIGKILL)  # main process and children at once
+            killed_at = time.monotonic()
+            node_a.process.wait(10)
+            run = client.wait(run["run_id"], timeout=120)
+            recovered_in = time.monotonic() - killed_at
+        finally:
+            node_a.stop()
+            node_b.stop()
+            client.close()
+    assert run["state"] == "succeeded", run
+    assert sorted(ids_in(tmp_path)) == sorted(i["id"] for i in items)
+    assert run["items_written"] == 2000 and run["batches_done"] == 40
+    # Bounded by the visibility timeout (10 s) plus the restore sweep and the rest of the work.
+    assert recovered_in < 60, recovered_in
+    print(f"whole node SIGKILLed: run completed {recovered_in:.1f} s later")
+
+
+def test_a_node_stopped_with_sigterm_finishes_its_batch(tmp_path: Path, api: FakeAPI):
+    items = api.set_items("item", 1000)
+    api.state.delays["/cursor/item"] = 0.05
+    cfg = config(tmp_path, api, max_in_flight=4)
+    with RedisServer() as server:
+        node_a = Workers(config=cfg, redis_url=server.url, log=tmp_path / "a.log", name="a",
+                         env=FAST_REDELIVERY).start()
+        node_b = Workers(config=cfg, redis_url=server.url, log=tmp_path / "b.log", name="b",
+                         env=FAST_REDELIVERY).start()
+        client = Client(server.url)
+        try:
+            run = client.start("api", "item")
+            while client.progress.get(run["run_id"])["batches_done"] < 3:
+                time.sleep(0.02)
+            assert node_a.process
+            node_a.process.send_signal(signal.SIGTERM)  # warm shutdown of the main process
+            assert node_a.process.wait(30) == 0
+            run = client.wait(run["run_id"], timeout=120)
+        finally:
+            node_a.stop()
+            node_b.stop()
+            client.close()
+    assert "worker: Warm shutdown" in (tmp_path / "a.log").read_text()
+    assert run["state"] == "succeeded", run
+    assert sorted(ids_in(tmp_path)) == sorted(i["id"] for i in items)
+    assert run["items_written"] == 1000
+
+
+def test_a_run_without_progress_is_marked_stalled(tmp_path: Path, api: FakeAPI):
+    api.set_items("item", 200)
+    api.state.delays["/cursor/item"] = 8  # the API hangs for far longer than stall_seconds
+    with RedisServer() as server, Workers(config=config(tmp_path, api), redis_url=server.url,
+                                          log=tmp_path / "w.log", env=FAST_REDELIVERY):
+        env = {**os.environ, "SLUICE_REDIS_URL": server.url, "SLUICE_STALL_SECONDS": "2",
+               "SLUICE_CONFIG": str(tmp_path / "sluice.toml")}
+        done = subprocess.run([sys.executable, "-m", "tasks.cli", "run", "api", "--wait",
+                               "--json"], env=env, capture_output=True, text=True, timeout=60,
+                              cwd=ROOT)
+    assert done.returncode == 1, done.stderr
+    run = json.loads(done.stdout)
+    assert run["state"] == "stalled" and "no progress for" in run["reason"]
+    assert run["deleted"] == 0

@@ -1,0 +1,95 @@
+"""A Redis with a password, over TLS (rediss://): workers, beat's store and the CLI all work."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from integrations.fakeapi import FakeAPI
+from tasks.redisserver import find_binary, free_port
+from tests.workers import ROOT, Client, Workers
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "redis-pass-5c1e"
+
+
+def make_certs(tmp: Path) -> Path:
+    """A throwaway CA and a server certificate for 127.0.0.1, with openssl."""
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=tmp, check=True, capture_output=True)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "2", "-subj", "/CN=sluice-test-ca")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr",
+        "-subj", "/CN=127.0.0.1")
+    (tmp / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
+    return tmp
+
+
+def test_rediss_with_a_password(tmp_path: Path):
+    certs = make_certs(tmp_path)
+    port = free_port()
+    server = subprocess.Popen(
+        [find_binary(), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(certs / "server.pem"), "--tls-key-file", str(certs / "server.key"),
+         "--tls-ca-cert-file", str(certs / "ca.pem"), "--tls-auth-clients", "no",
+         "--requirepass", PASSWORD, "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = (f"rediss://:{PASSWORD}@127.0.0.1:{port}/0"
+           f"?ssl_cert_reqs=required&ssl_ca_certs={certs / 'ca.pem'}")
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis.from_url(url).ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline and server.poll() is None
+                time.sleep(0.1)
+        # Plain text and a wrong password are both refused: this server really wants TLS + auth.
+        with pytest.raises(redis.ConnectionError):
+            redis.Redis(port=port, socket_connect_timeout=1).ping()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis.from_url(url.replace(PASSWORD, "wrong")).ping()
+
+        with FakeAPI() as api:
+            items = api.set_items("item", 150)
+            config = tmp_path / "sluice.toml"
+            config.write_text(f"""
+[target]
+path = "{tmp_path / 'db.sqlite'}"
+
+[sources.api]
+integration = "rest"
+base_url = "{api.url}"
+
+[sources.api.kinds.item]
+path = "/cursor/item"
+items = "data"
+paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 50 }}
+""")
+            with Workers(config=config, redis_url=url, log=tmp_path / "worker.log") as workers:
+                env = {**os.environ, "SLUICE_REDIS_URL": url, "SLUICE_CONFIG": str(config)}
+                done = subprocess.run([sys.executable, "-m", "tasks.cli", "run", "api", "--wait",
+                                       "--json"], env=env, cwd=ROOT, capture_output=True,
+                                      text=True, timeout=60)
+                assert done.returncode == 0, done.stderr
+                assert '"items_written": 150' in done.stdout
+                client = Client(url)
+                assert client.resync("api", "item")["items_written"] == len(items)
+                client.close()
+                log = workers.log.read_text()
+        assert PASSWORD not in log  # Celery prints the broker URL with the password masked
+        assert "rediss://:**@127.0.0.1" in log
+    finally:
+        server.terminate()
+        server.wait(10)

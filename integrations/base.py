@@ -1,25 +1,28 @@
 """The Integration protocol and the settings every source shares.
 
-An integration turns a source section of ``sluice.toml`` into pages of items:
+An integration turns a source section of ``sluice.toml`` into pages of items. It fetches one
+page at a time; ``integrations.pager`` drives it (follow the next state, or fetch the pages it
+reveals concurrently), so every integration gets parallel pages, checkpoints and partitions:
 
-    integration = load(settings)                 # settings: a validated SourceSettings subclass
-    async for page in integration.pages(kind, client, state=None):
-        page.items          # list of JSON-able items, as the API returned them
-        page.state          # JSON state to fetch the *next* page from (None: this was the last)
-    integration.identifier(kind, item)   # -> str, or None when the item has none
-
-The state makes a resync resumable: the producer stores it in Redis after every page, and a
-fresh task continues from it.
+    fetched = await integration.fetch(kind, client, state)   # state None: the first page
+    fetched.items        # list of JSON-able items, as the API returned them
+    fetched.next         # JSON state of the next page (None: this was the last)
+    fetched.plan         # JSON plan of *every* remaining page, when the API reveals it
+    integration.planned(kind, plan, i)       # -> the state of the i-th planned page
+    await integration.partitions(kind, client)  # -> None, or JSON keys to split the kind by
+    integration.identifier(kind, item)       # -> str, or None when the item has none
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:
+    from integrations.http.ratelimit import RateLimiter
 
 
 class StrictModel(BaseModel):
@@ -53,6 +56,14 @@ class SourceSettings(StrictModel):
     http: HttpSettings = HttpSettings()
     schedule: str | None = Field(
         None, description="cron: 'minute hour day-of-month month day-of-week', run by beat")
+    max_concurrency: int = Field(
+        8, ge=1, le=256, description="requests in flight at once when pages are known up front")
+    rate_limit: float | None = Field(
+        None, gt=0, description="requests per second to this API, shared by every process")
+    rate_limit_burst: int | None = Field(
+        None, ge=1, description="requests that may go at once (default: about rate_limit)")
+    partitions: int = Field(
+        1, ge=1, le=64, description="producer tasks that split a kind whose pages are known")
     every: str | None = Field(
         None, pattern=r"^[1-9][0-9]*[smhd]$", description="an interval run by beat: 30s, 15m, 2h, 1d")
 
@@ -68,12 +79,17 @@ class SourceSettings(StrictModel):
         raise NotImplementedError
 
 
+State = dict[str, Any]
+
+
 @dataclass(frozen=True)
-class Page:
-    """One page of items and the state to fetch the next page from (None: no next page)."""
+class Fetched:
+    """One page: its items, the next page's state, and (when the API reveals how many pages
+    there are) a plan of all the remaining ones."""
 
     items: list[Any]
-    state: dict[str, Any] | None
+    next: State | None
+    plan: State | None = None
 
 
 class Integration(Protocol):
@@ -85,17 +101,26 @@ class Integration(Protocol):
         """The kinds this source can resync."""
         ...
 
-    def client(self) -> httpx.AsyncClient:
-        """A new client for this source (base URL, auth, retries); the caller reuses it."""
+    def client(self, *, limiter: RateLimiter | None = None) -> httpx.AsyncClient:
+        """A new client for this source (base URL, auth, retries, the shared rate limit);
+        the caller reuses it."""
         ...
 
-    def pages(
-        self, kind: str, client: httpx.AsyncClient, *, state: dict[str, Any] | None = None
-    ) -> AsyncIterator[Page]:
-        """Yield the pages of ``kind``, starting at ``state`` (None: the first page).
+    async def partitions(self, kind: str, client: httpx.AsyncClient) -> list[Any] | None:
+        """JSON keys that split ``kind`` into parts fetched by separate producer tasks (a
+        repository, a time window), or None when the kind is one sequence of pages."""
+        ...
+
+    async def fetch(self, kind: str, client: httpx.AsyncClient, state: State | None, *,
+                    partition: Any = None) -> Fetched:
+        """Fetch the page at ``state`` (None: the first page of the kind or partition).
 
         Raises TransientHTTPError, PermanentHTTPError or MalformedPage.
         """
+        ...
+
+    def planned(self, kind: str, plan: State, index: int) -> State:
+        """The state of page ``index`` (0-based) of a plan returned by ``fetch``."""
         ...
 
     def identifier(self, kind: str, item: Any) -> str | None:

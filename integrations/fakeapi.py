@@ -10,7 +10,10 @@ same items of a kind:
     POST /sink/{kind}  {"entities": [...]}   the HTTP target's endpoint; GET /sink/{kind} lists
 
 Faults are scripted (``FakeAPI.fail``): answer a matching request with a given status, headers
-and body a given number of times. ``sink_down`` makes the sink answer 503.
+and body a given number of times. ``sink_down`` makes the sink answer 503. With ``rate_limit``
+(requests per second, a token bucket of one second's burst) a GET over the limit answers 429
+with ``Retry-After``; every GET carries ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset``
+(epoch seconds, as GitHub does). ``exhaust`` makes one answer say the budget is gone for a while.
 
     python -m integrations.fakeapi --port 8900 --items issue=1000,user=50 --latency 0.05
 """
@@ -44,6 +47,7 @@ class State:
     sink: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> id -> entity
     sink_received: dict[str, int] = field(default_factory=dict)  # "kind/id" -> times posted
     auth_seen: set[str] = field(default_factory=set)  # Authorization headers received
+    exhaust: dict[str, float] = field(default_factory=dict)  # path prefix -> seconds (one-shot)
     delays: dict[str, float] = field(default_factory=dict)  # path prefix -> extra seconds
     sink_writing: int = 0  # sink POSTs being handled right now
     sink_down: int = 0  # answer this many sink POSTs with 503 (-1: until told otherwise)
@@ -72,8 +76,10 @@ class Handler(BaseHTTPRequestHandler):
         with self.server.lock:
             self.server.state.log.append((time.time(), self.command, self.path, status))
 
+    extra_headers: dict[str, str] = {}
+
     def _json(self, obj: Any, headers: dict[str, str] | None = None) -> None:
-        self._send(200, json.dumps(obj).encode(), headers)
+        self._send(200, json.dumps(obj).encode(), {**self.extra_headers, **(headers or {})})
 
     def _fault(self, path: str, query: dict[str, str]) -> Fault | None:
         with self.server.lock:
@@ -85,6 +91,7 @@ class Handler(BaseHTTPRequestHandler):
         return None
 
     def do_GET(self) -> None:  # noqa: N802
+        self.extra_headers = {}
         url = urlsplit(self.path)
         query = dict(parse_qsl(url.query))
         if "Authorization" in self.headers:
@@ -104,6 +111,18 @@ class Handler(BaseHTTPRequestHandler):
         if style == "sink":
             with self.server.lock:
                 return self._json(list(self.server.state.sink.get(kind, {}).values()))
+        limited = self.server.take_token()
+        if limited is not None:
+            status, headers = limited
+            if status == 429:
+                return self._send(429, b'{"message": "API rate limit exceeded"}', headers)
+            self.extra_headers = headers
+        with self.server.lock:
+            for prefix, seconds in list(self.server.state.exhaust.items()):
+                if url.path.startswith(prefix):
+                    del self.server.state.exhaust[prefix]
+                    self.extra_headers = {"X-RateLimit-Remaining": "0",
+                                          "X-RateLimit-Reset": f"{time.time() + seconds:.3f}"}
         items = self.server.state.items.get(kind)
         if items is None:
             return self._send(404, b'{"error": "no such kind"}')
@@ -176,19 +195,45 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], *, latency: float, write_latency: float):
+    def __init__(self, address: tuple[str, int], *, latency: float, write_latency: float,
+                 rate_limit: float | None = None):
         super().__init__(address, Handler)
         self.state = State()
         self.lock = threading.Lock()
         self.latency = latency
         self.write_latency = write_latency
+        self.rate_limit = rate_limit
+        self._tokens = rate_limit or 0.0
+        self._stamp = time.monotonic()
+
+    def take_token(self) -> tuple[int, dict[str, str]] | None:
+        """Spend a token of the rate limit: None without a limit, else (200 or 429, headers)."""
+        if not self.rate_limit:
+            return None
+        with self.lock:
+            now = time.monotonic()
+            self._tokens = min(self.rate_limit,
+                               self._tokens + (now - self._stamp) * self.rate_limit)
+            self._stamp = now
+            ok = self._tokens >= 1
+            if ok:
+                self._tokens -= 1
+            refill = (1 - self._tokens) / self.rate_limit if self._tokens < 1 else 0.0
+        headers = {"X-RateLimit-Limit": str(int(self.rate_limit)),
+                   "X-RateLimit-Remaining": str(int(self._tokens)),
+                   "X-RateLimit-Reset": f"{time.time() + refill:.3f}"}
+        if ok:
+            return 200, headers
+        return 429, {**headers, "Retry-After": str(max(1, round(refill)))}
 
 
 class FakeAPI:
     """The fake API in a background thread: ``with FakeAPI() as api: api.url``."""
 
-    def __init__(self, *, port: int = 0, latency: float = 0.0, write_latency: float = 0.0):
-        self.server = Server(("127.0.0.1", port), latency=latency, write_latency=write_latency)
+    def __init__(self, *, port: int = 0, latency: float = 0.0, write_latency: float = 0.0,
+                 rate_limit: float | None = None):
+        self.server = Server(("127.0.0.1", port), latency=latency, write_latency=write_latency,
+                             rate_limit=rate_limit)
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
                                        daemon=True)
 
@@ -235,8 +280,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--items", default="issue=1000", help="kind=count,...")
     p.add_argument("--latency", type=float, default=0.0, help="seconds per GET")
     p.add_argument("--write-latency", type=float, default=0.0, help="seconds per sink POST")
+    p.add_argument("--rate-limit", type=float, default=None, help="GETs per second")
     args = p.parse_args(argv)
-    api = FakeAPI(port=args.port, latency=args.latency, write_latency=args.write_latency)
+    api = FakeAPI(port=args.port, latency=args.latency, write_latency=args.write_latency,
+                  rate_limit=args.rate_limit)
     for spec in filter(None, args.items.split(",")):
         kind, count = spec.split("=")
         api.set_items(kind, int(count))

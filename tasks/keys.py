@@ -29,6 +29,11 @@ def run_failed(run_id: str) -> str:
     return f"{PREFIX}:run:{run_id}:failed"
 
 
+def run_partitions_done(run_id: str) -> str:
+    """Set: producer partitions that published their last page."""
+    return f"{PREFIX}:run:{run_id}:partitions_done"
+
+
 def run_rejected(run_id: str) -> str:
     """List: JSON records of items rejected (no identifier), capped."""
     return f"{PREFIX}:run:{run_id}:rejected"
@@ -39,6 +44,11 @@ def dead_letters(run_id: str) -> str:
     return f"{PREFIX}:dead:{run_id}"
 
 
+def rate_limit(source: str) -> str:
+    """Hash: the shared rate limit of a source's API (tat, pause); expires when idle."""
+    return f"{PREFIX}:ratelimit:{source}"
+
+
 def lock(source: str, kind: str) -> str:
     """String: the id of the run that holds (source, kind); expires without progress."""
     return f"{PREFIX}:lock:{source}:{kind}"
@@ -47,6 +57,6 @@ def lock(source: str, kind: str) -> str:
 def run_keys(run_id: str) -> list[str]:
     """Every key of one run, for TTLs."""
     return [run(run_id), run_enqueued(run_id), run_done(run_id), run_failed(run_id),
-            run_rejected(run_id), dead_letters(run_id)]
+            run_partitions_done(run_id), run_rejected(run_id), dead_letters(run_id)]
 
 REJECTED_KEEP = 1000  # rejected-item records kept per run (the count is exact regardless)

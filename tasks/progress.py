@@ -78,7 +78,8 @@ end
 return fields['state']
 """
 
-# KEYS: run, enqueued, lock, metrics. ARGV: seq, n_items, cursor, now, run_id, lock_seconds
+# KEYS: run, enqueued, lock, metrics.
+# ARGV: seq, n_items, cursor, now, run_id, lock_seconds, cursor field
 _RECORD_PAGE = _METRIC + """
 if redis.call('HEXISTS', KEYS[1], 'state') == 0 then return 0 end
 if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
@@ -88,16 +89,21 @@ if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
   metric(KEYS[4], 'pages', 1)
   metric(KEYS[4], 'items_fetched', tonumber(ARGV[2]))
 end
-redis.call('HSET', KEYS[1], 'cursor', ARGV[3], 'updated_at', ARGV[4])
+redis.call('HSET', KEYS[1], ARGV[7], ARGV[3], 'updated_at', ARGV[4])
 if redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('EXPIRE', KEYS[3], tonumber(ARGV[6])) end
 return 1
 """
 
-# KEYS: run, enqueued, done, failed. ARGV: error ('' for none), now
+# KEYS: run, enqueued, done, failed, partitions_done. ARGV: error ('' for none), now, partition
+# The producer is done when every partition is (one partition unless the kind was split).
 _PRODUCER_DONE = _TRY_FINALIZE + """
 if redis.call('HEXISTS', KEYS[1], 'state') == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'producer_done', '1', 'updated_at', ARGV[2])
+redis.call('SADD', KEYS[5], ARGV[3])
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
 if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[1]) end
+local parts = tonumber(redis.call('HGET', KEYS[1], 'partitions') or '1')
+if ARGV[1] == '' and redis.call('SCARD', KEYS[5]) < parts then return 0 end
+redis.call('HSET', KEYS[1], 'producer_done', '1')
 return try_finalize()
 """
 
@@ -219,34 +225,56 @@ class Progress:
         enqueued, done, failed = pipe.execute()
         return max(0, enqueued - done - failed)
 
-    def next_seq(self, run_id: str) -> int:
-        """The sequence number of the next page: one past the pages recorded so far."""
-        return int(self.r.hget(keys.run(run_id), "pages") or 0) + 1
-
     def record_page(self, run_id: str, source: str, kind: str, seq: int, n_items: int,
-                    cursor: dict[str, Any] | None) -> bool:
+                    cursor: dict[str, Any] | None, *, partition: int = 0) -> bool:
         """A page was published as batch ``seq``; ``cursor`` resumes after it.
         False when the run record is gone (Redis lost its data): the producer stops."""
         return bool(self._record_page(
             keys=[keys.run(run_id), keys.run_enqueued(run_id), keys.lock(source, kind),
                   keys.METRICS],
-            args=[seq, n_items, json.dumps(cursor), repr(time.time()), run_id, self.lock_seconds]))
+            args=[seq, n_items, json.dumps(cursor), repr(time.time()), run_id, self.lock_seconds,
+                  f"cursor:{partition}"]))
 
-    def save_cursor(self, run_id: str, cursor: dict[str, Any] | None) -> None:
-        """Save the state after a page that carried no items (no batch was published)."""
+    def save_cursor(self, run_id: str, cursor: dict[str, Any] | None, *,
+                    partition: int = 0) -> None:
+        """Save the checkpoint after a page that carried no items (no batch was published)."""
         if self.r.hexists(keys.run(run_id), "state"):
-            self.r.hset(keys.run(run_id), mapping={"cursor": json.dumps(cursor),
+            self.r.hset(keys.run(run_id), mapping={f"cursor:{partition}": json.dumps(cursor),
                                                    "updated_at": repr(time.time())})
 
-    def cursor(self, run_id: str) -> tuple[bool, dict[str, Any] | None]:
-        """(started, state): whether any page was recorded, and the state to resume from."""
-        raw = self.r.hget(keys.run(run_id), "cursor")
-        return (False, None) if raw is None else (True, json.loads(raw))
+    def producer_done(self, run_id: str, *, partition: int = 0, error: str | None = None) -> bool:
+        """A producer partition has published its last page, or failed (an error ends the
+        whole producer side). True: the caller finalizes."""
+        return bool(self._producer_done(
+            keys=[*self._set_keys(run_id), keys.run_partitions_done(run_id)],
+            args=[error or "", repr(time.time()), partition]))
 
-    def producer_done(self, run_id: str, *, error: str | None = None) -> bool:
-        """The producer has published its last page (or failed). True: the caller finalizes."""
-        return bool(self._producer_done(keys=self._set_keys(run_id),
-                                        args=[error or "", repr(time.time())]))
+    def split(self, run_id: str, parts: list[dict[str, Any]]) -> None:
+        """Split the producer into partitions: ``parts[i]`` is partition i's starting point
+        (``{"checkpoint": ...}`` or ``{"key": ...}``)."""
+        fields: dict[str, str] = {"partitions": str(len(parts))}
+        for i, part in enumerate(parts):
+            if "checkpoint" in part:
+                fields[f"cursor:{i}"] = json.dumps(part["checkpoint"])
+            if "key" in part:
+                fields[f"key:{i}"] = json.dumps(part["key"])
+        self.r.hset(keys.run(run_id), mapping=fields)
+
+    def partition(self, run_id: str, partition: int) -> tuple[bool, Any, bool]:
+        """(started, checkpoint, done) of a producer partition, and its key via ``key()``."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hget(keys.run(run_id), f"cursor:{partition}")
+        pipe.sismember(keys.run_partitions_done(run_id), partition)
+        raw, done = pipe.execute()
+        return (raw is not None, None if raw is None else json.loads(raw), bool(done))
+
+    def key(self, run_id: str, partition: int) -> Any:
+        raw = self.r.hget(keys.run(run_id), f"key:{partition}")
+        return None if raw is None else json.loads(raw)
+
+    def published(self, run_id: str) -> set[int]:
+        """Sequence numbers of the batches published so far."""
+        return {int(s) for s in self.r.smembers(keys.run_enqueued(run_id))}
 
     def batch_done(self, run_id: str, source: str, kind: str, seq: int, *, written: int,
                    rejected: list[dict[str, Any]]) -> bool:

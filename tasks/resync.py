@@ -1,12 +1,19 @@
 """The producer: ``resync(source, kind)`` pages the API and publishes every page as an
 ``ingest_batch`` task the moment it arrives.
 
-A producer task is short: after ``producer_slice_pages`` pages or ``producer_slice_seconds`` it
-saves its cursor (it does after every page anyway) and continues in a fresh task with the same
-run id. So a killed worker loses at most one slice, and the broker's visibility timeout can
-stay at minutes. While more than ``max_in_flight`` batches of the run wait to be written, it
-does not fetch (backpressure); that wait counts towards its slice, so a producer never holds a
-worker process that its own batches need.
+Pages come from ``integrations.pager``: followed one after another, or, when the API reveals
+how many there are, fetched ``max_concurrency`` at a time. A producer task is short: after
+``producer_slice_pages`` pages or ``producer_slice_seconds`` it stops, and a fresh task with the
+same run id continues from the checkpoint saved after every page. So a killed worker loses at
+most one slice, and the broker's visibility timeout can stay at minutes.
+
+A kind can be split into partitions, each a producer task of its own (on any worker) within the
+same run: page ranges once the total is known (``partitions = N``), or the keys an integration's
+``partitions()`` returns (a repository, a time window).
+
+While ``max_in_flight`` batches of the run wait to be written, no page is requested
+(backpressure); that wait counts towards the slice, so a producer never holds a worker process
+that its own batches need.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Any
 
 from celery import Task
 
+from integrations import pager
 from integrations.errors import ConfigError, RunLost, SluiceError
 from tasks import runtime
 from tasks.app import app
@@ -27,57 +35,89 @@ from tasks.progress import RunState
 POLL_SECONDS = 0.05
 
 
+class SliceOver(Exception):
+    """This task's slice of time is used up; a fresh task continues."""
+
+
 def summary(run: dict[str, Any]) -> dict[str, Any]:
     return {"run_id": run.get("run_id"), "state": run.get("state"), "pages": run.get("pages")}
 
 
-async def produce(rt: runtime.Runtime, run: dict[str, Any]) -> bool:
-    """Fetch and publish pages for one slice. True when the last page was published."""
+def continue_later(source: str, kind: str, run_id: str, partition: int) -> None:
+    resync.apply_async((source, kind), {"run_id": run_id, "partition": partition},
+                       argsrepr=f"{source}/{kind} run={run_id} partition={partition}",
+                       kwargsrepr="{}")
+
+
+async def produce(rt: runtime.Runtime, run: dict[str, Any], partition: int) -> bool:
+    """Fetch and publish pages for one slice. True when the partition's last page is out."""
     run_id, source, kind = run["run_id"], run["source"], run["kind"]
-    settings = rt.settings
-    max_in_flight = rt.config.source(source).max_in_flight
-    started, state = rt.progress.cursor(run_id)
-    if started and state is None:
-        return True  # a redelivered slice of a producer that already published its last page
+    progress, settings = rt.progress, rt.settings
+    src = rt.config.source(source)
+    integration, client = rt.integration(source), rt.client(source)
     deadline = time.monotonic() + settings.producer_slice_seconds
     budget = settings.producer_slice_pages
-    seq = rt.progress.next_seq(run_id)
-    pages = rt.integration(source).pages(kind, rt.client(source), state=state)
+
+    started, checkpoint, done = progress.partition(run_id, partition)
+    if done or (started and checkpoint is None):
+        return True  # a redelivered slice of a partition that already published its last page
+    if partition == 0 and not started and "partitions" not in run:
+        keys = await integration.partitions(kind, client)
+        if keys is not None:  # the integration splits this kind, e.g. one part per repository
+            progress.split(run_id, [{"key": k} for k in keys] or [{"key": None}])
+            for i in range(1, len(keys)):
+                continue_later(source, kind, run_id, i)
+            if not keys:
+                return True
+
+    async def admit() -> None:
+        while progress.in_flight(run_id) >= src.max_in_flight:
+            if time.monotonic() >= deadline:
+                raise SliceOver
+            await asyncio.sleep(POLL_SECONDS)
+        if budget <= 0 or time.monotonic() >= deadline:
+            raise SliceOver
+
+    pages = pager.pages(
+        integration, kind, client, checkpoint=checkpoint if started else None,
+        partition=progress.key(run_id, partition), base=partition * pager.PARTITION_SPAN,
+        concurrency=src.max_concurrency,
+        published=progress.published(run_id) if started else (), admit=admit)
     try:
-        while True:
-            # Backpressure: ask for the next page only when the workers have room for it.
-            while rt.progress.in_flight(run_id) >= max_in_flight and time.monotonic() < deadline:
-                await asyncio.sleep(POLL_SECONDS)
-            if budget <= 0 or time.monotonic() >= deadline:
-                return False
-            try:
-                page = await anext(pages)
-            except StopAsyncIteration:
-                return True
+        async for page in pages:
             if page.items:
-                # Publish first, record second: a crash in between re-fetches this page from
-                # the saved cursor with the same seq, and the sets count it once.
+                # Publish first, record second: a crash in between fetches this page again
+                # from the checkpoint, with the same seq, and the sets count it once.
                 ingest_batch.apply_async(
-                    (run_id, source, kind, seq, page.items),
-                    argsrepr=f"run={run_id} {source}/{kind} page={seq} items={len(page.items)}",
-                    kwargsrepr="{}",
-                )
-                if not rt.progress.record_page(run_id, source, kind, seq, len(page.items),
-                                               page.state):
+                    (run_id, source, kind, page.seq, page.items),
+                    argsrepr=(f"run={run_id} {source}/{kind} page={page.seq} "
+                              f"items={len(page.items)}"),
+                    kwargsrepr="{}")
+                if not progress.record_page(run_id, source, kind, page.seq, len(page.items),
+                                            page.checkpoint, partition=partition):
                     raise RunLost(f"run {run_id}: its record is gone from Redis; stopping")
-                seq += 1
             else:
-                rt.progress.save_cursor(run_id, page.state)
-            if page.state is None:
-                return True
+                progress.save_cursor(run_id, page.checkpoint, partition=partition)
             budget -= 1
+            if (partition == 0 and src.partitions > 1 and page.checkpoint is not None
+                    and "plan" in page.checkpoint and "partitions" not in run):
+                # The total is known: hand page ranges to producer tasks on other workers.
+                parts = pager.split(page.checkpoint, src.partitions)
+                progress.split(run_id, [{"checkpoint": c} for c in parts])
+                for i in range(1, len(parts)):
+                    continue_later(source, kind, run_id, i)
+                return False  # this task's own range continues in a fresh task
+    except SliceOver:
+        return False
     finally:
         await pages.aclose()
+    return True
 
 
 @app.task(bind=True, name="sluice.resync")
-def resync(self: Task, source: str, kind: str, run_id: str | None = None) -> dict[str, Any]:
-    """Create (or join) the run of (source, kind) and produce one slice of it."""
+def resync(self: Task, source: str, kind: str, run_id: str | None = None,
+           partition: int = 0) -> dict[str, Any]:
+    """Create (or join) the run of (source, kind) and produce one slice of a partition."""
     rt = runtime.current()
     if run_id is None:
         if kind not in rt.integration(source).kinds():  # an error here, not a stuck run
@@ -88,14 +128,14 @@ def resync(self: Task, source: str, kind: str, run_id: str | None = None) -> dic
     if run.get("state") != RunState.RUNNING or run.get("producer_done"):
         return summary(run)
     try:
-        finished = rt.run(produce(rt, run))
+        finished = rt.run(produce(rt, run, partition))
     except SluiceError as exc:
-        if rt.progress.producer_done(run["run_id"], error=f"{type(exc).__name__}: {exc}"):
+        if rt.progress.producer_done(run["run_id"], partition=partition,
+                                     error=f"{type(exc).__name__}: {exc}"):
             finalize.delay(run["run_id"])
         return summary(rt.progress.get(run["run_id"]))
     if not finished:
-        self.apply_async((source, kind), {"run_id": run["run_id"]},
-                         argsrepr=f"{source}/{kind} run={run['run_id']} (continued)")
-    elif rt.progress.producer_done(run["run_id"]):
+        continue_later(source, kind, run["run_id"], partition)
+    elif rt.progress.producer_done(run["run_id"], partition=partition):
         finalize.delay(run["run_id"])
     return summary(rt.progress.get(run["run_id"]))

@@ -22,6 +22,7 @@ from integrations.base import Integration
 from integrations.registry import load
 from tasks.config import SluiceConfig, cached_config
 from tasks.progress import Progress
+from tasks.ratelimit import RedisRateLimiter
 from tasks.settings import Settings, get_settings
 from tasks.targets import Target, open_target
 
@@ -60,7 +61,10 @@ class Runtime:
     def client(self, source: str) -> httpx.AsyncClient:
         """The source's client, created once and reused by every task of this process."""
         if source not in self._clients:
-            self._clients[source] = self.integration(source).client()
+            settings = self.config.source(source)
+            limiter = RedisRateLimiter(self.redis, source, rate=settings.rate_limit,
+                                       burst=settings.rate_limit_burst)
+            self._clients[source] = self.integration(source).client(limiter=limiter)
         return self._clients[source]
 
     def target(self) -> Target:

@@ -9,6 +9,7 @@ import httpx
 
 from integrations.base import HttpSettings
 from integrations.errors import MalformedPage, PermanentHTTPError, TransientHTTPError
+from integrations.http.ratelimit import RateLimiter
 from integrations.http.retry import RETRY_STATUSES, RetryTransport, parse_retry_after
 
 
@@ -20,6 +21,7 @@ def make_client(
     settings: HttpSettings = HttpSettings(),
     transport: httpx.AsyncBaseTransport | None = None,
     max_connections: int = 32,
+    limiter: RateLimiter | None = None,
 ) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` with retries; meant to be created once and reused."""
     inner = transport or httpx.AsyncHTTPTransport(
@@ -36,6 +38,7 @@ def make_client(
             backoff=settings.backoff,
             max_backoff=settings.max_backoff,
             max_retry_after=settings.max_retry_after,
+            limiter=limiter,
         ),
     )
 

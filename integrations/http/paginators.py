@@ -10,11 +10,16 @@ from the response. States are small JSON dicts, so a run can stop after any page
 
 Four styles: ``cursor`` (a token in the body), ``link`` (RFC 8288 Link header, rel="next"),
 ``offset`` (offset + limit, optional total), ``page`` (page number + size, optional total).
+
+When the first page reveals how many pages there are (rel="last", a total), ``plan`` returns a
+small JSON plan of every remaining page and ``planned(plan, i)`` the state of page i, so the
+pager can fetch them concurrently.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
+from urllib.parse import parse_qsl
 
 import httpx
 
@@ -53,8 +58,26 @@ class Paginator(Protocol):
         """The state of the next page, or None when ``state`` was the last one."""
         ...
 
+    def plan(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+             ) -> State | None:
+        """After the first page: a plan of every remaining page, when the API reveals it."""
+        ...
+
+    def planned(self, plan: State, index: int) -> State:
+        """The state of planned page ``index``."""
+        ...
+
 
 class _Base:
+    """Sequential by default: no plan."""
+
+    def plan(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+             ) -> State | None:
+        return None
+
+    def planned(self, plan: State, index: int) -> State:
+        raise NotImplementedError
+
     def __init__(
         self, *, path: str, params: dict[str, Any] | None = None, limit_param: str | None, limit: int
     ) -> None:
@@ -111,6 +134,26 @@ class LinkPaginator(_Base):
             raise MalformedPage(f"{self.path}: the Link header points at the same page; stopping")
         return {"url": url}
 
+    def plan(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+             ) -> State | None:
+        """From rel="next" and rel="last": the query parameter that counts pages, and how many."""
+        links = response.links
+        if "next" not in links or "last" not in links:
+            return None
+        nxt = httpx.URL(str(response.request.url.join(links["next"]["url"])))
+        last = httpx.URL(str(response.request.url.join(links["last"]["url"])))
+        a, b = dict(parse_qsl(nxt.query.decode())), dict(parse_qsl(last.query.decode()))
+        counters = [k for k in a if k in b and a[k] != b[k] and a[k].isdigit() and b[k].isdigit()]
+        if len(counters) != 1 or nxt.copy_with(query=None) != last.copy_with(query=None):
+            return None  # not a page counter we can enumerate: follow the links instead
+        param = counters[0]
+        first, final = int(a[param]), int(b[param])
+        return {"url": str(nxt), "param": param, "first": first, "count": final - first + 1}
+
+    def planned(self, plan: State, index: int) -> State:
+        url = httpx.URL(plan["url"])
+        return {"url": str(url.copy_set_param(plan["param"], plan["first"] + index))}
+
 
 class OffsetPaginator(_Base):
     """``offset_param`` grows by the items received; ends at ``total_path`` or an empty page."""
@@ -134,6 +177,18 @@ class OffsetPaginator(_Base):
         if total is not None and offset >= total:
             return None
         return {"offset": offset}
+
+    def plan(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+             ) -> State | None:
+        total = _total(body, self.total_path, self.path)
+        if total is None or not items:
+            return None
+        # Step by the page size the API really served (it may cap the limit asked for).
+        start, step = state["offset"] + len(items), len(items)
+        return {"start": start, "step": step, "count": max(0, -(-(total - start) // step))}
+
+    def planned(self, plan: State, index: int) -> State:
+        return {"offset": plan["start"] + index * plan["step"]}
 
 
 class PagePaginator(_Base):
@@ -159,6 +214,17 @@ class PagePaginator(_Base):
         if total is not None and seen >= total:
             return None
         return {"page": state["page"] + 1, "seen": seen}
+
+    def plan(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+             ) -> State | None:
+        total = _total(body, self.total_path, self.path)
+        if total is None or not items:
+            return None
+        pages = -(-total // len(items))
+        return {"page": state["page"] + 1, "count": max(0, pages - 1)}
+
+    def planned(self, plan: State, index: int) -> State:
+        return {"page": plan["page"] + index, "seen": 0}
 
 
 class SinglePage(_Base):

@@ -1,4 +1,5 @@
-"""A retrying httpx transport: exponential backoff with jitter, honouring Retry-After.
+"""A retrying httpx transport: exponential backoff with jitter, honouring Retry-After, and
+asking the shared rate limiter (if any) before every attempt.
 
 Retried: connect errors, timeouts and broken connections, 429 and 5xx answers. What is left
 after the last retry goes back to the caller (an exception, or the last 429/5xx response),
@@ -12,8 +13,12 @@ import email.utils
 import random
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import httpx
+
+if TYPE_CHECKING:
+    from integrations.http.ratelimit import RateLimiter
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 RETRY_EXCEPTIONS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
@@ -48,7 +53,9 @@ class RetryTransport(httpx.AsyncBaseTransport):
         max_retry_after: float = 120.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
+        limiter: RateLimiter | None = None,
     ) -> None:
+        self._limiter = limiter
         self._inner = inner
         self._retries = retries
         self._backoff = backoff
@@ -69,6 +76,8 @@ class RetryTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         attempt = 0
         while True:
+            if self._limiter is not None:
+                await self._limiter.acquire()
             try:
                 response = await self._inner.handle_async_request(request)
             except RETRY_EXCEPTIONS:
@@ -77,6 +86,8 @@ class RetryTransport(httpx.AsyncBaseTransport):
                 await self._sleep(self.delay(attempt, None))
                 attempt += 1
                 continue
+            if self._limiter is not None:
+                self._limiter.observe(response)
             if response.status_code not in RETRY_STATUSES or attempt >= self._retries:
                 return response
             retry_after = parse_retry_after(response.headers.get("Retry-After"))

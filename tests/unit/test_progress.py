@@ -36,8 +36,8 @@ def test_pages_recorded_twice_count_once(progress):
     progress.record_page(run_id, "src", "kind", 2, 10, {"cursor": "2"})
     run = progress.get(run_id)
     assert (run["pages"], run["batches_enqueued"], run["items_fetched"]) == (2, 2, 20)
-    assert progress.cursor(run_id) == (True, {"cursor": "2"})
-    assert progress.next_seq(run_id) == 3
+    assert progress.partition(run_id, 0) == (True, {"cursor": "2"}, False)
+    assert progress.published(run_id) == {1, 2}
 
 
 def test_a_redelivered_batch_counts_once(progress):
@@ -57,6 +57,30 @@ def test_exactly_one_caller_is_elected_to_finalize(progress):
     assert progress.get(run_id)["state"] == "finalizing"
     assert not progress.batch_done(run_id, "src", "kind", 2, written=10, rejected=[])
     assert not progress.producer_done(run_id)
+
+
+def test_a_split_producer_is_done_when_every_partition_is(progress):
+    run_id = started(progress)
+    progress.split(run_id, [{"checkpoint": {"lo": 0}}, {"checkpoint": {"lo": 5}}, {"key": "r3"}])
+    assert progress.partition(run_id, 1) == (True, {"lo": 5}, False)
+    assert progress.key(run_id, 2) == "r3"
+    for seq in (1, 2):
+        progress.batch_done(run_id, "src", "kind", seq, written=10, rejected=[])
+    assert not progress.producer_done(run_id, partition=0)
+    assert not progress.producer_done(run_id, partition=2)
+    assert not progress.producer_done(run_id, partition=2)  # a redelivered partition
+    assert progress.partition(run_id, 2)[2] is True
+    assert progress.producer_done(run_id, partition=1)
+    assert progress.get(run_id)["state"] == "finalizing"
+
+
+def test_an_error_in_one_partition_ends_the_producer_side(progress):
+    run_id = started(progress)
+    progress.split(run_id, [{"key": "a"}, {"key": "b"}])
+    for seq in (1, 2):
+        progress.batch_done(run_id, "src", "kind", seq, written=10, rejected=[])
+    assert progress.producer_done(run_id, partition=1, error="PermanentHTTPError: 404")
+    assert progress.get(run_id)["error"] == "PermanentHTTPError: 404"
 
 
 def test_the_producer_finishing_last_is_elected(progress):

@@ -1,5 +1,5 @@
-"""The REST integration's four paginators, against the fake API through httpx.MockTransport-free
-loopback (the fake API is a real HTTP server in a thread)."""
+"""The REST integration's four paginators, driven by the pager, against the fake API (a real
+HTTP server in a thread on loopback)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from integrations import pager
 from integrations.errors import MalformedPage
 from integrations.fakeapi import FakeAPI
 from integrations.rest.integration import RestIntegration
@@ -35,17 +36,25 @@ def integration(api: FakeAPI, kind: dict[str, Any]) -> RestIntegration:
          "http": {"retries": 0}}))
 
 
-def collect(integ: RestIntegration, *, state=None, stop_after: int | None = None):
+def collect(integ: RestIntegration, *, checkpoint=None, stop_after: int | None = None,
+            concurrency: int = 4, published=()):
     async def go():
         client = integ.client()
         pages = []
-        async for page in integ.pages("k", client, state=state):
+        got = pager.pages(integ, "k", client, checkpoint=checkpoint, concurrency=concurrency,
+                          published=published)
+        async for page in got:
             pages.append(page)
             if stop_after and len(pages) == stop_after:
                 break
+        await got.aclose()
         await client.aclose()
         return pages
     return asyncio.run(go())
+
+
+def in_order(pages) -> list:
+    return [i for p in sorted(pages, key=lambda p: p.seq) for i in p.items]
 
 
 @pytest.mark.parametrize("name", list(PAGINATORS))
@@ -53,24 +62,40 @@ def collect(integ: RestIntegration, *, state=None, stop_after: int | None = None
 def test_every_paginator_yields_every_item_once(api: FakeAPI, name: str, count: int):
     items = api.set_items("k", count)
     pages = collect(integration(api, PAGINATORS[name]))
-    assert [i for p in pages for i in p.items] == items
-    assert pages[-1].state is None and all(p.state is not None for p in pages[:-1])
-    full = [p for p in pages if p.items][:-1]  # every page but the last one with items is full
-    assert all(len(p.items) == 30 for p in full)
+    assert in_order(pages) == items
+    assert sorted(p.seq for p in pages) == list(range(1, len(pages) + 1))
+    full = sorted((p for p in pages if p.items), key=lambda p: p.seq)[:-1]
+    assert all(len(p.items) == 30 for p in full)  # every page but the last one is full
 
 
-@pytest.mark.parametrize("name", ["cursor", "link", "offset", "page"])
-def test_a_run_resumes_from_the_saved_state(api: FakeAPI, name: str):
+@pytest.mark.parametrize("name", ["cursor", "link", "offset", "page", "page-total"])
+def test_a_run_resumes_from_the_saved_checkpoint(api: FakeAPI, name: str):
     items = api.set_items("k", 100)
     integ = integration(api, PAGINATORS[name])
-    first = collect(integ, stop_after=2)
-    rest = collect(integ, state=first[-1].state)
-    assert [i for p in first + rest for i in p.items] == items
+    first = collect(integ, stop_after=2, concurrency=1)
+    rest = collect(integ, checkpoint=first[-1].checkpoint, published={p.seq for p in first})
+    assert in_order(first + rest) == items
 
 
-def test_link_next_url_is_followed_as_given(api: FakeAPI):
+@pytest.mark.parametrize("name,planned", [("cursor", False), ("link", True), ("offset", True),
+                                          ("offset-no-total", False), ("page", False),
+                                          ("page-total", True)])
+def test_pages_known_up_front_are_fetched_concurrently(api: FakeAPI, name: str, planned: bool):
+    api.set_items("k", 300)  # 10 pages
+    api.server.latency = 0.1
+    integ = integration(api, PAGINATORS[name])
+    pages = collect(integ, concurrency=8)
+    log = api.requests("/")
+    # Planned: after page 1, the next 8 requests were in flight together (answered at once).
+    starts = [t for t, *_ in log[1:9]]
+    overlapped = max(starts) - min(starts) < 0.09
+    assert overlapped is planned
+    assert len(in_order(pages)) == 300
+
+
+def test_link_pages_are_asked_with_the_query_the_api_gave(api: FakeAPI):
     api.set_items("k", 70)
-    collect(integration(api, PAGINATORS["link"]))
+    collect(integration(api, PAGINATORS["link"]), concurrency=1)
     paths = [r[2] for r in api.requests("/link/k")]
     assert paths == ["/link/k?per_page=30", "/link/k?page=2&per_page=30",
                      "/link/k?page=3&per_page=30"]

@@ -1,0 +1,152 @@
+"""Fast and polite fetching with real workers: parallel pages, one rate limit shared by every
+process, a pause every caller honours, partitions of a kind on separate producer tasks."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from integrations.fakeapi import FakeAPI
+from tasks.redisserver import RedisServer
+from tests.workers import Client, Workers
+
+pytestmark = pytest.mark.integration
+
+
+def write_config(tmp: Path, api: FakeAPI, source: str) -> Path:
+    path = tmp / "sluice.toml"
+    path.write_text(f"""
+[target]
+path = "{tmp / 'db.sqlite'}"
+{source}
+""")
+    return path
+
+
+@pytest.fixture
+def api() -> Iterator[FakeAPI]:
+    with FakeAPI() as fake:
+        yield fake
+
+
+def ids(tmp: Path, kind: str) -> list[str]:
+    with sqlite3.connect(tmp / "db.sqlite") as db:
+        return [i for (i,) in db.execute("SELECT identifier FROM entities WHERE kind = ?", (kind,))]
+
+
+def test_rate_limit_is_shared_by_two_worker_processes(tmp_path: Path, api: FakeAPI,
+                                                      redis_server: RedisServer):
+    rate = 10
+    for kind in ("a", "b"):
+        api.set_items(kind, 600)  # 30 pages of 20 each
+    cfg = write_config(tmp_path, api, f"""
+[sources.api]
+integration = "rest"
+base_url = "{api.url}"
+rate_limit = {rate}
+rate_limit_burst = 1
+max_concurrency = 8
+
+[sources.api.kinds.a]
+path = "/link/a"
+paginator = {{ type = "link", limit = 20 }}
+
+[sources.api.kinds.b]
+path = "/link/b"
+paginator = {{ type = "link", limit = 20 }}
+""")
+    url = redis_server.url.rsplit("/", 1)[0] + "/5"
+    with Workers(config=cfg, redis_url=url, log=tmp_path / "w.log", concurrency=2) as workers:
+        client = Client(url)
+        runs = [client.start("api", k) for k in ("a", "b")]
+        done = [client.wait(r["run_id"], timeout=60) for r in runs]
+        client.close()
+        log = workers.log.read_text()
+    assert [r["state"] for r in done] == ["succeeded", "succeeded"]
+    assert len(ids(tmp_path, "a")) == len(ids(tmp_path, "b")) == 600
+    # Both producers ran at once, in two processes.
+    producers = {line.split("]")[0].split("/")[-1] for line in log.splitlines()
+                 if "GET" in line and "/link/" in line}
+    assert len(producers) == 2, producers
+    times = sorted(t for t, method, *_ in api.requests("/link/") if method == "GET")
+    assert len(times) == 60
+    worst = max(sum(1 for u in times if t <= u < t + 1.0) for t in times)
+    assert worst <= rate + 1, worst  # over any 1 s window: the rate, plus a burst of 1
+    assert times[-1] - times[0] >= (60 - 1 - 1) / rate  # and it did not go faster overall
+
+
+def test_an_exhausted_budget_pauses_every_caller_until_the_reset(tmp_path: Path, api: FakeAPI,
+                                                                redis_server: RedisServer):
+    for kind in ("a", "b"):
+        api.set_items(kind, 400)
+    api.state.delays["/cursor/"] = 0.05
+    cfg = write_config(tmp_path, api, f"""
+[sources.api]
+integration = "rest"
+base_url = "{api.url}"
+
+[sources.api.kinds.a]
+path = "/cursor/a"
+items = "data"
+paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 20 }}
+
+[sources.api.kinds.b]
+path = "/cursor/b"
+items = "data"
+paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 20 }}
+""")
+    url = redis_server.url.rsplit("/", 1)[0] + "/6"
+    with Workers(config=cfg, redis_url=url, log=tmp_path / "w.log", concurrency=2):
+        client = Client(url)
+        runs = [client.start("api", k) for k in ("a", "b")]
+        while sum(client.progress.get(r["run_id"])["pages"] for r in runs) < 4:
+            time.sleep(0.01)
+        api.state.exhaust["/cursor/a"] = 2.0  # the next answer on /a says: budget gone for 2 s
+        done = [client.wait(r["run_id"], timeout=60) for r in runs]
+        client.close()
+    assert [r["state"] for r in done] == ["succeeded", "succeeded"]
+    log = sorted(api.requests("/cursor/"))
+    times = [t for t, *_ in log]
+    # The answer that carried Remaining: 0 is followed by a silence of ~2 s, from both callers
+    # (the log has answer times; an answer takes 0.05 s).
+    gaps = [(b - a, i) for i, (a, b) in enumerate(zip(times, times[1:]))]
+    gap, at = max(gaps)
+    assert 1.85 <= gap <= 3.0, gaps[-5:]
+    assert any(path.startswith("/cursor/b") for _, _, path, _ in log[at + 1:])
+    assert any(path.startswith("/cursor/b") for _, _, path, _ in log[:at])
+
+
+def test_a_kind_split_into_partitions_runs_as_several_producers(tmp_path: Path, api: FakeAPI,
+                                                                redis_server: RedisServer):
+    items = api.set_items("p", 1000)  # 50 pages of 20
+    api.state.delays["/offset/p"] = 0.02
+    cfg = write_config(tmp_path, api, f"""
+[sources.api]
+integration = "rest"
+base_url = "{api.url}"
+partitions = 3
+max_concurrency = 2
+
+[sources.api.kinds.p]
+path = "/offset/p"
+items = "values"
+paginator = {{ type = "offset", offset_param = "startAt", limit_param = "maxResults", limit = 20, total_path = "total" }}
+""")
+    url = redis_server.url.rsplit("/", 1)[0] + "/7"
+    with Workers(config=cfg, redis_url=url, log=tmp_path / "w.log", concurrency=2):
+        client = Client(url)
+        run = client.resync("api", "p")
+        seqs = client.progress.published(run["run_id"])
+        parts_done = client.redis.smembers(f"sluice:run:{run['run_id']}:partitions_done")
+        client.close()
+    assert run["state"] == "succeeded", run
+    assert sorted(ids(tmp_path, "p")) == sorted(i["id"] for i in items)
+    assert run["pages"] == 50 and run["batches_done"] == 50 and run["items_written"] == 1000
+    assert seqs == set(range(1, 51))  # one run, one numbering across partitions
+    assert run["partitions"] == "3" and parts_done == {b"0", b"1", b"2"}
+    offsets = [p for _, _, p, _ in api.requests("/offset/p")]
+    assert len(offsets) == len(set(offsets)) == 50  # every page fetched once

@@ -50,6 +50,8 @@ class State:
     exhaust: dict[str, float] = field(default_factory=dict)  # path prefix -> seconds (one-shot)
     delays: dict[str, float] = field(default_factory=dict)  # path prefix -> extra seconds
     sink_writing: int = 0  # sink POSTs being handled right now
+    first_write: float | None = None  # when the sink first stored an entity (time.time())
+    last_write: float | None = None
     sink_down: int = 0  # answer this many sink POSTs with 503 (-1: until told otherwise)
     log: list[tuple[float, str, str, int]] = field(default_factory=list)  # t, method, path, status
 
@@ -58,9 +60,24 @@ def make_items(kind: str, count: int) -> list[dict[str, Any]]:
     return [{"id": f"{kind}-{i}", "title": f"{kind} number {i}", "n": i} for i in range(count)]
 
 
+def link_page(items: list[Any], base: str, query: dict[str, str], *, default_per: int = 30,
+              max_per: int = 100) -> tuple[list[Any], dict[str, str]]:
+    """One page of ``items`` by ``page``/``per_page``, with RFC 8288 Link headers (next, last)."""
+    page, per = int(query.get("page", 1)), min(max_per, int(query.get("per_page", default_per)))
+    last = max(1, -(-len(items) // per))
+    others = {k: v for k, v in query.items() if k not in ("page", "per_page")}
+    links = []
+    if page < last:
+        links.append(f'<{base}?{urlencode({**others, "page": page + 1, "per_page": per})}>; '
+                     'rel="next"')
+    links.append(f'<{base}?{urlencode({**others, "page": last, "per_page": per})}>; rel="last"')
+    return items[(page - 1) * per:page * per], {"Link": ", ".join(links)}
+
+
 class Handler(BaseHTTPRequestHandler):
     server: Server
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # else headers and body wait on delayed ACKs (~40 ms)
 
     def log_message(self, *args: Any) -> None:  # quiet
         pass
@@ -111,6 +128,16 @@ class Handler(BaseHTTPRequestHandler):
         if style == "sink":
             with self.server.lock:
                 return self._json(list(self.server.state.sink.get(kind, {}).values()))
+        if style == "_stats":  # GET /_stats/KIND: what the sink holds and how the API answered
+            with self.server.lock:
+                st = self.server.state
+                statuses: dict[str, int] = {}
+                for _, method, _, status in st.log:
+                    if method == "GET":
+                        statuses[str(status)] = statuses.get(str(status), 0) + 1
+                return self._json({"entities": len(st.sink.get(kind, {})),
+                                   "first_write": st.first_write, "last_write": st.last_write,
+                                   "get_statuses": statuses})
         limited = self.server.take_token()
         if limited is not None:
             status, headers = limited
@@ -132,14 +159,9 @@ class Handler(BaseHTTPRequestHandler):
             return self._json({"data": items[start:nxt],
                                "next_cursor": str(nxt) if nxt < len(items) else None})
         if style == "link":
-            page, per = int(query.get("page", 1)), int(query.get("per_page", 30))
-            last = max(1, -(-len(items) // per))
-            base = f"http://{self.headers['Host']}{url.path}"
-            links = []
-            if page < last:
-                links.append(f'<{base}?{urlencode({"page": page + 1, "per_page": per})}>; rel="next"')
-            links.append(f'<{base}?{urlencode({"page": last, "per_page": per})}>; rel="last"')
-            return self._json(items[(page - 1) * per:page * per], {"Link": ", ".join(links)})
+            page_items, headers = link_page(items, f"http://{self.headers['Host']}{url.path}",
+                                            query, max_per=10_000)
+            return self._json(page_items, headers)
         if style == "offset":
             start, per = int(query.get("startAt", 0)), int(query.get("maxResults", 50))
             return self._json({"values": items[start:start + per], "startAt": start,
@@ -148,6 +170,16 @@ class Handler(BaseHTTPRequestHandler):
             page, per = int(query.get("page", 1)), int(query.get("per_page", 30))
             return self._json({"items": items[(page - 1) * per:page * per], "total": len(items)})
         return self._send(404, b'{"error": "no such style"}')
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        """DELETE /_stats: forget the sink's entities, the log and the write times."""
+        with self.server.lock:
+            st = self.server.state
+            st.sink.clear()
+            st.sink_received.clear()
+            st.log.clear()
+            st.first_write = st.last_write = None
+        self._json({"reset": True})
 
     def do_POST(self) -> None:  # noqa: N802
         url = urlsplit(self.path)
@@ -184,6 +216,9 @@ class Handler(BaseHTTPRequestHandler):
         except (ValueError, KeyError, TypeError, AssertionError):
             return self._send(400, b'{"error": "expected {\\"entities\\": [{\\"identifier\\"...}]}"}')
         with self.server.lock:
+            now = time.time()
+            state.first_write = state.first_write or now
+            state.last_write = now
             for e in entities:
                 state.sink.setdefault(parts[1], {})[e["identifier"]] = e
                 key = f"{parts[1]}/{e['identifier']}"
@@ -196,10 +231,10 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], *, latency: float, write_latency: float,
-                 rate_limit: float | None = None):
-        super().__init__(address, Handler)
+                 rate_limit: float | None = None, handler: type[Handler] | None = None):
+        super().__init__(address, handler or Handler)
         self.state = State()
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # handlers answer while holding it
         self.latency = latency
         self.write_latency = write_latency
         self.rate_limit = rate_limit
@@ -230,10 +265,12 @@ class Server(ThreadingHTTPServer):
 class FakeAPI:
     """The fake API in a background thread: ``with FakeAPI() as api: api.url``."""
 
+    handler: type[Handler] = Handler
+
     def __init__(self, *, port: int = 0, latency: float = 0.0, write_latency: float = 0.0,
                  rate_limit: float | None = None):
         self.server = Server(("127.0.0.1", port), latency=latency, write_latency=write_latency,
-                             rate_limit=rate_limit)
+                             rate_limit=rate_limit, handler=self.handler)
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
                                        daemon=True)
 

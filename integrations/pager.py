@@ -1,7 +1,8 @@
 """The paging engine: drives any integration's ``fetch`` and yields numbered pages.
 
-- A kind whose API does not say how many pages there are is followed page after page; the
-  producer publishes each page at once, so the next request never waits for a write.
+- A kind whose API does not say how many pages there are is followed page after page, one
+  request ahead: while the producer publishes page n, page n+1 is already on its way, so a
+  request never waits for a write or a publish.
 - When the first page reveals the rest (a Link header with rel="last", a total in the body),
   the remaining pages are fetched ``concurrency`` at a time and yielded as they arrive.
 - A checkpoint (JSON) after every page lets a fresh task resume: ``{"next": state, "seq": n}``
@@ -64,19 +65,44 @@ async def pages(
             checkpoint = {"next": first.next, "seq": base + 2}
         else:
             checkpoint = None
-        yield Page(base + 1, first.items, checkpoint)
+        if checkpoint is None or "plan" in checkpoint:
+            yield Page(base + 1, first.items, checkpoint)
+        else:
+            # Follow: the next request goes out before this page is handed over.
+            async for page in _follow(fetch, checkpoint, first=Page(base + 1, first.items,
+                                                                    checkpoint)):
+                yield page
+            return
     if checkpoint is None:
         return
     if "plan" in checkpoint:
         async for page in _planned(integration, kind, fetch, checkpoint, concurrency, published):
             yield page
         return
+    async for page in _follow(fetch, checkpoint):
+        yield page
+
+
+async def _follow(fetch: Callable[[State], Awaitable[Fetched]], checkpoint: State, *,
+                  first: Page | None = None) -> AsyncIterator[Page]:
+    """Page after page, one request ahead: while the caller publishes page n, page n+1 is
+    already being fetched (at most two pages are held)."""
     state, seq = checkpoint["next"], checkpoint["seq"]
-    while state is not None:
-        got = await fetch(state)
-        state = got.next
-        yield Page(seq, got.items, {"next": state, "seq": seq + 1} if state is not None else None)
-        seq += 1
+    ahead: asyncio.Task[Fetched] | None = asyncio.ensure_future(fetch(state))
+    try:
+        if first is not None:
+            yield first
+        while ahead is not None:
+            got = await ahead
+            state = got.next
+            ahead = asyncio.ensure_future(fetch(state)) if state is not None else None
+            yield Page(seq, got.items,
+                       {"next": state, "seq": seq + 1} if state is not None else None)
+            seq += 1
+    finally:
+        if ahead is not None:
+            ahead.cancel()
+            await asyncio.gather(ahead, return_exceptions=True)
 
 
 async def _planned(

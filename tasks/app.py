@@ -91,7 +91,7 @@ def _check_config(**_: Any) -> None:
 
 @worker_process_init.connect
 def _init_process(**_: Any) -> None:
-    runtime.current()
+    runtime.current().warm()
 
 
 @worker_process_shutdown.connect

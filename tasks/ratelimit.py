@@ -15,7 +15,7 @@ import time
 import httpx
 import redis
 
-from integrations.http.ratelimit import pause_for
+from integrations.http.retry import server_wait
 from tasks import keys
 
 # KEYS: bucket. ARGV: interval (s per request), burst. Returns the seconds to wait.
@@ -66,6 +66,6 @@ class RedisRateLimiter:
             await asyncio.sleep(wait)
 
     def observe(self, response: httpx.Response) -> None:
-        seconds = pause_for(response, now=time.time())
+        seconds = server_wait(response, now=time.time())
         if seconds:
             self._pause(keys=[self.key], args=[min(seconds, self.max_pause)])

@@ -12,8 +12,8 @@ same run: page ranges once the total is known (``partitions = N``), or the keys 
 ``partitions()`` returns (a repository, a time window).
 
 While ``max_in_flight`` batches of the run wait to be written, no page is requested
-(backpressure); that wait counts towards the slice, so a producer never holds a worker process
-that its own batches need.
+(backpressure); after a second of that the slice ends and a fresh task continues behind the
+queued batches, so a producer never holds a worker process that its own batches need.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from tasks.ingest import ingest_batch
 from tasks.progress import RunState
 
 POLL_SECONDS = 0.05
+YIELD_AFTER = 1.0  # seconds of backpressure after which a producer slice ends
 
 
 class SliceOver(Exception):
@@ -61,9 +62,13 @@ async def produce(rt: runtime.Runtime, run: dict[str, Any], partition: int) -> b
     started, checkpoint, done = progress.partition(run_id, partition)
     if done or (started and checkpoint is None):
         return True  # a redelivered slice of a partition that already published its last page
-    if partition == 0 and not started and "partitions" not in run:
+    # Only the first slice of partition 0 of an unsplit run may split it (by keys, or later by
+    # page ranges when the first page reveals the total).
+    may_split = partition == 0 and not started and "partitions" not in run
+    if may_split:
         keys = await integration.partitions(kind, client)
-        if keys is not None:  # the integration splits this kind, e.g. one part per repository
+        if keys is not None:
+            may_split = False  # the integration splits this kind, e.g. one part per repository
             progress.split(run_id, [{"key": k} for k in keys] or [{"key": None}])
             for i in range(1, len(keys)):
                 continue_later(source, kind, run_id, i)
@@ -71,8 +76,11 @@ async def produce(rt: runtime.Runtime, run: dict[str, Any], partition: int) -> b
                 return True
 
     async def admit() -> None:
+        blocked_until = time.monotonic() + YIELD_AFTER
         while progress.in_flight(run_id) >= src.max_in_flight:
-            if time.monotonic() >= deadline:
+            # Hand the process back rather than wait: on a small pool (one process, say) the
+            # batches this producer waits for need it. The continuation queues behind them.
+            if time.monotonic() >= min(deadline, blocked_until):
                 raise SliceOver
             await asyncio.sleep(POLL_SECONDS)
         if budget <= 0 or time.monotonic() >= deadline:
@@ -99,8 +107,8 @@ async def produce(rt: runtime.Runtime, run: dict[str, Any], partition: int) -> b
             else:
                 progress.save_cursor(run_id, page.checkpoint, partition=partition)
             budget -= 1
-            if (partition == 0 and src.partitions > 1 and page.checkpoint is not None
-                    and "plan" in page.checkpoint and "partitions" not in run):
+            if (may_split and src.partitions > 1 and page.checkpoint is not None
+                    and "plan" in page.checkpoint):
                 # The total is known: hand page ranges to producer tasks on other workers.
                 parts = pager.split(page.checkpoint, src.partitions)
                 progress.split(run_id, [{"checkpoint": c} for c in parts])

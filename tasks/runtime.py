@@ -67,6 +67,12 @@ class Runtime:
             self._clients[source] = self.integration(source).client(limiter=limiter)
         return self._clients[source]
 
+    def warm(self) -> None:
+        """Build every source's client now, not in the first task (an SSL context and a
+        connection pool take a while)."""
+        for source in self.config.sources:
+            self.client(source)
+
     def target(self) -> Target:
         if self._target is None:
             self._target = open_target(self.config.target)

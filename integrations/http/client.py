@@ -10,7 +10,7 @@ import httpx
 from integrations.base import HttpSettings
 from integrations.errors import MalformedPage, PermanentHTTPError, TransientHTTPError
 from integrations.http.ratelimit import RateLimiter
-from integrations.http.retry import RETRY_STATUSES, RetryTransport, parse_retry_after
+from integrations.http.retry import RetryTransport, is_retryable, server_wait
 
 
 def make_client(
@@ -44,16 +44,15 @@ def make_client(
 
 
 def raise_for_status(response: httpx.Response) -> None:
-    """Translate a non-2xx answer: 429/5xx are transient, other 4xx permanent."""
+    """Translate a non-2xx answer: 429, 5xx and rate-limit 403s are transient, other 4xx
+    permanent."""
     status = response.status_code
     if status < 400:
         return
     where = f"{response.request.method} {response.request.url.copy_with(query=None)}"
-    if status in RETRY_STATUSES or status >= 500:
-        raise TransientHTTPError(
-            f"{where} answered {status} after retries",
-            retry_after=parse_retry_after(response.headers.get("Retry-After")),
-        )
+    if is_retryable(response) or status >= 500:
+        raise TransientHTTPError(f"{where} answered {status} after retries",
+                                 retry_after=server_wait(response))
     raise PermanentHTTPError(f"{where} answered {status}: {response.text[:200]}", status_code=status)
 
 

@@ -1,7 +1,8 @@
 """A retrying httpx transport: exponential backoff with jitter, honouring Retry-After, and
 asking the shared rate limiter (if any) before every attempt.
 
-Retried: connect errors, timeouts and broken connections, 429 and 5xx answers. What is left
+Retried: connect errors, timeouts and broken connections, 429 and 5xx answers, and a 403 that
+is a rate limit (``Retry-After``, or ``X-RateLimit-Remaining: 0``). What is left
 after the last retry goes back to the caller (an exception, or the last 429/5xx response),
 which translates it into the error tree (``integrations.http.client.raise_for_status``).
 """
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from integrations.http.ratelimit import RateLimiter
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+EPOCH_THRESHOLD = 1_000_000_000  # a rate-limit reset above this is a Unix time, else seconds
 RETRY_EXCEPTIONS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
 
@@ -38,6 +40,37 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def server_wait(response: httpx.Response, *, now: float | None = None) -> float | None:
+    """Seconds the API asks callers to wait: ``Retry-After`` on a 429/503 (or on GitHub's 403
+    secondary limit), or ``X-RateLimit-Remaining: 0`` until ``X-RateLimit-Reset`` (also the
+    ``RateLimit-*`` names). None when it asks nothing."""
+    now = time.time() if now is None else now
+    if response.status_code in (403, 429, 503):
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), now=now)
+        if retry_after is not None:
+            return retry_after
+    for prefix in ("X-RateLimit-", "RateLimit-"):
+        remaining = response.headers.get(prefix + "Remaining")
+        reset = response.headers.get(prefix + "Reset")
+        if remaining is None or reset is None:
+            continue
+        try:
+            left, at = int(remaining), float(reset)
+        except ValueError:
+            continue
+        if left > 0:
+            return None
+        return max(0.0, at - now if at > EPOCH_THRESHOLD else at)
+    return None
+
+
+def is_retryable(response: httpx.Response) -> bool:
+    """429 and 5xx; and a 403 that is a rate limit (GitHub answers its limits with 403)."""
+    if response.status_code in RETRY_STATUSES:
+        return True
+    return response.status_code == 403 and server_wait(response) is not None
 
 
 class RetryTransport(httpx.AsyncBaseTransport):
@@ -88,9 +121,9 @@ class RetryTransport(httpx.AsyncBaseTransport):
                 continue
             if self._limiter is not None:
                 self._limiter.observe(response)
-            if response.status_code not in RETRY_STATUSES or attempt >= self._retries:
+            if not is_retryable(response) or attempt >= self._retries:
                 return response
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            retry_after = server_wait(response)
             if retry_after is not None and retry_after > self._max_retry_after:
                 return response  # too long to hold a task for: the caller decides
             await response.aclose()

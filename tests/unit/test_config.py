@@ -60,7 +60,7 @@ def test_target_defaults_to_sqlite_beside_the_config(tmp_path, monkeypatch):
     ('type = "cursor"', 'type = "curser"',
      ["sources.tracker.kinds.issue.paginator: Input tag 'curser' found using 'type' does not"]),
     ('integration = "rest"', 'integration = "soap"',
-     ["sources.tracker.integration: 'soap' is not one of: rest"]),
+     ["sources.tracker.integration: 'soap' is not one of: github, jira, rest"]),
     ('url = "http', 'ulr = "http', ["target.ulr: unknown key", "target.url: Field required"]),
     ("[target]", "[targets]", ["targets: unknown key"]),
     ("${TRACKER_TOKEN}", "${NOT_SET_ANYWHERE}",

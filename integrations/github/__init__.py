@@ -1,0 +1,1 @@
+"""GitHub: an organisation's repositories, and the issues and pull requests of each."""

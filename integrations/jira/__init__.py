@@ -1,0 +1,1 @@
+"""Jira Cloud: projects, and the issues a bounded JQL selects."""

@@ -25,6 +25,28 @@ FAST_SETTINGS = {
 }
 
 
+def cursor_config(tmp: Path, api_url: str, *, source: str = "api", kind: str = "item",
+                  limit: int = 50, source_keys: str = "") -> Path:
+    """A sluice.toml with a SQLite target in ``tmp`` and one cursor-paged kind of the fake API
+    (``/cursor/KIND``); ``source_keys`` adds lines to the source's table."""
+    path = tmp / "sluice.toml"
+    path.write_text(f"""
+[target]
+path = "{tmp / 'db.sqlite'}"
+
+[sources.{source}]
+integration = "rest"
+base_url = "{api_url}"
+{source_keys}
+
+[sources.{source}.kinds.{kind}]
+path = "/cursor/{kind}"
+items = "data"
+paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = {limit} }}
+""")
+    return path
+
+
 class Workers:
     """One ``celery worker`` node with ``concurrency`` prefork children."""
 

@@ -12,13 +12,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from integrations.fakeapi import FakeAPI
 from tasks.redisserver import RedisServer
-from tests.workers import ROOT, Client, Workers
+from tests.workers import ROOT, Client, Workers, cursor_config
 
 pytestmark = pytest.mark.integration
 
@@ -29,22 +30,7 @@ FAST_REDELIVERY = {"SLUICE_VISIBILITY_TIMEOUT": "10", "SLUICE_UNACKED_RESTORE_IN
 
 
 def config(tmp: Path, api: FakeAPI, *, max_in_flight: int = 8) -> Path:
-    path = tmp / "sluice.toml"
-    path.write_text(f"""
-[target]
-path = "{tmp / 'db.sqlite'}"
-
-[sources.api]
-integration = "rest"
-base_url = "{api.url}"
-max_in_flight = {max_in_flight}
-
-[sources.api.kinds.item]
-path = "/cursor/item"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 50 }}
-""")
-    return path
+    return cursor_config(tmp, api.url, source_keys=f"max_in_flight = {max_in_flight}")
 
 
 def ids_in(tmp: Path) -> list[str]:
@@ -135,33 +121,36 @@ def test_redis_restarted_empty_mid_run_never_hangs_and_never_deletes(tmp_path: P
     assert len(ids_in(tmp_path)) == 100
 
 
+@contextmanager
+def two_nodes(tmp: Path, cfg: Path) -> Iterator[tuple[Workers, Client]]:
+    """Worker nodes 'a' and 'b' on one fresh Redis; yields node a (the victim) and a client."""
+    with RedisServer() as server:
+        nodes = [Workers(config=cfg, redis_url=server.url, log=tmp / f"{n}.log", name=n,
+                         env=FAST_REDELIVERY).start() for n in ("a", "b")]
+        client = Client(server.url)
+        try:
+            yield nodes[0], client
+        finally:
+            for node in nodes:
+                node.stop()
+            client.close()
+
+
 def test_a_whole_worker_node_killed_the_other_completes_the_run(tmp_path: Path, api: FakeAPI):
     items = api.set_items("item", 2000)
     api.state.delays["/cursor/item"] = 0.05
-    api.server.write_latency = 0.0
-    cfg = config(tmp_path, api)
-    with RedisServer() as server:
-        node_a = Workers(config=cfg, redis_url=server.url, log=tmp_path / "a.log", name="a",
-                         env=FAST_REDELIVERY).start()
-        node_b = Workers(config=cfg, redis_url=server.url, log=tmp_path / "b.log", name="b",
-                         env=FAST_REDELIVERY).start()
-        client = Client(server.url)
-        try:
-            run = client.start("api", "item")
-            deadline = time.monotonic() + 30
-            while client.progress.get(run["run_id"])["batches_done"] < 4:
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
-            assert node_a.process
-            os.killpg(node_a.process.pid, signal.SIGKILL)  # main process and children at once
-            killed_at = time.monotonic()
-            node_a.process.wait(10)
-            run = client.wait(run["run_id"], timeout=120)
-            recovered_in = time.monotonic() - killed_at
-        finally:
-            node_a.stop()
-            node_b.stop()
-            client.close()
+    with two_nodes(tmp_path, config(tmp_path, api)) as (node_a, client):
+        run = client.start("api", "item")
+        deadline = time.monotonic() + 30
+        while client.progress.get(run["run_id"])["batches_done"] < 4:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert node_a.process
+        os.killpg(node_a.process.pid, signal.SIGKILL)  # main process and children at once
+        killed_at = time.monotonic()
+        node_a.process.wait(10)
+        run = client.wait(run["run_id"], timeout=120)
+        recovered_in = time.monotonic() - killed_at
     assert run["state"] == "succeeded", run
     assert sorted(ids_in(tmp_path)) == sorted(i["id"] for i in items)
     assert run["items_written"] == 2000 and run["batches_done"] == 40
@@ -173,25 +162,14 @@ def test_a_whole_worker_node_killed_the_other_completes_the_run(tmp_path: Path, 
 def test_a_node_stopped_with_sigterm_finishes_its_batch(tmp_path: Path, api: FakeAPI):
     items = api.set_items("item", 1000)
     api.state.delays["/cursor/item"] = 0.05
-    cfg = config(tmp_path, api, max_in_flight=4)
-    with RedisServer() as server:
-        node_a = Workers(config=cfg, redis_url=server.url, log=tmp_path / "a.log", name="a",
-                         env=FAST_REDELIVERY).start()
-        node_b = Workers(config=cfg, redis_url=server.url, log=tmp_path / "b.log", name="b",
-                         env=FAST_REDELIVERY).start()
-        client = Client(server.url)
-        try:
-            run = client.start("api", "item")
-            while client.progress.get(run["run_id"])["batches_done"] < 3:
-                time.sleep(0.02)
-            assert node_a.process
-            node_a.process.send_signal(signal.SIGTERM)  # warm shutdown of the main process
-            assert node_a.process.wait(30) == 0
-            run = client.wait(run["run_id"], timeout=120)
-        finally:
-            node_a.stop()
-            node_b.stop()
-            client.close()
+    with two_nodes(tmp_path, config(tmp_path, api, max_in_flight=4)) as (node_a, client):
+        run = client.start("api", "item")
+        while client.progress.get(run["run_id"])["batches_done"] < 3:
+            time.sleep(0.02)
+        assert node_a.process
+        node_a.process.send_signal(signal.SIGTERM)  # warm shutdown of the main process
+        assert node_a.process.wait(30) == 0
+        run = client.wait(run["run_id"], timeout=120)
     assert "worker: Warm shutdown" in (tmp_path / "a.log").read_text()
     assert run["state"] == "succeeded", run
     assert sorted(ids_in(tmp_path)) == sorted(i["id"] for i in items)

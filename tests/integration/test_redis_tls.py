@@ -13,7 +13,7 @@ import redis
 
 from integrations.fakeapi import FakeAPI
 from tasks.redisserver import find_binary, free_port
-from tests.workers import ROOT, Client, Workers
+from tests.workers import ROOT, Client, Workers, cursor_config
 
 pytestmark = pytest.mark.integration
 
@@ -63,20 +63,7 @@ def test_rediss_with_a_password(tmp_path: Path):
 
         with FakeAPI() as api:
             items = api.set_items("item", 150)
-            config = tmp_path / "sluice.toml"
-            config.write_text(f"""
-[target]
-path = "{tmp_path / 'db.sqlite'}"
-
-[sources.api]
-integration = "rest"
-base_url = "{api.url}"
-
-[sources.api.kinds.item]
-path = "/cursor/item"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 50 }}
-""")
+            config = cursor_config(tmp_path, api.url)
             with Workers(config=config, redis_url=url, log=tmp_path / "worker.log") as workers:
                 env = {**os.environ, "SLUICE_REDIS_URL": url, "SLUICE_CONFIG": str(config)}
                 done = subprocess.run([sys.executable, "-m", "tasks.cli", "run", "api", "--wait",

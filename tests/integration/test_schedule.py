@@ -12,7 +12,7 @@ import pytest
 
 from integrations.fakeapi import FakeAPI
 from tasks.redisserver import RedisServer
-from tests.workers import ROOT, Client, Workers
+from tests.workers import ROOT, Client, Workers, cursor_config
 
 pytestmark = pytest.mark.integration
 
@@ -29,21 +29,8 @@ def test_two_beats_run_each_schedule_once_and_busy_kinds_are_skipped(
     with FakeAPI() as api:
         api.set_items("tick", 20)
         api.state.delays["/cursor/tick"] = 1.2  # a run (2 pages) outlasts the 1 s schedule
-        config = tmp_path / "sluice.toml"
-        config.write_text(f"""
-[target]
-path = "{tmp_path / 'db.sqlite'}"
-
-[sources.clock]
-integration = "rest"
-base_url = "{api.url}"
-every = "1s"
-
-[sources.clock.kinds.tick]
-path = "/cursor/tick"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 10 }}
-""")
+        config = cursor_config(tmp_path, api.url, source="clock", kind="tick", limit=10,
+                               source_keys='every = "1s"')
         url = redis_server.url.rsplit("/", 1)[0] + "/4"
         with Workers(config=config, redis_url=url, log=tmp_path / "worker.log") as workers:
             client = Client(url)

@@ -230,6 +230,13 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up (a cancelled request) is no server error; others are."""
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
     def __init__(self, address: tuple[str, int], *, latency: float, write_latency: float,
                  rate_limit: float | None = None, handler: type[Handler] | None = None):
         super().__init__(address, handler or Handler)

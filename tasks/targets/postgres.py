@@ -31,6 +31,10 @@ class PostgresTarget:
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(self.dsn, connect_timeout=10)
             with self._conn.transaction():
+                # CREATE TABLE IF NOT EXISTS races when worker processes start together
+                # (a unique violation in pg_type): one at a time, under an advisory lock.
+                self._conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                                   (f"sluice:{self.table}",))
                 self._conn.execute(
                     f"CREATE TABLE IF NOT EXISTS {self.table} ("
                     " source text NOT NULL, kind text NOT NULL, identifier text NOT NULL,"

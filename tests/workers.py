@@ -116,9 +116,13 @@ class Client:
             self.app.send_task("sluice.resync", (source, kind), {"run_id": run["run_id"]})
         return run
 
-    def wait(self, run_id: str, *, timeout: float = 60) -> dict[str, Any]:
+    def wait(self, run_id: str, *, timeout: float = 60,
+             stall_after: float | None = None) -> dict[str, Any]:
+        """Until the run ends; with ``stall_after``, doing the stall watch's work as beat would."""
         deadline = time.monotonic() + timeout
         while True:
+            if stall_after is not None:
+                self.progress.mark_stalled(after=stall_after)
             run = self.progress.get(run_id)
             if run and RunState(run["state"]).ended:
                 return run

@@ -39,9 +39,7 @@ def _config_path(arg: str | None) -> Path:
 def _progress() -> Progress:
     from tasks.settings import get_settings
 
-    s = get_settings()
-    return Progress(redis.Redis.from_url(s.redis_url), lock_seconds=s.run_lock_seconds,
-                    ttl=s.run_ttl_seconds)
+    return Progress.from_settings(get_settings())
 
 
 def _kinds(config: SluiceConfig, source: str, wanted: list[str] | None) -> list[str]:

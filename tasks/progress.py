@@ -17,6 +17,7 @@ from typing import Any
 import redis
 
 from tasks import keys
+from tasks.settings import Settings
 
 
 class RunState(StrEnum):
@@ -178,6 +179,12 @@ class Progress:
         self._batch_done = client.register_script(_BATCH_DONE)
         self._batch_failed = client.register_script(_BATCH_FAILED)
         self._finish = client.register_script(_FINISH)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, client: redis.Redis | None = None) -> Progress:
+        """The run records of ``settings.redis_url`` (or of ``client``), with its lock and TTL."""
+        return cls(client or redis.Redis.from_url(settings.redis_url),
+                   lock_seconds=settings.run_lock_seconds, ttl=settings.run_ttl_seconds)
 
     def _set_keys(self, run_id: str) -> list[str]:
         return [keys.run(run_id), keys.run_enqueued(run_id), keys.run_done(run_id),

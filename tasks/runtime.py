@@ -43,8 +43,7 @@ class Runtime:
         self.config = config
         self.loop = asyncio.new_event_loop()
         self.redis = connect_redis(settings.redis_url)
-        self.progress = Progress(self.redis, lock_seconds=settings.run_lock_seconds,
-                                 ttl=settings.run_ttl_seconds)
+        self.progress = Progress.from_settings(settings, self.redis)
         self._integrations: dict[str, Integration] = {}
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._target: Target | None = None

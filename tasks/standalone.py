@@ -118,15 +118,12 @@ def standalone(*, config: str | None, once: bool, workers: int, flower_port: int
         print(f"target: {cfg.target.type} {getattr(cfg.target, 'path', '')}", file=out)
         _wait_for_workers(children)
 
-        import redis
-
         from tasks.cli import summary_text, wait
         from tasks.schedule import start_runs
         from tasks.settings import get_settings
 
         settings = get_settings()
-        progress = Progress(redis.Redis.from_url(settings.redis_url),
-                            lock_seconds=settings.run_lock_seconds, ttl=settings.run_ttl_seconds)
+        progress = Progress.from_settings(settings)
         try:
             runs = [run for name, source in cfg.sources.items()
                     for run in start_runs(progress, name, source.kind_names())]

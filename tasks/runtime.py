@@ -1,15 +1,19 @@
 """What a worker process keeps for its whole life: one event loop, one ``httpx.AsyncClient``
-per source, one target connection, one Redis client.
+per source, one target connection per thread, one Redis client.
 
 Celery tasks are synchronous. ``asyncio.run`` per task would close the loop that a shared
 client's connections belong to ("Event loop is closed"), so each process creates one loop
-(at ``worker_process_init``, or on first use after a fork) and runs every coroutine on it.
+(at ``worker_process_init``, or on first use after a fork), runs it in a thread of its own,
+and every task hands its coroutines to it. That works the same for the prefork pool (one task
+at a time per process) and the threads pool (``-P threads``: several tasks at once per
+process, for targets where a write mostly waits).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -42,29 +46,37 @@ class Runtime:
         self.settings = settings
         self.config = config
         self.loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(target=self.loop.run_forever, daemon=True,
+                                             name="sluice-event-loop")
+        self._loop_thread.start()
         self.redis = connect_redis(settings.redis_url)
         self.progress = Progress.from_settings(settings, self.redis)
+        self._lock = threading.Lock()
         self._integrations: dict[str, Integration] = {}
         self._clients: dict[str, httpx.AsyncClient] = {}
-        self._target: Target | None = None
+        self._local = threading.local()
+        self._targets: list[Target] = []
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run a coroutine to completion on this process's loop."""
-        return self.loop.run_until_complete(coro)
+        """Run a coroutine to completion on this process's loop; returns or raises its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def integration(self, source: str) -> Integration:
-        if source not in self._integrations:
-            self._integrations[source] = load(self.config.source(source))
-        return self._integrations[source]
+        with self._lock:
+            if source not in self._integrations:
+                self._integrations[source] = load(self.config.source(source))
+            return self._integrations[source]
 
     def client(self, source: str) -> httpx.AsyncClient:
         """The source's client, created once and reused by every task of this process."""
-        if source not in self._clients:
-            settings = self.config.source(source)
-            limiter = RedisRateLimiter(self.redis, source, rate=settings.rate_limit,
-                                       burst=settings.rate_limit_burst)
-            self._clients[source] = self.integration(source).client(limiter=limiter)
-        return self._clients[source]
+        integration = self.integration(source)
+        with self._lock:
+            if source not in self._clients:
+                settings = self.config.source(source)
+                limiter = RedisRateLimiter(self.redis, source, rate=settings.rate_limit,
+                                           burst=settings.rate_limit_burst)
+                self._clients[source] = integration.client(limiter=limiter)
+            return self._clients[source]
 
     def warm(self) -> None:
         """Build every source's client now, not in the first task (an SSL context and a
@@ -73,32 +85,42 @@ class Runtime:
             self.client(source)
 
     def target(self) -> Target:
-        if self._target is None:
-            self._target = open_target(self.config.target)
-        return self._target
+        """This thread's connection to the target (SQLite and psycopg connections are not
+        shared between threads)."""
+        target: Target | None = getattr(self._local, "target", None)
+        if target is None:
+            target = self._local.target = open_target(self.config.target)
+            with self._lock:
+                self._targets.append(target)
+        return target
 
     def close(self) -> None:
         for client in self._clients.values():
             self.run(client.aclose())
         self._clients.clear()
-        if self._target is not None:
-            self._target.close()
-            self._target = None
+        for target in self._targets:
+            target.close()
+        self._targets.clear()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._loop_thread.join(5)
         self.loop.close()
         self.redis.close()
 
 
 _current: Runtime | None = None
 _pid: int | None = None
+_creating = threading.Lock()
 
 
 def current() -> Runtime:
     """This process's runtime; a forked child builds its own instead of inheriting one."""
     global _current, _pid
     if _current is None or _pid != os.getpid():
-        settings = get_settings()
-        _current = Runtime(settings, cached_config(str(settings.config)))
-        _pid = os.getpid()
+        with _creating:
+            if _current is None or _pid != os.getpid():
+                settings = get_settings()
+                _current = Runtime(settings, cached_config(str(settings.config)))
+                _pid = os.getpid()
     return _current
 
 

@@ -48,10 +48,12 @@ paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = {limit} }}
 
 
 class Workers:
-    """One ``celery worker`` node with ``concurrency`` prefork children."""
+    """One ``celery worker`` node: ``concurrency`` prefork children, or threads."""
 
     def __init__(self, *, config: Path, redis_url: str, log: Path, concurrency: int = 2,
-                 name: str = "w1", env: dict[str, str] | None = None) -> None:
+                 name: str = "w1", env: dict[str, str] | None = None,
+                 pool: str = "prefork") -> None:
+        self.pool = pool
         self.config = config
         self.redis_url = redis_url
         self.log = log
@@ -64,7 +66,7 @@ class Workers:
     def start(self, *, timeout: float = 30) -> Workers:
         self._log = open(self.log, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--pool", "prefork",
+            [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--pool", self.pool,
              "-c", str(self.concurrency), "-n", f"{self.name}@%h", "--loglevel", "INFO",
              "--without-gossip", "--without-mingle", "--without-heartbeat"],
             cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,

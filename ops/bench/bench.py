@@ -201,43 +201,56 @@ def baseline(method: str, api: Api, style: str, a: argparse.Namespace, limit: fl
 # --- Sluice: real Redis, real workers ----------------------------------------------------
 
 class Workers:
-    def __init__(self, config: Path, redis_url: str, n: int, log: Path):
+    """``n`` worker processes: one prefork node with ``n`` children, or, with ``threads``,
+    ``n`` nodes of the threads pool (``-P threads -c THREADS``), each a single process."""
+
+    def __init__(self, config: Path, redis_url: str, n: int, log: Path, *,
+                 threads: int | None = None):
         env = {**os.environ, "SLUICE_CONFIG": str(config), "SLUICE_REDIS_URL": redis_url}
-        self.log = log
+        level = os.environ.get("BENCH_LOGLEVEL", "WARNING")
+        self.threads = threads
         self.out = open(log, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-c", str(n),
-             "--loglevel", os.environ.get("BENCH_LOGLEVEL", "WARNING"), "--without-gossip", "--without-mingle"],
+        nodes = [["-c", str(n)]] if not threads else [
+            ["-P", "threads", "-c", str(threads), "-n", f"w{i}@%h"] for i in range(n)]
+        self.procs = [subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "tasks", "worker", *node, "--loglevel",
+             level, "--without-gossip", "--without-mingle"],
             cwd=ROOT, env=env, stdout=self.out, stderr=subprocess.STDOUT,
-            start_new_session=True)
+            start_new_session=True) for node in nodes]
         client = redis.Redis.from_url(redis_url)
         deadline = time.monotonic() + 60
-        while len(self.children()) < n or not client.keys("_kombu.binding.*"):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
+        while len(self.workers()) < n or not client.keys("_kombu.binding.*"):
+            if any(p.poll() is not None for p in self.procs) or time.monotonic() > deadline:
                 raise RuntimeError(f"workers did not start: {log.read_text()[-2000:]}")
             time.sleep(0.2)
         time.sleep(1.0)
 
-    def children(self) -> list[int]:
-        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+    def workers(self) -> list[int]:
+        """The processes that run tasks: prefork children, or the threads-pool nodes."""
+        if self.threads:
+            return [p.pid for p in self.procs if p.poll() is None]
+        pid = self.procs[0].pid
+        path = Path(f"/proc/{pid}/task/{pid}/children")
         return [int(p) for p in path.read_text().split()] if path.exists() else []
 
     def peak_rss_mb(self) -> float:
         """The largest peak RSS (VmHWM) of the worker processes."""
         peaks = []
-        for pid in self.children():
+        for pid in self.workers():
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
                     peaks.append(int(line.split()[1]) / 1024)
         return max(peaks)
 
     def stop(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        for proc in self.procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
         self.out.close()
 
 
@@ -267,12 +280,13 @@ path = "{spec['path']}"
 
 
 def sluice(api: Api, style: str, n: int, a: argparse.Namespace, limit: float, scenario: str,
-           *, rate: float | None = None, target: str | None = None) -> Result:
+           *, rate: float | None = None, target: str | None = None,
+           threads: int | None = None) -> Result:
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp_dir, RedisServer() as server:
         tmp = Path(tmp_dir)
         target = target or f'type = "http"\nurl = "{api.url}/sink/{{kind}}"'
         config = sluice_config(tmp, api.url, style, a, rate=rate, target=target)
-        workers = Workers(config, server.url, n, tmp / "worker.log")
+        workers = Workers(config, server.url, n, tmp / "worker.log", threads=threads)
         try:
             api.reset()
             client = redis.Redis.from_url(server.url)
@@ -297,7 +311,10 @@ def sluice(api: Api, style: str, n: int, a: argparse.Namespace, limit: float, sc
     stats = api.stats()
     assert run["state"] == "succeeded", run
     first = stats["first_write"]
-    return Result(scenario, style, f"sluice, {n} worker process{'es' if n > 1 else ''}",
+    method = f"sluice, {n} worker process{'es' if n > 1 else ''}"
+    if threads:
+        method += f" × {threads} threads"
+    return Result(scenario, style, method,
                   seconds, run["items_written"], (first - start) if first else None, rss,
                   stats["get_statuses"].get("429", 0), limit,
                   {"redis_peak_mb": redis_peak / 2**20})
@@ -358,6 +375,9 @@ def reference(a: argparse.Namespace) -> tuple[str, list[Result]]:
                 results.append(baseline(method, api, style, a, limit, "reference"))
             for n in a.workers:
                 results.append(sluice(api, style, n, a, limit, "reference"))
+            if a.threads:
+                results.append(sluice(api, style, max(a.workers), a, limit, "reference",
+                                      threads=a.threads))
             print(table([r for r in results if r.style == style]), flush=True)
     finally:
         api.stop()
@@ -417,6 +437,8 @@ def main() -> None:
     p.add_argument("--max-in-flight", type=int, default=256)
     p.add_argument("--rate", type=float, default=20.0, help="API rate limit scenario (0: skip)")
     p.add_argument("--workers", default="1,2,4")
+    p.add_argument("--threads", type=int, default=8,
+                   help="also run the most workers as threads-pool processes (0: skip)")
     p.add_argument("--styles", default="cursor,link,offset")
     p.add_argument("--memory", action="store_true", help="the memory scenario instead")
     p.add_argument("--memory-items", default="20000,1000000")

@@ -150,3 +150,49 @@ paginator = {{ type = "offset", offset_param = "startAt", limit_param = "maxResu
     assert run["partitions"] == "3" and parts_done == {b"0", b"1", b"2"}
     offsets = [p for _, _, p, _ in api.requests("/offset/p")]
     assert len(offsets) == len(set(offsets)) == 50  # every page fetched once
+
+
+def test_a_threads_pool_shares_one_loop_and_writes_batches_at_once(
+        tmp_path: Path, api: FakeAPI, redis_server: RedisServer):
+    """`-P threads`: several producers and batches at once in one process, one event loop,
+    one SQLite connection per thread."""
+    for kind in ("a", "b"):
+        api.set_items(kind, 800)
+    api.state.delays["/link/"] = 0.02
+    cfg = write_config(tmp_path, api, f"""
+[sources.api]
+integration = "rest"
+base_url = "{api.url}"
+partitions = 2
+max_concurrency = 4
+
+[sources.api.kinds.a]
+path = "/link/a"
+paginator = {{ type = "link", limit = 20 }}
+
+[sources.api.kinds.b]
+path = "/link/b"
+paginator = {{ type = "link", limit = 20 }}
+""")
+    url = redis_server.url.rsplit("/", 1)[0] + "/9"
+    with Workers(config=cfg, redis_url=url, log=tmp_path / "w.log", concurrency=8,
+                 pool="threads") as workers:
+        client = Client(url)
+        runs = [client.start("api", k) for k in ("a", "b")]
+        done = [client.wait(r["run_id"], timeout=60) for r in runs]
+        client.close()
+        log = workers.log.read_text()
+    assert [r["state"] for r in done] == ["succeeded", "succeeded"], done
+    assert [r["items_written"] for r in done] == [800, 800]
+    assert len(ids(tmp_path, "a")) == len(ids(tmp_path, "b")) == 800
+    assert "Event loop is closed" not in log and "Traceback" not in log
+    # Batches ran at the same time in the one process: some of their spans overlap.
+    spans = []
+    for line in log.splitlines():
+        if "sluice.ingest_batch" in line and " succeeded in " in line:
+            stamp = line[1:24]
+            end = time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S")) + int(stamp[20:]) / 1000
+            spans.append((end - float(line.split(" succeeded in ")[1].split("s:")[0]), end))
+    spans.sort()
+    assert len(spans) == 80
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:]))

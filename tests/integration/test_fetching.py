@@ -27,6 +27,24 @@ path = "{tmp / 'db.sqlite'}"
     return path
 
 
+def two_link_kinds(tmp: Path, api: FakeAPI, source_keys: str) -> Path:
+    """Source "api" with kinds a and b, Link-paged 20 per page, plus ``source_keys``."""
+    return write_config(tmp, api, f"""
+[sources.api]
+integration = "rest"
+base_url = "{api.url}"
+{source_keys}
+
+[sources.api.kinds.a]
+path = "/link/a"
+paginator = {{ type = "link", limit = 20 }}
+
+[sources.api.kinds.b]
+path = "/link/b"
+paginator = {{ type = "link", limit = 20 }}
+""")
+
+
 @pytest.fixture
 def api() -> Iterator[FakeAPI]:
     with FakeAPI() as fake:
@@ -43,22 +61,8 @@ def test_rate_limit_is_shared_by_two_worker_processes(tmp_path: Path, api: FakeA
     rate = 10
     for kind in ("a", "b"):
         api.set_items(kind, 600)  # 30 pages of 20 each
-    cfg = write_config(tmp_path, api, f"""
-[sources.api]
-integration = "rest"
-base_url = "{api.url}"
-rate_limit = {rate}
-rate_limit_burst = 1
-max_concurrency = 8
-
-[sources.api.kinds.a]
-path = "/link/a"
-paginator = {{ type = "link", limit = 20 }}
-
-[sources.api.kinds.b]
-path = "/link/b"
-paginator = {{ type = "link", limit = 20 }}
-""")
+    cfg = two_link_kinds(tmp_path, api, f"rate_limit = {rate}\nrate_limit_burst = 1\n"
+                                        "max_concurrency = 8")
     url = redis_server.url.rsplit("/", 1)[0] + "/5"
     with Workers(config=cfg, redis_url=url, log=tmp_path / "w.log", concurrency=2) as workers:
         client = Client(url)
@@ -159,21 +163,7 @@ def test_a_threads_pool_shares_one_loop_and_writes_batches_at_once(
     for kind in ("a", "b"):
         api.set_items(kind, 800)
     api.state.delays["/link/"] = 0.02
-    cfg = write_config(tmp_path, api, f"""
-[sources.api]
-integration = "rest"
-base_url = "{api.url}"
-partitions = 2
-max_concurrency = 4
-
-[sources.api.kinds.a]
-path = "/link/a"
-paginator = {{ type = "link", limit = 20 }}
-
-[sources.api.kinds.b]
-path = "/link/b"
-paginator = {{ type = "link", limit = 20 }}
-""")
+    cfg = two_link_kinds(tmp_path, api, "partitions = 2\nmax_concurrency = 4")
     url = redis_server.url.rsplit("/", 1)[0] + "/9"
     with Workers(config=cfg, redis_url=url, log=tmp_path / "w.log", concurrency=8,
                  pool="threads") as workers:

@@ -13,7 +13,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 from tasks.progress import Progress
@@ -25,7 +30,8 @@ COUNTERS = {
     "items_rejected": ("sluice_items_rejected", "Items rejected (no identifier)"),
     "batches_failed": ("sluice_batches_failed", "Batches dead-lettered"),
     "rate_limit_wait_seconds": ("sluice_rate_limit_wait_seconds",
-                                "Seconds callers waited for the shared rate limit"),
+                                "Seconds callers waited for the shared rate limit (a limit "
+                                "is per source: kind is '-')"),
 }
 
 
@@ -52,11 +58,11 @@ class SluiceCollector(Collector):
                 duration[name.rsplit("_", 1)[1]][tuple(rest)] = value
         yield from families.values()
         yield runs
-        summary = GaugeMetricFamily("sluice_run_duration_seconds_avg",
-                                    "Mean duration of ended runs", labels=labels)
+        summary = SummaryMetricFamily("sluice_run_duration_seconds",
+                                      "Duration of ended runs", labels=labels)
         for key, count in duration["count"].items():
-            if count:
-                summary.add_metric(list(key), duration["sum"].get(key, 0.0) / count)
+            summary.add_metric(list(key), count_value=count,
+                               sum_value=duration["sum"].get(key, 0.0))
         yield summary
         active = GaugeMetricFamily("sluice_runs_active", "Runs not yet ended", labels=labels)
         oldest = GaugeMetricFamily("sluice_run_age_seconds",

@@ -71,3 +71,29 @@ def test_a_config_typo_names_the_file_and_the_key(sqlite_pipeline: Pipeline, tmp
 def test_unknown_kind_is_refused_before_anything_is_enqueued(sqlite_pipeline: Pipeline):
     done = sluice(sqlite_pipeline, "run", "api", "--kind", "nope")
     assert done.returncode == 2 and "source 'api' has no kind 'nope'" in done.stderr
+
+
+def test_sluice_metrics_serves_prometheus_text(sqlite_pipeline: Pipeline):
+    import httpx
+
+    from tasks.redisserver import free_port
+
+    p = sqlite_pipeline
+    p.api.set_items("pgt", 120)
+    run = p.client.resync("api", "pgt")
+    port = free_port()
+    env = {**os.environ, "SLUICE_REDIS_URL": p.workers.redis_url,
+           "SLUICE_CONFIG": str(p.workers.config)}
+    server = subprocess.Popen([sys.executable, "-m", "tasks.cli", "metrics", "--port", str(port)],
+                              env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout and "sluice metrics on" in server.stdout.readline()
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    finally:
+        server.terminate()
+        server.wait(10)
+    written = [line for line in text.splitlines()
+               if line.startswith('sluice_items_written_total{kind="pgt",source="api"}')]
+    assert written and float(written[0].split()[-1]) >= run["items_written"] == 120
+    assert 'sluice_runs_total{kind="pgt",source="api",state="succeeded"}' in text
+    assert 'sluice_run_duration_seconds_count{kind="pgt",source="api"}' in text

@@ -86,10 +86,10 @@ def test_pages_known_up_front_are_fetched_concurrently(api: FakeAPI, name: str, 
     integ = integration(api, PAGINATORS[name])
     pages = collect(integ, concurrency=8)
     log = api.requests("/")
-    # Planned: after page 1, the next 8 requests were in flight together (answered at once).
-    starts = [t for t, *_ in log[1:9]]
-    overlapped = max(starts) - min(starts) < 0.09
-    assert overlapped is planned
+    # Pages 2..10 took one round trip or two when planned (8 at a time), nine one after
+    # another otherwise (0.9 s at least).
+    span = log[9][0] - log[0][0]
+    assert (span < 0.5) is planned, span
     assert len(in_order(pages)) == 300
 
 

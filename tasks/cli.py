@@ -177,11 +177,12 @@ def cmd_failed(args: argparse.Namespace) -> int:
 def cmd_entities(args: argparse.Namespace) -> int:
     from tasks.config import SqliteTarget
     from tasks.targets import open_target
+    from tasks.targets.base import Readable
 
     settings = (SqliteTarget(path=args.db) if args.db
                 else load_config(_config_path(args.config)).target)
     target = open_target(settings)
-    if not hasattr(target, "read"):
+    if not isinstance(target, Readable):
         print(f"sluice: the {settings.type} target cannot be read back", file=sys.stderr)
         return 2
     try:

@@ -209,7 +209,7 @@ class Progress:
         raw = self.r.hgetall(keys.run(run_id))
         if not raw:
             return {}
-        rec: dict[str, Any] = {"run_id": run_id, "source": "?", "kind": "?", "state": "lost",
+        rec: dict[str, Any] = {"run_id": run_id, "source": "?", "kind": "?", "state": str(RunState.LOST),
                                **{k.decode(): v.decode() for k, v in raw.items()}}
         for name in COUNTS:
             rec[name] = int(rec.get(name, 0))
@@ -268,7 +268,7 @@ class Progress:
         self.r.hset(keys.run(run_id), mapping=fields)
 
     def partition(self, run_id: str, partition: int) -> tuple[bool, Any, bool]:
-        """(started, checkpoint, done) of a producer partition, and its key via ``key()``."""
+        """(started, checkpoint, done) of a producer partition (its key: ``key()``)."""
         pipe = self.r.pipeline(transaction=False)
         pipe.hget(keys.run(run_id), f"cursor:{partition}")
         pipe.sismember(keys.run_partitions_done(run_id), partition)

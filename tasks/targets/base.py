@@ -9,7 +9,7 @@ did not see. Errors are translated into the tree: TargetUnavailable (retry) or T
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, TypedDict
+from typing import Any, Protocol, TypedDict, runtime_checkable
 
 
 class Entity(TypedDict):
@@ -41,6 +41,7 @@ class Target(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
 class Readable(Protocol):
     """Targets that can show what they hold (``sluice entities``)."""
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -105,39 +107,39 @@ class Pipeline:
                 (kind,))}
 
 
-def start_pipeline(tmp: Path, api: FakeAPI, redis_server: RedisServer, *, db_index: int,
-                   target: str, db: Path | None, **config) -> tuple[Workers, Client]:
+@contextmanager
+def running_pipeline(tmp: Path, api: FakeAPI, redis_server: RedisServer, *, db_index: int,
+                     target: str, db: Path | None = None, pg: tuple[str, str] | None = None,
+                     **config: Any) -> Iterator[Pipeline]:
+    """Workers on Redis database ``db_index`` with a sluice.toml for ``target``; stopped after."""
     cfg = write_config(tmp / "sluice.toml", api_url=api.url, target=target, **config)
     url = redis_server.url.rsplit("/", 1)[0] + f"/{db_index}"
     workers = Workers(config=cfg, redis_url=url, log=tmp / "worker.log",
                       env={"SLUICE_TEST_TOKEN": TOKEN}).start()
-    return workers, Client(url)
+    client = Client(url)
+    try:
+        yield Pipeline(api, workers, client, db, pg=pg)
+    finally:
+        workers.stop()
+        client.close()
 
 
 @pytest.fixture(scope="session")
 def sqlite_pipeline(tmp_path_factory, shared_api, redis_server) -> Iterator[Pipeline]:
     tmp = tmp_path_factory.mktemp("sqlite-pipeline")
     db = tmp / "sluice.db"
-    workers, client = start_pipeline(tmp, shared_api, redis_server, db_index=1,
-                                     target=f'type = "sqlite"\npath = "{db}"', db=db)
-    try:
-        yield Pipeline(shared_api, workers, client, db)
-    finally:
-        workers.stop()
-        client.close()
+    with running_pipeline(tmp, shared_api, redis_server, db_index=1, db=db,
+                          target=f'type = "sqlite"\npath = "{db}"') as pipeline:
+        yield pipeline
 
 
 @pytest.fixture(scope="session")
 def http_pipeline(tmp_path_factory, shared_api, redis_server) -> Iterator[Pipeline]:
     tmp = tmp_path_factory.mktemp("http-pipeline")
-    workers, client = start_pipeline(
-        tmp, shared_api, redis_server, db_index=2, db=None, max_in_flight=4,
-        target=f'type = "http"\nurl = "{shared_api.url}/sink/{{kind}}"')
-    try:
-        yield Pipeline(shared_api, workers, client, None)
-    finally:
-        workers.stop()
-        client.close()
+    with running_pipeline(tmp, shared_api, redis_server, db_index=2, max_in_flight=4,
+                          target=f'type = "http"\nurl = "{shared_api.url}/sink/{{kind}}"'
+                          ) as pipeline:
+        yield pipeline
 
 
 @pytest.fixture(scope="session")
@@ -147,14 +149,12 @@ def postgres_pipeline(tmp_path_factory, shared_api, redis_server) -> Iterator[Pi
     dsn = postgres_dsn()
     table = f"sluice_it_{os.getpid()}"
     tmp = tmp_path_factory.mktemp("postgres-pipeline")
-    workers, client = start_pipeline(
-        tmp, shared_api, redis_server, db_index=3, db=None,
-        target=f'type = "postgres"\ndsn = "{dsn}"\ntable = "{table}"')
     try:
-        yield Pipeline(shared_api, workers, client, None, pg=(dsn, table))
+        with running_pipeline(tmp, shared_api, redis_server, db_index=3, pg=(dsn, table),
+                              target=f'type = "postgres"\ndsn = "{dsn}"\ntable = "{table}"'
+                              ) as pipeline:
+            yield pipeline
     finally:
-        workers.stop()
-        client.close()
         import psycopg
 
         with psycopg.connect(dsn, autocommit=True) as conn:

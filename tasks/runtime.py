@@ -79,19 +79,24 @@ class Runtime:
             return self._clients[source]
 
     def warm(self) -> None:
-        """Build every source's client now, not in the first task (an SSL context and a
-        connection pool take a while)."""
+        """Build every source's client and the target now, not in the first task (an SSL
+        context and a connection pool take a while)."""
         for source in self.config.sources:
             self.client(source)
+        self.target()
 
     def target(self) -> Target:
-        """This thread's connection to the target (SQLite and psycopg connections are not
-        shared between threads)."""
+        """The target: one per process when it is thread-safe, else one per thread (SQLite
+        and psycopg connections are not shared between threads)."""
         target: Target | None = getattr(self._local, "target", None)
         if target is None:
-            target = self._local.target = open_target(self.config.target)
             with self._lock:
-                self._targets.append(target)
+                shared = self._targets[0] if self._targets and self._targets[0].thread_safe \
+                    else None
+                target = shared or open_target(self.config.target)
+                if shared is None:
+                    self._targets.append(target)
+            self._local.target = target
         return target
 
     def close(self) -> None:

@@ -29,6 +29,9 @@ class Deletion:
 
 class Target(Protocol):
     supports_delete: bool
+    # True: one instance serves every thread of a process (else one per thread, as SQLite
+    # and psycopg connections must not be shared between threads).
+    thread_safe: bool
 
     def upsert(self, entities: list[Entity], *, run_id: str) -> None:
         """Insert or update every entity in one transaction."""

@@ -19,6 +19,7 @@ except ImportError:  # pragma: no cover - depends on the extra being installed
 
 class PostgresTarget:
     supports_delete = True
+    thread_safe = False
 
     def __init__(self, dsn: str, *, table: str = "sluice_entities") -> None:
         if psycopg is None:

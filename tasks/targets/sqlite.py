@@ -35,6 +35,7 @@ ON CONFLICT (source, kind, identifier) DO UPDATE SET
 
 class SqliteTarget:
     supports_delete = True
+    thread_safe = False
 
     def __init__(self, path: str | Path, *, busy_timeout: float = 30.0) -> None:
         self.path = str(path)

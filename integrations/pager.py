@@ -4,7 +4,9 @@
   request ahead: while the producer publishes page n, page n+1 is already on its way, so a
   request never waits for a write or a publish.
 - When the first page reveals the rest (a Link header with rel="last", a total in the body),
-  the remaining pages are fetched ``concurrency`` at a time and yielded as they arrive.
+  the remaining pages are fetched ``concurrency`` at a time and yielded as they arrive; a
+  request goes out when another is answered, not when its page is taken, and at most
+  ``2 * concurrency`` pages are held.
 - A checkpoint (JSON) after every page lets a fresh task resume: ``{"next": state, "seq": n}``
   while following, ``{"plan": plan, "first": n, "lo": a, "hi": b}`` for planned pages a..b-1
   (pages already published are skipped by their sequence number).
@@ -65,22 +67,22 @@ async def pages(
             checkpoint = {"next": first.next, "seq": base + 2}
         else:
             checkpoint = None
-        if checkpoint is None or "plan" in checkpoint:
-            yield Page(base + 1, first.items, checkpoint)
-        else:
-            # Follow: the next request goes out before this page is handed over.
-            async for page in _follow(fetch, checkpoint, first=Page(base + 1, first.items,
-                                                                    checkpoint)):
-                yield page
+        head = Page(base + 1, first.items, checkpoint)
+        if checkpoint is None:
+            yield head
             return
-    if checkpoint is None:
-        return
+    else:
+        head = None
+    # The next requests go out before the first page is handed over.
     if "plan" in checkpoint:
-        async for page in _planned(integration, kind, fetch, checkpoint, concurrency, published):
+        rest = _planned(integration, kind, fetch, checkpoint, concurrency, published, first=head)
+    else:
+        rest = _follow(fetch, checkpoint, first=head)
+    try:
+        async for page in rest:
             yield page
-        return
-    async for page in _follow(fetch, checkpoint):
-        yield page
+    finally:
+        await rest.aclose()  # cancels the requests still out
 
 
 async def _follow(fetch: Callable[[State], Awaitable[Fetched]], checkpoint: State, *,
@@ -107,36 +109,38 @@ async def _follow(fetch: Callable[[State], Awaitable[Fetched]], checkpoint: Stat
 
 async def _planned(
     integration: Integration, kind: str, fetch: Callable[[State], Awaitable[Fetched]],
-    checkpoint: State, concurrency: int, published: Container[int],
+    checkpoint: State, concurrency: int, published: Container[int], *,
+    first: Page | None = None,
 ) -> AsyncIterator[Page]:
-    plan, first = checkpoint["plan"], checkpoint["first"]
-    todo = [i for i in range(checkpoint["lo"], checkpoint["hi"]) if first + i not in published]
-    queue: asyncio.Queue[tuple[int, Fetched | BaseException]] = asyncio.Queue()
+    """Pages a..b-1 of a plan, ``concurrency`` requests at a time, yielded as they arrive.
 
-    async def one(i: int) -> None:
-        try:
-            got: Fetched | BaseException = await fetch(integration.planned(kind, plan, i))
-        except Exception as exc:  # handed to the consumer, which raises it
-            got = exc
-        await queue.put((i, got))
-
-    running: set[asyncio.Task[None]] = set()
+    A request goes out as soon as another one is answered, not when its page is handed
+    over; up to ``concurrency`` answered pages wait for the caller (then requests pause), so
+    at most ``2 * concurrency`` pages are held.
+    """
+    plan, seq0 = checkpoint["plan"], checkpoint["first"]
+    todo = [i for i in range(checkpoint["lo"], checkpoint["hi"]) if seq0 + i not in published]
     pending = iter(todo)
+    queue: asyncio.Queue[tuple[int, Fetched | BaseException]] = asyncio.Queue(concurrency)
+
+    async def requester() -> None:
+        for i in pending:  # shared by every requester: each page is asked for once
+            try:
+                got: Fetched | BaseException = await fetch(integration.planned(kind, plan, i))
+            except Exception as exc:  # handed to the consumer, which raises it
+                got = exc
+            await queue.put((i, got))
+
+    requesters = [asyncio.create_task(requester()) for _ in range(min(concurrency, len(todo)))]
     try:
-        for i in pending:
-            running.add(asyncio.create_task(one(i)))
-            if len(running) >= concurrency:
-                break
+        if first is not None:
+            yield first
         for _ in range(len(todo)):
             i, got = await queue.get()
-            running = {t for t in running if not t.done()}
-            nxt = next(pending, None)
-            if nxt is not None:
-                running.add(asyncio.create_task(one(nxt)))
             if isinstance(got, BaseException):
                 raise got
-            yield Page(first + i, got.items, checkpoint)
+            yield Page(seq0 + i, got.items, checkpoint)
     finally:
-        for task in running:
+        for task in requesters:
             task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
+        await asyncio.gather(*requesters, return_exceptions=True)

@@ -50,14 +50,18 @@ def continue_later(source: str, kind: str, run_id: str, partition: int) -> None:
                        kwargsrepr="{}")
 
 
-async def produce(rt: runtime.Runtime, run: dict[str, Any], partition: int) -> bool:
-    """Fetch and publish pages for one slice. True when the partition's last page is out."""
+def produce(rt: runtime.Runtime, run: dict[str, Any], partition: int) -> bool:
+    """Fetch and publish pages for one slice. True when the partition's last page is out.
+
+    Requests run on the process's event loop; publishing and recording (blocking Redis
+    calls) run here, in the task's thread, so the loop goes on fetching while a page is
+    being published.
+    """
     run_id, source, kind = run["run_id"], run["source"], run["kind"]
     progress, settings = rt.progress, rt.settings
     src = rt.config.source(source)
     integration, client = rt.integration(source), rt.client(source)
     deadline = time.monotonic() + settings.producer_slice_seconds
-    budget = settings.producer_slice_pages
 
     started, checkpoint, done = progress.partition(run_id, partition)
     if done or (started and checkpoint is None):
@@ -66,7 +70,7 @@ async def produce(rt: runtime.Runtime, run: dict[str, Any], partition: int) -> b
     # page ranges when the first page reveals the total).
     may_split = partition == 0 and not started and "partitions" not in run
     if may_split:
-        keys = await integration.partitions(kind, client)
+        keys = rt.run(integration.partitions(kind, client))
         if keys is not None:
             may_split = False  # the integration splits this kind, e.g. one part per repository
             progress.split(run_id, [{"key": k} for k in keys] or [{"key": None}])
@@ -75,24 +79,40 @@ async def produce(rt: runtime.Runtime, run: dict[str, Any], partition: int) -> b
             if not keys:
                 return True
 
+    # Pages asked for but not yet published count against max_in_flight too: requests are
+    # admitted on the loop (several at once) while this thread publishes. A request reserves
+    # its place before Redis is asked, so concurrent admissions and a page published meanwhile
+    # can only be counted twice, never missed. Each counter has one writer.
+    asked, handed = 0, 0
+
     async def admit() -> None:
+        nonlocal asked
+        if asked >= settings.producer_slice_pages or time.monotonic() >= deadline:
+            raise SliceOver
         blocked_until = time.monotonic() + YIELD_AFTER
-        while progress.in_flight(run_id) >= src.max_in_flight:
+        while True:
+            asked += 1
+            held = asked - handed
+            if held + await asyncio.to_thread(progress.in_flight, run_id) <= src.max_in_flight:
+                return
+            asked -= 1
             # Hand the process back rather than wait: on a small pool (one process, say) the
             # batches this producer waits for need it. The continuation queues behind them.
             if time.monotonic() >= min(deadline, blocked_until):
                 raise SliceOver
             await asyncio.sleep(POLL_SECONDS)
-        if budget <= 0 or time.monotonic() >= deadline:
-            raise SliceOver
 
     pages = pager.pages(
         integration, kind, client, checkpoint=checkpoint if started else None,
         partition=progress.key(run_id, partition), base=partition * pager.PARTITION_SPAN,
         concurrency=src.max_concurrency,
         published=progress.published(run_id) if started else (), admit=admit)
+
+    async def next_page() -> pager.Page | None:
+        return await anext(pages, None)
+
     try:
-        async for page in pages:
+        while (page := rt.run(next_page())) is not None:
             if page.items:
                 # Publish first, record second: a crash in between fetches this page again
                 # from the checkpoint, with the same seq, and the sets count it once.
@@ -106,7 +126,7 @@ async def produce(rt: runtime.Runtime, run: dict[str, Any], partition: int) -> b
                     raise RunLost(f"run {run_id}: its record is gone from Redis; stopping")
             else:
                 progress.save_cursor(run_id, page.checkpoint, partition=partition)
-            budget -= 1
+            handed += 1
             if (may_split and src.partitions > 1 and page.checkpoint is not None
                     and "plan" in page.checkpoint):
                 # The total is known: hand page ranges to producer tasks on other workers.
@@ -118,7 +138,7 @@ async def produce(rt: runtime.Runtime, run: dict[str, Any], partition: int) -> b
     except SliceOver:
         return False
     finally:
-        await pages.aclose()
+        rt.run(pages.aclose())
     return True
 
 
@@ -136,7 +156,7 @@ def resync(self: Task, source: str, kind: str, run_id: str | None = None,
     if run.get("state") != RunState.RUNNING or run.get("producer_done"):
         return summary(run)
     try:
-        finished = rt.run(produce(rt, run, partition))
+        finished = produce(rt, run, partition)
     except SluiceError as exc:
         if rt.progress.producer_done(run["run_id"], partition=partition,
                                      error=f"{type(exc).__name__}: {exc}"):

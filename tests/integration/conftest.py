@@ -27,6 +27,10 @@ paginator = { type = "cursor", cursor_path = "next_cursor", limit = 40 }
 path = "/link/lnk"
 paginator = { type = "link", limit = 40 }
 
+[sources.api.kinds.downl]
+path = "/link/downl"
+paginator = { type = "link", limit = 50 }
+
 [sources.api.kinds.off]
 path = "/offset/off"
 items = "values"

@@ -90,14 +90,15 @@ def test_worker_child_killed_mid_run_every_item_arrives_once(http_pipeline: Pipe
     assert max(p.api.state.sink_received[f"kill/{i['id']}"] for i in items) >= 2
 
 
-def test_backpressure_bounds_batches_in_flight(http_pipeline: Pipeline):
+@pytest.mark.parametrize("kind", ["down", "downl"])  # a cursor; planned pages (8 at a time)
+def test_backpressure_bounds_batches_in_flight(http_pipeline: Pipeline, kind: str):
     p = http_pipeline  # max_in_flight = 4 in this pipeline's config
-    p.api.set_items("down", 1500)  # 30 batches
+    p.api.set_items(kind, 1500)  # 30 batches
     p.api.server.write_latency = 0.05
     seen: list[int] = []
     stop = threading.Event()
     try:
-        run = p.client.start("api", "down")
+        run = p.client.start("api", kind)
 
         def sample() -> None:
             while not stop.is_set():

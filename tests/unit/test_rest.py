@@ -93,6 +93,28 @@ def test_pages_known_up_front_are_fetched_concurrently(api: FakeAPI, name: str, 
     assert len(in_order(pages)) == 300
 
 
+def test_planned_requests_go_on_while_the_caller_is_busy_and_stay_bounded(api: FakeAPI):
+    api.set_items("k", 900)  # 30 pages
+    api.server.latency = 0.02
+    integ = integration(api, PAGINATORS["link"])
+
+    async def go() -> tuple[int, int]:
+        client = integ.client()
+        got = pager.pages(integ, "k", client, checkpoint=None, concurrency=4)
+        await anext(got)  # page 1; then the caller is busy publishing it for a while
+        await asyncio.sleep(0.5)
+        asked = len(api.requests("/link/k"))
+        rest = [page async for page in got]
+        await client.aclose()
+        return asked, len(rest)
+
+    asked, rest = asyncio.run(go())
+    # Page 1, then 4 answered pages waiting for the caller and 4 more answered requests
+    # waiting for room: requests did not stop at 4 in flight, and at most 2 × 4 pages are held.
+    assert asked == 1 + 4 + 4
+    assert rest == 29
+
+
 def test_link_pages_are_asked_with_the_query_the_api_gave(api: FakeAPI):
     api.set_items("k", 70)
     collect(integration(api, PAGINATORS["link"]), concurrency=1)

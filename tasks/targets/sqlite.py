@@ -40,7 +40,10 @@ class SqliteTarget:
     def __init__(self, path: str | Path, *, busy_timeout: float = 30.0) -> None:
         self.path = str(path)
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
+        # One connection per thread (thread_safe is False); check_same_thread is off only so
+        # that the process can close every thread's connection when it shuts down.
+        self._conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None,
+                                     check_same_thread=False)
         with self._translated():
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")

@@ -6,8 +6,10 @@
 It starts its own fake API (items, page size, latency, rate limit), an HTTP sink with a write
 latency as the target, a Redis server and Celery workers, and measures for each pagination
 style: the physical limit, a naive blocking loop, the Ocean-style generator loop (fetch, write,
-fetch), and Sluice with 1, 2 and 4 worker processes. Tables go to stdout and RESULTS.md, a chart
-to results.png, both beside this file. BENCH_LOGLEVEL=INFO keeps the workers' task log.
+fetch), and Sluice with 1, 2 and 4 worker processes, of the prefork pool (one task at a time
+per process) and of the threads pool (8 at a time), each run three times (the median counts).
+Tables and the issue's targets (met or not) go to stdout and RESULTS.md, a chart to
+results.png, both beside this file. BENCH_LOGLEVEL=INFO keeps the workers' task log.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ class Result:
     got_429: int
     limit: float
     extra: dict[str, Any] = field(default_factory=dict)
+    runs: list[float] = field(default_factory=list)  # seconds of every repetition (Sluice)
+    requests: int = 0  # GETs the API answered (429s included)
 
     @property
     def items_per_s(self) -> float:
@@ -311,27 +315,75 @@ def sluice(api: Api, style: str, n: int, a: argparse.Namespace, limit: float, sc
     stats = api.stats()
     assert run["state"] == "succeeded", run
     first = stats["first_write"]
-    method = f"sluice, {n} worker process{'es' if n > 1 else ''}"
-    if threads:
-        method += f" × {threads} threads"
-    return Result(scenario, style, method,
+    return Result(scenario, style, sluice_method(n, threads),
                   seconds, run["items_written"], (first - start) if first else None, rss,
                   stats["get_statuses"].get("429", 0), limit,
-                  {"redis_peak_mb": redis_peak / 2**20})
+                  {"redis_peak_mb": redis_peak / 2**20},
+                  requests=sum(stats["get_statuses"].values()))
+
+
+def sluice_method(n: int, threads: int | None) -> str:
+    pool = f"threads pool × {threads}" if threads else "prefork"
+    return f"sluice, {n} worker process{'es' if n > 1 else ''} ({pool})"
+
+
+def repeated(times: int, *args: Any, **kwargs: Any) -> Result:
+    """Run ``sluice`` ``times`` times; the run with the median seconds, with every run's time
+    (this machine is shared: one run can be off by half a second)."""
+    results = sorted((sluice(*args, **kwargs) for _ in range(times)), key=lambda r: r.seconds)
+    median = results[(len(results) - 1) // 2]
+    median.runs = [r.seconds for r in results]
+    return median
 
 
 # --- reporting -------------------------------------------------------------------------------
 
 def table(results: list[Result]) -> str:
-    rows = ["| style | method | seconds | items/s | × limit | first item (s) | peak RSS (MB) | 429s |",
-            "|---|---|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| style | method | seconds | runs (s) | items/s | × limit | first item (s) | "
+            "peak RSS (MB) | 429s |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         first = f"{r.first_item:.2f}" if r.first_item is not None else "–"
         rss = f"{r.peak_rss_mb:.0f}" if r.peak_rss_mb is not None else "–"
         ratio = f"{r.seconds / r.limit:.2f}" if r.limit else "–"
-        rows.append(f"| {r.style} | {r.method} | {r.seconds:.2f} | {r.items_per_s:,.0f} | "
-                    f"{ratio} | {first} | {rss} | {r.got_429} |")
+        runs = " / ".join(f"{x:.2f}" for x in r.runs) if len(r.runs) > 1 else "–"
+        rows.append(f"| {r.style} | {r.method} | {r.seconds:.2f} | {runs} | "
+                    f"{r.items_per_s:,.0f} | {ratio} | {first} | {rss} | {r.got_429} |")
     return "\n".join(rows)
+
+
+def verdicts(results: list[Result], rated: list[Result], a: argparse.Namespace) -> str:
+    """The issue's targets for this scenario, each judged on the medians above."""
+    lines = []
+
+    def best(rs: list[Result], style: str) -> Result:
+        return min((r for r in rs if r.style == style and r.method.startswith("sluice")),
+                   key=lambda r: r.seconds)
+
+    def met(ok: bool) -> str:
+        return "**met**" if ok else "**not met**"
+
+    for style in a.styles:
+        b = best(results, style)
+        if style == "cursor":
+            ratio = b.seconds / b.limit
+            lines.append(f"- cursor, within 1.10× the limit: {b.method}, {b.seconds:.2f} s = "
+                         f"{ratio:.2f}× the limit ({b.limit:.2f} s): {met(ratio <= 1.10)}")
+        else:
+            ocean = next(r for r in results if r.style == style and r.method == "ocean")
+            speedup = ocean.seconds / b.seconds
+            lines.append(f"- {style}, at least 10× faster than the Ocean-style loop: {b.method}, "
+                         f"{b.seconds:.2f} s vs {ocean.seconds:.2f} s = {speedup:.1f}×: "
+                         f"{met(speedup >= 10)}")
+    for style in a.styles:
+        if style == "cursor" or not rated:
+            continue  # a cursor is bound by latency, not by this rate
+        r = best(rated, style)
+        ratio, share = r.seconds / r.limit, r.got_429 / max(1, r.requests)
+        lines.append(f"- {style} at {a.rate:g} requests/s, within 1.10× of pages ÷ rate and "
+                     f"under 1% answered 429: {r.seconds:.2f} s = {ratio:.2f}×, {r.got_429} of "
+                     f"{r.requests} requests ({share:.1%}): {met(ratio <= 1.10 and share < 0.01)}")
+    return "\n".join(lines)
 
 
 def chart(results: list[Result], path: Path) -> None:
@@ -373,11 +425,10 @@ def reference(a: argparse.Namespace) -> tuple[str, list[Result]]:
                                   None, 0, limit))
             for method in ("naive", "ocean"):
                 results.append(baseline(method, api, style, a, limit, "reference"))
-            for n in a.workers:
-                results.append(sluice(api, style, n, a, limit, "reference"))
-            if a.threads:
-                results.append(sluice(api, style, max(a.workers), a, limit, "reference",
-                                      threads=a.threads))
+            for threads in (None, a.threads) if a.threads else (None,):
+                for n in a.workers:
+                    results.append(repeated(a.repeat, api, style, n, a, limit, "reference",
+                                            threads=threads))
             print(table([r for r in results if r.style == style]), flush=True)
     finally:
         api.stop()
@@ -389,7 +440,8 @@ def reference(a: argparse.Namespace) -> tuple[str, list[Result]]:
                 limit = limit_seconds(style, pages, a, a.rate, measured[style])
                 rated.append(Result("rate", style, "physical limit", limit, a.items, None, None,
                                     0, limit))
-                rated.append(sluice(api, style, max(a.workers), a, limit, "rate", rate=a.rate))
+                rated.append(repeated(a.repeat, api, style, max(a.workers), a, limit, "rate",
+                                      rate=a.rate, threads=a.threads or None))
             print(table(rated), flush=True)
         finally:
             api.stop()
@@ -402,6 +454,8 @@ def reference(a: argparse.Namespace) -> tuple[str, list[Result]]:
     if rated:
         text += (f"\n### With the API limited to {a.rate:g} requests/s (token bucket; Sluice's "
                  f"shared limit set to the same)\n\n{table(rated)}\n")
+    text += f"\n### Targets\n\n{verdicts(results, rated, a)}\n"
+    print(verdicts(results, rated, a), flush=True)
     return text, results
 
 
@@ -438,7 +492,10 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=20.0, help="API rate limit scenario (0: skip)")
     p.add_argument("--workers", default="1,2,4")
     p.add_argument("--threads", type=int, default=8,
-                   help="also run the most workers as threads-pool processes (0: skip)")
+                   help="also run each worker count as threads-pool processes with this many "
+                        "threads each (0: prefork only)")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="runs of each Sluice configuration; the table shows the median")
     p.add_argument("--styles", default="cursor,link,offset")
     p.add_argument("--memory", action="store_true", help="the memory scenario instead")
     p.add_argument("--memory-items", default="20000,1000000")

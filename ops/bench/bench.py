@@ -394,7 +394,7 @@ def chart(results: list[Result], path: Path) -> None:
 
     styles = sorted({r.style for r in results}, key=list(STYLES).index)
     methods = list(dict.fromkeys(r.method for r in results))
-    fig, ax = plt.subplots(figsize=(10, 5))
+    fig, ax = plt.subplots(figsize=(12, 5))
     width = 0.8 / len(methods)
     for i, method in enumerate(methods):
         xs, ys = [], []
@@ -407,7 +407,7 @@ def chart(results: list[Result], path: Path) -> None:
     ax.set_xticks([j + width * (len(methods) - 1) / 2 for j in range(len(styles))], styles)
     ax.set_ylabel("seconds (lower is better)")
     ax.set_title("Resync of the reference scenario, by pagination style")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -91,7 +91,8 @@ def test_github_secondary_limit_403_with_retry_after_is_waited_for(github: FakeG
     items = sync_kind(gh(github), "repository")
     assert len(items) == 3
     log = github.requests("/orgs/acme/repos")
-    assert [r[3] for r in log] == [403, 200] and log[1][0] - log[0][0] >= 0.95
+    assert [r[3] for r in log] == [403, 200], log
+    assert log[1][0] - log[0][0] >= 0.95, log
 
 
 def test_github_primary_limit_exhausted_waits_until_the_reset(github: FakeGithub):

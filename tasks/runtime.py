@@ -12,6 +12,7 @@ process, for targets where a write mostly waits).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from collections.abc import Coroutine
@@ -23,6 +24,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from integrations.base import Integration
+from integrations.errors import SluiceError
 from integrations.registry import load
 from tasks.config import SluiceConfig, cached_config
 from tasks.progress import Progress
@@ -31,6 +33,7 @@ from tasks.settings import Settings, get_settings
 from tasks.targets import Target, open_target
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def connect_redis(url: str) -> redis.Redis:
@@ -83,7 +86,10 @@ class Runtime:
         context and a connection pool take a while)."""
         for source in self.config.sources:
             self.client(source)
-        self.target()
+        try:
+            self.target()
+        except SluiceError as exc:  # down or misconfigured: the first batch retries or says why
+            log.warning("target not opened at start: %s", exc)
 
     def target(self) -> Target:
         """The target: one per process when it is thread-safe, else one per thread (SQLite

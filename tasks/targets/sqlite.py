@@ -39,12 +39,15 @@ class SqliteTarget:
 
     def __init__(self, path: str | Path, *, busy_timeout: float = 30.0) -> None:
         self.path = str(path)
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        # One connection per thread (thread_safe is False); check_same_thread is off only so
-        # that the process can close every thread's connection when it shuts down.
-        self._conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None,
-                                     check_same_thread=False)
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TargetRejected(f"sqlite {self.path}: cannot create its directory: {exc}") from exc
         with self._translated():
+            # One connection per thread (thread_safe is False); check_same_thread is off only
+            # so that the process can close every thread's connection when it shuts down.
+            self._conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None,
+                                         check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute(SCHEMA)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from integrations.errors import TargetRejected
 from tasks.config import parse_config
 from tasks.runtime import Runtime
 from tasks.settings import Settings
@@ -41,5 +42,17 @@ def test_a_thread_safe_target_is_shared_by_the_threads_of_a_process(
         assert len({id(t) for t in seen}) == (1 if shared else 3)
         mine = rt.target()  # this thread's
         assert (mine is seen[0]) if shared else all(mine is not t for t in seen)
+    finally:
+        rt.close()
+
+
+def test_a_target_that_cannot_open_does_not_stop_the_process_start(tmp_path: Path):
+    (tmp_path / "a-file").write_text("")
+    path = tmp_path / "a-file" / "sluice.db"  # its directory cannot exist
+    rt = runtime_for({"type": "sqlite", "path": str(path)}, tmp_path)
+    try:
+        rt.warm()  # logs and goes on: the first batch is dead-lettered with the reason
+        with pytest.raises(TargetRejected, match="cannot create its directory"):
+            rt.target()
     finally:
         rt.close()

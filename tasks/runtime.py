@@ -97,10 +97,10 @@ class Runtime:
         target: Target | None = getattr(self._local, "target", None)
         if target is None:
             with self._lock:
-                shared = self._targets[0] if self._targets and self._targets[0].thread_safe \
-                    else None
-                target = shared or open_target(self.config.target)
-                if shared is None:
+                if self._targets and self._targets[0].thread_safe:
+                    target = self._targets[0]
+                else:
+                    target = open_target(self.config.target)
                     self._targets.append(target)
             self._local.target = target
         return target

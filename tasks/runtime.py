@@ -112,6 +112,7 @@ class Runtime:
         for target in self._targets:
             target.close()
         self._targets.clear()
+        self.run(self.loop.shutdown_default_executor())  # the producers' Redis calls ran there
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._loop_thread.join(5)
         self.loop.close()

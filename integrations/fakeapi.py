@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
 
 
 @dataclass
@@ -106,6 +106,18 @@ class Handler(BaseHTTPRequestHandler):
                     fault.times -= 1
                     return fault
         return None
+
+    def _scripted(self) -> tuple[SplitResult, dict[str, str]] | None:
+        """The request's URL and query, or None when a scripted fault already answered it
+        (the start of a named fake's GET: GitHub, Jira)."""
+        self.extra_headers = {}
+        url = urlsplit(self.path)
+        query = dict(parse_qsl(url.query))
+        fault = self._fault(url.path, query)
+        if fault:
+            self._send(fault.status, fault.body, fault.headers)
+            return None
+        return url, query
 
     def do_GET(self) -> None:  # noqa: N802
         self.extra_headers = {}

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 from integrations.fakeapi import FakeAPI, Handler, link_page
 
@@ -28,13 +27,10 @@ def issue(repo_i: int, n: int, *, pull: bool) -> dict[str, Any]:
 
 class GithubHandler(Handler):
     def do_GET(self) -> None:  # noqa: N802
-        self.extra_headers = {}
         fake: FakeGithub = self.server.fake  # type: ignore[attr-defined]
-        url = urlsplit(self.path)
-        query = dict(parse_qsl(url.query))
-        fault = self._fault(url.path, query)
-        if fault:
-            return self._send(fault.status, fault.body, fault.headers)
+        if (request := self._scripted()) is None:
+            return
+        url, query = request
         if self.headers.get("Authorization") != f"Bearer {fake.token}":
             return self._send(401, json.dumps({
                 "message": "Bad credentials",

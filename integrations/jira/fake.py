@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 from integrations.fakeapi import FakeAPI, Handler
 
@@ -35,13 +34,10 @@ def issue(i: int) -> dict[str, Any]:
 
 class JiraHandler(Handler):
     def do_GET(self) -> None:  # noqa: N802
-        self.extra_headers = {}
         fake: FakeJira = self.server.fake  # type: ignore[attr-defined]
-        url = urlsplit(self.path)
-        q = dict(parse_qsl(url.query))
-        fault = self._fault(url.path, q)
-        if fault:
-            return self._send(fault.status, fault.body, fault.headers)
+        if (request := self._scripted()) is None:
+            return
+        url, q = request
         expected = "Basic " + base64.b64encode(f"{fake.email}:{fake.token}".encode()).decode()
         if self.headers.get("Authorization") != expected:
             return self._send(401, b'{"errorMessages": ["Client must be authenticated"]}')

@@ -19,10 +19,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 if TYPE_CHECKING:
     from integrations.http.ratelimit import RateLimiter
+    from integrations.secrets import Redactor
+
+
+def origin(url: httpx.URL | str) -> str:
+    """``scheme://host[:port]`` of a URL (the port only when it is not the scheme's default)."""
+    url = httpx.URL(url)
+    return f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port is not None else "")
 
 
 class StrictModel(BaseModel):
@@ -35,6 +42,8 @@ class HttpSettings(StrictModel):
     """How a source's client talks to its API (one reused ``httpx.AsyncClient`` per process)."""
 
     timeout: float = Field(30.0, gt=0, description="seconds for connect/read/write")
+    deadline: float = Field(
+        120.0, gt=0, description="seconds for one request whole: connect, send and every read")
     retries: int = Field(5, ge=0, description="retries of connect errors, timeouts, 429 and 5xx")
     backoff: float = Field(0.5, ge=0, description="first backoff in seconds, doubled per retry")
     max_backoff: float = Field(30.0, ge=0)
@@ -51,8 +60,17 @@ class SourceSettings(StrictModel):
         32, ge=1, description="batches of one run enqueued and not yet done before it waits"
     )
     delete_threshold: float = Field(
-        0.9, ge=0, le=1, description="never delete more than this share of existing entities"
-    )
+        0.2, ge=0, le=1, description="refuse a deletion of this share of existing entities or "
+        "more (1: no guard)")
+    max_rejected: float = Field(
+        0.01, ge=0, le=1, description="a run rejecting more than this share of its items fails")
+    max_batch_items: int = Field(
+        2000, ge=1, description="a page with more items is split into several batches")
+    max_batch_bytes: int = Field(
+        2 * 1024 * 1024, ge=1024, description="a page with a bigger body is split likewise")
+    allow_origins: list[str] = Field(
+        default_factory=list, description="other origins that next links and redirects may "
+        "lead to; requests there carry none of the source's credentials")
     http: HttpSettings = HttpSettings()
     schedule: str | None = Field(
         None, description="cron: 'minute hour day-of-month month day-of-week', run by beat")
@@ -66,6 +84,17 @@ class SourceSettings(StrictModel):
         1, ge=1, le=64, description="producer tasks that split a kind whose pages are known")
     every: str | None = Field(
         None, pattern=r"^[1-9][0-9]*[smhd]$", description="an interval run by beat: 30s, 15m, 2h, 1d")
+
+    @field_validator("allow_origins")
+    @classmethod
+    def _origins(cls, values: list[str]) -> list[str]:
+        origins = []
+        for value in values:
+            url = httpx.URL(value)
+            if url.scheme not in ("http", "https") or not url.host or url.raw_path not in (b"", b"/"):
+                raise ValueError(f"{value!r} is not an origin like 'https://api.example.com'")
+            origins.append(origin(url))
+        return origins
 
     @model_validator(mode="after")
     def _one_schedule(self) -> SourceSettings:
@@ -90,6 +119,12 @@ class Fetched:
     items: list[Any]
     next: State | None
     plan: State | None = None
+    # Why this page may not be the last though it ends the paging (a full page with no
+    # link to the next one): the run then deletes nothing.
+    truncated: str | None = None
+    # How many items the API says the kind (or partition) holds, when it says so.
+    total: int | None = None
+    size: int = 0  # bytes of the page's body, to split pages bigger than max_batch_bytes
 
 
 class Integration(Protocol):
@@ -101,9 +136,10 @@ class Integration(Protocol):
         """The kinds this source can resync."""
         ...
 
-    def client(self, *, limiter: RateLimiter | None = None) -> httpx.AsyncClient:
-        """A new client for this source (base URL, auth, retries, the shared rate limit);
-        the caller reuses it."""
+    def client(self, *, limiter: RateLimiter | None = None,
+               redactor: Redactor | None = None) -> httpx.AsyncClient:
+        """A new client for this source (base URL, auth, retries, the shared rate limit, its
+        credentials kept to its own origin); the caller reuses it."""
         ...
 
     async def partitions(self, kind: str, client: httpx.AsyncClient) -> list[Any] | None:

@@ -9,7 +9,12 @@
     └── PermanentError              retrying will not help
         ├── PermanentHTTPError      another 4xx from the third-party API (401, 404, 410, ...)
         ├── MalformedPage           a page that is not JSON, or lacks the configured items path
+        │   └── PagingCycle         a cursor or next link came back within one run
+        ├── ForeignOrigin           a next link or redirect to an origin not allowed
         └── TargetRejected          the target refused the batch (4xx, constraint violation)
+
+Anything else that escapes a task (a bug, a ``RecursionError``) is caught at the task's
+boundary and recorded with ``describe()``: its type, message and where it was raised.
 
 Third-party errors (httpx, sqlite3, psycopg) are translated into this tree where they enter,
 so tasks only ever ask ``isinstance(exc, RetryableError)``.
@@ -65,5 +70,30 @@ class MalformedPage(PermanentError):
     """A page whose body is not JSON or does not hold the configured items."""
 
 
+class PagingCycle(MalformedPage):
+    """The API sent a cursor or next link that this run already followed: paging would
+    never end."""
+
+
+class ForeignOrigin(PermanentError):
+    """A request (a next link, a planned page, a redirect) to an origin other than the
+    source's own, and not in its ``allow_origins``."""
+
+
 class TargetRejected(PermanentError):
     """The target refused the batch for good."""
+
+
+def describe(exc: BaseException, *, limit: int = 500) -> str:
+    """``Type: message (at file.py:12 in func)``: what a run or a dead letter records about
+    an exception, the frame being the innermost one of the traceback."""
+    text = f"{type(exc).__name__}: {exc}"
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None:
+        code = tb.tb_frame.f_code
+        text += f" (at {code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno} in {code.co_name})"
+    return text

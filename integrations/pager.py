@@ -27,6 +27,19 @@ import httpx
 from integrations.base import Fetched, Integration, State
 
 PARTITION_SPAN = 10_000_000  # pages per partition, at most
+# A page split into several batches (more than max_batch_items items): part k > 0 of page s
+# is batch s + k * PART_SPAN, so part 0 keeps the page's own number and no two batches meet.
+PART_SPAN = 2**32
+
+
+def part_seq(seq: int, part: int) -> int:
+    return seq + part * PART_SPAN
+
+
+def describe_seq(seq: int) -> str:
+    """'page=12', or 'page=12 part=3' for a batch that holds part of a page."""
+    part, page = divmod(seq, PART_SPAN)
+    return f"page={page}" + (f" part={part + 1}" if part else "")
 
 
 @dataclass(frozen=True)
@@ -34,6 +47,9 @@ class Page:
     seq: int
     items: list[Any]
     checkpoint: State | None  # where to resume after this page; None: nothing left
+    truncated: str | None = None  # the last page, but the API may hold more (Fetched)
+    total: int | None = None  # items the API says there are (on the first page)
+    size: int = 0  # bytes of its body
 
 
 def split(checkpoint: State, parts: int) -> list[State]:
@@ -67,7 +83,8 @@ async def pages(
             checkpoint = {"next": first.next, "seq": base + 2}
         else:
             checkpoint = None
-        head = Page(base + 1, first.items, checkpoint)
+        head = Page(base + 1, first.items, checkpoint, first.truncated if checkpoint is None
+                    else None, first.total, first.size)
         if checkpoint is None:
             yield head
             return
@@ -99,7 +116,8 @@ async def _follow(fetch: Callable[[State], Awaitable[Fetched]], checkpoint: Stat
             state = got.next
             ahead = asyncio.ensure_future(fetch(state)) if state is not None else None
             yield Page(seq, got.items,
-                       {"next": state, "seq": seq + 1} if state is not None else None)
+                       {"next": state, "seq": seq + 1} if state is not None else None,
+                       got.truncated if state is None else None, size=got.size)
             seq += 1
     finally:
         if ahead is not None:
@@ -139,7 +157,7 @@ async def _planned(
             i, got = await queue.get()
             if isinstance(got, BaseException):
                 raise got
-            yield Page(seq0 + i, got.items, checkpoint)
+            yield Page(seq0 + i, got.items, checkpoint, size=got.size)
     finally:
         for task in requesters:
             task.cancel()

@@ -17,9 +17,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+)
 
-from tasks import broker, runtime
+from tasks import broker, logs, runtime
 from tasks.settings import get_settings
 
 QUEUE = "sluice"
@@ -83,10 +89,23 @@ app.conf.update(
 
 @worker_init.connect
 def _check_config(**_: Any) -> None:
-    """A worker with a broken sluice.toml does not start (the error names file and key)."""
+    """A worker with a broken sluice.toml does not start (the error names file and key).
+    SystemExit, not the ConfigError: Celery logs an Exception from a signal handler and
+    goes on."""
+    from integrations.errors import ConfigError
     from tasks.config import cached_config
 
-    cached_config(str(_settings.config))
+    try:
+        config = cached_config(str(_settings.config))
+    except ConfigError as exc:
+        raise SystemExit(f"sluice: {exc}") from None
+    logs.install(config.redactor)
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _redact_logs(**_: Any) -> None:
+    logs.install(logs.FILTER.redactor)
 
 
 @worker_process_init.connect

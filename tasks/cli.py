@@ -15,14 +15,18 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import redis
 
 from integrations.errors import ConfigError
+from integrations.pager import describe_seq
 from tasks.config import SluiceConfig, load_config
-from tasks.progress import Progress, RunState
+from tasks.progress import COUNTS, Progress, RunState
+
+REDIS_PATIENCE = 120.0  # seconds `sluice run --wait` waits for an unreachable Redis
 
 
 def _safe_url(url: str) -> str:
@@ -37,9 +41,33 @@ def _config_path(arg: str | None) -> Path:
 
 
 def _progress() -> Progress:
+    """The run records, on a client that rides out a Redis restart of about half a minute."""
+    from tasks.runtime import connect_redis
     from tasks.settings import get_settings
 
-    return Progress.from_settings(get_settings())
+    settings = get_settings()
+    return Progress.from_settings(settings, connect_redis(settings.redis_url))
+
+
+def _get(progress: Progress, run_id: str) -> dict[str, Any]:
+    """The run record; a record that is gone reads as a 'lost' run that says so."""
+    run = progress.get(run_id)
+    if run:
+        return run
+    return {"run_id": run_id, "source": "?", "kind": "?", "state": str(RunState.LOST),
+            "producer_done": True, **dict.fromkeys(COUNTS, 0),
+            "reason": "the run record is gone from Redis (expired, or Redis lost its data)"}
+
+
+NO_WORKER_AFTER = 3.0  # seconds without a page before asking whether any worker listens
+
+
+def consumers() -> list[str]:
+    """Names of the workers that consume Sluice's queue now (asked over the broker)."""
+    from tasks.app import QUEUE, app
+
+    answers = app.control.inspect(timeout=1.0).active_queues() or {}
+    return sorted(w for w, queues in answers.items() if any(q["name"] == QUEUE for q in queues))
 
 
 def _kinds(config: SluiceConfig, source: str, wanted: list[str] | None) -> list[str]:
@@ -64,23 +92,52 @@ def bar(run: dict[str, Any], width: int = 24) -> str:
 def line(run: dict[str, Any]) -> str:
     keep = ("run_id", "source", "kind", "state", "reason", "pages", "items_fetched",
             "items_written", "items_rejected", "batches_enqueued", "batches_done",
-            "batches_failed", "deleted", "deletion_refused", "started_at", "ended_at")
+            "batches_failed", "deleted", "deletion_refused", "deletion_skipped", "started_at",
+            "ended_at")
     return json.dumps({k: run[k] for k in keep if k in run})
 
 
 def wait(progress: Progress, run_ids: list[str], *, show: bool, stall_seconds: float,
-         poll: float = 0.2, out: Any = sys.stderr) -> list[dict[str, Any]]:
+         poll: float = 0.2, out: Any = sys.stderr,
+         workers: Callable[[], list[str]] = consumers) -> list[dict[str, Any]]:
     """Poll until every run has ended, drawing one progress line per run (redrawn in place on
-    a terminal, every few seconds otherwise). Runs without progress are marked stalled."""
+    a terminal, every few seconds otherwise). Runs without progress are marked stalled.
+
+    Says so when no worker consumes the queue (a few seconds after the start, while no page
+    has come), and rides out a Redis that is unreachable for a while."""
     tty = out.isatty()
-    drawn, last_drawn, last_watch = 0, 0.0, 0.0
+    started = time.monotonic()
+    drawn, last_drawn, last_watch, asked, down_since = 0, 0.0, 0.0, 0.0, None
     while True:
         now = time.monotonic()
-        if now - last_watch > 5:
-            progress.mark_stalled(after=stall_seconds)
-            last_watch = now
-        runs = [progress.get(r) for r in run_ids]
+        try:
+            if now - last_watch > 5:
+                progress.mark_stalled(after=stall_seconds)
+                last_watch = now
+            runs = [_get(progress, r) for r in run_ids]
+        except redis.ConnectionError as exc:
+            if down_since is None:
+                down_since = now
+                out.write(f"sluice: Redis is unreachable ({exc}); waiting for it\n")
+            elif now - down_since > REDIS_PATIENCE:
+                raise
+            time.sleep(1)
+            continue
+        if down_since is not None:
+            out.write("sluice: Redis is back\n")
+            down_since = None
         ended = all(RunState(r["state"]).ended for r in runs)
+        quiet = not any(r["pages"] or r["batches_done"] for r in runs)
+        if (not ended and quiet and now - started > NO_WORKER_AFTER and now - asked > 30):
+            asked = now
+            if not workers():
+                from tasks.settings import get_settings
+
+                url = _safe_url(get_settings().redis_url)
+                out.write(f"sluice: no worker consumes the queue on {url}: the run waits until "
+                          "one does. Start one with the same SLUICE_REDIS_URL and sluice.toml: "
+                          "celery -A tasks worker\n")
+                out.flush()
         if show and (tty or ended or now - last_drawn > 5):
             if tty and drawn:
                 out.write(f"\x1b[{drawn}F")
@@ -108,7 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     progress = _progress()
     from tasks.schedule import start_runs
 
-    runs = start_runs(progress, args.source, kinds)
+    runs = start_runs(progress, args.source, kinds, config_digest=config.digest)
     for run in runs:
         if not args.json:
             note = f" ({run['reason']})" if run.get("reason") else ""
@@ -126,6 +183,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(summary_text(run))
     if not args.wait:
         return 0
+    # partial (stale entities not deleted), failed, stalled, lost: not a plain success.
     return 0 if all(r["state"] == RunState.SUCCEEDED for r in runs) else 1
 
 
@@ -133,7 +191,7 @@ def summary_text(run: dict[str, Any]) -> str:
     text = (f"{run['source']}/{run['kind']} run {run['run_id']}: {run['state']}; "
             f"{run['items_written']} written, {run['items_rejected']} rejected, "
             f"{run['batches_failed']} batches failed, {run['deleted']} deleted")
-    for key in ("reason", "deletion_refused"):
+    for key in ("reason", "deletion_skipped"):
         if run.get(key):
             text += f"\n  {key.replace('_', ' ')}: {run[key]}"
     return text
@@ -171,6 +229,9 @@ def cmd_failed(args: argparse.Namespace) -> int:
         for seq, letter in sorted(progress.dead_letters(run_id).items()):
             print(f"{run_id} batch {seq} ({letter['source']}/{letter['kind']}, "
                   f"{len(letter['items'])} items, {letter['attempts']} attempts): {letter['error']}")
+        for rec in progress.rejected(run_id):
+            print(f"{run_id} rejected {describe_seq(rec['seq'])} item {rec['index']}: "
+                  f"{rec['reason']}: {rec['item']}")
     return 0
 
 
@@ -179,17 +240,25 @@ def cmd_entities(args: argparse.Namespace) -> int:
     from tasks.targets import open_target
     from tasks.targets.base import Readable
 
-    settings = (SqliteTarget(path=args.db) if args.db
-                else load_config(_config_path(args.config)).target)
-    target = open_target(settings)
-    if not isinstance(target, Readable):
-        print(f"sluice: the {settings.type} target cannot be read back", file=sys.stderr)
+    config = None if args.db else load_config(_config_path(args.config))
+    settings = SqliteTarget(path=args.db) if config is None else config.target
+    if settings.type == "http":
+        print("sluice: the http target cannot be read back", file=sys.stderr)
         return 2
+    target = open_target(settings)
+    assert isinstance(target, Readable)
     try:
+        counts = target.counts()
         if args.source is None:
-            for source, kind, count in target.counts():
+            for source, kind, count in counts:
                 print(f"{source}/{kind}: {count}")
             return 0
+        if config is not None:
+            _kinds(config, args.source, [args.kind] if args.kind else None)
+        elif not any(s == args.source and args.kind in (None, k) for s, k, _ in counts):
+            held = ", ".join(f"{s}/{k}" for s, k, _ in counts) or "nothing"
+            what = f"{args.source}/{args.kind}" if args.kind else args.source
+            raise ConfigError(f"{args.db} holds no entities of {what} (it holds: {held})")
         for entity in target.read(args.source, args.kind, limit=args.limit):
             print(json.dumps(entity))
         return 0
@@ -270,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `sluice status | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ and the key path.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tomllib
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from integrations.base import SourceSettings, StrictModel
 from integrations.errors import ConfigError
+from integrations.secrets import Redactor
 from integrations.registry import SETTINGS
 
 
@@ -37,7 +39,8 @@ class HttpTarget(StrictModel):
     type: Literal["http"]
     url: str = Field(description="POST {'entities': [...]} per batch; {kind} and {source} expand")
     headers: dict[str, str] = Field(default_factory=dict)
-    timeout: float = Field(30.0, gt=0)
+    timeout: float = Field(30.0, gt=0, description="seconds for each connect, write and read")
+    deadline: float = Field(120.0, gt=0, description="seconds for one POST whole")
 
 
 TargetSettings = Annotated[SqliteTarget | PostgresTarget | HttpTarget, Field(discriminator="type")]
@@ -50,6 +53,14 @@ class SluiceConfig(BaseModel):
     path: Path
     target: SqliteTarget | PostgresTarget | HttpTarget
     sources: dict[str, SourceSettings]
+    # Values taken from the environment (``${NAME}``): redacted wherever Sluice writes.
+    secrets: frozenset[str] = frozenset()
+    # sha256 of the file's text: a run records the digest it was started with.
+    digest: str = ""
+
+    @property
+    def redactor(self) -> Redactor:
+        return Redactor(self.secrets)
 
     def source(self, name: str) -> SourceSettings:
         try:
@@ -75,18 +86,21 @@ def cron(text: str) -> Any:
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def _expand(node: Any, path: str, problems: list[str]) -> Any:
-    """Replace ``${NAME}`` in every string with the environment variable NAME."""
+def _expand(node: Any, path: str, problems: list[str], secrets: set[str]) -> Any:
+    """Replace ``${NAME}`` in every string with the environment variable NAME; every value
+    used is added to ``secrets``."""
     if isinstance(node, dict):
-        return {k: _expand(v, f"{path}.{k}" if path else k, problems) for k, v in node.items()}
+        return {k: _expand(v, f"{path}.{k}" if path else k, problems, secrets)
+                for k, v in node.items()}
     if isinstance(node, list):
-        return [_expand(v, f"{path}[{i}]", problems) for i, v in enumerate(node)]
+        return [_expand(v, f"{path}[{i}]", problems, secrets) for i, v in enumerate(node)]
     if isinstance(node, str):
         def sub(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in os.environ:
                 problems.append(f"{path}: environment variable {name} is not set")
                 return ""
+            secrets.add(os.environ[name])
             return os.environ[name]
 
         return _VAR.sub(sub, node)
@@ -116,10 +130,11 @@ def _describe(exc: ValidationError, prefix: tuple[Any, ...], raw: Any) -> list[s
     return lines
 
 
-def parse_config(raw: dict[str, Any], path: Path) -> SluiceConfig:
+def parse_config(raw: dict[str, Any], path: Path, *, digest: str = "") -> SluiceConfig:
     """Validate a decoded sluice.toml. Raises ConfigError listing every problem."""
     problems: list[str] = []
-    raw = _expand(raw, "", problems)
+    secrets: set[str] = set()
+    raw = _expand(raw, "", problems, secrets)
     for key in raw:
         if key not in ("target", "sources"):
             problems.append(f"{key}: unknown key (expected 'target' and 'sources')")
@@ -166,7 +181,8 @@ def parse_config(raw: dict[str, Any], path: Path) -> SluiceConfig:
                 problems.append(f"sources.{name}.schedule: {exc}")
     if problems:
         raise ConfigError(f"{path}: invalid configuration:\n  " + "\n  ".join(problems))
-    return SluiceConfig(path=path, target=target, sources=sources)
+    return SluiceConfig(path=path, target=target, sources=sources, secrets=frozenset(secrets),
+                        digest=digest)
 
 
 def load_config(path: Path | str) -> SluiceConfig:
@@ -180,7 +196,7 @@ def load_config(path: Path | str) -> SluiceConfig:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return parse_config(raw, path)
+    return parse_config(raw, path, digest=hashlib.sha256(text.encode()).hexdigest()[:16])
 
 
 @lru_cache(maxsize=8)

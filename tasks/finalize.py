@@ -1,37 +1,82 @@
 """``finalize(run_id)``: the one task that ends a run (the progress scripts elect it).
 
-A clean run (every page fetched, every batch written, no producer error) deletes the
-entities of its source and kind that it did not see, within the deletion guard; any other run
-ends failed and deletes nothing.
+    producer error, or a batch dead-lettered           -> failed, nothing deleted
+    more than max_rejected of the items rejected       -> failed, nothing deleted
+    paging may have missed items (a full last page
+    without a next link, fewer items than the total)   -> partial, nothing deleted
+    the deletion guard refuses                         -> partial, nothing deleted
+    the target does not delete (http)                  -> succeeded, nothing deleted
+    otherwise                                          -> succeeded, stale entities deleted
+
+A finalize that cannot finish (the target stays down past the retries, a role without DELETE,
+a bug) ends the run failed with the reason and releases its lock: a run never stays
+'finalizing'.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from celery import Task
+
+from integrations.errors import RetryableError, describe
 from tasks import runtime
 from tasks.app import app
 from tasks.progress import RunState
 
+RETRIES = 5
 
-@app.task(name="sluice.finalize", autoretry_for=(Exception,), retry_backoff=True, max_retries=5)
-def finalize(run_id: str) -> dict[str, Any]:
+
+def outcome(rt: runtime.Runtime, run: dict[str, Any]) -> tuple[RunState, dict[str, Any]]:
+    """How the run ends, and the fields to record; deletes stale entities when it may."""
+    run_id = run["run_id"]
+    if run.get("error"):
+        return RunState.FAILED, {"reason": f"producer: {run['error']}"}
+    if run["batches_failed"]:
+        return RunState.FAILED, {"reason": (
+            f"{run['batches_failed']} batch(es) dead-lettered; no stale entity was deleted;"
+            f" see `sluice failed list {run_id}`")}
+    source = rt.config.source(run["source"])
+    rejected, fetched = run["items_rejected"], run["items_fetched"]
+    if rejected and rejected > source.max_rejected * fetched:
+        return RunState.FAILED, {"reason": (
+            f"{rejected} of {fetched} items rejected ({rejected / fetched:.1%}), more than "
+            f"max_rejected {source.max_rejected:.1%}; no stale entity was deleted; see "
+            f"`sluice failed list {run_id}`")}
+    doubt = run.get("incomplete")
+    if not doubt and run["items_expected"] and fetched < run["items_expected"]:
+        doubt = (f"the API said there are {run['items_expected']} items, but {fetched} "
+                 "were read")
+    if doubt:
+        return RunState.PARTIAL, {"deletion_refused": f"paging may be incomplete: {doubt}"}
+    target = rt.target()
+    if not target.supports_delete:
+        return RunState.SUCCEEDED, {
+            "deletion_skipped": f"the {rt.config.target.type} target does not delete stale "
+                                "entities"}
+    deletion = target.delete_stale(run["source"], run["kind"], run_seq=run["run_seq"],
+                                   threshold=source.delete_threshold)
+    if deletion.refused:
+        return RunState.PARTIAL, {"deletion_refused": deletion.refused}
+    return RunState.SUCCEEDED, {"deleted": deletion.deleted}
+
+
+@app.task(bind=True, name="sluice.finalize", max_retries=RETRIES)
+def finalize(self: Task, run_id: str) -> dict[str, Any]:
     rt = runtime.current()
     run = rt.progress.get(run_id)
     if run.get("state") != RunState.FINALIZING:
         return {"run_id": run_id, "state": run.get("state")}
-    if run.get("error"):
-        rt.progress.finish(run, RunState.FAILED, expect=RunState.FINALIZING,
-                           reason=f"producer: {run['error']}")
-    elif run["batches_failed"]:
-        rt.progress.finish(run, RunState.FAILED, expect=RunState.FINALIZING, reason=(
-            f"{run['batches_failed']} batch(es) dead-lettered; no stale entity was deleted;"
-            f" see `sluice failed list {run_id}`"))
-    else:
-        threshold = rt.config.source(run["source"]).delete_threshold
-        deletion = rt.target().delete_stale(run["source"], run["kind"], run_id=run_id,
-                                            threshold=threshold)
-        rt.progress.finish(run, RunState.SUCCEEDED, expect=RunState.FINALIZING,
-                           deleted=deletion.deleted,
-                           deletion_refused=deletion.refused)
+    try:
+        state, fields = outcome(rt, run)
+    except RetryableError as exc:
+        if self.request.retries < RETRIES:
+            raise self.retry(exc=exc, countdown=min(30, 2**self.request.retries)) from exc
+        state, fields = RunState.FAILED, {
+            "reason": f"finalize gave up after {RETRIES} retries: {describe(exc)}"}
+    except Exception as exc:
+        state, fields = RunState.FAILED, {"reason": f"finalize: {describe(exc)}"}
+    if state == RunState.PARTIAL:
+        fields["reason"] = f"stale entities were not deleted: {fields['deletion_refused']}"
+    rt.progress.finish(run, state, expect=RunState.FINALIZING, **fields)
     return {"run_id": run_id, "state": rt.progress.get(run_id).get("state")}

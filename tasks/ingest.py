@@ -1,9 +1,11 @@
 """The batch task: ``ingest_batch(run_id, source, kind, seq, items)``.
 
 validate (every item needs an identifier, else it is rejected with a reason and the rest go
-on) -> map to entities -> upsert into the target in one transaction. A transient target error
-is retried with backoff; after the last retry, or on a permanent error, the batch is
-dead-lettered in Redis with its items, so nothing accepted is lost.
+on) -> map to entities -> upsert into the target in one transaction, stamped with the run's
+sequence number. An item whose values the target cannot store is rejected alone and the rest
+of the batch lands. A transient target error is retried with backoff; after the last retry, or
+on a permanent error, the batch is dead-lettered in Redis with its items, so nothing accepted
+is lost. Rejected items are counted on the run and listed by ``sluice failed list``.
 """
 
 from __future__ import annotations
@@ -15,28 +17,59 @@ from typing import Any
 from celery import Task
 
 from integrations.base import Integration
-from integrations.errors import PermanentError, RetryableError
+from integrations.errors import RetryableError, TargetRejected, describe
 from tasks import runtime
 from tasks.app import app
 from tasks.finalize import finalize
-from tasks.targets import Entity
+from tasks.targets import Entity, Target
+from tasks.targets.base import bad_text
 
 
 def to_entities(
     integration: Integration, source: str, kind: str, seq: int, items: list[Any]
-) -> tuple[list[Entity], list[dict[str, Any]]]:
-    """Entities (one per identifier, the last item wins) and rejection records."""
+) -> tuple[list[Entity], dict[str, int], list[dict[str, Any]]]:
+    """Entities (one per identifier, the last item wins), the index of each entity's item, and
+    rejection records for items without a usable identifier."""
     entities: dict[str, Entity] = {}
+    index_of: dict[str, int] = {}
     rejected: list[dict[str, Any]] = []
     for index, item in enumerate(items):
-        identifier = integration.identifier(kind, item)
-        if identifier is None:
-            rejected.append({"seq": seq, "index": index, "reason": "no identifier",
-                             "item": repr(item)[:200]})
+        try:
+            identifier = integration.identifier(kind, item)
+            problem = None if identifier is None else bad_text(identifier)
+        except Exception as exc:  # e.g. an id of 5,000 digits: str() refuses it
+            identifier, problem = None, describe(exc)
+        if identifier is None or problem:
+            rejected.append(rejection(seq, index, item, problem and f"identifier: {problem}"
+                                      or "no identifier"))
             continue
         entities[identifier] = {"identifier": identifier, "kind": kind, "source": source,
                                 "data": item}
-    return list(entities.values()), rejected
+        index_of[identifier] = index
+    return list(entities.values()), index_of, rejected
+
+
+def rejection(seq: int, index: int, item: Any, reason: str) -> dict[str, Any]:
+    """What is kept of a rejected item: where it was, why, and the start of it."""
+    return {"seq": seq, "index": index, "reason": reason, "item": repr(item)[:200]}
+
+
+def write(target: Target, entities: list[Entity], index_of: dict[str, int], *, run_id: str,
+          run_seq: int, seq: int, items: list[Any]) -> tuple[int, list[dict[str, Any]]]:
+    """Upsert the batch. When the target rejects it, the items it cannot store (``unstorable``:
+    a NUL in PostgreSQL text, a lone surrogate) are rejected and the rest written again; a
+    batch rejected for another reason raises. Returns (written, rejection records)."""
+    try:
+        target.upsert(entities, run_id=run_id, run_seq=run_seq)
+        return len(entities), []
+    except TargetRejected:
+        problems = {e["identifier"]: p for e in entities if (p := target.unstorable(e))}
+        if not problems:
+            raise
+    kept = [e for e in entities if e["identifier"] not in problems]
+    target.upsert(kept, run_id=run_id, run_seq=run_seq)
+    return len(kept), [rejection(seq, index_of[i], items[index_of[i]], f"unstorable: {p}")
+                       for i, p in problems.items()]
 
 
 def backoff(retries: int, *, base: float, cap: float, hint: float | None) -> float:
@@ -49,29 +82,37 @@ def backoff(retries: int, *, base: float, cap: float, hint: float | None) -> flo
 
 @app.task(bind=True, name="sluice.ingest_batch", max_retries=None)
 def ingest_batch(
-    self: Task, run_id: str, source: str, kind: str, seq: int, items: list[Any]
+    self: Task, run_id: str, source: str, kind: str, seq: int, items: list[Any],
+    run_seq: int | None = None,
 ) -> dict[str, Any]:
+    """Write one batch. Whatever is raised while writing (a Sluice error past its retries, a
+    bug) dead-letters the batch with the exception's type, message and place."""
     rt = runtime.current()
     settings = rt.settings
-    entities, rejected = to_entities(rt.integration(source), source, kind, seq, items)
     try:
-        rt.target().upsert(entities, run_id=run_id)
+        if run_seq is None:  # a message from `sluice failed retry` of an older version
+            run_seq = rt.progress.get(run_id).get("run_seq", 0)
+        entities, index_of, rejected = to_entities(rt.integration(source), source, kind, seq,
+                                                   items)
+        written, unstorable = write(rt.target(), entities, index_of, run_id=run_id,
+                                    run_seq=run_seq, seq=seq, items=items)
     except RetryableError as exc:
         if self.request.retries < settings.ingest_retries:
             delay = backoff(self.request.retries, base=settings.ingest_backoff,
                             cap=settings.ingest_max_backoff, hint=exc.retry_after)
             raise self.retry(exc=exc, countdown=delay) from exc
         error: Exception = exc
-    except PermanentError as exc:
+    except Exception as exc:  # permanent: a Sluice error, or one nobody foresaw
         error = exc
     else:
-        if rt.progress.batch_done(run_id, source, kind, seq, written=len(entities),
+        rejected += unstorable
+        if rt.progress.batch_done(run_id, source, kind, seq, written=written,
                                   rejected=rejected):
             finalize.delay(run_id)
-        return {"run_id": run_id, "seq": seq, "written": len(entities), "rejected": len(rejected)}
+        return {"run_id": run_id, "seq": seq, "written": written, "rejected": len(rejected)}
     dead_letter = {"source": source, "kind": kind, "seq": seq, "items": items,
-                   "error": f"{type(error).__name__}: {error}",
-                   "attempts": self.request.retries + 1, "at": time.time()}
+                   "error": describe(error), "attempts": self.request.retries + 1,
+                   "at": time.time()}
     if rt.progress.batch_failed(run_id, seq, dead_letter=dead_letter):
         finalize.delay(run_id)
     return {"run_id": run_id, "seq": seq, "dead_lettered": dead_letter["error"]}

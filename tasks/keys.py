@@ -7,6 +7,7 @@ PREFIX = "sluice"
 RUNS = f"{PREFIX}:runs"  # sorted set: run id -> start time
 ACTIVE = f"{PREFIX}:runs:active"  # sorted set: id of a run not yet ended -> start time
 METRICS = f"{PREFIX}:metrics"  # hash: "name|source|kind[|label]" -> counter (never expires)
+RUN_SEQ = f"{PREFIX}:run_seq"  # string: the last run's sequence number (targets stamp rows)
 
 
 def run(run_id: str) -> str:
@@ -27,6 +28,11 @@ def run_done(run_id: str) -> str:
 def run_failed(run_id: str) -> str:
     """Set: sequence numbers of the batches dead-lettered."""
     return f"{PREFIX}:run:{run_id}:failed"
+
+
+def run_seen(run_id: str) -> str:
+    """Hash: digest of a state asked for next (cursor, next link) -> the page asking for it."""
+    return f"{PREFIX}:run:{run_id}:seen"
 
 
 def run_partitions_done(run_id: str) -> str:
@@ -57,6 +63,7 @@ def lock(source: str, kind: str) -> str:
 def run_keys(run_id: str) -> list[str]:
     """Every key of one run, for TTLs."""
     return [run(run_id), run_enqueued(run_id), run_done(run_id), run_failed(run_id),
-            run_partitions_done(run_id), run_rejected(run_id), dead_letters(run_id)]
+            run_partitions_done(run_id), run_rejected(run_id), dead_letters(run_id),
+            run_seen(run_id)]
 
 REJECTED_KEEP = 1000  # rejected-item records kept per run (the count is exact regardless)

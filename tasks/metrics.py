@@ -27,8 +27,12 @@ COUNTERS = {
     "pages": ("sluice_pages", "Pages fetched from the API"),
     "items_fetched": ("sluice_items_fetched", "Items fetched from the API"),
     "items_written": ("sluice_items_written", "Items written into the target"),
-    "items_rejected": ("sluice_items_rejected", "Items rejected (no identifier)"),
+    "items_rejected": ("sluice_items_rejected",
+                       "Items rejected (no identifier, a value the target cannot store)"),
     "batches_failed": ("sluice_batches_failed", "Batches dead-lettered"),
+    "deletions_refused": ("sluice_deletions_refused",
+                          "Runs that did not delete stale entities: the deletion guard refused, "
+                          "or the paging may have missed items"),
     "rate_limit_wait_seconds": ("sluice_rate_limit_wait_seconds",
                                 "Seconds callers waited for the shared rate limit (a limit "
                                 "is per source: kind is '-')"),

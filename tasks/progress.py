@@ -8,14 +8,16 @@ done and every enqueued batch is done or failed; the one caller whose script see
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
+from integrations.secrets import Redactor
 from tasks import keys
 from tasks.settings import Settings
 
@@ -24,6 +26,9 @@ class RunState(StrEnum):
     RUNNING = "running"
     FINALIZING = "finalizing"
     SUCCEEDED = "succeeded"
+    # Every item fetched was written, but stale entities were not deleted: the deletion guard
+    # refused, or the paging may have missed items (``reason`` says which).
+    PARTIAL = "partial"
     FAILED = "failed"
     SKIPPED = "skipped"
     STALLED = "stalled"
@@ -35,7 +40,13 @@ class RunState(StrEnum):
 
 
 COUNTS = ("pages", "items_fetched", "items_written", "items_rejected", "batches_enqueued",
-          "batches_done", "batches_failed", "deleted")
+          "batches_done", "batches_failed", "deleted", "run_seq", "items_expected")
+
+
+class Cycle(NamedTuple):
+    """What ``record_page`` found: the page that already asked for the same state."""
+
+    page: int
 
 # Counters for Prometheus, per source and kind: KEYS[1] is the run, ``mkey`` the metrics hash.
 _METRIC = """
@@ -59,12 +70,19 @@ local function try_finalize()
 end
 """
 
-# KEYS: run, lock, active, metrics. ARGV: run_id, fields, lock_seconds, now
+# KEYS: run, lock, active, metrics, run_seq.
+# ARGV: run_id, fields, lock_seconds, now, now in microseconds
+# A run's sequence number (its stamp on what it writes) only grows: the last one plus one, or
+# the time in microseconds when that is larger (so it keeps growing if Redis loses its data).
 _CREATE = _METRIC + """
 local ok = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', tonumber(ARGV[3]))
 local fields = cjson.decode(ARGV[2])
 if ok then
   fields['state'] = 'running'
+  local last = tonumber(redis.call('GET', KEYS[5]) or '0')
+  local seq = math.max(last + 1, tonumber(ARGV[5]))
+  redis.call('SET', KEYS[5], string.format('%d', seq))
+  fields['run_seq'] = string.format('%d', seq)
 else
   fields['state'] = 'skipped'
   fields['reason'] = 'run ' .. redis.call('GET', KEYS[2]) .. ' of this source and kind is still running'
@@ -79,20 +97,38 @@ end
 return fields['state']
 """
 
-# KEYS: run, enqueued, lock, metrics.
-# ARGV: seq, n_items, cursor, now, run_id, lock_seconds, cursor field
+# KEYS: run, enqueued, lock, metrics, seen.
+# ARGV: batch seqs (JSON list; empty for a page without items), n_items, checkpoint, now,
+#       run_id, lock_seconds, checkpoint field, mark, next seq, total, truncated
+# ``mark`` names the state the checkpoint asks for next (a cursor, a next link) and ``next
+# seq`` the page that asks for it: the same state asked for by another page is a cycle,
+# answered {-1, that page}. {0}: the run record is gone. {1}: recorded.
 _RECORD_PAGE = _METRIC + """
-if redis.call('HEXISTS', KEYS[1], 'state') == 0 then return 0 end
-if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
-  redis.call('HINCRBY', KEYS[1], 'pages', 1)
-  redis.call('HINCRBY', KEYS[1], 'batches_enqueued', 1)
-  redis.call('HINCRBY', KEYS[1], 'items_fetched', tonumber(ARGV[2]))
-  metric(KEYS[4], 'pages', 1)
-  metric(KEYS[4], 'items_fetched', tonumber(ARGV[2]))
+if redis.call('HEXISTS', KEYS[1], 'state') == 0 then return {0} end
+if ARGV[8] ~= '' then
+  local prev = redis.call('HGET', KEYS[5], ARGV[8])
+  if prev and prev ~= ARGV[9] then return {-1, tonumber(prev)} end
+  redis.call('HSET', KEYS[5], ARGV[8], ARGV[9])
 end
+local batches = cjson.decode(ARGV[1])
+local added = 0
+for _, seq in ipairs(batches) do
+  added = added + redis.call('SADD', KEYS[2], string.format('%d', seq))
+end
+if added > 0 then
+  redis.call('HINCRBY', KEYS[1], 'batches_enqueued', added)
+  if added == #batches then  -- a page seen for the first time (not a redelivery)
+    redis.call('HINCRBY', KEYS[1], 'pages', 1)
+    redis.call('HINCRBY', KEYS[1], 'items_fetched', tonumber(ARGV[2]))
+    metric(KEYS[4], 'pages', 1)
+    metric(KEYS[4], 'items_fetched', tonumber(ARGV[2]))
+    if ARGV[10] ~= '' then redis.call('HINCRBY', KEYS[1], 'items_expected', tonumber(ARGV[10])) end
+  end
+end
+if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'incomplete', ARGV[11]) end
 redis.call('HSET', KEYS[1], ARGV[7], ARGV[3], 'updated_at', ARGV[4])
 if redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('EXPIRE', KEYS[3], tonumber(ARGV[6])) end
-return 1
+return {1}
 """
 
 # KEYS: run, enqueued, done, failed, partitions_done. ARGV: error ('' for none), now, partition
@@ -159,6 +195,7 @@ for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 redis.call('ZREM', KEYS[3], ARGV[1])
 metric(KEYS[4], 'runs', 1, fields['state'])
+if fields['deletion_refused'] then metric(KEYS[4], 'deletions_refused', 1) end
 local started = tonumber(redis.call('HGET', KEYS[1], 'started_at'))
 metric(KEYS[4], 'run_seconds_sum', tonumber(fields['ended_at']) - started)
 metric(KEYS[4], 'run_seconds_count', 1)
@@ -169,10 +206,13 @@ return 1
 class Progress:
     """The run records of one Redis database. Thin: one method per atomic step."""
 
-    def __init__(self, client: redis.Redis, *, lock_seconds: int = 1800, ttl: int = 14 * 86400):
+    def __init__(self, client: redis.Redis, *, lock_seconds: int = 1800, ttl: int = 14 * 86400,
+                 redactor: Redactor | None = None):
         self.r = client
         self.lock_seconds = lock_seconds
         self.ttl = ttl
+        # Checkpoints, errors and reasons may hold what a request carried: redacted first.
+        self.redactor = redactor or Redactor()
         self._create = client.register_script(_CREATE)
         self._record_page = client.register_script(_RECORD_PAGE)
         self._producer_done = client.register_script(_PRODUCER_DONE)
@@ -190,14 +230,19 @@ class Progress:
         return [keys.run(run_id), keys.run_enqueued(run_id), keys.run_done(run_id),
                 keys.run_failed(run_id)]
 
-    def create_run(self, source: str, kind: str) -> dict[str, Any]:
-        """A new run of (source, kind): 'running' with the lock taken, or 'skipped'."""
+    def create_run(self, source: str, kind: str, *, config_digest: str = "") -> dict[str, Any]:
+        """A new run of (source, kind): 'running' with the lock taken and a ``run_seq`` larger
+        than any before it, or 'skipped'. ``config_digest``: the sluice.toml it was started
+        with (workers with another one reload theirs, or fail the run)."""
         now = time.time()
         run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + "-" + uuid.uuid4().hex[:8]
         fields = {"run_id": run_id, "source": source, "kind": kind, "started_at": repr(now),
                   "updated_at": repr(now)}
-        self._create(keys=[keys.run(run_id), keys.lock(source, kind), keys.ACTIVE, keys.METRICS],
-                     args=[run_id, json.dumps(fields), self.lock_seconds, now])
+        if config_digest:
+            fields["config_digest"] = config_digest
+        self._create(keys=[keys.run(run_id), keys.lock(source, kind), keys.ACTIVE, keys.METRICS,
+                           keys.RUN_SEQ],
+                     args=[run_id, json.dumps(fields), self.lock_seconds, now, int(now * 1e6)])
         pipe = self.r.pipeline()
         pipe.zadd(keys.RUNS, {run_id: now})
         pipe.expire(keys.run(run_id), self.ttl)
@@ -232,29 +277,38 @@ class Progress:
         enqueued, done, failed = pipe.execute()
         return max(0, enqueued - done - failed)
 
-    def record_page(self, run_id: str, source: str, kind: str, seq: int, n_items: int,
-                    cursor: dict[str, Any] | None, *, partition: int = 0) -> bool:
-        """A page was published as batch ``seq``; ``cursor`` resumes after it.
-        False when the run record is gone (Redis lost its data): the producer stops."""
-        return bool(self._record_page(
-            keys=[keys.run(run_id), keys.run_enqueued(run_id), keys.lock(source, kind),
-                  keys.METRICS],
-            args=[seq, n_items, json.dumps(cursor), repr(time.time()), run_id, self.lock_seconds,
-                  f"cursor:{partition}"]))
+    def record_page(self, run_id: str, source: str, kind: str, batches: list[int],
+                    n_items: int, checkpoint: dict[str, Any] | None, *, partition: int = 0,
+                    total: int | None = None, truncated: str | None = None) -> Cycle | bool:
+        """A page was published as ``batches`` (none for a page without items);
+        ``checkpoint`` resumes after it. Also records the API's ``total`` (first page) and why
+        the paging may be ``truncated`` (last page).
 
-    def save_cursor(self, run_id: str, cursor: dict[str, Any] | None, *,
-                    partition: int = 0) -> None:
-        """Save the checkpoint after a page that carried no items (no batch was published)."""
-        if self.r.hexists(keys.run(run_id), "state"):
-            self.r.hset(keys.run(run_id), mapping={f"cursor:{partition}": json.dumps(cursor),
-                                                   "updated_at": repr(time.time())})
+        Returns True, False when the run record is gone (Redis lost its data: the producer
+        stops), or a ``Cycle`` when the state the checkpoint asks for next was already asked
+        for by another page of the run (a cursor or next link that came back)."""
+        mark, next_seq = "", ""
+        if checkpoint is not None and "next" in checkpoint:
+            mark = hashlib.sha1(json.dumps([partition, checkpoint["next"]], sort_keys=True)
+                                .encode()).hexdigest()[:20]
+            next_seq = str(checkpoint["seq"])
+        answer = self._record_page(
+            keys=[keys.run(run_id), keys.run_enqueued(run_id), keys.lock(source, kind),
+                  keys.METRICS, keys.run_seen(run_id)],
+            args=[json.dumps(batches), n_items, json.dumps(self.redactor.data(checkpoint)),
+                  repr(time.time()), run_id, self.lock_seconds, f"checkpoint:{partition}", mark,
+                  next_seq, "" if total is None else total,
+                  self.redactor.text(truncated or "")])
+        if answer[0] == -1:
+            return Cycle(int(answer[1]))
+        return bool(answer[0])
 
     def producer_done(self, run_id: str, *, partition: int = 0, error: str | None = None) -> bool:
         """A producer partition has published its last page, or failed (an error ends the
         whole producer side). True: the caller finalizes."""
         return bool(self._producer_done(
             keys=[*self._set_keys(run_id), keys.run_partitions_done(run_id)],
-            args=[error or "", repr(time.time()), partition]))
+            args=[self.redactor.text(error or ""), repr(time.time()), partition]))
 
     def split(self, run_id: str, parts: list[dict[str, Any]]) -> None:
         """Split the producer into partitions: ``parts[i]`` is partition i's starting point
@@ -262,7 +316,7 @@ class Progress:
         fields: dict[str, str] = {"partitions": str(len(parts))}
         for i, part in enumerate(parts):
             if "checkpoint" in part:
-                fields[f"cursor:{i}"] = json.dumps(part["checkpoint"])
+                fields[f"checkpoint:{i}"] = json.dumps(self.redactor.data(part["checkpoint"]))
             if "key" in part:
                 fields[f"key:{i}"] = json.dumps(part["key"])
         self.r.hset(keys.run(run_id), mapping=fields)
@@ -270,7 +324,7 @@ class Progress:
     def partition(self, run_id: str, partition: int) -> tuple[bool, Any, bool]:
         """(started, checkpoint, done) of a producer partition (its key: ``key()``)."""
         pipe = self.r.pipeline(transaction=False)
-        pipe.hget(keys.run(run_id), f"cursor:{partition}")
+        pipe.hget(keys.run(run_id), f"checkpoint:{partition}")
         pipe.sismember(keys.run_partitions_done(run_id), partition)
         raw, done = pipe.execute()
         return (raw is not None, None if raw is None else json.loads(raw), bool(done))
@@ -296,14 +350,16 @@ class Progress:
         """Batch ``seq`` is dead-lettered with its items. True: the caller finalizes."""
         return bool(self._batch_failed(
             keys=[*self._set_keys(run_id), keys.dead_letters(run_id), keys.METRICS],
-            args=[seq, json.dumps(dead_letter), repr(time.time())]))
+            args=[seq, json.dumps({**dead_letter,
+                                   "error": self.redactor.text(dead_letter.get("error", ""))}),
+                  repr(time.time())]))
 
     def finish(self, run: dict[str, Any], state: RunState, *, expect: RunState | None = None,
                **fields: Any) -> bool:
         """End an active run (only from ``expect``, if given): set the state and reasons,
         release the lock, count it, start the TTL of every key. False if it was not active."""
         values = {"state": str(state), "ended_at": repr(time.time()),
-                  **{k: str(v) for k, v in fields.items() if v is not None}}
+                  **{k: self.redactor.text(str(v)) for k, v in fields.items() if v is not None}}
         ended = self._finish(
             keys=[keys.run(run["run_id"]), keys.lock(run["source"], run["kind"]), keys.ACTIVE,
                   keys.METRICS],
@@ -320,14 +376,16 @@ class Progress:
         return [rec for rec in (self.get(i.decode()) for i in ids) if rec]
 
     def mark_stalled(self, *, after: float, now: float | None = None) -> list[dict[str, Any]]:
-        """End as 'stalled' every running run with no progress for ``after`` seconds."""
+        """End as 'stalled' every run not yet ended (running or finalizing) with no progress
+        for ``after`` seconds; its lock is released."""
         now = time.time() if now is None else now
         stalled = []
         for run in self.active():
-            if run["state"] == RunState.RUNNING and now - run["updated_at"] > after:
-                reason = (f"no progress for {now - run['updated_at']:.0f} s (stall_seconds "
-                          f"{after:.0f}); nothing was deleted")
-                if self.finish(run, RunState.STALLED, expect=RunState.RUNNING, reason=reason):
+            if not RunState(run["state"]).ended and now - run["updated_at"] > after:
+                reason = (f"no progress for {now - run['updated_at']:.0f} s while "
+                          f"{run['state']} (stall_seconds {after:.0f}); nothing was deleted")
+                if self.finish(run, RunState.STALLED, expect=RunState(run["state"]),
+                               reason=reason):
                     stalled.append(self.get(run["run_id"]))
         return stalled
 

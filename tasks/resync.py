@@ -19,18 +19,23 @@ queued batches, so a producer never holds a worker process that its own batches 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import socket
 import time
 from typing import Any
 
 from celery import Task
 
 from integrations import pager
-from integrations.errors import ConfigError, RunLost, SluiceError
+from integrations.errors import ConfigError, PagingCycle, RunLost, describe
 from tasks import runtime
 from tasks.app import app
 from tasks.finalize import finalize
 from tasks.ingest import ingest_batch
-from tasks.progress import RunState
+from tasks.progress import Cycle, RunState
+
+log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05
 YIELD_AFTER = 1.0  # seconds of backpressure after which a producer slice ends
@@ -42,6 +47,17 @@ class SliceOver(Exception):
 
 def summary(run: dict[str, Any]) -> dict[str, Any]:
     return {"run_id": run.get("run_id"), "state": run.get("state"), "pages": run.get("pages")}
+
+
+def batches(page: pager.Page, *, max_items: int, max_bytes: int) -> list[tuple[int, list[Any]]]:
+    """The page as (seq, items) batches: one, or several when it holds more than
+    ``max_items`` items or a body bigger than ``max_bytes`` (parts of even size)."""
+    if not page.items:
+        return []
+    parts = min(len(page.items), max(-(-len(page.items) // max_items), -(-page.size // max_bytes)))
+    size = -(-len(page.items) // parts)
+    return [(pager.part_seq(page.seq, i), page.items[i * size:(i + 1) * size])
+            for i in range(-(-len(page.items) // size))]
 
 
 def continue_later(source: str, kind: str, run_id: str, partition: int) -> None:
@@ -57,7 +73,7 @@ def produce(rt: runtime.Runtime, run: dict[str, Any], partition: int) -> bool:
     calls) run here, in the task's thread, so the loop goes on fetching while a page is
     being published.
     """
-    run_id, source, kind = run["run_id"], run["source"], run["kind"]
+    run_id, source, kind, run_seq = run["run_id"], run["source"], run["kind"], run["run_seq"]
     progress, settings = rt.progress, rt.settings
     src = rt.config.source(source)
     integration, client = rt.integration(source), rt.client(source)
@@ -113,19 +129,27 @@ def produce(rt: runtime.Runtime, run: dict[str, Any], partition: int) -> bool:
 
     try:
         while (page := rt.run(next_page())) is not None:
-            if page.items:
-                # Publish first, record second: a crash in between fetches this page again
-                # from the checkpoint, with the same seq, and the sets count it once.
+            # Publish first, record second: a crash in between fetches this page again
+            # from the checkpoint, with the same seqs, and the sets count it once.
+            parts = batches(page, max_items=src.max_batch_items, max_bytes=src.max_batch_bytes)
+            for seq, items in parts:
                 ingest_batch.apply_async(
-                    (run_id, source, kind, page.seq, page.items),
-                    argsrepr=(f"run={run_id} {source}/{kind} page={page.seq} "
-                              f"items={len(page.items)}"),
+                    (run_id, source, kind, seq, items), {"run_seq": run_seq},
+                    argsrepr=(f"run={run_id} {source}/{kind} {pager.describe_seq(seq)} "
+                              f"items={len(items)}"),
                     kwargsrepr="{}")
-                if not progress.record_page(run_id, source, kind, page.seq, len(page.items),
-                                            page.checkpoint, partition=partition):
-                    raise RunLost(f"run {run_id}: its record is gone from Redis; stopping")
-            else:
-                progress.save_cursor(run_id, page.checkpoint, partition=partition)
+            recorded = progress.record_page(
+                run_id, source, kind, [seq for seq, _ in parts], len(page.items),
+                page.checkpoint, partition=partition, total=page.total, truncated=page.truncated)
+            if recorded is False:
+                raise RunLost(f"run {run_id}: its record is gone from Redis; stopping")
+            if isinstance(recorded, Cycle):
+                assert page.checkpoint is not None
+                what = rt.config.redactor.data(page.checkpoint["next"])
+                raise PagingCycle(
+                    f"{source}/{kind}: the API led back to a page this run already asked for: "
+                    f"page {page.checkpoint['seq']} would ask for {what} again, as page "
+                    f"{recorded.page} did; stopping")
             handed += 1
             if (may_split and src.partitions > 1 and page.checkpoint is not None
                     and "plan" in page.checkpoint):
@@ -142,24 +166,43 @@ def produce(rt: runtime.Runtime, run: dict[str, Any], partition: int) -> bool:
     return True
 
 
+def check_run(rt: runtime.Runtime, run: dict[str, Any]) -> None:
+    """This worker can produce the run: it has the sluice.toml the run was started with
+    (loaded again if it changed) and knows the source and kind. Raises ConfigError."""
+    wanted = run.get("config_digest")
+    if wanted and wanted != rt.config.digest:
+        rt.refresh(force=True)
+        if wanted != rt.config.digest:
+            why = f": {rt.reload_error}" if rt.reload_error else ""
+            raise ConfigError(
+                f"worker {socket.gethostname()} pid {os.getpid()} has another {rt.config.path} "
+                f"(digest {rt.config.digest}) than the run was started with ({wanted}){why}")
+    known = rt.integration(run["source"]).kinds()
+    if run["kind"] not in known:
+        raise ConfigError(f"{rt.config.path}: source {run['source']!r} has no kind "
+                          f"{run['kind']!r} (kinds: {', '.join(known)})")
+
+
 @app.task(bind=True, name="sluice.resync")
 def resync(self: Task, source: str, kind: str, run_id: str | None = None,
            partition: int = 0) -> dict[str, Any]:
-    """Create (or join) the run of (source, kind) and produce one slice of a partition."""
+    """Create (or join) the run of (source, kind) and produce one slice of a partition.
+
+    Whatever is raised here (a Sluice error, a bug, an unknown kind) ends the producer with
+    the exception's type, message and place, so the run fails within seconds."""
     rt = runtime.current()
-    if run_id is None:
-        if kind not in rt.integration(source).kinds():  # an error here, not a stuck run
-            raise ConfigError(f"{rt.config.path}: source {source!r} has no kind {kind!r}")
-        run = rt.progress.create_run(source, kind)
-    else:
-        run = rt.progress.get(run_id)
+    run = rt.progress.create_run(source, kind) if run_id is None else rt.progress.get(run_id)
+    if not run:
+        return {"run_id": run_id, "state": str(RunState.LOST)}
     if run.get("state") != RunState.RUNNING or run.get("producer_done"):
         return summary(run)
     try:
+        check_run(rt, run)
         finished = produce(rt, run, partition)
-    except SluiceError as exc:
-        if rt.progress.producer_done(run["run_id"], partition=partition,
-                                     error=f"{type(exc).__name__}: {exc}"):
+    except Exception as exc:
+        log.warning("run %s: producer of %s/%s failed: %s", run["run_id"], source, kind,
+                    describe(exc))
+        if rt.progress.producer_done(run["run_id"], partition=partition, error=describe(exc)):
             finalize.delay(run["run_id"])
         return summary(rt.progress.get(run["run_id"]))
     if not finished:

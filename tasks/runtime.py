@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
@@ -24,9 +25,10 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from integrations.base import Integration
-from integrations.errors import SluiceError
+from integrations.errors import ConfigError, SluiceError
 from integrations.registry import load
-from tasks.config import SluiceConfig, cached_config
+from tasks import logs
+from tasks.config import SluiceConfig, load_config
 from tasks.progress import Progress
 from tasks.ratelimit import RedisRateLimiter
 from tasks.settings import Settings, get_settings
@@ -44,21 +46,70 @@ def connect_redis(url: str) -> redis.Redis:
         retry_on_error=[redis.ConnectionError, redis.TimeoutError], health_check_interval=30)
 
 
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What tells that a file changed: its inode, size and modification time."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 class Runtime:
     def __init__(self, settings: Settings, config: SluiceConfig) -> None:
         self.settings = settings
         self.config = config
+        self._config_stamp = _stamp(config.path)
+        self.reload_error: str | None = None  # why the edited sluice.toml was not taken
         self.loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self.loop.run_forever, daemon=True,
                                              name="sluice-event-loop")
         self._loop_thread.start()
         self.redis = connect_redis(settings.redis_url)
         self.progress = Progress.from_settings(settings, self.redis)
-        self._lock = threading.Lock()
+        self.progress.redactor = config.redactor
+        logs.install(config.redactor)
+        self._lock = threading.RLock()
         self._integrations: dict[str, Integration] = {}
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._local = threading.local()
         self._targets: list[Target] = []
+        self._retired: list[httpx.AsyncClient | Target] = []  # closed when the process ends
+
+    def refresh(self, *, force: bool = False) -> None:
+        """Take sluice.toml again when the file changed since it was loaded (one ``stat`` per
+        task). An edited file that is not valid is not taken: the worker goes on with what it
+        had, logs why, and a run started from the new file fails naming the problem."""
+        stamp = _stamp(self.config.path)
+        if stamp == self._config_stamp and not force:
+            return
+        with self._lock:
+            if stamp == self._config_stamp and not force:
+                return
+            self._config_stamp = stamp
+            try:
+                config = load_config(self.config.path)
+            except ConfigError as exc:
+                self.reload_error = str(exc)
+                log.error("sluice.toml changed but is not valid; going on with the configuration "
+                          "loaded before: %s", exc)
+                return
+            self.reload_error = None
+            if config.digest == self.config.digest:
+                return
+            log.info("%s changed: configuration loaded again", config.path)
+            old, self.config = self.config, config
+            for source in list(self._integrations):
+                if old.sources.get(source) != config.sources.get(source):
+                    del self._integrations[source]
+                    if source in self._clients:
+                        self._retired.append(self._clients.pop(source))
+            if old.target != config.target:
+                self._retired += self._targets
+                self._targets = []
+                self._local = threading.local()
+            self.progress.redactor = config.redactor
+            logs.install(config.redactor)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine to completion on this process's loop; returns or raises its result."""
@@ -78,7 +129,8 @@ class Runtime:
                 settings = self.config.source(source)
                 limiter = RedisRateLimiter(self.redis, source, rate=settings.rate_limit,
                                            burst=settings.rate_limit_burst)
-                self._clients[source] = integration.client(limiter=limiter)
+                self._clients[source] = integration.client(limiter=limiter,
+                                                           redactor=self.config.redactor)
             return self._clients[source]
 
     def warm(self) -> None:
@@ -100,18 +152,21 @@ class Runtime:
                 if self._targets and self._targets[0].thread_safe:
                     target = self._targets[0]
                 else:
-                    target = open_target(self.config.target)
+                    target = open_target(self.config.target, run=self.run)
                     self._targets.append(target)
             self._local.target = target
         return target
 
     def close(self) -> None:
-        for client in self._clients.values():
+        for client in [*self._clients.values(),
+                       *(c for c in self._retired if isinstance(c, httpx.AsyncClient))]:
             self.run(client.aclose())
         self._clients.clear()
-        for target in self._targets:
+        for target in [*self._targets,
+                       *(t for t in self._retired if not isinstance(t, httpx.AsyncClient))]:
             target.close()
         self._targets.clear()
+        self._retired.clear()
         self.run(self.loop.shutdown_default_executor())  # the producers' Redis calls ran there
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._loop_thread.join(5)
@@ -131,8 +186,9 @@ def current() -> Runtime:
         with _creating:
             if _current is None or _pid != os.getpid():
                 settings = get_settings()
-                _current = Runtime(settings, cached_config(str(settings.config)))
+                _current = Runtime(settings, load_config(settings.config))
                 _pid = os.getpid()
+    _current.refresh()
     return _current
 
 

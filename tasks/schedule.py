@@ -23,12 +23,14 @@ UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 WATCH_SECONDS = 30.0
 
 
-def start_runs(progress: Progress, source: str, kinds: list[str]) -> list[dict[str, Any]]:
+def start_runs(progress: Progress, source: str, kinds: list[str], *,
+               config_digest: str = "") -> list[dict[str, Any]]:
     """Create a run per kind and enqueue its producer. A kind whose previous run is still
-    running gets a 'skipped' run record and nothing is enqueued."""
+    running gets a 'skipped' run record and nothing is enqueued. ``config_digest``: the
+    sluice.toml the runs are started from (workers must have the same)."""
     runs = []
     for kind in kinds:
-        run = progress.create_run(source, kind)
+        run = progress.create_run(source, kind, config_digest=config_digest)
         if run["state"] == RunState.RUNNING:
             app.send_task("sluice.resync", (source, kind), {"run_id": run["run_id"]},
                           argsrepr=f"{source}/{kind} run={run['run_id']}", kwargsrepr="{}")
@@ -71,7 +73,7 @@ def resync_source(source: str) -> list[dict[str, Any]]:
     rt = runtime.current()
     kinds = rt.config.source(source).kind_names()
     return [{"run_id": r["run_id"], "kind": r["kind"], "state": r["state"]}
-            for r in start_runs(rt.progress, source, kinds)]
+            for r in start_runs(rt.progress, source, kinds, config_digest=rt.config.digest)]
 
 
 @app.task(name="sluice.watch")

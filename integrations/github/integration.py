@@ -20,8 +20,9 @@ import httpx
 from integrations.base import Fetched, State
 from integrations.github.settings import GithubSettings
 from integrations.http.client import get_json, make_client
-from integrations.http.paginators import LinkPaginator
+from integrations.http.paginators import LinkPaginator, fetched
 from integrations.http.ratelimit import RateLimiter
+from integrations.secrets import Redactor
 
 API_VERSION = "2022-11-28"
 
@@ -33,9 +34,11 @@ class GithubIntegration:
     def kinds(self) -> list[str]:
         return self.settings.kind_names()
 
-    def client(self, *, limiter: RateLimiter | None = None) -> httpx.AsyncClient:
+    def client(self, *, limiter: RateLimiter | None = None,
+               redactor: Redactor | None = None) -> httpx.AsyncClient:
         return make_client(
             base_url=self.settings.base_url, settings=self.settings.http, limiter=limiter,
+            allow_origins=self.settings.allow_origins,
             headers={"Authorization": f"Bearer {self.settings.token}",
                      "Accept": "application/vnd.github+json",
                      "X-GitHub-Api-Version": API_VERSION},
@@ -69,12 +72,10 @@ class GithubIntegration:
         current = paginator.first() if state is None else state
         url, params = paginator.request(current)
         response, body = await get_json(client, url, params=params)
-        nxt = paginator.advance(current, response, body, body)
-        plan = paginator.plan(current, response, body, body) if state is None else None
-        items = body
+        kept = body
         if kind == "issue":  # the issues endpoint lists pull requests too
-            items = [i for i in body if "pull_request" not in i]
-        return Fetched(items=items, next=nxt, plan=plan if nxt is not None else None)
+            kept = [i for i in body if "pull_request" not in i]
+        return fetched(paginator, current, response, body, body, first=state is None, kept=kept)
 
     def planned(self, kind: str, plan: State, index: int) -> State:
         return self._paginator(kind, None).planned(plan, index)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import Collection, Mapping
 from typing import Any
 
 import httpx
 
-from integrations.base import HttpSettings
+from integrations.base import HttpSettings, origin
 from integrations.errors import MalformedPage, PermanentHTTPError, TransientHTTPError
+from integrations.http.origin import OriginGuard
 from integrations.http.ratelimit import RateLimiter
 from integrations.http.retry import RetryTransport, is_retryable, server_wait
 
@@ -22,24 +23,36 @@ def make_client(
     transport: httpx.AsyncBaseTransport | None = None,
     max_connections: int = 32,
     limiter: RateLimiter | None = None,
+    home: Collection[str] = (),
+    allow_origins: Collection[str] = (),
+    secret_params: Mapping[str, str] | None = None,
 ) -> httpx.AsyncClient:
-    """An ``httpx.AsyncClient`` with retries; meant to be created once and reused."""
+    """An ``httpx.AsyncClient`` with retries and a deadline per request, whose credentials
+    (``headers``, ``auth``, ``secret_params``) go only to ``base_url``'s origin and ``home``;
+    other origins are refused unless in ``allow_origins`` (``integrations.http.origin``).
+    Meant to be created once and reused."""
     inner = transport or httpx.AsyncHTTPTransport(
         limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
     )
+    retrying = RetryTransport(
+        inner,
+        retries=settings.retries,
+        backoff=settings.backoff,
+        max_backoff=settings.max_backoff,
+        max_retry_after=settings.max_retry_after,
+        limiter=limiter,
+        deadline=settings.deadline,
+    )
+    homes = {origin(base_url)} if base_url else set()
+    homes |= set(home)
     return httpx.AsyncClient(
         base_url=base_url,
         headers=headers or {},
         auth=auth,
         timeout=settings.timeout,
-        transport=RetryTransport(
-            inner,
-            retries=settings.retries,
-            backoff=settings.backoff,
-            max_backoff=settings.max_backoff,
-            max_retry_after=settings.max_retry_after,
-            limiter=limiter,
-        ),
+        follow_redirects=True,  # each hop passes the origin guard
+        transport=OriginGuard(retrying, home=homes, allowed=allow_origins,
+                              headers=list(headers or {}), secret_params=secret_params),
     )
 
 
@@ -68,12 +81,15 @@ async def get_json(
     try:
         response = await client.get(url, params=params)
     except httpx.TransportError as exc:
-        raise TransientHTTPError(f"GET {url} failed after retries: {exc!r}") from exc
+        where = httpx.URL(url).copy_with(query=None)
+        raise TransientHTTPError(f"GET {where} failed after retries: {exc!r}") from exc
     raise_for_status(response)
     try:
         return response, response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    # ValueError: also a number of more than 4,300 digits; RecursionError: nesting too deep.
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise MalformedPage(
-            f"GET {response.request.url.copy_with(query=None)} answered a body that is not JSON: "
+            f"GET {response.request.url.copy_with(query=None)} answered a body that is not "
+            f"JSON Sluice can read ({type(exc).__name__}: {str(exc)[:120]}): "
             f"{response.text[:80]!r}"
         ) from exc

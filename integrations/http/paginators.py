@@ -23,9 +23,9 @@ from urllib.parse import parse_qsl
 
 import httpx
 
-from integrations.errors import MalformedPage
+from integrations.base import Fetched, State
+from integrations.errors import MalformedPage, PagingCycle
 
-State = dict[str, Any]
 
 
 def dig(body: Any, path: str | None) -> Any:
@@ -67,9 +67,32 @@ class Paginator(Protocol):
         """The state of planned page ``index``."""
         ...
 
+    def truncated(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+                  ) -> str | None:
+        """Called on a page that ends the paging: why the API may have more than it showed
+        (then the run deletes nothing), or None."""
+        ...
+
+    def total(self, body: Any) -> int | None:
+        """How many items the API says there are, when it says so."""
+        ...
+
+
+def fetched(paginator: Paginator, state: State, response: httpx.Response, body: Any,
+            items: list[Any], *, first: bool, kept: list[Any] | None = None) -> Fetched:
+    """The ``Fetched`` of one page the paginator read: next state, plan (after the first
+    page), the reason it may be truncated, the total, its size. ``kept``: the items to
+    land when some of ``items`` are dropped (the paging still counts them all)."""
+    nxt = paginator.advance(state, response, body, items)
+    plan = paginator.plan(state, response, body, items) if first and nxt is not None else None
+    return Fetched(items=items if kept is None else kept, next=nxt, plan=plan,
+                   truncated=paginator.truncated(state, response, body, items) if nxt is None
+                   else None,
+                   total=paginator.total(body) if first else None, size=len(response.content))
+
 
 class _Base:
-    """Sequential by default: no plan."""
+    """Sequential by default: no plan, never truncated, no total."""
 
     def plan(self, state: State, response: httpx.Response, body: Any, items: list[Any]
              ) -> State | None:
@@ -77,6 +100,13 @@ class _Base:
 
     def planned(self, plan: State, index: int) -> State:
         raise NotImplementedError
+
+    def truncated(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+                  ) -> str | None:
+        return None
+
+    def total(self, body: Any) -> int | None:
+        return None
 
     def __init__(
         self, *, path: str, params: dict[str, Any] | None = None, limit_param: str | None, limit: int
@@ -86,6 +116,7 @@ class _Base:
         if limit_param:
             self.params[limit_param] = limit
         self.limit = limit
+        self.limit_param = limit_param
 
 
 class CursorPaginator(_Base):
@@ -110,7 +141,7 @@ class CursorPaginator(_Base):
         if cursor in (None, "") or not items:
             return None
         if cursor == state["cursor"]:
-            raise MalformedPage(f"{self.path}: the cursor did not advance ({cursor!r}); stopping")
+            raise PagingCycle(f"{self.path}: the cursor did not advance ({cursor!r})")
         return {"cursor": cursor}
 
 
@@ -131,8 +162,18 @@ class LinkPaginator(_Base):
             return None
         url = str(response.request.url.join(link))
         if url == state["url"]:
-            raise MalformedPage(f"{self.path}: the Link header points at the same page; stopping")
+            raise PagingCycle(f"{self.path}: the Link header points at the same page ({url})")
         return {"url": url}
+
+    def truncated(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+                  ) -> str | None:
+        """A full page and no Link header at all: some APIs send Link only when the page
+        parameter is in the request (then set it in the kind's params: ``{ page = 1 }``).
+        A last page that is exactly full still carries Link (rel="prev", "first")."""
+        if self.limit_param and len(items) >= self.limit and "link" not in response.headers:
+            return (f"{self.path}: a full page ({len(items)} items, {self.limit_param}="
+                    f"{self.limit}) came without a Link header, so more pages may exist")
+        return None
 
     def plan(self, state: State, response: httpx.Response, body: Any, items: list[Any]
              ) -> State | None:
@@ -190,6 +231,13 @@ class OffsetPaginator(_Base):
     def planned(self, plan: State, index: int) -> State:
         return {"offset": plan["start"] + index * plan["step"]}
 
+    def total(self, body: Any) -> int | None:
+        return _total(body, self.total_path, self.path)
+
+    def truncated(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+                  ) -> str | None:
+        return _short(self.path, state["offset"] + len(items), self.total(body))
+
 
 class PagePaginator(_Base):
     """``page_param`` counts from ``first_page``; ends on an empty page or past ``total_path``."""
@@ -226,6 +274,13 @@ class PagePaginator(_Base):
     def planned(self, plan: State, index: int) -> State:
         return {"page": plan["page"] + index, "seen": 0}
 
+    def total(self, body: Any) -> int | None:
+        return _total(body, self.total_path, self.path)
+
+    def truncated(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+                  ) -> str | None:
+        return _short(self.path, state["seen"] + len(items), self.total(body))
+
 
 class SinglePage(_Base):
     """No pagination: one request."""
@@ -238,6 +293,13 @@ class SinglePage(_Base):
 
     def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]) -> State | None:
         return None
+
+
+def _short(where: str, seen: int, total: int | None) -> str | None:
+    """Paging ended after ``seen`` items though the API said ``total``."""
+    if total is not None and seen < total:
+        return f"{where}: paging ended after {seen} items, but the API said there are {total}"
+    return None
 
 
 def _total(body: Any, total_path: str | None, where: str) -> int | None:

@@ -1,7 +1,8 @@
 """A retrying httpx transport: exponential backoff with jitter, honouring Retry-After, and
 asking the shared rate limiter (if any) before every attempt.
 
-Retried: connect errors, timeouts and broken connections, 429 and 5xx answers, and a 403 that
+Every attempt has a deadline for the whole exchange (connect, send, every read of the body).
+Retried: connect errors, timeouts (and missed deadlines) and broken connections, 429 and 5xx answers, and a 403 that
 is a rate limit (``Retry-After``, or ``X-RateLimit-Remaining: 0``). What is left
 after the last retry goes back to the caller (an exception, or the last 429/5xx response),
 which translates it into the error tree (``integrations.http.client.raise_for_status``).
@@ -87,8 +88,10 @@ class RetryTransport(httpx.AsyncBaseTransport):
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
         limiter: RateLimiter | None = None,
+        deadline: float | None = None,
     ) -> None:
         self._limiter = limiter
+        self._deadline = deadline
         self._inner = inner
         self._retries = retries
         self._backoff = backoff
@@ -112,7 +115,7 @@ class RetryTransport(httpx.AsyncBaseTransport):
             if self._limiter is not None:
                 await self._limiter.acquire()
             try:
-                response = await self._inner.handle_async_request(request)
+                response = await self._attempt(request)
             except RETRY_EXCEPTIONS:
                 if attempt >= self._retries:
                     raise
@@ -129,6 +132,20 @@ class RetryTransport(httpx.AsyncBaseTransport):
             await response.aclose()
             await self._sleep(self.delay(attempt, retry_after))
             attempt += 1
+
+    async def _attempt(self, request: httpx.Request) -> httpx.Response:
+        """One request, its body read whole, within the deadline: httpx's own timeouts hold
+        for each read, so an answer trickling a byte a second would otherwise never end."""
+        if self._deadline is None:
+            return await self._inner.handle_async_request(request)
+        try:
+            async with asyncio.timeout(self._deadline):
+                response = await self._inner.handle_async_request(request)
+                await response.aread()
+                return response
+        except TimeoutError:
+            raise httpx.ReadTimeout(f"no whole answer within the deadline of {self._deadline:g} s",
+                                    request=request) from None
 
     async def aclose(self) -> None:
         await self._inner.aclose()

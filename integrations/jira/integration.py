@@ -19,9 +19,10 @@ import httpx
 from integrations.base import Fetched, State
 from integrations.errors import MalformedPage
 from integrations.http.client import get_json, make_client
-from integrations.http.paginators import OffsetPaginator
+from integrations.http.paginators import OffsetPaginator, fetched
 from integrations.http.ratelimit import RateLimiter
 from integrations.jira.settings import JiraSettings
+from integrations.secrets import Redactor
 
 PROJECTS = "/rest/api/3/project/search"
 SEARCH = "/rest/api/3/search/jql"
@@ -37,10 +38,12 @@ class JiraIntegration:
     def kinds(self) -> list[str]:
         return self.settings.kind_names()
 
-    def client(self, *, limiter: RateLimiter | None = None) -> httpx.AsyncClient:
+    def client(self, *, limiter: RateLimiter | None = None,
+               redactor: Redactor | None = None) -> httpx.AsyncClient:
         s = self.settings
         return make_client(base_url=s.base_url, auth=(s.email, s.api_token), settings=s.http,
                            headers={"Accept": "application/json"}, limiter=limiter,
+                           allow_origins=s.allow_origins,
                            max_connections=max(32, s.max_concurrency))
 
     async def partitions(self, kind: str, client: httpx.AsyncClient) -> None:
@@ -55,22 +58,23 @@ class JiraIntegration:
             items = body.get("values") if isinstance(body, dict) else None
             if not isinstance(items, list):
                 raise MalformedPage(f"GET {PROJECTS}: no 'values' list in the answer")
-            nxt = None if body.get("isLast") else self._projects.advance(
-                current, response, body, items)
-            plan = self._projects.plan(current, response, body, items) if state is None else None
-            return Fetched(items=items, next=nxt, plan=plan if nxt is not None else None)
+            page = fetched(self._projects, current, response, body, items, first=state is None)
+            if body.get("isLast"):
+                return Fetched(items=items, next=None, total=page.total, size=page.size)
+            return page
         s = self.settings
         params: dict[str, Any] = {"jql": s.jql, "maxResults": s.page_size,
                                   "fields": ",".join(s.fields)}
         if state is not None:
             params["nextPageToken"] = state["token"]
-        _, body = await get_json(client, SEARCH, params=params)
+        response, body = await get_json(client, SEARCH, params=params)
         issues = body.get("issues") if isinstance(body, dict) else None
         if not isinstance(issues, list):
             raise MalformedPage(f"GET {SEARCH}: no 'issues' list in the answer")
         token = body.get("nextPageToken")
         last = body.get("isLast", token is None) or not token
-        return Fetched(items=issues, next=None if last else {"token": token})
+        return Fetched(items=issues, next=None if last else {"token": token},
+                       size=len(response.content))
 
     def planned(self, kind: str, plan: State, index: int) -> State:
         return self._projects.planned(plan, index)

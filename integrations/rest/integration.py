@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from integrations.base import Fetched
+from integrations.base import Fetched, origin
 from integrations.errors import MalformedPage
 from integrations.http.client import get_json, make_client
 from integrations.http.ratelimit import RateLimiter
@@ -19,8 +19,10 @@ from integrations.http.paginators import (
     SinglePage,
     State,
     dig,
+    fetched,
 )
 from integrations.rest.settings import KindSettings, RestSettings
+from integrations.secrets import Redactor
 
 
 def paginator_for(kind: KindSettings) -> Paginator:
@@ -55,10 +57,16 @@ class RestIntegration:
     def kinds(self) -> list[str]:
         return list(self.settings.kinds)
 
-    def client(self, *, limiter: RateLimiter | None = None) -> httpx.AsyncClient:
-        return make_client(base_url=self.settings.base_url, headers=self.settings.headers,
-                           settings=self.settings.http, limiter=limiter,
-                           max_connections=max(32, self.settings.max_concurrency))
+    def client(self, *, limiter: RateLimiter | None = None,
+               redactor: Redactor | None = None) -> httpx.AsyncClient:
+        s = self.settings
+        # Kind paths written as full URLs are origins the user chose: credentials go there.
+        home = {origin(k.path) for k in s.kinds.values() if "://" in k.path}
+        secret = {name: str(value) for k in s.kinds.values() for name, value in k.params.items()
+                  if redactor is not None and redactor.hides(str(value))}
+        return make_client(base_url=s.base_url, headers=s.headers, settings=s.http,
+                           limiter=limiter, max_connections=max(32, s.max_concurrency),
+                           home=home, allow_origins=s.allow_origins, secret_params=secret)
 
     async def partitions(self, kind: str, client: httpx.AsyncClient) -> None:
         return None  # split by page ranges only (``partitions`` in the source settings)
@@ -76,14 +84,14 @@ class RestIntegration:
             raise MalformedPage(
                 f"GET {response.request.url.copy_with(query=None)}: {where} is not a list "
                 f"(got {type(items).__name__})")
-        nxt = paginator.advance(current, response, body, items)
-        plan = paginator.plan(current, response, body, items) if state is None else None
-        return Fetched(items=items, next=nxt, plan=plan if nxt is not None else None)
+        return fetched(paginator, current, response, body, items, first=state is None)
 
     def planned(self, kind: str, plan: State, index: int) -> State:
         return self._paginators[kind].planned(plan, index)
 
     def identifier(self, kind: str, item: Any) -> str | None:
+        """The text of the item's id: ``1`` and ``"1"`` are one entity (APIs disagree on the
+        type of their ids; the target's key is text)."""
         value = dig(item, self.settings.kinds[kind].id) if isinstance(item, dict) else None
         if value is None or isinstance(value, (dict, list, bool)) or value == "":
             return None

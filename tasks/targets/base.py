@@ -2,8 +2,12 @@
 
 An entity is ``{"identifier", "kind", "source", "data"}``; (source, kind, identifier) is its key.
 ``upsert`` writes one batch in one transaction (a redelivered batch writes the same rows again)
-and stamps each row with the run that saw it, which is how ``delete_stale`` knows what a run
-did not see. Errors are translated into the tree: TargetUnavailable (retry) or TargetRejected.
+and stamps each row with the sequence number of the run that saw it (``run_seq``, which only
+grows). A row is only ever overwritten by a run at least as new as its stamp, so the late write
+of an older run (a retry of a run that was declared stalled) never hides what a newer run saw;
+``delete_stale`` deletes the rows stamped older than the finishing run. Errors are translated
+into the tree: TargetUnavailable (retry) or TargetRejected; a batch rejected because of some of
+its values is written again without the items ``unstorable`` names.
 """
 
 from __future__ import annotations
@@ -33,12 +37,18 @@ class Target(Protocol):
     # and psycopg connections must not be shared between threads).
     thread_safe: bool
 
-    def upsert(self, entities: list[Entity], *, run_id: str) -> None:
-        """Insert or update every entity in one transaction."""
+    def upsert(self, entities: list[Entity], *, run_id: str, run_seq: int) -> None:
+        """Insert or update every entity in one transaction; a row stamped by a newer run
+        than ``run_seq`` is left as it is."""
         ...
 
-    def delete_stale(self, source: str, kind: str, *, run_id: str, threshold: float) -> Deletion:
-        """Delete entities of (source, kind) that ``run_id`` did not write, within the guard."""
+    def delete_stale(self, source: str, kind: str, *, run_seq: int, threshold: float
+                     ) -> Deletion:
+        """Delete entities of (source, kind) stamped before ``run_seq``, within the guard."""
+        ...
+
+    def unstorable(self, entity: Entity) -> str | None:
+        """Why this target cannot store the entity, or None (asked only of a rejected batch)."""
         ...
 
     def close(self) -> None: ...
@@ -58,8 +68,33 @@ class Readable(Protocol):
 
 
 def deletion_guard(stale: int, existing: int, threshold: float) -> str | None:
-    """Why deleting ``stale`` of ``existing`` entities is refused, or None when it is allowed."""
-    if existing and stale / existing > threshold:
-        return (f"refused to delete {stale} of {existing} entities ({stale / existing:.0%}): "
-                f"more than delete_threshold {threshold:.0%}")
+    """Why deleting ``stale`` of ``existing`` entities is refused, or None when it is allowed:
+    a share of ``threshold`` or more is refused (the boundary too); 1 turns the guard off."""
+    if stale == 0 or threshold >= 1:
+        return None
+    share = stale / existing
+    if share >= threshold:
+        return (f"refused to delete {stale} of {existing} entities ({share:.1%}): "
+                f"delete_threshold is {threshold:.0%}")
+    return None
+
+
+def bad_text(node: Any, *, nul: bool = False) -> str | None:
+    """The first string (or key) in JSON-like ``node`` that cannot be stored as UTF-8 text
+    (a lone surrogate), or, with ``nul``, that holds a NUL character; None if there is none."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                return f"{item[max(0, exc.start - 10):exc.end + 10]!r} holds a lone surrogate"
+            if nul and "\x00" in item:
+                return f"{item[:40]!r} holds a NUL character"
     return None

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from integrations.errors import TargetRejected, TargetUnavailable
-from tasks.targets.base import Deletion, Entity, deletion_guard
+from tasks.targets.base import Deletion, Entity, bad_text, deletion_guard
 
 try:
     import psycopg
@@ -40,8 +40,12 @@ class PostgresTarget:
                     f"CREATE TABLE IF NOT EXISTS {self.table} ("
                     " source text NOT NULL, kind text NOT NULL, identifier text NOT NULL,"
                     " data jsonb NOT NULL, run_id text NOT NULL,"
+                    " run_seq bigint NOT NULL DEFAULT 0,"
                     " updated_at timestamptz NOT NULL DEFAULT now(),"
                     " PRIMARY KEY (source, kind, identifier))")
+                # A table from before run stamps.
+                self._conn.execute(f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS"
+                                   " run_seq bigint NOT NULL DEFAULT 0")
         return self._conn
 
     @contextmanager
@@ -55,25 +59,36 @@ class PostgresTarget:
             raise TargetUnavailable(f"postgres: {exc}".strip()) from exc
         except psycopg.Error as exc:
             raise TargetRejected(f"postgres: {exc}".strip()) from exc
+        except UnicodeEncodeError as exc:  # text that is not valid UTF-8 (a lone surrogate)
+            raise TargetRejected(f"postgres: {exc}") from exc
 
-    def upsert(self, entities: list[Entity], *, run_id: str) -> None:
-        rows = [(e["source"], e["kind"], e["identifier"], Jsonb(e["data"]), run_id) for e in entities]
+    def upsert(self, entities: list[Entity], *, run_id: str, run_seq: int) -> None:
+        rows = [(e["source"], e["kind"], e["identifier"], Jsonb(e["data"]), run_id, run_seq)
+                for e in entities]
         with self._transaction() as conn, conn.cursor() as cur:
+            # A row stamped by a newer run stays as it is (tasks/targets/base.py).
             cur.executemany(
-                f"INSERT INTO {self.table} (source, kind, identifier, data, run_id)"
-                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (source, kind, identifier) DO UPDATE"
-                " SET data = EXCLUDED.data, run_id = EXCLUDED.run_id, updated_at = now()", rows)
+                f"INSERT INTO {self.table} (source, kind, identifier, data, run_id, run_seq)"
+                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (source, kind, identifier)"
+                " DO UPDATE SET data = EXCLUDED.data, run_id = EXCLUDED.run_id,"
+                f" run_seq = EXCLUDED.run_seq, updated_at = now()"
+                f" WHERE {self.table}.run_seq <= EXCLUDED.run_seq", rows)
 
-    def delete_stale(self, source: str, kind: str, *, run_id: str, threshold: float) -> Deletion:
+    def unstorable(self, entity: Entity) -> str | None:
+        """PostgreSQL text and jsonb hold neither NUL characters nor lone surrogates."""
+        return bad_text(entity["identifier"], nul=True) or bad_text(entity["data"], nul=True)
+
+    def delete_stale(self, source: str, kind: str, *, run_seq: int, threshold: float
+                     ) -> Deletion:
         with self._transaction() as conn:
             existing, stale = conn.execute(
-                f"SELECT count(*), count(*) FILTER (WHERE run_id <> %s) FROM {self.table}"
-                " WHERE source = %s AND kind = %s", (run_id, source, kind)).fetchone()
+                f"SELECT count(*), count(*) FILTER (WHERE run_seq < %s) FROM {self.table}"
+                " WHERE source = %s AND kind = %s", (run_seq, source, kind)).fetchone()
             refused = deletion_guard(stale, existing, threshold)
             if refused:
                 return Deletion(refused=refused)
             cur = conn.execute(f"DELETE FROM {self.table} WHERE source = %s AND kind = %s"
-                               " AND run_id <> %s", (source, kind, run_id))
+                               " AND run_seq < %s", (source, kind, run_seq))
             return Deletion(deleted=cur.rowcount)
 
     def counts(self) -> list[tuple[str, str, int]]:

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from integrations.errors import TargetRejected, TargetUnavailable
-from tasks.targets.base import Deletion, Entity, deletion_guard
+from tasks.targets.base import Deletion, Entity, bad_text, deletion_guard
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entities (
@@ -20,16 +20,20 @@ CREATE TABLE IF NOT EXISTS entities (
     identifier TEXT NOT NULL,
     data TEXT NOT NULL,
     run_id TEXT NOT NULL,
+    run_seq INTEGER NOT NULL DEFAULT 0,
     updated_at REAL NOT NULL,
     PRIMARY KEY (source, kind, identifier)
 )
 """
 
+# A row stamped by a newer run stays as it is (tasks/targets/base.py).
 UPSERT = """
-INSERT INTO entities (source, kind, identifier, data, run_id, updated_at)
-VALUES (?, ?, ?, ?, ?, ?)
+INSERT INTO entities (source, kind, identifier, data, run_id, run_seq, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (source, kind, identifier) DO UPDATE SET
-    data = excluded.data, run_id = excluded.run_id, updated_at = excluded.updated_at
+    data = excluded.data, run_id = excluded.run_id, run_seq = excluded.run_seq,
+    updated_at = excluded.updated_at
+WHERE excluded.run_seq >= entities.run_seq
 """
 
 
@@ -51,6 +55,14 @@ class SqliteTarget:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute(SCHEMA)
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(entities)")}
+            if "run_seq" not in columns:  # a database from before run stamps
+                try:
+                    self._conn.execute("ALTER TABLE entities ADD COLUMN run_seq INTEGER NOT NULL"
+                                       " DEFAULT 0")
+                except sqlite3.OperationalError as exc:  # another process added it first
+                    if "duplicate column" not in str(exc):
+                        raise
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
@@ -59,6 +71,8 @@ class SqliteTarget:
         except sqlite3.OperationalError as exc:  # locked, busy, disk I/O: may pass
             raise TargetUnavailable(f"sqlite {self.path}: {exc}") from exc
         except sqlite3.DatabaseError as exc:
+            raise TargetRejected(f"sqlite {self.path}: {exc}") from exc
+        except UnicodeEncodeError as exc:  # an identifier that is not valid UTF-8
             raise TargetRejected(f"sqlite {self.path}: {exc}") from exc
 
     @contextmanager
@@ -74,23 +88,28 @@ class SqliteTarget:
                 raise
             self._conn.execute("COMMIT")
 
-    def upsert(self, entities: list[Entity], *, run_id: str) -> None:
+    def upsert(self, entities: list[Entity], *, run_id: str, run_seq: int) -> None:
         now = time.time()
-        rows = [(e["source"], e["kind"], e["identifier"], json.dumps(e["data"]), run_id, now)
-                for e in entities]
+        # json.dumps escapes what is not ASCII, so any string in the data can be stored.
+        rows = [(e["source"], e["kind"], e["identifier"], json.dumps(e["data"]), run_id, run_seq,
+                 now) for e in entities]
         with self._transaction() as conn:
             conn.executemany(UPSERT, rows)
 
-    def delete_stale(self, source: str, kind: str, *, run_id: str, threshold: float) -> Deletion:
+    def unstorable(self, entity: Entity) -> str | None:
+        return bad_text(entity["identifier"])
+
+    def delete_stale(self, source: str, kind: str, *, run_seq: int, threshold: float
+                     ) -> Deletion:
         with self._transaction() as conn:
             existing, stale = conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(run_id != ?), 0) FROM entities"
-                " WHERE source = ? AND kind = ?", (run_id, source, kind)).fetchone()
+                "SELECT COUNT(*), COALESCE(SUM(run_seq < ?), 0) FROM entities"
+                " WHERE source = ? AND kind = ?", (run_seq, source, kind)).fetchone()
             refused = deletion_guard(stale, existing, threshold)
             if refused:
                 return Deletion(refused=refused)
-            cur = conn.execute("DELETE FROM entities WHERE source = ? AND kind = ? AND run_id != ?",
-                               (source, kind, run_id))
+            cur = conn.execute("DELETE FROM entities WHERE source = ? AND kind = ? AND run_seq < ?",
+                               (source, kind, run_seq))
             return Deletion(deleted=cur.rowcount)
 
     def counts(self) -> list[tuple[str, str, int]]:

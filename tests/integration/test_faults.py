@@ -25,7 +25,7 @@ def test_target_down_then_up_loses_nothing(http_pipeline: Pipeline):
     assert run["state"] == "succeeded", run
     assert set(p.api.state.sink["down"]) == {i["id"] for i in items}
     assert run["items_written"] == 200 and run["batches_failed"] == 0
-    assert run["deletion_refused"] == "the http target does not delete stale entities"
+    assert run["deletion_skipped"] == "the http target does not delete stale entities"
     posts = [r[3] for r in p.api.requests("/sink/down") if r[1] == "POST"]
     assert posts.count(503) == 3 and posts.count(200) == 4
 

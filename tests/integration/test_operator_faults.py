@@ -30,7 +30,8 @@ FAST_REDELIVERY = {"SLUICE_VISIBILITY_TIMEOUT": "10", "SLUICE_UNACKED_RESTORE_IN
 
 
 def config(tmp: Path, api: FakeAPI, *, max_in_flight: int = 8) -> Path:
-    return cursor_config(tmp, api.url, source_keys=f"max_in_flight = {max_in_flight}")
+    return cursor_config(tmp, api.url, source_keys=f"max_in_flight = {max_in_flight}\n"
+                         "delete_threshold = 0.9")
 
 
 def ids_in(tmp: Path) -> list[str]:

@@ -41,7 +41,7 @@ def test_the_documented_shape_loads_and_expands_the_environment(tmp_path, monkey
     assert source.headers == {"Authorization": "Bearer s3cret"}
     kind = source.kinds["issue"]
     assert isinstance(kind.paginator, CursorPagination) and kind.paginator.limit == 100
-    assert source.max_in_flight == 32 and source.delete_threshold == 0.9
+    assert source.max_in_flight == 32 and source.delete_threshold == 0.2
 
 
 def test_target_defaults_to_sqlite_beside_the_config(tmp_path, monkeypatch):

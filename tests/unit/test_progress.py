@@ -17,7 +17,7 @@ def progress() -> Progress:
 def started(progress: Progress, pages: int = 2) -> str:
     run_id = progress.create_run("src", "kind")["run_id"]
     for seq in range(1, pages + 1):
-        progress.record_page(run_id, "src", "kind", seq, 10, {"cursor": str(seq)})
+        progress.record_page(run_id, "src", "kind", [seq], 10, {"cursor": str(seq)})
     return run_id
 
 
@@ -33,7 +33,7 @@ def test_a_second_run_of_the_same_kind_is_skipped_until_the_first_ends(progress)
 
 def test_pages_recorded_twice_count_once(progress):
     run_id = started(progress, pages=2)
-    progress.record_page(run_id, "src", "kind", 2, 10, {"cursor": "2"})
+    progress.record_page(run_id, "src", "kind", [2], 10, {"cursor": "2"})
     run = progress.get(run_id)
     assert (run["pages"], run["batches_enqueued"], run["items_fetched"]) == (2, 2, 20)
     assert progress.partition(run_id, 0) == (True, {"cursor": "2"}, False)

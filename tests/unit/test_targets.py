@@ -55,37 +55,66 @@ def rows(target) -> dict[str, dict]:
 
 
 def test_upsert_is_idempotent_and_updates(target):
-    target.upsert(entities("a", range(5)), run_id="r1")
-    target.upsert(entities("a", range(5)), run_id="r1")  # a redelivered batch
-    target.upsert(entities("a", range(3, 8), version=2), run_id="r1")
+    target.upsert(entities("a", range(5)), run_id="r1", run_seq=1)
+    target.upsert(entities("a", range(5)), run_id="r1", run_seq=1)  # a redelivered batch
+    target.upsert(entities("a", range(3, 8), version=2), run_id="r1", run_seq=1)
     got = rows(target)
     assert len(got) == 8
     assert got["a-0"] == {"id": 0, "v": 1} and got["a-4"] == {"id": 4, "v": 2}
 
 
 def test_delete_stale_deletes_what_the_run_did_not_see(target):
-    target.upsert(entities("a", range(10)), run_id="r1")
-    target.upsert(entities("b", range(3)), run_id="r1")
-    target.upsert(entities("a", range(2, 10)), run_id="r2")
-    result = target.delete_stale("src", "a", run_id="r2", threshold=0.9)
+    target.upsert(entities("a", range(10)), run_id="r1", run_seq=1)
+    target.upsert(entities("b", range(3)), run_id="r1", run_seq=1)
+    target.upsert(entities("a", range(2, 10)), run_id="r2", run_seq=2)
+    result = target.delete_stale("src", "a", run_seq=2, threshold=0.9)
     assert (result.deleted, result.refused) == (2, None)
     assert sorted(rows(target)) == sorted([f"a-{i}" for i in range(2, 10)] + ["b-0", "b-1", "b-2"])
 
 
 def test_delete_stale_refuses_past_the_threshold(target):
-    target.upsert(entities("a", range(10)), run_id="r1")
-    result = target.delete_stale("src", "a", run_id="r2", threshold=0.9)  # r2 saw nothing
+    target.upsert(entities("a", range(10)), run_id="r1", run_seq=1)
+    result = target.delete_stale("src", "a", run_seq=2, threshold=0.9)  # run 2 saw nothing
     assert result.deleted == 0
-    assert result.refused == "refused to delete 10 of 10 entities (100%): more than delete_threshold 90%"
+    assert result.refused == "refused to delete 10 of 10 entities (100.0%): delete_threshold is 90%"
     assert len(rows(target)) == 10
 
 
+def test_a_late_write_of_an_older_run_never_overwrites_or_restamps_a_newer_one(target):
+    """Run 1 was declared stalled with retries pending; run 2 wrote everything; run 1's late
+    retry lands afterwards. Run 2's data stays, and its deletion removes nothing it saw."""
+    target.upsert(entities("a", range(10)), run_id="r1", run_seq=1)
+    target.upsert(entities("a", range(9), version=2), run_id="r2", run_seq=2)  # a-9 is gone
+    target.upsert(entities("a", range(10), version=1), run_id="r1", run_seq=1)  # late write
+    assert {k: v["v"] for k, v in rows(target).items()} == {
+        **{f"a-{i}": 2 for i in range(9)}, "a-9": 1}
+    result = target.delete_stale("src", "a", run_seq=2, threshold=0.5)
+    assert (result.deleted, result.refused) == (1, None)
+    assert sorted(rows(target)) == [f"a-{i}" for i in range(9)]
+
+
 @pytest.mark.parametrize("stale,existing,threshold,refused", [
-    (9, 10, 0.9, False), (10, 10, 0.9, True), (1, 10, 0.0, True), (0, 0, 0.0, False),
-    (0, 10, 0.0, False), (10, 10, 1.0, False),
+    (1, 10, 0.2, False), (2, 10, 0.2, True),  # the boundary (exactly 20%) is refused
+    (199, 1000, 0.2, False), (200, 1000, 0.2, True),
+    (4500, 5000, 0.9, True),  # the case that deleted 90% of a kind under `> 0.9`
+    (10, 10, 0.9, True), (1, 10, 0.0, True), (0, 0, 0.0, False),
+    (0, 10, 0.0, False), (10, 10, 1.0, False),  # 1 turns the guard off
 ])
 def test_deletion_guard(stale, existing, threshold, refused):
     assert (deletion_guard(stale, existing, threshold) is not None) is refused
+
+
+def test_values_postgres_cannot_store_are_named_per_entity():
+    from tasks.targets.postgres import PostgresTarget
+
+    target = PostgresTarget("postgresql://unused")
+    ok, nul, lone = ({"identifier": i, "kind": "k", "source": "s", "data": d} for i, d in [
+        ("1", {"t": "fine ü"}), ("2", {"t": "a\x00b"}), ("3", {"t": "x\ud800y"})])
+    assert target.unstorable(ok) is None
+    assert "NUL" in target.unstorable(nul) and "surrogate" in target.unstorable(lone)
+    sqlite = SqliteTarget(":memory:")
+    assert sqlite.unstorable(nul) is None and sqlite.unstorable(lone) is None  # JSON-escaped
+    assert "surrogate" in sqlite.unstorable({**ok, "identifier": "x\udc00"})
 
 
 def test_postgres_down_is_a_retryable_error():
@@ -94,7 +123,7 @@ def test_postgres_down_is_a_retryable_error():
 
     target = PostgresTarget("postgresql://postgres@127.0.0.1:9/none?connect_timeout=2")
     with pytest.raises(TargetUnavailable, match="postgres"):
-        target.upsert(entities("a", range(1)), run_id="r1")
+        target.upsert(entities("a", range(1)), run_id="r1", run_seq=1)
 
 
 def test_sqlite_locked_past_the_busy_timeout_is_a_retryable_error(tmp_path):
@@ -103,8 +132,8 @@ def test_sqlite_locked_past_the_busy_timeout_is_a_retryable_error(tmp_path):
     holder._conn.execute("BEGIN IMMEDIATE")
     try:
         with pytest.raises(TargetUnavailable, match="locked"):
-            writer.upsert(entities("a", range(1)), run_id="r1")
+            writer.upsert(entities("a", range(1)), run_id="r1", run_seq=1)
     finally:
         holder._conn.execute("ROLLBACK")
-    writer.upsert(entities("a", range(1)), run_id="r1")  # and it passes once the lock is gone
+    writer.upsert(entities("a", range(1)), run_id="r1", run_seq=1)  # and it passes once the lock is gone
     assert len(rows(writer)) == 1

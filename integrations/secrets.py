@@ -1,0 +1,54 @@
+"""Secrets: every value that sluice.toml takes from the environment (``${NAME}``).
+
+Such values are credentials until proven otherwise (a token in a header, an API key in a
+query parameter, a password in a DSN), so wherever Sluice writes something down that a
+request or an error may have carried (logs, checkpoints, run records, dead letters, task
+arguments) it passes it through a ``Redactor`` first, which replaces each value, raw or
+URL-encoded, with ``***``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import quote, quote_plus
+
+MASK = "***"
+MIN_LENGTH = 4  # a shorter value would mask ordinary text ("1", "on"); no credential is that short
+
+
+class Redactor:
+    """Replaces known secret values in text and in JSON-like data."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self.secrets = frozenset(s for s in secrets if len(s) >= MIN_LENGTH)
+        forms = set(self.secrets)
+        for secret in self.secrets:
+            forms |= {quote(secret, safe=""), quote_plus(secret, safe=""), quote(secret)}
+        # Longest first, so a secret that contains another is masked whole.
+        self._pattern = (re.compile("|".join(re.escape(f) for f in
+                                             sorted(forms, key=len, reverse=True)))
+                         if forms else None)
+
+    def __bool__(self) -> bool:
+        return self._pattern is not None
+
+    def hides(self, text: str) -> bool:
+        """True when ``text`` holds a secret."""
+        return self._pattern is not None and self._pattern.search(text) is not None
+
+    def text(self, text: str) -> str:
+        return text if self._pattern is None else self._pattern.sub(MASK, text)
+
+    def data(self, node: Any) -> Any:
+        """A copy of JSON-like ``node`` with every string redacted."""
+        if self._pattern is None:
+            return node
+        if isinstance(node, str):
+            return self.text(node)
+        if isinstance(node, dict):
+            return {k: self.data(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [self.data(v) for v in node]
+        return node

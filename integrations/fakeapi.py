@@ -5,12 +5,15 @@ same items of a kind:
 
     GET /cursor/{kind}?cursor=&limit=        {"data": [...], "next_cursor": "200"|null}
     GET /link/{kind}?page=&per_page=         [...] with Link: <...>; rel="next", rel="last"
+    GET /linkq/{kind}?page=&per_page=        the same, but Link only when ``page`` was sent
     GET /offset/{kind}?startAt=&maxResults=  {"values": [...], "startAt", "maxResults", "total"}
     GET /page/{kind}?page=&per_page=         {"items": [...], "total": N}
     POST /sink/{kind}  {"entities": [...]}   the HTTP target's endpoint; GET /sink/{kind} lists
 
 Faults are scripted (``FakeAPI.fail``): answer a matching request with a given status, headers
-and body a given number of times. ``sink_down`` makes the sink answer 503. With ``rate_limit``
+and body a given number of times. ``sink_down`` makes the sink answer 503. ``totals`` makes the
+offset and page styles report another total than they hold; ``trickle`` sends the answers of a
+path prefix one byte at a time, this many seconds apart (a server that never quite answers). With ``rate_limit``
 (requests per second, a token bucket of one second's burst) a GET over the limit answers 429
 with ``Retry-After``; every GET carries ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset``
 (epoch seconds, as GitHub does). ``exhaust`` makes one answer say the budget is gone for a while.
@@ -53,6 +56,9 @@ class State:
     first_write: float | None = None  # when the sink first stored an entity (time.time())
     last_write: float | None = None
     sink_down: int = 0  # answer this many sink POSTs with 503 (-1: until told otherwise)
+    totals: dict[str, int] = field(default_factory=dict)  # kind -> the total to report
+    trickle: dict[str, float] = field(default_factory=dict)  # path prefix -> seconds per byte
+    params_seen: list[dict[str, str]] = field(default_factory=list)  # every GET's query
     log: list[tuple[float, str, str, int]] = field(default_factory=list)  # t, method, path, status
 
 
@@ -89,7 +95,15 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        pause = next((v for k, v in self.server.state.trickle.items()
+                      if urlsplit(self.path).path.startswith(k)), 0.0)
+        if pause:
+            for i in range(len(body)):
+                self.wfile.write(body[i:i + 1])
+                self.wfile.flush()
+                time.sleep(pause)
+        else:
+            self.wfile.write(body)
         with self.server.lock:
             self.server.state.log.append((time.time(), self.command, self.path, status))
 
@@ -123,8 +137,9 @@ class Handler(BaseHTTPRequestHandler):
         self.extra_headers = {}
         url = urlsplit(self.path)
         query = dict(parse_qsl(url.query))
-        if "Authorization" in self.headers:
-            with self.server.lock:
+        with self.server.lock:
+            self.server.state.params_seen.append(query)
+            if "Authorization" in self.headers:
                 self.server.state.auth_seen.add(self.headers["Authorization"])
         delay = self.server.latency + sum(
             s for p, s in self.server.state.delays.items() if url.path.startswith(p))
@@ -170,17 +185,20 @@ class Handler(BaseHTTPRequestHandler):
             nxt = start + limit
             return self._json({"data": items[start:nxt],
                                "next_cursor": str(nxt) if nxt < len(items) else None})
-        if style == "link":
+        if style in ("link", "linkq"):
             page_items, headers = link_page(items, f"http://{self.headers['Host']}{url.path}",
                                             query, max_per=10_000)
+            if style == "linkq" and "page" not in query:
+                headers = {}
             return self._json(page_items, headers)
+        total = self.server.state.totals.get(kind, len(items))
         if style == "offset":
             start, per = int(query.get("startAt", 0)), int(query.get("maxResults", 50))
             return self._json({"values": items[start:start + per], "startAt": start,
-                               "maxResults": per, "total": len(items)})
+                               "maxResults": per, "total": total})
         if style == "page":
             page, per = int(query.get("page", 1)), int(query.get("per_page", 30))
-            return self._json({"items": items[(page - 1) * per:page * per], "total": len(items)})
+            return self._json({"items": items[(page - 1) * per:page * per], "total": total})
         return self._send(404, b'{"error": "no such style"}')
 
     def do_DELETE(self) -> None:  # noqa: N802

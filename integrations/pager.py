@@ -6,7 +6,8 @@
 - When the first page reveals the rest (a Link header with rel="last", a total in the body),
   the remaining pages are fetched ``concurrency`` at a time and yielded as they arrive; a
   request goes out when another is answered, not when its page is taken, and at most
-  ``2 * concurrency`` pages are held.
+  ``2 * concurrency`` pages are held. When a request fails (or ``admit`` ends the slice), no
+  new one goes out, the pages already answered are still yielded, then the error is raised.
 - A checkpoint (JSON) after every page lets a fresh task resume: ``{"next": state, "seq": n}``
   while following, ``{"plan": plan, "first": n, "lo": a, "hi": b}`` for planned pages a..b-1
   (pages already published are skipped by their sequence number).
@@ -139,25 +140,43 @@ async def _planned(
     plan, seq0 = checkpoint["plan"], checkpoint["first"]
     todo = [i for i in range(checkpoint["lo"], checkpoint["hi"]) if seq0 + i not in published]
     pending = iter(todo)
-    queue: asyncio.Queue[tuple[int, Fetched | BaseException]] = asyncio.Queue(concurrency)
+    # (index, page) as answered; (index, exception) when a request failed; (-1, None) when a
+    # requester is done.
+    queue: asyncio.Queue[tuple[int, Fetched | BaseException | None]] = asyncio.Queue(concurrency)
+    stopped = False
 
     async def requester() -> None:
-        for i in pending:  # shared by every requester: each page is asked for once
-            try:
-                got: Fetched | BaseException = await fetch(integration.planned(kind, plan, i))
-            except Exception as exc:  # handed to the consumer, which raises it
-                got = exc
-            await queue.put((i, got))
+        nonlocal stopped
+        try:
+            for i in pending:  # shared by every requester: each page is asked for once
+                if stopped:
+                    break
+                try:
+                    got: Fetched | BaseException = await fetch(integration.planned(kind, plan, i))
+                except Exception as exc:  # handed to the consumer, which raises it at the end
+                    got, stopped = exc, True
+                await queue.put((i, got))
+        finally:
+            await queue.put((-1, None))
 
     requesters = [asyncio.create_task(requester()) for _ in range(min(concurrency, len(todo)))]
     try:
         if first is not None:
             yield first
-        for _ in range(len(todo)):
+        # Pages already answered are handed over even after a request failed (or the slice
+        # ended): none is fetched for nothing. The first failure is raised after them.
+        failure: BaseException | None = None
+        running = len(requesters)
+        while running:
             i, got = await queue.get()
-            if isinstance(got, BaseException):
-                raise got
-            yield Page(seq0 + i, got.items, checkpoint, size=got.size)
+            if got is None:
+                running -= 1
+            elif isinstance(got, BaseException):
+                failure = failure or got
+            else:
+                yield Page(seq0 + i, got.items, checkpoint, size=got.size)
+        if failure is not None:
+            raise failure
     finally:
         for task in requesters:
             task.cancel()

@@ -14,6 +14,10 @@ same run: page ranges once the total is known (``partitions = N``), or the keys 
 While ``max_in_flight`` batches of the run wait to be written, no page is requested
 (backpressure); after a second of that the slice ends and a fresh task continues behind the
 queued batches, so a producer never holds a worker process that its own batches need.
+
+A SIGTERM during a slice (a warm shutdown of the whole process group: systemd's default
+KillMode, ``sluice standalone`` at Ctrl-C) ends the slice after the page in hand, and the
+continuation goes to the queue for another worker, instead of the process dying mid-slice.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from celery import Task
@@ -103,7 +108,8 @@ def produce(rt: runtime.Runtime, run: dict[str, Any], partition: int) -> bool:
 
     async def admit() -> None:
         nonlocal asked
-        if asked >= settings.producer_slice_pages or time.monotonic() >= deadline:
+        if (asked >= settings.producer_slice_pages or time.monotonic() >= deadline
+                or runtime.STOPPING.is_set()):
             raise SliceOver
         blocked_until = time.monotonic() + YIELD_AFTER
         while True:
@@ -151,6 +157,8 @@ def produce(rt: runtime.Runtime, run: dict[str, Any], partition: int) -> bool:
                     f"page {page.checkpoint['seq']} would ask for {what} again, as page "
                     f"{recorded.page} did; stopping")
             handed += 1
+            if runtime.STOPPING.is_set():
+                return False  # shutting down: a fresh task goes on from this page
             if (may_split and src.partitions > 1 and page.checkpoint is not None
                     and "plan" in page.checkpoint):
                 # The total is known: hand page ranges to producer tasks on other workers.
@@ -162,8 +170,16 @@ def produce(rt: runtime.Runtime, run: dict[str, Any], partition: int) -> bool:
     except SliceOver:
         return False
     finally:
-        rt.run(pages.aclose())
+        rt.run(_close(pages))
     return True
+
+
+async def _close(pages: AsyncGenerator[Any, None]) -> None:
+    """Close the page generator (cancelling its requests) once nothing runs inside it: after
+    an interrupted ``rt.run(next_page())`` the cancelled step may still be unwinding."""
+    while pages.ag_running:
+        await asyncio.sleep(0.01)
+    await pages.aclose()
 
 
 def check_run(rt: runtime.Runtime, run: dict[str, Any]) -> None:
@@ -198,7 +214,8 @@ def resync(self: Task, source: str, kind: str, run_id: str | None = None,
         return summary(run)
     try:
         check_run(rt, run)
-        finished = produce(rt, run, partition)
+        with runtime.handing_on():
+            finished = produce(rt, run, partition)
     except Exception as exc:
         log.warning("run %s: producer of %s/%s failed: %s", run["run_id"], source, kind,
                     describe(exc))

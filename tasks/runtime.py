@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -112,8 +114,14 @@ class Runtime:
             logs.install(config.redactor)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run a coroutine to completion on this process's loop; returns or raises its result."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        """Run a coroutine to completion on this process's loop; returns or raises its result.
+        A caller interrupted while it waits (SystemExit from a signal) cancels the coroutine."""
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
 
     def integration(self, source: str) -> Integration:
         with self._lock:
@@ -172,6 +180,31 @@ class Runtime:
         self._loop_thread.join(5)
         self.loop.close()
         self.redis.close()
+
+
+# Set by a SIGTERM that arrives during a producer slice: the slice ends and is handed on.
+STOPPING = threading.Event()
+
+
+@contextmanager
+def handing_on() -> Iterator[None]:
+    """While a producer slice runs in a prefork child, SIGTERM sets ``STOPPING`` instead of
+    ending the process at once (billiard's handler raises SystemExit wherever the task is).
+    The slice then stops after the page in hand, its continuation is queued, and the task
+    returns; the process ends when the pool closes (the main process got the SIGTERM too).
+    In other threads (the threads pool) Celery's own warm shutdown already waits."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, lambda signum, frame: STOPPING.set())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if STOPPING.is_set():
+            STOPPING.clear()
+            log.warning("SIGTERM during a producer slice: the slice was handed on")
 
 
 _current: Runtime | None = None

@@ -32,6 +32,11 @@ class PostgresTarget:
         if self._conn is None or self._conn.closed:
             self._conn = psycopg.connect(self.dsn, connect_timeout=10)
             with self._conn.transaction():
+                # Only what is missing is created or altered: a role that may write rows but
+                # not create tables (one an administrator made) must still work.
+                if self._conn.execute("SELECT to_regclass(%s)", (self.table,)).fetchone()[0]:
+                    self._add_run_seq()
+                    return self._conn
                 # CREATE TABLE IF NOT EXISTS races when worker processes start together
                 # (a unique violation in pg_type): one at a time, under an advisory lock.
                 self._conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
@@ -43,10 +48,18 @@ class PostgresTarget:
                     " run_seq bigint NOT NULL DEFAULT 0,"
                     " updated_at timestamptz NOT NULL DEFAULT now(),"
                     " PRIMARY KEY (source, kind, identifier))")
-                # A table from before run stamps.
-                self._conn.execute(f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS"
-                                   " run_seq bigint NOT NULL DEFAULT 0")
+                self._add_run_seq()
         return self._conn
+
+    def _add_run_seq(self) -> None:
+        """A table from before run stamps gets its ``run_seq`` column."""
+        if not self._conn.execute(
+                "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()"
+                " AND table_name = %s AND column_name = 'run_seq'", (self.table,)).fetchone():
+            self._conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                               (f"sluice:{self.table}",))
+            self._conn.execute(f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS"
+                               " run_seq bigint NOT NULL DEFAULT 0")
 
     @contextmanager
     def _transaction(self) -> Iterator[Any]:

@@ -10,7 +10,12 @@ import httpx
 import pytest
 
 from integrations.base import HttpSettings
-from integrations.errors import MalformedPage, PermanentHTTPError, TransientHTTPError
+from integrations.errors import (
+    ForeignOrigin,
+    MalformedPage,
+    PermanentHTTPError,
+    TransientHTTPError,
+)
 from integrations.http.client import get_json, make_client
 from integrations.http.retry import RetryTransport, parse_retry_after
 
@@ -113,3 +118,74 @@ def test_a_url_with_its_own_query_keeps_it_when_no_params_are_given():
                          transport=httpx.MockTransport(script))
     run(get_json(client, "http://api.test/x?page=3&per_page=10", params=None))
     assert script.requests[0].url.params == httpx.QueryParams("page=3&per_page=10")
+
+
+def guarded(handler, *, allow: tuple[str, ...] = (), secrets: dict[str, str] | None = None
+            ) -> httpx.AsyncClient:
+    return make_client(base_url="https://api.test", headers={"X-Api-Key": "k-123456"},
+                       transport=httpx.MockTransport(handler), allow_origins=allow,
+                       secret_params=secrets, settings=HttpSettings(retries=0))
+
+
+def test_credentials_follow_a_redirect_within_the_origin_only():
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path == "/old":
+            return httpx.Response(301, headers={"Location": "/new"})
+        if request.url.path == "/away":
+            return httpx.Response(302, headers={"Location": "https://cdn.test/page"})
+        return httpx.Response(200, json=[])
+
+    async def go() -> None:
+        async with guarded(handler) as client:
+            await get_json(client, "/old")
+            with pytest.raises(ForeignOrigin, match="https://cdn.test is not this source's"):
+                await get_json(client, "/away")
+        async with guarded(handler, allow=("https://cdn.test",)) as client:
+            await get_json(client, "/away")
+
+    asyncio.run(go())
+    assert [str(r.url) for r in seen] == [
+        "https://api.test/old", "https://api.test/new", "https://api.test/away",
+        "https://api.test/away", "https://cdn.test/page"]
+    assert seen[1].headers["X-Api-Key"] == "k-123456"  # same origin: the key goes along
+    assert "X-Api-Key" not in seen[4].headers  # allowed origin: without it
+
+
+def test_a_redacted_secret_parameter_is_restored_at_home_and_dropped_elsewhere():
+    seen: list[httpx.URL] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url)
+        return httpx.Response(200, json=[])
+
+    async def go() -> None:
+        async with guarded(handler, allow=("https://cdn.test",),
+                           secrets={"api_key": "s3cr3t-value"}) as client:
+            await get_json(client, "https://api.test/p?api_key=***&page=2")
+            await get_json(client, "https://cdn.test/p?api_key=***&page=3")
+
+    asyncio.run(go())
+    assert seen[0].params["api_key"] == "s3cr3t-value" and seen[0].params["page"] == "2"
+    assert "api_key" not in seen[1].params and seen[1].params["page"] == "3"
+
+
+def test_a_body_that_trickles_past_the_deadline_is_a_timeout():
+    class Trickle(httpx.AsyncByteStream):
+        async def __aiter__(self):
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                yield b" "
+
+    transport = RetryTransport(
+        httpx.MockTransport(lambda request: httpx.Response(200, stream=Trickle())),
+        retries=0, deadline=0.3)
+
+    async def go() -> None:
+        async with httpx.AsyncClient(transport=transport) as client:
+            with pytest.raises(TransientHTTPError, match="deadline of 0.3 s"):
+                await get_json(client, "http://api.test/slow")
+
+    asyncio.run(go())

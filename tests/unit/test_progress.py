@@ -6,7 +6,8 @@ import fakeredis
 import pytest
 
 from tasks import keys
-from tasks.progress import Progress, RunState
+from integrations.secrets import Redactor
+from tasks.progress import Cycle, Progress, RunState
 
 
 @pytest.fixture
@@ -173,3 +174,42 @@ def test_the_prometheus_exposition(progress):
     assert 'sluice_pages_total{kind="kind",source="src"} 2.0' in text
     assert 'sluice_runs_total{kind="kind",source="src",state="skipped"} 1.0' in text
     assert 'sluice_runs_active{kind="kind",source="src"} 1.0' in text
+
+
+def test_a_run_stuck_finalizing_is_marked_stalled_and_frees_its_kind(progress):
+    run_id = started(progress, pages=1)
+    progress.producer_done(run_id)
+    assert progress.batch_done(run_id, "src", "kind", 1, written=10, rejected=[])
+    assert progress.get(run_id)["state"] == "finalizing"  # and its finalize never comes
+    [stalled] = progress.mark_stalled(after=60, now=progress.get(run_id)["updated_at"] + 61)
+    assert stalled["state"] == "stalled" and "while finalizing" in stalled["reason"]
+    assert progress.create_run("src", "kind")["state"] == "running"
+
+
+def test_a_state_asked_for_again_by_another_page_is_a_cycle(progress):
+    run_id = progress.create_run("src", "kind")["run_id"]
+    record = progress.record_page
+    assert record(run_id, "src", "kind", [1], 5, {"next": {"cursor": "A"}, "seq": 2}) is True
+    assert record(run_id, "src", "kind", [2], 5, {"next": {"cursor": "B"}, "seq": 3}) is True
+    # the same page recorded again (a redelivered slice) is no cycle
+    assert record(run_id, "src", "kind", [2], 5, {"next": {"cursor": "B"}, "seq": 3}) is True
+    assert record(run_id, "src", "kind", [3], 5, {"next": {"cursor": "A"}, "seq": 4}) == Cycle(2)
+
+
+def test_run_sequence_numbers_only_grow(progress):
+    first = progress.create_run("src", "a")["run_seq"]
+    progress.r.set(keys.RUN_SEQ, first + 10**9)  # a clock far ahead once: still growing
+    second = progress.create_run("src", "b")["run_seq"]
+    progress.r.delete(keys.RUN_SEQ)  # Redis lost its data: the clock takes over
+    third = progress.create_run("src", "c")["run_seq"]
+    assert first < second and first < third and second == first + 10**9 + 1
+
+
+def test_checkpoints_and_errors_are_redacted(progress):
+    progress.redactor = Redactor(["s3cret-key"])
+    run_id = progress.create_run("src", "kind")["run_id"]
+    progress.record_page(run_id, "src", "kind", [1], 1,
+                         {"next": {"url": "https://x/?api_key=s3cret-key&page=2"}, "seq": 2})
+    progress.producer_done(run_id, error="GET https://x/?api_key=s3cret-key failed")
+    stored = b"".join(v for v in progress.r.hgetall(keys.run(run_id)).values())
+    assert b"s3cret-key" not in stored and b"api_key=***" in stored

@@ -148,3 +148,52 @@ def test_identifier(api: FakeAPI, item, expected):
 def test_identifier_follows_a_dot_path(api: FakeAPI):
     integ = integration(api, {**PAGINATORS["cursor"], "id": "key.id"})
     assert integ.identifier("k", {"key": {"id": 12}}) == "12"
+
+
+def test_ids_1_and_text_1_are_one_entity(api: FakeAPI):
+    """Stated in the README: the target's key is text, so an API that sends 1 on one page
+    and "1" on another updates one entity (the last one written wins)."""
+    from tasks.ingest import to_entities
+
+    integ = integration(api, PAGINATORS["cursor"])
+    entities, index_of, rejected = to_entities(
+        integ, "s", "k", 1, [{"id": 1, "v": "a"}, {"id": "1", "v": "b"}, {"id": 1.5}])
+    assert [(e["identifier"], e["data"]) for e in entities] == [
+        ("1", {"id": "1", "v": "b"}), ("1.5", {"id": 1.5})]
+    assert index_of == {"1": 1, "1.5": 2} and rejected == []
+
+
+def test_pages_answered_before_a_failed_request_are_still_handed_over(api: FakeAPI):
+    """A planned request that fails (or a slice that ends) stops new requests; the pages
+    already answered are yielded before the error, so none is fetched for nothing."""
+    api.set_items("k", 300)  # 10 pages of 30
+    api.fail("/link/k", 500, times=10, when={"page": "6"})
+    integ = integration(api, PAGINATORS["link"])
+    got: list = []
+
+    async def go():
+        client = integ.client()
+        pages = pager.pages(integ, "k", client, checkpoint=None, concurrency=4)
+        try:
+            async for page in pages:
+                got.append(page.seq)
+        finally:
+            await pages.aclose()
+            await client.aclose()
+
+    with pytest.raises(Exception, match="500"):
+        asyncio.run(go())
+    asked = {r[2] for r in api.requests("/link/k") if r[3] == 200}
+    assert len(got) == len(asked)  # every page answered was handed over
+    assert {1, 2, 3, 4, 5} <= set(got)
+
+
+def test_a_link_page_that_is_full_without_any_link_header_is_marked_truncated(api: FakeAPI):
+    api.set_items("k", 100)
+    integ = integration(api, {"path": "/linkq/k", "paginator": {"type": "link", "limit": 30}})
+    [page] = collect(integ)
+    assert len(page.items) == 30 and "came without a Link header" in page.truncated
+    asked_with_page = integration(api, {"path": "/linkq/k", "params": {"page": 1},
+                                        "paginator": {"type": "link", "limit": 30}})
+    pages = collect(asked_with_page)
+    assert len(in_order(pages)) == 100 and all(p.truncated is None for p in pages)

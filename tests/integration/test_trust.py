@@ -1,0 +1,555 @@
+"""Trust, against a hostile API, with real workers on real Redis: nothing live is deleted, no
+token leaves its origin or lands in logs and Redis, and every run ends, with a reason.
+
+Each test reproduces a case that once went wrong (issue 8). The source keeps the default
+deletion guard (20%) and max_rejected (1%); producer slices of 3 pages, so runs resume from
+their checkpoints all the time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from integrations.fakeapi import FakeAPI, make_items
+from tasks.redisserver import RedisServer
+from tasks.targets.sqlite import SqliteTarget
+from tests.workers import ROOT, Client, Workers
+
+pytestmark = pytest.mark.integration
+
+TOKEN = "tok-8d1e55-trust-never-log-me"
+KEY = "key-5c0ffee-in-the-query"
+
+KINDS = """
+[sources.{source}.kinds.nolink]     # an API that sends Link only when asked for a page
+path = "/linkq/nolink"
+paginator = {{ type = "link", limit = 500 }}
+
+[sources.{source}.kinds.paged]      # the same API, with the page parameter that it needs
+path = "/linkq/paged"
+params = {{ page = 1 }}
+paginator = {{ type = "link", limit = 500 }}
+
+[sources.{source}.kinds.under]      # offset paging whose total lies
+path = "/offset/under"
+items = "values"
+paginator = {{ type = "offset", offset_param = "startAt", limit_param = "maxResults", limit = 500, total_path = "total" }}
+
+[sources.{source}.kinds.away]
+path = "/link/away"
+paginator = {{ type = "link", limit = 50 }}
+
+[sources.{source}.kinds.keyed]
+path = "/link/keyed"
+params = {{ api_key = "${{SLUICE_TEST_KEY}}" }}
+paginator = {{ type = "link", limit = 50 }}
+
+[sources.{source}.kinds.lcyc]
+path = "/link/lcyc"
+paginator = {{ type = "link", limit = 50 }}
+
+[sources.{source}.kinds.wrongid]
+path = "/cursor/wrongid"
+items = "data"
+id = "key"
+paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 100 }}
+"""
+
+CURSOR_KINDS = ["late", "ccyc", "slow", "deep", "huge", "surr", "weird", "big", "stale"]
+
+
+def write_config(path: Path, *, api: FakeAPI, other: FakeAPI, db: Path) -> Path:
+    text = f"""
+[target]
+path = "{db}"
+
+[sources.api]
+integration = "rest"
+base_url = "{api.url}"
+headers = {{ Authorization = "Bearer ${{SLUICE_TEST_TOKEN}}" }}
+http = {{ retries = 1, backoff = 0.05, max_backoff = 0.1, deadline = 2 }}
+max_batch_items = 200
+
+[sources.open]
+integration = "rest"
+base_url = "{api.url}"
+headers = {{ Authorization = "Bearer ${{SLUICE_TEST_TOKEN}}" }}
+allow_origins = ["{other.url}"]
+""" + KINDS.format(source="api") + KINDS.format(source="open")
+    for kind in CURSOR_KINDS:
+        text += f"""
+[sources.api.kinds.{kind}]
+path = "/cursor/{kind}"
+items = "data"
+paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = {500 if kind == "big" else 100} }}
+"""
+    path.write_text(text)
+    return path
+
+
+class Trust:
+    def __init__(self, api: FakeAPI, other: FakeAPI, workers: Workers, client: Client,
+                 db: Path) -> None:
+        self.api, self.other, self.workers, self.client, self.db = api, other, workers, client, db
+
+    def ids(self, kind: str) -> set[str]:
+        with sqlite3.connect(self.db) as conn:
+            return {i for (i,) in conn.execute(
+                "SELECT identifier FROM entities WHERE kind = ?", (kind,))}
+
+    def seed(self, kind: str, count: int) -> None:
+        """Rows a clean run wrote earlier (stamped as run 0)."""
+        target = SqliteTarget(self.db)
+        target.upsert([{"identifier": f"{kind}-{i}", "kind": kind, "source": "api",
+                        "data": {"id": f"{kind}-{i}"}} for i in range(count)],
+                      run_id="seed", run_seq=0)
+        target.close()
+
+    def sluice(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "SLUICE_REDIS_URL": self.workers.redis_url,
+               "SLUICE_CONFIG": str(self.workers.config), "SLUICE_TEST_TOKEN": TOKEN,
+               "SLUICE_TEST_KEY": KEY}
+        return subprocess.run([sys.executable, "-m", "tasks.cli", *args], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def trust(tmp_path_factory, redis_server: RedisServer) -> Iterator[Trust]:
+    tmp = tmp_path_factory.mktemp("trust")
+    with FakeAPI() as api, FakeAPI() as other:
+        cfg = write_config(tmp / "sluice.toml", api=api, other=other, db=tmp / "db.sqlite")
+        url = redis_server.url.rsplit("/", 1)[0] + "/4"
+        workers = Workers(config=cfg, redis_url=url, log=tmp / "worker.log",
+                          env={"SLUICE_TEST_TOKEN": TOKEN, "SLUICE_TEST_KEY": KEY,
+                               "SLUICE_PRODUCER_SLICE_PAGES": "3"}).start()
+        client = Client(url)
+        try:
+            yield Trust(api, other, workers, client, tmp / "db.sqlite")
+        finally:
+            workers.stop()
+            client.close()
+
+
+def page_body(items: list[dict[str, Any]], next_cursor: str | None = None) -> str:
+    return json.dumps({"data": items, "next_cursor": next_cursor})
+
+
+# 1. Deletion is conservative -------------------------------------------------------------
+
+def test_a_full_page_without_link_ends_partial_and_deletes_nothing(trust: Trust):
+    """The API sends Link only with a page parameter: 1 page of 500 of 5,000 came back.
+    On main this deleted 4,500 rows and said succeeded."""
+    trust.seed("nolink", 5000)
+    trust.api.set_items("nolink", 5000)
+    run = trust.client.resync("api", "nolink")
+    assert run["state"] == "partial", run
+    assert run["items_written"] == 500 and run["deleted"] == 0
+    assert "came without a Link header" in run["deletion_refused"]
+    assert len(trust.ids("nolink")) == 5000
+    # Told to send the page parameter (as the README says), the same API pages through.
+    trust.api.set_items("paged", 1200)
+    run = trust.client.resync("api", "paged")
+    assert (run["state"], run["items_written"]) == ("succeeded", 1200), run
+
+
+def test_a_total_that_under_reports_by_half_deletes_nothing(trust: Trust):
+    trust.seed("under", 5000)
+    trust.api.set_items("under", 5000)
+    trust.api.state.totals["under"] = 2500
+    run = trust.client.resync("api", "under")
+    assert run["state"] == "partial" and run["deleted"] == 0, run
+    assert run["deletion_refused"] == ("refused to delete 2500 of 5000 entities (50.0%): "
+                                       "delete_threshold is 20%")
+    assert len(trust.ids("under")) == 5000
+
+
+def test_fewer_items_than_the_total_said_deletes_nothing(trust: Trust):
+    trust.seed("under", 5000)
+    trust.api.set_items("under", 4900)  # 100 gone, but the API still says 5000
+    trust.api.state.totals["under"] = 5000
+    run = trust.client.resync("api", "under")
+    assert run["state"] == "partial" and run["deleted"] == 0, run
+    assert "the API said there are 5000 items, but 4900 were read" in run["deletion_refused"]
+    assert len(trust.ids("under")) == 5000
+    del trust.api.state.totals["under"]
+    run = trust.client.resync("api", "under")  # the total tells the truth again: 2% go
+    assert (run["state"], run["deleted"]) == ("succeeded", 100), run
+
+
+def test_the_default_guard_refuses_the_boundary_and_the_cli_says_so(trust: Trust):
+    items = trust.api.set_items("stale", 1000)
+    assert trust.client.resync("api", "stale")["state"] == "succeeded"
+    del items[800:]  # exactly 20% gone: refused, not allowed
+    done = trust.sluice("run", "api", "--kind", "stale", "--wait", "--json")
+    assert done.returncode == 1, done.stderr
+    run = json.loads(done.stdout)
+    assert run["state"] == "partial" and run["deleted"] == 0
+    assert "refused to delete 200 of 1000 entities (20.0%)" in run["deletion_refused"]
+    assert len(trust.ids("stale")) == 1000
+    metrics = trust.client.progress.metrics()
+    assert metrics[("deletions_refused", "api", "stale")] >= 1
+    assert metrics[("runs", "api", "stale", "partial")] >= 1
+    items[:] = make_items("stale", 999)  # 1 of 1000 gone: well within the guard
+    run = trust.client.resync("api", "stale")
+    assert (run["state"], run["deleted"]) == ("succeeded", 1), run
+    assert len(trust.ids("stale")) == 999
+
+
+def test_a_late_write_of_a_stalled_run_never_leads_to_deleting_live_rows(trust: Trust):
+    """Run A is declared stalled while a batch of it is still to be written; run B writes
+    everything; A's late batch lands before B finalizes. On main, B then deleted the rows A
+    had re-stamped."""
+    progress, send = trust.client.progress, trust.client.app.send_task
+    items = trust.api.set_items("late", 1000)
+    run_a = progress.create_run("api", "late")
+    progress.finish(run_a, "stalled", reason="declared stalled by the test")
+    run_b = progress.create_run("api", "late")
+    pages = {seq: items[(seq - 1) * 100:seq * 100] for seq in range(1, 11)}
+    for seq, batch in pages.items():
+        progress.record_page(run_b["run_id"], "api", "late", [seq], len(batch), None)
+        send("sluice.ingest_batch", (run_b["run_id"], "api", "late", seq, batch),
+             {"run_seq": run_b["run_seq"]})
+    deadline = time.monotonic() + 30
+    while progress.get(run_b["run_id"])["batches_done"] < 10:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    late = items[:400]  # run A's retry, older data of 400 items
+    send("sluice.ingest_batch", (run_a["run_id"], "api", "late", 7, late),
+         {"run_seq": run_a["run_seq"]})
+    while progress.get(run_a["run_id"])["batches_done"] < 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert progress.producer_done(run_b["run_id"])
+    send("sluice.finalize", (run_b["run_id"],))
+    run = trust.client.wait(run_b["run_id"])
+    assert (run["state"], run["deleted"]) == ("succeeded", 0), run
+    assert len(trust.ids("late")) == 1000
+    with sqlite3.connect(trust.db) as conn:
+        stamps = {r for (r,) in conn.execute(
+            "SELECT DISTINCT run_id FROM entities WHERE kind = 'late'")}
+    assert stamps == {run_b["run_id"]}  # A's late write did not re-stamp B's rows
+
+
+# 2. Credentials stay with their origin ----------------------------------------------------
+
+def script_away(trust: Trust) -> list[dict[str, Any]]:
+    """Page 1 of /link/away links to page 2 on the other API (another origin)."""
+    items = make_items("away", 100)
+    trust.other.state.items["away"] = items
+    trust.other.state.auth_seen.clear()
+    trust.api.fail("/link/away", 200, body=json.dumps(items[:50]), headers={
+        "Link": f'<{trust.other.url}/link/away?page=2&per_page=50>; rel="next"'})
+    return items
+
+
+def test_a_next_link_to_another_origin_fails_the_run_and_sends_nothing_there(trust: Trust):
+    script_away(trust)
+    run = trust.client.resync("api", "away")
+    assert run["state"] == "failed", run
+    assert "ForeignOrigin" in run["reason"] and trust.other.url in run["reason"]
+    assert "allow_origins" in run["reason"]
+    assert trust.other.requests("/link/away") == []  # not a single request went there
+
+
+def test_an_allowed_origin_is_fetched_without_the_source_credentials(trust: Trust):
+    items = script_away(trust)
+    run = trust.client.resync("open", "away")
+    assert (run["state"], run["items_written"]) == ("succeeded", 100), run
+    assert len(trust.other.requests("/link/away")) == 1
+    assert trust.other.state.auth_seen == set()  # the token stayed home
+    assert f"Bearer {TOKEN}" in trust.api.state.auth_seen
+    assert {i["id"] for i in items} <= trust.ids("away")
+
+
+def everything_in(r: redis.Redis) -> bytes:
+    """Every value of every key of a Redis database, as one blob."""
+    blob = []
+    for key in r.scan_iter(count=1000):
+        kind = r.type(key)
+        if kind == b"string":
+            blob.append(r.get(key) or b"")
+        elif kind == b"hash":
+            blob += [k + b"=" + v for k, v in r.hgetall(key).items()]
+        elif kind == b"list":
+            blob += r.lrange(key, 0, -1)
+        elif kind == b"set":
+            blob += list(r.smembers(key))
+        elif kind == b"zset":
+            blob += r.zrange(key, 0, -1)
+        blob.append(key)
+    return b"\n".join(blob)
+
+
+def test_a_secret_query_parameter_stays_out_of_logs_redis_and_status(trust: Trust):
+    trust.api.set_items("keyed", 400)  # 8 pages: resumed from checkpoints (3 pages a slice)
+    trust.api.state.params_seen.clear()
+    run = trust.client.resync("api", "keyed")
+    assert (run["state"], run["items_written"]) == ("succeeded", 400), run
+    # Every request carried the real key, also those built from a redacted checkpoint.
+    keyed = [q for q in trust.api.state.params_seen if "per_page" in q]
+    assert len(keyed) == 8 and all(q.get("api_key") == KEY for q in keyed), keyed
+    log = trust.workers.log.read_text()
+    assert KEY not in log and TOKEN not in log
+    assert "api_key=%2A%2A%2A" in log or "api_key=***" in log  # the request lines, redacted
+    stored = everything_in(trust.client.redis)
+    assert KEY.encode() not in stored and TOKEN.encode() not in stored
+    assert b"api_key=***" in stored or b"api_key=%2A%2A%2A" in stored  # the checkpoints
+    status = trust.sluice("status", "--json", "--limit", "100")
+    assert status.returncode == 0 and KEY not in status.stdout
+
+
+# 3. Every run ends ------------------------------------------------------------------------
+
+def test_a_cursor_cycle_fails_the_run_naming_it(trust: Trust):
+    items = trust.api.set_items("ccyc", 300)
+    trust.api.fail("/cursor/ccyc", 200, times=50, when={"cursor": "200"},
+                   body=page_body(items[200:300], "100"))  # 100 -> 200 -> 100 -> ...
+    started = time.monotonic()
+    run = trust.client.resync("api", "ccyc")
+    assert run["state"] == "failed", run
+    assert "PagingCycle" in run["reason"] and "'100'" in run["reason"], run["reason"]
+    assert time.monotonic() - started < 20
+
+
+def test_a_link_cycle_fails_the_run_naming_it(trust: Trust):
+    trust.api.set_items("lcyc", 200)
+    base = f"{trust.api.url}/link/lcyc"
+    trust.api.fail("/link/lcyc", 200, times=50, when={"page": "2"}, body="[]", headers={
+        "Link": f'<{base}?page=1&per_page=50>; rel="next"'})
+    trust.api.fail("/link/lcyc", 200, times=1, body=json.dumps(make_items("lcyc", 50)),
+                   headers={"Link": f'<{base}?page=2&per_page=50>; rel="next"'})
+    run = trust.client.resync("api", "lcyc")
+    assert run["state"] == "failed", run
+    assert "PagingCycle" in run["reason"] and "page=2" in run["reason"], run["reason"]
+
+
+def test_an_api_that_trickles_its_answer_fails_within_the_deadline(trust: Trust):
+    trust.api.set_items("slow", 100)
+    trust.api.state.trickle["/cursor/slow"] = 0.5  # ~6,000 bytes at 2 a second
+    try:
+        started = time.monotonic()
+        run = trust.client.resync("api", "slow")
+        took = time.monotonic() - started
+    finally:
+        trust.api.state.trickle.clear()
+    assert run["state"] == "failed", run
+    assert "deadline of 2 s" in run["reason"] and "TransientHTTPError" in run["reason"]
+    assert took < 20, took  # two attempts of 2 s, not an hour
+
+
+@pytest.mark.parametrize("kind,body,expect", [
+    ("deep", '{"data": ' + "[" * 100_000 + "]" * 100_000 + "}", "RecursionError"),
+    ("huge", '{"data": [{"id": 1' + "0" * 5000 + "}]}", "ValueError"),
+])
+def test_a_page_python_cannot_read_fails_the_run_at_once(trust: Trust, kind: str, body: str,
+                                                          expect: str):
+    trust.api.set_items(kind, 10)
+    trust.api.fail(f"/cursor/{kind}", 200, body=body)
+    started = time.monotonic()
+    run = trust.client.resync("api", kind)
+    assert run["state"] == "failed", run
+    assert "MalformedPage" in run["reason"] and expect in run["reason"]
+    assert time.monotonic() - started < 10
+
+
+def test_an_exception_not_of_sluice_fails_the_run_with_its_type_and_place(trust: Trust):
+    """A cursor holding a lone surrogate: httpx raises UnicodeEncodeError building the URL."""
+    trust.api.set_items("weird", 10)
+    trust.api.fail("/cursor/weird", 200,
+                   body='{"data": [{"id": "w1"}], "next_cursor": "a\\ud800"}')
+    started = time.monotonic()
+    run = trust.client.resync("api", "weird")
+    assert run["state"] == "failed", run
+    assert re.search(r"producer: UnicodeEncodeError: .* \(at [\w.]+\.py:\d+ in [\w<>]+\)",
+                     run["reason"]), run["reason"]
+    assert time.monotonic() - started < 10
+
+
+def test_sigterm_to_the_whole_worker_group_hands_the_producer_slice_on(tmp_path: Path):
+    """systemd's default KillMode (and Ctrl-C on `sluice standalone`) signals every process
+    of the node. With the default visibility timeout (600 s), a lost slice would never come
+    back within this test: the run completes only if the slice was handed on."""
+    api = FakeAPI().start()
+    try:
+        items = api.set_items("item", 2000)
+        api.state.delays["/cursor/item"] = 0.1
+        cfg = tmp_path / "sluice.toml"
+        cfg.write_text(f"""
+[target]
+path = "{tmp_path / 'db.sqlite'}"
+[sources.api]
+integration = "rest"
+base_url = "{api.url}"
+max_in_flight = 4
+[sources.api.kinds.item]
+path = "/cursor/item"
+items = "data"
+paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 50 }}
+""")
+        with RedisServer() as server:
+            env = {"SLUICE_PRODUCER_SLICE_SECONDS": "30", "SLUICE_PRODUCER_SLICE_PAGES": "500"}
+            a = Workers(config=cfg, redis_url=server.url, log=tmp_path / "a.log", name="a",
+                        env=env).start()
+            b = Workers(config=cfg, redis_url=server.url, log=tmp_path / "b.log", name="b",
+                        env=env).start()
+            client = Client(server.url)
+            try:
+                run = client.start("api", "item")
+                deadline = time.monotonic() + 30
+                while client.progress.get(run["run_id"])["pages"] < 5:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.05)
+                assert a.process and b.process
+                # The producer runs on one of the nodes: signal that one's whole group.
+                victim = a if "sluice.resync" in a.log.read_text() else b
+                assert victim.process
+                os.killpg(victim.process.pid, signal.SIGTERM)
+                assert victim.process.wait(30) == 0
+                run = client.wait(run["run_id"], timeout=90)
+            finally:
+                a.stop()
+                b.stop()
+                client.close()
+        assert "the slice was handed on" in victim.log.read_text()
+        assert run["state"] == "succeeded", run
+        assert run["items_written"] == 2000
+        with sqlite3.connect(tmp_path / "db.sqlite") as conn:
+            assert conn.execute("SELECT COUNT(*) FROM entities").fetchone()[0] == len(items)
+    finally:
+        api.stop()
+
+
+# 4. Partial success is visible ------------------------------------------------------------
+
+def test_a_wrong_id_path_fails_the_run_and_the_rejected_items_are_listed(trust: Trust):
+    trust.api.set_items("wrongid", 300)
+    done = trust.sluice("run", "api", "--kind", "wrongid", "--wait", "--json")
+    assert done.returncode == 1, done.stderr
+    run = json.loads(done.stdout)
+    assert run["state"] == "failed" and run["items_rejected"] == 300, run
+    assert "300 of 300 items rejected (100.0%), more than max_rejected 1.0%" in run["reason"]
+    listed = trust.sluice("failed", "list", run["run_id"]).stdout.splitlines()
+    assert len(listed) == 300
+    assert (f"{run['run_id']} rejected page=1 item 0: no identifier: "
+            "{'id': 'wrongid-0', 'title': 'wrongid number 0', 'n': 0}") in listed
+    metrics = trust.client.progress.metrics()
+    assert metrics[("items_rejected", "api", "wrongid")] == 300
+
+
+# 5. One bad item is one rejected item ------------------------------------------------------
+
+def test_an_unencodable_id_rejects_that_item_and_the_rest_lands(trust: Trust):
+    items = make_items("surr", 200)
+    body = page_body(items).replace('"surr-7"', '"surr-\\ud800"')
+    trust.api.set_items("surr", 200)
+    trust.api.fail("/cursor/surr", 200, body=body)
+    run = trust.client.resync("api", "surr")
+    assert run["state"] == "succeeded", run  # 1 of 200 rejected: within max_rejected
+    assert (run["items_written"], run["items_rejected"]) == (199, 1)
+    [rejected] = trust.client.progress.rejected(run["run_id"])
+    assert (rejected["seq"], rejected["index"]) == (1, 7)
+    assert "lone surrogate" in rejected["reason"]
+    assert len(trust.ids("surr")) == 199
+
+
+def test_a_page_bigger_than_max_batch_items_is_split(trust: Trust):
+    items = trust.api.set_items("big", 1200)  # pages of 500; max_batch_items = 200
+    run = trust.client.resync("api", "big")
+    assert run["state"] == "succeeded", run
+    assert (run["pages"], run["batches_enqueued"], run["batches_done"]) == (3, 7, 7)
+    assert run["items_written"] == 1200 and trust.ids("big") == {i["id"] for i in items}
+
+
+# 6. One config, seen the same everywhere ---------------------------------------------------
+
+def test_a_worker_with_a_broken_config_does_not_start(tmp_path: Path, redis_server: RedisServer):
+    cfg = tmp_path / "sluice.toml"
+    cfg.write_text('[sources.api]\nintegration = "rest"\nbase_url = "http://x"\n'
+                   'headres = {}\n[sources.api.kinds.k]\npath = "/k"\n')
+    workers = Workers(config=cfg, redis_url=redis_server.url, log=tmp_path / "w.log")
+    with pytest.raises(RuntimeError, match="did not start"):
+        workers.start(timeout=30)
+    workers.stop()
+    assert workers.process and workers.process.returncode not in (None, 0)
+    assert f"{cfg}: invalid configuration" in (tmp_path / "w.log").read_text()
+    assert "sources.api.headres: unknown key" in (tmp_path / "w.log").read_text()
+
+
+def test_workers_take_an_edited_config_and_fail_a_run_of_another_one(trust: Trust):
+    cfg = trust.workers.config
+    original = cfg.read_text()
+    try:
+        cfg.write_text(original + '\n[sources.api.kinds.added]\npath = "/cursor/added"\n'
+                       'items = "data"\npaginator = { type = "cursor", cursor_path = '
+                       '"next_cursor" }\n')
+        trust.api.set_items("added", 30)
+        done = trust.sluice("run", "api", "--kind", "added", "--wait", "--json")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert json.loads(done.stdout)["items_written"] == 30
+    finally:
+        cfg.write_text(original)
+    # A run started from a sluice.toml the workers do not have fails, naming the worker.
+    run = trust.client.progress.create_run("api", "stale", config_digest="0123456789abcdef")
+    trust.client.app.send_task("sluice.resync", ("api", "stale"), {"run_id": run["run_id"]})
+    run = trust.client.wait(run["run_id"])
+    assert run["state"] == "failed", run
+    assert "has another" in run["reason"] and "(0123456789abcdef)" in run["reason"]
+
+
+def test_a_kind_the_worker_does_not_know_fails_the_run_and_frees_the_kind(trust: Trust):
+    for _ in range(2):  # the second run starts: the first released the lock
+        run = trust.client.start("api", "nosuchkind")
+        assert run["state"] == "running"
+        run = trust.client.wait(run["run_id"])
+        assert run["state"] == "failed", run
+        assert "has no kind 'nosuchkind'" in run["reason"]
+
+
+# 7. The CLI tells the truth ---------------------------------------------------------------
+
+def test_run_wait_without_a_worker_says_so_and_a_lost_record_reads_lost(
+        tmp_path: Path, trust: Trust):
+    with RedisServer() as server:
+        env = {**os.environ, "SLUICE_REDIS_URL": server.url,
+               "SLUICE_CONFIG": str(trust.workers.config), "SLUICE_TEST_TOKEN": TOKEN,
+               "SLUICE_TEST_KEY": KEY}
+        cli = subprocess.Popen([sys.executable, "-m", "tasks.cli", "run", "api", "--kind",
+                                "stale", "--wait"], env=env, cwd=ROOT, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert cli.stderr
+        started, said = time.monotonic(), ""
+        while "no worker consumes the queue" not in said:
+            said += cli.stderr.readline()
+            assert time.monotonic() - started < 15, said
+        assert "celery -A tasks worker" in said
+        redis.Redis.from_url(server.url).flushall()  # and then the run record is lost
+        out, _ = cli.communicate(timeout=30)
+    assert cli.returncode == 1
+    assert ": lost;" in out and "the run record is gone from Redis" in out
+
+
+def test_status_into_head_ends_quietly_and_entities_names_unknown_kinds(trust: Trust):
+    env = {**os.environ, "SLUICE_REDIS_URL": trust.workers.redis_url}
+    done = subprocess.run(f"{sys.executable} -m tasks.cli status --limit 100 | head -1",
+                          shell=True, env=env, cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.count("\n") == 1
+    assert done.stderr == ""
+    wrong = trust.sluice("entities", "api", "nosuchkind")
+    assert wrong.returncode == 2 and "has no kind 'nosuchkind'" in wrong.stderr
+    wrong = trust.sluice("entities", "nosource")
+    assert wrong.returncode == 2 and "no source 'nosource'" in wrong.stderr
+    wrong = trust.sluice("entities", "--db", str(trust.db), "nosource")
+    assert wrong.returncode == 2 and "holds no entities of nosource" in wrong.stderr

@@ -100,6 +100,8 @@ class PostgresTarget:
             refused = deletion_guard(stale, existing, threshold)
             if refused:
                 return Deletion(refused=refused)
+            if not stale:
+                return Deletion()
             cur = conn.execute(f"DELETE FROM {self.table} WHERE source = %s AND kind = %s"
                                " AND run_seq < %s", (source, kind, run_seq))
             return Deletion(deleted=cur.rowcount)

@@ -108,6 +108,8 @@ class SqliteTarget:
             refused = deletion_guard(stale, existing, threshold)
             if refused:
                 return Deletion(refused=refused)
+            if not stale:
+                return Deletion()
             cur = conn.execute("DELETE FROM entities WHERE source = ? AND kind = ? AND run_seq < ?",
                                (source, kind, run_seq))
             return Deletion(deleted=cur.rowcount)

@@ -49,7 +49,7 @@ paginator = { type = "page", limit = 40, total_path = "total" }
 
 # Kinds that tests give their own data and faults; all cursor-paged, 50 per page.
 CURSOR_KINDS = ["noid", "r429", "storm", "longstorm", "bad", "noitems", "stale", "slow",
-                "dup", "kill", "down", "deadl", "retryok"]
+                "dup", "kill", "down", "deadl", "retryok", "unstorable", "trickle"]
 
 
 def write_config(path: Path, *, api_url: str, target: str, max_in_flight: int = 32) -> Path:
@@ -144,8 +144,8 @@ def sqlite_pipeline(tmp_path_factory, shared_api, redis_server) -> Iterator[Pipe
 def http_pipeline(tmp_path_factory, shared_api, redis_server) -> Iterator[Pipeline]:
     tmp = tmp_path_factory.mktemp("http-pipeline")
     with running_pipeline(tmp, shared_api, redis_server, db_index=2, max_in_flight=4,
-                          target=f'type = "http"\nurl = "{shared_api.url}/sink/{{kind}}"'
-                          ) as pipeline:
+                          target=f'type = "http"\nurl = "{shared_api.url}/sink/{{kind}}"\n'
+                                 'deadline = 1') as pipeline:
         yield pipeline
 
 

@@ -114,3 +114,20 @@ def test_backpressure_bounds_batches_in_flight(http_pipeline: Pipeline, kind: st
         p.api.server.write_latency = 0.0
     assert run["state"] == "succeeded" and run["items_written"] == 1500
     assert max(seen) == 4  # reached the bound, never passed it
+
+
+def test_a_sink_that_trickles_its_answer_dead_letters_within_the_deadline(
+        http_pipeline: Pipeline):
+    p = http_pipeline
+    p.api.set_items("trickle", 50)
+    p.api.state.trickle["/sink/trickle"] = 0.5  # {"accepted": 50} at 2 bytes a second
+    try:
+        started = time.monotonic()
+        run = p.client.resync("api", "trickle")
+        took = time.monotonic() - started
+    finally:
+        p.api.state.trickle.clear()
+    assert run["state"] == "failed" and run["batches_failed"] == 1, run
+    [letter] = p.client.progress.dead_letters(run["run_id"]).values()
+    assert "TargetUnavailable" in letter["error"] and "deadline of 1 s" in letter["error"]
+    assert letter["attempts"] == 4 and took < 30, took

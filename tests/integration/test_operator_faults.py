@@ -203,3 +203,33 @@ def test_a_run_without_progress_is_marked_stalled(tmp_path: Path, api: FakeAPI):
     run = json.loads(done.stdout)
     assert run["state"] == "stalled" and "no progress for" in run["reason"]
     assert run["deleted"] == 0
+
+
+def test_run_wait_rides_out_a_redis_restart(tmp_path: Path, api: FakeAPI):
+    """`sluice run --wait` keeps watching through a Redis restart: it ends with the run's
+    outcome, never a traceback."""
+    api.set_items("item", 1500)
+    api.state.delays["/cursor/item"] = 0.1
+    server = persistent_redis()
+    try:
+        with Workers(config=config(tmp_path, api), redis_url=server.url,
+                     log=tmp_path / "worker.log", env=FAST_REDELIVERY):
+            env = {**os.environ, "SLUICE_REDIS_URL": server.url, "SLUICE_STALL_SECONDS": "20",
+                   "SLUICE_CONFIG": str(tmp_path / "sluice.toml")}
+            cli = subprocess.Popen([sys.executable, "-m", "tasks.cli", "run", "api", "--wait",
+                                    "--json"], env=env, cwd=ROOT, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            client = Client(server.url)
+            deadline = time.monotonic() + 30
+            while not any(r["batches_done"] >= 3 for r in client.progress.recent()):
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            client.close()
+            restart(server, keep_data=True)
+            out, err = cli.communicate(timeout=120)
+    finally:
+        server.stop()
+    assert "Traceback" not in err, err
+    run = json.loads(out)
+    # As in the restart test above: resumed, or stalled when the restart swallowed a message.
+    assert (cli.returncode, run["state"]) in ((0, "succeeded"), (1, "stalled")), (out, err)

@@ -97,3 +97,60 @@ def test_sluice_metrics_serves_prometheus_text(sqlite_pipeline: Pipeline):
     assert written and float(written[0].split()[-1]) >= run["items_written"] == 120
     assert 'sluice_runs_total{kind="pgt",source="api",state="succeeded"}' in text
     assert 'sluice_run_duration_seconds_count{kind="pgt",source="api"}' in text
+
+
+def test_values_postgres_cannot_store_reject_their_item_and_the_rest_lands(
+        postgres_pipeline: Pipeline):
+    p = postgres_pipeline
+    items = p.api.set_items("unstorable", 300)
+    items[10]["title"] = "a\x00b"  # NUL: PostgreSQL text and jsonb refuse it
+    items[60]["title"] = "x\ud800y"  # a lone surrogate: not UTF-8
+    run = p.client.resync("api", "unstorable")
+    assert run["state"] == "succeeded", run  # 2 of 300: within max_rejected (1%)
+    assert (run["items_written"], run["items_rejected"], run["batches_failed"]) == (298, 2, 0)
+    assert set(p.rows("unstorable")) == {i["id"] for i in items} - {"unstorable-10",
+                                                                     "unstorable-60"}
+    reasons = {(r["seq"], r["index"]): r["reason"]
+               for r in p.client.progress.rejected(run["run_id"])}
+    assert set(reasons) == {(1, 10), (2, 10)}
+    assert "NUL" in reasons[(1, 10)] and "lone surrogate" in reasons[(2, 10)]
+    run = p.client.resync("api", "unstorable")  # the next run again: same outcome, no loop
+    assert (run["state"], run["items_rejected"]) == ("succeeded", 2)
+
+
+def test_a_finalize_that_cannot_delete_fails_the_run_and_frees_the_kind(
+        tmp_path, shared_api, redis_server):
+    """A role that may write but not DELETE: the run that would delete stale rows fails with
+    the reason, instead of staying 'finalizing' with its lock held."""
+    import psycopg
+
+    from tests.integration.conftest import running_pipeline
+    from tests.unit.test_targets import postgres_dsn
+
+    dsn, role, table = postgres_dsn(), f"sluice_nodelete_{os.getpid()}", f"nodel_{os.getpid()}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+        conn.execute(f"DROP ROLE IF EXISTS {role}")
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        conn.execute(f"CREATE TABLE {table} (source text NOT NULL, kind text NOT NULL,"
+                     " identifier text NOT NULL, data jsonb NOT NULL, run_id text NOT NULL,"
+                     " run_seq bigint NOT NULL DEFAULT 0, updated_at timestamptz NOT NULL"
+                     " DEFAULT now(), PRIMARY KEY (source, kind, identifier))")
+        conn.execute(f"GRANT SELECT, INSERT, UPDATE ON {table} TO {role}")
+    role_dsn = psycopg.conninfo.make_conninfo(dsn, user=role)
+    try:
+        with running_pipeline(tmp_path, shared_api, redis_server, db_index=5, pg=(dsn, table),
+                              target=f'type = "postgres"\ndsn = "{role_dsn}"\n'
+                                     f'table = "{table}"') as p:
+            items = p.api.set_items("stale", 100)
+            assert p.client.resync("api", "stale")["state"] == "succeeded"  # nothing stale
+            del items[90:]
+            run = p.client.resync("api", "stale")
+            assert run["state"] == "failed", run
+            assert "finalize: TargetRejected: postgres: permission denied" in run["reason"]
+            assert len(p.rows("stale")) == 100
+            assert p.client.start("api", "stale")["state"] == "running"  # the lock is free
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+            conn.execute(f"DROP ROLE IF EXISTS {role}")

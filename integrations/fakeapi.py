@@ -8,6 +8,7 @@ same items of a kind:
     GET /linkq/{kind}?page=&per_page=        the same, but Link only when ``page`` was sent
     GET /offset/{kind}?startAt=&maxResults=  {"values": [...], "startAt", "maxResults", "total"}
     GET /page/{kind}?page=&per_page=         {"items": [...], "total": N}
+                                             (offset and page: also X-Total-Count: N)
     POST /sink/{kind}  {"entities": [...]}   the HTTP target's endpoint; GET /sink/{kind} lists
 
 Faults are scripted (``FakeAPI.fail``): answer a matching request with a given status, headers
@@ -95,6 +96,10 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        # Logged before the answer goes out: a client that sends its next requests as soon as
+        # it has this answer finds this one in the log first.
+        with self.server.lock:
+            self.server.state.log.append((time.time(), self.command, self.path, status))
         pause = next((v for k, v in self.server.state.trickle.items()
                       if urlsplit(self.path).path.startswith(k)), 0.0)
         if pause:
@@ -104,8 +109,6 @@ class Handler(BaseHTTPRequestHandler):
                 time.sleep(pause)
         else:
             self.wfile.write(body)
-        with self.server.lock:
-            self.server.state.log.append((time.time(), self.command, self.path, status))
 
     extra_headers: dict[str, str] = {}
 
@@ -195,10 +198,12 @@ class Handler(BaseHTTPRequestHandler):
         if style == "offset":
             start, per = int(query.get("startAt", 0)), int(query.get("maxResults", 50))
             return self._json({"values": items[start:start + per], "startAt": start,
-                               "maxResults": per, "total": total})
+                               "maxResults": per, "total": total},
+                              {"X-Total-Count": str(total)})
         if style == "page":
             page, per = int(query.get("page", 1)), int(query.get("per_page", 30))
-            return self._json({"items": items[(page - 1) * per:page * per], "total": total})
+            return self._json({"items": items[(page - 1) * per:page * per], "total": total},
+                              {"X-Total-Count": str(total)})
         return self._send(404, b'{"error": "no such style"}')
 
     def do_DELETE(self) -> None:  # noqa: N802

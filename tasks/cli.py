@@ -92,8 +92,8 @@ def bar(run: dict[str, Any], width: int = 24) -> str:
 def line(run: dict[str, Any]) -> str:
     keep = ("run_id", "source", "kind", "state", "reason", "pages", "items_fetched",
             "items_written", "items_rejected", "batches_enqueued", "batches_done",
-            "batches_failed", "deleted", "deletion_refused", "deletion_skipped", "started_at",
-            "ended_at")
+            "batches_failed", "in_flight", "producer_done", "deleted", "deletion_refused",
+            "deletion_skipped", "started_at", "updated_at", "ended_at")
     return json.dumps({k: run[k] for k in keep if k in run})
 
 
@@ -284,35 +284,44 @@ def cmd_standalone(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sluice", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="sluice.toml (default: $SLUICE_CONFIG, else ./sluice.toml)")
+    config_help = "sluice.toml (default: $SLUICE_CONFIG, else ./sluice.toml)"
+    p.add_argument("--config", help=config_help)
+    # Also after the subcommand (`sluice check --config x.toml`); SUPPRESS keeps a value given
+    # before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("check", help="validate the configuration").set_defaults(func=cmd_check)
-    run = sub.add_parser("run", help="enqueue resyncs of a source's kinds")
+
+    def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kwargs)
+
+    command("check", help="validate the configuration").set_defaults(func=cmd_check)
+    run = command("run", help="enqueue resyncs of a source's kinds")
     run.add_argument("source")
     run.add_argument("--kind", action="append", help="a kind to resync (repeatable; default all)")
     run.add_argument("--wait", action="store_true", help="show progress; exit 0 only if all succeed")
     run.add_argument("--json", action="store_true", help="print one final JSON line per run")
     run.set_defaults(func=cmd_run)
-    status = sub.add_parser("status", help="show runs")
+    status = command("status", help="show runs")
     status.add_argument("run_id", nargs="?")
     status.add_argument("--json", action="store_true")
     status.add_argument("--limit", type=int, default=20)
     status.set_defaults(func=cmd_status)
-    failed = sub.add_parser("failed", help="dead-lettered batches")
+    failed = command("failed", help="dead-lettered batches")
     failed.add_argument("action", choices=["list", "retry"])
     failed.add_argument("run_id", nargs="?")
     failed.set_defaults(func=cmd_failed)
-    ents = sub.add_parser("entities", help="what the target holds (SQLite, PostgreSQL)")
+    ents = command("entities", help="what the target holds (SQLite, PostgreSQL)")
     ents.add_argument("source", nargs="?", help="without it: a count per source and kind")
     ents.add_argument("kind", nargs="?")
     ents.add_argument("--limit", type=int, default=20)
     ents.add_argument("--db", help="a SQLite file to read instead of the config's target")
     ents.set_defaults(func=cmd_entities)
-    metrics = sub.add_parser("metrics", help="serve Prometheus metrics of runs")
+    metrics = command("metrics", help="serve Prometheus metrics of runs")
     metrics.add_argument("--host", default="127.0.0.1")
     metrics.add_argument("--port", type=int, default=9808)
     metrics.set_defaults(func=cmd_metrics)
-    alone = sub.add_parser("standalone", help="Redis, workers, beat, Flower and (without "
+    alone = command("standalone", help="Redis, workers, beat, Flower and (without "
                            "--config) a demo API on this machine; resync everything")
     alone.add_argument("--once", action="store_true",
                        help="exit after the first resync of every source, with its outcome")

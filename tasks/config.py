@@ -9,6 +9,7 @@ and the key path.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import re
 import tomllib
@@ -145,6 +146,10 @@ def parse_config(raw: dict[str, Any], path: Path, *, digest: str = "") -> Sluice
         target = _TARGET.validate_python(target_raw)
     except ValidationError as exc:
         problems += _describe(exc, ("target",), target_raw)
+    if isinstance(target, PostgresTarget) and importlib.util.find_spec("psycopg") is None:
+        problems.append("target.type: the postgres target needs psycopg, which is not "
+                        "installed: pip install 'psycopg[binary]' (in a source checkout of "
+                        "Sluice: pip install -e '.[postgres]')")
     if isinstance(target, SqliteTarget) and not Path(target.path).is_absolute():
         target = target.model_copy(update={"path": str(path.parent.resolve() / target.path)})
 

@@ -73,7 +73,7 @@ class Paginator(Protocol):
         (then the run deletes nothing), or None."""
         ...
 
-    def total(self, body: Any) -> int | None:
+    def total(self, response: httpx.Response, body: Any) -> int | None:
         """How many items the API says there are, when it says so."""
         ...
 
@@ -88,7 +88,8 @@ def fetched(paginator: Paginator, state: State, response: httpx.Response, body: 
     return Fetched(items=items if kept is None else kept, next=nxt, plan=plan,
                    truncated=paginator.truncated(state, response, body, items) if nxt is None
                    else None,
-                   total=paginator.total(body) if first else None, size=len(response.content))
+                   total=paginator.total(response, body) if first else None,
+                   size=len(response.content))
 
 
 class _Base:
@@ -105,7 +106,7 @@ class _Base:
                   ) -> str | None:
         return None
 
-    def total(self, body: Any) -> int | None:
+    def total(self, response: httpx.Response, body: Any) -> int | None:
         return None
 
     def __init__(
@@ -199,10 +200,12 @@ class LinkPaginator(_Base):
 class OffsetPaginator(_Base):
     """``offset_param`` grows by the items received; ends at ``total_path`` or an empty page."""
 
-    def __init__(self, *, offset_param: str, total_path: str | None, **kw: Any) -> None:
+    def __init__(self, *, offset_param: str, total_path: str | None,
+                 total_header: str | None = None, **kw: Any) -> None:
         super().__init__(**kw)
         self.offset_param = offset_param
         self.total_path = total_path
+        self.total_header = total_header
 
     def first(self) -> State:
         return {"offset": 0}
@@ -214,14 +217,14 @@ class OffsetPaginator(_Base):
         if not items:
             return None
         offset = state["offset"] + len(items)
-        total = _total(body, self.total_path, self.path)
+        total = self.total(response, body)
         if total is not None and offset >= total:
             return None
         return {"offset": offset}
 
     def plan(self, state: State, response: httpx.Response, body: Any, items: list[Any]
              ) -> State | None:
-        total = _total(body, self.total_path, self.path)
+        total = self.total(response, body)
         if total is None or not items:
             return None
         # Step by the page size the API really served (it may cap the limit asked for).
@@ -231,22 +234,24 @@ class OffsetPaginator(_Base):
     def planned(self, plan: State, index: int) -> State:
         return {"offset": plan["start"] + index * plan["step"]}
 
-    def total(self, body: Any) -> int | None:
-        return _total(body, self.total_path, self.path)
+    def total(self, response: httpx.Response, body: Any) -> int | None:
+        return _total(response, body, self)
 
     def truncated(self, state: State, response: httpx.Response, body: Any, items: list[Any]
                   ) -> str | None:
-        return _short(self.path, state["offset"] + len(items), self.total(body))
+        return _short(self.path, state["offset"] + len(items), self.total(response, body))
 
 
 class PagePaginator(_Base):
     """``page_param`` counts from ``first_page``; ends on an empty page or past ``total_path``."""
 
-    def __init__(self, *, page_param: str, first_page: int, total_path: str | None, **kw: Any) -> None:
+    def __init__(self, *, page_param: str, first_page: int, total_path: str | None,
+                 total_header: str | None = None, **kw: Any) -> None:
         super().__init__(**kw)
         self.page_param = page_param
         self.first_page = first_page
         self.total_path = total_path
+        self.total_header = total_header
 
     def first(self) -> State:
         return {"page": self.first_page, "seen": 0}
@@ -258,14 +263,14 @@ class PagePaginator(_Base):
         if not items:
             return None
         seen = state["seen"] + len(items)
-        total = _total(body, self.total_path, self.path)
+        total = self.total(response, body)
         if total is not None and seen >= total:
             return None
         return {"page": state["page"] + 1, "seen": seen}
 
     def plan(self, state: State, response: httpx.Response, body: Any, items: list[Any]
              ) -> State | None:
-        total = _total(body, self.total_path, self.path)
+        total = self.total(response, body)
         if total is None or not items:
             return None
         pages = -(-total // len(items))
@@ -274,12 +279,12 @@ class PagePaginator(_Base):
     def planned(self, plan: State, index: int) -> State:
         return {"page": plan["page"] + index, "seen": 0}
 
-    def total(self, body: Any) -> int | None:
-        return _total(body, self.total_path, self.path)
+    def total(self, response: httpx.Response, body: Any) -> int | None:
+        return _total(response, body, self)
 
     def truncated(self, state: State, response: httpx.Response, body: Any, items: list[Any]
                   ) -> str | None:
-        return _short(self.path, state["seen"] + len(items), self.total(body))
+        return _short(self.path, state["seen"] + len(items), self.total(response, body))
 
 
 class SinglePage(_Base):
@@ -302,10 +307,21 @@ def _short(where: str, seen: int, total: int | None) -> str | None:
     return None
 
 
-def _total(body: Any, total_path: str | None, where: str) -> int | None:
-    if not total_path:
+def _total(response: httpx.Response, body: Any, paginator: OffsetPaginator | PagePaginator
+           ) -> int | None:
+    """The total at ``total_header`` (``X-Total-Count``, as json-server and many APIs send
+    it) or at ``total_path`` in the body; None when neither is configured."""
+    where = paginator.path
+    if paginator.total_header:
+        raw = response.headers.get(paginator.total_header)
+        if raw is None or not raw.strip().isdigit():
+            raise MalformedPage(f"{where}: the {paginator.total_header} header is not an integer"
+                                f" (got {raw!r})")
+        return int(raw)
+    if not paginator.total_path:
         return None
-    total = dig(body, total_path)
+    total = dig(body, paginator.total_path)
     if not isinstance(total, int) or isinstance(total, bool):
-        raise MalformedPage(f"{where}: {total_path!r} is not an integer in the body (got {total!r})")
+        raise MalformedPage(f"{where}: {paginator.total_path!r} is not an integer in the body "
+                            f"(got {total!r})")
     return total

@@ -38,12 +38,13 @@ def paginator_for(kind: KindSettings) -> Paginator:
         return LinkPaginator(limit_param=p.limit_param, limit=p.limit, **common)
     if p.type == "offset":
         return OffsetPaginator(
-            offset_param=p.offset_param, total_path=p.total_path,
+            offset_param=p.offset_param, total_path=p.total_path, total_header=p.total_header,
             limit_param=p.limit_param, limit=p.limit, **common,
         )
     if p.type == "page":
         return PagePaginator(
             page_param=p.page_param, first_page=p.first_page, total_path=p.total_path,
+            total_header=p.total_header,
             limit_param=p.limit_param, limit=p.limit, **common,
         )
     return SinglePage(limit_param=None, limit=1, **common)

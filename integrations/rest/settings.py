@@ -30,7 +30,8 @@ class OffsetPagination(StrictModel):
     offset_param: str = "offset"
     limit_param: str | None = "limit"
     limit: int = Field(100, ge=1)
-    total_path: str | None = None
+    total_path: str | None = Field(None, description="dot path to the total in the body")
+    total_header: str | None = Field(None, description="a header holding the total: X-Total-Count")
 
 
 class PagePagination(StrictModel):
@@ -39,7 +40,8 @@ class PagePagination(StrictModel):
     first_page: int = 1
     limit_param: str | None = "per_page"
     limit: int = Field(100, ge=1)
-    total_path: str | None = None
+    total_path: str | None = Field(None, description="dot path to the total in the body")
+    total_header: str | None = Field(None, description="a header holding the total: X-Total-Count")
 
 
 class SinglePagination(StrictModel):

@@ -23,7 +23,8 @@ class PostgresTarget:
 
     def __init__(self, dsn: str, *, table: str = "sluice_entities") -> None:
         if psycopg is None:
-            raise TargetRejected("the postgres target needs psycopg: pip install 'sluice[postgres]'")
+            raise TargetRejected("the postgres target needs psycopg: pip install 'psycopg[binary]'"
+                                 " (in a source checkout: pip install -e '.[postgres]')")
         self.dsn = dsn
         self.table = table  # validated as an identifier by the config model
         self._conn: Any = None

@@ -14,6 +14,7 @@ from tests.integration.conftest import Pipeline
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.postgres
 def test_resync_into_postgres_upserts_and_deletes_stale(postgres_pipeline: Pipeline):
     p = postgres_pipeline
     items = p.api.set_items("cur", 230)
@@ -99,6 +100,7 @@ def test_sluice_metrics_serves_prometheus_text(sqlite_pipeline: Pipeline):
     assert 'sluice_run_duration_seconds_count{kind="pgt",source="api"}' in text
 
 
+@pytest.mark.postgres
 def test_values_postgres_cannot_store_reject_their_item_and_the_rest_lands(
         postgres_pipeline: Pipeline):
     p = postgres_pipeline
@@ -118,6 +120,7 @@ def test_values_postgres_cannot_store_reject_their_item_and_the_rest_lands(
     assert (run["state"], run["items_rejected"]) == ("succeeded", 2)
 
 
+@pytest.mark.postgres
 def test_a_finalize_that_cannot_delete_fails_the_run_and_frees_the_kind(
         tmp_path, shared_api, redis_server):
     """A role that may write but not DELETE: the run that would delete stale rows fails with

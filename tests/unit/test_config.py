@@ -90,3 +90,36 @@ def test_unknown_source_names_the_known_ones(tmp_path, monkeypatch):
     config = load_config(write(tmp_path, ISSUE_EXAMPLE))
     with pytest.raises(ConfigError, match="no source 'jira' \\(sources: tracker\\)"):
         config.source("jira")
+
+
+def test_a_postgres_target_without_psycopg_is_a_config_error(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "psycopg" else real(name, *a))
+    text = ISSUE_EXAMPLE.replace('type = "http"\nurl = "http://127.0.0.1:8900/sink/{kind}"',
+                                 'type = "postgres"\ndsn = "postgresql://db/x"')
+    monkeypatch.setenv("TRACKER_TOKEN", "t")
+    with pytest.raises(ConfigError, match=r"target.type: the postgres target needs psycopg.*"
+                                          r"pip install -e '\.\[postgres\]'"):
+        load_config(write(tmp_path, text))
+
+
+def test_every_env_value_is_a_secret_and_the_digest_follows_the_text(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRACKER_TOKEN", "s3cret-token")
+    first = load_config(write(tmp_path, ISSUE_EXAMPLE))
+    assert first.secrets == {"s3cret-token"}
+    assert first.redactor.text("Bearer s3cret-token") == "Bearer ***"
+    again = load_config(write(tmp_path, ISSUE_EXAMPLE + "\n# a comment\n"))
+    assert len(first.digest) == 16 and again.digest != first.digest
+
+
+def test_config_is_accepted_after_the_subcommand(tmp_path, monkeypatch, capsys):
+    from tasks.cli import main
+
+    monkeypatch.setenv("TRACKER_TOKEN", "t")
+    path = write(tmp_path, ISSUE_EXAMPLE)
+    assert main(["check", "--config", str(path)]) == 0
+    assert main(["--config", str(path), "check"]) == 0
+    assert capsys.readouterr().out.count(f"{path}: ok") == 2

@@ -27,6 +27,9 @@ PAGINATORS: dict[str, dict[str, Any]] = {
     "page": {"path": "/page/k", "items": "items", "paginator": {"type": "page", "limit": 30}},
     "page-total": {"path": "/page/k", "items": "items",
                    "paginator": {"type": "page", "limit": 30, "total_path": "total"}},
+    "page-total-header": {"path": "/page/k", "items": "items",
+                          "paginator": {"type": "page", "limit": 30,
+                                        "total_header": "X-Total-Count"}},
 }
 
 
@@ -79,7 +82,7 @@ def test_a_run_resumes_from_the_saved_checkpoint(api: FakeAPI, name: str):
 
 @pytest.mark.parametrize("name,planned", [("cursor", False), ("link", True), ("offset", True),
                                           ("offset-no-total", False), ("page", False),
-                                          ("page-total", True)])
+                                          ("page-total", True), ("page-total-header", True)])
 def test_pages_known_up_front_are_fetched_concurrently(api: FakeAPI, name: str, planned: bool):
     api.set_items("k", 300)  # 10 pages
     api.server.latency = 0.1

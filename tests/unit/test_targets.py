@@ -25,7 +25,7 @@ def postgres_dsn() -> str:
     return dsn
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def target(request, tmp_path) -> Iterator:
     if request.param == "sqlite":
         t = SqliteTarget(tmp_path / "t.db")
@@ -117,6 +117,7 @@ def test_values_postgres_cannot_store_are_named_per_entity():
     assert "surrogate" in sqlite.unstorable({**ok, "identifier": "x\udc00"})
 
 
+@pytest.mark.postgres
 def test_postgres_down_is_a_retryable_error():
     postgres_dsn()
     from tasks.targets.postgres import PostgresTarget

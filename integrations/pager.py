@@ -64,11 +64,14 @@ async def pages(
     integration: Integration, kind: str, client: httpx.AsyncClient, *,
     checkpoint: State | None, partition: Any = None, base: int = 0, concurrency: int = 1,
     published: Container[int] = (), admit: Callable[[], Awaitable[None]] | None = None,
+    split: Callable[[State], Awaitable[State]] | None = None,
 ) -> AsyncIterator[Page]:
     """Yield the pages of ``kind`` (or of one partition) from ``checkpoint`` (None: start).
 
     ``published`` holds sequence numbers already published (skipped when planned pages are
-    resumed); ``admit`` is awaited before every request (backpressure).
+    resumed); ``admit`` is awaited before every request (backpressure); ``split`` is awaited
+    with the plan the first page revealed and returns the part of it this caller fetches
+    (the caller hands the other parts to other producers).
     """
     async def fetch(state: State | None) -> Fetched:
         if admit is not None:
@@ -80,6 +83,8 @@ async def pages(
         if first.plan is not None and first.plan.get("count", 0) > 0:
             checkpoint = {"plan": first.plan, "first": base + 2, "lo": 0,
                           "hi": first.plan["count"]}
+            if split is not None:  # before any planned request: none is made twice
+                checkpoint = await split(checkpoint)
         elif first.next is not None:
             checkpoint = {"next": first.next, "seq": base + 2}
         else:

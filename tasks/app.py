@@ -23,6 +23,8 @@ from celery.signals import (
     worker_init,
     worker_process_init,
     worker_process_shutdown,
+    worker_ready,
+    worker_shutting_down,
 )
 
 from tasks import broker, logs, runtime
@@ -64,6 +66,9 @@ app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
+    # The defaults of a plain `celery -A tasks worker` (tasks/settings.py says why).
+    worker_pool=_settings.worker_pool,
+    worker_concurrency=_settings.worker_concurrency,
     task_ignore_result=True,
     task_default_queue=QUEUE,
     broker_transport_options={
@@ -111,6 +116,23 @@ def _redact_logs(**_: Any) -> None:
 @worker_process_init.connect
 def _init_process(**_: Any) -> None:
     runtime.current().warm()
+
+
+@worker_ready.connect
+def _init_threads(sender: Any = None, **_: Any) -> None:
+    """The threads (and solo) pool runs tasks in this process: warm its runtime now, not in
+    the first task. A prefork parent does not (its children do, after the fork)."""
+    from celery.concurrency.prefork import TaskPool
+
+    if sender is not None and not isinstance(getattr(sender, "pool", None), TaskPool):
+        runtime.current().warm()
+
+
+@worker_shutting_down.connect
+def _stop_producing(**_: Any) -> None:
+    """Warm shutdown: a producer slice running in this process (the threads pool) stops after
+    the page in hand and hands on, rather than holding the shutdown for its whole slice."""
+    runtime.STOPPING.set()
 
 
 @worker_process_shutdown.connect

@@ -325,7 +325,8 @@ def parser() -> argparse.ArgumentParser:
                            "--config) a demo API on this machine; resync everything")
     alone.add_argument("--once", action="store_true",
                        help="exit after the first resync of every source, with its outcome")
-    alone.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    alone.add_argument("--workers", type=int, default=None,
+                       help="tasks at once (default: the worker's, 8 threads)")
     alone.add_argument("--flower-port", type=int, default=5555)
     alone.add_argument("--logs", help="directory for the children's logs (default: a temp dir)")
     alone.set_defaults(func=cmd_standalone)

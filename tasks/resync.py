@@ -124,11 +124,25 @@ def produce(rt: runtime.Runtime, run: dict[str, Any], partition: int) -> bool:
                 raise SliceOver
             await asyncio.sleep(POLL_SECONDS)
 
+    async def split(checkpoint: pager.State) -> pager.State:
+        """The total is known: hand page ranges to producer tasks on other workers; this one
+        fetches the first range."""
+        parts = pager.split(checkpoint, src.partitions)
+
+        def hand_out() -> None:
+            progress.split(run_id, [{"checkpoint": c} for c in parts])
+            for i in range(1, len(parts)):
+                continue_later(source, kind, run_id, i)
+
+        await asyncio.to_thread(hand_out)
+        return parts[0]
+
     pages = pager.pages(
         integration, kind, client, checkpoint=checkpoint if started else None,
         partition=progress.key(run_id, partition), base=partition * pager.PARTITION_SPAN,
         concurrency=src.max_concurrency,
-        published=progress.published(run_id) if started else (), admit=admit)
+        published=progress.published(run_id) if started else (), admit=admit,
+        split=split if may_split and src.partitions > 1 else None)
 
     async def next_page() -> pager.Page | None:
         return await anext(pages, None)
@@ -159,14 +173,6 @@ def produce(rt: runtime.Runtime, run: dict[str, Any], partition: int) -> bool:
             handed += 1
             if runtime.STOPPING.is_set():
                 return False  # shutting down: a fresh task goes on from this page
-            if (may_split and src.partitions > 1 and page.checkpoint is not None
-                    and "plan" in page.checkpoint):
-                # The total is known: hand page ranges to producer tasks on other workers.
-                parts = pager.split(page.checkpoint, src.partitions)
-                progress.split(run_id, [{"checkpoint": c} for c in parts])
-                for i in range(1, len(parts)):
-                    continue_later(source, kind, run_id, i)
-                return False  # this task's own range continues in a fresh task
     except SliceOver:
         return False
     finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,6 +21,11 @@ class Settings(BaseSettings):
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     config: Path = Path("sluice.toml")
+    # What `celery -A tasks worker` runs without -P/-c: the threads pool, 8 tasks at once in
+    # one process (writes mostly wait on the target; see the README's worker section for when
+    # prefork is better). Celery takes `-P prefork` for "not given", so choose prefork here.
+    worker_pool: Literal["threads", "prefork", "solo"] = "threads"
+    worker_concurrency: int = Field(8, ge=1)
     # Redis broker: an unacked message is handed out again after this long. It must stay above
     # the longest task; producer slices and batches are kept far below it.
     visibility_timeout: int = Field(600, ge=10)

@@ -73,7 +73,7 @@ def _wait_for_workers(children: Children, *, timeout: float = 60) -> None:
             raise RuntimeError(f"the workers did not start; see {children.logs / 'worker.log'}")
 
 
-def standalone(*, config: str | None, once: bool, workers: int, flower_port: int,
+def standalone(*, config: str | None, once: bool, workers: int | None, flower_port: int,
                logs: str | None, out: Any = sys.stdout) -> int:
     from tasks.redisserver import RedisServer
 
@@ -106,7 +106,8 @@ def standalone(*, config: str | None, once: bool, workers: int, flower_port: int
         children = Children(log_dir)
         stack.callback(children.stop)
         celery = [sys.executable, "-m", "celery", "-A", "tasks"]
-        children.start("worker", [*celery, "worker", "-c", str(workers), "--loglevel", "INFO",
+        concurrency = ["-c", str(workers)] if workers else []  # else the worker defaults
+        children.start("worker", [*celery, "worker", *concurrency, "--loglevel", "INFO",
                                   "-n", "standalone@%h"])
         if not once:
             children.start("beat", [*celery, "beat", "--loglevel", "INFO"])

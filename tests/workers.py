@@ -59,8 +59,11 @@ class Workers:
         self.log = log
         self.concurrency = concurrency
         self.name = name
+        # SLUICE_WORKER_POOL too: Celery reads `-P prefork` as "no pool given" and takes the
+        # app's default (threads) instead.
         self.env = {**os.environ, **FAST_SETTINGS, **(env or {}),
-                    "SLUICE_CONFIG": str(config), "SLUICE_REDIS_URL": redis_url}
+                    "SLUICE_CONFIG": str(config), "SLUICE_REDIS_URL": redis_url,
+                    "SLUICE_WORKER_POOL": pool}
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, *, timeout: float = 30) -> Workers:

@@ -24,10 +24,11 @@ from celery.signals import (
     worker_process_init,
     worker_process_shutdown,
     worker_ready,
+    worker_shutdown,
     worker_shutting_down,
 )
 
-from tasks import broker, logs, runtime
+from tasks import broker, liveness, logs, runtime
 from tasks.settings import get_settings
 
 QUEUE = "sluice"
@@ -105,6 +106,20 @@ def _check_config(**_: Any) -> None:
     except ConfigError as exc:
         raise SystemExit(f"sluice: {exc}") from None
     logs.install(config.redactor)
+    if app.connection_for_read().transport.driver_type == "redis":
+        global _liveness
+        liveness.NODE = liveness.node_name()
+        _liveness = liveness.Liveness(app, runtime.connect_redis(_settings.redis_url),
+                                      liveness.NODE, timeout=_settings.node_timeout).start()
+
+
+_liveness: liveness.Liveness | None = None
+
+
+@worker_shutdown.connect
+def _stop_liveness(**_: Any) -> None:
+    if _liveness is not None:
+        _liveness.stop()
 
 
 @after_setup_logger.connect

@@ -8,6 +8,22 @@ RUNS = f"{PREFIX}:runs"  # sorted set: run id -> start time
 ACTIVE = f"{PREFIX}:runs:active"  # sorted set: id of a run not yet ended -> start time
 METRICS = f"{PREFIX}:metrics"  # hash: "name|source|kind[|label]" -> counter (never expires)
 RUN_SEQ = f"{PREFIX}:run_seq"  # string: the last run's sequence number (targets stamp rows)
+NODES = f"{PREFIX}:nodes"  # set: worker nodes that said they are alive (tasks/liveness.py)
+
+
+def node_alive(node: str) -> str:
+    """String with a TTL: the node's heartbeat; gone when the node is."""
+    return f"{PREFIX}:node:{node}:alive"
+
+
+def node_tags(node: str) -> str:
+    """Set: delivery tags of the broker messages the node holds (taken, not yet acked)."""
+    return f"{PREFIX}:node:{node}:tags"
+
+
+def node_reaper(node: str) -> str:
+    """String: the node giving back a dead node's messages (a lock)."""
+    return f"{PREFIX}:node:{node}:reaper"
 
 
 def run(run_id: str) -> str:

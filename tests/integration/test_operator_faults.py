@@ -233,3 +233,81 @@ def test_run_wait_rides_out_a_redis_restart(tmp_path: Path, api: FakeAPI):
     run = json.loads(out)
     # As in the restart test above: resumed, or stalled when the restart swallowed a message.
     assert (cli.returncode, run["state"]) in ((0, "succeeded"), (1, "stalled")), (out, err)
+
+
+def test_a_lost_node_costs_seconds_with_the_default_visibility_timeout(
+        tmp_path: Path, api: FakeAPI):
+    """Node a holds the producer slice and batches when it is SIGKILLed whole; the broker's
+    visibility timeout stays at its default (600 s). Node b sees a's heartbeat stop and gives
+    a's messages back: the run completes with every item within a minute of the kill."""
+    items = api.set_items("item", 3000)
+    api.state.delays["/cursor/item"] = 0.05
+    cfg = config(tmp_path, api)
+    env = {"SLUICE_PRODUCER_SLICE_SECONDS": "30"}  # the slice outlives the kill
+    with RedisServer() as server:
+        node_a = Workers(config=cfg, redis_url=server.url, log=tmp_path / "a.log", name="a",
+                         env=env).start()
+        client = Client(server.url)
+        try:
+            run = client.start("api", "item")
+            node_b = Workers(config=cfg, redis_url=server.url, log=tmp_path / "b.log",
+                             name="b", env=env).start()
+            try:
+                deadline = time.monotonic() + 30
+                while client.progress.get(run["run_id"])["batches_done"] < 4:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.02)
+                held = sum(client.redis.scard(k) for k in client.redis.keys("sluice:node:*:tags"))
+                assert node_a.process
+                os.killpg(node_a.process.pid, signal.SIGKILL)
+                killed_at = time.monotonic()
+                node_a.process.wait(10)
+                run = client.wait(run["run_id"], timeout=90)
+                recovered_in = time.monotonic() - killed_at
+            finally:
+                node_b.stop()
+        finally:
+            node_a.stop()
+            client.close()
+    assert held >= 1  # the nodes did hold messages when a died
+    assert run["state"] == "succeeded", run
+    assert sorted(ids_in(tmp_path)) == sorted(i["id"] for i in items)
+    assert run["items_written"] == 3000
+    assert "stopped answering" in (tmp_path / "b.log").read_text()
+    assert recovered_in < 60, recovered_in
+    print(f"whole node SIGKILLed, default visibility timeout: run completed {recovered_in:.1f} s"
+          " later")
+
+
+def test_a_live_but_slow_node_keeps_its_messages(tmp_path: Path, api: FakeAPI):
+    """Batches that take three times the node timeout to write, on a live node beside another
+    node: none is handed out twice."""
+    api.set_items("slow", 200)
+    api.server.write_latency = 6.0
+    cfg = tmp_path / "sluice.toml"
+    cfg.write_text(f"""
+[target]
+type = "http"
+url = "{api.url}/sink/{{kind}}"
+[sources.api]
+integration = "rest"
+base_url = "{api.url}"
+[sources.api.kinds.slow]
+path = "/cursor/slow"
+items = "data"
+paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 50 }}
+""")
+    env = {"SLUICE_NODE_TIMEOUT": "2"}
+    with RedisServer() as server, \
+            Workers(config=cfg, redis_url=server.url, log=tmp_path / "a.log", name="a",
+                    env=env), \
+            Workers(config=cfg, redis_url=server.url, log=tmp_path / "b.log", name="b",
+                    env=env):
+        client = Client(server.url)
+        run = client.resync("api", "slow", timeout=90)
+        client.close()
+    assert run["state"] == "succeeded", run
+    assert set(api.state.sink_received.values()) == {1}, api.state.sink_received
+    assert len(api.state.sink_received) == 200
+    logs = (tmp_path / "a.log").read_text() + (tmp_path / "b.log").read_text()
+    assert "stopped answering" not in logs

@@ -56,7 +56,7 @@ if "flower" in sys.argv[1:] and (_refusal := flower_refusal(sys.argv, os.environ
 _settings = get_settings()
 broker.install()
 
-app = Celery("sluice", broker=_settings.redis_url,
+app = Celery("sluice", broker=_settings.queue_url,
              include=["tasks.resync", "tasks.ingest", "tasks.finalize", "tasks.schedule"])
 app.conf.update(
     task_serializer="json",

@@ -133,7 +133,7 @@ def wait(progress: Progress, run_ids: list[str], *, show: bool, stall_seconds: f
             if not workers():
                 from tasks.settings import get_settings
 
-                url = _safe_url(get_settings().redis_url)
+                url = _safe_url(get_settings().queue_url)
                 out.write(f"sluice: no worker consumes the queue on {url}: the run waits until "
                           "one does. Start one with the same SLUICE_REDIS_URL and sluice.toml: "
                           "celery -A tasks worker\n")

@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SLUICE_", extra="ignore", frozen=True)
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # The task queue: Redis (the same server, by default) or RabbitMQ (amqp://...). Progress,
+    # locks, the rate limit and beat's schedule stay in Redis either way.
+    broker_url: str | None = None
     config: Path = Path("sluice.toml")
     # What `celery -A tasks worker` runs without -P/-c: the threads pool, 8 tasks at once in
     # one process (writes mostly wait on the target; see the README's worker section for when
@@ -49,6 +52,12 @@ class Settings(BaseSettings):
     stall_seconds: float = Field(900.0, gt=0)
     # How long run records and dead letters stay in Redis.
     run_ttl_seconds: int = Field(14 * 86400, ge=60)
+
+
+    @property
+    def queue_url(self) -> str:
+        """Where the tasks travel: ``broker_url``, else Redis."""
+        return self.broker_url or self.redis_url
 
 
 @lru_cache(maxsize=1)

@@ -25,6 +25,26 @@ FAST_SETTINGS = {
 }
 
 
+def rabbitmq_url() -> str:
+    """RabbitMQ for the tests that run the queue on it: $SLUICE_TEST_RABBITMQ_URL (.ci/run sets
+    it and fails when the server is missing). Its queue is emptied first: RabbitMQ keeps
+    messages across test sessions."""
+    import pytest
+    from kombu import Connection
+
+    url = os.environ.get("SLUICE_TEST_RABBITMQ_URL")
+    if not url:
+        pytest.skip("SLUICE_TEST_RABBITMQ_URL is not set (.ci/run sets it; CI fails without it)")
+    from amqp.exceptions import NotFound
+
+    with Connection(url) as conn:
+        try:  # Celery declares the queue (durable, not auto-delete) when a worker starts
+            conn.channel().queue_purge("sluice")
+        except NotFound:
+            pass
+    return url
+
+
 def cursor_config(tmp: Path, api_url: str, *, source: str = "api", kind: str = "item",
                   limit: int = 50, source_keys: str = "") -> Path:
     """A sluice.toml with a SQLite target in ``tmp`` and one cursor-paged kind of the fake API
@@ -107,10 +127,10 @@ class Workers:
 class Client:
     """The test's side: send tasks and read runs, on the workers' Redis database."""
 
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, *, broker_url: str | None = None) -> None:
         self.redis = redis.Redis.from_url(redis_url)
         self.progress = Progress(self.redis)
-        self.app = Celery("sluice-tests", broker=redis_url)
+        self.app = Celery("sluice-tests", broker=broker_url or redis_url)
         self.app.conf.update(task_serializer="json", accept_content=["json"],
                              task_default_queue="sluice")
 

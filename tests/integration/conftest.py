@@ -13,7 +13,7 @@ import pytest
 
 from integrations.fakeapi import FakeAPI
 from tasks.redisserver import RedisServer
-from tests.workers import Client, Workers
+from tests.workers import Client, Workers, rabbitmq_url
 
 TOKEN = "tok-3f9a61c2-never-log-me"
 
@@ -117,13 +117,14 @@ class Pipeline:
 @contextmanager
 def running_pipeline(tmp: Path, api: FakeAPI, redis_server: RedisServer, *, db_index: int,
                      target: str, db: Path | None = None, pg: tuple[str, str] | None = None,
-                     **config: Any) -> Iterator[Pipeline]:
-    """Workers on Redis database ``db_index`` with a sluice.toml for ``target``; stopped after."""
+                     broker_url: str | None = None, **config: Any) -> Iterator[Pipeline]:
+    """Workers on Redis database ``db_index`` (and the queue on ``broker_url``, if given) with
+    a sluice.toml for ``target``; stopped after."""
     cfg = write_config(tmp / "sluice.toml", api_url=api.url, target=target, **config)
     url = redis_server.url.rsplit("/", 1)[0] + f"/{db_index}"
-    workers = Workers(config=cfg, redis_url=url, log=tmp / "worker.log",
-                      env={"SLUICE_TEST_TOKEN": TOKEN}).start()
-    client = Client(url)
+    env = {"SLUICE_TEST_TOKEN": TOKEN, **({"SLUICE_BROKER_URL": broker_url} if broker_url else {})}
+    workers = Workers(config=cfg, redis_url=url, log=tmp / "worker.log", env=env).start()
+    client = Client(url, broker_url=broker_url)
     try:
         yield Pipeline(api, workers, client, db, pg=pg)
     finally:
@@ -138,6 +139,29 @@ def sqlite_pipeline(tmp_path_factory, shared_api, redis_server) -> Iterator[Pipe
     with running_pipeline(tmp, shared_api, redis_server, db_index=1, db=db,
                           target=f'type = "sqlite"\npath = "{db}"') as pipeline:
         yield pipeline
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_pipeline(tmp_path_factory, shared_api, redis_server) -> Iterator[Pipeline]:
+    """The SQLite pipeline with its queue on RabbitMQ (progress and locks stay in Redis)."""
+    broker_url = rabbitmq_url()
+    tmp = tmp_path_factory.mktemp("rabbitmq-pipeline")
+    db = tmp / "sluice.db"
+    with running_pipeline(tmp, shared_api, redis_server, db_index=6, db=db,
+                          broker_url=broker_url,
+                          target=f'type = "sqlite"\npath = "{db}"') as pipeline:
+        yield pipeline
+
+
+@pytest.fixture(params=["redis", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
+def pipeline(request) -> Pipeline:
+    """The core cases run twice: with the queue on Redis, and on RabbitMQ."""
+    fixture = "sqlite_pipeline" if request.param == "redis" else "rabbitmq_pipeline"
+    pipeline: Pipeline = request.getfixturevalue(fixture)
+    with pipeline.api.server.lock:  # the API is shared: each case reads its own requests
+        pipeline.api.state.log.clear()
+        pipeline.api.state.faults.clear()
+    return pipeline
 
 
 @pytest.fixture(scope="session")

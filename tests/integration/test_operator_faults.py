@@ -19,7 +19,7 @@ import pytest
 
 from integrations.fakeapi import FakeAPI
 from tasks.redisserver import RedisServer
-from tests.workers import ROOT, Client, Workers, cursor_config
+from tests.workers import ROOT, Client, Workers, cursor_config, rabbitmq_url
 
 pytestmark = pytest.mark.integration
 
@@ -311,3 +311,41 @@ paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 50 }}
     assert len(api.state.sink_received) == 200
     logs = (tmp_path / "a.log").read_text() + (tmp_path / "b.log").read_text()
     assert "stopped answering" not in logs
+
+
+@pytest.mark.rabbitmq
+def test_a_whole_node_killed_with_the_queue_on_rabbitmq(tmp_path: Path, api: FakeAPI):
+    """RabbitMQ hands a dead connection's unacked messages back at once."""
+    broker_url = rabbitmq_url()
+    items = api.set_items("item", 3000)
+    api.state.delays["/cursor/item"] = 0.05
+    cfg = config(tmp_path, api)
+    env = {"SLUICE_BROKER_URL": broker_url, "SLUICE_PRODUCER_SLICE_SECONDS": "30"}
+    with RedisServer() as server:
+        node_a = Workers(config=cfg, redis_url=server.url, log=tmp_path / "a.log", name="a",
+                         env=env).start()
+        client = Client(server.url, broker_url=broker_url)
+        try:
+            run = client.start("api", "item")
+            node_b = Workers(config=cfg, redis_url=server.url, log=tmp_path / "b.log",
+                             name="b", env=env).start()
+            try:
+                deadline = time.monotonic() + 30
+                while client.progress.get(run["run_id"])["batches_done"] < 4:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.02)
+                assert node_a.process
+                os.killpg(node_a.process.pid, signal.SIGKILL)
+                killed_at = time.monotonic()
+                node_a.process.wait(10)
+                run = client.wait(run["run_id"], timeout=90)
+                recovered_in = time.monotonic() - killed_at
+            finally:
+                node_b.stop()
+        finally:
+            node_a.stop()
+            client.close()
+    assert run["state"] == "succeeded", run
+    assert sorted(ids_in(tmp_path)) == sorted(i["id"] for i in items)
+    assert recovered_in < 60, recovered_in
+    print(f"whole node SIGKILLed, queue on RabbitMQ: run completed {recovered_in:.1f} s later")

@@ -1,4 +1,5 @@
-"""The pipeline end to end: real Redis, real prefork workers, the fake API on loopback, SQLite."""
+"""The pipeline end to end: real Redis, real prefork workers, the fake API on loopback, SQLite;
+every case twice, with the queue on Redis and on RabbitMQ."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.parametrize("kind,count", [("cur", 203), ("lnk", 160), ("off", 199), ("pg", 121),
                                         ("pgt", 80)])
-def test_every_paginator_brings_every_item(sqlite_pipeline: Pipeline, kind: str, count: int):
-    p = sqlite_pipeline
+def test_every_paginator_brings_every_item(pipeline: Pipeline, kind: str, count: int):
+    p = pipeline
     items = p.api.set_items(kind, count)
     run = p.client.resync("api", kind)
     assert run["state"] == "succeeded", run
@@ -25,8 +26,8 @@ def test_every_paginator_brings_every_item(sqlite_pipeline: Pipeline, kind: str,
     assert run["items_fetched"] == run["items_written"] == count
 
 
-def test_item_without_identifier_is_rejected_and_the_rest_is_written(sqlite_pipeline: Pipeline):
-    p = sqlite_pipeline
+def test_item_without_identifier_is_rejected_and_the_rest_is_written(pipeline: Pipeline):
+    p = pipeline
     items = p.api.set_items("noid", 250)
     del items[3]["id"]
     items[70]["id"] = None
@@ -39,8 +40,8 @@ def test_item_without_identifier_is_rejected_and_the_rest_is_written(sqlite_pipe
         (1, 3, "no identifier"), (2, 20, "no identifier")]
 
 
-def test_429_with_retry_after_is_waited_for(sqlite_pipeline: Pipeline):
-    p = sqlite_pipeline
+def test_429_with_retry_after_is_waited_for(pipeline: Pipeline):
+    p = pipeline
     p.api.set_items("r429", 100)
     p.api.fail("/cursor/r429", 429, times=2, when={"cursor": "50"},
                headers={"Retry-After": "1"})
@@ -53,8 +54,8 @@ def test_429_with_retry_after_is_waited_for(sqlite_pipeline: Pipeline):
     assert second_page[2][0] - second_page[1][0] >= 0.95
 
 
-def test_503_storm_within_retries_is_ridden_out(sqlite_pipeline: Pipeline):
-    p = sqlite_pipeline
+def test_503_storm_within_retries_is_ridden_out(pipeline: Pipeline):
+    p = pipeline
     p.api.set_items("storm", 150)
     p.api.fail("/cursor/storm", 503, times=4)  # config: retries = 4
     run = p.client.resync("api", "storm")
@@ -63,8 +64,8 @@ def test_503_storm_within_retries_is_ridden_out(sqlite_pipeline: Pipeline):
     assert [r[3] for r in p.api.requests("/cursor/storm")][:5] == [503] * 4 + [200]
 
 
-def test_503_storm_past_retries_fails_the_run_with_its_reason(sqlite_pipeline: Pipeline):
-    p = sqlite_pipeline
+def test_503_storm_past_retries_fails_the_run_with_its_reason(pipeline: Pipeline):
+    p = pipeline
     p.api.set_items("longstorm", 150)
     p.api.fail("/cursor/longstorm", 503, times=5, when={"cursor": "100"})
     run = p.client.resync("api", "longstorm")
@@ -73,8 +74,8 @@ def test_503_storm_past_retries_fails_the_run_with_its_reason(sqlite_pipeline: P
     assert run["items_written"] == 100  # the pages before the storm were written
 
 
-def test_malformed_page_fails_the_run_not_the_worker(sqlite_pipeline: Pipeline):
-    p = sqlite_pipeline
+def test_malformed_page_fails_the_run_not_the_worker(pipeline: Pipeline):
+    p = pipeline
     p.api.set_items("bad", 150)
     p.api.fail("/cursor/bad", 200, when={"cursor": "50"}, body=b'{"data": [{"id": 1},')
     run = p.client.resync("api", "bad")
@@ -85,16 +86,16 @@ def test_malformed_page_fails_the_run_not_the_worker(sqlite_pipeline: Pipeline):
     assert p.client.resync("api", "bad")["state"] == "succeeded"
 
 
-def test_page_without_the_items_path_fails_with_a_clear_message(sqlite_pipeline: Pipeline):
-    p = sqlite_pipeline
+def test_page_without_the_items_path_fails_with_a_clear_message(pipeline: Pipeline):
+    p = pipeline
     p.api.set_items("noitems", 10)
     run = p.client.resync("api", "noitems")
     assert run["state"] == "failed"
     assert "items path 'data' is not a list" in run["reason"]
 
 
-def test_second_resync_while_one_runs_is_skipped(sqlite_pipeline: Pipeline):
-    p = sqlite_pipeline
+def test_second_resync_while_one_runs_is_skipped(pipeline: Pipeline):
+    p = pipeline
     p.api.set_items("slow", 200)
     p.api.state.delays["/cursor/slow"] = 0.3
     first = p.client.start("api", "slow")
@@ -108,9 +109,9 @@ def test_second_resync_while_one_runs_is_skipped(sqlite_pipeline: Pipeline):
     assert p.client.resync("api", "slow")["state"] == "succeeded"
 
 
-def test_redelivered_batches_count_once(sqlite_pipeline: Pipeline):
+def test_redelivered_batches_count_once(pipeline: Pipeline):
     """The same batch published three times (as a broker redelivery would) counts once."""
-    p = sqlite_pipeline
+    p = pipeline
     items = p.api.set_items("dup", 60)
     progress, send = p.client.progress, p.client.app.send_task
     run = progress.create_run("api", "dup")
@@ -132,8 +133,8 @@ def test_redelivered_batches_count_once(sqlite_pipeline: Pipeline):
     assert p.client.wait(run_id)["state"] == "succeeded"
 
 
-def test_stale_entities_are_deleted_after_a_clean_run_within_the_guard(sqlite_pipeline: Pipeline):
-    p = sqlite_pipeline
+def test_stale_entities_are_deleted_after_a_clean_run_within_the_guard(pipeline: Pipeline):
+    p = pipeline
     items = p.api.set_items("stale", 100)
     assert p.client.resync("api", "stale")["state"] == "succeeded"
     assert len(p.rows("stale")) == 100

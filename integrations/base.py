@@ -124,7 +124,6 @@ class Fetched:
     truncated: str | None = None
     # How many items the API says the kind (or partition) holds, when it says so.
     total: int | None = None
-    size: int = 0  # bytes of the page's body, to split pages bigger than max_batch_bytes
 
 
 class Integration(Protocol):

@@ -87,9 +87,9 @@ class TargetRejected(PermanentError):
 def describe(exc: BaseException, *, limit: int = 500) -> str:
     """``Type: message (at file.py:12 in func)``: what a run or a dead letter records about
     an exception, the frame being the innermost one of the traceback."""
-    text = f"{type(exc).__name__}: {exc}"
-    if len(text) > limit:
-        text = text[:limit] + "..."
+    from integrations.secrets import excerpt
+
+    text = excerpt(f"{type(exc).__name__}: {exc}", limit)
     tb = exc.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next

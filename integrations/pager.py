@@ -8,6 +8,9 @@
   request goes out when another is answered, not when its page is taken, and at most
   ``2 * concurrency`` pages are held. When a request fails (or ``admit`` ends the slice), no
   new one goes out, the pages already answered are still yielded, then the error is raised.
+  An empty planned page ends the plan there (an API that over-reports its total); the last
+  planned page still linking to a next one marks the paging truncated (one that
+  under-reports).
 - A checkpoint (JSON) after every page lets a fresh task resume: ``{"next": state, "seq": n}``
   while following, ``{"plan": plan, "first": n, "lo": a, "hi": b}`` for planned pages a..b-1
   (pages already published are skipped by their sequence number).
@@ -50,7 +53,6 @@ class Page:
     checkpoint: State | None  # where to resume after this page; None: nothing left
     truncated: str | None = None  # the last page, but the API may hold more (Fetched)
     total: int | None = None  # items the API says there are (on the first page)
-    size: int = 0  # bytes of its body
 
 
 def split(checkpoint: State, parts: int) -> list[State]:
@@ -90,7 +92,7 @@ async def pages(
         else:
             checkpoint = None
         head = Page(base + 1, first.items, checkpoint, first.truncated if checkpoint is None
-                    else None, first.total, first.size)
+                    else None, first.total)
         if checkpoint is None:
             yield head
             return
@@ -123,7 +125,7 @@ async def _follow(fetch: Callable[[State], Awaitable[Fetched]], checkpoint: Stat
             ahead = asyncio.ensure_future(fetch(state)) if state is not None else None
             yield Page(seq, got.items,
                        {"next": state, "seq": seq + 1} if state is not None else None,
-                       got.truncated if state is None else None, size=got.size)
+                       got.truncated if state is None else None)
             seq += 1
     finally:
         if ahead is not None:
@@ -143,18 +145,20 @@ async def _planned(
     at most ``2 * concurrency`` pages are held.
     """
     plan, seq0 = checkpoint["plan"], checkpoint["first"]
-    todo = [i for i in range(checkpoint["lo"], checkpoint["hi"]) if seq0 + i not in published]
-    pending = iter(todo)
+    last = plan["count"] - 1  # the plan's last page (of every partition's)
+    # A generator, not a list: an API may claim any number of pages (rel="last", a total).
+    pending = (i for i in range(checkpoint["lo"], checkpoint["hi"]) if seq0 + i not in published)
     # (index, page) as answered; (index, exception) when a request failed; (-1, None) when a
     # requester is done.
     queue: asyncio.Queue[tuple[int, Fetched | BaseException | None]] = asyncio.Queue(concurrency)
     stopped = False
+    end = checkpoint["hi"]  # lowered by an empty page: the API has nothing past it
 
     async def requester() -> None:
         nonlocal stopped
         try:
             for i in pending:  # shared by every requester: each page is asked for once
-                if stopped:
+                if stopped or i >= end:
                     break
                 try:
                     got: Fetched | BaseException = await fetch(integration.planned(kind, plan, i))
@@ -164,7 +168,8 @@ async def _planned(
         finally:
             await queue.put((-1, None))
 
-    requesters = [asyncio.create_task(requester()) for _ in range(min(concurrency, len(todo)))]
+    span = checkpoint["hi"] - checkpoint["lo"]
+    requesters = [asyncio.create_task(requester()) for _ in range(min(concurrency, span))]
     try:
         if first is not None:
             yield first
@@ -179,7 +184,16 @@ async def _planned(
             elif isinstance(got, BaseException):
                 failure = failure or got
             else:
-                yield Page(seq0 + i, got.items, checkpoint, size=got.size)
+                if not got.items:  # the plan over-reports: nothing past this page either
+                    end = min(end, i)
+                truncated = None
+                if i == last and got.next is not None:
+                    where = ", ".join(f"{k} {v}" for k, v in
+                                      integration.planned(kind, plan, i).items())
+                    truncated = (f"the last page of the plan ({where}) ends short of or links "
+                                 "past what the API announced (its total, or rel=\"last\")")
+                yield Page(seq0 + i, got.items, {**checkpoint, "hi": min(end, checkpoint["hi"])},
+                           truncated)
         if failure is not None:
             raise failure
     finally:

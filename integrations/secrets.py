@@ -16,6 +16,18 @@ from urllib.parse import quote, quote_plus
 
 MASK = "***"
 MIN_LENGTH = 4  # a shorter value would mask ordinary text ("1", "on"); no credential is that short
+# Where a token ends: a secret is a run of characters without spaces, quotes or separators.
+_TOKEN_REST = re.compile(r"[^\s\"'&,;<>()\[\]{}]*")
+
+
+def excerpt(text: str, limit: int) -> str:
+    """About ``limit`` characters of ``text`` for a message, never cutting a token in two:
+    a secret in it then reaches the ``Redactor`` whole (half a secret could not be matched)."""
+    if len(text) <= limit:
+        return text
+    rest = _TOKEN_REST.match(text, limit)
+    tail = rest.group()[:256] if rest else ""
+    return text[:limit] + tail + "..."
 
 
 class Redactor:

@@ -208,6 +208,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(items: Any) -> str:
+    """How many items a dead letter holds (its JSON text, when it could not be decoded)."""
+    return str(len(items)) if isinstance(items, list) else "undecodable"
+
+
 def cmd_failed(args: argparse.Namespace) -> int:
     progress = _progress()
     run_ids = [args.run_id] if args.run_id else [r["run_id"] for r in progress.recent(100)]
@@ -222,13 +227,14 @@ def cmd_failed(args: argparse.Namespace) -> int:
             app.send_task("sluice.ingest_batch",
                           (args.run_id, letter["source"], letter["kind"], seq, letter["items"]),
                           argsrepr=(f"run={args.run_id} {letter['source']}/{letter['kind']} "
-                                    f"page={seq} items={len(letter['items'])} (retry)"))
+                                    f"page={seq} items={_count(letter['items'])} (retry)"))
         print(f"run {args.run_id}: {len(letters)} dead-lettered batch(es) enqueued again")
         return 0
     for run_id in run_ids:
         for seq, letter in sorted(progress.dead_letters(run_id).items()):
             print(f"{run_id} batch {seq} ({letter['source']}/{letter['kind']}, "
-                  f"{len(letter['items'])} items, {letter['attempts']} attempts): {letter['error']}")
+                  f"{_count(letter['items'])} items, {letter['attempts']} attempts): "
+                  f"{letter['error']}")
         for rec in progress.rejected(run_id):
             print(f"{run_id} rejected {describe_seq(rec['seq'])} item {rec['index']}: "
                   f"{rec['reason']}: {rec['item']}")

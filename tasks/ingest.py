@@ -10,6 +10,7 @@ is lost. Rejected items are counted on the run and listed by ``sluice failed lis
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from typing import Any
@@ -18,6 +19,7 @@ from celery import Task
 
 from integrations.base import Integration
 from integrations.errors import RetryableError, TargetRejected, describe
+from integrations.secrets import excerpt
 from tasks import runtime
 from tasks.app import app
 from tasks.finalize import finalize
@@ -51,7 +53,7 @@ def to_entities(
 
 def rejection(seq: int, index: int, item: Any, reason: str) -> dict[str, Any]:
     """What is kept of a rejected item: where it was, why, and the start of it."""
-    return {"seq": seq, "index": index, "reason": reason, "item": repr(item)[:200]}
+    return {"seq": seq, "index": index, "reason": reason, "item": excerpt(repr(item), 200)}
 
 
 def write(target: Target, entities: list[Entity], index_of: dict[str, int], *, run_id: str,
@@ -82,14 +84,18 @@ def backoff(retries: int, *, base: float, cap: float, hint: float | None) -> flo
 
 @app.task(bind=True, name="sluice.ingest_batch", max_retries=None)
 def ingest_batch(
-    self: Task, run_id: str, source: str, kind: str, seq: int, items: list[Any],
+    self: Task, run_id: str, source: str, kind: str, seq: int, items: str | list[Any],
     run_seq: int | None = None,
 ) -> dict[str, Any]:
-    """Write one batch. Whatever is raised while writing (a Sluice error past its retries, a
-    bug) dead-letters the batch with the exception's type, message and place."""
+    """Write one batch: ``items`` is a JSON array as text (as the producer sends it), or a
+    list (``sluice failed retry`` of an older dead letter). Whatever is raised while writing
+    (a Sluice error past its retries, a bug, JSON too deep to decode) dead-letters the batch
+    with the exception's type, message and place."""
     rt = runtime.current()
     settings = rt.settings
     try:
+        if isinstance(items, str):
+            items = json.loads(items)
         if run_seq is None:  # a message from `sluice failed retry` of an older version
             run_seq = rt.progress.get(run_id).get("run_seq", 0)
         entities, index_of, rejected = to_entities(rt.integration(source), source, kind, seq,

@@ -46,6 +46,11 @@ def run_failed(run_id: str) -> str:
     return f"{PREFIX}:run:{run_id}:failed"
 
 
+def run_empty(run_id: str) -> str:
+    """Set: sequence numbers of pages that came back empty (nothing was published)."""
+    return f"{PREFIX}:run:{run_id}:empty"
+
+
 def run_seen(run_id: str) -> str:
     """Hash: digest of a state asked for next (cursor, next link) -> the page asking for it."""
     return f"{PREFIX}:run:{run_id}:seen"
@@ -80,6 +85,6 @@ def run_keys(run_id: str) -> list[str]:
     """Every key of one run, for TTLs."""
     return [run(run_id), run_enqueued(run_id), run_done(run_id), run_failed(run_id),
             run_partitions_done(run_id), run_rejected(run_id), dead_letters(run_id),
-            run_seen(run_id)]
+            run_seen(run_id), run_empty(run_id)]
 
 REJECTED_KEEP = 1000  # rejected-item records kept per run (the count is exact regardless)

@@ -97,20 +97,16 @@ end
 return fields['state']
 """
 
-# KEYS: run, enqueued, lock, metrics, seen.
+# KEYS: run, enqueued, lock, metrics, seen, empty.
 # ARGV: batch seqs (JSON list; empty for a page without items), n_items, checkpoint, now,
-#       run_id, lock_seconds, checkpoint field, mark, next seq, total, truncated
+#       run_id, lock_seconds, checkpoint field, mark, next seq, total, truncated, page seq
 # ``mark`` names the state the checkpoint asks for next (a cursor, a next link) and ``next
 # seq`` the page that asks for it: the same state asked for by another page is a cycle,
 # answered {-1, that page}. {0}: the run record is gone. {1}: recorded.
 _RECORD_PAGE = _METRIC + """
 if redis.call('HEXISTS', KEYS[1], 'state') == 0 then return {0} end
-if ARGV[8] ~= '' then
-  local prev = redis.call('HGET', KEYS[5], ARGV[8])
-  if prev and prev ~= ARGV[9] then return {-1, tonumber(prev)} end
-  redis.call('HSET', KEYS[5], ARGV[8], ARGV[9])
-end
 local batches = cjson.decode(ARGV[1])
+if #batches == 0 then redis.call('SADD', KEYS[6], ARGV[12]) end  -- never asked for again
 local added = 0
 for _, seq in ipairs(batches) do
   added = added + redis.call('SADD', KEYS[2], string.format('%d', seq))
@@ -128,6 +124,12 @@ end
 if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'incomplete', ARGV[11]) end
 redis.call('HSET', KEYS[1], ARGV[7], ARGV[3], 'updated_at', ARGV[4])
 if redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('EXPIRE', KEYS[3], tonumber(ARGV[6])) end
+-- The cycle check comes last: the page that closes a cycle was published and is counted.
+if ARGV[8] ~= '' then
+  local prev = redis.call('HGET', KEYS[5], ARGV[8])
+  if prev and prev ~= ARGV[9] then return {-1, tonumber(prev)} end
+  redis.call('HSET', KEYS[5], ARGV[8], ARGV[9])
+end
 return {1}
 """
 
@@ -279,8 +281,10 @@ class Progress:
 
     def record_page(self, run_id: str, source: str, kind: str, batches: list[int],
                     n_items: int, checkpoint: dict[str, Any] | None, *, partition: int = 0,
-                    total: int | None = None, truncated: str | None = None) -> Cycle | bool:
-        """A page was published as ``batches`` (none for a page without items);
+                    total: int | None = None, truncated: str | None = None,
+                    page: int | None = None) -> Cycle | bool:
+        """Page ``page`` was published as ``batches`` (none for a page without items: then
+        ``page`` is recorded as done, so a resumed plan does not ask for it again);
         ``checkpoint`` resumes after it. Also records the API's ``total`` (first page) and why
         the paging may be ``truncated`` (last page).
 
@@ -294,11 +298,11 @@ class Progress:
             next_seq = str(checkpoint["seq"])
         answer = self._record_page(
             keys=[keys.run(run_id), keys.run_enqueued(run_id), keys.lock(source, kind),
-                  keys.METRICS, keys.run_seen(run_id)],
+                  keys.METRICS, keys.run_seen(run_id), keys.run_empty(run_id)],
             args=[json.dumps(batches), n_items, json.dumps(self.redactor.data(checkpoint)),
                   repr(time.time()), run_id, self.lock_seconds, f"checkpoint:{partition}", mark,
                   next_seq, "" if total is None else total,
-                  self.redactor.text(truncated or "")])
+                  self.redactor.text(truncated or ""), batches[0] if batches else page or 0])
         if answer[0] == -1:
             return Cycle(int(answer[1]))
         return bool(answer[0])
@@ -334,8 +338,9 @@ class Progress:
         return None if raw is None else json.loads(raw)
 
     def published(self, run_id: str) -> set[int]:
-        """Sequence numbers of the batches published so far."""
-        return {int(s) for s in self.r.smembers(keys.run_enqueued(run_id))}
+        """Sequence numbers of the batches published so far, and of the pages that were empty
+        (nothing to publish)."""
+        return {int(s) for s in self.r.sunion(keys.run_enqueued(run_id), keys.run_empty(run_id))}
 
     def batch_done(self, run_id: str, source: str, kind: str, seq: int, *, written: int,
                    rejected: list[dict[str, Any]]) -> bool:
@@ -343,7 +348,8 @@ class Progress:
         return bool(self._batch_done(
             keys=[*self._set_keys(run_id), keys.run_rejected(run_id), keys.lock(source, kind),
                   keys.METRICS],
-            args=[seq, written, len(rejected), json.dumps(rejected), repr(time.time()), run_id,
+            args=[seq, written, len(rejected), json.dumps(self.redactor.data(rejected)),
+                  repr(time.time()), run_id,
                   self.lock_seconds, keys.REJECTED_KEEP]))
 
     def batch_failed(self, run_id: str, seq: int, *, dead_letter: dict[str, Any]) -> bool:

@@ -46,7 +46,10 @@ return 1
 
 
 class RedisRateLimiter:
-    """The shared limit of one source. ``rate`` None: no steady limit, pauses only."""
+    """The shared limit of one source. ``rate`` None: no steady limit, pauses only.
+    ``max_pause``: the longest pause the API's answers may impose on every caller (the
+    source's ``http.max_retry_after``); past it, the API's own refusals fail the run with the
+    reason rather than holding every kind of the source in silence."""
 
     def __init__(self, client: redis.Redis, source: str, *, rate: float | None,
                  burst: int | None = None, max_pause: float = 3600.0) -> None:

@@ -23,12 +23,13 @@ continuation goes to the queue for another worker, instead of the process dying 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
 import time
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import Any, NamedTuple
 
 from celery import Task
 
@@ -54,15 +55,34 @@ def summary(run: dict[str, Any]) -> dict[str, Any]:
     return {"run_id": run.get("run_id"), "state": run.get("state"), "pages": run.get("pages")}
 
 
-def batches(page: pager.Page, *, max_items: int, max_bytes: int) -> list[tuple[int, list[Any]]]:
-    """The page as (seq, items) batches: one, or several when it holds more than
-    ``max_items`` items or a body bigger than ``max_bytes`` (parts of even size)."""
-    if not page.items:
-        return []
-    parts = min(len(page.items), max(-(-len(page.items) // max_items), -(-page.size // max_bytes)))
-    size = -(-len(page.items) // parts)
-    return [(pager.part_seq(page.seq, i), page.items[i * size:(i + 1) * size])
-            for i in range(-(-len(page.items) // size))]
+class Batch(NamedTuple):
+    seq: int
+    items: str  # the items as one JSON array: a message stays flat however deep they nest
+    count: int
+
+
+def batches(page: pager.Page, *, max_items: int, max_bytes: int) -> list[Batch]:
+    """The page as batches of at most ``max_items`` items and about ``max_bytes`` bytes of
+    JSON each (an item bigger than that is a batch of its own).
+
+    The items travel as JSON text, not as a nested structure: a prefork worker's main process
+    pickles what it hands to a child, and an item nested a few hundred levels deep would make
+    that raise RecursionError there and stop the whole node, again on every node the message
+    reaches."""
+    out: list[Batch] = []
+    part: list[str] = []
+    size = 0
+    for item in page.items:
+        text = json.dumps(item)
+        if part and (len(part) >= max_items or size + len(text) > max_bytes):
+            out.append(Batch(pager.part_seq(page.seq, len(out)), f"[{','.join(part)}]",
+                             len(part)))
+            part, size = [], 0
+        part.append(text)
+        size += len(text) + 1
+    if part:
+        out.append(Batch(pager.part_seq(page.seq, len(out)), f"[{','.join(part)}]", len(part)))
+    return out
 
 
 def continue_later(source: str, kind: str, run_id: str, partition: int) -> None:
@@ -152,15 +172,16 @@ def produce(rt: runtime.Runtime, run: dict[str, Any], partition: int) -> bool:
             # Publish first, record second: a crash in between fetches this page again
             # from the checkpoint, with the same seqs, and the sets count it once.
             parts = batches(page, max_items=src.max_batch_items, max_bytes=src.max_batch_bytes)
-            for seq, items in parts:
+            for batch in parts:
                 ingest_batch.apply_async(
-                    (run_id, source, kind, seq, items), {"run_seq": run_seq},
-                    argsrepr=(f"run={run_id} {source}/{kind} {pager.describe_seq(seq)} "
-                              f"items={len(items)}"),
+                    (run_id, source, kind, batch.seq, batch.items), {"run_seq": run_seq},
+                    argsrepr=(f"run={run_id} {source}/{kind} {pager.describe_seq(batch.seq)} "
+                              f"items={batch.count}"),
                     kwargsrepr="{}")
             recorded = progress.record_page(
-                run_id, source, kind, [seq for seq, _ in parts], len(page.items),
-                page.checkpoint, partition=partition, total=page.total, truncated=page.truncated)
+                run_id, source, kind, [batch.seq for batch in parts], len(page.items),
+                page.checkpoint, partition=partition, total=page.total, truncated=page.truncated,
+                page=page.seq)
             if recorded is False:
                 raise RunLost(f"run {run_id}: its record is gone from Redis; stopping")
             if isinstance(recorded, Cycle):

@@ -136,7 +136,8 @@ class Runtime:
             if source not in self._clients:
                 settings = self.config.source(source)
                 limiter = RedisRateLimiter(self.redis, source, rate=settings.rate_limit,
-                                           burst=settings.rate_limit_burst)
+                                           burst=settings.rate_limit_burst,
+                                           max_pause=settings.http.max_retry_after)
                 self._clients[source] = integration.client(limiter=limiter,
                                                            redactor=self.config.redactor)
             return self._clients[source]

@@ -12,6 +12,7 @@ from integrations.errors import MalformedPage, PermanentHTTPError, TransientHTTP
 from integrations.http.origin import OriginGuard
 from integrations.http.ratelimit import RateLimiter
 from integrations.http.retry import RetryTransport, is_retryable, server_wait
+from integrations.secrets import excerpt
 
 
 def make_client(
@@ -66,7 +67,8 @@ def raise_for_status(response: httpx.Response) -> None:
     if is_retryable(response) or status >= 500:
         raise TransientHTTPError(f"{where} answered {status} after retries",
                                  retry_after=server_wait(response))
-    raise PermanentHTTPError(f"{where} answered {status}: {response.text[:200]}", status_code=status)
+    raise PermanentHTTPError(f"{where} answered {status}: {excerpt(response.text, 200)}",
+                             status_code=status)
 
 
 async def get_json(
@@ -90,6 +92,6 @@ async def get_json(
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise MalformedPage(
             f"GET {response.request.url.copy_with(query=None)} answered a body that is not "
-            f"JSON Sluice can read ({type(exc).__name__}: {str(exc)[:120]}): "
-            f"{response.text[:80]!r}"
+            f"JSON Sluice can read ({type(exc).__name__}: {excerpt(str(exc), 120)}): "
+            f"{excerpt(response.text, 80)!r}"
         ) from exc

@@ -88,8 +88,7 @@ def fetched(paginator: Paginator, state: State, response: httpx.Response, body: 
     return Fetched(items=items if kept is None else kept, next=nxt, plan=plan,
                    truncated=paginator.truncated(state, response, body, items) if nxt is None
                    else None,
-                   total=paginator.total(response, body) if first else None,
-                   size=len(response.content))
+                   total=paginator.total(response, body) if first else None)
 
 
 class _Base:
@@ -145,6 +144,14 @@ class CursorPaginator(_Base):
             raise PagingCycle(f"{self.path}: the cursor did not advance ({cursor!r})")
         return {"cursor": cursor}
 
+    def truncated(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+                  ) -> str | None:
+        """Paging stops at an empty page (an API that sends a cursor with every page would
+        never end), but a cursor beside it says the API had more."""
+        if not items and dig(body, self.cursor_path) not in (None, ""):
+            return f"{self.path}: an empty page still gave a next cursor"
+        return None
+
 
 class LinkPaginator(_Base):
     """Next URL from the Link header (rel="next"), fetched as it is: no params added."""
@@ -161,7 +168,8 @@ class LinkPaginator(_Base):
         link = response.links.get("next", {}).get("url")
         if not link:
             return None
-        url = str(response.request.url.join(link))
+        # No fragment: it never reaches the server, and one that changes would hide a cycle.
+        url = str(response.request.url.join(link).copy_with(fragment=None))
         if url == state["url"]:
             raise PagingCycle(f"{self.path}: the Link header points at the same page ({url})")
         return {"url": url}
@@ -274,10 +282,11 @@ class PagePaginator(_Base):
         if total is None or not items:
             return None
         pages = -(-total // len(items))
-        return {"page": state["page"] + 1, "count": max(0, pages - 1)}
+        return {"page": state["page"] + 1, "count": max(0, pages - 1), "size": len(items)}
 
     def planned(self, plan: State, index: int) -> State:
-        return {"page": plan["page"] + index, "seen": 0}
+        page = plan["page"] + index
+        return {"page": page, "seen": (page - self.first_page) * plan.get("size", 0)}
 
     def total(self, response: httpx.Response, body: Any) -> int | None:
         return _total(response, body, self)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 EPOCH_THRESHOLD = 1_000_000_000  # a rate-limit reset above this is a Unix time, else seconds
+EPOCH_MS_THRESHOLD = 1_000_000_000_000  # ... and above this, a Unix time in milliseconds
 RETRY_EXCEPTIONS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
 
@@ -63,6 +64,8 @@ def server_wait(response: httpx.Response, *, now: float | None = None) -> float 
             continue
         if left > 0:
             return None
+        if at > EPOCH_MS_THRESHOLD:
+            at /= 1000
         return max(0.0, at - now if at > EPOCH_THRESHOLD else at)
     return None
 

@@ -60,21 +60,20 @@ class JiraIntegration:
                 raise MalformedPage(f"GET {PROJECTS}: no 'values' list in the answer")
             page = fetched(self._projects, current, response, body, items, first=state is None)
             if body.get("isLast"):
-                return Fetched(items=items, next=None, total=page.total, size=page.size)
+                return Fetched(items=items, next=None, total=page.total)
             return page
         s = self.settings
         params: dict[str, Any] = {"jql": s.jql, "maxResults": s.page_size,
                                   "fields": ",".join(s.fields)}
         if state is not None:
             params["nextPageToken"] = state["token"]
-        response, body = await get_json(client, SEARCH, params=params)
+        _, body = await get_json(client, SEARCH, params=params)
         issues = body.get("issues") if isinstance(body, dict) else None
         if not isinstance(issues, list):
             raise MalformedPage(f"GET {SEARCH}: no 'issues' list in the answer")
         token = body.get("nextPageToken")
         last = body.get("isLast", token is None) or not token
-        return Fetched(items=issues, next=None if last else {"token": token},
-                       size=len(response.content))
+        return Fetched(items=issues, next=None if last else {"token": token})
 
     def planned(self, kind: str, plan: State, index: int) -> State:
         return self._projects.planned(plan, index)

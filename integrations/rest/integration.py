@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import httpx
@@ -92,8 +93,11 @@ class RestIntegration:
 
     def identifier(self, kind: str, item: Any) -> str | None:
         """The text of the item's id: ``1`` and ``"1"`` are one entity (APIs disagree on the
-        type of their ids; the target's key is text)."""
+        type of their ids; the target's key is text), ``1.0`` another. No id: None, also for
+        a number that is not finite (NaN, Infinity: their text would merge unrelated items)."""
         value = dig(item, self.settings.kinds[kind].id) if isinstance(item, dict) else None
         if value is None or isinstance(value, (dict, list, bool)) or value == "":
+            return None
+        if isinstance(value, float) and not math.isfinite(value):
             return None
         return str(value)

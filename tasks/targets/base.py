@@ -3,9 +3,12 @@
 An entity is ``{"identifier", "kind", "source", "data"}``; (source, kind, identifier) is its key.
 ``upsert`` writes one batch in one transaction (a redelivered batch writes the same rows again)
 and stamps each row with the sequence number of the run that saw it (``run_seq``, which only
-grows). A row is only ever overwritten by a run at least as new as its stamp, so the late write
-of an older run (a retry of a run that was declared stalled) never hides what a newer run saw;
-``delete_stale`` deletes the rows stamped older than the finishing run. Errors are translated
+grows), and with the run that created it (``first_seq``). A row is only ever overwritten by a
+run at least as new as its stamp, so the late write of an older run (a retry of a run that was
+declared stalled) never hides what a newer run saw; ``delete_stale`` deletes the rows stamped
+older than the finishing run, and the guard weighs them against the rows that existed before
+it (rows it created do not dilute the share: an API that answers with new ids for everything
+cannot wipe the old ones). Errors are translated
 into the tree: TargetUnavailable (retry) or TargetRejected; a batch rejected because of some of
 its values is written again without the items ``unstorable`` names.
 """

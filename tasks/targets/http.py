@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from integrations.errors import TargetRejected, TargetUnavailable
+from integrations.secrets import excerpt
 from tasks.targets.base import Deletion, Entity, bad_text
 
 Runner = Callable[[Coroutine[Any, Any, Any]], Any]
@@ -47,7 +48,8 @@ class HttpTarget:
         if response.status_code == 429 or response.status_code >= 500:
             raise TargetUnavailable(f"POST {url} answered {response.status_code}")
         if response.status_code >= 400:
-            raise TargetRejected(f"POST {url} answered {response.status_code}: {response.text[:200]}")
+            raise TargetRejected(f"POST {url} answered {response.status_code}: "
+                                 f"{excerpt(response.text, 200)}")
 
     async def _post(self, url: str, body: bytes) -> httpx.Response:
         try:

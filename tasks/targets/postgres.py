@@ -46,21 +46,23 @@ class PostgresTarget:
                     f"CREATE TABLE IF NOT EXISTS {self.table} ("
                     " source text NOT NULL, kind text NOT NULL, identifier text NOT NULL,"
                     " data jsonb NOT NULL, run_id text NOT NULL,"
-                    " run_seq bigint NOT NULL DEFAULT 0,"
+                    " run_seq bigint NOT NULL DEFAULT 0, first_seq bigint NOT NULL DEFAULT 0,"
                     " updated_at timestamptz NOT NULL DEFAULT now(),"
                     " PRIMARY KEY (source, kind, identifier))")
                 self._add_run_seq()
         return self._conn
 
     def _add_run_seq(self) -> None:
-        """A table from before run stamps gets its ``run_seq`` column."""
-        if not self._conn.execute(
-                "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema()"
-                " AND table_name = %s AND column_name = 'run_seq'", (self.table,)).fetchone():
-            self._conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
-                               (f"sluice:{self.table}",))
-            self._conn.execute(f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS"
-                               " run_seq bigint NOT NULL DEFAULT 0")
+        """A table from before run stamps gets its ``run_seq`` and ``first_seq`` columns."""
+        have = {c for (c,) in self._conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema ="
+            " current_schema() AND table_name = %s", (self.table,)).fetchall()}
+        for column in ("run_seq", "first_seq"):
+            if column not in have:
+                self._conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                                   (f"sluice:{self.table}",))
+                self._conn.execute(f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS"
+                                   f" {column} bigint NOT NULL DEFAULT 0")
 
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
@@ -77,13 +79,14 @@ class PostgresTarget:
             raise TargetRejected(f"postgres: {exc}") from exc
 
     def upsert(self, entities: list[Entity], *, run_id: str, run_seq: int) -> None:
-        rows = [(e["source"], e["kind"], e["identifier"], Jsonb(e["data"]), run_id, run_seq)
-                for e in entities]
+        rows = [(e["source"], e["kind"], e["identifier"], Jsonb(e["data"]), run_id, run_seq,
+                 run_seq) for e in entities]
         with self._transaction() as conn, conn.cursor() as cur:
             # A row stamped by a newer run stays as it is (tasks/targets/base.py).
             cur.executemany(
-                f"INSERT INTO {self.table} (source, kind, identifier, data, run_id, run_seq)"
-                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (source, kind, identifier)"
+                f"INSERT INTO {self.table} (source, kind, identifier, data, run_id, run_seq,"
+                " first_seq) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (source, kind, identifier)"
                 " DO UPDATE SET data = EXCLUDED.data, run_id = EXCLUDED.run_id,"
                 f" run_seq = EXCLUDED.run_seq, updated_at = now()"
                 f" WHERE {self.table}.run_seq <= EXCLUDED.run_seq", rows)
@@ -96,8 +99,9 @@ class PostgresTarget:
                      ) -> Deletion:
         with self._transaction() as conn:
             existing, stale = conn.execute(
-                f"SELECT count(*), count(*) FILTER (WHERE run_seq < %s) FROM {self.table}"
-                " WHERE source = %s AND kind = %s", (run_seq, source, kind)).fetchone()
+                f"SELECT count(*) FILTER (WHERE first_seq < %s),"
+                f" count(*) FILTER (WHERE run_seq < %s) FROM {self.table}"
+                " WHERE source = %s AND kind = %s", (run_seq, run_seq, source, kind)).fetchone()
             refused = deletion_guard(stale, existing, threshold)
             if refused:
                 return Deletion(refused=refused)

@@ -21,6 +21,7 @@ CREATE TABLE IF NOT EXISTS entities (
     data TEXT NOT NULL,
     run_id TEXT NOT NULL,
     run_seq INTEGER NOT NULL DEFAULT 0,
+    first_seq INTEGER NOT NULL DEFAULT 0,
     updated_at REAL NOT NULL,
     PRIMARY KEY (source, kind, identifier)
 )
@@ -28,8 +29,8 @@ CREATE TABLE IF NOT EXISTS entities (
 
 # A row stamped by a newer run stays as it is (tasks/targets/base.py).
 UPSERT = """
-INSERT INTO entities (source, kind, identifier, data, run_id, run_seq, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+INSERT INTO entities (source, kind, identifier, data, run_id, run_seq, first_seq, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (source, kind, identifier) DO UPDATE SET
     data = excluded.data, run_id = excluded.run_id, run_seq = excluded.run_seq,
     updated_at = excluded.updated_at
@@ -56,10 +57,12 @@ class SqliteTarget:
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute(SCHEMA)
             columns = {row[1] for row in self._conn.execute("PRAGMA table_info(entities)")}
-            if "run_seq" not in columns:  # a database from before run stamps
+            for column in ("run_seq", "first_seq"):  # a database from before run stamps
+                if column in columns:
+                    continue
                 try:
-                    self._conn.execute("ALTER TABLE entities ADD COLUMN run_seq INTEGER NOT NULL"
-                                       " DEFAULT 0")
+                    self._conn.execute(f"ALTER TABLE entities ADD COLUMN {column} INTEGER"
+                                       " NOT NULL DEFAULT 0")
                 except sqlite3.OperationalError as exc:  # another process added it first
                     if "duplicate column" not in str(exc):
                         raise
@@ -92,7 +95,7 @@ class SqliteTarget:
         now = time.time()
         # json.dumps escapes what is not ASCII, so any string in the data can be stored.
         rows = [(e["source"], e["kind"], e["identifier"], json.dumps(e["data"]), run_id, run_seq,
-                 now) for e in entities]
+                 run_seq, now) for e in entities]
         with self._transaction() as conn:
             conn.executemany(UPSERT, rows)
 
@@ -103,8 +106,9 @@ class SqliteTarget:
                      ) -> Deletion:
         with self._transaction() as conn:
             existing, stale = conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(run_seq < ?), 0) FROM entities"
-                " WHERE source = ? AND kind = ?", (run_seq, source, kind)).fetchone()
+                "SELECT COALESCE(SUM(first_seq < ?), 0), COALESCE(SUM(run_seq < ?), 0)"
+                " FROM entities WHERE source = ? AND kind = ?",
+                (run_seq, run_seq, source, kind)).fetchone()
             refused = deletion_guard(stale, existing, threshold)
             if refused:
                 return Deletion(refused=refused)

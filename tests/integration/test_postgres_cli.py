@@ -137,7 +137,8 @@ def test_a_finalize_that_cannot_delete_fails_the_run_and_frees_the_kind(
         conn.execute(f"CREATE ROLE {role} LOGIN")
         conn.execute(f"CREATE TABLE {table} (source text NOT NULL, kind text NOT NULL,"
                      " identifier text NOT NULL, data jsonb NOT NULL, run_id text NOT NULL,"
-                     " run_seq bigint NOT NULL DEFAULT 0, updated_at timestamptz NOT NULL"
+                     " run_seq bigint NOT NULL DEFAULT 0, first_seq bigint NOT NULL DEFAULT 0,"
+                     " updated_at timestamptz NOT NULL"
                      " DEFAULT now(), PRIMARY KEY (source, kind, identifier))")
         conn.execute(f"GRANT SELECT, INSERT, UPDATE ON {table} TO {role}")
     role_dsn = psycopg.conninfo.make_conninfo(dsn, user=role)

@@ -61,6 +61,15 @@ paginator = {{ type = "link", limit = 50 }}
 path = "/link/lcyc"
 paginator = {{ type = "link", limit = 50 }}
 
+[sources.{source}.kinds.lastlink]   # Link pages whose rel="last" is scripted
+path = "/link/lastlink"
+paginator = {{ type = "link", limit = 10 }}
+
+[sources.{source}.kinds.over]       # offset paging whose total over-reports
+path = "/offset/over"
+items = "values"
+paginator = {{ type = "offset", offset_param = "startAt", limit_param = "maxResults", limit = 10, total_path = "total" }}
+
 [sources.{source}.kinds.wrongid]
 path = "/cursor/wrongid"
 items = "data"
@@ -68,7 +77,8 @@ id = "key"
 paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 100 }}
 """
 
-CURSOR_KINDS = ["late", "ccyc", "slow", "deep", "huge", "surr", "weird", "big", "stale"]
+CURSOR_KINDS = ["late", "ccyc", "slow", "deep", "huge", "surr", "weird", "big", "stale",
+                "nested", "emptycur"]
 
 
 def write_config(path: Path, *, api: FakeAPI, other: FakeAPI, db: Path) -> Path:
@@ -182,7 +192,8 @@ def test_fewer_items_than_the_total_said_deletes_nothing(trust: Trust):
     trust.api.state.totals["under"] = 5000
     run = trust.client.resync("api", "under")
     assert run["state"] == "partial" and run["deleted"] == 0, run
-    assert "the API said there are 5000 items, but 4900 were read" in run["deletion_refused"]
+    # The last planned page (offset 4500) ends short of the total: that says it first.
+    assert "(offset 4500) ends short of or links past" in run["deletion_refused"]
     assert len(trust.ids("under")) == 5000
     del trust.api.state.totals["under"]
     run = trust.client.resync("api", "under")  # the total tells the truth again: 2% go
@@ -241,6 +252,74 @@ def test_a_late_write_of_a_stalled_run_never_leads_to_deleting_live_rows(trust: 
         stamps = {r for (r,) in conn.execute(
             "SELECT DISTINCT run_id FROM entities WHERE kind = 'late'")}
     assert stamps == {run_b["run_id"]}  # A's late write did not re-stamp B's rows
+
+
+def script_last(trust: Trust, last: int, *, items: int = 30, more_after_last: bool = False
+                ) -> None:
+    """/link/lastlink's first page says rel="last" is page ``last``."""
+    base = f"{trust.api.url}/link/lastlink"
+    trust.api.set_items("lastlink", items)
+    if more_after_last:  # the page announced as the last links to one more
+        trust.api.fail("/link/lastlink", 200, when={"page": str(last)},
+                       body=json.dumps(make_items("lastlink", items)[(last - 1) * 10:last * 10]),
+                       headers={"Link": f'<{base}?page={last + 1}&per_page=10>; rel="next"'})
+    trust.api.fail("/link/lastlink", 200, body=json.dumps(make_items("lastlink", items)[:10]),
+                   headers={"Link": f'<{base}?page=2&per_page=10>; rel="next", '
+                                    f'<{base}?page={last}&per_page=10>; rel="last"'})
+
+
+@pytest.mark.parametrize("last", [6, 10**12])
+def test_a_last_page_that_over_reports_ends_at_the_first_empty_page(trust: Trust, last: int):
+    """rel="last" claims 6 pages (or a trillion) where 3 exist: the plan ends at the first
+    empty page, in seconds, with a handful of requests and flat memory."""
+    script_last(trust, last)
+    started = time.monotonic()
+    run = trust.client.resync("api", "lastlink")
+    assert run["state"] == "succeeded" and run["items_written"] == 30, run
+    assert time.monotonic() - started < 20
+    assert len(trust.api.requests("/link/lastlink")) <= 3 + 2 * 8  # pages, and those in flight
+
+
+def test_a_total_that_over_reports_ends_partial(trust: Trust):
+    trust.api.set_items("over", 30)
+    trust.api.state.totals["over"] = 60
+    run = trust.client.resync("api", "over")
+    assert run["state"] == "partial" and run["items_written"] == 30, run
+    assert "the API said there are 60 items, but 30 were read" in run["deletion_refused"]
+    assert len(trust.api.requests("/offset/over")) <= 3 + 2 * 8
+    del trust.api.state.totals["over"]
+
+
+def test_a_last_page_that_links_to_more_deletes_nothing(trust: Trust):
+    trust.seed("lastlink", 100)
+    script_last(trust, 9, items=100, more_after_last=True)  # page 10 exists beyond "last"
+    run = trust.client.resync("api", "lastlink")
+    assert run["state"] == "partial" and run["deleted"] == 0, run
+    assert "page=9&per_page=10) ends short of or links past" in run["deletion_refused"]
+    assert len(trust.ids("lastlink")) == 100
+
+
+def test_an_empty_page_with_a_next_cursor_deletes_nothing(trust: Trust):
+    trust.seed("emptycur", 1000)
+    trust.api.set_items("emptycur", 1000)
+    trust.api.fail("/cursor/emptycur", 200, when={"cursor": "900"}, body=page_body([], "1000x"))
+    run = trust.client.resync("api", "emptycur")
+    assert run["state"] == "partial" and run["deleted"] == 0, run
+    assert "an empty page still gave a next cursor" in run["deletion_refused"]
+    assert len(trust.ids("emptycur")) == 1000
+
+
+def test_an_item_nested_hundreds_deep_lands_and_no_worker_dies(trust: Trust):
+    """On a prefork node the main process pickled a message's items for its child: 500 levels
+    deep stopped the whole node, then every node the message reached."""
+    deep = "[" * 800 + "]" * 800
+    trust.api.set_items("nested", 3)
+    trust.api.fail("/cursor/nested", 200,
+                   body='{"data": [{"id": "n1", "x": ' + deep + '}, {"id": "n2"}]}')
+    run = trust.client.resync("api", "nested")
+    assert run["state"] == "succeeded" and run["items_written"] == 2, run
+    assert trust.ids("nested") == {"n1", "n2"}
+    assert trust.workers.process and trust.workers.process.poll() is None
 
 
 # 2. Credentials stay with their origin ----------------------------------------------------

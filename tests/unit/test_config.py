@@ -123,3 +123,10 @@ def test_config_is_accepted_after_the_subcommand(tmp_path, monkeypatch, capsys):
     assert main(["check", "--config", str(path)]) == 0
     assert main(["--config", str(path), "check"]) == 0
     assert capsys.readouterr().out.count(f"{path}: ok") == 2
+
+
+def test_a_config_that_is_not_utf8_is_a_config_error(tmp_path):
+    path = tmp_path / "sluice.toml"
+    path.write_bytes(b'[sources.a]\nintegration = "rest"\n# caf\xe9\n')
+    with pytest.raises(ConfigError, match=r"sluice.toml: not UTF-8 text \(byte 38: invalid"):
+        load_config(path)

@@ -16,7 +16,7 @@ from integrations.errors import (
     PermanentHTTPError,
     TransientHTTPError,
 )
-from integrations.http.client import get_json, make_client
+from integrations.http.client import get_json, make_client, raise_for_status
 from integrations.http.retry import RetryTransport, parse_retry_after
 
 
@@ -189,3 +189,25 @@ def test_a_body_that_trickles_past_the_deadline_is_a_timeout():
                 await get_json(client, "http://api.test/slow")
 
     asyncio.run(go())
+
+
+def test_a_reset_in_epoch_milliseconds_is_read_as_such():
+    from integrations.http.retry import server_wait
+
+    now = 1_800_000_000.0
+    response = httpx.Response(200, headers={"X-RateLimit-Remaining": "0",
+                                            "X-RateLimit-Reset": str(int((now + 30) * 1000))})
+    assert server_wait(response, now=now) == pytest.approx(30)
+
+
+def test_an_error_excerpt_never_cuts_a_secret_in_two():
+    from integrations.secrets import Redactor, excerpt
+
+    secret = "key-SECRET-q9q9q9q9"
+    body = "x" * 190 + f"{secret} is not a valid api_key"
+    response = httpx.Response(401, text=body, request=httpx.Request("GET", "https://api.test/"))
+    with pytest.raises(PermanentHTTPError) as caught:
+        raise_for_status(response)
+    shown = Redactor([secret]).text(str(caught.value))
+    assert "SECRET" not in shown and "***" in shown
+    assert excerpt("short", 200) == "short"

@@ -213,3 +213,24 @@ def test_checkpoints_and_errors_are_redacted(progress):
     progress.producer_done(run_id, error="GET https://x/?api_key=s3cret-key failed")
     stored = b"".join(v for v in progress.r.hgetall(keys.run(run_id)).values())
     assert b"s3cret-key" not in stored and b"api_key=***" in stored
+
+
+def test_the_page_that_closes_a_cycle_is_counted_and_rejected_previews_are_redacted(progress):
+    progress.redactor = Redactor(["s3cret-key"])
+    run_id = progress.create_run("src", "kind")["run_id"]
+    record = progress.record_page
+    record(run_id, "src", "kind", [1], 5, {"next": {"cursor": "A"}, "seq": 2})
+    assert record(run_id, "src", "kind", [2], 5, {"next": {"cursor": "A"}, "seq": 3}) == Cycle(2)
+    run = progress.get(run_id)
+    assert (run["pages"], run["batches_enqueued"], run["items_fetched"]) == (2, 2, 10)
+    progress.batch_done(run_id, "src", "kind", 2, written=4, rejected=[
+        {"seq": 2, "index": 0, "reason": "no identifier", "item": "{'token': 's3cret-key'}"}])
+    assert progress.rejected(run_id)[0]["item"] == "{'token': '***'}"
+
+
+def test_an_empty_page_is_remembered_so_a_resumed_plan_skips_it(progress):
+    run_id = progress.create_run("src", "kind")["run_id"]
+    progress.record_page(run_id, "src", "kind", [], 0, {"plan": {}}, page=5)
+    progress.record_page(run_id, "src", "kind", [3], 10, {"plan": {}}, page=3)
+    assert progress.published(run_id) == {3, 5}
+    assert progress.get(run_id)["batches_enqueued"] == 1

@@ -200,3 +200,21 @@ def test_a_link_page_that_is_full_without_any_link_header_is_marked_truncated(ap
                                         "paginator": {"type": "link", "limit": 30}})
     pages = collect(asked_with_page)
     assert len(in_order(pages)) == 100 and all(p.truncated is None for p in pages)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_number_that_is_not_finite_is_no_identifier(api: FakeAPI, value):
+    assert integration(api, PAGINATORS["cursor"]).identifier("k", {"id": value}) is None
+
+
+def test_a_link_fragment_is_dropped_so_it_cannot_hide_a_cycle():
+    import httpx
+
+    from integrations.http.paginators import LinkPaginator
+
+    paginator = LinkPaginator(path="/p", limit_param="per_page", limit=5)
+    request = httpx.Request("GET", "https://api.test/p?page=1")
+    response = httpx.Response(200, request=request,
+                              headers={"Link": '<https://api.test/p?page=2#k17>; rel="next"'})
+    assert paginator.advance({"url": None}, response, [], []) == {
+        "url": "https://api.test/p?page=2"}

@@ -93,6 +93,17 @@ def test_a_late_write_of_an_older_run_never_overwrites_or_restamps_a_newer_one(t
     assert sorted(rows(target)) == [f"a-{i}" for i in range(9)]
 
 
+def test_rows_a_run_created_do_not_dilute_the_guard(target):
+    """An API that answers 5,000 items with new ids: the 1,000 rows that existed are all
+    stale, 100% of what existed before the run, not 1,000 of 6,000."""
+    target.upsert(entities("a", range(1000)), run_id="r1", run_seq=1)
+    target.upsert(entities("a", range(1000, 6000)), run_id="r2", run_seq=2)
+    result = target.delete_stale("src", "a", run_seq=2, threshold=0.2)
+    assert result.refused == ("refused to delete 1000 of 1000 entities (100.0%): "
+                              "delete_threshold is 20%")
+    assert len(rows(target)) == 6000
+
+
 @pytest.mark.parametrize("stale,existing,threshold,refused", [
     (1, 10, 0.2, False), (2, 10, 0.2, True),  # the boundary (exactly 20%) is refused
     (199, 1000, 0.2, False), (200, 1000, 0.2, True),

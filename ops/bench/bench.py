@@ -292,7 +292,9 @@ def sluice(api: Api, style: str, n: int, a: argparse.Namespace, limit: float, sc
            threads: int | None = None) -> Result:
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp_dir, RedisServer() as server:
         tmp = Path(tmp_dir)
-        target = target or f'type = "http"\nurl = "{api.url}/sink/{{kind}}"'
+        # "{tmp}" in a target stands for this run's own directory (a fresh SQLite file).
+        target = (target or f'type = "http"\nurl = "{api.url}/sink/{{kind}}"').replace(
+            "{tmp}", tmp_dir)
         config = sluice_config(tmp, api.url, style, a, rate=rate, target=target)
         workers = Workers(config, server.url, n, tmp / "worker.log", threads=threads)
         try:
@@ -482,9 +484,8 @@ def memory(a: argparse.Namespace) -> str:
     for items in a.memory_items:
         api = Api(a, items=items)
         try:
-            with tempfile.TemporaryDirectory() as tmp:
-                r = sluice(api, "link", max(a.workers), a, 0.0, "memory",
-                           target=f'type = "sqlite"\npath = "{tmp}/bench.db"')
+            r = sluice(api, "link", max(a.workers), a, 0.0, "memory",
+                       target='type = "sqlite"\npath = "{tmp}/bench.db"')
         finally:
             api.stop()
         rows.append(f"| {items:,} | {math.ceil(items / a.page_size):,} | {r.seconds:.1f} | "
@@ -493,6 +494,26 @@ def memory(a: argparse.Namespace) -> str:
     return (f"### Memory: link pagination, {a.page_size} per page, no latency, "
             f"{max(a.workers)} worker processes, max_in_flight {a.max_in_flight}, SQLite target\n\n"
             + "\n".join(rows) + "\n")
+
+
+def cpu(a: argparse.Namespace) -> str:
+    """Where the worker's CPU is the limit: no API or write latency, an embedded SQLite
+    target (JSON decoding and SQLite inserts in the worker). The defaults (one threads-pool
+    process) against prefork processes and against two default nodes."""
+    a.latency, a.write_latency = 0.0, 0.0
+    api = Api(a, items=a.cpu_items)
+    rows = ["| layout | seconds | runs (s) | items/s |", "|---|---:|---:|---:|"]
+    try:
+        for n, threads in ((1, 0), (2, None), (2, 0)):
+            r = repeated(a.repeat, api, "link", n, a, 0.0, "cpu", threads=threads,
+                         target='type = "sqlite"\npath = "{tmp}/bench.db"')
+            runs = " / ".join(f"{x:.2f}" for x in r.runs)
+            rows.append(f"| {r.method} | {r.seconds:.2f} | {runs} | {r.items_per_s:,.0f} |")
+            print(rows[-1], flush=True)
+    finally:
+        api.stop()
+    return (f"### CPU-bound: {a.cpu_items:,} items, link pagination, {a.page_size} per page, no "
+            "latency, SQLite target in the worker\n\n" + "\n".join(rows) + "\n")
 
 
 def main() -> None:
@@ -515,6 +536,9 @@ def main() -> None:
                    help="runs of each Sluice configuration; the table shows the median")
     p.add_argument("--styles", default="cursor,link,offset")
     p.add_argument("--memory", action="store_true", help="the memory scenario instead")
+    p.add_argument("--cpu", action="store_true",
+                   help="the CPU-bound scenario instead (SQLite target, no latency)")
+    p.add_argument("--cpu-items", type=int, default=100_000)
     p.add_argument("--memory-items", default="20000,1000000")
     p.add_argument("--baseline", choices=["naive", "ocean"], help=argparse.SUPPRESS)
     p.add_argument("--url", help=argparse.SUPPRESS)
@@ -537,20 +561,23 @@ def main() -> None:
               f"{os.cpu_count()} cores ({platform.machine()}, Python "
               f"{platform.python_version()}), with `{command.strip()}`.\n")
     results_md = HERE / "RESULTS.md"
-    if a.memory:
-        body = memory(a)
-        section = "## Memory\n\n" + header + "\n" + body
+    if a.memory or a.cpu:
+        name = "Memory" if a.memory else "CPU-bound work"
+        body = memory(a) if a.memory else cpu(a)
         old = results_md.read_text() if results_md.exists() else "# Benchmark results\n"
-        old = old.split("## Memory")[0].rstrip() + "\n\n"
-        results_md.write_text(old + section)
+        parts = {p.split("\n", 1)[0]: p for p in ("\n" + old).split("\n## ")[1:]}
+        parts[name] = f"{name}\n\n{header}\n{body}"
+        results_md.write_text(old.split("\n## ")[0].rstrip() + "\n\n" + "\n".join(
+            f"## {part.rstrip()}\n" for part in parts.values()))
         return
     body, results = reference(a)
     chart([r for r in results if r.scenario == "reference"], HERE / "results.png")
     old = results_md.read_text() if results_md.exists() else ""
-    memory_part = ("\n## Memory" + old.split("## Memory", 1)[1]) if "## Memory" in old else ""
+    others = "".join(f"\n## {p.rstrip()}\n" for p in ("\n" + old).split("\n## ")[1:]
+                     if not p.startswith("Speed"))
     results_md.write_text("# Benchmark results\n\n## Speed\n\n" + header
                           + "\n![seconds by style and method](results.png)\n\n" + body
-                          + memory_part)
+                          + others)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,12 @@ alive and which messages it holds:
 
 - each worker node (its main process, the one that takes messages from Redis) records the
   delivery tag of every message it takes in ``sluice:node:{node}:tags`` (``tasks/broker.py``
-  hooks kombu's QoS), and keeps ``sluice:node:{node}:alive`` set with a TTL of
-  ``SLUICE_NODE_TIMEOUT`` seconds (10), renewed every fifth of it by a thread of its own,
+  hooks kombu's QoS), and writes its heartbeat (Redis's time) into the sorted set
+  ``sluice:nodes`` every fifth of ``SLUICE_NODE_TIMEOUT`` (10 s), from a thread of its own,
   whatever its tasks do;
-- every node looks at the others at the same pace: the messages of a node whose key expired
-  go back to their queue (kombu's own ``restore_by_tag``), under a lock so one node does it.
+- every node looks at the others at the same pace: the messages of a node whose heartbeat is
+  older than the timeout go back to their queue (kombu's own ``restore_by_tag``), under a lock
+  so one node does it.
 
 So a node lost mid-run costs about ``SLUICE_NODE_TIMEOUT`` plus a beat; a live node, however
 slow its tasks, keeps its messages. kombu's visibility-timeout sweep stays as the last resort.
@@ -43,14 +44,31 @@ def node_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{int(time.time())}"
 
 
+# KEYS: nodes. ARGV: node. The node's heartbeat, on Redis's clock (machines may disagree).
+_BEAT = """
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[1], tonumber(t[1]) + tonumber(t[2]) / 1000000, ARGV[1])
+"""
+
+# KEYS: nodes. ARGV: timeout (s). The nodes whose last heartbeat is older than that.
+_SILENT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
+"""
+
+
 class Liveness:
-    """The heartbeat of one worker node and its watch over the others."""
+    """The heartbeat of one worker node and its watch over the others: two short scripts per
+    beat, whatever the number of nodes (a sorted set of last heartbeats)."""
 
     def __init__(self, app: Any, client: redis.Redis, node: str, *, timeout: float) -> None:
         self.app = app
         self.r = client
         self.node = node
         self.timeout = timeout
+        self._beat = client.register_script(_BEAT)
+        self._silent = client.register_script(_SILENT)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sluice-liveness", daemon=True)
 
@@ -60,17 +78,14 @@ class Liveness:
         return self
 
     def beat(self) -> None:
-        pipe = self.r.pipeline()
-        pipe.set(keys.node_alive(self.node), "1", px=int(self.timeout * 1000))
-        pipe.sadd(keys.NODES, self.node)
-        pipe.execute()
+        self._beat(keys=[keys.NODES], args=[self.node])
 
     def reap(self) -> list[str]:
         """Give back the messages of every node whose heartbeat stopped. Returns their names."""
         reaped = []
-        for raw in self.r.smembers(keys.NODES):
+        for raw in self._silent(keys=[keys.NODES], args=[self.timeout]):
             node = raw.decode()
-            if node == self.node or self.r.exists(keys.node_alive(node)):
+            if node == self.node:
                 continue
             if not self.r.set(keys.node_reaper(node), self.node, nx=True,
                               px=int(self.timeout * 1000)):
@@ -83,7 +98,7 @@ class Liveness:
                         qos.restore_by_tag(tag)  # a tag acked meanwhile restores nothing
             pipe = self.r.pipeline()
             pipe.delete(keys.node_tags(node))
-            pipe.srem(keys.NODES, node)
+            pipe.zrem(keys.NODES, node)
             pipe.execute()
             log.warning("worker node %s stopped answering: %d message(s) it held are back in "
                         "the queue", node, len(tags))
@@ -103,6 +118,6 @@ class Liveness:
         self._stop.set()
         self._thread.join(5)
         pipe = self.r.pipeline()
-        pipe.delete(keys.node_alive(self.node), keys.node_tags(self.node))
-        pipe.srem(keys.NODES, self.node)
+        pipe.delete(keys.node_tags(self.node))
+        pipe.zrem(keys.NODES, self.node)
         pipe.execute()

@@ -49,10 +49,14 @@ class Cycle(NamedTuple):
     page: int
 
 # Counters for Prometheus, per source and kind: KEYS[1] is the run, ``mkey`` the metrics hash.
+# The run's labels are read once per script, however many counters it adds to.
 _METRIC = """
+local labels
 local function metric(mkey, name, by, label)
-  local field = name .. '|' .. redis.call('HGET', KEYS[1], 'source') .. '|'
-                .. redis.call('HGET', KEYS[1], 'kind')
+  if not labels then
+    labels = redis.call('HGET', KEYS[1], 'source') .. '|' .. redis.call('HGET', KEYS[1], 'kind')
+  end
+  local field = name .. '|' .. labels
   if label then field = field .. '|' .. label end
   redis.call('HINCRBYFLOAT', mkey, field, by)
 end

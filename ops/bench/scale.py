@@ -33,7 +33,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench  # noqa: E402
-from tasks import keys  # noqa: E402
 from tasks.liveness import Liveness  # noqa: E402
 from tasks.progress import Progress  # noqa: E402
 from tasks.redisserver import RedisServer  # noqa: E402

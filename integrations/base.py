@@ -64,6 +64,8 @@ class SourceSettings(StrictModel):
         "more (1: no guard)")
     max_rejected: float = Field(
         0.01, ge=0, le=1, description="a run rejecting more than this share of its items fails")
+    max_pages: int = Field(
+        100_000, ge=1, description="a run that reads more pages fails (an API that never stops)")
     max_batch_items: int = Field(
         2000, ge=1, description="a page with more items is split into several batches")
     max_batch_bytes: int = Field(

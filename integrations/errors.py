@@ -9,7 +9,8 @@
     └── PermanentError              retrying will not help
         ├── PermanentHTTPError      another 4xx from the third-party API (401, 404, 410, ...)
         ├── MalformedPage           a page that is not JSON, or lacks the configured items path
-        │   └── PagingCycle         a cursor or next link came back within one run
+        │   └── PagingCycle         a cursor or next link (or a page's items) came back in a run
+        ├── TooManyPages            a run read more than the source's max_pages
         ├── ForeignOrigin           a next link or redirect to an origin not allowed
         └── TargetRejected          the target refused the batch (4xx, constraint violation)
 
@@ -73,6 +74,10 @@ class MalformedPage(PermanentError):
 class PagingCycle(MalformedPage):
     """The API sent a cursor or next link that this run already followed: paging would
     never end."""
+
+
+class TooManyPages(PermanentError):
+    """A run read more pages than the source's ``max_pages``: an API that never stops."""
 
 
 class ForeignOrigin(PermanentError):

@@ -8,9 +8,9 @@
   request goes out when another is answered, not when its page is taken, and at most
   ``2 * concurrency`` pages are held. When a request fails (or ``admit`` ends the slice), no
   new one goes out, the pages already answered are still yielded, then the error is raised.
-  An empty planned page ends the plan there (an API that over-reports its total); the last
-  planned page still linking to a next one marks the paging truncated (one that
-  under-reports).
+  An empty planned page ends the plan there (an API that over-reports its total), and like
+  a last planned page that still links to a next one (one that under-reports) it marks the
+  paging truncated: the run deletes nothing.
 - A checkpoint (JSON) after every page lets a fresh task resume: ``{"next": state, "seq": n}``
   while following, ``{"plan": plan, "first": n, "lo": a, "hi": b}`` for planned pages a..b-1
   (pages already published are skipped by their sequence number).
@@ -184,10 +184,14 @@ async def _planned(
             elif isinstance(got, BaseException):
                 failure = failure or got
             else:
-                if not got.items:  # the plan over-reports: nothing past this page either
-                    end = min(end, i)
                 truncated = None
-                if i == last and got.next is not None:
+                if not got.items:  # the API does not know its size: stop here, delete nothing
+                    end = min(end, i)
+                    where = ", ".join(f"{k} {v}" for k, v in
+                                      integration.planned(kind, plan, i).items())
+                    truncated = (f"a page of the plan ({where}) came back empty: the API "
+                                 "announced more than it holds, or lost some")
+                elif i == last and got.next is not None:
                     where = ", ".join(f"{k} {v}" for k, v in
                                       integration.planned(kind, plan, i).items())
                     truncated = (f"the last page of the plan ({where}) ends short of or links "

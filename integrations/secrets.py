@@ -9,6 +9,7 @@ URL-encoded, with ``***``.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -20,16 +21,6 @@ MIN_LENGTH = 4  # a shorter value would mask ordinary text ("1", "on"); no crede
 _TOKEN_REST = re.compile(r"[^\s\"'&,;<>()\[\]{}]*")
 
 
-def excerpt(text: str, limit: int) -> str:
-    """About ``limit`` characters of ``text`` for a message, never cutting a token in two:
-    a secret in it then reaches the ``Redactor`` whole (half a secret could not be matched)."""
-    if len(text) <= limit:
-        return text
-    rest = _TOKEN_REST.match(text, limit)
-    tail = rest.group()[:256] if rest else ""
-    return text[:limit] + tail + "..."
-
-
 class Redactor:
     """Replaces known secret values in text and in JSON-like data."""
 
@@ -37,7 +28,11 @@ class Redactor:
         self.secrets = frozenset(s for s in secrets if len(s) >= MIN_LENGTH)
         forms = set(self.secrets)
         for secret in self.secrets:
-            forms |= {quote(secret, safe=""), quote_plus(secret, safe=""), quote(secret)}
+            escaped = json.dumps(secret)[1:-1]  # as it appears inside JSON text
+            forms |= {quote(secret, safe=""), quote_plus(secret, safe=""), quote(secret),
+                      escaped, json.dumps(secret, ensure_ascii=False)[1:-1],
+                      escaped.replace("/", "\\/"),  # JSON with escaped slashes (PHP, Java)
+                      repr(secret)[1:-1]}  # inside a Python repr (a rejected item's preview)
         # Longest first, so a secret that contains another is masked whole.
         self._pattern = (re.compile("|".join(re.escape(f) for f in
                                              sorted(forms, key=len, reverse=True)))
@@ -64,3 +59,28 @@ class Redactor:
         if isinstance(node, list):
             return [self.data(v) for v in node]
         return node
+
+
+def excerpt(text: str, limit: int) -> str:
+    """About ``limit`` characters of ``text`` for a message. Redacted first with the secrets of
+    this process's configuration (``install``): half a secret could not be matched later.
+    Without them, the cut never falls inside a token (a run without spaces, quotes or
+    separators, up to 8 KiB), so the token reaches a later ``Redactor`` whole."""
+    text = _installed.text(text)
+    if len(text) <= limit:
+        return text
+    rest = _TOKEN_REST.match(text, limit)
+    tail = rest.group()[:8192] if rest else ""
+    return text[:limit] + tail + "..."
+
+
+# This process's secrets, for ``excerpt``: error messages are cut where they are made (an HTTP
+# answer's body, an item's preview), deep inside code that has no configuration at hand.
+_installed = Redactor()
+
+
+def install(redactor: Redactor) -> None:
+    """Make ``redactor`` the one ``excerpt`` applies (the worker's runtime does, at every load
+    of sluice.toml)."""
+    global _installed
+    _installed = redactor

@@ -44,9 +44,17 @@ COUNTS = ("pages", "items_fetched", "items_written", "items_rejected", "batches_
 
 
 class Cycle(NamedTuple):
-    """What ``record_page`` found: the page that already asked for the same state."""
+    """What ``record_page`` found: the page that already asked for the same state (``what``
+    "state"), or that already held the very same items (``what`` "items")."""
 
     page: int
+    what: str = "state"
+
+
+class Recorded(NamedTuple):
+    """``record_page`` did its work; the run has read ``pages`` pages with items so far."""
+
+    pages: int
 
 # Counters for Prometheus, per source and kind: KEYS[1] is the run, ``mkey`` the metrics hash.
 # The run's labels are read once per script, however many counters it adds to.
@@ -103,10 +111,12 @@ return fields['state']
 
 # KEYS: run, enqueued, lock, metrics, seen, empty.
 # ARGV: batch seqs (JSON list; empty for a page without items), n_items, checkpoint, now,
-#       run_id, lock_seconds, checkpoint field, mark, next seq, total, truncated, page seq
+#       run_id, lock_seconds, checkpoint field, mark, next seq, total, truncated, page seq,
+#       items mark (a digest of the page's items; '' for an empty page)
 # ``mark`` names the state the checkpoint asks for next (a cursor, a next link) and ``next
 # seq`` the page that asks for it: the same state asked for by another page is a cycle,
-# answered {-1, that page}. {0}: the run record is gone. {1}: recorded.
+# answered {-1, that page}; the very same items on another page (an API that ignores the
+# cursor it hands out) are {-2, that page}. {0}: the run record is gone. {1, pages}: recorded.
 _RECORD_PAGE = _METRIC + """
 if redis.call('HEXISTS', KEYS[1], 'state') == 0 then return {0} end
 local batches = cjson.decode(ARGV[1])
@@ -128,13 +138,18 @@ end
 if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'incomplete', ARGV[11]) end
 redis.call('HSET', KEYS[1], ARGV[7], ARGV[3], 'updated_at', ARGV[4])
 if redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('EXPIRE', KEYS[3], tonumber(ARGV[6])) end
--- The cycle check comes last: the page that closes a cycle was published and is counted.
+-- The cycle checks come last: the page that closes a cycle was published and is counted.
+if ARGV[13] ~= '' then
+  local prev = redis.call('HGET', KEYS[5], 'items:' .. ARGV[13])
+  if prev and prev ~= ARGV[12] then return {-2, tonumber(prev)} end
+  redis.call('HSET', KEYS[5], 'items:' .. ARGV[13], ARGV[12])
+end
 if ARGV[8] ~= '' then
   local prev = redis.call('HGET', KEYS[5], ARGV[8])
   if prev and prev ~= ARGV[9] then return {-1, tonumber(prev)} end
   redis.call('HSET', KEYS[5], ARGV[8], ARGV[9])
 end
-return {1}
+return {1, tonumber(redis.call('HGET', KEYS[1], 'pages') or '0')}
 """
 
 # KEYS: run, enqueued, done, failed, partitions_done. ARGV: error ('' for none), now, partition
@@ -286,15 +301,16 @@ class Progress:
     def record_page(self, run_id: str, source: str, kind: str, batches: list[int],
                     n_items: int, checkpoint: dict[str, Any] | None, *, partition: int = 0,
                     total: int | None = None, truncated: str | None = None,
-                    page: int | None = None) -> Cycle | bool:
+                    page: int | None = None, items_digest: str = "") -> Recorded | Cycle | None:
         """Page ``page`` was published as ``batches`` (none for a page without items: then
         ``page`` is recorded as done, so a resumed plan does not ask for it again);
         ``checkpoint`` resumes after it. Also records the API's ``total`` (first page) and why
         the paging may be ``truncated`` (last page).
 
-        Returns True, False when the run record is gone (Redis lost its data: the producer
-        stops), or a ``Cycle`` when the state the checkpoint asks for next was already asked
-        for by another page of the run (a cursor or next link that came back)."""
+        Returns ``Recorded``; None when the run record is gone (Redis lost its data: the
+        producer stops); or a ``Cycle`` when the state the checkpoint asks for next was already
+        asked for by another page of the run (a cursor or next link that came back), or when
+        ``items_digest`` (of the page's items) was another page's."""
         mark, next_seq = "", ""
         if checkpoint is not None and "next" in checkpoint:
             mark = hashlib.sha1(json.dumps([partition, checkpoint["next"]], sort_keys=True)
@@ -306,10 +322,11 @@ class Progress:
             args=[json.dumps(batches), n_items, json.dumps(self.redactor.data(checkpoint)),
                   repr(time.time()), run_id, self.lock_seconds, f"checkpoint:{partition}", mark,
                   next_seq, "" if total is None else total,
-                  self.redactor.text(truncated or ""), batches[0] if batches else page or 0])
-        if answer[0] == -1:
-            return Cycle(int(answer[1]))
-        return bool(answer[0])
+                  self.redactor.text(truncated or ""), batches[0] if batches else page or 0,
+                  items_digest])
+        if answer[0] < 0:
+            return Cycle(int(answer[1]), "state" if answer[0] == -1 else "items")
+        return Recorded(int(answer[1])) if answer[0] else None
 
     def producer_done(self, run_id: str, *, partition: int = 0, error: str | None = None) -> bool:
         """A producer partition has published its last page, or failed (an error ends the

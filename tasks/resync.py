@@ -23,6 +23,7 @@ continuation goes to the queue for another worker, instead of the process dying 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import os
@@ -34,7 +35,7 @@ from typing import Any, NamedTuple
 from celery import Task
 
 from integrations import pager
-from integrations.errors import ConfigError, PagingCycle, RunLost, describe
+from integrations.errors import ConfigError, PagingCycle, RunLost, TooManyPages, describe
 from tasks import runtime
 from tasks.app import app
 from tasks.finalize import finalize
@@ -178,12 +179,18 @@ def produce(rt: runtime.Runtime, run: dict[str, Any], partition: int) -> bool:
                     argsrepr=(f"run={run_id} {source}/{kind} {pager.describe_seq(batch.seq)} "
                               f"items={batch.count}"),
                     kwargsrepr="{}")
+            digest = hashlib.sha1("".join(b.items for b in parts).encode()).hexdigest()[:20]
             recorded = progress.record_page(
                 run_id, source, kind, [batch.seq for batch in parts], len(page.items),
                 page.checkpoint, partition=partition, total=page.total, truncated=page.truncated,
-                page=page.seq)
-            if recorded is False:
+                page=page.seq, items_digest=digest if parts else "")
+            if recorded is None:
                 raise RunLost(f"run {run_id}: its record is gone from Redis; stopping")
+            if isinstance(recorded, Cycle) and recorded.what == "items":
+                raise PagingCycle(
+                    f"{source}/{kind}: page {page.seq} holds the very items of page "
+                    f"{recorded.page}: the API ignores where the paging asks it to go on; "
+                    "stopping")
             if isinstance(recorded, Cycle):
                 assert page.checkpoint is not None
                 what = rt.config.redactor.data(page.checkpoint["next"])
@@ -191,6 +198,11 @@ def produce(rt: runtime.Runtime, run: dict[str, Any], partition: int) -> bool:
                     f"{source}/{kind}: the API led back to a page this run already asked for: "
                     f"page {page.checkpoint['seq']} would ask for {what} again, as page "
                     f"{recorded.page} did; stopping")
+            if recorded.pages > src.max_pages:
+                raise TooManyPages(
+                    f"{source}/{kind}: more than max_pages ({src.max_pages}) pages in one run: "
+                    "an API that never stops paging, or a kind bigger than this source "
+                    "allows (raise max_pages)")
             handed += 1
             if runtime.STOPPING.is_set():
                 return False  # shutting down: a fresh task goes on from this page

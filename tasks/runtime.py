@@ -28,6 +28,7 @@ from redis.retry import Retry
 
 from integrations.base import Integration
 from integrations.errors import ConfigError, SluiceError
+from integrations import secrets
 from integrations.registry import load
 from tasks import logs
 from tasks.config import SluiceConfig, load_config
@@ -71,6 +72,7 @@ class Runtime:
         self.progress = Progress.from_settings(settings, self.redis)
         self.progress.redactor = config.redactor
         logs.install(config.redactor)
+        secrets.install(config.redactor)
         self._lock = threading.RLock()
         self._integrations: dict[str, Integration] = {}
         self._clients: dict[str, httpx.AsyncClient] = {}
@@ -112,6 +114,7 @@ class Runtime:
                 self._local = threading.local()
             self.progress.redactor = config.redactor
             logs.install(config.redactor)
+            secrets.install(config.redactor)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine to completion on this process's loop; returns or raises its result.

@@ -6,9 +6,11 @@ and stamps each row with the sequence number of the run that saw it (``run_seq``
 grows), and with the run that created it (``first_seq``). A row is only ever overwritten by a
 run at least as new as its stamp, so the late write of an older run (a retry of a run that was
 declared stalled) never hides what a newer run saw; ``delete_stale`` deletes the rows stamped
-older than the finishing run, and the guard weighs them against the rows that existed before
-it (rows it created do not dilute the share: an API that answers with new ids for everything
-cannot wipe the old ones). Errors are translated
+older than the finishing run, and the guard weighs them against the rows a clean run confirmed:
+those created no later than the last run of the kind that ended clean (kept in a small state
+table, written in the deletion's transaction), or, before any clean run, all that existed
+before this one. Rows that runs since created do not dilute the share: an API that answers
+with new ids for everything cannot wipe the old ones, in one run or over several. Errors are translated
 into the tree: TargetUnavailable (retry) or TargetRejected; a batch rejected because of some of
 its values is written again without the items ``unstorable`` names.
 """
@@ -75,7 +77,7 @@ def deletion_guard(stale: int, existing: int, threshold: float) -> str | None:
     a share of ``threshold`` or more is refused (the boundary too); 1 turns the guard off."""
     if stale == 0 or threshold >= 1:
         return None
-    share = stale / existing
+    share = stale / existing if existing else float("inf")
     if share >= threshold:
         return (f"refused to delete {stale} of {existing} entities ({share:.1%}): "
                 f"delete_threshold is {threshold:.0%}")

@@ -35,7 +35,9 @@ class PostgresTarget:
             with self._conn.transaction():
                 # Only what is missing is created or altered: a role that may write rows but
                 # not create tables (one an administrator made) must still work.
-                if self._conn.execute("SELECT to_regclass(%s)", (self.table,)).fetchone()[0]:
+                exists = self._conn.execute("SELECT to_regclass(%s), to_regclass(%s)",
+                                            (self.table, f"{self.table}_state")).fetchone()
+                if all(exists):
                     self._add_run_seq()
                     return self._conn
                 # CREATE TABLE IF NOT EXISTS races when worker processes start together
@@ -49,6 +51,10 @@ class PostgresTarget:
                     " run_seq bigint NOT NULL DEFAULT 0, first_seq bigint NOT NULL DEFAULT 0,"
                     " updated_at timestamptz NOT NULL DEFAULT now(),"
                     " PRIMARY KEY (source, kind, identifier))")
+                # The last run of each kind that ended clean (the deletion guard's baseline).
+                self._conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {self.table}_state (source text NOT NULL,"
+                    " kind text NOT NULL, clean_seq bigint NOT NULL, PRIMARY KEY (source, kind))")
                 self._add_run_seq()
         return self._conn
 
@@ -98,18 +104,25 @@ class PostgresTarget:
     def delete_stale(self, source: str, kind: str, *, run_seq: int, threshold: float
                      ) -> Deletion:
         with self._transaction() as conn:
-            existing, stale = conn.execute(
+            row = conn.execute(f"SELECT clean_seq FROM {self.table}_state WHERE source = %s"
+                               " AND kind = %s", (source, kind)).fetchone()
+            existing, confirmed, stale = conn.execute(
                 f"SELECT count(*) FILTER (WHERE first_seq < %s),"
+                f" count(*) FILTER (WHERE first_seq <= %s),"
                 f" count(*) FILTER (WHERE run_seq < %s) FROM {self.table}"
-                " WHERE source = %s AND kind = %s", (run_seq, run_seq, source, kind)).fetchone()
-            refused = deletion_guard(stale, existing, threshold)
+                " WHERE source = %s AND kind = %s",
+                (run_seq, row[0] if row else 0, run_seq, source, kind)).fetchone()
+            refused = deletion_guard(stale, confirmed or existing, threshold)
             if refused:
                 return Deletion(refused=refused)
-            if not stale:
-                return Deletion()
-            cur = conn.execute(f"DELETE FROM {self.table} WHERE source = %s AND kind = %s"
-                               " AND run_seq < %s", (source, kind, run_seq))
-            return Deletion(deleted=cur.rowcount)
+            deleted = 0
+            if stale:
+                deleted = conn.execute(f"DELETE FROM {self.table} WHERE source = %s AND kind = %s"
+                                       " AND run_seq < %s", (source, kind, run_seq)).rowcount
+            conn.execute(f"INSERT INTO {self.table}_state (source, kind, clean_seq)"
+                         " VALUES (%s, %s, %s) ON CONFLICT (source, kind)"
+                         " DO UPDATE SET clean_seq = EXCLUDED.clean_seq", (source, kind, run_seq))
+            return Deletion(deleted=deleted)
 
     def counts(self) -> list[tuple[str, str, int]]:
         with self._transaction() as conn:

@@ -27,6 +27,16 @@ CREATE TABLE IF NOT EXISTS entities (
 )
 """
 
+# The last run of each kind that ended clean (tasks/targets/base.py: the guard's baseline).
+STATE = """
+CREATE TABLE IF NOT EXISTS sluice_state (
+    source TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    clean_seq INTEGER NOT NULL,
+    PRIMARY KEY (source, kind)
+)
+"""
+
 # A row stamped by a newer run stays as it is (tasks/targets/base.py).
 UPSERT = """
 INSERT INTO entities (source, kind, identifier, data, run_id, run_seq, first_seq, updated_at)
@@ -56,6 +66,7 @@ class SqliteTarget:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute(SCHEMA)
+            self._conn.execute(STATE)
             columns = {row[1] for row in self._conn.execute("PRAGMA table_info(entities)")}
             for column in ("run_seq", "first_seq"):  # a database from before run stamps
                 if column in columns:
@@ -105,18 +116,23 @@ class SqliteTarget:
     def delete_stale(self, source: str, kind: str, *, run_seq: int, threshold: float
                      ) -> Deletion:
         with self._transaction() as conn:
-            existing, stale = conn.execute(
-                "SELECT COALESCE(SUM(first_seq < ?), 0), COALESCE(SUM(run_seq < ?), 0)"
-                " FROM entities WHERE source = ? AND kind = ?",
-                (run_seq, run_seq, source, kind)).fetchone()
-            refused = deletion_guard(stale, existing, threshold)
+            row = conn.execute("SELECT clean_seq FROM sluice_state WHERE source = ? AND kind = ?",
+                               (source, kind)).fetchone()
+            existing, confirmed, stale = conn.execute(
+                "SELECT COALESCE(SUM(first_seq < ?), 0), COALESCE(SUM(first_seq <= ?), 0),"
+                " COALESCE(SUM(run_seq < ?), 0) FROM entities WHERE source = ? AND kind = ?",
+                (run_seq, row[0] if row else 0, run_seq, source, kind)).fetchone()
+            refused = deletion_guard(stale, confirmed or existing, threshold)
             if refused:
                 return Deletion(refused=refused)
-            if not stale:
-                return Deletion()
-            cur = conn.execute("DELETE FROM entities WHERE source = ? AND kind = ? AND run_seq < ?",
-                               (source, kind, run_seq))
-            return Deletion(deleted=cur.rowcount)
+            deleted = 0
+            if stale:
+                deleted = conn.execute("DELETE FROM entities WHERE source = ? AND kind = ?"
+                                       " AND run_seq < ?", (source, kind, run_seq)).rowcount
+            conn.execute("INSERT INTO sluice_state (source, kind, clean_seq) VALUES (?, ?, ?)"
+                         " ON CONFLICT (source, kind) DO UPDATE SET clean_seq = excluded.clean_seq",
+                         (source, kind, run_seq))
+            return Deletion(deleted=deleted)
 
     def counts(self) -> list[tuple[str, str, int]]:
         with self._translated():

@@ -189,4 +189,4 @@ def postgres_pipeline(tmp_path_factory, shared_api, redis_server) -> Iterator[Pi
         import psycopg
 
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f"DROP TABLE IF EXISTS {table}")
+            conn.execute(f"DROP TABLE IF EXISTS {table}, {table}_state")

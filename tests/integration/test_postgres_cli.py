@@ -132,7 +132,7 @@ def test_a_finalize_that_cannot_delete_fails_the_run_and_frees_the_kind(
 
     dsn, role, table = postgres_dsn(), f"sluice_nodelete_{os.getpid()}", f"nodel_{os.getpid()}"
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"DROP TABLE IF EXISTS {table}")
+        conn.execute(f"DROP TABLE IF EXISTS {table}, {table}_state")
         conn.execute(f"DROP ROLE IF EXISTS {role}")
         conn.execute(f"CREATE ROLE {role} LOGIN")
         conn.execute(f"CREATE TABLE {table} (source text NOT NULL, kind text NOT NULL,"
@@ -140,7 +140,9 @@ def test_a_finalize_that_cannot_delete_fails_the_run_and_frees_the_kind(
                      " run_seq bigint NOT NULL DEFAULT 0, first_seq bigint NOT NULL DEFAULT 0,"
                      " updated_at timestamptz NOT NULL"
                      " DEFAULT now(), PRIMARY KEY (source, kind, identifier))")
-        conn.execute(f"GRANT SELECT, INSERT, UPDATE ON {table} TO {role}")
+        conn.execute(f"CREATE TABLE {table}_state (source text NOT NULL, kind text NOT NULL,"
+                     " clean_seq bigint NOT NULL, PRIMARY KEY (source, kind))")
+        conn.execute(f"GRANT SELECT, INSERT, UPDATE ON {table}, {table}_state TO {role}")
     role_dsn = psycopg.conninfo.make_conninfo(dsn, user=role)
     try:
         with running_pipeline(tmp_path, shared_api, redis_server, db_index=5, pg=(dsn, table),
@@ -156,5 +158,5 @@ def test_a_finalize_that_cannot_delete_fails_the_run_and_frees_the_kind(
             assert p.client.start("api", "stale")["state"] == "running"  # the lock is free
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(f"DROP TABLE IF EXISTS {table}")
+            conn.execute(f"DROP TABLE IF EXISTS {table}, {table}_state")
             conn.execute(f"DROP ROLE IF EXISTS {role}")

@@ -70,6 +70,11 @@ path = "/offset/over"
 items = "values"
 paginator = {{ type = "offset", offset_param = "startAt", limit_param = "maxResults", limit = 10, total_path = "total" }}
 
+[sources.{source}.kinds.endless]
+path = "/cursor/endless"
+items = "data"
+paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 100 }}
+
 [sources.{source}.kinds.wrongid]
 path = "/cursor/wrongid"
 items = "data"
@@ -98,6 +103,7 @@ integration = "rest"
 base_url = "{api.url}"
 headers = {{ Authorization = "Bearer ${{SLUICE_TEST_TOKEN}}" }}
 allow_origins = ["{other.url}"]
+max_pages = 50
 """ + KINDS.format(source="api") + KINDS.format(source="open")
     for kind in CURSOR_KINDS:
         text += f"""
@@ -271,11 +277,13 @@ def script_last(trust: Trust, last: int, *, items: int = 30, more_after_last: bo
 @pytest.mark.parametrize("last", [6, 10**12])
 def test_a_last_page_that_over_reports_ends_at_the_first_empty_page(trust: Trust, last: int):
     """rel="last" claims 6 pages (or a trillion) where 3 exist: the plan ends at the first
-    empty page, in seconds, with a handful of requests and flat memory."""
+    empty page, in seconds, with a handful of requests and flat memory, and deletes nothing
+    (an API that does not know its size is not trusted with a deletion)."""
     script_last(trust, last)
     started = time.monotonic()
     run = trust.client.resync("api", "lastlink")
-    assert run["state"] == "succeeded" and run["items_written"] == 30, run
+    assert run["state"] == "partial" and run["items_written"] == 30, run
+    assert "came back empty" in run["deletion_refused"]
     assert time.monotonic() - started < 20
     assert len(trust.api.requests("/link/lastlink")) <= 3 + 2 * 8  # pages, and those in flight
 
@@ -285,7 +293,7 @@ def test_a_total_that_over_reports_ends_partial(trust: Trust):
     trust.api.state.totals["over"] = 60
     run = trust.client.resync("api", "over")
     assert run["state"] == "partial" and run["items_written"] == 30, run
-    assert "the API said there are 60 items, but 30 were read" in run["deletion_refused"]
+    assert "came back empty" in run["deletion_refused"]  # which one: as answers came
     assert len(trust.api.requests("/offset/over")) <= 3 + 2 * 8
     del trust.api.state.totals["over"]
 
@@ -307,6 +315,17 @@ def test_an_empty_page_with_a_next_cursor_deletes_nothing(trust: Trust):
     assert run["state"] == "partial" and run["deleted"] == 0, run
     assert "an empty page still gave a next cursor" in run["deletion_refused"]
     assert len(trust.ids("emptycur")) == 1000
+
+
+def test_an_empty_planned_page_in_the_middle_deletes_nothing(trust: Trust):
+    trust.seed("lastlink", 100)
+    script_last(trust, 10, items=100)
+    trust.api.fail("/link/lastlink", 200, when={"page": "5"}, body="[]", headers={
+        "Link": f'<{trust.api.url}/link/lastlink?page=6&per_page=10>; rel="next"'})
+    run = trust.client.resync("api", "lastlink")
+    assert run["state"] == "partial" and run["deleted"] == 0, run
+    assert "page=5&per_page=10) came back empty" in run["deletion_refused"]
+    assert len(trust.ids("lastlink")) == 100
 
 
 def test_an_item_nested_hundreds_deep_lands_and_no_worker_dies(trust: Trust):
@@ -408,11 +427,32 @@ def test_a_link_cycle_fails_the_run_naming_it(trust: Trust):
     base = f"{trust.api.url}/link/lcyc"
     trust.api.fail("/link/lcyc", 200, times=50, when={"page": "2"}, body="[]", headers={
         "Link": f'<{base}?page=1&per_page=50>; rel="next"'})
-    trust.api.fail("/link/lcyc", 200, times=1, body=json.dumps(make_items("lcyc", 50)),
+    # The first page's items differ from page=1's: this is a cycle of links, not of items.
+    trust.api.fail("/link/lcyc", 200, times=1, body=json.dumps(make_items("first", 50)),
                    headers={"Link": f'<{base}?page=2&per_page=50>; rel="next"'})
     run = trust.client.resync("api", "lcyc")
     assert run["state"] == "failed", run
     assert "PagingCycle" in run["reason"] and "page=2" in run["reason"], run["reason"]
+
+
+def test_an_api_that_hands_out_new_cursors_for_the_same_page_fails_the_run(trust: Trust):
+    trust.api.set_items("endless", 10)
+    for n in range(1, 30):  # every page: the same item, and a cursor never seen before
+        trust.api.fail("/cursor/endless", 200, when={"cursor": f"c{n}"},
+                       body=page_body([{"id": "same"}], f"c{n + 1}"))
+    trust.api.fail("/cursor/endless", 200, body=page_body([{"id": "same"}], "c1"))
+    run = trust.client.resync("api", "endless")
+    assert run["state"] == "failed", run
+    assert "holds the very items of page 1" in run["reason"], run["reason"]
+    assert run["pages"] <= 3
+
+
+def test_a_run_past_max_pages_fails(trust: Trust):
+    trust.api.set_items("endless", 100_000)  # 1,000 pages; the source allows 50
+    run = trust.client.resync("open", "endless")
+    assert run["state"] == "failed", run
+    assert "TooManyPages" in run["reason"] and "max_pages (50)" in run["reason"]
+    assert run["pages"] <= 52
 
 
 def test_an_api_that_trickles_its_answer_fails_within_the_deadline(trust: Trust):

@@ -189,11 +189,19 @@ def test_a_run_stuck_finalizing_is_marked_stalled_and_frees_its_kind(progress):
 def test_a_state_asked_for_again_by_another_page_is_a_cycle(progress):
     run_id = progress.create_run("src", "kind")["run_id"]
     record = progress.record_page
-    assert record(run_id, "src", "kind", [1], 5, {"next": {"cursor": "A"}, "seq": 2}) is True
-    assert record(run_id, "src", "kind", [2], 5, {"next": {"cursor": "B"}, "seq": 3}) is True
+    assert record(run_id, "src", "kind", [1], 5, {"next": {"cursor": "A"}, "seq": 2}) == (1,)
+    assert record(run_id, "src", "kind", [2], 5, {"next": {"cursor": "B"}, "seq": 3}) == (2,)
     # the same page recorded again (a redelivered slice) is no cycle
-    assert record(run_id, "src", "kind", [2], 5, {"next": {"cursor": "B"}, "seq": 3}) is True
+    assert record(run_id, "src", "kind", [2], 5, {"next": {"cursor": "B"}, "seq": 3}) == (2,)
     assert record(run_id, "src", "kind", [3], 5, {"next": {"cursor": "A"}, "seq": 4}) == Cycle(2)
+
+
+def test_the_same_items_on_another_page_are_a_cycle(progress):
+    run_id = progress.create_run("src", "kind")["run_id"]
+    record = progress.record_page
+    assert record(run_id, "src", "kind", [1], 1, None, items_digest="d1") == (1,)
+    assert record(run_id, "src", "kind", [1], 1, None, items_digest="d1") == (1,)  # redelivered
+    assert record(run_id, "src", "kind", [2], 1, None, items_digest="d1") == Cycle(1, "items")
 
 
 def test_run_sequence_numbers_only_grow(progress):

@@ -36,7 +36,7 @@ def target(request, tmp_path) -> Iterator:
 
     t = PostgresTarget(postgres_dsn(), table=f"sluice_test_{uuid.uuid4().hex[:8]}")
     yield t
-    t._connect().execute(f"DROP TABLE IF EXISTS {t.table}")
+    t._connect().execute(f"DROP TABLE IF EXISTS {t.table}, {t.table}_state")
     t._conn.commit()
     t.close()
 
@@ -99,6 +99,20 @@ def test_rows_a_run_created_do_not_dilute_the_guard(target):
     target.upsert(entities("a", range(1000)), run_id="r1", run_seq=1)
     target.upsert(entities("a", range(1000, 6000)), run_id="r2", run_seq=2)
     result = target.delete_stale("src", "a", run_seq=2, threshold=0.2)
+    assert result.refused == ("refused to delete 1000 of 1000 entities (100.0%): "
+                              "delete_threshold is 20%")
+    assert len(rows(target)) == 6000
+
+
+def test_a_refused_run_s_rows_do_not_dilute_the_next_run_s_guard(target):
+    """Two runs of an API answering all-new ids: the first is refused and leaves its 5,000
+    rows; they must not make the 1,000 rows a clean run confirmed look like 17% next time."""
+    target.upsert(entities("a", range(1000)), run_id="r1", run_seq=1)
+    assert target.delete_stale("src", "a", run_seq=1, threshold=0.2).refused is None  # clean
+    target.upsert(entities("a", range(1000, 6000)), run_id="r2", run_seq=2)
+    assert target.delete_stale("src", "a", run_seq=2, threshold=0.2).refused
+    target.upsert(entities("a", range(1000, 6000)), run_id="r3", run_seq=3)
+    result = target.delete_stale("src", "a", run_seq=3, threshold=0.2)
     assert result.refused == ("refused to delete 1000 of 1000 entities (100.0%): "
                               "delete_threshold is 20%")
     assert len(rows(target)) == 6000

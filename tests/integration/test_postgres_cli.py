@@ -44,8 +44,10 @@ def test_run_wait_json_prints_one_line_per_run_and_exits_0(sqlite_pipeline: Pipe
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert [(r["kind"], r["state"], r["items_written"]) for r in lines] == [
         ("lnk", "succeeded", 90), ("off", "succeeded", 45)]
-    status = sluice(p, "status", lines[0]["run_id"], "--json")
-    assert json.loads(status.stdout)["items_written"] == 90
+    status = json.loads(sluice(p, "status", lines[0]["run_id"], "--json").stdout)
+    assert status["items_written"] == 90
+    # what the stuck-run runbook reads
+    assert {"updated_at", "in_flight", "producer_done"} <= set(status)
 
 
 def test_run_wait_exits_1_when_a_run_fails_and_says_why(sqlite_pipeline: Pipeline):

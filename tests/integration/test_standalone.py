@@ -71,23 +71,32 @@ def test_standalone_runs_until_ctrl_c_then_stops_every_child(tmp_path: Path):
          "--logs", str(tmp_path / "logs")],
         cwd=tmp_path, env=standalone_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True)
-    lines: list[str] = []
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 180
-    while not any("running on schedule" in line for line in lines):
-        assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)
-        lines.append(proc.stdout.readline())
-    redis_url = next(line for line in lines if line.startswith("redis: ")).split(" on ")[1].strip()
-    redis_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
-    # Flower is up on loopback, without auth (the one place it may be), and saw the tasks.
-    tasks = httpx.get(f"http://127.0.0.1:{port}/api/tasks", timeout=10).json()
-    names = {t["name"] for t in tasks.values()}
-    assert {"sluice.resync", "sluice.ingest_batch", "sluice.finalize"} <= names
-    children = descendants(proc.pid)
-    assert len(children) >= 4  # redis-server, worker (threads pool: one process), beat, flower
+    try:
+        lines: list[str] = []
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 180
+        while not any("running on schedule" in line for line in lines):
+            assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)
+            lines.append(proc.stdout.readline())
+        redis_url = next(line for line in lines
+                         if line.startswith("redis: ")).split(" on ")[1].strip()
+        redis_port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+        # Flower is up on loopback, without auth (the one place it may be), and saw the tasks.
+        tasks = httpx.get(f"http://127.0.0.1:{port}/api/tasks", timeout=10).json()
+        names = {t["name"] for t in tasks.values()}
+        assert {"sluice.resync", "sluice.ingest_batch", "sluice.finalize"} <= names
+        children = descendants(proc.pid)
+        assert len(children) >= 4  # redis-server, worker (threads pool: one process), beat, flower
 
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:  # a failed assertion above must not leave the whole stack running
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
     assert proc.returncode == 130, out
     assert "stopping" in out
     time.sleep(0.5)

@@ -14,6 +14,17 @@ def test_json_only_acks_late_and_redelivery_settings():
     assert conf.worker_prefetch_multiplier == 1
     assert conf.broker_transport_options["visibility_timeout"] == 600
     assert conf.worker_send_task_events and conf.task_ignore_result
+    # a plain `celery -A tasks worker`: the threads pool, 8 at once
+    assert (conf.worker_pool, conf.worker_concurrency) == ("threads", 8)
+
+
+def test_the_flower_command_in_the_readme_starts():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    line = next(x for x in readme.splitlines() if x.startswith("celery -A tasks flower"))
+    argv = line.split("#")[0].split()
+    assert flower_refusal(argv, {}) is None, line
 
 
 @pytest.mark.parametrize("argv,env,refused", [

@@ -190,9 +190,10 @@ def report(a: argparse.Namespace, real: dict[str, Any], load: dict[str, Any]) ->
         "short and touch one run's keys, so many runs spread over a Redis Cluster by run "
         "(one hash tag per run) if one Redis ever is not enough. Liveness costs two scripts "
         "per node every 2 s: 100 nodes, 100 commands/s.",
-        "- **Where else to go**: task events for Flower are a quarter of the commands: turn "
-        "them off (`worker_send_task_events`) on a fleet that Flower need not watch task by "
-        "task. Beyond one Redis core, put the queue on RabbitMQ (`SLUICE_BROKER_URL`): the "
+        f"- **Where else to go**: task events for Flower are {cmds.get('publish', 0) / total:.0%} "
+        "of the commands (and a share of the bytes): turn them off "
+        "(`worker_send_task_events`) on a fleet that Flower need not watch task by task. "
+        "Beyond one Redis core, put the queue on RabbitMQ (`SLUICE_BROKER_URL`): the "
         "queue's push/pop/ack/unacked traffic leaves Redis, which keeps the run records, "
         "locks and rate limits only.",
         "- **Message size**: a batch of 100 items is its items' JSON once, as text inside the "

@@ -16,7 +16,9 @@ alive and which messages it holds:
   so one node does it.
 
 So a node lost mid-run costs about ``SLUICE_NODE_TIMEOUT`` plus a beat; a live node, however
-slow its tasks, keeps its messages. kombu's visibility-timeout sweep stays as the last resort.
+slow its tasks, keeps its messages. A node judges the others only after its own beats have got
+through for a whole timeout, so that after a Redis outage (when every node's last beat is old)
+the live ones have said so before anyone is taken for dead. kombu's visibility-timeout sweep stays as the last resort.
 Node names are unique per start (hostname, pid, start time): a node restarted under the same
 hostname does not adopt, and so never strands, the messages of the one that died.
 """
@@ -71,6 +73,10 @@ class Liveness:
         self._silent = client.register_script(_SILENT)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sluice-liveness", daemon=True)
+        # Since when this node's own beats get through. Others are judged only after a whole
+        # timeout of that: after a Redis outage every node's last beat is old, and the live
+        # ones need a beat to say so before anyone is taken for dead.
+        self._beating_since: float | None = None
 
     def start(self) -> Liveness:
         self.beat()
@@ -105,12 +111,21 @@ class Liveness:
             reaped.append(node)
         return reaped
 
+    def tick(self, now: float) -> list[str]:
+        """One beat, and the watch over the others once this node has beaten for a timeout."""
+        self.beat()
+        if self._beating_since is None:
+            self._beating_since = now
+        if now - self._beating_since < self.timeout:
+            return []
+        return self.reap()
+
     def _run(self) -> None:
         while not self._stop.wait(self.timeout / 5):
             try:
-                self.beat()
-                self.reap()
+                self.tick(time.monotonic())
             except redis.RedisError as exc:  # Redis away for a moment: the next beat retries
+                self._beating_since = None
                 log.warning("liveness: %s", exc)
 
     def stop(self) -> None:

@@ -220,14 +220,16 @@ def cmd_failed(args: argparse.Namespace) -> int:
         if not args.run_id:
             print("sluice failed retry needs a RUN_ID", file=sys.stderr)
             return 2
+        from tasks import messages
         from tasks.app import app
 
         letters = progress.dead_letters(args.run_id)
+        run_seq = progress.get(args.run_id).get("run_seq")
         for seq, letter in sorted(letters.items()):
-            app.send_task("sluice.ingest_batch",
-                          (args.run_id, letter["source"], letter["kind"], seq, letter["items"]),
-                          argsrepr=(f"run={args.run_id} {letter['source']}/{letter['kind']} "
-                                    f"page={seq} items={_count(letter['items'])} (retry)"))
+            messages.batch(app, args.run_id, letter["source"], letter["kind"], seq,
+                           letter["items"], count=len(letter["items"]) if isinstance(letter["items"], list)
+                           else 0, run_seq=run_seq,
+                           note=" (retry)")
         print(f"run {args.run_id}: {len(letters)} dead-lettered batch(es) enqueued again")
         return 0
     for run_id in run_ids:

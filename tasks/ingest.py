@@ -20,9 +20,8 @@ from celery import Task
 from integrations.base import Integration
 from integrations.errors import RetryableError, TargetRejected, describe
 from integrations.secrets import excerpt
-from tasks import runtime
+from tasks import messages, runtime
 from tasks.app import app
-from tasks.finalize import finalize
 from tasks.targets import Entity, Target
 from tasks.targets.base import bad_text
 
@@ -114,11 +113,11 @@ def ingest_batch(
         rejected += unstorable
         if rt.progress.batch_done(run_id, source, kind, seq, written=written,
                                   rejected=rejected):
-            finalize.delay(run_id)
+            messages.finalize(app, run_id)
         return {"run_id": run_id, "seq": seq, "written": written, "rejected": len(rejected)}
     dead_letter = {"source": source, "kind": kind, "seq": seq, "items": items,
                    "error": describe(error), "attempts": self.request.retries + 1,
                    "at": time.time()}
     if rt.progress.batch_failed(run_id, seq, dead_letter=dead_letter):
-        finalize.delay(run_id)
+        messages.finalize(app, run_id)
     return {"run_id": run_id, "seq": seq, "dead_lettered": dead_letter["error"]}

@@ -36,10 +36,8 @@ from celery import Task
 
 from integrations import pager
 from integrations.errors import ConfigError, PagingCycle, RunLost, TooManyPages, describe
-from tasks import runtime
+from tasks import messages, runtime
 from tasks.app import app
-from tasks.finalize import finalize
-from tasks.ingest import ingest_batch
 from tasks.progress import Cycle, RunState
 
 log = logging.getLogger(__name__)
@@ -87,9 +85,7 @@ def batches(page: pager.Page, *, max_items: int, max_bytes: int) -> list[Batch]:
 
 
 def continue_later(source: str, kind: str, run_id: str, partition: int) -> None:
-    resync.apply_async((source, kind), {"run_id": run_id, "partition": partition},
-                       argsrepr=f"{source}/{kind} run={run_id} partition={partition}",
-                       kwargsrepr="{}")
+    messages.resync(app, source, kind, run_id, partition=partition)
 
 
 def produce(rt: runtime.Runtime, run: dict[str, Any], partition: int) -> bool:
@@ -174,11 +170,8 @@ def produce(rt: runtime.Runtime, run: dict[str, Any], partition: int) -> bool:
             # from the checkpoint, with the same seqs, and the sets count it once.
             parts = batches(page, max_items=src.max_batch_items, max_bytes=src.max_batch_bytes)
             for batch in parts:
-                ingest_batch.apply_async(
-                    (run_id, source, kind, batch.seq, batch.items), {"run_seq": run_seq},
-                    argsrepr=(f"run={run_id} {source}/{kind} {pager.describe_seq(batch.seq)} "
-                              f"items={batch.count}"),
-                    kwargsrepr="{}")
+                messages.batch(app, run_id, source, kind, batch.seq, batch.items,
+                               count=batch.count, run_seq=run_seq)
             digest = hashlib.sha1("".join(b.items for b in parts).encode()).hexdigest()[:20]
             recorded = progress.record_page(
                 run_id, source, kind, [batch.seq for batch in parts], len(page.items),
@@ -259,10 +252,10 @@ def resync(self: Task, source: str, kind: str, run_id: str | None = None,
         log.warning("run %s: producer of %s/%s failed: %s", run["run_id"], source, kind,
                     describe(exc))
         if rt.progress.producer_done(run["run_id"], partition=partition, error=describe(exc)):
-            finalize.delay(run["run_id"])
+            messages.finalize(app, run["run_id"])
         return summary(rt.progress.get(run["run_id"]))
     if not finished:
         continue_later(source, kind, run["run_id"], partition)
     elif rt.progress.producer_done(run["run_id"], partition=partition):
-        finalize.delay(run["run_id"])
+        messages.finalize(app, run["run_id"])
     return summary(rt.progress.get(run["run_id"]))

@@ -13,7 +13,7 @@ from typing import Any
 
 from redbeat import RedBeatScheduler
 
-from tasks import runtime
+from tasks import messages, runtime
 from tasks.app import app
 from tasks.config import SluiceConfig, cached_config, cron
 from tasks.progress import Progress, RunState
@@ -32,8 +32,7 @@ def start_runs(progress: Progress, source: str, kinds: list[str], *,
     for kind in kinds:
         run = progress.create_run(source, kind, config_digest=config_digest)
         if run["state"] == RunState.RUNNING:
-            app.send_task("sluice.resync", (source, kind), {"run_id": run["run_id"]},
-                          argsrepr=f"{source}/{kind} run={run['run_id']}", kwargsrepr="{}")
+            messages.resync(app, source, kind, run["run_id"])
         runs.append(run)
     return runs
 

@@ -13,6 +13,7 @@ from typing import Any
 import redis
 from celery import Celery
 
+from tasks import messages
 from tasks.progress import Progress, RunState
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -138,7 +139,7 @@ class Client:
         """Create a run the way `sluice run` does and enqueue its producer."""
         run = self.progress.create_run(source, kind)
         if run["state"] == RunState.RUNNING:
-            self.app.send_task("sluice.resync", (source, kind), {"run_id": run["run_id"]})
+            messages.resync(self.app, source, kind, run["run_id"])
         return run
 
     def wait(self, run_id: str, *, timeout: float = 60,

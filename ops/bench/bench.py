@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from integrations.http.paginators import dig  # noqa: E402
 from integrations.rest.integration import paginator_for  # noqa: E402
 from integrations.rest.settings import KindSettings  # noqa: E402
+from tasks import messages  # noqa: E402
 from tasks.progress import Progress, RunState  # noqa: E402
 from tasks.redisserver import RedisServer, free_port  # noqa: E402
 
@@ -307,7 +308,7 @@ def sluice(api: Api, style: str, n: int, a: argparse.Namespace, limit: float, sc
             app.conf.update(task_serializer="json", task_default_queue="sluice")
             start = time.time()
             run = progress.create_run("bench", "bench")
-            app.send_task("sluice.resync", ("bench", "bench"), {"run_id": run["run_id"]})
+            messages.resync(app, "bench", "bench", run["run_id"])
             redis_peak = 0
             while not RunState(progress.get(run["run_id"])["state"]).ended:
                 redis_peak = max(redis_peak, int(client.info("memory")["used_memory"]))

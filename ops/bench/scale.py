@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench  # noqa: E402
+from tasks import messages  # noqa: E402
 from tasks.liveness import Liveness  # noqa: E402
 from tasks.progress import Progress  # noqa: E402
 from tasks.redisserver import RedisServer  # noqa: E402
@@ -72,7 +73,7 @@ def real_run(a: argparse.Namespace) -> dict[str, Any]:
                 time.sleep(2)  # heartbeats settle
                 before, start = counters(r), time.time()
                 run = progress.create_run("bench", "bench")
-                app.send_task("sluice.resync", ("bench", "bench"), {"run_id": run["run_id"]})
+                messages.resync(app, "bench", "bench", run["run_id"])
                 while progress.get(run["run_id"])["state"] in ("running", "finalizing"):
                     time.sleep(0.05)
                 seconds = time.time() - start

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from tasks import messages
 from tests.integration.conftest import Pipeline
 
 pytestmark = pytest.mark.integration
@@ -113,14 +114,15 @@ def test_redelivered_batches_count_once(pipeline: Pipeline):
     """The same batch published three times (as a broker redelivery would) counts once."""
     p = pipeline
     items = p.api.set_items("dup", 60)
-    progress, send = p.client.progress, p.client.app.send_task
+    progress = p.client.progress
     run = progress.create_run("api", "dup")
     run_id = run["run_id"]
     batches = {1: items[:50], 2: items[50:]}
     for seq, batch in batches.items():
         progress.record_page(run_id, "api", "dup", [seq], len(batch), {"cursor": str(seq)})
     for seq in (1, 1, 2, 1):
-        send("sluice.ingest_batch", (run_id, "api", "dup", seq, batches[seq]))
+        messages.batch(p.client.app, run_id, "api", "dup", seq, batches[seq],
+                       count=len(batches[seq]), run_seq=run["run_seq"])
     deadline = time.monotonic() + 30
     while progress.get(run_id)["batches_done"] < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -129,7 +131,7 @@ def test_redelivered_batches_count_once(pipeline: Pipeline):
     assert not progress.producer_done(run_id)  # ... and only this one
     run = progress.get(run_id)
     assert (run["batches_done"], run["items_written"], run["in_flight"]) == (2, 60, 0)
-    p.client.app.send_task("sluice.finalize", (run_id,))
+    messages.finalize(p.client.app, run_id)
     assert p.client.wait(run_id)["state"] == "succeeded"
 
 

@@ -24,6 +24,7 @@ import pytest
 import redis
 
 from integrations.fakeapi import FakeAPI, make_items
+from tasks import messages
 from tasks.redisserver import RedisServer
 from tasks.targets.sqlite import SqliteTarget
 from tests.workers import ROOT, Client, Workers
@@ -229,7 +230,7 @@ def test_a_late_write_of_a_stalled_run_never_leads_to_deleting_live_rows(trust: 
     """Run A is declared stalled while a batch of it is still to be written; run B writes
     everything; A's late batch lands before B finalizes. On main, B then deleted the rows A
     had re-stamped."""
-    progress, send = trust.client.progress, trust.client.app.send_task
+    progress, app = trust.client.progress, trust.client.app
     items = trust.api.set_items("late", 1000)
     run_a = progress.create_run("api", "late")
     progress.finish(run_a, "stalled", reason="declared stalled by the test")
@@ -237,20 +238,20 @@ def test_a_late_write_of_a_stalled_run_never_leads_to_deleting_live_rows(trust: 
     pages = {seq: items[(seq - 1) * 100:seq * 100] for seq in range(1, 11)}
     for seq, batch in pages.items():
         progress.record_page(run_b["run_id"], "api", "late", [seq], len(batch), None)
-        send("sluice.ingest_batch", (run_b["run_id"], "api", "late", seq, batch),
-             {"run_seq": run_b["run_seq"]})
+        messages.batch(app, run_b["run_id"], "api", "late", seq, batch, count=len(batch),
+                       run_seq=run_b["run_seq"])
     deadline = time.monotonic() + 30
     while progress.get(run_b["run_id"])["batches_done"] < 10:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     late = items[:400]  # run A's retry, older data of 400 items
-    send("sluice.ingest_batch", (run_a["run_id"], "api", "late", 7, late),
-         {"run_seq": run_a["run_seq"]})
+    messages.batch(app, run_a["run_id"], "api", "late", 7, late, count=len(late),
+                   run_seq=run_a["run_seq"])
     while progress.get(run_a["run_id"])["batches_done"] < 1:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert progress.producer_done(run_b["run_id"])
-    send("sluice.finalize", (run_b["run_id"],))
+    messages.finalize(app, run_b["run_id"])
     run = trust.client.wait(run_b["run_id"])
     assert (run["state"], run["deleted"]) == ("succeeded", 0), run
     assert len(trust.ids("late")) == 1000
@@ -622,7 +623,7 @@ def test_workers_take_an_edited_config_and_fail_a_run_of_another_one(trust: Trus
         cfg.write_text(original)
     # A run started from a sluice.toml the workers do not have fails, naming the worker.
     run = trust.client.progress.create_run("api", "stale", config_digest="0123456789abcdef")
-    trust.client.app.send_task("sluice.resync", ("api", "stale"), {"run_id": run["run_id"]})
+    messages.resync(trust.client.app, "api", "stale", run["run_id"])
     run = trust.client.wait(run["run_id"])
     assert run["state"] == "failed", run
     assert "has another" in run["reason"] and "(0123456789abcdef)" in run["reason"]

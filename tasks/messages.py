@@ -1,0 +1,44 @@
+"""The one place that sends Sluice's tasks: the producer, beat, the CLI, the tests and the
+benchmark all come through here.
+
+Tasks are sent by name on whichever Celery app the caller has (the workers' own, or a client's
+that only knows the broker), with a short ``argsrepr`` for Flower and the logs: never the items
+of a batch, never anything secret. Messages carry names and ids; workers resolve the rest from
+their own configuration.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from integrations.pager import describe_seq
+
+RESYNC = "sluice.resync"
+INGEST = "sluice.ingest_batch"
+FINALIZE = "sluice.finalize"
+
+
+def resync(app: Celery, source: str, kind: str, run_id: str, *, partition: int = 0) -> None:
+    """A producer slice of partition ``partition`` of the run."""
+    kwargs: dict[str, Any] = {"run_id": run_id}
+    if partition:
+        kwargs["partition"] = partition
+    where = f" partition={partition}" if partition else ""
+    app.send_task(RESYNC, (source, kind), kwargs, argsrepr=f"{source}/{kind} run={run_id}{where}",
+                  kwargsrepr="{}")
+
+
+def batch(app: Celery, run_id: str, source: str, kind: str, seq: int, items: str | list[Any],
+          *, count: int, run_seq: int | None, note: str = "") -> None:
+    """Batch ``seq`` of the run: ``items`` as JSON text (or a list), ``count`` of them."""
+    kwargs = {} if run_seq is None else {"run_seq": run_seq}
+    app.send_task(INGEST, (run_id, source, kind, seq, items), kwargs,
+                  argsrepr=f"run={run_id} {source}/{kind} {describe_seq(seq)} items={count}{note}",
+                  kwargsrepr="{}")
+
+
+def finalize(app: Celery, run_id: str) -> None:
+    """End the run (the progress scripts elected the caller)."""
+    app.send_task(FINALIZE, (run_id,), argsrepr=f"run={run_id}", kwargsrepr="{}")

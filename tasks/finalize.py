@@ -20,6 +20,7 @@ from typing import Any
 from celery import Task
 
 from integrations.errors import RetryableError, describe
+from integrations.http.retry import backoff
 from tasks import runtime
 from tasks.app import app
 from tasks.progress import RunState
@@ -71,7 +72,8 @@ def finalize(self: Task, run_id: str) -> dict[str, Any]:
         state, fields = outcome(rt, run)
     except RetryableError as exc:
         if self.request.retries < RETRIES:
-            raise self.retry(exc=exc, countdown=min(30, 2**self.request.retries)) from exc
+            raise self.retry(exc=exc, countdown=backoff(self.request.retries, base=2.0,
+                                                        cap=30.0)) from exc
         state, fields = RunState.FAILED, {
             "reason": f"finalize gave up after {RETRIES} retries: {describe(exc)}"}
     except Exception as exc:

@@ -11,7 +11,6 @@ is lost. Rejected items are counted on the run and listed by ``sluice failed lis
 from __future__ import annotations
 
 import json
-import random
 import time
 from typing import Any
 
@@ -19,6 +18,7 @@ from celery import Task
 
 from integrations.base import Integration
 from integrations.errors import RetryableError, TargetRejected, describe
+from integrations.http.retry import backoff
 from integrations.secrets import excerpt
 from tasks import messages, runtime
 from tasks.app import app
@@ -73,14 +73,6 @@ def write(target: Target, entities: list[Entity], index_of: dict[str, int], *, r
                        for i, p in problems.items()]
 
 
-def backoff(retries: int, *, base: float, cap: float, hint: float | None) -> float:
-    """Seconds before the next attempt: the target's hint, else exponential with jitter."""
-    if hint is not None:
-        return min(cap, hint)
-    ceiling = min(cap, base * 2**retries)
-    return ceiling / 2 + random.random() * ceiling / 2
-
-
 @app.task(bind=True, name="sluice.ingest_batch", max_retries=None)
 def ingest_batch(
     self: Task, run_id: str, source: str, kind: str, seq: int, items: str | list[Any],
@@ -103,8 +95,11 @@ def ingest_batch(
                                     run_seq=run_seq, seq=seq, items=items)
     except RetryableError as exc:
         if self.request.retries < settings.ingest_retries:
-            delay = backoff(self.request.retries, base=settings.ingest_backoff,
-                            cap=settings.ingest_max_backoff, hint=exc.retry_after)
+            # The target's hint when it gives one, else the backoff.
+            delay = (min(settings.ingest_max_backoff, exc.retry_after)
+                     if exc.retry_after is not None else
+                     backoff(self.request.retries, base=settings.ingest_backoff,
+                             cap=settings.ingest_max_backoff))
             raise self.retry(exc=exc, countdown=delay) from exc
         error: Exception = exc
     except Exception as exc:  # permanent: a Sluice error, or one nobody foresaw

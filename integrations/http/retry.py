@@ -28,6 +28,16 @@ EPOCH_MS_THRESHOLD = 1_000_000_000_000  # ... and above this, a Unix time in mil
 RETRY_EXCEPTIONS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
 
 
+def backoff(attempt: int, *, base: float, cap: float,
+            jitter: Callable[[], float] = random.random) -> float:
+    """Seconds before retry number ``attempt`` (0-based): exponential from ``base``, at most
+    ``cap``, with "equal jitter" (half fixed, half random), so the retries of many callers
+    spread out without any retrying at once. The one backoff of Sluice: API requests, batch
+    writes, finalize."""
+    ceiling = min(cap, base * 2**attempt)
+    return ceiling / 2 + jitter() * ceiling / 2
+
+
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
     """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), or None."""
     if not value:
@@ -107,10 +117,7 @@ class RetryTransport(httpx.AsyncBaseTransport):
         """Seconds before retry number ``attempt`` (0-based): the server's word, else backoff."""
         if retry_after is not None:
             return retry_after
-        # "Equal jitter": half fixed, half random, so retries of many callers spread out
-        # without ever retrying immediately.
-        ceiling = min(self._max_backoff, self._backoff * 2**attempt)
-        return ceiling / 2 + self._jitter() * ceiling / 2
+        return backoff(attempt, base=self._backoff, cap=self._max_backoff, jitter=self._jitter)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         attempt = 0

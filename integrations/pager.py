@@ -169,6 +169,10 @@ async def _planned(
             await queue.put((-1, None))
 
     span = checkpoint["hi"] - checkpoint["lo"]
+    def where(i: int) -> str:
+        """Page ``i`` of the plan as its state says it: 'offset 4500', 'url https://…'."""
+        return ", ".join(f"{k} {v}" for k, v in integration.planned(kind, plan, i).items())
+
     requesters = [asyncio.create_task(requester()) for _ in range(min(concurrency, span))]
     try:
         if first is not None:
@@ -187,14 +191,10 @@ async def _planned(
                 truncated = None
                 if not got.items:  # the API does not know its size: stop here, delete nothing
                     end = min(end, i)
-                    where = ", ".join(f"{k} {v}" for k, v in
-                                      integration.planned(kind, plan, i).items())
-                    truncated = (f"a page of the plan ({where}) came back empty: the API "
+                    truncated = (f"a page of the plan ({where(i)}) came back empty: the API "
                                  "announced more than it holds, or lost some")
                 elif i == last and got.next is not None:
-                    where = ", ".join(f"{k} {v}" for k, v in
-                                      integration.planned(kind, plan, i).items())
-                    truncated = (f"the last page of the plan ({where}) ends short of or links "
+                    truncated = (f"the last page of the plan ({where(i)}) ends short of or links "
                                  "past what the API announced (its total, or rel=\"last\")")
                 yield Page(seq0 + i, got.items, {**checkpoint, "hi": min(end, checkpoint["hi"])},
                            truncated)

@@ -227,9 +227,7 @@ def cmd_failed(args: argparse.Namespace) -> int:
         run_seq = progress.get(args.run_id).get("run_seq")
         for seq, letter in sorted(letters.items()):
             messages.batch(app, args.run_id, letter["source"], letter["kind"], seq,
-                           letter["items"], count=len(letter["items"]) if isinstance(letter["items"], list)
-                           else 0, run_seq=run_seq,
-                           note=" (retry)")
+                           letter["items"], run_seq=run_seq, note=" (retry)")
         print(f"run {args.run_id}: {len(letters)} dead-lettered batch(es) enqueued again")
         return 0
     for run_id in run_ids:

@@ -13,7 +13,7 @@ import importlib.util
 import os
 import re
 import tomllib
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -59,8 +59,9 @@ class SluiceConfig(BaseModel):
     # sha256 of the file's text: a run records the digest it was started with.
     digest: str = ""
 
-    @property
+    @cached_property
     def redactor(self) -> Redactor:
+        """Built once per configuration (it compiles one pattern of every secret's forms)."""
         return Redactor(self.secrets)
 
     def source(self, name: str) -> SourceSettings:

@@ -31,8 +31,11 @@ def resync(app: Celery, source: str, kind: str, run_id: str, *, partition: int =
 
 
 def batch(app: Celery, run_id: str, source: str, kind: str, seq: int, items: str | list[Any],
-          *, count: int, run_seq: int | None, note: str = "") -> None:
-    """Batch ``seq`` of the run: ``items`` as JSON text (or a list), ``count`` of them."""
+          *, run_seq: int | None, count: int | None = None, note: str = "") -> None:
+    """Batch ``seq`` of the run: ``items`` as JSON text (then ``count`` says how many) or a
+    list."""
+    if count is None:
+        count = len(items) if isinstance(items, list) else 0
     kwargs = {} if run_seq is None else {"run_seq": run_seq}
     app.send_task(INGEST, (run_id, source, kind, seq, items), kwargs,
                   argsrepr=f"run={run_id} {source}/{kind} {describe_seq(seq)} items={count}{note}",

@@ -70,9 +70,7 @@ class Runtime:
         self._loop_thread.start()
         self.redis = connect_redis(settings.redis_url)
         self.progress = Progress.from_settings(settings, self.redis)
-        self.progress.redactor = config.redactor
-        logs.install(config.redactor)
-        secrets.install(config.redactor)
+        self._redact_with(config)
         self._lock = threading.RLock()
         self._integrations: dict[str, Integration] = {}
         self._clients: dict[str, httpx.AsyncClient] = {}
@@ -112,9 +110,14 @@ class Runtime:
                 self._retired += self._targets
                 self._targets = []
                 self._local = threading.local()
-            self.progress.redactor = config.redactor
-            logs.install(config.redactor)
-            secrets.install(config.redactor)
+            self._redact_with(config)
+
+    def _redact_with(self, config: SluiceConfig) -> None:
+        """The configuration's secrets are masked wherever this process writes: the run
+        records, the logs, the error excerpts."""
+        self.progress.redactor = config.redactor
+        logs.install(config.redactor)
+        secrets.install(config.redactor)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine to completion on this process's loop; returns or raises its result.

@@ -122,7 +122,7 @@ def test_redelivered_batches_count_once(pipeline: Pipeline):
         progress.record_page(run_id, "api", "dup", [seq], len(batch), {"cursor": str(seq)})
     for seq in (1, 1, 2, 1):
         messages.batch(p.client.app, run_id, "api", "dup", seq, batches[seq],
-                       count=len(batches[seq]), run_seq=run["run_seq"])
+                       run_seq=run["run_seq"])
     deadline = time.monotonic() + 30
     while progress.get(run_id)["batches_done"] < 2 and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -238,15 +238,14 @@ def test_a_late_write_of_a_stalled_run_never_leads_to_deleting_live_rows(trust: 
     pages = {seq: items[(seq - 1) * 100:seq * 100] for seq in range(1, 11)}
     for seq, batch in pages.items():
         progress.record_page(run_b["run_id"], "api", "late", [seq], len(batch), None)
-        messages.batch(app, run_b["run_id"], "api", "late", seq, batch, count=len(batch),
+        messages.batch(app, run_b["run_id"], "api", "late", seq, batch,
                        run_seq=run_b["run_seq"])
     deadline = time.monotonic() + 30
     while progress.get(run_b["run_id"])["batches_done"] < 10:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     late = items[:400]  # run A's retry, older data of 400 items
-    messages.batch(app, run_a["run_id"], "api", "late", 7, late, count=len(late),
-                   run_seq=run_a["run_seq"])
+    messages.batch(app, run_a["run_id"], "api", "late", 7, late, run_seq=run_a["run_seq"])
     while progress.get(run_a["run_id"])["batches_done"] < 1:
         assert time.monotonic() < deadline
         time.sleep(0.05)

@@ -1,7 +1,7 @@
 """The Celery side of Sluice. ``celery -A tasks worker`` finds the app as ``tasks.app``.
 
 The app is built on first access, not on import, so that importing ``tasks.config`` or
-``tasks.progress`` (the CLI does) neither reads ``SLUICE_REDIS_URL`` nor builds a Celery app
+``tasks.runs.progress`` (the CLI does) neither reads ``SLUICE_REDIS_URL`` nor builds a Celery app
 before ``sluice standalone`` has started its Redis.
 """
 

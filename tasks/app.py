@@ -28,7 +28,10 @@ from celery.signals import (
     worker_shutting_down,
 )
 
-from tasks import broker, liveness, logs, runtime
+from tasks.worker import broker
+from tasks.worker import liveness
+from tasks.worker import logs
+from tasks.worker import runtime
 from tasks.settings import get_settings
 
 QUEUE = "sluice"

@@ -21,9 +21,9 @@ from celery import Task
 
 from integrations.errors import RetryableError, describe
 from integrations.http.retry import backoff
-from tasks import runtime
+from tasks.worker import runtime
 from tasks.app import app
-from tasks.progress import RunState
+from tasks.runs.progress import RunState
 
 RETRIES = 5
 

@@ -20,7 +20,8 @@ from integrations.base import Integration
 from integrations.errors import RetryableError, TargetRejected, describe
 from integrations.http.retry import backoff
 from integrations.secrets import excerpt
-from tasks import messages, runtime
+from tasks import messages
+from tasks.worker import runtime
 from tasks.app import app
 from tasks.targets import Entity, Target
 from tasks.targets.base import bad_text

@@ -36,9 +36,10 @@ from celery import Task
 
 from integrations import pager
 from integrations.errors import ConfigError, PagingCycle, RunLost, TooManyPages, describe
-from tasks import messages, runtime
+from tasks import messages
+from tasks.worker import runtime
 from tasks.app import app
-from tasks.progress import Cycle, RunState
+from tasks.runs.progress import Cycle, RunState
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,11 @@ from typing import Any
 
 from redbeat import RedBeatScheduler
 
-from tasks import messages, runtime
+from tasks import messages
+from tasks.worker import runtime
 from tasks.app import app
 from tasks.config import SluiceConfig, cached_config, cron
-from tasks.progress import Progress, RunState
+from tasks.runs.progress import Progress, RunState
 from tasks.settings import get_settings
 
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}

@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     # Live workers look for such messages every interval x throttle seconds (kombu: 10 x 10).
     unacked_restore_interval: int = Field(10, ge=1)
     # A worker node whose heartbeat stopped this long ago is dead: a live node gives its
-    # messages back to the queue (tasks/liveness.py). Redis broker only.
+    # messages back to the queue (tasks/worker/liveness.py). Redis broker only.
     node_timeout: float = Field(10.0, ge=2)
     # A producer task fetches at most this many pages / seconds, saves its cursor, and
     # continues in a fresh task, so every task is short and a lost one costs little.

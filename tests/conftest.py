@@ -16,7 +16,7 @@ import pytest
 os.environ["SLUICE_REDIS_URL"] = "redis://127.0.0.1:9/0"
 
 from integrations.fakeapi import FakeAPI
-from tasks.redisserver import RedisServer
+from tasks.operator.redisserver import RedisServer
 
 
 @pytest.fixture(scope="session")

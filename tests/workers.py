@@ -14,7 +14,7 @@ import redis
 from celery import Celery
 
 from tasks import messages
-from tasks.progress import Progress, RunState
+from tasks.runs.progress import Progress, RunState
 
 ROOT = Path(__file__).resolve().parent.parent
 

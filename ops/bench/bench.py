@@ -41,8 +41,8 @@ from integrations.http.paginators import dig  # noqa: E402
 from integrations.rest.integration import paginator_for  # noqa: E402
 from integrations.rest.settings import KindSettings  # noqa: E402
 from tasks import messages  # noqa: E402
-from tasks.progress import Progress, RunState  # noqa: E402
-from tasks.redisserver import RedisServer, free_port  # noqa: E402
+from tasks.runs.progress import Progress, RunState  # noqa: E402
+from tasks.operator.redisserver import RedisServer, free_port  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

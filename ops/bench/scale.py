@@ -7,7 +7,7 @@
    give the commands, bytes and Redis CPU per batch and per run, with nothing estimated.
 2. A load run: ``--nodes`` simulated nodes at once, each doing a batch's run-record work (the
    producer's ``record_page`` and the batch's ``batch_done`` on one shared run: the scripts that
-   contend), plus every node's heartbeat and watch (``tasks/liveness.py``), as fast as they
+   contend), plus every node's heartbeat and watch (``tasks/worker/liveness.py``), as fast as they
    can for ``--seconds``. It shows whether the shared run record or the scripts serialise
    before Redis's CPU is the limit.
 """
@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench  # noqa: E402
 from tasks import messages  # noqa: E402
-from tasks.liveness import Liveness  # noqa: E402
-from tasks.progress import Progress  # noqa: E402
-from tasks.redisserver import RedisServer  # noqa: E402
+from tasks.worker.liveness import Liveness  # noqa: E402
+from tasks.runs.progress import Progress  # noqa: E402
+from tasks.operator.redisserver import RedisServer  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

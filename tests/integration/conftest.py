@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from integrations.fakeapi import FakeAPI
-from tasks.redisserver import RedisServer
+from tasks.operator.redisserver import RedisServer
 from tests.workers import Client, Workers, rabbitmq_url
 
 TOKEN = "tok-3f9a61c2-never-log-me"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from integrations.fakeapi import FakeAPI
-from tasks.redisserver import RedisServer
+from tasks.operator.redisserver import RedisServer
 from tests.workers import Client, Workers
 
 pytestmark = pytest.mark.integration

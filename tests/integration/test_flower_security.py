@@ -19,7 +19,7 @@ import httpx
 import pytest
 from kombu import Connection
 
-from tasks.redisserver import free_port
+from tasks.operator.redisserver import free_port
 from tests.integration.conftest import TOKEN, Pipeline
 from tests.workers import ROOT
 

@@ -31,7 +31,7 @@ def test_resync_into_postgres_upserts_and_deletes_stale(postgres_pipeline: Pipel
 def sluice(p: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SLUICE_REDIS_URL": p.workers.redis_url,
            "SLUICE_CONFIG": str(p.workers.config), "SLUICE_TEST_TOKEN": "x"}
-    return subprocess.run([sys.executable, "-m", "tasks.cli", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "tasks.operator.cli", *args], env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -79,7 +79,7 @@ def test_unknown_kind_is_refused_before_anything_is_enqueued(sqlite_pipeline: Pi
 def test_sluice_metrics_serves_prometheus_text(sqlite_pipeline: Pipeline):
     import httpx
 
-    from tasks.redisserver import free_port
+    from tasks.operator.redisserver import free_port
 
     p = sqlite_pipeline
     p.api.set_items("pgt", 120)
@@ -87,7 +87,7 @@ def test_sluice_metrics_serves_prometheus_text(sqlite_pipeline: Pipeline):
     port = free_port()
     env = {**os.environ, "SLUICE_REDIS_URL": p.workers.redis_url,
            "SLUICE_CONFIG": str(p.workers.config)}
-    server = subprocess.Popen([sys.executable, "-m", "tasks.cli", "metrics", "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "tasks.operator.cli", "metrics", "--port", str(port)],
                               env=env, stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout and "sluice metrics on" in server.stdout.readline()

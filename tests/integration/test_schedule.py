@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from integrations.fakeapi import FakeAPI
-from tasks.redisserver import RedisServer
+from tasks.operator.redisserver import RedisServer
 from tests.workers import ROOT, Client, Workers, cursor_config
 
 pytestmark = pytest.mark.integration

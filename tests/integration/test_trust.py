@@ -25,7 +25,7 @@ import redis
 
 from integrations.fakeapi import FakeAPI, make_items
 from tasks import messages
-from tasks.redisserver import RedisServer
+from tasks.operator.redisserver import RedisServer
 from tasks.targets.sqlite import SqliteTarget
 from tests.workers import ROOT, Client, Workers
 
@@ -139,7 +139,7 @@ class Trust:
         env = {**os.environ, "SLUICE_REDIS_URL": self.workers.redis_url,
                "SLUICE_CONFIG": str(self.workers.config), "SLUICE_TEST_TOKEN": TOKEN,
                "SLUICE_TEST_KEY": KEY}
-        return subprocess.run([sys.executable, "-m", "tasks.cli", *args], env=env, cwd=ROOT,
+        return subprocess.run([sys.executable, "-m", "tasks.operator.cli", *args], env=env, cwd=ROOT,
                               capture_output=True, text=True, timeout=timeout)
 
 
@@ -645,7 +645,7 @@ def test_run_wait_without_a_worker_says_so_and_a_lost_record_reads_lost(
         env = {**os.environ, "SLUICE_REDIS_URL": server.url,
                "SLUICE_CONFIG": str(trust.workers.config), "SLUICE_TEST_TOKEN": TOKEN,
                "SLUICE_TEST_KEY": KEY}
-        cli = subprocess.Popen([sys.executable, "-m", "tasks.cli", "run", "api", "--kind",
+        cli = subprocess.Popen([sys.executable, "-m", "tasks.operator.cli", "run", "api", "--kind",
                                 "stale", "--wait"], env=env, cwd=ROOT, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert cli.stderr
@@ -662,7 +662,7 @@ def test_run_wait_without_a_worker_says_so_and_a_lost_record_reads_lost(
 
 def test_status_into_head_ends_quietly_and_entities_names_unknown_kinds(trust: Trust):
     env = {**os.environ, "SLUICE_REDIS_URL": trust.workers.redis_url}
-    done = subprocess.run(f"{sys.executable} -m tasks.cli status --limit 100 | head -1",
+    done = subprocess.run(f"{sys.executable} -m tasks.operator.cli status --limit 100 | head -1",
                           shell=True, env=env, cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.count("\n") == 1
     assert done.stderr == ""

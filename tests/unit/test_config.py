@@ -116,7 +116,7 @@ def test_every_env_value_is_a_secret_and_the_digest_follows_the_text(tmp_path, m
 
 
 def test_config_is_accepted_after_the_subcommand(tmp_path, monkeypatch, capsys):
-    from tasks.cli import main
+    from tasks.operator.cli import main
 
     monkeypatch.setenv("TRACKER_TOKEN", "t")
     path = write(tmp_path, ISSUE_EXAMPLE)

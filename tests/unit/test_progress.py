@@ -5,9 +5,9 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
-from tasks import keys
+from tasks.runs import keys
 from integrations.secrets import Redactor
-from tasks.progress import Cycle, Progress, RunState
+from tasks.runs.progress import Cycle, Progress, RunState
 
 
 @pytest.fixture
@@ -162,7 +162,7 @@ def test_the_prometheus_exposition(progress):
     from prometheus_client import generate_latest
     from prometheus_client.registry import CollectorRegistry
 
-    from tasks.metrics import SluiceCollector
+    from tasks.runs.metrics import SluiceCollector
 
     run_id = started(progress)
     progress.batch_done(run_id, "src", "kind", 1, written=10, rejected=[])

@@ -9,7 +9,7 @@ import pytest
 
 from integrations.errors import TargetRejected
 from tasks.config import parse_config
-from tasks.runtime import Runtime
+from tasks.worker.runtime import Runtime
 from tasks.settings import Settings
 
 

@@ -1,7 +1,7 @@
 """Two narrow additions to kombu's Redis transport (5.7).
 
 1. Each message a worker node takes is recorded under the node's name, so a live node can give
-back the messages of a dead one within seconds (``tasks/liveness.py``): ``QoS.append`` adds the
+back the messages of a dead one within seconds (``tasks/worker/liveness.py``): ``QoS.append`` adds the
 delivery tag to ``sluice:node:{node}:tags`` in the same pipeline that records it as unacked,
 and removing it from kombu's indexes (ack, reject, restore) removes it there too.
 
@@ -29,7 +29,8 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import dumps
 
-from tasks import keys, liveness
+from tasks.runs import keys
+from tasks.worker import liveness
 
 _original = kombu_redis.Channel._connparams
 

@@ -16,34 +16,7 @@ import httpx
 import redis
 
 from integrations.http.retry import server_wait
-from tasks import keys
-
-# KEYS: bucket. ARGV: interval (s per request), burst. Returns the seconds to wait.
-_ACQUIRE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-local tat = tonumber(redis.call('HGET', KEYS[1], 'tat') or '0')
-local pause = tonumber(redis.call('HGET', KEYS[1], 'pause') or '0')
-local start = math.max(tat, now)
-local slot = math.max(start - (burst - 1) * interval, pause)
-local new_tat = math.max(start, slot) + interval
-redis.call('HSET', KEYS[1], 'tat', tostring(new_tat))
-redis.call('EXPIRE', KEYS[1], math.ceil(new_tat - now) + 60)
-return tostring(math.max(0, slot - now))
-"""
-
-# KEYS: bucket. ARGV: seconds. Every caller waits at least until now + seconds.
-_PAUSE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local until_ = now + tonumber(ARGV[1])
-local pause = tonumber(redis.call('HGET', KEYS[1], 'pause') or '0')
-if until_ > pause then redis.call('HSET', KEYS[1], 'pause', tostring(until_)) end
-redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[1])) + 60)
-return 1
-"""
-
+from tasks.runs import keys, scripts
 
 class RedisRateLimiter:
     """The shared limit of one source. ``rate`` None: no steady limit, pauses only.
@@ -59,8 +32,8 @@ class RedisRateLimiter:
         self.interval = 1.0 / rate if rate else 0.0
         self.burst = burst or max(1, int(rate or 1))
         self.max_pause = max_pause
-        self._acquire = client.register_script(_ACQUIRE)
-        self._pause = client.register_script(_PAUSE)
+        self._acquire = scripts.register(client, "rate_acquire")
+        self._pause = scripts.register(client, "rate_pause")
 
     async def acquire(self) -> None:
         wait = float(self._acquire(keys=[self.key], args=[self.interval, self.burst]))

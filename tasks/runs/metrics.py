@@ -1,6 +1,6 @@
 """Sluice's own Prometheus metrics, read from Redis at every scrape.
 
-The counters are kept by the progress scripts (``tasks.progress``), atomically with the run
+The counters are kept by the progress scripts (``tasks.runs.progress``), atomically with the run
 record, so every worker on every machine adds to the same numbers and a redelivered batch is
 not counted twice. Flower's ``/metrics`` covers the Celery tasks themselves.
 
@@ -21,7 +21,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from tasks.progress import Progress
+from tasks.runs.progress import Progress
 
 COUNTERS = {
     "pages": ("sluice_pages", "Pages fetched from the API"),

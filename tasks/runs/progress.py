@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import redis
 
 from integrations.secrets import Redactor
-from tasks import keys
+from tasks.runs import keys, scripts
 from tasks.settings import Settings
 
 
@@ -56,174 +56,6 @@ class Recorded(NamedTuple):
 
     pages: int
 
-# Counters for Prometheus, per source and kind: KEYS[1] is the run, ``mkey`` the metrics hash.
-# The run's labels are read once per script, however many counters it adds to.
-_METRIC = """
-local labels
-local function metric(mkey, name, by, label)
-  if not labels then
-    labels = redis.call('HGET', KEYS[1], 'source') .. '|' .. redis.call('HGET', KEYS[1], 'kind')
-  end
-  local field = name .. '|' .. labels
-  if label then field = field .. '|' .. label end
-  redis.call('HINCRBYFLOAT', mkey, field, by)
-end
-"""
-
-# KEYS: run, enqueued, done, failed. Sets state=finalizing and returns 1 when the run is complete.
-_TRY_FINALIZE = """
-local function try_finalize()
-  if redis.call('HGET', KEYS[1], 'state') ~= 'running' then return 0 end
-  if redis.call('HGET', KEYS[1], 'producer_done') ~= '1' then return 0 end
-  local settled = redis.call('SCARD', KEYS[3]) + redis.call('SCARD', KEYS[4])
-  if settled < redis.call('SCARD', KEYS[2]) then return 0 end
-  redis.call('HSET', KEYS[1], 'state', 'finalizing')
-  return 1
-end
-"""
-
-# KEYS: run, lock, active, metrics, run_seq.
-# ARGV: run_id, fields, lock_seconds, now, now in microseconds
-# A run's sequence number (its stamp on what it writes) only grows: the last one plus one, or
-# the time in microseconds when that is larger (so it keeps growing if Redis loses its data).
-_CREATE = _METRIC + """
-local ok = redis.call('SET', KEYS[2], ARGV[1], 'NX', 'EX', tonumber(ARGV[3]))
-local fields = cjson.decode(ARGV[2])
-if ok then
-  fields['state'] = 'running'
-  local last = tonumber(redis.call('GET', KEYS[5]) or '0')
-  local seq = math.max(last + 1, tonumber(ARGV[5]))
-  redis.call('SET', KEYS[5], string.format('%d', seq))
-  fields['run_seq'] = string.format('%d', seq)
-else
-  fields['state'] = 'skipped'
-  fields['reason'] = 'run ' .. redis.call('GET', KEYS[2]) .. ' of this source and kind is still running'
-  fields['ended_at'] = fields['started_at']
-end
-for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
-if fields['state'] == 'running' then
-  redis.call('ZADD', KEYS[3], tonumber(ARGV[4]), ARGV[1])
-else
-  metric(KEYS[4], 'runs', 1, 'skipped')
-end
-return fields['state']
-"""
-
-# KEYS: run, enqueued, lock, metrics, seen, empty.
-# ARGV: batch seqs (JSON list; empty for a page without items), n_items, checkpoint, now,
-#       run_id, lock_seconds, checkpoint field, mark, next seq, total, truncated, page seq,
-#       items mark (a digest of the page's items; '' for an empty page)
-# ``mark`` names the state the checkpoint asks for next (a cursor, a next link) and ``next
-# seq`` the page that asks for it: the same state asked for by another page is a cycle,
-# answered {-1, that page}; the very same items on another page (an API that ignores the
-# cursor it hands out) are {-2, that page}. {0}: the run record is gone. {1, pages}: recorded.
-_RECORD_PAGE = _METRIC + """
-if redis.call('HEXISTS', KEYS[1], 'state') == 0 then return {0} end
-local batches = cjson.decode(ARGV[1])
-if #batches == 0 then redis.call('SADD', KEYS[6], ARGV[12]) end  -- never asked for again
-local added = 0
-for _, seq in ipairs(batches) do
-  added = added + redis.call('SADD', KEYS[2], string.format('%d', seq))
-end
-if added > 0 then
-  redis.call('HINCRBY', KEYS[1], 'batches_enqueued', added)
-  if added == #batches then  -- a page seen for the first time (not a redelivery)
-    redis.call('HINCRBY', KEYS[1], 'pages', 1)
-    redis.call('HINCRBY', KEYS[1], 'items_fetched', tonumber(ARGV[2]))
-    metric(KEYS[4], 'pages', 1)
-    metric(KEYS[4], 'items_fetched', tonumber(ARGV[2]))
-    if ARGV[10] ~= '' then redis.call('HINCRBY', KEYS[1], 'items_expected', tonumber(ARGV[10])) end
-  end
-end
-if ARGV[11] ~= '' then redis.call('HSET', KEYS[1], 'incomplete', ARGV[11]) end
-redis.call('HSET', KEYS[1], ARGV[7], ARGV[3], 'updated_at', ARGV[4])
-if redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('EXPIRE', KEYS[3], tonumber(ARGV[6])) end
--- The cycle checks come last: the page that closes a cycle was published and is counted.
-if ARGV[13] ~= '' then
-  local prev = redis.call('HGET', KEYS[5], 'items:' .. ARGV[13])
-  if prev and prev ~= ARGV[12] then return {-2, tonumber(prev)} end
-  redis.call('HSET', KEYS[5], 'items:' .. ARGV[13], ARGV[12])
-end
-if ARGV[8] ~= '' then
-  local prev = redis.call('HGET', KEYS[5], ARGV[8])
-  if prev and prev ~= ARGV[9] then return {-1, tonumber(prev)} end
-  redis.call('HSET', KEYS[5], ARGV[8], ARGV[9])
-end
-return {1, tonumber(redis.call('HGET', KEYS[1], 'pages') or '0')}
-"""
-
-# KEYS: run, enqueued, done, failed, partitions_done. ARGV: error ('' for none), now, partition
-# The producer is done when every partition is (one partition unless the kind was split).
-_PRODUCER_DONE = _TRY_FINALIZE + """
-if redis.call('HEXISTS', KEYS[1], 'state') == 0 then return 0 end
-redis.call('SADD', KEYS[5], ARGV[3])
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
-if ARGV[1] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[1]) end
-local parts = tonumber(redis.call('HGET', KEYS[1], 'partitions') or '1')
-if ARGV[1] == '' and redis.call('SCARD', KEYS[5]) < parts then return 0 end
-redis.call('HSET', KEYS[1], 'producer_done', '1')
-return try_finalize()
-"""
-
-# KEYS: run, enqueued, done, failed, rejected, lock, metrics.
-# ARGV: seq, written, rejected, rejected_records_json, now, run_id, lock_seconds, keep
-_BATCH_DONE = _METRIC + _TRY_FINALIZE + """
-if redis.call('HEXISTS', KEYS[1], 'state') == 0 then return 0 end
-if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return 0 end
-redis.call('HINCRBY', KEYS[1], 'batches_done', 1)
-redis.call('HINCRBY', KEYS[1], 'items_written', tonumber(ARGV[2]))
-redis.call('HINCRBY', KEYS[1], 'items_rejected', tonumber(ARGV[3]))
-metric(KEYS[7], 'items_written', tonumber(ARGV[2]))
-metric(KEYS[7], 'items_rejected', tonumber(ARGV[3]))
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[5])
-for _, rec in ipairs(cjson.decode(ARGV[4])) do redis.call('RPUSH', KEYS[5], cjson.encode(rec)) end
-redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[8]) - 1)
-if redis.call('GET', KEYS[6]) == ARGV[6] then redis.call('EXPIRE', KEYS[6], tonumber(ARGV[7])) end
-if redis.call('SREM', KEYS[4], ARGV[1]) == 1 then
-  -- a dead-lettered batch written by `sluice failed retry`
-  redis.call('HINCRBY', KEYS[1], 'batches_failed', -1)
-  if redis.call('HGET', KEYS[1], 'state') == 'failed'
-     and tonumber(redis.call('HGET', KEYS[1], 'batches_failed')) == 0
-     and not redis.call('HGET', KEYS[1], 'error') then
-    redis.call('HSET', KEYS[1], 'state', 'succeeded', 'reason',
-      'every dead-lettered batch was retried and written; stale entities were not deleted')
-  end
-  return 0
-end
-return try_finalize()
-"""
-
-# KEYS: run, enqueued, done, failed, dead, metrics. ARGV: seq, dead_letter_json, now
-_BATCH_FAILED = _METRIC + _TRY_FINALIZE + """
-if redis.call('HEXISTS', KEYS[1], 'state') == 0 then return 0 end
-if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[5], ARGV[1], ARGV[2])
-if redis.call('SADD', KEYS[4], ARGV[1]) == 1 then
-  redis.call('HINCRBY', KEYS[1], 'batches_failed', 1)
-  metric(KEYS[6], 'batches_failed', 1)
-end
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[3])
-return try_finalize()
-"""
-
-# KEYS: run, lock, active, metrics. ARGV: run_id, fields_json, expected state ('' = any active)
-_FINISH = _METRIC + """
-local state = redis.call('HGET', KEYS[1], 'state')
-if ARGV[3] ~= '' and state ~= ARGV[3] then return 0 end
-if state ~= 'running' and state ~= 'finalizing' then return 0 end
-local fields = cjson.decode(ARGV[2])
-for k, v in pairs(fields) do redis.call('HSET', KEYS[1], k, v) end
-if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
-redis.call('ZREM', KEYS[3], ARGV[1])
-metric(KEYS[4], 'runs', 1, fields['state'])
-if fields['deletion_refused'] then metric(KEYS[4], 'deletions_refused', 1) end
-local started = tonumber(redis.call('HGET', KEYS[1], 'started_at'))
-metric(KEYS[4], 'run_seconds_sum', tonumber(fields['ended_at']) - started)
-metric(KEYS[4], 'run_seconds_count', 1)
-return 1
-"""
-
-
 class Progress:
     """The run records of one Redis database. Thin: one method per atomic step."""
 
@@ -234,12 +66,12 @@ class Progress:
         self.ttl = ttl
         # Checkpoints, errors and reasons may hold what a request carried: redacted first.
         self.redactor = redactor or Redactor()
-        self._create = client.register_script(_CREATE)
-        self._record_page = client.register_script(_RECORD_PAGE)
-        self._producer_done = client.register_script(_PRODUCER_DONE)
-        self._batch_done = client.register_script(_BATCH_DONE)
-        self._batch_failed = client.register_script(_BATCH_FAILED)
-        self._finish = client.register_script(_FINISH)
+        self._create = scripts.register(client, "create_run")
+        self._record_page = scripts.register(client, "record_page")
+        self._producer_done = scripts.register(client, "producer_done")
+        self._batch_done = scripts.register(client, "batch_done")
+        self._batch_failed = scripts.register(client, "batch_failed")
+        self._finish = scripts.register(client, "finish_run")
 
     @classmethod
     def from_settings(cls, settings: Settings, client: redis.Redis | None = None) -> Progress:

@@ -75,7 +75,7 @@ def _wait_for_workers(children: Children, *, timeout: float = 60) -> None:
 
 def standalone(*, config: str | None, once: bool, workers: int | None, flower_port: int,
                logs: str | None, out: Any = sys.stdout) -> int:
-    from tasks.redisserver import RedisServer
+    from tasks.operator.redisserver import RedisServer
 
     log_dir = Path(logs or tempfile.mkdtemp(prefix="sluice-logs-"))
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -100,7 +100,7 @@ def standalone(*, config: str | None, once: bool, workers: int | None, flower_po
         os.environ["SLUICE_CONFIG"] = str(Path(config).resolve())
 
         from tasks.config import load_config
-        from tasks.progress import Progress
+        from tasks.runs.progress import Progress
 
         cfg = load_config(config)  # a broken config stops here, before any process starts
         children = Children(log_dir)
@@ -119,7 +119,7 @@ def standalone(*, config: str | None, once: bool, workers: int | None, flower_po
         print(f"target: {cfg.target.type} {getattr(cfg.target, 'path', '')}", file=out)
         _wait_for_workers(children)
 
-        from tasks.cli import summary_text, wait
+        from tasks.operator.cli import summary_text, wait
         from tasks.schedule import start_runs
         from tasks.settings import get_settings
 

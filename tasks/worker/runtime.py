@@ -30,10 +30,10 @@ from integrations.base import Integration
 from integrations.errors import ConfigError, SluiceError
 from integrations import secrets
 from integrations.registry import load
-from tasks import logs
+from tasks.worker import logs
 from tasks.config import SluiceConfig, load_config
-from tasks.progress import Progress
-from tasks.ratelimit import RedisRateLimiter
+from tasks.runs.progress import Progress
+from tasks.worker.ratelimit import RedisRateLimiter
 from tasks.settings import Settings, get_settings
 from tasks.targets import Target, open_target
 

@@ -24,7 +24,7 @@ import redis
 from integrations.errors import ConfigError
 from integrations.pager import describe_seq
 from tasks.config import SluiceConfig, load_config
-from tasks.progress import COUNTS, Progress, RunState
+from tasks.runs.progress import COUNTS, Progress, RunState
 
 REDIS_PATIENCE = 120.0  # seconds `sluice run --wait` waits for an unreachable Redis
 
@@ -42,7 +42,7 @@ def _config_path(arg: str | None) -> Path:
 
 def _progress() -> Progress:
     """The run records, on a client that rides out a Redis restart of about half a minute."""
-    from tasks.runtime import connect_redis
+    from tasks.worker.runtime import connect_redis
     from tasks.settings import get_settings
 
     settings = get_settings()
@@ -273,7 +273,7 @@ def cmd_entities(args: argparse.Namespace) -> int:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from tasks.metrics import serve
+    from tasks.runs.metrics import serve
 
     print(f"sluice metrics on http://{args.host}:{args.port}/metrics", flush=True)
     serve(_progress(), host=args.host, port=args.port)
@@ -281,7 +281,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def cmd_standalone(args: argparse.Namespace) -> int:
-    from tasks.standalone import standalone
+    from tasks.operator.standalone import standalone
 
     return standalone(config=args.config, once=args.once, workers=args.workers,
                       flower_port=args.flower_port, logs=args.logs)

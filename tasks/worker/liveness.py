@@ -7,7 +7,7 @@ a slow but live task out twice. Instead, as dramatiq's Redis broker does, every 
 alive and which messages it holds:
 
 - each worker node (its main process, the one that takes messages from Redis) records the
-  delivery tag of every message it takes in ``sluice:node:{node}:tags`` (``tasks/broker.py``
+  delivery tag of every message it takes in ``sluice:node:{node}:tags`` (``tasks/worker/broker.py``
   hooks kombu's QoS), and writes its heartbeat (Redis's time) into the sorted set
   ``sluice:nodes`` every fifth of ``SLUICE_NODE_TIMEOUT`` (10 s), from a thread of its own,
   whatever its tasks do;
@@ -34,30 +34,16 @@ from typing import Any
 
 import redis
 
-from tasks import keys
+from tasks.runs import keys, scripts
 
 log = logging.getLogger(__name__)
 
-# Set in a worker's main process: the node whose messages kombu's QoS records (tasks/broker.py).
+# Set in a worker's main process: the node whose messages kombu's QoS records (tasks/worker/broker.py).
 NODE: str | None = None
 
 
 def node_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{int(time.time())}"
-
-
-# KEYS: nodes. ARGV: node. The node's heartbeat, on Redis's clock (machines may disagree).
-_BEAT = """
-local t = redis.call('TIME')
-redis.call('ZADD', KEYS[1], tonumber(t[1]) + tonumber(t[2]) / 1000000, ARGV[1])
-"""
-
-# KEYS: nodes. ARGV: timeout (s). The nodes whose last heartbeat is older than that.
-_SILENT = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
-"""
 
 
 class Liveness:
@@ -69,8 +55,8 @@ class Liveness:
         self.r = client
         self.node = node
         self.timeout = timeout
-        self._beat = client.register_script(_BEAT)
-        self._silent = client.register_script(_SILENT)
+        self._beat = scripts.register(client, "node_beat")
+        self._silent = scripts.register(client, "nodes_silent")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sluice-liveness", daemon=True)
         # Since when this node's own beats get through. Others are judged only after a whole

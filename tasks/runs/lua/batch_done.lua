@@ -1,0 +1,46 @@
+-- A batch was written (counted once per seq, however often it is delivered).
+--! include run_lib
+-- KEYS[1] run        hash: the run record
+-- KEYS[2] enqueued   set: seqs of the batches published
+-- KEYS[3] done       set: seqs of the batches written
+-- KEYS[4] failed     set: seqs of the batches dead-lettered
+-- KEYS[5] rejected   list: JSON records of the items rejected (capped)
+-- KEYS[6] lock       string: the id of the run that holds (source, kind)
+-- KEYS[7] metrics    hash: the counters
+-- ARGV[1] seq            the batch's seq
+-- ARGV[2] written        items written
+-- ARGV[3] n_rejected     items rejected
+-- ARGV[4] rejected_json  JSON list: their records
+-- ARGV[5] now            seconds since the epoch
+-- ARGV[6] run_id
+-- ARGV[7] lock_seconds   the lock is renewed for this long
+-- ARGV[8] keep           rejected-item records kept per run
+-- Returns 1 when the caller finalizes the run, else 0.
+local run, enqueued, done, failed, rejected = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local lock, metrics = KEYS[6], KEYS[7]
+local seq, written, n_rejected, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[5]
+local run_id, lock_seconds, keep = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
+
+if redis.call('HEXISTS', run, 'state') == 0 then return 0 end
+if redis.call('SADD', done, seq) == 0 then return 0 end
+redis.call('HINCRBY', run, 'batches_done', 1)
+redis.call('HINCRBY', run, 'items_written', written)
+redis.call('HINCRBY', run, 'items_rejected', n_rejected)
+metric(run, metrics, 'items_written', written)
+metric(run, metrics, 'items_rejected', n_rejected)
+redis.call('HSET', run, 'updated_at', now)
+for _, rec in ipairs(cjson.decode(ARGV[4])) do redis.call('RPUSH', rejected, cjson.encode(rec)) end
+redis.call('LTRIM', rejected, 0, keep - 1)
+if redis.call('GET', lock) == run_id then redis.call('EXPIRE', lock, lock_seconds) end
+if redis.call('SREM', failed, seq) == 1 then
+  -- a dead-lettered batch written by `sluice failed retry`
+  redis.call('HINCRBY', run, 'batches_failed', -1)
+  if redis.call('HGET', run, 'state') == 'failed'
+     and tonumber(redis.call('HGET', run, 'batches_failed')) == 0
+     and not redis.call('HGET', run, 'error') then
+    redis.call('HSET', run, 'state', 'succeeded', 'reason',
+      'every dead-lettered batch was retried and written; stale entities were not deleted')
+  end
+  return 0
+end
+return try_finalize(run, enqueued, done, failed)

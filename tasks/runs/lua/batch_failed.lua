@@ -1,0 +1,24 @@
+-- A batch is dead-lettered with its items (unless a delivery of it was written).
+--! include run_lib
+-- KEYS[1] run        hash: the run record
+-- KEYS[2] enqueued   set: seqs of the batches published
+-- KEYS[3] done       set: seqs of the batches written
+-- KEYS[4] failed     set: seqs of the batches dead-lettered
+-- KEYS[5] dead       hash: seq -> the dead letter (JSON)
+-- KEYS[6] metrics    hash: the counters
+-- ARGV[1] seq          the batch's seq
+-- ARGV[2] dead_letter  JSON object: {items, error, attempts, ...}
+-- ARGV[3] now          seconds since the epoch
+-- Returns 1 when the caller finalizes the run, else 0.
+local run, enqueued, done, failed, dead, metrics = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local seq, dead_letter, now = ARGV[1], ARGV[2], ARGV[3]
+
+if redis.call('HEXISTS', run, 'state') == 0 then return 0 end
+if redis.call('SISMEMBER', done, seq) == 1 then return 0 end
+redis.call('HSET', dead, seq, dead_letter)
+if redis.call('SADD', failed, seq) == 1 then
+  redis.call('HINCRBY', run, 'batches_failed', 1)
+  metric(run, metrics, 'batches_failed', 1)
+end
+redis.call('HSET', run, 'updated_at', now)
+return try_finalize(run, enqueued, done, failed)

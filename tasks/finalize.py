@@ -23,30 +23,30 @@ from integrations.errors import RetryableError, describe
 from integrations.http.retry import backoff
 from tasks.worker import runtime
 from tasks.app import app
-from tasks.runs.progress import RunState
+from tasks.runs.progress import Run, RunState
 
 RETRIES = 5
 
 
-def outcome(rt: runtime.Runtime, run: dict[str, Any]) -> tuple[RunState, dict[str, Any]]:
+def outcome(rt: runtime.Runtime, run: Run) -> tuple[RunState, dict[str, Any]]:
     """How the run ends, and the fields to record; deletes stale entities when it may."""
-    run_id = run["run_id"]
-    if run.get("error"):
-        return RunState.FAILED, {"reason": f"producer: {run['error']}"}
-    if run["batches_failed"]:
+    run_id = run.run_id
+    if run.error:
+        return RunState.FAILED, {"reason": f"producer: {run.error}"}
+    if run.batches_failed:
         return RunState.FAILED, {"reason": (
-            f"{run['batches_failed']} batch(es) dead-lettered; no stale entity was deleted;"
+            f"{run.batches_failed} batch(es) dead-lettered; no stale entity was deleted;"
             f" see `sluice failed list {run_id}`")}
-    source = rt.config.source(run["source"])
-    rejected, fetched = run["items_rejected"], run["items_fetched"]
+    source = rt.config.source(run.source)
+    rejected, fetched = run.items_rejected, run.items_fetched
     if rejected and rejected > source.max_rejected * fetched:
         return RunState.FAILED, {"reason": (
             f"{rejected} of {fetched} items rejected ({rejected / fetched:.1%}), more than "
             f"max_rejected {source.max_rejected:.1%}; no stale entity was deleted; see "
             f"`sluice failed list {run_id}`")}
-    doubt = run.get("incomplete")
-    if not doubt and run["items_expected"] and fetched < run["items_expected"]:
-        doubt = (f"the API said there are {run['items_expected']} items, but {fetched} "
+    doubt = run.incomplete
+    if not doubt and run.items_expected and fetched < run.items_expected:
+        doubt = (f"the API said there are {run.items_expected} items, but {fetched} "
                  "were read")
     if doubt:
         return RunState.PARTIAL, {"deletion_refused": f"paging may be incomplete: {doubt}"}
@@ -55,7 +55,7 @@ def outcome(rt: runtime.Runtime, run: dict[str, Any]) -> tuple[RunState, dict[st
         return RunState.SUCCEEDED, {
             "deletion_skipped": f"the {rt.config.target.type} target does not delete stale "
                                 "entities"}
-    deletion = target.delete_stale(run["source"], run["kind"], run_seq=run["run_seq"],
+    deletion = target.delete_stale(run.source, run.kind, run_seq=run.run_seq,
                                    threshold=source.delete_threshold)
     if deletion.refused:
         return RunState.PARTIAL, {"deletion_refused": deletion.refused}
@@ -66,8 +66,8 @@ def outcome(rt: runtime.Runtime, run: dict[str, Any]) -> tuple[RunState, dict[st
 def finalize(self: Task, run_id: str) -> dict[str, Any]:
     rt = runtime.current()
     run = rt.progress.get(run_id)
-    if run.get("state") != RunState.FINALIZING:
-        return {"run_id": run_id, "state": run.get("state")}
+    if run is None or run.state != RunState.FINALIZING:
+        return {"run_id": run_id, "state": str(run.state if run else RunState.LOST)}
     try:
         state, fields = outcome(rt, run)
     except RetryableError as exc:
@@ -81,4 +81,5 @@ def finalize(self: Task, run_id: str) -> dict[str, Any]:
     if state == RunState.PARTIAL:
         fields["reason"] = f"stale entities were not deleted: {fields['deletion_refused']}"
     rt.progress.finish(run, state, expect=RunState.FINALIZING, **fields)
-    return {"run_id": run_id, "state": rt.progress.get(run_id).get("state")}
+    ended = rt.progress.get(run_id)
+    return {"run_id": run_id, "state": str(ended.state if ended else RunState.LOST)}

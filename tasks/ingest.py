@@ -89,7 +89,8 @@ def ingest_batch(
         if isinstance(items, str):
             items = json.loads(items)
         if run_seq is None:  # a message from `sluice failed retry` of an older version
-            run_seq = rt.progress.get(run_id).get("run_seq", 0)
+            run = rt.progress.get(run_id)
+            run_seq = run.run_seq if run else 0
         entities, index_of, rejected = to_entities(rt.integration(source), source, kind, seq,
                                                    items)
         written, unstorable = write(rt.target(), entities, index_of, run_id=run_id,

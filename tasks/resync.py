@@ -39,7 +39,7 @@ from integrations.errors import ConfigError, PagingCycle, RunLost, TooManyPages,
 from tasks import messages
 from tasks.worker import runtime
 from tasks.app import app
-from tasks.runs.progress import Cycle, RunState
+from tasks.runs.progress import Cycle, Run, RunState
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,11 @@ class SliceOver(Exception):
     """This task's slice of time is used up; a fresh task continues."""
 
 
-def summary(run: dict[str, Any]) -> dict[str, Any]:
-    return {"run_id": run.get("run_id"), "state": run.get("state"), "pages": run.get("pages")}
+def summary(run_id: str, run: Run | None) -> dict[str, Any]:
+    """The task's result (shown by Flower)."""
+    if run is None:
+        return {"run_id": run_id, "state": str(RunState.LOST)}
+    return {"run_id": run_id, "state": str(run.state), "pages": run.pages}
 
 
 class Batch(NamedTuple):
@@ -89,14 +92,14 @@ def continue_later(source: str, kind: str, run_id: str, partition: int) -> None:
     messages.resync(app, source, kind, run_id, partition=partition)
 
 
-def produce(rt: runtime.Runtime, run: dict[str, Any], partition: int) -> bool:
+def produce(rt: runtime.Runtime, run: Run, partition: int) -> bool:
     """Fetch and publish pages for one slice. True when the partition's last page is out.
 
     Requests run on the process's event loop; publishing and recording (blocking Redis
     calls) run here, in the task's thread, so the loop goes on fetching while a page is
     being published.
     """
-    run_id, source, kind, run_seq = run["run_id"], run["source"], run["kind"], run["run_seq"]
+    run_id, source, kind, run_seq = run.run_id, run.source, run.kind, run.run_seq
     progress, settings = rt.progress, rt.settings
     src = rt.config.source(source)
     integration, client = rt.integration(source), rt.client(source)
@@ -107,7 +110,7 @@ def produce(rt: runtime.Runtime, run: dict[str, Any], partition: int) -> bool:
         return True  # a redelivered slice of a partition that already published its last page
     # Only the first slice of partition 0 of an unsplit run may split it (by keys, or later by
     # page ranges when the first page reveals the total).
-    may_split = partition == 0 and not started and "partitions" not in run
+    may_split = partition == 0 and not started and run.partitions is None
     if may_split:
         keys = rt.run(integration.partitions(kind, client))
         if keys is not None:
@@ -215,10 +218,10 @@ async def _close(pages: AsyncGenerator[Any, None]) -> None:
     await pages.aclose()
 
 
-def check_run(rt: runtime.Runtime, run: dict[str, Any]) -> None:
+def check_run(rt: runtime.Runtime, run: Run) -> None:
     """This worker can produce the run: it has the sluice.toml the run was started with
     (loaded again if it changed) and knows the source and kind. Raises ConfigError."""
-    wanted = run.get("config_digest")
+    wanted = run.config_digest
     if wanted and wanted != rt.config.digest:
         rt.refresh(force=True)
         if wanted != rt.config.digest:
@@ -226,10 +229,10 @@ def check_run(rt: runtime.Runtime, run: dict[str, Any]) -> None:
             raise ConfigError(
                 f"worker {socket.gethostname()} pid {os.getpid()} has another {rt.config.path} "
                 f"(digest {rt.config.digest}) than the run was started with ({wanted}){why}")
-    known = rt.integration(run["source"]).kinds()
-    if run["kind"] not in known:
-        raise ConfigError(f"{rt.config.path}: source {run['source']!r} has no kind "
-                          f"{run['kind']!r} (kinds: {', '.join(known)})")
+    known = rt.integration(run.source).kinds()
+    if run.kind not in known:
+        raise ConfigError(f"{rt.config.path}: source {run.source!r} has no kind "
+                          f"{run.kind!r} (kinds: {', '.join(known)})")
 
 
 @app.task(bind=True, name="sluice.resync")
@@ -241,22 +244,20 @@ def resync(self: Task, source: str, kind: str, run_id: str | None = None,
     the exception's type, message and place, so the run fails within seconds."""
     rt = runtime.current()
     run = rt.progress.create_run(source, kind) if run_id is None else rt.progress.get(run_id)
-    if not run:
-        return {"run_id": run_id, "state": str(RunState.LOST)}
-    if run.get("state") != RunState.RUNNING or run.get("producer_done"):
-        return summary(run)
+    if run is None or run.state != RunState.RUNNING or run.producer_done:
+        return summary(run_id or "", run)
     try:
         check_run(rt, run)
         with runtime.handing_on():
             finished = produce(rt, run, partition)
     except Exception as exc:
-        log.warning("run %s: producer of %s/%s failed: %s", run["run_id"], source, kind,
+        log.warning("run %s: producer of %s/%s failed: %s", run.run_id, source, kind,
                     describe(exc))
-        if rt.progress.producer_done(run["run_id"], partition=partition, error=describe(exc)):
-            messages.finalize(app, run["run_id"])
-        return summary(rt.progress.get(run["run_id"]))
+        if rt.progress.producer_done(run.run_id, partition=partition, error=describe(exc)):
+            messages.finalize(app, run.run_id)
+        return summary(run.run_id, rt.progress.get(run.run_id))
     if not finished:
-        continue_later(source, kind, run["run_id"], partition)
-    elif rt.progress.producer_done(run["run_id"], partition=partition):
-        messages.finalize(app, run["run_id"])
-    return summary(rt.progress.get(run["run_id"]))
+        continue_later(source, kind, run.run_id, partition)
+    elif rt.progress.producer_done(run.run_id, partition=partition):
+        messages.finalize(app, run.run_id)
+    return summary(run.run_id, rt.progress.get(run.run_id))

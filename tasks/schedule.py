@@ -17,7 +17,7 @@ from tasks import messages
 from tasks.worker import runtime
 from tasks.app import app
 from tasks.config import SluiceConfig, cached_config, cron
-from tasks.runs.progress import Progress, RunState
+from tasks.runs.progress import Progress, Run, RunState
 from tasks.settings import get_settings
 
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -25,15 +25,15 @@ WATCH_SECONDS = 30.0
 
 
 def start_runs(progress: Progress, source: str, kinds: list[str], *,
-               config_digest: str = "") -> list[dict[str, Any]]:
+               config_digest: str = "") -> list[Run]:
     """Create a run per kind and enqueue its producer. A kind whose previous run is still
     running gets a 'skipped' run record and nothing is enqueued. ``config_digest``: the
     sluice.toml the runs are started from (workers must have the same)."""
     runs = []
     for kind in kinds:
         run = progress.create_run(source, kind, config_digest=config_digest)
-        if run["state"] == RunState.RUNNING:
-            messages.resync(app, source, kind, run["run_id"])
+        if run.state == RunState.RUNNING:
+            messages.resync(app, source, kind, run.run_id)
         runs.append(run)
     return runs
 
@@ -72,7 +72,7 @@ def resync_source(source: str) -> list[dict[str, Any]]:
     """Start a run of every kind of ``source`` (what a schedule entry sends)."""
     rt = runtime.current()
     kinds = rt.config.source(source).kind_names()
-    return [{"run_id": r["run_id"], "kind": r["kind"], "state": r["state"]}
+    return [{"run_id": r.run_id, "kind": r.kind, "state": r.state}
             for r in start_runs(rt.progress, source, kinds, config_digest=rt.config.digest)]
 
 
@@ -80,4 +80,4 @@ def resync_source(source: str) -> list[dict[str, Any]]:
 def watch() -> list[str]:
     """Mark runs with no progress for ``stall_seconds`` as stalled."""
     rt = runtime.current()
-    return [r["run_id"] for r in rt.progress.mark_stalled(after=rt.settings.stall_seconds)]
+    return [r.run_id for r in rt.progress.mark_stalled(after=rt.settings.stall_seconds)]

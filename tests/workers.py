@@ -138,8 +138,8 @@ class Client:
     def start(self, source: str, kind: str) -> dict[str, Any]:
         """Create a run the way `sluice run` does and enqueue its producer."""
         run = self.progress.create_run(source, kind)
-        if run["state"] == RunState.RUNNING:
-            messages.resync(self.app, source, kind, run["run_id"])
+        if run.state == RunState.RUNNING:
+            messages.resync(self.app, source, kind, run.run_id)
         return run
 
     def wait(self, run_id: str, *, timeout: float = 60,
@@ -150,14 +150,14 @@ class Client:
             if stall_after is not None:
                 self.progress.mark_stalled(after=stall_after)
             run = self.progress.get(run_id)
-            if run and RunState(run["state"]).ended:
+            if run and run.state.ended:
                 return run
             if time.monotonic() > deadline:
                 raise TimeoutError(f"run {run_id} did not end: {run}")
             time.sleep(0.1)
 
     def resync(self, source: str, kind: str, *, timeout: float = 60) -> dict[str, Any]:
-        return self.wait(self.start(source, kind)["run_id"], timeout=timeout)
+        return self.wait(self.start(source, kind).run_id, timeout=timeout)
 
     def close(self) -> None:
         self.redis.close()

@@ -308,22 +308,22 @@ def sluice(api: Api, style: str, n: int, a: argparse.Namespace, limit: float, sc
             app.conf.update(task_serializer="json", task_default_queue="sluice")
             start = time.time()
             run = progress.create_run("bench", "bench")
-            messages.resync(app, "bench", "bench", run["run_id"])
+            messages.resync(app, "bench", "bench", run.run_id)
             redis_peak = 0
-            while not RunState(progress.get(run["run_id"])["state"]).ended:
+            while not progress.get(run.run_id).state.ended:
                 redis_peak = max(redis_peak, int(client.info("memory")["used_memory"]))
                 time.sleep(0.05)
-            run = progress.get(run["run_id"])
-            seconds = run["ended_at"] - start
+            run = progress.get(run.run_id)
+            seconds = run.ended_at - start
             rss = workers.peak_rss_mb()
             app.close()
         finally:
             workers.stop()
     stats = api.stats()
-    assert run["state"] == "succeeded", run
+    assert run.state == "succeeded", run
     first = stats["first_write"]
     return Result(scenario, style, sluice_method(n, threads),
-                  seconds, run["items_written"], (first - start) if first else None, rss,
+                  seconds, run.items_written, (first - start) if first else None, rss,
                   stats["get_statuses"].get("429", 0), limit,
                   {"redis_peak_mb": redis_peak / 2**20},
                   requests=sum(stats["get_statuses"].values()))

@@ -73,12 +73,12 @@ def real_run(a: argparse.Namespace) -> dict[str, Any]:
                 time.sleep(2)  # heartbeats settle
                 before, start = counters(r), time.time()
                 run = progress.create_run("bench", "bench")
-                messages.resync(app, "bench", "bench", run["run_id"])
-                while progress.get(run["run_id"])["state"] in ("running", "finalizing"):
+                messages.resync(app, "bench", "bench", run.run_id)
+                while not progress.get(run.run_id).state.ended:
                     time.sleep(0.05)
                 seconds = time.time() - start
                 after = counters(r)
-                run = progress.get(run["run_id"])
+                run = progress.get(run.run_id)
                 app.close()
             finally:
                 workers.stop()
@@ -94,7 +94,7 @@ def load_run(a: argparse.Namespace) -> dict[str, Any]:
         r = redis.Redis.from_url(server.url)
         progress = Progress(r)
         run = progress.create_run("scale", "kind")
-        run_id = run["run_id"]
+        run_id = run.run_id
         stop = time.monotonic() + a.seconds
         done = [0] * a.nodes
         latencies: list[float] = []
@@ -140,7 +140,7 @@ def load_run(a: argparse.Namespace) -> dict[str, Any]:
 
 def report(a: argparse.Namespace, real: dict[str, Any], load: dict[str, Any]) -> str:
     run, d = real["run"], real["delta"]
-    batches = run["batches_done"]
+    batches = run.batches_done
     cmds = {k[4:]: v for k, v in d.items() if k.startswith("cmd:") and v}
     total = sum(cmds.values())
     per = ", ".join(f"{k} {v / batches:.1f}" for k, v in

@@ -24,7 +24,7 @@ import redis
 from integrations.errors import ConfigError
 from integrations.pager import describe_seq
 from tasks.config import SluiceConfig, load_config
-from tasks.runs.progress import COUNTS, Progress, RunState
+from tasks.runs.progress import Progress, Run, RunState
 
 REDIS_PATIENCE = 120.0  # seconds `sluice run --wait` waits for an unreachable Redis
 
@@ -49,14 +49,11 @@ def _progress() -> Progress:
     return Progress.from_settings(settings, connect_redis(settings.redis_url))
 
 
-def _get(progress: Progress, run_id: str) -> dict[str, Any]:
+def _get(progress: Progress, run_id: str) -> Run:
     """The run record; a record that is gone reads as a 'lost' run that says so."""
-    run = progress.get(run_id)
-    if run:
-        return run
-    return {"run_id": run_id, "source": "?", "kind": "?", "state": str(RunState.LOST),
-            "producer_done": True, **dict.fromkeys(COUNTS, 0),
-            "reason": "the run record is gone from Redis (expired, or Redis lost its data)"}
+    return progress.get(run_id) or Run(
+        run_id=run_id, state=RunState.LOST, producer_done=True,
+        reason="the run record is gone from Redis (expired, or Redis lost its data)")
 
 
 NO_WORKER_AFTER = 3.0  # seconds without a page before asking whether any worker listens
@@ -79,27 +76,23 @@ def _kinds(config: SluiceConfig, source: str, wanted: list[str] | None) -> list[
     return wanted or known
 
 
-def bar(run: dict[str, Any], width: int = 24) -> str:
-    done = run["batches_done"] + run["batches_failed"]
-    total = run["batches_enqueued"]
+def bar(run: Run, width: int = 24) -> str:
+    done = run.batches_done + run.batches_failed
+    total = run.batches_enqueued
     filled = int(width * done / total) if total else 0
-    more = "" if run["producer_done"] else "+"
-    return (f"{run['source']}/{run['kind']:<12} [{'#' * filled}{'.' * (width - filled)}] "
-            f"{done}/{total}{more} batches  {run['items_written']} written  "
-            f"{run['items_rejected']} rejected  {run['state']}")
+    more = "" if run.producer_done else "+"
+    return (f"{run.source}/{run.kind:<12} [{'#' * filled}{'.' * (width - filled)}] "
+            f"{done}/{total}{more} batches  {run.items_written} written  "
+            f"{run.items_rejected} rejected  {run.state}")
 
 
-def line(run: dict[str, Any]) -> str:
-    keep = ("run_id", "source", "kind", "state", "reason", "pages", "items_fetched",
-            "items_written", "items_rejected", "batches_enqueued", "batches_done",
-            "batches_failed", "in_flight", "producer_done", "deleted", "deletion_refused",
-            "deletion_skipped", "started_at", "updated_at", "ended_at")
-    return json.dumps({k: run[k] for k in keep if k in run})
+def line(run: Run) -> str:
+    return json.dumps(run.as_json())
 
 
 def wait(progress: Progress, run_ids: list[str], *, show: bool, stall_seconds: float,
          poll: float = 0.2, out: Any = sys.stderr,
-         workers: Callable[[], list[str]] = consumers) -> list[dict[str, Any]]:
+         workers: Callable[[], list[str]] = consumers) -> list[Run]:
     """Poll until every run has ended, drawing one progress line per run (redrawn in place on
     a terminal, every few seconds otherwise). Runs without progress are marked stalled.
 
@@ -126,8 +119,8 @@ def wait(progress: Progress, run_ids: list[str], *, show: bool, stall_seconds: f
         if down_since is not None:
             out.write("sluice: Redis is back\n")
             down_since = None
-        ended = all(RunState(r["state"]).ended for r in runs)
-        quiet = not any(r["pages"] or r["batches_done"] for r in runs)
+        ended = all(r.state.ended for r in runs)
+        quiet = not any(r.pages or r.batches_done for r in runs)
         if (not ended and quiet and now - started > NO_WORKER_AFTER and now - asked > 30):
             asked = now
             if not workers():
@@ -168,12 +161,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     runs = start_runs(progress, args.source, kinds, config_digest=config.digest)
     for run in runs:
         if not args.json:
-            note = f" ({run['reason']})" if run.get("reason") else ""
-            print(f"{run['source']}/{run['kind']}: run {run['run_id']} {run['state']}{note}")
+            note = f" ({run.reason})" if run.reason else ""
+            print(f"{run.source}/{run.kind}: run {run.run_id} {run.state}{note}")
     if args.wait:
         from tasks.settings import get_settings
 
-        runs = wait(progress, [r["run_id"] for r in runs], show=not args.json,
+        runs = wait(progress, [r.run_id for r in runs], show=not args.json,
                     stall_seconds=get_settings().stall_seconds)
     if args.json:
         for run in runs:
@@ -184,25 +177,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.wait:
         return 0
     # partial (stale entities not deleted), failed, stalled, lost: not a plain success.
-    return 0 if all(r["state"] == RunState.SUCCEEDED for r in runs) else 1
+    return 0 if all(r.state == RunState.SUCCEEDED for r in runs) else 1
 
 
-def summary_text(run: dict[str, Any]) -> str:
-    text = (f"{run['source']}/{run['kind']} run {run['run_id']}: {run['state']}; "
-            f"{run['items_written']} written, {run['items_rejected']} rejected, "
-            f"{run['batches_failed']} batches failed, {run['deleted']} deleted")
+def summary_text(run: Run) -> str:
+    text = (f"{run.source}/{run.kind} run {run.run_id}: {run.state}; "
+            f"{run.items_written} written, {run.items_rejected} rejected, "
+            f"{run.batches_failed} batches failed, {run.deleted} deleted")
     for key in ("reason", "deletion_skipped"):
-        if run.get(key):
-            text += f"\n  {key.replace('_', ' ')}: {run[key]}"
+        if getattr(run, key):
+            text += f"\n  {key.replace('_', ' ')}: {getattr(run, key)}"
     return text
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     progress = _progress()
-    runs = [progress.get(args.run_id)] if args.run_id else progress.recent(args.limit)
-    if args.run_id and not runs[0]:
-        print(f"no run {args.run_id}", file=sys.stderr)
-        return 1
+    if args.run_id:
+        run = progress.get(args.run_id)
+        if run is None:
+            print(f"no run {args.run_id}", file=sys.stderr)
+            return 1
+        runs = [run]
+    else:
+        runs = progress.recent(args.limit)
     for run in runs:
         print(line(run) if args.json else summary_text(run))
     return 0
@@ -215,7 +212,7 @@ def _count(items: Any) -> str:
 
 def cmd_failed(args: argparse.Namespace) -> int:
     progress = _progress()
-    run_ids = [args.run_id] if args.run_id else [r["run_id"] for r in progress.recent(100)]
+    run_ids = [args.run_id] if args.run_id else [r.run_id for r in progress.recent(100)]
     if args.action == "retry":
         if not args.run_id:
             print("sluice failed retry needs a RUN_ID", file=sys.stderr)
@@ -224,7 +221,8 @@ def cmd_failed(args: argparse.Namespace) -> int:
         from tasks.app import app
 
         letters = progress.dead_letters(args.run_id)
-        run_seq = progress.get(args.run_id).get("run_seq")
+        run = progress.get(args.run_id)
+        run_seq = run.run_seq if run else None
         for seq, letter in sorted(letters.items()):
             messages.batch(app, args.run_id, letter["source"], letter["kind"], seq,
                            letter["items"], run_seq=run_seq, note=" (retry)")

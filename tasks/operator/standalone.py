@@ -100,7 +100,7 @@ def standalone(*, config: str | None, once: bool, workers: int | None, flower_po
         os.environ["SLUICE_CONFIG"] = str(Path(config).resolve())
 
         from tasks.config import load_config
-        from tasks.runs.progress import Progress
+        from tasks.runs.progress import Progress, RunState
 
         cfg = load_config(config)  # a broken config stops here, before any process starts
         children = Children(log_dir)
@@ -128,14 +128,14 @@ def standalone(*, config: str | None, once: bool, workers: int | None, flower_po
         try:
             runs = [run for name, source in cfg.sources.items()
                     for run in start_runs(progress, name, source.kind_names())]
-            runs = wait(progress, [r["run_id"] for r in runs], show=True,
+            runs = wait(progress, [r.run_id for r in runs], show=True,
                         stall_seconds=settings.stall_seconds)
             for run in runs:
                 print(summary_text(run), file=out)
             if cfg.target.type == "sqlite":
                 print(f"look at the data: sluice entities --db {cfg.target.path}"
                       f" {next(iter(cfg.sources))}", file=out)
-            code = 0 if all(r["state"] == "succeeded" for r in runs) else 1
+            code = 0 if all(r.state == RunState.SUCCEEDED for r in runs) else 1
             if once:
                 return code
             print("running on schedule (beat); Ctrl-C stops everything", file=out, flush=True)

@@ -73,8 +73,8 @@ class SluiceCollector(Collector):
                                    "Age of the oldest active run", labels=labels)
         now, seen = time.time(), {}
         for run in self.progress.active():
-            key = (run["source"], run["kind"])
-            seen.setdefault(key, [0, now - run["started_at"]])[0] += 1
+            key = (run.source, run.kind)
+            seen.setdefault(key, [0, now - run.started_at])[0] += 1
         for key, (count, age) in sorted(seen.items()):
             active.add_metric(list(key), count)
             oldest.add_metric(list(key), age)

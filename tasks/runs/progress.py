@@ -12,6 +12,8 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
 from typing import Any, NamedTuple
 
@@ -39,8 +41,63 @@ class RunState(StrEnum):
         return self not in (RunState.RUNNING, RunState.FINALIZING)
 
 
-COUNTS = ("pages", "items_fetched", "items_written", "items_rejected", "batches_enqueued",
-          "batches_done", "batches_failed", "deleted", "run_seq", "items_expected")
+@dataclass(frozen=True, kw_only=True)
+class Run:
+    """One run's record, as read from Redis (``Progress.get``)."""
+
+    run_id: str
+    source: str = "?"
+    kind: str = "?"
+    # LOST when the record has no state: Redis lost its data and only later writes remain.
+    state: RunState = RunState.LOST
+    started_at: float = 0.0
+    updated_at: float = 0.0
+    ended_at: float | None = None
+    run_seq: int = 0  # the stamp on what the run writes; only grows from run to run
+    config_digest: str = ""  # the sluice.toml the run was started with
+    partitions: int | None = None  # producer tasks the kind was split into (None: not split)
+    producer_done: bool = False
+    in_flight: int = 0  # batches published and neither written nor dead-lettered yet
+    # counts
+    pages: int = 0
+    items_fetched: int = 0
+    items_expected: int = 0  # what the API said the kind holds, when it said so
+    items_written: int = 0
+    items_rejected: int = 0
+    batches_enqueued: int = 0
+    batches_done: int = 0
+    batches_failed: int = 0
+    deleted: int = 0
+    # why (each empty unless it applies)
+    reason: str = ""  # why the run ended as it did (failed, partial, skipped, stalled)
+    error: str = ""  # the producer's failure
+    incomplete: str = ""  # why the paging may have missed items
+    deletion_refused: str = ""
+    deletion_skipped: str = ""
+
+    @classmethod
+    def from_record(cls, run_id: str, raw: Mapping[str, str], *, in_flight: int = 0) -> Run:
+        """From the run's Redis hash (decoded); fields it does not know (checkpoints) are left."""
+        values: dict[str, Any] = {"run_id": run_id, "in_flight": in_flight}
+        for f in fields(cls):
+            if f.name not in raw or f.name in values:
+                continue
+            text = raw[f.name]
+            if f.name == "state":
+                values[f.name] = RunState(text)
+            elif f.name == "producer_done":
+                values[f.name] = text == "1"
+            elif f.type in ("int", "int | None"):
+                values[f.name] = int(float(text))
+            elif f.type in ("float", "float | None"):
+                values[f.name] = float(text)
+            else:
+                values[f.name] = text
+        return cls(**values)
+
+    def as_json(self) -> dict[str, Any]:
+        """The record as JSON (``sluice status --json``, task results): reasons only when set."""
+        return {k: v for k, v in asdict(self).items() if v != "" and v is not None}
 
 
 class Cycle(NamedTuple):
@@ -83,7 +140,7 @@ class Progress:
         return [keys.run(run_id), keys.run_enqueued(run_id), keys.run_done(run_id),
                 keys.run_failed(run_id)]
 
-    def create_run(self, source: str, kind: str, *, config_digest: str = "") -> dict[str, Any]:
+    def create_run(self, source: str, kind: str, *, config_digest: str = "") -> Run:
         """A new run of (source, kind): 'running' with the lock taken and a ``run_seq`` larger
         than any before it, or 'skipped'. ``config_digest``: the sluice.toml it was started
         with (workers with another one reload theirs, or fail the run)."""
@@ -100,27 +157,19 @@ class Progress:
         pipe.zadd(keys.RUNS, {run_id: now})
         pipe.expire(keys.run(run_id), self.ttl)
         pipe.execute()
-        return self.get(run_id)
+        return self.get(run_id) or Run(run_id=run_id, source=source, kind=kind)
 
-    def get(self, run_id: str) -> dict[str, Any]:
-        """The run record with numbers decoded; {} for an unknown run."""
+    def get(self, run_id: str) -> Run | None:
+        """The run's record; None for an unknown run."""
         raw = self.r.hgetall(keys.run(run_id))
         if not raw:
-            return {}
-        rec: dict[str, Any] = {"run_id": run_id, "source": "?", "kind": "?", "state": str(RunState.LOST),
-                               **{k.decode(): v.decode() for k, v in raw.items()}}
-        for name in COUNTS:
-            rec[name] = int(rec.get(name, 0))
-        for name in ("started_at", "updated_at", "ended_at"):
-            if name in rec:
-                rec[name] = float(rec[name])
-        rec["producer_done"] = rec.get("producer_done") == "1"
-        rec["in_flight"] = self.in_flight(run_id)
-        return rec
+            return None
+        return Run.from_record(run_id, {k.decode(): v.decode() for k, v in raw.items()},
+                               in_flight=self.in_flight(run_id))
 
-    def recent(self, limit: int = 20) -> list[dict[str, Any]]:
+    def recent(self, limit: int = 20) -> list[Run]:
         ids = self.r.zrevrange(keys.RUNS, 0, limit - 1)
-        return [rec for rec in (self.get(i.decode()) for i in ids) if rec]
+        return [run for run in (self.get(i.decode()) for i in ids) if run]
 
     def in_flight(self, run_id: str) -> int:
         """Batches published and neither written nor dead-lettered yet."""
@@ -213,39 +262,38 @@ class Progress:
                                    "error": self.redactor.text(dead_letter.get("error", ""))}),
                   repr(time.time())]))
 
-    def finish(self, run: dict[str, Any], state: RunState, *, expect: RunState | None = None,
+    def finish(self, run: Run, state: RunState, *, expect: RunState | None = None,
                **fields: Any) -> bool:
         """End an active run (only from ``expect``, if given): set the state and reasons,
         release the lock, count it, start the TTL of every key. False if it was not active."""
         values = {"state": str(state), "ended_at": repr(time.time()),
                   **{k: self.redactor.text(str(v)) for k, v in fields.items() if v is not None}}
         ended = self._finish(
-            keys=[keys.run(run["run_id"]), keys.lock(run["source"], run["kind"]), keys.ACTIVE,
+            keys=[keys.run(run.run_id), keys.lock(run.source, run.kind), keys.ACTIVE,
                   keys.METRICS],
-            args=[run["run_id"], json.dumps(values), str(expect or "")])
+            args=[run.run_id, json.dumps(values), str(expect or "")])
         pipe = self.r.pipeline()
-        for key in keys.run_keys(run["run_id"]):
+        for key in keys.run_keys(run.run_id):
             pipe.expire(key, self.ttl)
         pipe.execute()
         return bool(ended)
 
-    def active(self) -> list[dict[str, Any]]:
+    def active(self) -> list[Run]:
         """Runs not yet ended, oldest first."""
         ids = self.r.zrange(keys.ACTIVE, 0, -1)
-        return [rec for rec in (self.get(i.decode()) for i in ids) if rec]
+        return [run for run in (self.get(i.decode()) for i in ids) if run]
 
-    def mark_stalled(self, *, after: float, now: float | None = None) -> list[dict[str, Any]]:
+    def mark_stalled(self, *, after: float, now: float | None = None) -> list[Run]:
         """End as 'stalled' every run not yet ended (running or finalizing) with no progress
         for ``after`` seconds; its lock is released."""
         now = time.time() if now is None else now
         stalled = []
         for run in self.active():
-            if not RunState(run["state"]).ended and now - run["updated_at"] > after:
-                reason = (f"no progress for {now - run['updated_at']:.0f} s while "
-                          f"{run['state']} (stall_seconds {after:.0f}); nothing was deleted")
-                if self.finish(run, RunState.STALLED, expect=RunState(run["state"]),
-                               reason=reason):
-                    stalled.append(self.get(run["run_id"]))
+            if not run.state.ended and now - run.updated_at > after:
+                reason = (f"no progress for {now - run.updated_at:.0f} s while "
+                          f"{run.state} (stall_seconds {after:.0f}); nothing was deleted")
+                if self.finish(run, RunState.STALLED, expect=run.state, reason=reason):
+                    stalled.append(self.get(run.run_id) or run)
         return stalled
 
     def metrics(self) -> dict[tuple[str, ...], float]:

@@ -22,10 +22,10 @@ def test_target_down_then_up_loses_nothing(http_pipeline: Pipeline):
     items = p.api.set_items("down", 200)
     p.api.state.sink_down = 3  # the first three POSTs answer 503; retries are 3, backoff 0.2 s
     run = p.client.resync("api", "down")
-    assert run["state"] == "succeeded", run
+    assert run.state == "succeeded", run
     assert set(p.api.state.sink["down"]) == {i["id"] for i in items}
-    assert run["items_written"] == 200 and run["batches_failed"] == 0
-    assert run["deletion_skipped"] == "the http target does not delete stale entities"
+    assert run.items_written == 200 and run.batches_failed == 0
+    assert run.deletion_skipped == "the http target does not delete stale entities"
     posts = [r[3] for r in p.api.requests("/sink/down") if r[1] == "POST"]
     assert posts.count(503) == 3 and posts.count(200) == 4
 
@@ -36,10 +36,10 @@ def test_target_down_past_every_retry_dead_letters_then_failed_retry_completes(
     items = p.api.set_items("deadl", 100)
     p.api.state.sink_down = -1  # down until told otherwise
     run = p.client.resync("api", "deadl")
-    assert run["state"] == "failed"
-    assert run["batches_failed"] == 2 and run["items_written"] == 0
-    assert "2 batch(es) dead-lettered" in run["reason"]
-    letters = p.client.progress.dead_letters(run["run_id"])
+    assert run.state == "failed"
+    assert run.batches_failed == 2 and run.items_written == 0
+    assert "2 batch(es) dead-lettered" in run.reason
+    letters = p.client.progress.dead_letters(run.run_id)
     assert sorted(letters) == [1, 2]
     assert letters[1]["items"] == items[:50] and "TargetUnavailable" in letters[1]["error"]
     assert letters[1]["attempts"] == 4  # the first try and 3 retries
@@ -48,19 +48,19 @@ def test_target_down_past_every_retry_dead_letters_then_failed_retry_completes(
     env = {**os.environ, "SLUICE_REDIS_URL": p.workers.redis_url,
            "SLUICE_CONFIG": str(p.workers.config)}
     cli = [sys.executable, "-m", "tasks.operator.cli"]
-    listed = subprocess.run([*cli, "failed", "list", run["run_id"]], env=env,
+    listed = subprocess.run([*cli, "failed", "list", run.run_id], env=env,
                             capture_output=True, text=True, check=True).stdout
-    assert f"{run['run_id']} batch 1 (api/deadl, 50 items, 4 attempts): TargetUnavailable" in listed
-    subprocess.run([*cli, "failed", "retry", run["run_id"]], env=env, check=True,
+    assert f"{run.run_id} batch 1 (api/deadl, 50 items, 4 attempts): TargetUnavailable" in listed
+    subprocess.run([*cli, "failed", "retry", run.run_id], env=env, check=True,
                    capture_output=True)
     deadline = time.monotonic() + 30
-    while p.client.progress.get(run["run_id"])["state"] != "succeeded":
-        assert time.monotonic() < deadline, p.client.progress.get(run["run_id"])
+    while p.client.progress.get(run.run_id).state != "succeeded":
+        assert time.monotonic() < deadline, p.client.progress.get(run.run_id)
         time.sleep(0.1)
-    run = p.client.progress.get(run["run_id"])
-    assert (run["items_written"], run["batches_failed"], run["deleted"]) == (100, 0, 0)
+    run = p.client.progress.get(run.run_id)
+    assert (run.items_written, run.batches_failed, run.deleted) == (100, 0, 0)
     assert set(p.api.state.sink["deadl"]) == {i["id"] for i in items}
-    assert p.client.progress.dead_letters(run["run_id"]) == {}
+    assert p.client.progress.dead_letters(run.run_id) == {}
 
 
 def test_worker_child_killed_mid_run_every_item_arrives_once(http_pipeline: Pipeline):
@@ -72,18 +72,18 @@ def test_worker_child_killed_mid_run_every_item_arrives_once(http_pipeline: Pipe
         progress = p.client.progress
         deadline = time.monotonic() + 30
         # Kill while a batch is in the middle of its POST (and a few are already written).
-        while progress.get(run["run_id"])["batches_done"] < 3 or not p.api.state.sink_writing:
+        while progress.get(run.run_id).batches_done < 3 or not p.api.state.sink_writing:
             assert time.monotonic() < deadline
             time.sleep(0.005)
         victims = p.workers.children()
         for pid in victims:
             os.kill(pid, signal.SIGKILL)
-        run = p.client.wait(run["run_id"], timeout=90)
+        run = p.client.wait(run.run_id, timeout=90)
     finally:
         p.api.server.write_latency = 0.0
-    assert run["state"] == "succeeded", run
+    assert run.state == "succeeded", run
     assert set(p.api.state.sink["kill"]) == {i["id"] for i in items}
-    assert run["items_written"] == 1000 and run["batches_done"] == 20  # counted once each
+    assert run.items_written == 1000 and run.batches_done == 20  # counted once each
     log = p.workers.log.read_text()
     assert all(f"pid:{pid} exited with 'signal 9 (SIGKILL)'" in log for pid in victims)
     # A batch in the middle of its POST when it was killed was delivered again.
@@ -102,17 +102,17 @@ def test_backpressure_bounds_batches_in_flight(http_pipeline: Pipeline, kind: st
 
         def sample() -> None:
             while not stop.is_set():
-                seen.append(p.client.progress.in_flight(run["run_id"]))
+                seen.append(p.client.progress.in_flight(run.run_id))
                 time.sleep(0.01)
 
         sampler = threading.Thread(target=sample)
         sampler.start()
-        run = p.client.wait(run["run_id"], timeout=90)
+        run = p.client.wait(run.run_id, timeout=90)
         stop.set()
         sampler.join()
     finally:
         p.api.server.write_latency = 0.0
-    assert run["state"] == "succeeded" and run["items_written"] == 1500
+    assert run.state == "succeeded" and run.items_written == 1500
     assert max(seen) == 4  # reached the bound, never passed it
 
 
@@ -127,7 +127,7 @@ def test_a_sink_that_trickles_its_answer_dead_letters_within_the_deadline(
         took = time.monotonic() - started
     finally:
         p.api.state.trickle.clear()
-    assert run["state"] == "failed" and run["batches_failed"] == 1, run
-    [letter] = p.client.progress.dead_letters(run["run_id"]).values()
+    assert run.state == "failed" and run.batches_failed == 1, run
+    [letter] = p.client.progress.dead_letters(run.run_id).values()
     assert "TargetUnavailable" in letter["error"] and "deadline of 1 s" in letter["error"]
     assert letter["attempts"] == 4 and took < 30, took

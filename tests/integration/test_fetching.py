@@ -67,10 +67,10 @@ def test_rate_limit_is_shared_by_two_worker_processes(tmp_path: Path, api: FakeA
     with Workers(config=cfg, redis_url=url, log=tmp_path / "w.log", concurrency=2) as workers:
         client = Client(url)
         runs = [client.start("api", k) for k in ("a", "b")]
-        done = [client.wait(r["run_id"], timeout=60) for r in runs]
+        done = [client.wait(r.run_id, timeout=60) for r in runs]
         client.close()
         log = workers.log.read_text()
-    assert [r["state"] for r in done] == ["succeeded", "succeeded"]
+    assert [r.state for r in done] == ["succeeded", "succeeded"]
     assert len(ids(tmp_path, "a")) == len(ids(tmp_path, "b")) == 600
     # Both producers ran at once, in two processes.
     producers = {line.split("]")[0].split("/")[-1] for line in log.splitlines()
@@ -107,12 +107,12 @@ paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 20 }}
     with Workers(config=cfg, redis_url=url, log=tmp_path / "w.log", concurrency=2):
         client = Client(url)
         runs = [client.start("api", k) for k in ("a", "b")]
-        while sum(client.progress.get(r["run_id"])["pages"] for r in runs) < 4:
+        while sum(client.progress.get(r.run_id).pages for r in runs) < 4:
             time.sleep(0.01)
         api.state.exhaust["/cursor/a"] = 2.0  # the next answer on /a says: budget gone for 2 s
-        done = [client.wait(r["run_id"], timeout=60) for r in runs]
+        done = [client.wait(r.run_id, timeout=60) for r in runs]
         client.close()
-    assert [r["state"] for r in done] == ["succeeded", "succeeded"]
+    assert [r.state for r in done] == ["succeeded", "succeeded"]
     log = sorted(api.requests("/cursor/"))
     times = [t for t, *_ in log]
     # The answer that carried Remaining: 0 is followed by a silence of ~2 s, from both callers
@@ -144,14 +144,14 @@ paginator = {{ type = "offset", offset_param = "startAt", limit_param = "maxResu
     with Workers(config=cfg, redis_url=url, log=tmp_path / "w.log", concurrency=2):
         client = Client(url)
         run = client.resync("api", "p")
-        seqs = client.progress.published(run["run_id"])
-        parts_done = client.redis.smembers(f"sluice:run:{run['run_id']}:partitions_done")
+        seqs = client.progress.published(run.run_id)
+        parts_done = client.redis.smembers(f"sluice:run:{run.run_id}:partitions_done")
         client.close()
-    assert run["state"] == "succeeded", run
+    assert run.state == "succeeded", run
     assert sorted(ids(tmp_path, "p")) == sorted(i["id"] for i in items)
-    assert run["pages"] == 50 and run["batches_done"] == 50 and run["items_written"] == 1000
+    assert run.pages == 50 and run.batches_done == 50 and run.items_written == 1000
     assert seqs == set(range(1, 51))  # one run, one numbering across partitions
-    assert run["partitions"] == "3" and parts_done == {b"0", b"1", b"2"}
+    assert run.partitions == 3 and parts_done == {b"0", b"1", b"2"}
     offsets = [p for _, _, p, _ in api.requests("/offset/p")]
     assert len(offsets) == len(set(offsets)) == 50  # every page fetched once
 
@@ -169,11 +169,11 @@ def test_a_threads_pool_shares_one_loop_and_writes_batches_at_once(
                  pool="threads") as workers:
         client = Client(url)
         runs = [client.start("api", k) for k in ("a", "b")]
-        done = [client.wait(r["run_id"], timeout=60) for r in runs]
+        done = [client.wait(r.run_id, timeout=60) for r in runs]
         client.close()
         log = workers.log.read_text()
-    assert [r["state"] for r in done] == ["succeeded", "succeeded"], done
-    assert [r["items_written"] for r in done] == [800, 800]
+    assert [r.state for r in done] == ["succeeded", "succeeded"], done
+    assert [r.items_written for r in done] == [800, 800]
     assert len(ids(tmp_path, "a")) == len(ids(tmp_path, "b")) == 800
     assert "Event loop is closed" not in log and "Traceback" not in log
     # Batches ran at the same time in the one process: some of their spans overlap.

@@ -66,12 +66,12 @@ def test_flower_api_shows_batches_with_a_short_summary_and_needs_auth(
     p.api.set_items("cur", 120)
     run = p.client.resync("api", "cur")
     deadline = time.monotonic() + 20
-    while len(found := batch_tasks(flower, run["run_id"])) < 3 or any(
+    while len(found := batch_tasks(flower, run.run_id)) < 3 or any(
             t["state"] != "SUCCESS" for t in found):
         assert time.monotonic() < deadline, found
         time.sleep(0.3)
     args = sorted(t["args"] for t in found)
-    assert args == [f"run={run['run_id']} api/cur page={n} items={c}"
+    assert args == [f"run={run.run_id} api/cur page={n} items={c}"
                     for n, c in ((1, 40), (2, 40), (3, 40))]
     assert httpx.get(f"{flower}/api/tasks", timeout=5).status_code == 401
     assert httpx.get(f"{flower}/", timeout=5).status_code == 401
@@ -85,7 +85,7 @@ def test_flower_page_in_headless_chromium_shows_a_finished_batch(
     p.api.set_items("lnk", 30)
     run = p.client.resync("api", "lnk")
     deadline = time.monotonic() + 20
-    while not (found := [t for t in batch_tasks(flower, run["run_id"]) if t["state"] == "SUCCESS"]):
+    while not (found := [t for t in batch_tasks(flower, run.run_id) if t["state"] == "SUCCESS"]):
         assert time.monotonic() < deadline
         time.sleep(0.3)
     task_id = found[0]["uuid"]
@@ -98,7 +98,7 @@ def test_flower_page_in_headless_chromium_shows_a_finished_batch(
         capture_output=True, text=True, timeout=60).stdout
     assert "sluice.ingest_batch" in dom and task_id in dom
     assert "SUCCESS" in dom
-    assert f"run={run['run_id']} api/lnk page=1 items=30" in dom
+    assert f"run={run.run_id} api/lnk page=1 items=30" in dom
     assert '"id": "lnk-0"' not in dom and "lnk number 0" not in dom  # never the items
 
 
@@ -131,7 +131,7 @@ def test_a_token_never_reaches_messages_redis_logs_or_flower(
     thread.start()
     time.sleep(0.3)
     run = p.client.resync("api", "off")
-    assert run["state"] == "succeeded"
+    assert run.state == "succeeded"
     stop.set()
     p.client.redis.ping()  # one more command, so the monitor loop sees the stop flag
     thread.join(5)
@@ -143,7 +143,7 @@ def test_a_token_never_reaches_messages_redis_logs_or_flower(
     assert all(TOKEN.encode() not in d for d in dump)
     assert TOKEN not in p.workers.log.read_text()
     tasks = httpx.get(f"{flower}/api/tasks", auth=AUTH, timeout=10).text
-    assert run["run_id"] in tasks and TOKEN not in tasks
+    assert run.run_id in tasks and TOKEN not in tasks
     # ... while the API did receive it, from the worker's own config and environment.
     assert p.api.state.auth_seen == {f"Bearer {TOKEN}"}
 
@@ -179,4 +179,4 @@ def test_a_pickled_message_is_refused(sqlite_pipeline: Pipeline, tmp_path: Path)
     assert not marker.exists()
     # The workers go on with JSON work.
     p.api.set_items("pg", 10)
-    assert p.client.resync("api", "pg")["state"] == "succeeded"
+    assert p.client.resync("api", "pg").state == "succeeded"

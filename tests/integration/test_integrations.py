@@ -50,16 +50,16 @@ page_size = 100
             runs = {(s, k): client.start(s, k) for s, k in [
                 ("gh", "repository"), ("gh", "issue"), ("gh", "pull_request"),
                 ("jira", "project"), ("jira", "issue")]}
-            done = {key: client.wait(r["run_id"], timeout=90) for key, r in runs.items()}
+            done = {key: client.wait(r.run_id, timeout=90) for key, r in runs.items()}
             issue_run = done[("gh", "issue")]
-            parts = client.redis.smembers(f"sluice:run:{issue_run['run_id']}:partitions_done")
+            parts = client.redis.smembers(f"sluice:run:{issue_run.run_id}:partitions_done")
             client.close()
             log = workers.log.read_text()
         db = tmp_path / "db.sqlite"
-        assert all(r["state"] == "succeeded" for r in done.values()), done
+        assert all(r.state == "succeeded" for r in done.values()), done
         for kind in ("repository", "issue", "pull_request"):
             assert rows(db, "gh", kind) == gh.expected(kind)
-        assert issue_run["partitions"] == "4" and len(parts) == 4  # one per repository
+        assert issue_run.partitions == 4 and len(parts) == 4  # one per repository
         assert rows(db, "jira", "project") == {str(10000 + i) for i in range(75)}
         assert rows(db, "jira", "issue") == {str(20000 + i) for i in range(260)}
         assert not [r for r in gh.requests("/") if r[3] == 403]  # the shared limit kept us under

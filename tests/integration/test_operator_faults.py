@@ -73,16 +73,16 @@ def test_redis_restarted_mid_run_with_persistence_resumes_or_stalls_never_delete
         with Workers(config=config(tmp_path, api), redis_url=server.url,
                      log=tmp_path / "worker.log", env=FAST_REDELIVERY) as workers:
             client = Client(server.url)
-            assert client.resync("api", "item")["state"] == "succeeded"
+            assert client.resync("api", "item").state == "succeeded"
             del items[1500:]  # a clean run would delete these 100
             api.state.delays["/cursor/item"] = 0.1
             run = client.start("api", "item")
             deadline = time.monotonic() + 30
-            while client.progress.get(run["run_id"])["batches_done"] < 5:
+            while client.progress.get(run.run_id).batches_done < 5:
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
             restart(server, keep_data=True)
-            run = client.wait(run["run_id"], timeout=120, stall_after=20)
+            run = client.wait(run.run_id, timeout=120, stall_after=20)
             assert workers.process and workers.process.poll() is None  # the node survived
             api.state.delays.clear()
             after = client.resync("api", "item")  # and takes the next run
@@ -92,13 +92,13 @@ def test_redis_restarted_mid_run_with_persistence_resumes_or_stalls_never_delete
     # Resumed: every item, the 100 stale ones deleted. Or, when the restart swallowed a message
     # in the middle of its hand-over (kombu's BRPOP, then its unacked record), stalled: nothing
     # deleted. Either way the run ended, and the next run completes the data.
-    if run["state"] == "succeeded":
-        assert run["items_written"] == 1500 and run["batches_done"] == 30 and run["deleted"] == 100
+    if run.state == "succeeded":
+        assert run.items_written == 1500 and run.batches_done == 30 and run.deleted == 100
     else:
-        assert run["state"] == "stalled" and run["deleted"] == 0, run
-    assert after["state"] == "succeeded"
+        assert run.state == "stalled" and run.deleted == 0, run
+    assert after.state == "succeeded"
     assert sorted(ids_in(tmp_path)) == sorted(i["id"] for i in items)
-    print(f"Redis restarted mid-run: the run ended {run['state']}")
+    print(f"Redis restarted mid-run: the run ended {run.state}")
 
 
 def test_redis_restarted_empty_mid_run_never_hangs_and_never_deletes(tmp_path: Path, api: FakeAPI):
@@ -108,17 +108,17 @@ def test_redis_restarted_empty_mid_run_never_hangs_and_never_deletes(tmp_path: P
         with Workers(config=config(tmp_path, api), redis_url=server.url,
                      log=tmp_path / "worker.log", env=FAST_REDELIVERY):
             client = Client(server.url)
-            assert client.resync("api", "item")["state"] == "succeeded"
+            assert client.resync("api", "item").state == "succeeded"
             assert len(ids_in(tmp_path)) == 300
             del api.state.items["item"][100:]  # the next run would delete 200 ...
             api.state.delays["/cursor/item"] = 1.0
             run = client.start("api", "item")
-            while client.progress.get(run["run_id"])["batches_done"] < 1:
+            while client.progress.get(run.run_id).batches_done < 1:
                 time.sleep(0.02)
             restart(server, keep_data=False)  # ... but Redis forgets the run mid-way
             env = {**os.environ, "SLUICE_REDIS_URL": server.url,
                    "SLUICE_CONFIG": str(tmp_path / "sluice.toml")}
-            status = subprocess.run([sys.executable, "-m", "tasks.operator.cli", "status", run["run_id"],
+            status = subprocess.run([sys.executable, "-m", "tasks.operator.cli", "status", run.run_id,
                                      "--json"], env=env, capture_output=True, text=True)
             time.sleep(3)  # whatever the workers still had in hand is done by now
             api.state.delays.clear()
@@ -130,7 +130,7 @@ def test_redis_restarted_empty_mid_run_never_hangs_and_never_deletes(tmp_path: P
     # The lost run is reported as such (or not at all), never as running forever.
     assert status.returncode == 1 or json.loads(status.stdout)["state"] == "lost", status
     # Nothing was deleted by the lost run: all 300 were there until the clean run after it.
-    assert after["state"] == "succeeded" and after["deleted"] == 200, json.dumps(after)
+    assert after.state == "succeeded" and after.deleted == 200, after
     assert len(ids_in(tmp_path)) == 100
 
 
@@ -155,18 +155,18 @@ def test_a_whole_worker_node_killed_the_other_completes_the_run(tmp_path: Path, 
     with two_nodes(tmp_path, config(tmp_path, api)) as (node_a, client):
         run = client.start("api", "item")
         deadline = time.monotonic() + 30
-        while client.progress.get(run["run_id"])["batches_done"] < 4:
+        while client.progress.get(run.run_id).batches_done < 4:
             assert time.monotonic() < deadline
             time.sleep(0.02)
         assert node_a.process
         os.killpg(node_a.process.pid, signal.SIGKILL)  # main process and children at once
         killed_at = time.monotonic()
         node_a.process.wait(10)
-        run = client.wait(run["run_id"], timeout=120)
+        run = client.wait(run.run_id, timeout=120)
         recovered_in = time.monotonic() - killed_at
-    assert run["state"] == "succeeded", run
+    assert run.state == "succeeded", run
     assert sorted(ids_in(tmp_path)) == sorted(i["id"] for i in items)
-    assert run["items_written"] == 2000 and run["batches_done"] == 40
+    assert run.items_written == 2000 and run.batches_done == 40
     # Bounded by the visibility timeout (10 s) plus the restore sweep and the rest of the work.
     assert recovered_in < 60, recovered_in
     print(f"whole node SIGKILLed: run completed {recovered_in:.1f} s later")
@@ -177,16 +177,16 @@ def test_a_node_stopped_with_sigterm_finishes_its_batch(tmp_path: Path, api: Fak
     api.state.delays["/cursor/item"] = 0.05
     with two_nodes(tmp_path, config(tmp_path, api, max_in_flight=4)) as (node_a, client):
         run = client.start("api", "item")
-        while client.progress.get(run["run_id"])["batches_done"] < 3:
+        while client.progress.get(run.run_id).batches_done < 3:
             time.sleep(0.02)
         assert node_a.process
         node_a.process.send_signal(signal.SIGTERM)  # warm shutdown of the main process
         assert node_a.process.wait(30) == 0
-        run = client.wait(run["run_id"], timeout=120)
+        run = client.wait(run.run_id, timeout=120)
     assert "worker: Warm shutdown" in (tmp_path / "a.log").read_text()
-    assert run["state"] == "succeeded", run
+    assert run.state == "succeeded", run
     assert sorted(ids_in(tmp_path)) == sorted(i["id"] for i in items)
-    assert run["items_written"] == 1000
+    assert run.items_written == 1000
 
 
 def test_a_run_without_progress_is_marked_stalled(tmp_path: Path, api: FakeAPI):
@@ -221,7 +221,7 @@ def test_run_wait_rides_out_a_redis_restart(tmp_path: Path, api: FakeAPI):
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             client = Client(server.url)
             deadline = time.monotonic() + 30
-            while not any(r["batches_done"] >= 3 for r in client.progress.recent()):
+            while not any(r.batches_done >= 3 for r in client.progress.recent()):
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
             client.close()
@@ -258,7 +258,7 @@ def test_a_lost_node_costs_seconds_with_the_default_visibility_timeout(
                              name="b", env=env).start()
             try:
                 deadline = time.monotonic() + 30
-                while client.progress.get(run["run_id"])["batches_done"] < 4:
+                while client.progress.get(run.run_id).batches_done < 4:
                     assert time.monotonic() < deadline
                     time.sleep(0.02)
                 held = sum(client.redis.scard(k) for k in client.redis.keys("sluice:node:*:tags"))
@@ -266,16 +266,16 @@ def test_a_lost_node_costs_seconds_with_the_default_visibility_timeout(
                 os.killpg(node_a.process.pid, signal.SIGKILL)
                 killed_at = time.monotonic()
                 node_a.process.wait(10)
-                run = client.wait(run["run_id"], timeout=90)
+                run = client.wait(run.run_id, timeout=90)
                 recovered_in = time.monotonic() - killed_at
             finally:
                 node_b.stop()
         finally:
             node_a.stop()
             client.close()
-    assert run["state"] == "succeeded", run
+    assert run.state == "succeeded", run
     assert sorted(ids_in(tmp_path)) == sorted(i["id"] for i in items)
-    assert run["items_written"] == 3000
+    assert run.items_written == 3000
     if broker == "redis":
         assert held >= 1  # the nodes did hold messages when a died
         assert "stopped answering" in (tmp_path / "b.log").read_text()
@@ -311,7 +311,7 @@ paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 50 }}
         client = Client(server.url)
         run = client.resync("api", "slow", timeout=90)
         client.close()
-    assert run["state"] == "succeeded", run
+    assert run.state == "succeeded", run
     assert set(api.state.sink_received.values()) == {1}, api.state.sink_received
     assert len(api.state.sink_received) == 200
     logs = (tmp_path / "a.log").read_text() + (tmp_path / "b.log").read_text()

@@ -19,12 +19,12 @@ def test_resync_into_postgres_upserts_and_deletes_stale(postgres_pipeline: Pipel
     p = postgres_pipeline
     items = p.api.set_items("cur", 230)
     run = p.client.resync("api", "cur")
-    assert run["state"] == "succeeded", run
+    assert run.state == "succeeded", run
     assert p.rows("cur") == {i["id"]: i for i in items}
     items[0]["title"] = "renamed"
     del items[200:]
     run = p.client.resync("api", "cur")
-    assert (run["state"], run["deleted"]) == ("succeeded", 30)
+    assert (run.state, run.deleted) == ("succeeded", 30)
     assert p.rows("cur") == {i["id"]: i for i in items}
 
 
@@ -97,7 +97,7 @@ def test_sluice_metrics_serves_prometheus_text(sqlite_pipeline: Pipeline):
         server.wait(10)
     written = [line for line in text.splitlines()
                if line.startswith('sluice_items_written_total{kind="pgt",source="api"}')]
-    assert written and float(written[0].split()[-1]) >= run["items_written"] == 120
+    assert written and float(written[0].split()[-1]) >= run.items_written == 120
     assert 'sluice_runs_total{kind="pgt",source="api",state="succeeded"}' in text
     assert 'sluice_run_duration_seconds_count{kind="pgt",source="api"}' in text
 
@@ -110,16 +110,16 @@ def test_values_postgres_cannot_store_reject_their_item_and_the_rest_lands(
     items[10]["title"] = "a\x00b"  # NUL: PostgreSQL text and jsonb refuse it
     items[60]["title"] = "x\ud800y"  # a lone surrogate: not UTF-8
     run = p.client.resync("api", "unstorable")
-    assert run["state"] == "succeeded", run  # 2 of 300: within max_rejected (1%)
-    assert (run["items_written"], run["items_rejected"], run["batches_failed"]) == (298, 2, 0)
+    assert run.state == "succeeded", run  # 2 of 300: within max_rejected (1%)
+    assert (run.items_written, run.items_rejected, run.batches_failed) == (298, 2, 0)
     assert set(p.rows("unstorable")) == {i["id"] for i in items} - {"unstorable-10",
                                                                      "unstorable-60"}
     reasons = {(r["seq"], r["index"]): r["reason"]
-               for r in p.client.progress.rejected(run["run_id"])}
+               for r in p.client.progress.rejected(run.run_id)}
     assert set(reasons) == {(1, 10), (2, 10)}
     assert "NUL" in reasons[(1, 10)] and "lone surrogate" in reasons[(2, 10)]
     run = p.client.resync("api", "unstorable")  # the next run again: same outcome, no loop
-    assert (run["state"], run["items_rejected"]) == ("succeeded", 2)
+    assert (run.state, run.items_rejected) == ("succeeded", 2)
 
 
 @pytest.mark.postgres
@@ -151,13 +151,13 @@ def test_a_finalize_that_cannot_delete_fails_the_run_and_frees_the_kind(
                               target=f'type = "postgres"\ndsn = "{role_dsn}"\n'
                                      f'table = "{table}"') as p:
             items = p.api.set_items("stale", 100)
-            assert p.client.resync("api", "stale")["state"] == "succeeded"  # nothing stale
+            assert p.client.resync("api", "stale").state == "succeeded"  # nothing stale
             del items[90:]
             run = p.client.resync("api", "stale")
-            assert run["state"] == "failed", run
-            assert "finalize: TargetRejected: postgres: permission denied" in run["reason"]
+            assert run.state == "failed", run
+            assert "finalize: TargetRejected: postgres: permission denied" in run.reason
             assert len(p.rows("stale")) == 100
-            assert p.client.start("api", "stale")["state"] == "running"  # the lock is free
+            assert p.client.start("api", "stale").state == "running"  # the lock is free
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f"DROP TABLE IF EXISTS {table}, {table}_state")

@@ -84,7 +84,7 @@ def test_rediss_with_a_password(tmp_path: Path):
                 assert done.returncode == 0, done.stderr
                 assert '"items_written": 150' in done.stdout
                 client = Client(url)
-                assert client.resync("api", "item")["items_written"] == len(items)
+                assert client.resync("api", "item").items_written == len(items)
                 client.close()
                 log = workers.log.read_text()
         assert PASSWORD not in log  # Celery prints the broker URL with the password masked

@@ -46,11 +46,11 @@ def test_two_beats_run_each_schedule_once_and_busy_kinds_are_skipped(
     logs = [(tmp_path / f"beat{i}.log").read_text() for i in (1, 2)]
     senders = [log.count("Sending due task resync-clock") for log in logs]
     assert sorted(senders)[0] == 0 and sorted(senders)[1] >= 5, senders  # one acts, one waits
-    states = [r["state"] for r in runs]
+    states = [r.state for r in runs]
     # ~1 scheduled resync a second, each ~2.4 s long: most ticks find the kind busy.
     assert len(runs) == max(senders)
     assert states.count("skipped") >= 2 and states.count("succeeded") >= 2
-    assert all("still running" in r["reason"] for r in runs if r["state"] == "skipped")
-    spans = sorted((r["started_at"], r.get("ended_at", 1e12)) for r in runs
-                   if r["state"] != "skipped")
+    assert all("still running" in r.reason for r in runs if r.state == "skipped")
+    spans = sorted((r.started_at, r.ended_at or 1e12) for r in runs
+                   if r.state != "skipped")
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))  # never two at once

@@ -172,14 +172,14 @@ def test_a_full_page_without_link_ends_partial_and_deletes_nothing(trust: Trust)
     trust.seed("nolink", 5000)
     trust.api.set_items("nolink", 5000)
     run = trust.client.resync("api", "nolink")
-    assert run["state"] == "partial", run
-    assert run["items_written"] == 500 and run["deleted"] == 0
-    assert "came without a Link header" in run["deletion_refused"]
+    assert run.state == "partial", run
+    assert run.items_written == 500 and run.deleted == 0
+    assert "came without a Link header" in run.deletion_refused
     assert len(trust.ids("nolink")) == 5000
     # Told to send the page parameter (as the README says), the same API pages through.
     trust.api.set_items("paged", 1200)
     run = trust.client.resync("api", "paged")
-    assert (run["state"], run["items_written"]) == ("succeeded", 1200), run
+    assert (run.state, run.items_written) == ("succeeded", 1200), run
 
 
 def test_a_total_that_under_reports_by_half_deletes_nothing(trust: Trust):
@@ -187,8 +187,8 @@ def test_a_total_that_under_reports_by_half_deletes_nothing(trust: Trust):
     trust.api.set_items("under", 5000)
     trust.api.state.totals["under"] = 2500
     run = trust.client.resync("api", "under")
-    assert run["state"] == "partial" and run["deleted"] == 0, run
-    assert run["deletion_refused"] == ("refused to delete 2500 of 5000 entities (50.0%): "
+    assert run.state == "partial" and run.deleted == 0, run
+    assert run.deletion_refused == ("refused to delete 2500 of 5000 entities (50.0%): "
                                        "delete_threshold is 20%")
     assert len(trust.ids("under")) == 5000
 
@@ -198,18 +198,18 @@ def test_fewer_items_than_the_total_said_deletes_nothing(trust: Trust):
     trust.api.set_items("under", 4900)  # 100 gone, but the API still says 5000
     trust.api.state.totals["under"] = 5000
     run = trust.client.resync("api", "under")
-    assert run["state"] == "partial" and run["deleted"] == 0, run
+    assert run.state == "partial" and run.deleted == 0, run
     # The last planned page (offset 4500) ends short of the total: that says it first.
-    assert "(offset 4500) ends short of or links past" in run["deletion_refused"]
+    assert "(offset 4500) ends short of or links past" in run.deletion_refused
     assert len(trust.ids("under")) == 5000
     del trust.api.state.totals["under"]
     run = trust.client.resync("api", "under")  # the total tells the truth again: 2% go
-    assert (run["state"], run["deleted"]) == ("succeeded", 100), run
+    assert (run.state, run.deleted) == ("succeeded", 100), run
 
 
 def test_the_default_guard_refuses_the_boundary_and_the_cli_says_so(trust: Trust):
     items = trust.api.set_items("stale", 1000)
-    assert trust.client.resync("api", "stale")["state"] == "succeeded"
+    assert trust.client.resync("api", "stale").state == "succeeded"
     del items[800:]  # exactly 20% gone: refused, not allowed
     done = trust.sluice("run", "api", "--kind", "stale", "--wait", "--json")
     assert done.returncode == 1, done.stderr
@@ -222,7 +222,7 @@ def test_the_default_guard_refuses_the_boundary_and_the_cli_says_so(trust: Trust
     assert metrics[("runs", "api", "stale", "partial")] >= 1
     items[:] = make_items("stale", 999)  # 1 of 1000 gone: well within the guard
     run = trust.client.resync("api", "stale")
-    assert (run["state"], run["deleted"]) == ("succeeded", 1), run
+    assert (run.state, run.deleted) == ("succeeded", 1), run
     assert len(trust.ids("stale")) == 999
 
 
@@ -237,27 +237,27 @@ def test_a_late_write_of_a_stalled_run_never_leads_to_deleting_live_rows(trust: 
     run_b = progress.create_run("api", "late")
     pages = {seq: items[(seq - 1) * 100:seq * 100] for seq in range(1, 11)}
     for seq, batch in pages.items():
-        progress.record_page(run_b["run_id"], "api", "late", [seq], len(batch), None)
-        messages.batch(app, run_b["run_id"], "api", "late", seq, batch,
-                       run_seq=run_b["run_seq"])
+        progress.record_page(run_b.run_id, "api", "late", [seq], len(batch), None)
+        messages.batch(app, run_b.run_id, "api", "late", seq, batch,
+                       run_seq=run_b.run_seq)
     deadline = time.monotonic() + 30
-    while progress.get(run_b["run_id"])["batches_done"] < 10:
+    while progress.get(run_b.run_id).batches_done < 10:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     late = items[:400]  # run A's retry, older data of 400 items
-    messages.batch(app, run_a["run_id"], "api", "late", 7, late, run_seq=run_a["run_seq"])
-    while progress.get(run_a["run_id"])["batches_done"] < 1:
+    messages.batch(app, run_a.run_id, "api", "late", 7, late, run_seq=run_a.run_seq)
+    while progress.get(run_a.run_id).batches_done < 1:
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    assert progress.producer_done(run_b["run_id"])
-    messages.finalize(app, run_b["run_id"])
-    run = trust.client.wait(run_b["run_id"])
-    assert (run["state"], run["deleted"]) == ("succeeded", 0), run
+    assert progress.producer_done(run_b.run_id)
+    messages.finalize(app, run_b.run_id)
+    run = trust.client.wait(run_b.run_id)
+    assert (run.state, run.deleted) == ("succeeded", 0), run
     assert len(trust.ids("late")) == 1000
     with sqlite3.connect(trust.db) as conn:
         stamps = {r for (r,) in conn.execute(
             "SELECT DISTINCT run_id FROM entities WHERE kind = 'late'")}
-    assert stamps == {run_b["run_id"]}  # A's late write did not re-stamp B's rows
+    assert stamps == {run_b.run_id}  # A's late write did not re-stamp B's rows
 
 
 def script_last(trust: Trust, last: int, *, items: int = 30, more_after_last: bool = False
@@ -282,8 +282,8 @@ def test_a_last_page_that_over_reports_ends_at_the_first_empty_page(trust: Trust
     script_last(trust, last)
     started = time.monotonic()
     run = trust.client.resync("api", "lastlink")
-    assert run["state"] == "partial" and run["items_written"] == 30, run
-    assert "came back empty" in run["deletion_refused"]
+    assert run.state == "partial" and run.items_written == 30, run
+    assert "came back empty" in run.deletion_refused
     assert time.monotonic() - started < 20
     assert len(trust.api.requests("/link/lastlink")) <= 3 + 2 * 8  # pages, and those in flight
 
@@ -292,8 +292,8 @@ def test_a_total_that_over_reports_ends_partial(trust: Trust):
     trust.api.set_items("over", 30)
     trust.api.state.totals["over"] = 60
     run = trust.client.resync("api", "over")
-    assert run["state"] == "partial" and run["items_written"] == 30, run
-    assert "came back empty" in run["deletion_refused"]  # which one: as answers came
+    assert run.state == "partial" and run.items_written == 30, run
+    assert "came back empty" in run.deletion_refused  # which one: as answers came
     assert len(trust.api.requests("/offset/over")) <= 3 + 2 * 8
     del trust.api.state.totals["over"]
 
@@ -302,8 +302,8 @@ def test_a_last_page_that_links_to_more_deletes_nothing(trust: Trust):
     trust.seed("lastlink", 100)
     script_last(trust, 9, items=100, more_after_last=True)  # page 10 exists beyond "last"
     run = trust.client.resync("api", "lastlink")
-    assert run["state"] == "partial" and run["deleted"] == 0, run
-    assert "page=9&per_page=10) ends short of or links past" in run["deletion_refused"]
+    assert run.state == "partial" and run.deleted == 0, run
+    assert "page=9&per_page=10) ends short of or links past" in run.deletion_refused
     assert len(trust.ids("lastlink")) == 100
 
 
@@ -312,8 +312,8 @@ def test_an_empty_page_with_a_next_cursor_deletes_nothing(trust: Trust):
     trust.api.set_items("emptycur", 1000)
     trust.api.fail("/cursor/emptycur", 200, when={"cursor": "900"}, body=page_body([], "1000x"))
     run = trust.client.resync("api", "emptycur")
-    assert run["state"] == "partial" and run["deleted"] == 0, run
-    assert "an empty page still gave a next cursor" in run["deletion_refused"]
+    assert run.state == "partial" and run.deleted == 0, run
+    assert "an empty page still gave a next cursor" in run.deletion_refused
     assert len(trust.ids("emptycur")) == 1000
 
 
@@ -323,8 +323,8 @@ def test_an_empty_planned_page_in_the_middle_deletes_nothing(trust: Trust):
     trust.api.fail("/link/lastlink", 200, when={"page": "5"}, body="[]", headers={
         "Link": f'<{trust.api.url}/link/lastlink?page=6&per_page=10>; rel="next"'})
     run = trust.client.resync("api", "lastlink")
-    assert run["state"] == "partial" and run["deleted"] == 0, run
-    assert "page=5&per_page=10) came back empty" in run["deletion_refused"]
+    assert run.state == "partial" and run.deleted == 0, run
+    assert "page=5&per_page=10) came back empty" in run.deletion_refused
     assert len(trust.ids("lastlink")) == 100
 
 
@@ -336,7 +336,7 @@ def test_an_item_nested_hundreds_deep_lands_and_no_worker_dies(trust: Trust):
     trust.api.fail("/cursor/nested", 200,
                    body='{"data": [{"id": "n1", "x": ' + deep + '}, {"id": "n2"}]}')
     run = trust.client.resync("api", "nested")
-    assert run["state"] == "succeeded" and run["items_written"] == 2, run
+    assert run.state == "succeeded" and run.items_written == 2, run
     assert trust.ids("nested") == {"n1", "n2"}
     assert trust.workers.process and trust.workers.process.poll() is None
 
@@ -356,16 +356,16 @@ def script_away(trust: Trust) -> list[dict[str, Any]]:
 def test_a_next_link_to_another_origin_fails_the_run_and_sends_nothing_there(trust: Trust):
     script_away(trust)
     run = trust.client.resync("api", "away")
-    assert run["state"] == "failed", run
-    assert "ForeignOrigin" in run["reason"] and trust.other.url in run["reason"]
-    assert "allow_origins" in run["reason"]
+    assert run.state == "failed", run
+    assert "ForeignOrigin" in run.reason and trust.other.url in run.reason
+    assert "allow_origins" in run.reason
     assert trust.other.requests("/link/away") == []  # not a single request went there
 
 
 def test_an_allowed_origin_is_fetched_without_the_source_credentials(trust: Trust):
     items = script_away(trust)
     run = trust.client.resync("open", "away")
-    assert (run["state"], run["items_written"]) == ("succeeded", 100), run
+    assert (run.state, run.items_written) == ("succeeded", 100), run
     assert len(trust.other.requests("/link/away")) == 1
     assert trust.other.state.auth_seen == set()  # the token stayed home
     assert f"Bearer {TOKEN}" in trust.api.state.auth_seen
@@ -395,7 +395,7 @@ def test_a_secret_query_parameter_stays_out_of_logs_redis_and_status(trust: Trus
     trust.api.set_items("keyed", 400)  # 8 pages: resumed from checkpoints (3 pages a slice)
     trust.api.state.params_seen.clear()
     run = trust.client.resync("api", "keyed")
-    assert (run["state"], run["items_written"]) == ("succeeded", 400), run
+    assert (run.state, run.items_written) == ("succeeded", 400), run
     # Every request carried the real key, also those built from a redacted checkpoint.
     keyed = [q for q in trust.api.state.params_seen if "per_page" in q]
     assert len(keyed) == 8 and all(q.get("api_key") == KEY for q in keyed), keyed
@@ -417,8 +417,8 @@ def test_a_cursor_cycle_fails_the_run_naming_it(trust: Trust):
                    body=page_body(items[200:300], "100"))  # 100 -> 200 -> 100 -> ...
     started = time.monotonic()
     run = trust.client.resync("api", "ccyc")
-    assert run["state"] == "failed", run
-    assert "PagingCycle" in run["reason"] and "'100'" in run["reason"], run["reason"]
+    assert run.state == "failed", run
+    assert "PagingCycle" in run.reason and "'100'" in run.reason, run.reason
     assert time.monotonic() - started < 20
 
 
@@ -431,8 +431,8 @@ def test_a_link_cycle_fails_the_run_naming_it(trust: Trust):
     trust.api.fail("/link/lcyc", 200, times=1, body=json.dumps(make_items("first", 50)),
                    headers={"Link": f'<{base}?page=2&per_page=50>; rel="next"'})
     run = trust.client.resync("api", "lcyc")
-    assert run["state"] == "failed", run
-    assert "PagingCycle" in run["reason"] and "page=2" in run["reason"], run["reason"]
+    assert run.state == "failed", run
+    assert "PagingCycle" in run.reason and "page=2" in run.reason, run.reason
 
 
 def test_an_api_that_hands_out_new_cursors_for_the_same_page_fails_the_run(trust: Trust):
@@ -442,17 +442,17 @@ def test_an_api_that_hands_out_new_cursors_for_the_same_page_fails_the_run(trust
                        body=page_body([{"id": "same"}], f"c{n + 1}"))
     trust.api.fail("/cursor/endless", 200, body=page_body([{"id": "same"}], "c1"))
     run = trust.client.resync("api", "endless")
-    assert run["state"] == "failed", run
-    assert "holds the very items of page 1" in run["reason"], run["reason"]
-    assert run["pages"] <= 3
+    assert run.state == "failed", run
+    assert "holds the very items of page 1" in run.reason, run.reason
+    assert run.pages <= 3
 
 
 def test_a_run_past_max_pages_fails(trust: Trust):
     trust.api.set_items("endless", 100_000)  # 1,000 pages; the source allows 50
     run = trust.client.resync("open", "endless")
-    assert run["state"] == "failed", run
-    assert "TooManyPages" in run["reason"] and "max_pages (50)" in run["reason"]
-    assert run["pages"] <= 52
+    assert run.state == "failed", run
+    assert "TooManyPages" in run.reason and "max_pages (50)" in run.reason
+    assert run.pages <= 52
 
 
 def test_an_api_that_trickles_its_answer_fails_within_the_deadline(trust: Trust):
@@ -464,8 +464,8 @@ def test_an_api_that_trickles_its_answer_fails_within_the_deadline(trust: Trust)
         took = time.monotonic() - started
     finally:
         trust.api.state.trickle.clear()
-    assert run["state"] == "failed", run
-    assert "deadline of 2 s" in run["reason"] and "TransientHTTPError" in run["reason"]
+    assert run.state == "failed", run
+    assert "deadline of 2 s" in run.reason and "TransientHTTPError" in run.reason
     assert took < 20, took  # two attempts of 2 s, not an hour
 
 
@@ -479,8 +479,8 @@ def test_a_page_python_cannot_read_fails_the_run_at_once(trust: Trust, kind: str
     trust.api.fail(f"/cursor/{kind}", 200, body=body)
     started = time.monotonic()
     run = trust.client.resync("api", kind)
-    assert run["state"] == "failed", run
-    assert "MalformedPage" in run["reason"] and expect in run["reason"]
+    assert run.state == "failed", run
+    assert "MalformedPage" in run.reason and expect in run.reason
     assert time.monotonic() - started < 10
 
 
@@ -491,9 +491,9 @@ def test_an_exception_not_of_sluice_fails_the_run_with_its_type_and_place(trust:
                    body='{"data": [{"id": "w1"}], "next_cursor": "a\\ud800"}')
     started = time.monotonic()
     run = trust.client.resync("api", "weird")
-    assert run["state"] == "failed", run
+    assert run.state == "failed", run
     assert re.search(r"producer: UnicodeEncodeError: .* \(at [\w.]+\.py:\d+ in [\w<>]+\)",
-                     run["reason"]), run["reason"]
+                     run.reason), run.reason
     assert time.monotonic() - started < 10
 
 
@@ -528,7 +528,7 @@ paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 50 }}
             try:
                 run = client.start("api", "item")
                 deadline = time.monotonic() + 30
-                while client.progress.get(run["run_id"])["pages"] < 5:
+                while client.progress.get(run.run_id).pages < 5:
                     assert time.monotonic() < deadline
                     time.sleep(0.05)
                 assert a.process and b.process
@@ -537,14 +537,14 @@ paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 50 }}
                 assert victim.process
                 os.killpg(victim.process.pid, signal.SIGTERM)
                 assert victim.process.wait(30) == 0
-                run = client.wait(run["run_id"], timeout=90)
+                run = client.wait(run.run_id, timeout=90)
             finally:
                 a.stop()
                 b.stop()
                 client.close()
         assert "the slice was handed on" in victim.log.read_text()
-        assert run["state"] == "succeeded", run
-        assert run["items_written"] == 2000
+        assert run.state == "succeeded", run
+        assert run.items_written == 2000
         with sqlite3.connect(tmp_path / "db.sqlite") as conn:
             assert conn.execute("SELECT COUNT(*) FROM entities").fetchone()[0] == len(items)
     finally:
@@ -576,9 +576,9 @@ def test_an_unencodable_id_rejects_that_item_and_the_rest_lands(trust: Trust):
     trust.api.set_items("surr", 200)
     trust.api.fail("/cursor/surr", 200, body=body)
     run = trust.client.resync("api", "surr")
-    assert run["state"] == "succeeded", run  # 1 of 200 rejected: within max_rejected
-    assert (run["items_written"], run["items_rejected"]) == (199, 1)
-    [rejected] = trust.client.progress.rejected(run["run_id"])
+    assert run.state == "succeeded", run  # 1 of 200 rejected: within max_rejected
+    assert (run.items_written, run.items_rejected) == (199, 1)
+    [rejected] = trust.client.progress.rejected(run.run_id)
     assert (rejected["seq"], rejected["index"]) == (1, 7)
     assert "lone surrogate" in rejected["reason"]
     assert len(trust.ids("surr")) == 199
@@ -587,9 +587,9 @@ def test_an_unencodable_id_rejects_that_item_and_the_rest_lands(trust: Trust):
 def test_a_page_bigger_than_max_batch_items_is_split(trust: Trust):
     items = trust.api.set_items("big", 1200)  # pages of 500; max_batch_items = 200
     run = trust.client.resync("api", "big")
-    assert run["state"] == "succeeded", run
-    assert (run["pages"], run["batches_enqueued"], run["batches_done"]) == (3, 7, 7)
-    assert run["items_written"] == 1200 and trust.ids("big") == {i["id"] for i in items}
+    assert run.state == "succeeded", run
+    assert (run.pages, run.batches_enqueued, run.batches_done) == (3, 7, 7)
+    assert run.items_written == 1200 and trust.ids("big") == {i["id"] for i in items}
 
 
 # 6. One config, seen the same everywhere ---------------------------------------------------
@@ -622,19 +622,19 @@ def test_workers_take_an_edited_config_and_fail_a_run_of_another_one(trust: Trus
         cfg.write_text(original)
     # A run started from a sluice.toml the workers do not have fails, naming the worker.
     run = trust.client.progress.create_run("api", "stale", config_digest="0123456789abcdef")
-    messages.resync(trust.client.app, "api", "stale", run["run_id"])
-    run = trust.client.wait(run["run_id"])
-    assert run["state"] == "failed", run
-    assert "has another" in run["reason"] and "(0123456789abcdef)" in run["reason"]
+    messages.resync(trust.client.app, "api", "stale", run.run_id)
+    run = trust.client.wait(run.run_id)
+    assert run.state == "failed", run
+    assert "has another" in run.reason and "(0123456789abcdef)" in run.reason
 
 
 def test_a_kind_the_worker_does_not_know_fails_the_run_and_frees_the_kind(trust: Trust):
     for _ in range(2):  # the second run starts: the first released the lock
         run = trust.client.start("api", "nosuchkind")
-        assert run["state"] == "running"
-        run = trust.client.wait(run["run_id"])
-        assert run["state"] == "failed", run
-        assert "has no kind 'nosuchkind'" in run["reason"]
+        assert run.state == "running"
+        run = trust.client.wait(run.run_id)
+        assert run.state == "failed", run
+        assert "has no kind 'nosuchkind'" in run.reason
 
 
 # 7. The CLI tells the truth ---------------------------------------------------------------

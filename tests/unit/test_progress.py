@@ -16,7 +16,7 @@ def progress() -> Progress:
 
 
 def started(progress: Progress, pages: int = 2) -> str:
-    run_id = progress.create_run("src", "kind")["run_id"]
+    run_id = progress.create_run("src", "kind").run_id
     for seq in range(1, pages + 1):
         progress.record_page(run_id, "src", "kind", [seq], 10, {"cursor": str(seq)})
     return run_id
@@ -25,18 +25,18 @@ def started(progress: Progress, pages: int = 2) -> str:
 def test_a_second_run_of_the_same_kind_is_skipped_until_the_first_ends(progress):
     first = progress.create_run("src", "kind")
     second = progress.create_run("src", "kind")
-    assert (first["state"], second["state"]) == ("running", "skipped")
-    assert second["reason"] == f"run {first['run_id']} of this source and kind is still running"
-    assert progress.create_run("src", "other")["state"] == "running"
+    assert (first.state, second.state) == ("running", "skipped")
+    assert second.reason == f"run {first.run_id} of this source and kind is still running"
+    assert progress.create_run("src", "other").state == "running"
     progress.finish(first, RunState.SUCCEEDED)
-    assert progress.create_run("src", "kind")["state"] == "running"
+    assert progress.create_run("src", "kind").state == "running"
 
 
 def test_pages_recorded_twice_count_once(progress):
     run_id = started(progress, pages=2)
     progress.record_page(run_id, "src", "kind", [2], 10, {"cursor": "2"})
     run = progress.get(run_id)
-    assert (run["pages"], run["batches_enqueued"], run["items_fetched"]) == (2, 2, 20)
+    assert (run.pages, run.batches_enqueued, run.items_fetched) == (2, 2, 20)
     assert progress.partition(run_id, 0) == (True, {"cursor": "2"}, False)
     assert progress.published(run_id) == {1, 2}
 
@@ -46,8 +46,8 @@ def test_a_redelivered_batch_counts_once(progress):
     progress.batch_done(run_id, "src", "kind", 1, written=10, rejected=[{"seq": 1, "index": 0}])
     progress.batch_done(run_id, "src", "kind", 1, written=10, rejected=[{"seq": 1, "index": 0}])
     run = progress.get(run_id)
-    assert (run["batches_done"], run["items_written"], run["items_rejected"]) == (1, 10, 1)
-    assert len(progress.rejected(run_id)) == 1 and run["in_flight"] == 1
+    assert (run.batches_done, run.items_written, run.items_rejected) == (1, 10, 1)
+    assert len(progress.rejected(run_id)) == 1 and run.in_flight == 1
 
 
 def test_exactly_one_caller_is_elected_to_finalize(progress):
@@ -55,7 +55,7 @@ def test_exactly_one_caller_is_elected_to_finalize(progress):
     assert not progress.batch_done(run_id, "src", "kind", 1, written=10, rejected=[])
     assert not progress.producer_done(run_id)  # batch 2 still in flight
     assert progress.batch_done(run_id, "src", "kind", 2, written=10, rejected=[])
-    assert progress.get(run_id)["state"] == "finalizing"
+    assert progress.get(run_id).state == "finalizing"
     assert not progress.batch_done(run_id, "src", "kind", 2, written=10, rejected=[])
     assert not progress.producer_done(run_id)
 
@@ -72,7 +72,7 @@ def test_a_split_producer_is_done_when_every_partition_is(progress):
     assert not progress.producer_done(run_id, partition=2)  # a redelivered partition
     assert progress.partition(run_id, 2)[2] is True
     assert progress.producer_done(run_id, partition=1)
-    assert progress.get(run_id)["state"] == "finalizing"
+    assert progress.get(run_id).state == "finalizing"
 
 
 def test_an_error_in_one_partition_ends_the_producer_side(progress):
@@ -81,7 +81,7 @@ def test_an_error_in_one_partition_ends_the_producer_side(progress):
     for seq in (1, 2):
         progress.batch_done(run_id, "src", "kind", seq, written=10, rejected=[])
     assert progress.producer_done(run_id, partition=1, error="PermanentHTTPError: 404")
-    assert progress.get(run_id)["error"] == "PermanentHTTPError: 404"
+    assert progress.get(run_id).error == "PermanentHTTPError: 404"
 
 
 def test_the_producer_finishing_last_is_elected(progress):
@@ -99,12 +99,12 @@ def test_a_dead_letter_keeps_its_items_and_a_later_success_recovers_the_run(prog
     assert progress.batch_failed(run_id, 2, dead_letter=letter)
     assert not progress.batch_failed(run_id, 2, dead_letter=letter)  # counted once
     run = progress.get(run_id)
-    assert run["batches_failed"] == 1 and progress.dead_letters(run_id) == {2: letter}
+    assert run.batches_failed == 1 and progress.dead_letters(run_id) == {2: letter}
     progress.finish(run, RunState.FAILED, reason="1 batch dead-lettered")
     assert progress.r.get(keys.lock("src", "kind")) is None  # the run no longer blocks its kind
     assert not progress.batch_done(run_id, "src", "kind", 2, written=1, rejected=[])
     run = progress.get(run_id)
-    assert (run["state"], run["batches_failed"], run["items_written"]) == ("succeeded", 0, 11)
+    assert (run.state, run.batches_failed, run.items_written) == ("succeeded", 0, 11)
     assert progress.dead_letters(run_id) == {}
 
 
@@ -115,7 +115,7 @@ def test_a_producer_error_keeps_a_recovered_run_failed(progress):
     progress.batch_failed(run_id, 2, dead_letter={"items": []})
     progress.finish(progress.get(run_id), RunState.FAILED)
     progress.batch_done(run_id, "src", "kind", 2, written=10, rejected=[])
-    assert progress.get(run_id)["state"] == "failed"
+    assert progress.get(run_id).state == "failed"
 
 
 def test_finish_releases_only_its_own_lock_and_sets_ttls(progress):
@@ -123,22 +123,22 @@ def test_finish_releases_only_its_own_lock_and_sets_ttls(progress):
     progress.r.set(keys.lock("src", "kind"), "someone-else")
     progress.finish(run, RunState.FAILED, reason="x")
     assert progress.r.get(keys.lock("src", "kind")) == b"someone-else"
-    assert 0 < progress.r.ttl(keys.run(run["run_id"])) <= 3600
-    rec = progress.get(run["run_id"])
-    assert rec["state"] == "failed" and rec["reason"] == "x" and rec["ended_at"] >= rec["started_at"]
+    assert 0 < progress.r.ttl(keys.run(run.run_id)) <= 3600
+    rec = progress.get(run.run_id)
+    assert rec.state == "failed" and rec.reason == "x" and rec.ended_at >= rec.started_at
 
 
 def test_a_run_without_progress_is_marked_stalled_and_frees_its_kind(progress):
     run_id = started(progress)
-    fresh = progress.create_run("src", "other")["run_id"]
-    now = progress.get(run_id)["updated_at"] + 100
+    fresh = progress.create_run("src", "other").run_id
+    now = progress.get(run_id).updated_at + 100
     progress.r.hset(keys.run(fresh), "updated_at", repr(now - 1))
     stalled = progress.mark_stalled(after=60, now=now)
-    assert [r["run_id"] for r in stalled] == [run_id]
-    assert stalled[0]["state"] == "stalled" and "no progress for 100 s" in stalled[0]["reason"]
-    assert [r["run_id"] for r in progress.active()] == [fresh]
+    assert [r.run_id for r in stalled] == [run_id]
+    assert stalled[0].state == "stalled" and "no progress for 100 s" in stalled[0].reason
+    assert [r.run_id for r in progress.active()] == [fresh]
     assert progress.mark_stalled(after=60, now=now) == []  # once
-    assert progress.create_run("src", "kind")["state"] == "running"
+    assert progress.create_run("src", "kind").state == "running"
 
 
 def test_counters_per_source_and_kind_for_prometheus(progress):
@@ -180,14 +180,14 @@ def test_a_run_stuck_finalizing_is_marked_stalled_and_frees_its_kind(progress):
     run_id = started(progress, pages=1)
     progress.producer_done(run_id)
     assert progress.batch_done(run_id, "src", "kind", 1, written=10, rejected=[])
-    assert progress.get(run_id)["state"] == "finalizing"  # and its finalize never comes
-    [stalled] = progress.mark_stalled(after=60, now=progress.get(run_id)["updated_at"] + 61)
-    assert stalled["state"] == "stalled" and "while finalizing" in stalled["reason"]
-    assert progress.create_run("src", "kind")["state"] == "running"
+    assert progress.get(run_id).state == "finalizing"  # and its finalize never comes
+    [stalled] = progress.mark_stalled(after=60, now=progress.get(run_id).updated_at + 61)
+    assert stalled.state == "stalled" and "while finalizing" in stalled.reason
+    assert progress.create_run("src", "kind").state == "running"
 
 
 def test_a_state_asked_for_again_by_another_page_is_a_cycle(progress):
-    run_id = progress.create_run("src", "kind")["run_id"]
+    run_id = progress.create_run("src", "kind").run_id
     record = progress.record_page
     assert record(run_id, "src", "kind", [1], 5, {"next": {"cursor": "A"}, "seq": 2}) == (1,)
     assert record(run_id, "src", "kind", [2], 5, {"next": {"cursor": "B"}, "seq": 3}) == (2,)
@@ -197,7 +197,7 @@ def test_a_state_asked_for_again_by_another_page_is_a_cycle(progress):
 
 
 def test_the_same_items_on_another_page_are_a_cycle(progress):
-    run_id = progress.create_run("src", "kind")["run_id"]
+    run_id = progress.create_run("src", "kind").run_id
     record = progress.record_page
     assert record(run_id, "src", "kind", [1], 1, None, items_digest="d1") == (1,)
     assert record(run_id, "src", "kind", [1], 1, None, items_digest="d1") == (1,)  # redelivered
@@ -205,17 +205,17 @@ def test_the_same_items_on_another_page_are_a_cycle(progress):
 
 
 def test_run_sequence_numbers_only_grow(progress):
-    first = progress.create_run("src", "a")["run_seq"]
+    first = progress.create_run("src", "a").run_seq
     progress.r.set(keys.RUN_SEQ, first + 10**9)  # a clock far ahead once: still growing
-    second = progress.create_run("src", "b")["run_seq"]
+    second = progress.create_run("src", "b").run_seq
     progress.r.delete(keys.RUN_SEQ)  # Redis lost its data: the clock takes over
-    third = progress.create_run("src", "c")["run_seq"]
+    third = progress.create_run("src", "c").run_seq
     assert first < second and first < third and second == first + 10**9 + 1
 
 
 def test_checkpoints_and_errors_are_redacted(progress):
     progress.redactor = Redactor(["s3cret-key"])
-    run_id = progress.create_run("src", "kind")["run_id"]
+    run_id = progress.create_run("src", "kind").run_id
     progress.record_page(run_id, "src", "kind", [1], 1,
                          {"next": {"url": "https://x/?api_key=s3cret-key&page=2"}, "seq": 2})
     progress.producer_done(run_id, error="GET https://x/?api_key=s3cret-key failed")
@@ -225,20 +225,20 @@ def test_checkpoints_and_errors_are_redacted(progress):
 
 def test_the_page_that_closes_a_cycle_is_counted_and_rejected_previews_are_redacted(progress):
     progress.redactor = Redactor(["s3cret-key"])
-    run_id = progress.create_run("src", "kind")["run_id"]
+    run_id = progress.create_run("src", "kind").run_id
     record = progress.record_page
     record(run_id, "src", "kind", [1], 5, {"next": {"cursor": "A"}, "seq": 2})
     assert record(run_id, "src", "kind", [2], 5, {"next": {"cursor": "A"}, "seq": 3}) == Cycle(2)
     run = progress.get(run_id)
-    assert (run["pages"], run["batches_enqueued"], run["items_fetched"]) == (2, 2, 10)
+    assert (run.pages, run.batches_enqueued, run.items_fetched) == (2, 2, 10)
     progress.batch_done(run_id, "src", "kind", 2, written=4, rejected=[
         {"seq": 2, "index": 0, "reason": "no identifier", "item": "{'token': 's3cret-key'}"}])
     assert progress.rejected(run_id)[0]["item"] == "{'token': '***'}"
 
 
 def test_an_empty_page_is_remembered_so_a_resumed_plan_skips_it(progress):
-    run_id = progress.create_run("src", "kind")["run_id"]
+    run_id = progress.create_run("src", "kind").run_id
     progress.record_page(run_id, "src", "kind", [], 0, {"plan": {}}, page=5)
     progress.record_page(run_id, "src", "kind", [3], 10, {"plan": {}}, page=3)
     assert progress.published(run_id) == {3, 5}
-    assert progress.get(run_id)["batches_enqueued"] == 1
+    assert progress.get(run_id).batches_enqueued == 1

@@ -41,14 +41,18 @@ class StrictModel(BaseModel):
 class HttpSettings(StrictModel):
     """How a source's client talks to its API (one reused ``httpx.AsyncClient`` per process)."""
 
-    timeout: float = Field(30.0, gt=0, description="seconds for connect/read/write")
+    # ``default=`` by keyword: type checkers see a field's default only there.
+    timeout: float = Field(default=30.0, gt=0, description="seconds for connect/read/write")
     deadline: float = Field(
-        120.0, gt=0, description="seconds for one request whole: connect, send and every read")
-    retries: int = Field(5, ge=0, description="retries of connect errors, timeouts, 429 and 5xx")
-    backoff: float = Field(0.5, ge=0, description="first backoff in seconds, doubled per retry")
-    max_backoff: float = Field(30.0, ge=0)
+        default=120.0, gt=0,
+        description="seconds for one request whole: connect, send and every read")
+    retries: int = Field(
+        default=5, ge=0, description="retries of connect errors, timeouts, 429 and 5xx")
+    backoff: float = Field(
+        default=0.5, ge=0, description="first backoff in seconds, doubled per retry")
+    max_backoff: float = Field(default=30.0, ge=0)
     max_retry_after: float = Field(
-        120.0, ge=0, description="a longer Retry-After is not waited for in place"
+        default=120.0, ge=0, description="a longer Retry-After is not waited for in place"
     )
 
 
@@ -85,7 +89,8 @@ class SourceSettings(StrictModel):
     partitions: int = Field(
         1, ge=1, le=64, description="producer tasks that split a kind whose pages are known")
     every: str | None = Field(
-        None, pattern=r"^[1-9][0-9]*[smhd]$", description="an interval run by beat: 30s, 15m, 2h, 1d")
+        None, pattern=r"^[1-9][0-9]*[smhd]$",
+        description="an interval run by beat: 30s, 15m, 2h, 1d")
 
     @field_validator("allow_origins")
     @classmethod
@@ -93,7 +98,8 @@ class SourceSettings(StrictModel):
         origins = []
         for value in values:
             url = httpx.URL(value)
-            if url.scheme not in ("http", "https") or not url.host or url.raw_path not in (b"", b"/"):
+            bare = url.raw_path in (b"", b"/")
+            if url.scheme not in ("http", "https") or not url.host or not bare:
                 raise ValueError(f"{value!r} is not an origin like 'https://api.example.com'")
             origins.append(origin(url))
         return origins

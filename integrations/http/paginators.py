@@ -27,7 +27,6 @@ from integrations.base import Fetched, State
 from integrations.errors import MalformedPage, PagingCycle
 
 
-
 def dig(body: Any, path: str | None) -> Any:
     """Follow a dot path (``"data.items"``) into a decoded JSON body; None when it is absent."""
     if not path:
@@ -109,7 +108,8 @@ class _Base:
         return None
 
     def __init__(
-        self, *, path: str, params: dict[str, Any] | None = None, limit_param: str | None, limit: int
+        self, *, path: str, params: dict[str, Any] | None = None, limit_param: str | None,
+        limit: int,
     ) -> None:
         self.path = path
         self.params = dict(params or {})
@@ -136,7 +136,8 @@ class CursorPaginator(_Base):
             params[self.cursor_param] = state["cursor"]
         return self.path, params
 
-    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]) -> State | None:
+    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+                ) -> State | None:
         cursor = dig(body, self.cursor_path)
         if cursor in (None, "") or not items:
             return None
@@ -164,7 +165,8 @@ class LinkPaginator(_Base):
             return self.path, self.params
         return state["url"], None  # params would replace the next URL's own query string
 
-    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]) -> State | None:
+    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+                ) -> State | None:
         link = response.links.get("next", {}).get("url")
         if not link:
             return None
@@ -221,7 +223,8 @@ class OffsetPaginator(_Base):
     def request(self, state: State) -> tuple[str, dict[str, Any] | None]:
         return self.path, {**self.params, self.offset_param: state["offset"]}
 
-    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]) -> State | None:
+    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+                ) -> State | None:
         if not items:
             return None
         offset = state["offset"] + len(items)
@@ -267,7 +270,8 @@ class PagePaginator(_Base):
     def request(self, state: State) -> tuple[str, dict[str, Any] | None]:
         return self.path, {**self.params, self.page_param: state["page"]}
 
-    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]) -> State | None:
+    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+                ) -> State | None:
         if not items:
             return None
         seen = state["seen"] + len(items)
@@ -305,7 +309,8 @@ class SinglePage(_Base):
     def request(self, state: State) -> tuple[str, dict[str, Any] | None]:
         return self.path, self.params
 
-    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]) -> State | None:
+    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+                ) -> State | None:
         return None
 
 

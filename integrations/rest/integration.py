@@ -10,7 +10,6 @@ import httpx
 from integrations.base import Fetched, origin
 from integrations.errors import MalformedPage
 from integrations.http.client import get_json, make_client
-from integrations.http.ratelimit import RateLimiter
 from integrations.http.paginators import (
     CursorPaginator,
     LinkPaginator,
@@ -22,6 +21,7 @@ from integrations.http.paginators import (
     dig,
     fetched,
 )
+from integrations.http.ratelimit import RateLimiter
 from integrations.rest.settings import KindSettings, RestSettings
 from integrations.secrets import Redactor
 

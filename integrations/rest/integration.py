@@ -7,20 +7,10 @@ from typing import Any
 
 import httpx
 
-from integrations.base import Fetched, origin
+from integrations.base import Fetched, State, origin
 from integrations.errors import MalformedPage
 from integrations.http.client import get_json, make_client
-from integrations.http.paginators import (
-    CursorPaginator,
-    LinkPaginator,
-    OffsetPaginator,
-    PagePaginator,
-    Paginator,
-    SinglePage,
-    State,
-    dig,
-    fetched,
-)
+from integrations.http.paginators import Paginator, dig, fetched
 from integrations.http.ratelimit import RateLimiter
 from integrations.rest.settings import KindSettings, RestSettings
 from integrations.secrets import Redactor
@@ -28,27 +18,7 @@ from integrations.secrets import Redactor
 
 def paginator_for(kind: KindSettings) -> Paginator:
     """Build the paginator a kind's settings describe."""
-    p = kind.paginator
-    common: dict[str, Any] = {"path": kind.path, "params": kind.params}
-    if p.type == "cursor":
-        return CursorPaginator(
-            cursor_path=p.cursor_path, cursor_param=p.cursor_param,
-            limit_param=p.limit_param, limit=p.limit, **common,
-        )
-    if p.type == "link":
-        return LinkPaginator(limit_param=p.limit_param, limit=p.limit, **common)
-    if p.type == "offset":
-        return OffsetPaginator(
-            offset_param=p.offset_param, total_path=p.total_path, total_header=p.total_header,
-            limit_param=p.limit_param, limit=p.limit, **common,
-        )
-    if p.type == "page":
-        return PagePaginator(
-            page_param=p.page_param, first_page=p.first_page, total_path=p.total_path,
-            total_header=p.total_header,
-            limit_param=p.limit_param, limit=p.limit, **common,
-        )
-    return SinglePage(limit_param=None, limit=1, **common)
+    return kind.paginator.build(kind.path, kind.params)
 
 
 class RestIntegration:

@@ -11,6 +11,9 @@ reveals concurrently), so every integration gets parallel pages, checkpoints and
     integration.planned(kind, plan, i)       # -> the state of the i-th planned page
     await integration.partitions(kind, client)  # -> None, or JSON keys to split the kind by
     integration.identifier(kind, item)       # -> str, or None when the item has none
+
+An integration over an HTTP API subclasses ``integrations.paged.PagedIntegration``, which
+supplies all of this but the API's own choices; its source settings subclass ``ApiSettings``.
 """
 
 from __future__ import annotations
@@ -116,6 +119,12 @@ class SourceSettings(StrictModel):
         raise NotImplementedError
 
 
+class ApiSettings(SourceSettings):
+    """A source read from one HTTP API."""
+
+    base_url: str
+
+
 State = dict[str, Any]
 
 
@@ -137,7 +146,10 @@ class Fetched:
 class Integration(Protocol):
     """What the producer and the ingest task need from an integration."""
 
-    settings: SourceSettings
+    @property
+    def settings(self) -> SourceSettings:
+        """The source's validated section of sluice.toml."""
+        ...
 
     def kinds(self) -> list[str]:
         """The kinds this source can resync."""

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from integrations.base import SourceSettings, StrictModel
+from integrations.base import ApiSettings, StrictModel
 from integrations.http.paginators import PAGINATORS, BasePaginator
 
 Scalar = str | int | float | bool
@@ -78,9 +78,8 @@ class KindSettings(StrictModel):
     paginator: AnyPagination = SinglePagination(type="single")
 
 
-class RestSettings(SourceSettings):
+class RestSettings(ApiSettings):
     integration: Literal["rest"]
-    base_url: str
     headers: dict[str, str] = Field(default_factory=dict)
     kinds: dict[str, KindSettings] = Field(min_length=1)
 

@@ -13,7 +13,8 @@ reveals concurrently), so every integration gets parallel pages, checkpoints and
     integration.identifier(kind, item)       # -> str, or None when the item has none
 
 An integration over an HTTP API subclasses ``integrations.paged.PagedIntegration``, which
-supplies all of this but the API's own choices; its source settings subclass ``ApiSettings``.
+supplies all of this but the API's own choices, and registers itself with
+``@integrations.registry.register("name")``; its source settings subclass ``ApiSettings``.
 """
 
 from __future__ import annotations

@@ -20,10 +20,12 @@ import httpx
 from integrations.github.settings import GithubSettings, Kind
 from integrations.http.paginators import LinkPaginator
 from integrations.paged import PagedIntegration
+from integrations.registry import register
 
 API_VERSION = "2022-11-28"
 
 
+@register("github")
 class GithubIntegration(PagedIntegration[GithubSettings]):
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.settings.token}",

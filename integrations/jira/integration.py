@@ -21,6 +21,7 @@ from integrations.errors import MalformedPage
 from integrations.http.paginators import BasePaginator, OffsetPaginator
 from integrations.jira.settings import JiraSettings, Kind
 from integrations.paged import PagedIntegration
+from integrations.registry import register
 
 PROJECTS = "/rest/api/3/project/search"
 SEARCH = "/rest/api/3/search/jql"
@@ -61,6 +62,7 @@ class SearchPages(BasePaginator):
         return None if last else {"token": token}
 
 
+@register("jira")
 class JiraIntegration(PagedIntegration[JiraSettings]):
     def __init__(self, settings: JiraSettings) -> None:
         super().__init__(settings)

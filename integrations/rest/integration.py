@@ -10,6 +10,7 @@ from integrations.base import origin
 from integrations.errors import MalformedPage
 from integrations.http.paginators import Paginator, dig
 from integrations.paged import PagedIntegration
+from integrations.registry import register
 from integrations.rest.settings import KindSettings, RestSettings
 from integrations.secrets import Redactor
 
@@ -19,6 +20,7 @@ def paginator_for(kind: KindSettings) -> Paginator:
     return kind.paginator.build(kind.path, kind.params)
 
 
+@register("rest")
 class RestIntegration(PagedIntegration[RestSettings]):
     """Kinds, paths, items, ids and paginators all come from the source's settings."""
 

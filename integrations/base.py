@@ -11,6 +11,10 @@ reveals concurrently), so every integration gets parallel pages, checkpoints and
     integration.planned(kind, plan, i)       # -> the state of the i-th planned page
     await integration.partitions(kind, client)  # -> None, or JSON keys to split the kind by
     integration.identifier(kind, item)       # -> str, or None when the item has none
+
+An integration over an HTTP API subclasses ``integrations.paged.PagedIntegration``, which
+supplies all of this but the API's own choices, and registers itself with
+``@integrations.registry.register("name")``; its source settings subclass ``ApiSettings``.
 """
 
 from __future__ import annotations
@@ -41,14 +45,18 @@ class StrictModel(BaseModel):
 class HttpSettings(StrictModel):
     """How a source's client talks to its API (one reused ``httpx.AsyncClient`` per process)."""
 
-    timeout: float = Field(30.0, gt=0, description="seconds for connect/read/write")
+    # ``default=`` by keyword: type checkers see a field's default only there.
+    timeout: float = Field(default=30.0, gt=0, description="seconds for connect/read/write")
     deadline: float = Field(
-        120.0, gt=0, description="seconds for one request whole: connect, send and every read")
-    retries: int = Field(5, ge=0, description="retries of connect errors, timeouts, 429 and 5xx")
-    backoff: float = Field(0.5, ge=0, description="first backoff in seconds, doubled per retry")
-    max_backoff: float = Field(30.0, ge=0)
+        default=120.0, gt=0,
+        description="seconds for one request whole: connect, send and every read")
+    retries: int = Field(
+        default=5, ge=0, description="retries of connect errors, timeouts, 429 and 5xx")
+    backoff: float = Field(
+        default=0.5, ge=0, description="first backoff in seconds, doubled per retry")
+    max_backoff: float = Field(default=30.0, ge=0)
     max_retry_after: float = Field(
-        120.0, ge=0, description="a longer Retry-After is not waited for in place"
+        default=120.0, ge=0, description="a longer Retry-After is not waited for in place"
     )
 
 
@@ -85,7 +93,8 @@ class SourceSettings(StrictModel):
     partitions: int = Field(
         1, ge=1, le=64, description="producer tasks that split a kind whose pages are known")
     every: str | None = Field(
-        None, pattern=r"^[1-9][0-9]*[smhd]$", description="an interval run by beat: 30s, 15m, 2h, 1d")
+        None, pattern=r"^[1-9][0-9]*[smhd]$",
+        description="an interval run by beat: 30s, 15m, 2h, 1d")
 
     @field_validator("allow_origins")
     @classmethod
@@ -93,7 +102,8 @@ class SourceSettings(StrictModel):
         origins = []
         for value in values:
             url = httpx.URL(value)
-            if url.scheme not in ("http", "https") or not url.host or url.raw_path not in (b"", b"/"):
+            bare = url.raw_path in (b"", b"/")
+            if url.scheme not in ("http", "https") or not url.host or not bare:
                 raise ValueError(f"{value!r} is not an origin like 'https://api.example.com'")
             origins.append(origin(url))
         return origins
@@ -108,6 +118,12 @@ class SourceSettings(StrictModel):
 
     def kind_names(self) -> list[str]:
         raise NotImplementedError
+
+
+class ApiSettings(SourceSettings):
+    """A source read from one HTTP API."""
+
+    base_url: str
 
 
 State = dict[str, Any]
@@ -131,7 +147,10 @@ class Fetched:
 class Integration(Protocol):
     """What the producer and the ingest task need from an integration."""
 
-    settings: SourceSettings
+    @property
+    def settings(self) -> SourceSettings:
+        """The source's validated section of sluice.toml."""
+        ...
 
     def kinds(self) -> list[str]:
         """The kinds this source can resync."""

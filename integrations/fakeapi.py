@@ -14,10 +14,11 @@ same items of a kind:
 Faults are scripted (``FakeAPI.fail``): answer a matching request with a given status, headers
 and body a given number of times. ``sink_down`` makes the sink answer 503. ``totals`` makes the
 offset and page styles report another total than they hold; ``trickle`` sends the answers of a
-path prefix one byte at a time, this many seconds apart (a server that never quite answers). With ``rate_limit``
-(requests per second, a token bucket of one second's burst) a GET over the limit answers 429
-with ``Retry-After``; every GET carries ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset``
-(epoch seconds, as GitHub does). ``exhaust`` makes one answer say the budget is gone for a while.
+path prefix one byte at a time, this many seconds apart (a server that never quite answers).
+With ``rate_limit`` (requests per second, a token bucket of one second's burst) a GET over
+the limit answers 429 with ``Retry-After``; every GET carries ``X-RateLimit-Remaining`` and
+``X-RateLimit-Reset`` (epoch seconds, as GitHub does). ``exhaust`` makes one answer say the
+budget is gone for a while.
 
     python -m integrations.fakeapi --port 8900 --items issue=1000,user=50 --latency 0.05
 """
@@ -25,11 +26,14 @@ with ``Retry-After``; every GET carries ``X-RateLimit-Remaining`` and ``X-RateLi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
 
@@ -110,7 +114,8 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.wfile.write(body)
 
-    extra_headers: dict[str, str] = {}
+    # Headers every answer of this request carries (the rate limit's); set per GET.
+    extra_headers: Mapping[str, str] = MappingProxyType({})
 
     def _json(self, obj: Any, headers: dict[str, str] | None = None) -> None:
         self._send(200, json.dumps(obj).encode(), {**self.extra_headers, **(headers or {})})
@@ -136,7 +141,7 @@ class Handler(BaseHTTPRequestHandler):
             return None
         return url, query
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self.extra_headers = {}
         url = urlsplit(self.path)
         query = dict(parse_qsl(url.query))
@@ -159,37 +164,53 @@ class Handler(BaseHTTPRequestHandler):
             with self.server.lock:
                 return self._json(list(self.server.state.sink.get(kind, {}).values()))
         if style == "_stats":  # GET /_stats/KIND: what the sink holds and how the API answered
-            with self.server.lock:
-                st = self.server.state
-                statuses: dict[str, int] = {}
-                for _, method, _, status in st.log:
-                    if method == "GET":
-                        statuses[str(status)] = statuses.get(str(status), 0) + 1
-                return self._json({"entities": len(st.sink.get(kind, {})),
-                                   "first_write": st.first_write, "last_write": st.last_write,
-                                   "get_statuses": statuses})
+            return self._stats(kind)
+        if self._limited(url.path):
+            return None
+        items = self.server.state.items.get(kind)
+        if items is None:
+            return self._send(404, b'{"error": "no such kind"}')
+        return self._page(style, kind, items, url.path, query)
+
+    def _stats(self, kind: str) -> None:
+        with self.server.lock:
+            st = self.server.state
+            statuses: dict[str, int] = {}
+            for _, method, _, status in st.log:
+                if method == "GET":
+                    statuses[str(status)] = statuses.get(str(status), 0) + 1
+            self._json({"entities": len(st.sink.get(kind, {})),
+                        "first_write": st.first_write, "last_write": st.last_write,
+                        "get_statuses": statuses})
+
+    def _limited(self, path: str) -> bool:
+        """Take a token of the rate limit: True when the request was answered 429; else the
+        rate-limit headers (or an exhausted budget) go with the answer."""
         limited = self.server.take_token()
         if limited is not None:
             status, headers = limited
             if status == 429:
-                return self._send(429, b'{"message": "API rate limit exceeded"}', headers)
+                self._send(429, b'{"message": "API rate limit exceeded"}', headers)
+                return True
             self.extra_headers = headers
         with self.server.lock:
             for prefix, seconds in list(self.server.state.exhaust.items()):
-                if url.path.startswith(prefix):
+                if path.startswith(prefix):
                     del self.server.state.exhaust[prefix]
                     self.extra_headers = {"X-RateLimit-Remaining": "0",
                                           "X-RateLimit-Reset": f"{time.time() + seconds:.3f}"}
-        items = self.server.state.items.get(kind)
-        if items is None:
-            return self._send(404, b'{"error": "no such kind"}')
+        return False
+
+    def _page(self, style: str, kind: str, items: list[dict[str, Any]], path: str,
+              query: dict[str, str]) -> None:
+        """One page of ``items`` in a pagination style."""
         if style == "cursor":
             start, limit = int(query.get("cursor", 0)), int(query.get("limit", 100))
             nxt = start + limit
             return self._json({"data": items[start:nxt],
                                "next_cursor": str(nxt) if nxt < len(items) else None})
         if style in ("link", "linkq"):
-            page_items, headers = link_page(items, f"http://{self.headers['Host']}{url.path}",
+            page_items, headers = link_page(items, f"http://{self.headers['Host']}{path}",
                                             query, max_per=10_000)
             if style == "linkq" and "page" not in query:
                 headers = {}
@@ -206,7 +227,7 @@ class Handler(BaseHTTPRequestHandler):
                               {"X-Total-Count": str(total)})
         return self._send(404, b'{"error": "no such style"}')
 
-    def do_DELETE(self) -> None:  # noqa: N802
+    def do_DELETE(self) -> None:
         """DELETE /_stats: forget the sink's entities, the log and the write times."""
         with self.server.lock:
             st = self.server.state
@@ -216,7 +237,7 @@ class Handler(BaseHTTPRequestHandler):
             st.first_write = st.last_write = None
         self._json({"reset": True})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         url = urlsplit(self.path)
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         with self.server.lock:
@@ -249,7 +270,8 @@ class Handler(BaseHTTPRequestHandler):
             entities = json.loads(body)["entities"]
             assert all("identifier" in e for e in entities)
         except (ValueError, KeyError, TypeError, AssertionError):
-            return self._send(400, b'{"error": "expected {\\"entities\\": [{\\"identifier\\"...}]}"}')
+            return self._send(
+                400, b'{"error": "expected {\\"entities\\": [{\\"identifier\\"...}]}"}')
         with self.server.lock:
             now = time.time()
             state.first_write = state.first_write or now
@@ -329,7 +351,8 @@ class FakeAPI:
         return self.state.items[kind]
 
     def fail(self, path: str, status: int, *, times: int = 1, when: dict[str, str] | None = None,
-             headers: dict[str, str] | None = None, body: bytes | str = b'{"error": "injected"}'):
+             headers: dict[str, str] | None = None, body: bytes | str = b'{"error": "injected"}'
+             ) -> None:
         body = body.encode() if isinstance(body, str) else body
         with self.server.lock:
             self.state.faults.append(Fault(path, when or {}, status, headers or {}, body, times))
@@ -367,10 +390,8 @@ def main(argv: list[str] | None = None) -> None:
         kind, count = spec.split("=")
         api.set_items(kind, int(count))
     print(f"fake API on {api.url}", flush=True)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         api.server.serve_forever()
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

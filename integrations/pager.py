@@ -22,7 +22,7 @@ Sequence numbers are unique within a run: partition ``p`` numbers its pages from
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Container
+from collections.abc import AsyncGenerator, Awaitable, Callable, Container
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +67,7 @@ async def pages(
     checkpoint: State | None, partition: Any = None, base: int = 0, concurrency: int = 1,
     published: Container[int] = (), admit: Callable[[], Awaitable[None]] | None = None,
     split: Callable[[State], Awaitable[State]] | None = None,
-) -> AsyncIterator[Page]:
+) -> AsyncGenerator[Page, None]:
     """Yield the pages of ``kind`` (or of one partition) from ``checkpoint`` (None: start).
 
     ``published`` holds sequence numbers already published (skipped when planned pages are
@@ -99,6 +99,7 @@ async def pages(
     else:
         head = None
     # The next requests go out before the first page is handed over.
+    rest: AsyncGenerator[Page, None]
     if "plan" in checkpoint:
         rest = _planned(integration, kind, fetch, checkpoint, concurrency, published, first=head)
     else:
@@ -111,7 +112,7 @@ async def pages(
 
 
 async def _follow(fetch: Callable[[State], Awaitable[Fetched]], checkpoint: State, *,
-                  first: Page | None = None) -> AsyncIterator[Page]:
+                  first: Page | None = None) -> AsyncGenerator[Page, None]:
     """Page after page, one request ahead: while the caller publishes page n, page n+1 is
     already being fetched (at most two pages are held)."""
     state, seq = checkpoint["next"], checkpoint["seq"]
@@ -137,7 +138,7 @@ async def _planned(
     integration: Integration, kind: str, fetch: Callable[[State], Awaitable[Fetched]],
     checkpoint: State, concurrency: int, published: Container[int], *,
     first: Page | None = None,
-) -> AsyncIterator[Page]:
+) -> AsyncGenerator[Page, None]:
     """Pages a..b-1 of a plan, ``concurrency`` requests at a time, yielded as they arrive.
 
     A request goes out as soon as another one is answered, not when its page is handed
@@ -169,10 +170,6 @@ async def _planned(
             await queue.put((-1, None))
 
     span = checkpoint["hi"] - checkpoint["lo"]
-    def where(i: int) -> str:
-        """Page ``i`` of the plan as its state says it: 'offset 4500', 'url https://…'."""
-        return ", ".join(f"{k} {v}" for k, v in integration.planned(kind, plan, i).items())
-
     requesters = [asyncio.create_task(requester()) for _ in range(min(concurrency, span))]
     try:
         if first is not None:
@@ -188,14 +185,9 @@ async def _planned(
             elif isinstance(got, BaseException):
                 failure = failure or got
             else:
-                truncated = None
                 if not got.items:  # the API does not know its size: stop here, delete nothing
                     end = min(end, i)
-                    truncated = (f"a page of the plan ({where(i)}) came back empty: the API "
-                                 "announced more than it holds, or lost some")
-                elif i == last and got.next is not None:
-                    truncated = (f"the last page of the plan ({where(i)}) ends short of or links "
-                                 "past what the API announced (its total, or rel=\"last\")")
+                truncated = _short_plan(integration, kind, plan, i, got, last=i == last)
                 yield Page(seq0 + i, got.items, {**checkpoint, "hi": min(end, checkpoint["hi"])},
                            truncated)
         if failure is not None:
@@ -204,3 +196,18 @@ async def _planned(
         for task in requesters:
             task.cancel()
         await asyncio.gather(*requesters, return_exceptions=True)
+
+
+def _short_plan(integration: Integration, kind: str, plan: State, i: int, got: Fetched, *,
+                last: bool) -> str | None:
+    """Why planned page ``i`` shows the plan was wrong (then the run deletes nothing): it came
+    back empty, or it is the plan's last page and still links to a next one."""
+    if got.items and not (last and got.next is not None):
+        return None
+    # Page ``i`` as its state says it: 'offset 4500', 'url https://…'.
+    where = ", ".join(f"{k} {v}" for k, v in integration.planned(kind, plan, i).items())
+    if not got.items:
+        return (f"a page of the plan ({where}) came back empty: the API announced more than it "
+                "holds, or lost some")
+    return (f"the last page of the plan ({where}) ends short of or links past what the API "
+            "announced (its total, or rel=\"last\")")

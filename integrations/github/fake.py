@@ -26,7 +26,7 @@ def issue(repo_i: int, n: int, *, pull: bool) -> dict[str, Any]:
 
 
 class GithubHandler(Handler):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         fake: FakeGithub = self.server.fake  # type: ignore[attr-defined]
         if (request := self._scripted()) is None:
             return

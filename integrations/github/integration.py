@@ -17,69 +17,40 @@ from typing import Any
 
 import httpx
 
-from integrations.base import Fetched, State
-from integrations.github.settings import GithubSettings
-from integrations.http.client import get_json, make_client
-from integrations.http.paginators import LinkPaginator, fetched
-from integrations.http.ratelimit import RateLimiter
-from integrations.secrets import Redactor
+from integrations.github.settings import GithubSettings, Kind
+from integrations.http.paginators import LinkPaginator
+from integrations.paged import PagedIntegration
+from integrations.registry import register
 
 API_VERSION = "2022-11-28"
 
 
-class GithubIntegration:
-    def __init__(self, settings: GithubSettings) -> None:
-        self.settings = settings
+@register("github")
+class GithubIntegration(PagedIntegration[GithubSettings]):
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.settings.token}",
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": API_VERSION}
 
-    def kinds(self) -> list[str]:
-        return self.settings.kind_names()
-
-    def client(self, *, limiter: RateLimiter | None = None,
-               redactor: Redactor | None = None) -> httpx.AsyncClient:
-        return make_client(
-            base_url=self.settings.base_url, settings=self.settings.http, limiter=limiter,
-            allow_origins=self.settings.allow_origins,
-            headers={"Authorization": f"Bearer {self.settings.token}",
-                     "Accept": "application/vnd.github+json",
-                     "X-GitHub-Api-Version": API_VERSION},
-            max_connections=max(32, self.settings.max_concurrency))
-
-    def _paginator(self, kind: str, repo: str | None) -> LinkPaginator:
+    def paginator(self, kind: str, partition: Any) -> LinkPaginator:
         s = self.settings
-        if kind == "repository":
+        if kind == Kind.repository:
             return LinkPaginator(path=f"/orgs/{s.org}/repos", params={"type": "all"},
                                  limit_param="per_page", limit=s.per_page)
-        path = f"/repos/{repo}/{'issues' if kind == 'issue' else 'pulls'}"
-        return LinkPaginator(path=path, params={"state": s.state}, limit_param="per_page",
-                             limit=s.per_page)
+        endpoint = "issues" if kind == Kind.issue else "pulls"
+        return LinkPaginator(path=f"/repos/{partition}/{endpoint}", params={"state": s.state},
+                             limit_param="per_page", limit=s.per_page)
 
     async def partitions(self, kind: str, client: httpx.AsyncClient) -> list[str] | None:
         """Issues and pull requests: one partition per repository of the organisation."""
-        if kind == "repository":
+        if kind == Kind.repository:
             return None
-        paginator, repos = self._paginator("repository", None), []
-        state: State | None = paginator.first()
-        while state is not None:
-            url, params = paginator.request(state)
-            response, body = await get_json(client, url, params=params)
-            repos += [r["full_name"] for r in body]
-            state = paginator.advance(state, response, body, body)
-        return repos
+        return [r["full_name"] for r in await self.every_item(Kind.repository, client)]
 
-    async def fetch(self, kind: str, client: httpx.AsyncClient, state: State | None, *,
-                    partition: Any = None) -> Fetched:
-        paginator = self._paginator(kind, partition)
-        current = paginator.first() if state is None else state
-        url, params = paginator.request(current)
-        response, body = await get_json(client, url, params=params)
-        kept = body
-        if kind == "issue":  # the issues endpoint lists pull requests too
-            kept = [i for i in body if "pull_request" not in i]
-        return fetched(paginator, current, response, body, body, first=state is None, kept=kept)
+    def kept(self, kind: str, items: list[Any]) -> list[Any]:
+        if kind == Kind.issue:  # the issues endpoint lists pull requests too
+            return [i for i in items if "pull_request" not in i]
+        return items
 
-    def planned(self, kind: str, plan: State, index: int) -> State:
-        return self._paginator(kind, None).planned(plan, index)
-
-    def identifier(self, kind: str, item: Any) -> str | None:
-        value = item.get("id") if isinstance(item, dict) else None
+    def id_text(self, value: Any) -> str | None:
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else None

@@ -14,13 +14,15 @@ from integrations.http.ratelimit import RateLimiter
 from integrations.http.retry import RetryTransport, is_retryable, server_wait
 from integrations.secrets import excerpt
 
+DEFAULT_HTTP = HttpSettings()  # frozen: one instance serves as every default
+
 
 def make_client(
     *,
     base_url: str = "",
     headers: dict[str, str] | None = None,
     auth: httpx.Auth | tuple[str, str] | None = None,
-    settings: HttpSettings = HttpSettings(),
+    settings: HttpSettings = DEFAULT_HTTP,
     transport: httpx.AsyncBaseTransport | None = None,
     max_connections: int = 32,
     limiter: RateLimiter | None = None,
@@ -33,8 +35,8 @@ def make_client(
     other origins are refused unless in ``allow_origins`` (``integrations.http.origin``).
     Meant to be created once and reused."""
     inner = transport or httpx.AsyncHTTPTransport(
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    )
+        limits=httpx.Limits(max_connections=max_connections,
+                            max_keepalive_connections=max_connections))
     retrying = RetryTransport(
         inner,
         retries=settings.retries,

@@ -9,7 +9,10 @@ from the response. States are small JSON dicts, so a run can stop after any page
         state = paginator.advance(state, response, body, items)
 
 Four styles: ``cursor`` (a token in the body), ``link`` (RFC 8288 Link header, rel="next"),
-``offset`` (offset + limit, optional total), ``page`` (page number + size, optional total).
+``offset`` (offset + limit, optional total), ``page`` (page number + size, optional total); and
+``single`` (one request). ``PAGINATORS`` maps each style's name (the ``type`` of a paginator in
+sluice.toml) to its class; its constructor takes that section's keys. An integration with an
+API of its own pages subclasses ``BasePaginator``.
 
 When the first page reveals how many pages there are (rel="last", a total), ``plan`` returns a
 small JSON plan of every remaining page and ``planned(plan, i)`` the state of page i, so the
@@ -18,6 +21,7 @@ pager can fetch them concurrently.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
@@ -25,7 +29,6 @@ import httpx
 
 from integrations.base import Fetched, State
 from integrations.errors import MalformedPage, PagingCycle
-
 
 
 def dig(body: Any, path: str | None) -> Any:
@@ -91,8 +94,19 @@ def fetched(paginator: Paginator, state: State, response: httpx.Response, body: 
                    total=paginator.total(response, body) if first else None)
 
 
-class _Base:
-    """Sequential by default: no plan, never truncated, no total."""
+class BasePaginator(ABC):
+    """A paginator of ``path`` (``params`` sent with every request, and ``limit_param`` set to
+    ``limit`` when given). Sequential by default: no plan, never truncated, no total."""
+
+    @abstractmethod
+    def first(self) -> State: ...
+
+    @abstractmethod
+    def request(self, state: State) -> tuple[str, dict[str, Any] | None]: ...
+
+    @abstractmethod
+    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+                ) -> State | None: ...
 
     def plan(self, state: State, response: httpx.Response, body: Any, items: list[Any]
              ) -> State | None:
@@ -109,7 +123,8 @@ class _Base:
         return None
 
     def __init__(
-        self, *, path: str, params: dict[str, Any] | None = None, limit_param: str | None, limit: int
+        self, *, path: str, params: dict[str, Any] | None = None, limit_param: str | None,
+        limit: int,
     ) -> None:
         self.path = path
         self.params = dict(params or {})
@@ -119,7 +134,7 @@ class _Base:
         self.limit_param = limit_param
 
 
-class CursorPaginator(_Base):
+class CursorPaginator(BasePaginator):
     """Next cursor at ``cursor_path`` in the body; no cursor (or an empty one) ends it."""
 
     def __init__(self, *, cursor_path: str, cursor_param: str, **kw: Any) -> None:
@@ -136,7 +151,8 @@ class CursorPaginator(_Base):
             params[self.cursor_param] = state["cursor"]
         return self.path, params
 
-    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]) -> State | None:
+    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+                ) -> State | None:
         cursor = dig(body, self.cursor_path)
         if cursor in (None, "") or not items:
             return None
@@ -153,7 +169,7 @@ class CursorPaginator(_Base):
         return None
 
 
-class LinkPaginator(_Base):
+class LinkPaginator(BasePaginator):
     """Next URL from the Link header (rel="next"), fetched as it is: no params added."""
 
     def first(self) -> State:
@@ -164,7 +180,8 @@ class LinkPaginator(_Base):
             return self.path, self.params
         return state["url"], None  # params would replace the next URL's own query string
 
-    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]) -> State | None:
+    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+                ) -> State | None:
         link = response.links.get("next", {}).get("url")
         if not link:
             return None
@@ -205,7 +222,7 @@ class LinkPaginator(_Base):
         return {"url": str(url.copy_set_param(plan["param"], plan["first"] + index))}
 
 
-class OffsetPaginator(_Base):
+class OffsetPaginator(BasePaginator):
     """``offset_param`` grows by the items received; ends at ``total_path`` or an empty page."""
 
     def __init__(self, *, offset_param: str, total_path: str | None,
@@ -221,7 +238,8 @@ class OffsetPaginator(_Base):
     def request(self, state: State) -> tuple[str, dict[str, Any] | None]:
         return self.path, {**self.params, self.offset_param: state["offset"]}
 
-    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]) -> State | None:
+    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+                ) -> State | None:
         if not items:
             return None
         offset = state["offset"] + len(items)
@@ -250,7 +268,7 @@ class OffsetPaginator(_Base):
         return _short(self.path, state["offset"] + len(items), self.total(response, body))
 
 
-class PagePaginator(_Base):
+class PagePaginator(BasePaginator):
     """``page_param`` counts from ``first_page``; ends on an empty page or past ``total_path``."""
 
     def __init__(self, *, page_param: str, first_page: int, total_path: str | None,
@@ -267,7 +285,8 @@ class PagePaginator(_Base):
     def request(self, state: State) -> tuple[str, dict[str, Any] | None]:
         return self.path, {**self.params, self.page_param: state["page"]}
 
-    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]) -> State | None:
+    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+                ) -> State | None:
         if not items:
             return None
         seen = state["seen"] + len(items)
@@ -296,8 +315,11 @@ class PagePaginator(_Base):
         return _short(self.path, state["seen"] + len(items), self.total(response, body))
 
 
-class SinglePage(_Base):
+class SinglePage(BasePaginator):
     """No pagination: one request."""
+
+    def __init__(self, *, path: str, params: dict[str, Any] | None = None) -> None:
+        super().__init__(path=path, params=params, limit_param=None, limit=1)
 
     def first(self) -> State:
         return {}
@@ -305,8 +327,20 @@ class SinglePage(_Base):
     def request(self, state: State) -> tuple[str, dict[str, Any] | None]:
         return self.path, self.params
 
-    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]) -> State | None:
+    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+                ) -> State | None:
         return None
+
+
+# ``type`` in a paginator section of sluice.toml -> its class, built with the section's other
+# keys (``integrations.rest.settings``) as keywords, beside ``path`` and ``params``.
+PAGINATORS: dict[str, type[BasePaginator]] = {
+    "cursor": CursorPaginator,
+    "link": LinkPaginator,
+    "offset": OffsetPaginator,
+    "page": PagePaginator,
+    "single": SinglePage,
+}
 
 
 def _short(where: str, seen: int, total: int | None) -> str | None:

@@ -3,7 +3,8 @@
 The client calls ``await limiter.acquire()`` before every request (retries included) and
 ``limiter.observe(response)`` after it, so that what an API says (``server_wait``: Retry-After,
 ``X-RateLimit-Remaining: 0`` until the reset) pauses every caller. The shared implementation
-lives on the Celery side (``tasks/worker/ratelimit.py``, in Redis); integrations only see this protocol.
+lives on the Celery side (``tasks/worker/ratelimit.py``, in Redis); integrations only see this
+protocol.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 asking the shared rate limiter (if any) before every attempt.
 
 Every attempt has a deadline for the whole exchange (connect, send, every read of the body).
-Retried: connect errors, timeouts (and missed deadlines) and broken connections, 429 and 5xx answers, and a 403 that
-is a rate limit (``Retry-After``, or ``X-RateLimit-Remaining: 0``). What is left
-after the last retry goes back to the caller (an exception, or the last 429/5xx response),
+Retried: connect errors, timeouts (and missed deadlines) and broken connections, 429 and 5xx
+answers, and a 403 that is a rate limit (``Retry-After``, or ``X-RateLimit-Remaining: 0``). What
+is left after the last retry goes back to the caller (an exception, or the last 429/5xx response),
 which translates it into the error tree (``integrations.http.client.raise_for_status``).
 """
 
@@ -34,7 +34,7 @@ def backoff(attempt: int, *, base: float, cap: float,
     ``cap``, with "equal jitter" (half fixed, half random), so the retries of many callers
     spread out without any retrying at once. The one backoff of Sluice: API requests, batch
     writes, finalize."""
-    ceiling = min(cap, base * 2**attempt)
+    ceiling = min(cap, base * 2.0**attempt)
     return ceiling / 2 + jitter() * ceiling / 2
 
 

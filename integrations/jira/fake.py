@@ -33,7 +33,7 @@ def issue(i: int) -> dict[str, Any]:
 
 
 class JiraHandler(Handler):
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         fake: FakeJira = self.server.fake  # type: ignore[attr-defined]
         if (request := self._scripted()) is None:
             return

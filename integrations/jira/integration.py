@@ -16,68 +16,80 @@ from typing import Any
 
 import httpx
 
-from integrations.base import Fetched, State
+from integrations.base import State
 from integrations.errors import MalformedPage
-from integrations.http.client import get_json, make_client
-from integrations.http.paginators import OffsetPaginator, fetched
-from integrations.http.ratelimit import RateLimiter
-from integrations.jira.settings import JiraSettings
-from integrations.secrets import Redactor
+from integrations.http.paginators import BasePaginator, OffsetPaginator
+from integrations.jira.settings import JiraSettings, Kind
+from integrations.paged import PagedIntegration
+from integrations.registry import register
 
 PROJECTS = "/rest/api/3/project/search"
 SEARCH = "/rest/api/3/search/jql"
 
 
-class JiraIntegration:
-    def __init__(self, settings: JiraSettings) -> None:
-        self.settings = settings
-        self._projects = OffsetPaginator(path=PROJECTS, offset_param="startAt",
-                                         limit_param="maxResults", limit=50,
-                                         total_path="total")
+class ProjectPages(OffsetPaginator):
+    """Offset pages with a total, where ``isLast: true`` ends the paging and says nothing is
+    missing, whatever the total says."""
 
-    def kinds(self) -> list[str]:
-        return self.settings.kind_names()
+    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+                ) -> State | None:
+        nxt = super().advance(state, response, body, items)
+        return None if body.get("isLast") else nxt
 
-    def client(self, *, limiter: RateLimiter | None = None,
-               redactor: Redactor | None = None) -> httpx.AsyncClient:
-        s = self.settings
-        return make_client(base_url=s.base_url, auth=(s.email, s.api_token), settings=s.http,
-                           headers={"Accept": "application/json"}, limiter=limiter,
-                           allow_origins=s.allow_origins,
-                           max_connections=max(32, s.max_concurrency))
+    def truncated(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+                  ) -> str | None:
+        why = super().truncated(state, response, body, items)
+        return None if body.get("isLast") else why
 
-    async def partitions(self, kind: str, client: httpx.AsyncClient) -> None:
-        return None
 
-    async def fetch(self, kind: str, client: httpx.AsyncClient, state: State | None, *,
-                    partition: Any = None) -> Fetched:
-        if kind == "project":
-            current = self._projects.first() if state is None else state
-            url, params = self._projects.request(current)
-            response, body = await get_json(client, url, params=params)
-            items = body.get("values") if isinstance(body, dict) else None
-            if not isinstance(items, list):
-                raise MalformedPage(f"GET {PROJECTS}: no 'values' list in the answer")
-            page = fetched(self._projects, current, response, body, items, first=state is None)
-            if body.get("isLast"):
-                return Fetched(items=items, next=None, total=page.total)
-            return page
-        s = self.settings
-        params: dict[str, Any] = {"jql": s.jql, "maxResults": s.page_size,
-                                  "fields": ",".join(s.fields)}
-        if state is not None:
+class SearchPages(BasePaginator):
+    """A ``nextPageToken`` cursor until ``isLast`` (or no token); the JQL, page size and
+    fields go with every request."""
+
+    def first(self) -> State:
+        return {"token": None}
+
+    def request(self, state: State) -> tuple[str, dict[str, Any] | None]:
+        params = dict(self.params)
+        if state["token"] is not None:
             params["nextPageToken"] = state["token"]
-        _, body = await get_json(client, SEARCH, params=params)
-        issues = body.get("issues") if isinstance(body, dict) else None
-        if not isinstance(issues, list):
-            raise MalformedPage(f"GET {SEARCH}: no 'issues' list in the answer")
+        return self.path, params
+
+    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+                ) -> State | None:
         token = body.get("nextPageToken")
         last = body.get("isLast", token is None) or not token
-        return Fetched(items=issues, next=None if last else {"token": token})
+        return None if last else {"token": token}
 
-    def planned(self, kind: str, plan: State, index: int) -> State:
-        return self._projects.planned(plan, index)
 
-    def identifier(self, kind: str, item: Any) -> str | None:
-        value = item.get("id") if isinstance(item, dict) else None
+@register("jira")
+class JiraIntegration(PagedIntegration[JiraSettings]):
+    def __init__(self, settings: JiraSettings) -> None:
+        super().__init__(settings)
+        s = settings
+        self._paginators: dict[str, BasePaginator] = {
+            Kind.project: ProjectPages(path=PROJECTS, offset_param="startAt",
+                                       limit_param="maxResults", limit=50, total_path="total"),
+            Kind.issue: SearchPages(path=SEARCH, params={
+                "jql": s.jql, "maxResults": s.page_size, "fields": ",".join(s.fields)},
+                limit_param=None, limit=s.page_size),
+        }
+
+    def headers(self) -> dict[str, str]:
+        return {"Accept": "application/json"}
+
+    def auth(self) -> tuple[str, str]:
+        return self.settings.email, self.settings.api_token
+
+    def paginator(self, kind: str, partition: Any) -> BasePaginator:
+        return self._paginators[kind]
+
+    def items(self, kind: str, response: httpx.Response, body: Any) -> list[Any]:
+        key, path = ("values", PROJECTS) if kind == Kind.project else ("issues", SEARCH)
+        items = body.get(key) if isinstance(body, dict) else None
+        if not isinstance(items, list):
+            raise MalformedPage(f"GET {path}: no {key!r} list in the answer")
+        return items
+
+    def id_text(self, value: Any) -> str | None:
         return str(value) if isinstance(value, (str, int)) and value != "" else None

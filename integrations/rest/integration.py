@@ -2,102 +2,56 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import httpx
 
-from integrations.base import Fetched, origin
+from integrations.base import origin
 from integrations.errors import MalformedPage
-from integrations.http.client import get_json, make_client
-from integrations.http.ratelimit import RateLimiter
-from integrations.http.paginators import (
-    CursorPaginator,
-    LinkPaginator,
-    OffsetPaginator,
-    PagePaginator,
-    Paginator,
-    SinglePage,
-    State,
-    dig,
-    fetched,
-)
+from integrations.http.paginators import Paginator, dig
+from integrations.paged import PagedIntegration
+from integrations.registry import register
 from integrations.rest.settings import KindSettings, RestSettings
 from integrations.secrets import Redactor
 
 
 def paginator_for(kind: KindSettings) -> Paginator:
     """Build the paginator a kind's settings describe."""
-    p = kind.paginator
-    common: dict[str, Any] = {"path": kind.path, "params": kind.params}
-    if p.type == "cursor":
-        return CursorPaginator(
-            cursor_path=p.cursor_path, cursor_param=p.cursor_param,
-            limit_param=p.limit_param, limit=p.limit, **common,
-        )
-    if p.type == "link":
-        return LinkPaginator(limit_param=p.limit_param, limit=p.limit, **common)
-    if p.type == "offset":
-        return OffsetPaginator(
-            offset_param=p.offset_param, total_path=p.total_path, total_header=p.total_header,
-            limit_param=p.limit_param, limit=p.limit, **common,
-        )
-    if p.type == "page":
-        return PagePaginator(
-            page_param=p.page_param, first_page=p.first_page, total_path=p.total_path,
-            total_header=p.total_header,
-            limit_param=p.limit_param, limit=p.limit, **common,
-        )
-    return SinglePage(limit_param=None, limit=1, **common)
+    return kind.paginator.build(kind.path, kind.params)
 
 
-class RestIntegration:
+@register("rest")
+class RestIntegration(PagedIntegration[RestSettings]):
+    """Kinds, paths, items, ids and paginators all come from the source's settings."""
+
     def __init__(self, settings: RestSettings) -> None:
-        self.settings = settings
+        super().__init__(settings)
         self._paginators = {kind: paginator_for(spec) for kind, spec in settings.kinds.items()}
 
-    def kinds(self) -> list[str]:
-        return list(self.settings.kinds)
+    def headers(self) -> dict[str, str]:
+        return self.settings.headers
 
-    def client(self, *, limiter: RateLimiter | None = None,
-               redactor: Redactor | None = None) -> httpx.AsyncClient:
-        s = self.settings
+    def home(self) -> set[str]:
         # Kind paths written as full URLs are origins the user chose: credentials go there.
-        home = {origin(k.path) for k in s.kinds.values() if "://" in k.path}
-        secret = {name: str(value) for k in s.kinds.values() for name, value in k.params.items()
-                  if redactor is not None and redactor.hides(str(value))}
-        return make_client(base_url=s.base_url, headers=s.headers, settings=s.http,
-                           limiter=limiter, max_connections=max(32, s.max_concurrency),
-                           home=home, allow_origins=s.allow_origins, secret_params=secret)
+        return {origin(k.path) for k in self.settings.kinds.values() if "://" in k.path}
 
-    async def partitions(self, kind: str, client: httpx.AsyncClient) -> None:
-        return None  # split by page ranges only (``partitions`` in the source settings)
+    def secret_params(self, redactor: Redactor | None) -> dict[str, str]:
+        return {name: str(value) for k in self.settings.kinds.values()
+                for name, value in k.params.items()
+                if redactor is not None and redactor.hides(str(value))}
 
-    async def fetch(self, kind: str, client: httpx.AsyncClient, state: State | None, *,
-                    partition: Any = None) -> Fetched:
+    def paginator(self, kind: str, partition: Any) -> Paginator:
+        return self._paginators[kind]
+
+    def items(self, kind: str, response: httpx.Response, body: Any) -> list[Any]:
         spec = self.settings.kinds[kind]
-        paginator = self._paginators[kind]
-        current = paginator.first() if state is None else state
-        url, params = paginator.request(current)
-        response, body = await get_json(client, url, params=params)
         items = dig(body, spec.items)
         if not isinstance(items, list):
             where = f"items path {spec.items!r}" if spec.items else "the body"
             raise MalformedPage(
                 f"GET {response.request.url.copy_with(query=None)}: {where} is not a list "
                 f"(got {type(items).__name__})")
-        return fetched(paginator, current, response, body, items, first=state is None)
+        return items
 
-    def planned(self, kind: str, plan: State, index: int) -> State:
-        return self._paginators[kind].planned(plan, index)
-
-    def identifier(self, kind: str, item: Any) -> str | None:
-        """The text of the item's id: ``1`` and ``"1"`` are one entity (APIs disagree on the
-        type of their ids; the target's key is text), ``1.0`` another. No id: None, also for
-        a number that is not finite (NaN, Infinity: their text would merge unrelated items)."""
-        value = dig(item, self.settings.kinds[kind].id) if isinstance(item, dict) else None
-        if value is None or isinstance(value, (dict, list, bool)) or value == "":
-            return None
-        if isinstance(value, float) and not math.isfinite(value):
-            return None
-        return str(value)
+    def id_path(self, kind: str) -> str:
+        return self.settings.kinds[kind].id

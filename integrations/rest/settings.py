@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from pydantic import Field
 
-from integrations.base import SourceSettings, StrictModel
+from integrations.base import ApiSettings, StrictModel
+from integrations.http.paginators import PAGINATORS, BasePaginator
 
 Scalar = str | int | float | bool
 
 
-class CursorPagination(StrictModel):
+class Pagination(StrictModel):
+    """A kind's ``paginator`` section: ``type`` names a class of ``PAGINATORS``, the other keys
+    are its constructor's keywords."""
+
+    type: str
+
+    def build(self, path: str, params: Mapping[str, Scalar]) -> BasePaginator:
+        """The paginator of ``path``, sending ``params`` with every request."""
+        options = self.model_dump(exclude={"type"})
+        return PAGINATORS[self.type](path=path, params=dict(params), **options)
+
+
+class CursorPagination(Pagination):
     type: Literal["cursor"]
     cursor_path: str = Field(description="dot path to the next cursor in the body")
     cursor_param: str = "cursor"
@@ -19,13 +33,13 @@ class CursorPagination(StrictModel):
     limit: int = Field(100, ge=1)
 
 
-class LinkPagination(StrictModel):
+class LinkPagination(Pagination):
     type: Literal["link"]
     limit_param: str | None = "per_page"
     limit: int = Field(100, ge=1)
 
 
-class OffsetPagination(StrictModel):
+class OffsetPagination(Pagination):
     type: Literal["offset"]
     offset_param: str = "offset"
     limit_param: str | None = "limit"
@@ -34,7 +48,7 @@ class OffsetPagination(StrictModel):
     total_header: str | None = Field(None, description="a header holding the total: X-Total-Count")
 
 
-class PagePagination(StrictModel):
+class PagePagination(Pagination):
     type: Literal["page"]
     page_param: str = "page"
     first_page: int = 1
@@ -44,11 +58,13 @@ class PagePagination(StrictModel):
     total_header: str | None = Field(None, description="a header holding the total: X-Total-Count")
 
 
-class SinglePagination(StrictModel):
+class SinglePagination(Pagination):
     type: Literal["single"]
 
 
-Pagination = Annotated[
+# One model per key of ``PAGINATORS``; pydantic picks it by ``type`` and names the types it
+# knows when a section has another.
+AnyPagination = Annotated[
     CursorPagination | LinkPagination | OffsetPagination | PagePagination | SinglePagination,
     Field(discriminator="type"),
 ]
@@ -59,12 +75,11 @@ class KindSettings(StrictModel):
     items: str | None = Field(None, description="dot path to the list; None: the body is the list")
     id: str = Field("id", description="dot path to each item's identifier")
     params: dict[str, Scalar] = Field(default_factory=dict, description="query parameters sent")
-    paginator: Pagination = SinglePagination(type="single")
+    paginator: AnyPagination = SinglePagination(type="single")
 
 
-class RestSettings(SourceSettings):
+class RestSettings(ApiSettings):
     integration: Literal["rest"]
-    base_url: str
     headers: dict[str, str] = Field(default_factory=dict)
     kinds: dict[str, KindSettings] = Field(min_length=1)
 

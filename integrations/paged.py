@@ -1,0 +1,139 @@
+"""The base of an integration whose API answers pages of JSON over HTTP.
+
+A subclass names its settings model (``PagedIntegration[GithubSettings]``) and supplies only
+what its API does differently:
+
+    paginator(kind, partition)         required: the paginator of a kind (or of one partition)
+    headers(), auth()                  credentials sent to ``settings.base_url``
+    items(kind, response, body)        the items of a page (default: the body, a JSON list)
+    kept(kind, items)                  the items that land (default: all of them)
+    id_path(kind), id_text(value)      where an item's identifier is, and its text
+    partitions(kind, client)           JSON keys that split a kind (default: None); a kind
+                                       read whole with ``every_item`` may provide them
+
+The base supplies the rest of the ``Integration`` protocol: ``kinds()`` from the settings,
+``client()``, the ``fetch()`` of one page (paginator -> request -> ``get_json`` -> items ->
+``fetched``), ``planned()`` and ``identifier()``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Generic, TypeVar
+
+import httpx
+
+from integrations.base import ApiSettings, Fetched, State
+from integrations.errors import MalformedPage
+from integrations.http.client import get_json, make_client
+from integrations.http.paginators import Paginator, dig, fetched
+from integrations.http.ratelimit import RateLimiter
+from integrations.secrets import Redactor
+
+S = TypeVar("S", bound=ApiSettings)
+
+
+def id_text(value: Any) -> str | None:
+    """The text of an identifier: ``1`` and ``"1"`` are one entity (APIs disagree on the type
+    of their ids; the target's key is text), ``1.0`` another. No id: None, also for a number
+    that is not finite (NaN, Infinity: their text would merge unrelated items)."""
+    if value is None or isinstance(value, (dict, list, bool)) or value == "":
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return str(value)
+
+
+class PagedIntegration(Generic[S]):
+    """An ``Integration`` over the pages of one HTTP API, configured by settings of type S."""
+
+    def __init__(self, settings: S) -> None:
+        self.settings = settings
+
+    def kinds(self) -> list[str]:
+        return self.settings.kind_names()
+
+    # -- the client
+
+    def headers(self) -> dict[str, str]:
+        """Headers of every request to ``base_url`` (never sent to another origin)."""
+        return {}
+
+    def auth(self) -> tuple[str, str] | None:
+        """Basic auth for ``base_url``, or None."""
+        return None
+
+    def home(self) -> set[str]:
+        """Origins besides ``base_url``'s that receive the credentials."""
+        return set()
+
+    def secret_params(self, redactor: Redactor | None) -> dict[str, str] | None:
+        """Query parameters that are credentials (kept to ``base_url`` and ``home()``)."""
+        return None
+
+    def client(self, *, limiter: RateLimiter | None = None,
+               redactor: Redactor | None = None) -> httpx.AsyncClient:
+        s = self.settings
+        return make_client(base_url=s.base_url, headers=self.headers(), auth=self.auth(),
+                           settings=s.http, limiter=limiter,
+                           max_connections=max(32, s.max_concurrency), home=self.home(),
+                           allow_origins=s.allow_origins,
+                           secret_params=self.secret_params(redactor))
+
+    # -- pages
+
+    def paginator(self, kind: str, partition: Any) -> Paginator:
+        """The paginator of ``kind`` (of one of its partitions, when it has them)."""
+        raise NotImplementedError
+
+    async def partitions(self, kind: str, client: httpx.AsyncClient) -> list[Any] | None:
+        return None  # split by page ranges only (``partitions`` in the source settings)
+
+    def items(self, kind: str, response: httpx.Response, body: Any) -> list[Any]:
+        """The items of a page; the paging counts them all (see ``kept``)."""
+        if not isinstance(body, list):
+            raise MalformedPage(f"GET {response.request.url.copy_with(query=None)}: the body "
+                                f"is not a list (got {type(body).__name__})")
+        return body
+
+    def kept(self, kind: str, items: list[Any]) -> list[Any]:
+        """The items of a page that land (an endpoint may list items of another kind)."""
+        return items
+
+    async def fetch(self, kind: str, client: httpx.AsyncClient, state: State | None, *,
+                    partition: Any = None) -> Fetched:
+        paginator = self.paginator(kind, partition)
+        current = paginator.first() if state is None else state
+        url, params = paginator.request(current)
+        response, body = await get_json(client, url, params=params)
+        items = self.items(kind, response, body)
+        return fetched(paginator, current, response, body, items, first=state is None,
+                       kept=self.kept(kind, items))
+
+    async def every_item(self, kind: str, client: httpx.AsyncClient) -> list[Any]:
+        """Every item of a kind that has no partitions, page after page (no plan)."""
+        items: list[Any] = []
+        state: State | None = None
+        while True:
+            page = await self.fetch(kind, client, state)
+            items += page.items
+            state = page.next
+            if state is None:
+                return items
+
+    def planned(self, kind: str, plan: State, index: int) -> State:
+        return self.paginator(kind, None).planned(plan, index)
+
+    # -- identifiers
+
+    def id_path(self, kind: str) -> str:
+        """Dot path to an item's identifier."""
+        return "id"
+
+    def id_text(self, value: Any) -> str | None:
+        """The identifier's text, or None when ``value`` is not an identifier."""
+        return id_text(value)
+
+    def identifier(self, kind: str, item: Any) -> str | None:
+        value = dig(item, self.id_path(kind)) if isinstance(item, dict) else None
+        return self.id_text(value)

@@ -22,7 +22,6 @@ import os
 import platform
 import resource
 import shlex
-import signal
 import subprocess
 import sys
 import tempfile
@@ -41,8 +40,9 @@ from integrations.http.paginators import dig  # noqa: E402
 from integrations.rest.integration import paginator_for  # noqa: E402
 from integrations.rest.settings import KindSettings  # noqa: E402
 from tasks import messages  # noqa: E402
-from tasks.runs.progress import Progress, RunState  # noqa: E402
 from tasks.operator.redisserver import RedisServer, free_port  # noqa: E402
+from tasks.operator.supervisor import Child, celery  # noqa: E402
+from tasks.runs.progress import Progress  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -164,7 +164,7 @@ def ocean(url: str, style: str, page_size: int) -> dict[str, Any]:
     spec = KindSettings.model_validate(kind_spec(style, page_size))
     paginator = paginator_for(spec)
 
-    async def pages(client: httpx.AsyncClient):  # noqa: ANN202
+    async def pages(client: httpx.AsyncClient):
         state = paginator.first()
         while state is not None:
             path, params = paginator.request(state)
@@ -217,30 +217,25 @@ class Workers:
             env["SLUICE_WORKER_POOL"] = "prefork"
         level = os.environ.get("BENCH_LOGLEVEL", "WARNING")
         self.threads = threads
-        self.out = open(log, "wb")
+        log.unlink(missing_ok=True)
         nodes = [["-c", str(n)]] if threads is None else [
             [*(["-P", "threads", "-c", str(threads)] if threads else []), "-n", f"w{i}@%h"]
             for i in range(n)]
-        self.procs = [subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tasks", "worker", *node, "--loglevel",
-             level, "--without-gossip", "--without-mingle"],
-            cwd=ROOT, env=env, stdout=self.out, stderr=subprocess.STDOUT,
-            start_new_session=True) for node in nodes]
+        self.procs = [Child(f"worker{i}", celery("worker", *node, "--loglevel", level,
+                                                 "--without-gossip", "--without-mingle"),
+                            log=log, cwd=ROOT, env=env).start()
+                      for i, node in enumerate(nodes)]
         client = redis.Redis.from_url(redis_url)
-        deadline = time.monotonic() + 60
-        while len(self.workers()) < n or not client.keys("_kombu.binding.*"):
-            if any(p.poll() is not None for p in self.procs) or time.monotonic() > deadline:
-                raise RuntimeError(f"workers did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.2)
+        self.procs[0].wait_until(
+            lambda: len(self.workers()) >= n and bool(client.keys("_kombu.binding.*")),
+            timeout=60, poll=0.2)
         time.sleep(1.0)
 
     def workers(self) -> list[int]:
         """The processes that run tasks: prefork children, or the threads-pool nodes."""
         if self.threads is not None:
-            return [p.pid for p in self.procs if p.poll() is None]
-        pid = self.procs[0].pid
-        path = Path(f"/proc/{pid}/task/{pid}/children")
-        return [int(p) for p in path.read_text().split()] if path.exists() else []
+            return [p.pid for p in self.procs if p.running()]
+        return self.procs[0].children()
 
     def peak_rss_mb(self) -> float:
         """The largest peak RSS (VmHWM) of the worker processes."""
@@ -253,14 +248,7 @@ class Workers:
 
     def stop(self) -> None:
         for proc in self.procs:
-            os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        self.out.close()
+            proc.stop(timeout=30)
 
 
 def sluice_config(tmp: Path, url: str, style: str, a: argparse.Namespace, *,

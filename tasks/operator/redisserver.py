@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import redis
+
+from tasks.operator.supervisor import Child
 
 
 def candidates() -> list[str]:
@@ -54,7 +54,7 @@ class RedisServer:
         self.port = port or free_port()
         self.binary = binary or find_binary()
         self.dir = tempfile.mkdtemp(prefix="sluice-redis-")
-        self.process: subprocess.Popen[bytes] | None = None
+        self.child: Child | None = None
         self.extra_args: list[str] = []
 
     @property
@@ -62,31 +62,29 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, *, timeout: float = 10.0) -> RedisServer:
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--daemonize", "no", *self.extra_args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.child = Child("redis-server", [
+            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", self.dir, "--daemonize", "no", *self.extra_args])
+        self.child.start()
         client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def up() -> bool:
             try:
-                client.ping()
-                break
+                return bool(client.ping())
             except redis.ConnectionError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{self.binary} did not start on port {self.port}") from None
-                time.sleep(0.05)
-        client.close()
+                return False
+
+        try:
+            self.child.wait_until(up, timeout=timeout, poll=0.05)
+        except RuntimeError:
+            raise RuntimeError(f"{self.binary} did not start on port {self.port}") from None
+        finally:
+            client.close()
         return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.child is not None:
+            self.child.stop(timeout=10)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> RedisServer:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,38 +20,10 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+from tasks.operator.supervisor import Child, Supervisor, celery
+
 DEMO_CONFIG = Path(__file__).parent / "demo" / "sluice.toml"
 DEMO_ITEMS = {"issue": 3000, "user": 700, "project": 120, "team": 45}
-
-
-class Children:
-    """Child processes, each in its own session so that they are stopped in order, by us."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str, argv: list[str], *, env: dict[str, str] | None = None) -> None:
-        log = open(self.logs / f"{name}.log", "ab")
-        self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, start_new_session=True,
-                                            env={**os.environ, **(env or {})})
-        log.close()
-
-    def dead(self) -> list[str]:
-        return [name for name, p in self.procs.items() if p.poll() is not None]
-
-    def stop(self, *, timeout: float = 20) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for proc in self.procs.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
 
 
 @contextmanager
@@ -64,13 +35,10 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _wait_for_workers(children: Children, *, timeout: float = 60) -> None:
+def _wait_for_workers(worker: Child, *, timeout: float = 60) -> None:
     from tasks.app import app
 
-    deadline = time.monotonic() + timeout
-    while not app.control.ping(timeout=0.5):
-        if children.dead() or time.monotonic() > deadline:
-            raise RuntimeError(f"the workers did not start; see {children.logs / 'worker.log'}")
+    worker.wait_until(lambda: bool(app.control.ping(timeout=0.5)), timeout=timeout)
 
 
 def standalone(*, config: str | None, once: bool, workers: int | None, flower_port: int,
@@ -103,21 +71,18 @@ def standalone(*, config: str | None, once: bool, workers: int | None, flower_po
         from tasks.runs.progress import Progress, RunState
 
         cfg = load_config(config)  # a broken config stops here, before any process starts
-        children = Children(log_dir)
-        stack.callback(children.stop)
-        celery = [sys.executable, "-m", "celery", "-A", "tasks"]
+        children = stack.enter_context(Supervisor(log_dir))
         concurrency = ["-c", str(workers)] if workers else []  # else the worker defaults
-        children.start("worker", [*celery, "worker", *concurrency, "--loglevel", "INFO",
-                                  "-n", "standalone@%h"])
+        worker = children.start("worker", celery("worker", *concurrency, "--loglevel", "INFO",
+                                                 "-n", "standalone@%h"))
         if not once:
-            children.start("beat", [*celery, "beat", "--loglevel", "INFO"])
+            children.start("beat", celery("beat", "--loglevel", "INFO"))
         # Flower on loopback only: this is the one place it may run without authentication.
-        children.start("flower", [*celery, "flower", "--address=127.0.0.1",
-                                  f"--port={flower_port}"],
+        children.start("flower", celery("flower", "--address=127.0.0.1", f"--port={flower_port}"),
                        env={"FLOWER_UNAUTHENTICATED_API": "true"})
         print(f"flower: http://127.0.0.1:{flower_port}   logs: {log_dir}", file=out)
         print(f"target: {cfg.target.type} {getattr(cfg.target, 'path', '')}", file=out)
-        _wait_for_workers(children)
+        _wait_for_workers(worker)
 
         from tasks.operator.cli import summary_text, wait
         from tasks.schedule import start_runs

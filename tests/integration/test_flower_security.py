@@ -9,7 +9,6 @@ import os
 import pickle
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,8 +19,9 @@ import pytest
 from kombu import Connection
 
 from tasks.operator.redisserver import free_port
+from tasks.operator.supervisor import Child, celery
 from tests.integration.conftest import TOKEN, Pipeline
-from tests.workers import ROOT
+from tests.support.workers import ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -33,25 +33,19 @@ def flower(sqlite_pipeline: Pipeline, tmp_path_factory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("flower") / "flower.log"
     env = {**sqlite_pipeline.workers.env, "FLOWER_BASIC_AUTH": ":".join(AUTH)}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tasks", "flower", "--address=127.0.0.1",
-             f"--port={port}"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
+
+    def up() -> bool:
         try:
-            httpx.get(f"{url}/healthcheck", timeout=1)
-            break
+            return httpx.get(f"{url}/healthcheck", timeout=1).is_success
         except httpx.TransportError:
-            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-    time.sleep(1)  # let Flower's event consumer attach before tasks run
-    try:
+            return False
+
+    with Child("flower", celery("flower", "--address=127.0.0.1", f"--port={port}"), log=log,
+               cwd=ROOT, env=env) as proc:
+        proc.wait_until(up, timeout=30, poll=0.2)
+        time.sleep(1)  # let Flower's event consumer attach before tasks run
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def batch_tasks(url: str, run_id: str) -> list[dict]:
@@ -80,7 +74,8 @@ def test_flower_api_shows_batches_with_a_short_summary_and_needs_auth(
 def test_flower_page_in_headless_chromium_shows_a_finished_batch(
         sqlite_pipeline: Pipeline, flower: str, tmp_path: Path):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "headless Chromium is required (Debian package 'chromium'; .ci/run installs it)"
+    assert chromium, ("headless Chromium is required (Debian package 'chromium'; "
+                      ".ci/run installs it)")
     p = sqlite_pipeline
     p.api.set_items("lnk", 30)
     run = p.client.resync("api", "lnk")

@@ -3,8 +3,7 @@ of a kind that is still running is skipped and recorded, not stacked."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import itertools
 import time
 from pathlib import Path
 
@@ -12,16 +11,15 @@ import pytest
 
 from integrations.fakeapi import FakeAPI
 from tasks.operator.redisserver import RedisServer
-from tests.workers import ROOT, Client, Workers, cursor_config
+from tasks.operator.supervisor import Child, celery
+from tests.support.workers import ROOT, Client, Workers, cursor_config
 
 pytestmark = pytest.mark.integration
 
 
-def beat(workers: Workers, log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "celery", "-A", "tasks", "beat",
-                                 "--loglevel", "INFO"], cwd=ROOT, env=workers.env,
-                                stdout=out, stderr=subprocess.STDOUT)
+def beat(workers: Workers, log: Path) -> Child:
+    return Child("beat", celery("beat", "--loglevel", "INFO"), log=log, cwd=ROOT,
+                 env=workers.env).start()
 
 
 def test_two_beats_run_each_schedule_once_and_busy_kinds_are_skipped(
@@ -39,8 +37,7 @@ def test_two_beats_run_each_schedule_once_and_busy_kinds_are_skipped(
                 time.sleep(12)
             finally:
                 for b in beats:
-                    b.terminate()
-                    b.wait(15)
+                    b.stop(timeout=15)
             runs = client.progress.recent(100)
             client.close()
     logs = [(tmp_path / f"beat{i}.log").read_text() for i in (1, 2)]
@@ -53,4 +50,4 @@ def test_two_beats_run_each_schedule_once_and_busy_kinds_are_skipped(
     assert all("still running" in r.reason for r in runs if r.state == "skipped")
     spans = sorted((r.started_at, r.ended_at or 1e12) for r in runs
                    if r.state != "skipped")
-    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))  # never two at once
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))  # never two at once

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import redis
 from celery import Celery
 
 from tasks import messages
-from tasks.runs.progress import Progress, RunState
+from tasks.operator.supervisor import Child, celery
+from tasks.runs.progress import Progress, Run, RunState
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository
+# The CLI as a child process (what a user types as `sluice`).
+SLUICE = [sys.executable, "-m", "tasks.operator.cli"]
 
 FAST_SETTINGS = {
     "SLUICE_INGEST_RETRIES": "3",
@@ -38,11 +40,9 @@ def rabbitmq_url() -> str:
         pytest.skip("SLUICE_TEST_RABBITMQ_URL is not set (.ci/run sets it; CI fails without it)")
     from amqp.exceptions import NotFound
 
-    with Connection(url) as conn:
-        try:  # Celery declares the queue (durable, not auto-delete) when a worker starts
-            conn.channel().queue_purge("sluice")
-        except NotFound:
-            pass
+    # Celery declares the queue (durable, not auto-delete) when a worker starts.
+    with Connection(url) as conn, contextlib.suppress(NotFound):
+        conn.channel().queue_purge("sluice")
     return url
 
 
@@ -78,45 +78,37 @@ class Workers:
         self.config = config
         self.redis_url = redis_url
         self.log = log
-        self.concurrency = concurrency
-        self.name = name
         # SLUICE_WORKER_POOL too: Celery reads `-P prefork` as "no pool given" and takes the
         # app's default (threads) instead.
-        self.env = {**os.environ, **FAST_SETTINGS, **(env or {}),
-                    "SLUICE_CONFIG": str(config), "SLUICE_REDIS_URL": redis_url,
-                    "SLUICE_WORKER_POOL": pool}
-        self.process: subprocess.Popen[bytes] | None = None
+        self.child = Child(
+            name, celery("worker", "--pool", pool, "-c", str(concurrency), "-n", f"{name}@%h",
+                         "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+                         "--without-heartbeat"),
+            log=log, cwd=ROOT, env={**FAST_SETTINGS, **(env or {}), "SLUICE_CONFIG": str(config),
+                                    "SLUICE_REDIS_URL": redis_url, "SLUICE_WORKER_POOL": pool})
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.child.env
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self.child.process
 
     def start(self, *, timeout: float = 30) -> Workers:
-        self._log = open(self.log, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--pool", self.pool,
-             "-c", str(self.concurrency), "-n", f"{self.name}@%h", "--loglevel", "INFO",
-             "--without-gossip", "--without-mingle", "--without-heartbeat"],
-            cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while "ready." not in self.log.read_text(errors="replace"):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"worker did not start:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.1)
+        self.child.start()
+        try:
+            self.child.wait_until(lambda: "ready." in self.log.read_text(errors="replace"),
+                                  timeout=timeout)
+        except RuntimeError as exc:
+            raise RuntimeError(f"worker did not start: {exc}") from None
         return self
 
     def children(self) -> list[int]:
-        assert self.process
-        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-        return [int(p) for p in path.read_text().split()]
+        return self.child.children()
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        if hasattr(self, "_log"):
-            self._log.close()
+        self.child.stop()
 
     def __enter__(self) -> Workers:
         return self.start()
@@ -135,7 +127,7 @@ class Client:
         self.app.conf.update(task_serializer="json", accept_content=["json"],
                              task_default_queue="sluice")
 
-    def start(self, source: str, kind: str) -> dict[str, Any]:
+    def start(self, source: str, kind: str) -> Run:
         """Create a run the way `sluice run` does and enqueue its producer."""
         run = self.progress.create_run(source, kind)
         if run.state == RunState.RUNNING:
@@ -143,7 +135,7 @@ class Client:
         return run
 
     def wait(self, run_id: str, *, timeout: float = 60,
-             stall_after: float | None = None) -> dict[str, Any]:
+             stall_after: float | None = None) -> Run:
         """Until the run ends; with ``stall_after``, doing the stall watch's work as beat would."""
         deadline = time.monotonic() + timeout
         while True:
@@ -156,7 +148,7 @@ class Client:
                 raise TimeoutError(f"run {run_id} did not end: {run}")
             time.sleep(0.1)
 
-    def resync(self, source: str, kind: str, *, timeout: float = 60) -> dict[str, Any]:
+    def resync(self, source: str, kind: str, *, timeout: float = 60) -> Run:
         return self.wait(self.start(source, kind).run_id, timeout=timeout)
 
     def close(self) -> None:

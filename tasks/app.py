@@ -28,11 +28,8 @@ from celery.signals import (
     worker_shutting_down,
 )
 
-from tasks.worker import broker
-from tasks.worker import liveness
-from tasks.worker import logs
-from tasks.worker import runtime
 from tasks.settings import get_settings
+from tasks.worker import broker, liveness, logs, runtime
 
 QUEUE = "sluice"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -102,10 +99,10 @@ def _check_config(**_: Any) -> None:
     SystemExit, not the ConfigError: Celery logs an Exception from a signal handler and
     goes on."""
     from integrations.errors import ConfigError
-    from tasks.config import cached_config
+    from tasks.config import get_config
 
     try:
-        config = cached_config(str(_settings.config))
+        config = get_config(_settings.config)
     except ConfigError as exc:
         raise SystemExit(f"sluice: {exc}") from None
     logs.install(config.redactor)

@@ -13,6 +13,7 @@ import importlib.util
 import os
 import re
 import tomllib
+from datetime import timedelta
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -21,8 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from integrations.base import SourceSettings, StrictModel
 from integrations.errors import ConfigError
-from integrations.secrets import Redactor
 from integrations.registry import SETTINGS
+from integrations.secrets import Redactor
+from tasks.settings import get_settings
 
 
 class SqliteTarget(StrictModel):
@@ -58,6 +60,8 @@ class SluiceConfig(BaseModel):
     secrets: frozenset[str] = frozenset()
     # sha256 of the file's text: a run records the digest it was started with.
     digest: str = ""
+    # source -> when beat starts its runs (a crontab or a timedelta; see schedule_of)
+    schedules: dict[str, Any] = Field(default_factory=dict)
 
     @cached_property
     def redactor(self) -> Redactor:
@@ -75,14 +79,35 @@ class SluiceConfig(BaseModel):
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")  # names end up in Redis keys and metric labels
 
 
-def cron(text: str) -> Any:
-    """A celery crontab from 'minute hour day-of-month month day-of-week'. Raises ValueError."""
+_EVERY = re.compile(r"^([1-9][0-9]*)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def schedule_of(source: SourceSettings) -> Any:
+    """When beat starts the source's runs: a celery crontab (``schedule``), a timedelta
+    (``every``) or None. The one place schedules are checked: raises ValueError naming the key
+    (sluice.toml is checked with it, so beat never meets a bad one)."""
     from celery.schedules import crontab
 
-    minute, hour, day_of_month, month_of_year, day_of_week = text.split()
-    schedule = crontab(minute=minute, hour=hour, day_of_month=day_of_month,
-                       month_of_year=month_of_year, day_of_week=day_of_week)
-    return schedule
+    if source.schedule is not None and source.every is not None:
+        raise ValueError("schedule: set either 'schedule' (cron) or 'every', not both")
+    if source.schedule is not None:
+        fields = source.schedule.split()
+        if len(fields) != 5:
+            raise ValueError(f"schedule: {source.schedule!r} is not a 5-field cron string "
+                             "('minute hour day-of-month month day-of-week')")
+        minute, hour, day_of_month, month_of_year, day_of_week = fields
+        try:
+            return crontab(minute=minute, hour=hour, day_of_month=day_of_month,
+                           month_of_year=month_of_year, day_of_week=day_of_week)
+        except ValueError as exc:
+            raise ValueError(f"schedule: {exc}") from None
+    if source.every is not None:
+        match = _EVERY.match(source.every)
+        if not match:
+            raise ValueError(f"every: {source.every!r} is not an interval like 30s, 15m, 2h, 1d")
+        return timedelta(**{_UNITS[match[2]]: int(match[1])})
+    return None
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -140,7 +165,31 @@ def parse_config(raw: dict[str, Any], path: Path, *, digest: str = "") -> Sluice
     for key in raw:
         if key not in ("target", "sources"):
             problems.append(f"{key}: unknown key (expected 'target' and 'sources')")
-    target_raw = dict(raw.get("target") or {})
+    target = _target(raw.get("target"), path, problems)
+    sources: dict[str, SourceSettings] = {}
+    schedules: dict[str, Any] = {}
+    raw_sources = raw.get("sources")
+    if not isinstance(raw_sources, dict) or not raw_sources:
+        problems.append("sources: at least one [sources.NAME] section is required")
+        raw_sources = {}
+    for name, section in raw_sources.items():
+        source = _source(name, section, problems)
+        if source is None:
+            continue
+        sources[name] = source
+        try:
+            schedules[name] = schedule_of(source)
+        except ValueError as exc:
+            problems.append(f"sources.{name}.{exc}")
+    if problems:
+        raise ConfigError(f"{path}: invalid configuration:\n  " + "\n  ".join(problems))
+    return SluiceConfig(path=path, target=target, sources=sources, secrets=frozenset(secrets),
+                        digest=digest, schedules=schedules)
+
+
+def _target(raw: Any, path: Path, problems: list[str]) -> Any:
+    """The [target] section (SQLite by default, its path relative to the file's folder)."""
+    target_raw = dict(raw or {})
     target_raw.setdefault("type", "sqlite")
     target: Any = None
     try:
@@ -153,42 +202,32 @@ def parse_config(raw: dict[str, Any], path: Path, *, digest: str = "") -> Sluice
                         "Sluice: pip install -e '.[postgres]')")
     if isinstance(target, SqliteTarget) and not Path(target.path).is_absolute():
         target = target.model_copy(update={"path": str(path.parent.resolve() / target.path)})
+    return target
 
-    sources: dict[str, SourceSettings] = {}
-    raw_sources = raw.get("sources")
-    if not isinstance(raw_sources, dict) or not raw_sources:
-        problems.append("sources: at least one [sources.NAME] section is required")
-        raw_sources = {}
-    for name, section in raw_sources.items():
-        if not isinstance(section, dict):
-            problems.append(f"sources.{name}: must be a table")
-            continue
-        integration = section.get("integration")
-        model = SETTINGS.get(integration) if isinstance(integration, str) else None
-        if model is None:
-            known = ", ".join(sorted(SETTINGS))
-            problems.append(f"sources.{name}.integration: {integration!r} is not one of: {known}")
-            continue
-        try:
-            sources[name] = model.model_validate(section)
-        except ValidationError as exc:
-            problems += _describe(exc, ("sources", name), section)
-            continue
-        if not _NAME.match(name):
-            problems.append(f"sources.{name}: a source name may hold letters, digits, '_', '-'")
-        for kind in sources[name].kind_names():
-            if not _NAME.match(kind):
-                problems.append(f"sources.{name}.kinds.{kind}: a kind name may hold letters, "
-                                "digits, '_', '-'")
-        if sources[name].schedule:
-            try:
-                cron(sources[name].schedule)
-            except ValueError as exc:
-                problems.append(f"sources.{name}.schedule: {exc}")
-    if problems:
-        raise ConfigError(f"{path}: invalid configuration:\n  " + "\n  ".join(problems))
-    return SluiceConfig(path=path, target=target, sources=sources, secrets=frozenset(secrets),
-                        digest=digest)
+
+def _source(name: str, section: Any, problems: list[str]) -> SourceSettings | None:
+    """A [sources.NAME] section validated by its integration's settings model."""
+    if not isinstance(section, dict):
+        problems.append(f"sources.{name}: must be a table")
+        return None
+    integration = section.get("integration")
+    model = SETTINGS.get(integration) if isinstance(integration, str) else None
+    if model is None:
+        known = ", ".join(sorted(SETTINGS))
+        problems.append(f"sources.{name}.integration: {integration!r} is not one of: {known}")
+        return None
+    try:
+        source = model.model_validate(section)
+    except ValidationError as exc:
+        problems += _describe(exc, ("sources", name), section)
+        return None
+    if not _NAME.match(name):
+        problems.append(f"sources.{name}: a source name may hold letters, digits, '_', '-'")
+    for kind in source.kind_names():
+        if not _NAME.match(kind):
+            problems.append(f"sources.{name}.kinds.{kind}: a kind name may hold letters, "
+                            "digits, '_', '-'")
+    return source
 
 
 def load_config(path: Path | str) -> SluiceConfig:
@@ -207,7 +246,12 @@ def load_config(path: Path | str) -> SluiceConfig:
     return parse_config(raw, path, digest=hashlib.sha256(text.encode()).hexdigest()[:16])
 
 
+def get_config(path: Path | str | None = None) -> SluiceConfig:
+    """The configuration of this process: ``path``, else ``$SLUICE_CONFIG``, else
+    ./sluice.toml; read and validated once per path (``load_config`` reads it again)."""
+    return _loaded(str(path or get_settings().config))
+
+
 @lru_cache(maxsize=8)
-def cached_config(path: str) -> SluiceConfig:
-    """The configuration of this process, loaded once per path."""
+def _loaded(path: str) -> SluiceConfig:
     return load_config(path)

@@ -8,19 +8,16 @@ sending every task twice.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from redbeat import RedBeatScheduler
 
 from tasks import messages
-from tasks.worker import runtime
 from tasks.app import app
-from tasks.config import SluiceConfig, cached_config, cron
+from tasks.config import SluiceConfig, get_config
 from tasks.runs.progress import Progress, Run, RunState
-from tasks.settings import get_settings
+from tasks.worker import runtime
 
-UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 WATCH_SECONDS = 30.0
 
 
@@ -38,24 +35,14 @@ def start_runs(progress: Progress, source: str, kinds: list[str], *,
     return runs
 
 
-def every(text: str) -> timedelta:
-    """'15m' -> 15 minutes (the config model has checked the form)."""
-    return timedelta(**{UNITS[text[-1]]: int(text[:-1])})
-
-
 def beat_schedule(config: SluiceConfig) -> dict[str, dict[str, Any]]:
     entries: dict[str, dict[str, Any]] = {
         "sluice-watch": {"task": "sluice.watch", "schedule": WATCH_SECONDS},
     }
-    for name, source in config.sources.items():
-        if source.schedule:
-            when: Any = cron(source.schedule)
-        elif source.every:
-            when = every(source.every)
-        else:
-            continue
-        entries[f"resync-{name}"] = {"task": "sluice.resync_source", "schedule": when,
-                                     "args": (name,)}
+    for name, when in config.schedules.items():
+        if when is not None:
+            entries[f"resync-{name}"] = {"task": "sluice.resync_source", "schedule": when,
+                                         "args": (name,)}
     return entries
 
 
@@ -63,7 +50,7 @@ class Scheduler(RedBeatScheduler):
     """RedBeat with the schedule of sluice.toml (``beat_scheduler`` in tasks/app.py)."""
 
     def setup_schedule(self) -> None:
-        self.app.conf.beat_schedule = beat_schedule(cached_config(str(get_settings().config)))
+        self.app.conf.beat_schedule = beat_schedule(get_config())
         super().setup_schedule()
 
 

@@ -26,16 +26,16 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from integrations import secrets
 from integrations.base import Integration
 from integrations.errors import ConfigError, SluiceError
-from integrations import secrets
 from integrations.registry import load
-from tasks.worker import logs
-from tasks.config import SluiceConfig, load_config
+from tasks.config import SluiceConfig, get_config, load_config
 from tasks.runs.progress import Progress
-from tasks.worker.ratelimit import RedisRateLimiter
 from tasks.settings import Settings, get_settings
 from tasks.targets import Target, open_target
+from tasks.worker import logs
+from tasks.worker.ratelimit import RedisRateLimiter
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ def current() -> Runtime:
         with _creating:
             if _current is None or _pid != os.getpid():
                 settings = get_settings()
-                _current = Runtime(settings, load_config(settings.config))
+                _current = Runtime(settings, get_config(settings.config))
                 _pid = os.getpid()
     _current.refresh()
     return _current

@@ -22,7 +22,12 @@ headers = { Authorization = "Bearer ${TRACKER_TOKEN}" }
 path = "/cursor/issue"
 items = "data"
 id = "id"
-paginator = { type = "cursor", cursor_path = "next_cursor", cursor_param = "cursor", limit_param = "limit", limit = 100 }
+[sources.tracker.kinds.issue.paginator]
+type = "cursor"
+cursor_path = "next_cursor"
+cursor_param = "cursor"
+limit_param = "limit"
+limit = 100
 """
 
 
@@ -55,7 +60,7 @@ def test_target_defaults_to_sqlite_beside_the_config(tmp_path, monkeypatch):
     ('path = "/cursor/issue"', 'pth = "/cursor/issue"',
      ["sources.tracker.kinds.issue.pth: unknown key",
       "sources.tracker.kinds.issue.path: Field required"]),
-    ("limit = 100 }", 'limit = "many" }',
+    ("limit = 100\n", 'limit = "many"\n',
      ["sources.tracker.kinds.issue.paginator.limit: Input should be a valid integer"]),
     ('type = "cursor"', 'type = "curser"',
      ["sources.tracker.kinds.issue.paginator: Input tag 'curser' found using 'type' does not"]),

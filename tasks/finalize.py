@@ -21,9 +21,9 @@ from celery import Task
 
 from integrations.errors import RetryableError, describe
 from integrations.http.retry import backoff
-from tasks.worker import runtime
 from tasks.app import app
 from tasks.runs.progress import Run, RunState
+from tasks.worker import runtime
 
 RETRIES = 5
 

@@ -21,10 +21,10 @@ from integrations.errors import RetryableError, TargetRejected, describe
 from integrations.http.retry import backoff
 from integrations.secrets import excerpt
 from tasks import messages
-from tasks.worker import runtime
 from tasks.app import app
 from tasks.targets import Entity, Target
 from tasks.targets.base import bad_text
+from tasks.worker import runtime
 
 
 def to_entities(
@@ -42,7 +42,7 @@ def to_entities(
         except Exception as exc:  # e.g. an id of 5,000 digits: str() refuses it
             identifier, problem = None, describe(exc)
         if identifier is None or problem:
-            rejected.append(rejection(seq, index, item, problem and f"identifier: {problem}"
+            rejected.append(rejection(seq, index, item, (problem and f"identifier: {problem}")
                                       or "no identifier"))
             continue
         entities[identifier] = {"identifier": identifier, "kind": kind, "source": source,
@@ -86,15 +86,14 @@ def ingest_batch(
     rt = runtime.current()
     settings = rt.settings
     try:
-        if isinstance(items, str):
-            items = json.loads(items)
+        decoded: list[Any] = json.loads(items) if isinstance(items, str) else items
         if run_seq is None:  # a message from `sluice failed retry` of an older version
             run = rt.progress.get(run_id)
             run_seq = run.run_seq if run else 0
         entities, index_of, rejected = to_entities(rt.integration(source), source, kind, seq,
-                                                   items)
+                                                   decoded)
         written, unstorable = write(rt.target(), entities, index_of, run_id=run_id,
-                                    run_seq=run_seq, seq=seq, items=items)
+                                    run_seq=run_seq, seq=seq, items=decoded)
     except RetryableError as exc:
         if self.request.retries < settings.ingest_retries:
             # The target's hint when it gives one, else the backoff.

@@ -35,11 +35,12 @@ from typing import Any, NamedTuple
 from celery import Task
 
 from integrations import pager
+from integrations.base import State
 from integrations.errors import ConfigError, PagingCycle, RunLost, TooManyPages, describe
 from tasks import messages
-from tasks.worker import runtime
 from tasks.app import app
-from tasks.runs.progress import Cycle, Run, RunState
+from tasks.runs.progress import Cycle, Recorded, Run, RunState
+from tasks.worker import runtime
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ def summary(run_id: str, run: Run | None) -> dict[str, Any]:
 class Batch(NamedTuple):
     seq: int
     items: str  # the items as one JSON array: a message stays flat however deep they nest
-    count: int
+    size: int  # items
 
 
 def batches(page: pager.Page, *, max_items: int, max_bytes: int) -> list[Batch]:
@@ -93,127 +94,149 @@ def continue_later(source: str, kind: str, run_id: str, partition: int) -> None:
 
 
 def produce(rt: runtime.Runtime, run: Run, partition: int) -> bool:
-    """Fetch and publish pages for one slice. True when the partition's last page is out.
+    """Fetch and publish pages for one slice. True when the partition's last page is out."""
+    return Slice(rt, run, partition).produce()
+
+
+class Slice:
+    """One producer task's share of a partition: bounded in pages and seconds.
 
     Requests run on the process's event loop; publishing and recording (blocking Redis
     calls) run here, in the task's thread, so the loop goes on fetching while a page is
     being published.
     """
-    run_id, source, kind, run_seq = run.run_id, run.source, run.kind, run.run_seq
-    progress, settings = rt.progress, rt.settings
-    src = rt.config.source(source)
-    integration, client = rt.integration(source), rt.client(source)
-    deadline = time.monotonic() + settings.producer_slice_seconds
 
-    started, checkpoint, done = progress.partition(run_id, partition)
-    if done or (started and checkpoint is None):
-        return True  # a redelivered slice of a partition that already published its last page
-    # Only the first slice of partition 0 of an unsplit run may split it (by keys, or later by
-    # page ranges when the first page reveals the total).
-    may_split = partition == 0 and not started and run.partitions is None
-    if may_split:
-        keys = rt.run(integration.partitions(kind, client))
-        if keys is not None:
-            may_split = False  # the integration splits this kind, e.g. one part per repository
-            progress.split(run_id, [{"key": k} for k in keys] or [{"key": None}])
-            for i in range(1, len(keys)):
-                continue_later(source, kind, run_id, i)
-            if not keys:
-                return True
+    def __init__(self, rt: runtime.Runtime, run: Run, partition: int) -> None:
+        self.rt, self.run, self.partition = rt, run, partition
+        self.src = rt.config.source(run.source)
+        self.deadline = time.monotonic() + rt.settings.producer_slice_seconds
+        # Pages asked for but not yet published count against max_in_flight too: requests are
+        # admitted on the loop (several at once) while this thread publishes. A request
+        # reserves its place before Redis is asked, so concurrent admissions and a page
+        # published meanwhile can only be counted twice, never missed. Each counter has one
+        # writer.
+        self.asked, self.handed = 0, 0
 
-    # Pages asked for but not yet published count against max_in_flight too: requests are
-    # admitted on the loop (several at once) while this thread publishes. A request reserves
-    # its place before Redis is asked, so concurrent admissions and a page published meanwhile
-    # can only be counted twice, never missed. Each counter has one writer.
-    asked, handed = 0, 0
+    def produce(self) -> bool:
+        rt, run, partition = self.rt, self.run, self.partition
+        started, checkpoint, done = rt.progress.partition(run.run_id, partition)
+        if done or (started and checkpoint is None):
+            return True  # a redelivered slice of a partition that already published its last
+        # Only the first slice of partition 0 of an unsplit run may split it (by keys, or
+        # later by page ranges when the first page reveals the total).
+        may_split = partition == 0 and not started and run.partitions is None
+        integration, client = rt.integration(run.source), rt.client(run.source)
+        if may_split:
+            keys = rt.run(integration.partitions(run.kind, client))
+            if keys is not None:  # the integration splits this kind, e.g. one per repository
+                self.split_by_keys(keys)
+                if not keys:
+                    return True
+                may_split = False
+        pages = pager.pages(
+            integration, run.kind, client,
+            checkpoint=checkpoint if started else None,
+            partition=rt.progress.key(run.run_id, partition),
+            base=partition * pager.PARTITION_SPAN, concurrency=self.src.max_concurrency,
+            published=rt.progress.published(run.run_id) if started else (), admit=self.admit,
+            split=self.split_by_ranges if may_split and self.src.partitions > 1 else None)
 
-    async def admit() -> None:
-        nonlocal asked
-        if (asked >= settings.producer_slice_pages or time.monotonic() >= deadline
-                or runtime.STOPPING.is_set()):
-            raise SliceOver
-        blocked_until = time.monotonic() + YIELD_AFTER
-        while True:
-            asked += 1
-            held = asked - handed
-            if held + await asyncio.to_thread(progress.in_flight, run_id) <= src.max_in_flight:
-                return
-            asked -= 1
-            # Hand the process back rather than wait: on a small pool (one process, say) the
-            # batches this producer waits for need it. The continuation queues behind them.
-            if time.monotonic() >= min(deadline, blocked_until):
-                raise SliceOver
-            await asyncio.sleep(POLL_SECONDS)
+        async def next_page() -> pager.Page | None:
+            return await anext(pages, None)
 
-    async def split(checkpoint: pager.State) -> pager.State:
+        try:
+            while (page := rt.run(next_page())) is not None:
+                self.publish(page)
+                if runtime.STOPPING.is_set():
+                    return False  # shutting down: a fresh task goes on from this page
+        except SliceOver:
+            return False
+        finally:
+            rt.run(_close(pages))
+        return True
+
+    def split_by_keys(self, keys: list[Any]) -> None:
+        run = self.run
+        self.rt.progress.split(run.run_id, [{"key": k} for k in keys] or [{"key": None}])
+        for i in range(1, len(keys)):
+            continue_later(run.source, run.kind, run.run_id, i)
+
+    async def split_by_ranges(self, checkpoint: State) -> State:
         """The total is known: hand page ranges to producer tasks on other workers; this one
         fetches the first range."""
-        parts = pager.split(checkpoint, src.partitions)
+        parts = pager.split(checkpoint, self.src.partitions)
+        run = self.run
 
         def hand_out() -> None:
-            progress.split(run_id, [{"checkpoint": c} for c in parts])
+            self.rt.progress.split(run.run_id, [{"checkpoint": c} for c in parts])
             for i in range(1, len(parts)):
-                continue_later(source, kind, run_id, i)
+                continue_later(run.source, run.kind, run.run_id, i)
 
         await asyncio.to_thread(hand_out)
         return parts[0]
 
-    pages = pager.pages(
-        integration, kind, client, checkpoint=checkpoint if started else None,
-        partition=progress.key(run_id, partition), base=partition * pager.PARTITION_SPAN,
-        concurrency=src.max_concurrency,
-        published=progress.published(run_id) if started else (), admit=admit,
-        split=split if may_split and src.partitions > 1 else None)
+    async def admit(self) -> None:
+        """Before each request: within the slice's bounds, and room in max_in_flight."""
+        if (self.asked >= self.rt.settings.producer_slice_pages
+                or time.monotonic() >= self.deadline or runtime.STOPPING.is_set()):
+            raise SliceOver
+        blocked_until = time.monotonic() + YIELD_AFTER
+        while True:
+            self.asked += 1
+            held = self.asked - self.handed
+            in_flight = await asyncio.to_thread(self.rt.progress.in_flight, self.run.run_id)
+            if held + in_flight <= self.src.max_in_flight:
+                return
+            self.asked -= 1
+            # Hand the process back rather than wait: on a small pool (one process, say) the
+            # batches this producer waits for need it. The continuation queues behind them.
+            if time.monotonic() >= min(self.deadline, blocked_until):
+                raise SliceOver
+            await asyncio.sleep(POLL_SECONDS)
 
-    async def next_page() -> pager.Page | None:
-        return await anext(pages, None)
+    def publish(self, page: pager.Page) -> None:
+        """Publish the page's batches, then record it. A crash in between fetches this page
+        again from the checkpoint, with the same seqs, and the sets count it once."""
+        run, src = self.run, self.src
+        parts = batches(page, max_items=src.max_batch_items, max_bytes=src.max_batch_bytes)
+        for batch in parts:
+            messages.batch(app, run.run_id, run.source, run.kind, batch.seq, batch.items,
+                           count=batch.size, run_seq=run.run_seq)
+        digest = hashlib.sha1("".join(b.items for b in parts).encode()).hexdigest()[:20]
+        recorded = self.rt.progress.record_page(
+            run.run_id, run.source, run.kind, [batch.seq for batch in parts], len(page.items),
+            page.checkpoint, partition=self.partition, total=page.total,
+            truncated=page.truncated, page=page.seq, items_digest=digest if parts else "")
+        self.check(page, recorded)
+        self.handed += 1
 
-    try:
-        while (page := rt.run(next_page())) is not None:
-            # Publish first, record second: a crash in between fetches this page again
-            # from the checkpoint, with the same seqs, and the sets count it once.
-            parts = batches(page, max_items=src.max_batch_items, max_bytes=src.max_batch_bytes)
-            for batch in parts:
-                messages.batch(app, run_id, source, kind, batch.seq, batch.items,
-                               count=batch.count, run_seq=run_seq)
-            digest = hashlib.sha1("".join(b.items for b in parts).encode()).hexdigest()[:20]
-            recorded = progress.record_page(
-                run_id, source, kind, [batch.seq for batch in parts], len(page.items),
-                page.checkpoint, partition=partition, total=page.total, truncated=page.truncated,
-                page=page.seq, items_digest=digest if parts else "")
-            if recorded is None:
-                raise RunLost(f"run {run_id}: its record is gone from Redis; stopping")
-            if isinstance(recorded, Cycle) and recorded.what == "items":
-                raise PagingCycle(
-                    f"{source}/{kind}: page {page.seq} holds the very items of page "
-                    f"{recorded.page}: the API ignores where the paging asks it to go on; "
-                    "stopping")
-            if isinstance(recorded, Cycle):
-                assert page.checkpoint is not None
-                what = rt.config.redactor.data(page.checkpoint["next"])
-                raise PagingCycle(
-                    f"{source}/{kind}: the API led back to a page this run already asked for: "
-                    f"page {page.checkpoint['seq']} would ask for {what} again, as page "
-                    f"{recorded.page} did; stopping")
-            if recorded.pages > src.max_pages:
-                raise TooManyPages(
-                    f"{source}/{kind}: more than max_pages ({src.max_pages}) pages in one run: "
-                    "an API that never stops paging, or a kind bigger than this source "
-                    "allows (raise max_pages)")
-            handed += 1
-            if runtime.STOPPING.is_set():
-                return False  # shutting down: a fresh task goes on from this page
-    except SliceOver:
-        return False
-    finally:
-        rt.run(_close(pages))
-    return True
+    def check(self, page: pager.Page, recorded: Recorded | Cycle | None) -> None:
+        """Stop a run whose record is gone, whose paging goes round, or that never ends."""
+        name = f"{self.run.source}/{self.run.kind}"
+        if recorded is None:
+            raise RunLost(f"run {self.run.run_id}: its record is gone from Redis; stopping")
+        if isinstance(recorded, Cycle) and recorded.what == "items":
+            raise PagingCycle(
+                f"{name}: page {page.seq} holds the very items of page {recorded.page}: the "
+                "API ignores where the paging asks it to go on; stopping")
+        if isinstance(recorded, Cycle):
+            assert page.checkpoint is not None
+            what = self.rt.config.redactor.data(page.checkpoint["next"])
+            raise PagingCycle(
+                f"{name}: the API led back to a page this run already asked for: "
+                f"page {page.checkpoint['seq']} would ask for {what} again, as page "
+                f"{recorded.page} did; stopping")
+        if recorded.pages > self.src.max_pages:
+            raise TooManyPages(
+                f"{name}: more than max_pages ({self.src.max_pages}) pages in one run: "
+                "an API that never stops paging, or a kind bigger than this source "
+                "allows (raise max_pages)")
 
 
 async def _close(pages: AsyncGenerator[Any, None]) -> None:
     """Close the page generator (cancelling its requests) once nothing runs inside it: after
     an interrupted ``rt.run(next_page())`` the cancelled step may still be unwinding."""
-    while pages.ag_running:
+    while getattr(pages, "ag_running", False):  # a native async generator's flag
         await asyncio.sleep(0.01)
     await pages.aclose()
 

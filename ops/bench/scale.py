@@ -33,10 +33,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench  # noqa: E402
+
 from tasks import messages  # noqa: E402
-from tasks.worker.liveness import Liveness  # noqa: E402
-from tasks.runs.progress import Progress  # noqa: E402
 from tasks.operator.redisserver import RedisServer  # noqa: E402
+from tasks.runs.progress import Progress  # noqa: E402
+from tasks.worker.liveness import Liveness  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

@@ -8,7 +8,8 @@ RUNS = f"{PREFIX}:runs"  # sorted set: run id -> start time
 ACTIVE = f"{PREFIX}:runs:active"  # sorted set: id of a run not yet ended -> start time
 METRICS = f"{PREFIX}:metrics"  # hash: "name|source|kind[|label]" -> counter (never expires)
 RUN_SEQ = f"{PREFIX}:run_seq"  # string: the last run's sequence number (targets stamp rows)
-NODES = f"{PREFIX}:nodes"  # sorted set: worker node -> its last heartbeat (tasks/worker/liveness.py)
+# sorted set: worker node -> its last heartbeat (tasks/worker/liveness.py)
+NODES = f"{PREFIX}:nodes"
 
 
 def node_tags(node: str) -> str:

@@ -51,7 +51,7 @@ class SluiceCollector(Collector):
             for name, (metric, doc) in COUNTERS.items()}
         runs = CounterMetricFamily("sluice_runs", "Runs ended, by final state",
                                    labels=[*labels, "state"])
-        duration = {"sum": {}, "count": {}}
+        duration: dict[str, dict[tuple[str, ...], float]] = {"sum": {}, "count": {}}
         for key, value in sorted(values.items()):
             name, rest = key[0], list(key[1:])
             if name in families:
@@ -65,13 +65,13 @@ class SluiceCollector(Collector):
         summary = SummaryMetricFamily("sluice_run_duration_seconds",
                                       "Duration of ended runs", labels=labels)
         for key, count in duration["count"].items():
-            summary.add_metric(list(key), count_value=count,
+            summary.add_metric(list(key), count_value=int(count),
                                sum_value=duration["sum"].get(key, 0.0))
         yield summary
         active = GaugeMetricFamily("sluice_runs_active", "Runs not yet ended", labels=labels)
         oldest = GaugeMetricFamily("sluice_run_age_seconds",
                                    "Age of the oldest active run", labels=labels)
-        now, seen = time.time(), {}
+        now, seen = time.time(), dict[tuple[str, str], list[float]]()
         for run in self.progress.active():
             key = (run.source, run.kind)
             seen.setdefault(key, [0, now - run.started_at])[0] += 1

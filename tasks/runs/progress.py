@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import redis
 
@@ -113,6 +113,10 @@ class Recorded(NamedTuple):
 
     pages: int
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 class Progress:
     """The run records of one Redis database. Thin: one method per atomic step."""
 
@@ -164,11 +168,11 @@ class Progress:
         raw = self.r.hgetall(keys.run(run_id))
         if not raw:
             return None
-        return Run.from_record(run_id, {k.decode(): v.decode() for k, v in raw.items()},
+        return Run.from_record(run_id, {_text(k): _text(v) for k, v in raw.items()},
                                in_flight=self.in_flight(run_id))
 
     def recent(self, limit: int = 20) -> list[Run]:
-        ids = self.r.zrevrange(keys.RUNS, 0, limit - 1)
+        ids = cast(list[bytes], self.r.zrevrange(keys.RUNS, 0, limit - 1))
         return [run for run in (self.get(i.decode()) for i in ids) if run]
 
     def in_flight(self, run_id: str) -> int:
@@ -177,7 +181,7 @@ class Progress:
         for key in self._set_keys(run_id)[1:]:
             pipe.scard(key)
         enqueued, done, failed = pipe.execute()
-        return max(0, enqueued - done - failed)
+        return max(0, int(enqueued) - int(done) - int(failed))
 
     def record_page(self, run_id: str, source: str, kind: str, batches: list[int],
                     n_items: int, checkpoint: dict[str, Any] | None, *, partition: int = 0,
@@ -225,13 +229,13 @@ class Progress:
                 fields[f"checkpoint:{i}"] = json.dumps(self.redactor.data(part["checkpoint"]))
             if "key" in part:
                 fields[f"key:{i}"] = json.dumps(part["key"])
-        self.r.hset(keys.run(run_id), mapping=fields)
+        self.r.hset(keys.run(run_id), mapping=cast(Any, fields))  # redis-py's Mapping is invariant
 
     def partition(self, run_id: str, partition: int) -> tuple[bool, Any, bool]:
         """(started, checkpoint, done) of a producer partition (its key: ``key()``)."""
         pipe = self.r.pipeline(transaction=False)
         pipe.hget(keys.run(run_id), f"checkpoint:{partition}")
-        pipe.sismember(keys.run_partitions_done(run_id), partition)
+        pipe.sismember(keys.run_partitions_done(run_id), str(partition))
         raw, done = pipe.execute()
         return (raw is not None, None if raw is None else json.loads(raw), bool(done))
 
@@ -242,7 +246,7 @@ class Progress:
     def published(self, run_id: str) -> set[int]:
         """Sequence numbers of the batches published so far, and of the pages that were empty
         (nothing to publish)."""
-        return {int(s) for s in self.r.sunion(keys.run_enqueued(run_id), keys.run_empty(run_id))}
+        return {int(s) for s in self.r.sunion([keys.run_enqueued(run_id), keys.run_empty(run_id)])}
 
     def batch_done(self, run_id: str, source: str, kind: str, seq: int, *, written: int,
                    rejected: list[dict[str, Any]]) -> bool:
@@ -280,7 +284,7 @@ class Progress:
 
     def active(self) -> list[Run]:
         """Runs not yet ended, oldest first."""
-        ids = self.r.zrange(keys.ACTIVE, 0, -1)
+        ids = cast(list[bytes], self.r.zrange(keys.ACTIVE, 0, -1))
         return [run for run in (self.get(i.decode()) for i in ids) if run]
 
     def mark_stalled(self, *, after: float, now: float | None = None) -> list[Run]:
@@ -298,7 +302,7 @@ class Progress:
 
     def metrics(self) -> dict[tuple[str, ...], float]:
         """The counters: (name, source, kind[, label]) -> value."""
-        return {tuple(k.decode().split("|")): float(v)
+        return {tuple(_text(k).split("|")): float(v)
                 for k, v in self.r.hgetall(keys.METRICS).items()}
 
     def rejected(self, run_id: str) -> list[dict[str, Any]]:

@@ -10,9 +10,9 @@ older than the finishing run, and the guard weighs them against the rows a clean
 those created no later than the last run of the kind that ended clean (kept in a small state
 table, written in the deletion's transaction), or, before any clean run, all that existed
 before this one. Rows that runs since created do not dilute the share: an API that answers
-with new ids for everything cannot wipe the old ones, in one run or over several. Errors are translated
-into the tree: TargetUnavailable (retry) or TargetRejected; a batch rejected because of some of
-its values is written again without the items ``unstorable`` names.
+with new ids for everything cannot wipe the old ones, in one run or over several. Errors are
+translated into the tree: TargetUnavailable (retry) or TargetRejected; a batch rejected
+because of some of its values is written again without the items ``unstorable`` names.
 """
 
 from __future__ import annotations

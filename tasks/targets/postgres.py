@@ -126,8 +126,10 @@ class PostgresTarget:
 
     def counts(self) -> list[tuple[str, str, int]]:
         with self._transaction() as conn:
-            return conn.execute(f"SELECT source, kind, count(*) FROM {self.table}"
-                                " GROUP BY source, kind ORDER BY source, kind").fetchall()
+            rows: list[tuple[str, str, int]] = conn.execute(
+                f"SELECT source, kind, count(*) FROM {self.table}"
+                " GROUP BY source, kind ORDER BY source, kind").fetchall()
+            return rows
 
     def read(self, source: str, kind: str | None, *, limit: int) -> list[Entity]:
         with self._transaction() as conn:

@@ -1,9 +1,9 @@
 """Two narrow additions to kombu's Redis transport (5.7).
 
 1. Each message a worker node takes is recorded under the node's name, so a live node can give
-back the messages of a dead one within seconds (``tasks/worker/liveness.py``): ``QoS.append`` adds the
-delivery tag to ``sluice:node:{node}:tags`` in the same pipeline that records it as unacked,
-and removing it from kombu's indexes (ack, reject, restore) removes it there too.
+back the messages of a dead one within seconds (``tasks/worker/liveness.py``): ``QoS.append``
+adds the delivery tag to ``sluice:node:{node}:tags`` in the same pipeline that records it as
+unacked, and removing it from kombu's indexes (ack, reject, restore) removes it there too.
 
 2. A workaround for when Redis restarts.
 

@@ -18,7 +18,8 @@ alive and which messages it holds:
 So a node lost mid-run costs about ``SLUICE_NODE_TIMEOUT`` plus a beat; a live node, however
 slow its tasks, keeps its messages. A node judges the others only after its own beats have got
 through for a whole timeout, so that after a Redis outage (when every node's last beat is old)
-the live ones have said so before anyone is taken for dead. kombu's visibility-timeout sweep stays as the last resort.
+the live ones have said so before anyone is taken for dead. kombu's visibility-timeout sweep
+stays as the last resort.
 Node names are unique per start (hostname, pid, start time): a node restarted under the same
 hostname does not adopt, and so never strands, the messages of the one that died.
 """
@@ -30,7 +31,7 @@ import os
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -38,7 +39,8 @@ from tasks.runs import keys, scripts
 
 log = logging.getLogger(__name__)
 
-# Set in a worker's main process: the node whose messages kombu's QoS records (tasks/worker/broker.py).
+# Set in a worker's main process: the node whose messages kombu's QoS records
+# (tasks/worker/broker.py).
 NODE: str | None = None
 
 
@@ -82,7 +84,7 @@ class Liveness:
             if not self.r.set(keys.node_reaper(node), self.node, nx=True,
                               px=int(self.timeout * 1000)):
                 continue  # another node is at it
-            tags = [t.decode() for t in self.r.smembers(keys.node_tags(node))]
+            tags = [t.decode() for t in cast(set[bytes], self.r.smembers(keys.node_tags(node)))]
             if tags:
                 with self.app.connection_for_write() as conn:
                     qos = conn.default_channel.qos

@@ -18,6 +18,7 @@ import redis
 from integrations.http.retry import server_wait
 from tasks.runs import keys, scripts
 
+
 class RedisRateLimiter:
     """The shared limit of one source. ``rate`` None: no steady limit, pauses only.
     ``max_pause``: the longest pause the API's answers may impose on every caller (the

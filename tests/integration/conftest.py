@@ -13,7 +13,7 @@ import pytest
 
 from integrations.fakeapi import FakeAPI
 from tasks.operator.redisserver import RedisServer
-from tests.workers import Client, Workers, rabbitmq_url
+from tests.support.workers import Client, Workers, rabbitmq_url
 
 TOKEN = "tok-3f9a61c2-never-log-me"
 
@@ -34,7 +34,12 @@ paginator = { type = "link", limit = 50 }
 [sources.api.kinds.off]
 path = "/offset/off"
 items = "values"
-paginator = { type = "offset", offset_param = "startAt", limit_param = "maxResults", limit = 40, total_path = "total" }
+[sources.api.kinds.off.paginator]
+type = "offset"
+offset_param = "startAt"
+limit_param = "maxResults"
+limit = 40
+total_path = "total"
 
 [sources.api.kinds.pg]
 path = "/page/pg"

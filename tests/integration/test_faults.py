@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
 from tests.integration.conftest import Pipeline
+from tests.support.workers import SLUICE
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +47,7 @@ def test_target_down_past_every_retry_dead_letters_then_failed_retry_completes(
     p.api.state.sink_down = 0
     env = {**os.environ, "SLUICE_REDIS_URL": p.workers.redis_url,
            "SLUICE_CONFIG": str(p.workers.config)}
-    cli = [sys.executable, "-m", "tasks.operator.cli"]
+    cli = SLUICE
     listed = subprocess.run([*cli, "failed", "list", run.run_id], env=env,
                             capture_output=True, text=True, check=True).stdout
     assert f"{run.run_id} batch 1 (api/deadl, 50 items, 4 attempts): TargetUnavailable" in listed

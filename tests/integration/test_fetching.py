@@ -3,16 +3,16 @@ process, a pause every caller honours, partitions of a kind on separate producer
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from integrations.fakeapi import FakeAPI
 from tasks.operator.redisserver import RedisServer
-from tests.workers import Client, Workers
+from tests.support.workers import Client, Workers
 
 pytestmark = pytest.mark.integration
 
@@ -43,12 +43,6 @@ paginator = {{ type = "link", limit = 20 }}
 path = "/link/b"
 paginator = {{ type = "link", limit = 20 }}
 """)
-
-
-@pytest.fixture
-def api() -> Iterator[FakeAPI]:
-    with FakeAPI() as fake:
-        yield fake
 
 
 def ids(tmp: Path, kind: str) -> list[str]:
@@ -117,7 +111,7 @@ paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 20 }}
     times = [t for t, *_ in log]
     # The answer that carried Remaining: 0 is followed by a silence of ~2 s, from both callers
     # (the log has answer times; an answer takes 0.05 s).
-    gaps = [(b - a, i) for i, (a, b) in enumerate(zip(times, times[1:]))]
+    gaps = [(b - a, i) for i, (a, b) in enumerate(itertools.pairwise(times))]
     gap, at = max(gaps)
     assert 1.85 <= gap <= 3.0, gaps[-5:]
     assert any(path.startswith("/cursor/b") for _, _, path, _ in log[at + 1:])
@@ -138,7 +132,12 @@ max_concurrency = 2
 [sources.api.kinds.p]
 path = "/offset/p"
 items = "values"
-paginator = {{ type = "offset", offset_param = "startAt", limit_param = "maxResults", limit = 20, total_path = "total" }}
+[sources.api.kinds.p.paginator]
+type = "offset"
+offset_param = "startAt"
+limit_param = "maxResults"
+limit = 20
+total_path = "total"
 """)
     url = redis_server.url.rsplit("/", 1)[0] + "/7"
     with Workers(config=cfg, redis_url=url, log=tmp_path / "w.log", concurrency=2):
@@ -181,8 +180,9 @@ def test_a_threads_pool_shares_one_loop_and_writes_batches_at_once(
     for line in log.splitlines():
         if "sluice.ingest_batch" in line and " succeeded in " in line:
             stamp = line[1:24]
-            end = time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S")) + int(stamp[20:]) / 1000
+            start = time.mktime(time.strptime(stamp[:19], "%Y-%m-%d %H:%M:%S"))
+            end = start + int(stamp[20:]) / 1000
             spans.append((end - float(line.split(" succeeded in ")[1].split("s:")[0]), end))
     spans.sort()
     assert len(spans) == 80
-    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:]))
+    assert any(b[0] < a[1] for a, b in itertools.pairwise(spans))

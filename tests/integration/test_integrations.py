@@ -10,7 +10,7 @@ import pytest
 from integrations.github.fake import FakeGithub
 from integrations.jira.fake import FakeJira
 from tasks.operator.redisserver import RedisServer
-from tests.workers import Client, Workers
+from tests.support.workers import Client, Workers
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,7 +18,7 @@ import pytest
 
 from integrations.fakeapi import FakeAPI
 from tasks.operator.redisserver import RedisServer
-from tests.workers import ROOT, Client, Workers, cursor_config, rabbitmq_url
+from tests.support.workers import ROOT, SLUICE, Client, Workers, cursor_config, rabbitmq_url
 
 pytestmark = pytest.mark.integration
 
@@ -39,18 +38,11 @@ def ids_in(tmp: Path) -> list[str]:
         return [i for (i,) in db.execute("SELECT identifier FROM entities")]
 
 
-@pytest.fixture
-def api() -> Iterator[FakeAPI]:
-    with FakeAPI() as fake:
-        yield fake
-
-
 def restart(server: RedisServer, *, keep_data: bool) -> None:
     """Stop the server (SIGTERM: with AOF on, it writes what it has) and start it again on the
     same port and directory after 2 s."""
-    assert server.process
-    server.process.terminate()
-    server.process.wait(10)
+    assert server.child
+    server.child.stop(timeout=10)
     time.sleep(2)
     if not keep_data:
         for f in Path(server.dir).rglob("*"):
@@ -118,7 +110,7 @@ def test_redis_restarted_empty_mid_run_never_hangs_and_never_deletes(tmp_path: P
             restart(server, keep_data=False)  # ... but Redis forgets the run mid-way
             env = {**os.environ, "SLUICE_REDIS_URL": server.url,
                    "SLUICE_CONFIG": str(tmp_path / "sluice.toml")}
-            status = subprocess.run([sys.executable, "-m", "tasks.operator.cli", "status", run.run_id,
+            status = subprocess.run([*SLUICE, "status", run.run_id,
                                      "--json"], env=env, capture_output=True, text=True)
             time.sleep(3)  # whatever the workers still had in hand is done by now
             api.state.delays.clear()
@@ -196,7 +188,7 @@ def test_a_run_without_progress_is_marked_stalled(tmp_path: Path, api: FakeAPI):
                                           log=tmp_path / "w.log", env=FAST_REDELIVERY):
         env = {**os.environ, "SLUICE_REDIS_URL": server.url, "SLUICE_STALL_SECONDS": "2",
                "SLUICE_CONFIG": str(tmp_path / "sluice.toml")}
-        done = subprocess.run([sys.executable, "-m", "tasks.operator.cli", "run", "api", "--wait",
+        done = subprocess.run([*SLUICE, "run", "api", "--wait",
                                "--json"], env=env, capture_output=True, text=True, timeout=60,
                               cwd=ROOT)
     assert done.returncode == 1, done.stderr
@@ -216,7 +208,7 @@ def test_run_wait_rides_out_a_redis_restart(tmp_path: Path, api: FakeAPI):
                      log=tmp_path / "worker.log", env=FAST_REDELIVERY):
             env = {**os.environ, "SLUICE_REDIS_URL": server.url, "SLUICE_STALL_SECONDS": "20",
                    "SLUICE_CONFIG": str(tmp_path / "sluice.toml")}
-            cli = subprocess.Popen([sys.executable, "-m", "tasks.operator.cli", "run", "api", "--wait",
+            cli = subprocess.Popen([*SLUICE, "run", "api", "--wait",
                                     "--json"], env=env, cwd=ROOT, text=True,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             client = Client(server.url)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
 from tests.integration.conftest import Pipeline
+from tests.support.workers import SLUICE
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,7 @@ def test_resync_into_postgres_upserts_and_deletes_stale(postgres_pipeline: Pipel
 def sluice(p: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SLUICE_REDIS_URL": p.workers.redis_url,
            "SLUICE_CONFIG": str(p.workers.config), "SLUICE_TEST_TOKEN": "x"}
-    return subprocess.run([sys.executable, "-m", "tasks.operator.cli", *args], env=env,
+    return subprocess.run([*SLUICE, *args], env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -87,7 +87,7 @@ def test_sluice_metrics_serves_prometheus_text(sqlite_pipeline: Pipeline):
     port = free_port()
     env = {**os.environ, "SLUICE_REDIS_URL": p.workers.redis_url,
            "SLUICE_CONFIG": str(p.workers.config)}
-    server = subprocess.Popen([sys.executable, "-m", "tasks.operator.cli", "metrics", "--port", str(port)],
+    server = subprocess.Popen([*SLUICE, "metrics", "--port", str(port)],
                               env=env, stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout and "sluice metrics on" in server.stdout.readline()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import redis
 
 from integrations.fakeapi import FakeAPI
 from tasks.operator.redisserver import candidates, free_port
-from tests.workers import ROOT, Client, Workers, cursor_config
+from tests.support.workers import ROOT, SLUICE, Client, Workers, cursor_config
 
 pytestmark = pytest.mark.integration
 
@@ -78,7 +77,7 @@ def test_rediss_with_a_password(tmp_path: Path):
             config = cursor_config(tmp_path, api.url)
             with Workers(config=config, redis_url=url, log=tmp_path / "worker.log") as workers:
                 env = {**os.environ, "SLUICE_REDIS_URL": url, "SLUICE_CONFIG": str(config)}
-                done = subprocess.run([sys.executable, "-m", "tasks.operator.cli", "run", "api", "--wait",
+                done = subprocess.run([*SLUICE, "run", "api", "--wait",
                                        "--json"], env=env, cwd=ROOT, capture_output=True,
                                       text=True, timeout=60)
                 assert done.returncode == 0, done.stderr

@@ -7,7 +7,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import httpx
 import pytest
 
 from tasks.operator.redisserver import free_port
+from tests.support.workers import SLUICE
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +47,7 @@ def alive(pid: int) -> bool:
 def test_standalone_once_syncs_the_demo_into_sqlite(tmp_path: Path):
     port = free_port()
     done = subprocess.run(
-        [sys.executable, "-m", "tasks.operator.cli", "standalone", "--once", f"--flower-port={port}",
+        [*SLUICE, "standalone", "--once", f"--flower-port={port}",
          "--logs", str(tmp_path / "logs")],
         cwd=tmp_path, env=standalone_env(), capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -58,7 +58,7 @@ def test_standalone_once_syncs_the_demo_into_sqlite(tmp_path: Path):
         assert dict(((k, n) for k, n in db.execute(
             "SELECT kind, COUNT(*) FROM entities GROUP BY kind"))) == {
             "issue": 3000, "user": 700, "project": 120, "team": 45}
-    shown = subprocess.run([sys.executable, "-m", "tasks.operator.cli", "entities", "--db", "sluice.db",
+    shown = subprocess.run([*SLUICE, "entities", "--db", "sluice.db",
                             "demo", "team", "--limit", "1"], cwd=tmp_path, env=standalone_env(),
                            capture_output=True, text=True, check=True).stdout
     assert json.loads(shown)["identifier"] == "team-0"
@@ -67,7 +67,7 @@ def test_standalone_once_syncs_the_demo_into_sqlite(tmp_path: Path):
 def test_standalone_runs_until_ctrl_c_then_stops_every_child(tmp_path: Path):
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tasks.operator.cli", "standalone", f"--flower-port={port}",
+        [*SLUICE, "standalone", f"--flower-port={port}",
          "--logs", str(tmp_path / "logs")],
         cwd=tmp_path, env=standalone_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True)

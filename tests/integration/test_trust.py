@@ -27,7 +27,7 @@ from integrations.fakeapi import FakeAPI, make_items
 from tasks import messages
 from tasks.operator.redisserver import RedisServer
 from tasks.targets.sqlite import SqliteTarget
-from tests.workers import ROOT, Client, Workers
+from tests.support.workers import ROOT, SLUICE, Client, Workers
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +47,12 @@ paginator = {{ type = "link", limit = 500 }}
 [sources.{source}.kinds.under]      # offset paging whose total lies
 path = "/offset/under"
 items = "values"
-paginator = {{ type = "offset", offset_param = "startAt", limit_param = "maxResults", limit = 500, total_path = "total" }}
+[sources.{source}.kinds.under.paginator]
+type = "offset"
+offset_param = "startAt"
+limit_param = "maxResults"
+limit = 500
+total_path = "total"
 
 [sources.{source}.kinds.away]
 path = "/link/away"
@@ -69,7 +74,12 @@ paginator = {{ type = "link", limit = 10 }}
 [sources.{source}.kinds.over]       # offset paging whose total over-reports
 path = "/offset/over"
 items = "values"
-paginator = {{ type = "offset", offset_param = "startAt", limit_param = "maxResults", limit = 10, total_path = "total" }}
+[sources.{source}.kinds.over.paginator]
+type = "offset"
+offset_param = "startAt"
+limit_param = "maxResults"
+limit = 10
+total_path = "total"
 
 [sources.{source}.kinds.endless]
 path = "/cursor/endless"
@@ -107,11 +117,12 @@ allow_origins = ["{other.url}"]
 max_pages = 50
 """ + KINDS.format(source="api") + KINDS.format(source="open")
     for kind in CURSOR_KINDS:
+        limit = 500 if kind == "big" else 100
         text += f"""
 [sources.api.kinds.{kind}]
 path = "/cursor/{kind}"
 items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = {500 if kind == "big" else 100} }}
+paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = {limit} }}
 """
     path.write_text(text)
     return path
@@ -139,7 +150,7 @@ class Trust:
         env = {**os.environ, "SLUICE_REDIS_URL": self.workers.redis_url,
                "SLUICE_CONFIG": str(self.workers.config), "SLUICE_TEST_TOKEN": TOKEN,
                "SLUICE_TEST_KEY": KEY}
-        return subprocess.run([sys.executable, "-m", "tasks.operator.cli", *args], env=env, cwd=ROOT,
+        return subprocess.run([*SLUICE, *args], env=env, cwd=ROOT,
                               capture_output=True, text=True, timeout=timeout)
 
 
@@ -645,7 +656,7 @@ def test_run_wait_without_a_worker_says_so_and_a_lost_record_reads_lost(
         env = {**os.environ, "SLUICE_REDIS_URL": server.url,
                "SLUICE_CONFIG": str(trust.workers.config), "SLUICE_TEST_TOKEN": TOKEN,
                "SLUICE_TEST_KEY": KEY}
-        cli = subprocess.Popen([sys.executable, "-m", "tasks.operator.cli", "run", "api", "--kind",
+        cli = subprocess.Popen([*SLUICE, "run", "api", "--kind",
                                 "stale", "--wait"], env=env, cwd=ROOT, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert cli.stderr

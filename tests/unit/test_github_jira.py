@@ -127,7 +127,7 @@ def test_jira_issues_follow_next_page_token_with_explicit_fields(jira: FakeJira)
 
 
 def test_jira_unbounded_jql_and_bad_credentials_are_permanent(jira: FakeJira):
-    with pytest.raises(PermanentHTTPError, match="400.*Unbounded JQL"):
+    with pytest.raises(PermanentHTTPError, match=r"400.*Unbounded JQL"):
         sync_kind(jr(jira, jql="ORDER BY created"), "issue")
     with pytest.raises(PermanentHTTPError, match="401"):
         sync_kind(jr(jira, api_token="nope"), "project")

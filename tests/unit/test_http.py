@@ -58,7 +58,7 @@ def test_429_waits_what_retry_after_says_then_succeeds():
     script = Script(httpx.Response(429, headers={"Retry-After": "3"}),
                     httpx.Response(200, json=[1]))
     sleeps: list[float] = []
-    response, body = run(get_json(client_for(script, sleeps), "/x"))
+    _, body = run(get_json(client_for(script, sleeps), "/x"))
     assert body == [1] and sleeps == [3.0] and len(script.requests) == 2
 
 
@@ -141,7 +141,7 @@ def test_credentials_follow_a_redirect_within_the_origin_only():
     async def go() -> None:
         async with guarded(handler) as client:
             await get_json(client, "/old")
-            with pytest.raises(ForeignOrigin, match="https://cdn.test is not this source's"):
+            with pytest.raises(ForeignOrigin, match=r"https://cdn\.test is not this source's"):
                 await get_json(client, "/away")
         async with guarded(handler, allow=("https://cdn.test",)) as client:
             await get_json(client, "/away")
@@ -185,7 +185,7 @@ def test_a_body_that_trickles_past_the_deadline_is_a_timeout():
 
     async def go() -> None:
         async with httpx.AsyncClient(transport=transport) as client:
-            with pytest.raises(TransientHTTPError, match="deadline of 0.3 s"):
+            with pytest.raises(TransientHTTPError, match=r"deadline of 0\.3 s"):
                 await get_json(client, "http://api.test/slow")
 
     asyncio.run(go())

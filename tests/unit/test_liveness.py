@@ -6,9 +6,9 @@ import time
 
 import redis
 
+from tasks.operator.redisserver import RedisServer
 from tasks.runs import keys
 from tasks.worker.liveness import Liveness
-from tasks.operator.redisserver import RedisServer
 
 
 def test_a_silent_node_is_reaped_only_after_this_node_beat_for_a_whole_timeout(

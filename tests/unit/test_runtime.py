@@ -9,12 +9,13 @@ import pytest
 
 from integrations.errors import TargetRejected
 from tasks.config import parse_config
-from tasks.worker.runtime import Runtime
 from tasks.settings import Settings
+from tasks.worker.runtime import Runtime
 
 
 def runtime_for(target: dict, tmp_path: Path) -> Runtime:
-    source = {"integration": "rest", "base_url": "http://127.0.0.1:9", "kinds": {"k": {"path": "/k"}}}
+    source = {"integration": "rest", "base_url": "http://127.0.0.1:9",
+              "kinds": {"k": {"path": "/k"}}}
     config = parse_config({"target": target, "sources": {"s": source}}, tmp_path / "sluice.toml")
     return Runtime(Settings(redis_url="redis://127.0.0.1:1/0"), config)  # Redis is not used
 

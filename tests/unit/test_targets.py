@@ -161,5 +161,6 @@ def test_sqlite_locked_past_the_busy_timeout_is_a_retryable_error(tmp_path):
             writer.upsert(entities("a", range(1)), run_id="r1", run_seq=1)
     finally:
         holder._conn.execute("ROLLBACK")
-    writer.upsert(entities("a", range(1)), run_id="r1", run_seq=1)  # and it passes once the lock is gone
+    # and it passes once the lock is gone
+    writer.upsert(entities("a", range(1)), run_id="r1", run_seq=1)
     assert len(rows(writer)) == 1

@@ -11,9 +11,9 @@
   An empty planned page ends the plan there (an API that over-reports its total), and like
   a last planned page that still links to a next one (one that under-reports) it marks the
   paging truncated: the run deletes nothing.
-- A checkpoint (JSON) after every page lets a fresh task resume: ``{"next": state, "seq": n}``
-  while following, ``{"plan": plan, "first": n, "lo": a, "hi": b}`` for planned pages a..b-1
-  (pages already published are skipped by their sequence number).
+- A checkpoint (JSON) after every page lets a fresh task resume: ``Following`` (the next
+  page's state and number) or ``Planned`` (planned pages a..b-1; pages already published
+  are skipped by their sequence number).
 
 Sequence numbers are unique within a run: partition ``p`` numbers its pages from
 ``p * PARTITION_SPAN + 1``, so a redelivered page is always recognised.
@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable, Container
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, final
 
 import httpx
 
@@ -46,27 +46,50 @@ def describe_seq(seq: int) -> str:
     return f"page={page}" + (f" part={part + 1}" if part else "")
 
 
+@final
+class Following(TypedDict):
+    """A checkpoint while following: the state of the next page, and its sequence number."""
+
+    next: State
+    seq: int
+
+
+@final
+class Planned(TypedDict):
+    """A checkpoint of planned pages: pages ``lo``..``hi``-1 of ``plan`` are left, page i
+    numbered ``first + i`` (those already published are skipped)."""
+
+    plan: State
+    first: int
+    lo: int
+    hi: int
+
+
+Checkpoint = Following | Planned
+
+
 @dataclass(frozen=True)
 class Page:
     seq: int
     items: list[Any]
-    checkpoint: State | None  # where to resume after this page; None: nothing left
+    checkpoint: Checkpoint | None  # where to resume after this page; None: nothing left
     truncated: str | None = None  # the last page, but the API may hold more (Fetched)
     total: int | None = None  # items the API says there are (on the first page)
 
 
-def split(checkpoint: State, parts: int) -> list[State]:
+def split(checkpoint: Planned, parts: int) -> list[Planned]:
     """Cut a planned checkpoint into ``parts`` contiguous page ranges."""
     lo, hi = checkpoint["lo"], checkpoint["hi"]
     size = -(-(hi - lo) // parts)
-    return [{**checkpoint, "lo": a, "hi": min(hi, a + size)} for a in range(lo, hi, size)]
+    return [Planned(plan=checkpoint["plan"], first=checkpoint["first"], lo=a,
+                    hi=min(hi, a + size)) for a in range(lo, hi, size)]
 
 
 async def pages(
     integration: Integration, kind: str, client: httpx.AsyncClient, *,
-    checkpoint: State | None, partition: Any = None, base: int = 0, concurrency: int = 1,
+    checkpoint: Checkpoint | None, partition: Any = None, base: int = 0, concurrency: int = 1,
     published: Container[int] = (), admit: Callable[[], Awaitable[None]] | None = None,
-    split: Callable[[State], Awaitable[State]] | None = None,
+    split: Callable[[Planned], Awaitable[Planned]] | None = None,
 ) -> AsyncGenerator[Page, None]:
     """Yield the pages of ``kind`` (or of one partition) from ``checkpoint`` (None: start).
 
@@ -83,12 +106,12 @@ async def pages(
     if checkpoint is None:
         first = await fetch(None)
         if first.plan is not None and first.plan.get("count", 0) > 0:
-            checkpoint = {"plan": first.plan, "first": base + 2, "lo": 0,
-                          "hi": first.plan["count"]}
+            planned = Planned(plan=first.plan, first=base + 2, lo=0, hi=first.plan["count"])
             if split is not None:  # before any planned request: none is made twice
-                checkpoint = await split(checkpoint)
+                planned = await split(planned)
+            checkpoint = planned
         elif first.next is not None:
-            checkpoint = {"next": first.next, "seq": base + 2}
+            checkpoint = Following(next=first.next, seq=base + 2)
         else:
             checkpoint = None
         head = Page(base + 1, first.items, checkpoint, first.truncated if checkpoint is None
@@ -111,12 +134,12 @@ async def pages(
         await rest.aclose()  # cancels the requests still out
 
 
-async def _follow(fetch: Callable[[State], Awaitable[Fetched]], checkpoint: State, *,
+async def _follow(fetch: Callable[[State], Awaitable[Fetched]], checkpoint: Following, *,
                   first: Page | None = None) -> AsyncGenerator[Page, None]:
     """Page after page, one request ahead: while the caller publishes page n, page n+1 is
     already being fetched (at most two pages are held)."""
-    state, seq = checkpoint["next"], checkpoint["seq"]
-    ahead: asyncio.Task[Fetched] | None = asyncio.ensure_future(fetch(state))
+    seq = checkpoint["seq"]
+    ahead: asyncio.Task[Fetched] | None = asyncio.ensure_future(fetch(checkpoint["next"]))
     try:
         if first is not None:
             yield first
@@ -125,7 +148,7 @@ async def _follow(fetch: Callable[[State], Awaitable[Fetched]], checkpoint: Stat
             state = got.next
             ahead = asyncio.ensure_future(fetch(state)) if state is not None else None
             yield Page(seq, got.items,
-                       {"next": state, "seq": seq + 1} if state is not None else None,
+                       Following(next=state, seq=seq + 1) if state is not None else None,
                        got.truncated if state is None else None)
             seq += 1
     finally:
@@ -136,7 +159,7 @@ async def _follow(fetch: Callable[[State], Awaitable[Fetched]], checkpoint: Stat
 
 async def _planned(
     integration: Integration, kind: str, fetch: Callable[[State], Awaitable[Fetched]],
-    checkpoint: State, concurrency: int, published: Container[int], *,
+    checkpoint: Planned, concurrency: int, published: Container[int], *,
     first: Page | None = None,
 ) -> AsyncGenerator[Page, None]:
     """Pages a..b-1 of a plan, ``concurrency`` requests at a time, yielded as they arrive.
@@ -188,8 +211,9 @@ async def _planned(
                 if not got.items:  # the API does not know its size: stop here, delete nothing
                     end = min(end, i)
                 truncated = _short_plan(integration, kind, plan, i, got, last=i == last)
-                yield Page(seq0 + i, got.items, {**checkpoint, "hi": min(end, checkpoint["hi"])},
-                           truncated)
+                left = Planned(plan=plan, first=seq0, lo=checkpoint["lo"],
+                               hi=min(end, checkpoint["hi"]))
+                yield Page(seq0 + i, got.items, left, truncated)
         if failure is not None:
             raise failure
     finally:

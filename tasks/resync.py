@@ -35,7 +35,6 @@ from typing import Any, NamedTuple
 from celery import Task
 
 from integrations import pager
-from integrations.base import State
 from integrations.errors import ConfigError, PagingCycle, RunLost, TooManyPages, describe
 from tasks import messages
 from tasks.app import app
@@ -161,7 +160,7 @@ class Slice:
         for i in range(1, len(keys)):
             continue_later(run.source, run.kind, run.run_id, i)
 
-    async def split_by_ranges(self, checkpoint: State) -> State:
+    async def split_by_ranges(self, checkpoint: pager.Planned) -> pager.Planned:
         """The total is known: hand page ranges to producer tasks on other workers; this one
         fetches the first range."""
         parts = pager.split(checkpoint, self.src.partitions)
@@ -220,7 +219,7 @@ class Slice:
                 f"{name}: page {page.seq} holds the very items of page {recorded.page}: the "
                 "API ignores where the paging asks it to go on; stopping")
         if isinstance(recorded, Cycle):
-            assert page.checkpoint is not None
+            assert page.checkpoint is not None and "next" in page.checkpoint
             what = self.rt.config.redactor.data(page.checkpoint["next"])
             raise PagingCycle(
                 f"{name}: the API led back to a page this run already asked for: "

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple, cast
 
 import redis
 
+from integrations.pager import Checkpoint
 from integrations.secrets import Redactor
 from tasks.runs import keys, scripts
 from tasks.settings import Settings
@@ -184,7 +185,7 @@ class Progress:
         return max(0, int(enqueued) - int(done) - int(failed))
 
     def record_page(self, run_id: str, source: str, kind: str, batches: list[int],
-                    n_items: int, checkpoint: dict[str, Any] | None, *, partition: int = 0,
+                    n_items: int, checkpoint: Checkpoint | None, *, partition: int = 0,
                     total: int | None = None, truncated: str | None = None,
                     page: int | None = None, items_digest: str = "") -> Recorded | Cycle | None:
         """Page ``page`` was published as ``batches`` (none for a page without items: then

@@ -85,8 +85,10 @@ def ingest_batch(
     with the exception's type, message and place."""
     rt = runtime.current()
     settings = rt.settings
+    kept: str | list[Any] = items  # what a dead letter holds: the items, decoded when they are
     try:
         decoded: list[Any] = json.loads(items) if isinstance(items, str) else items
+        kept = decoded
         if run_seq is None:  # a message from `sluice failed retry` of an older version
             run = rt.progress.get(run_id)
             run_seq = run.run_seq if run else 0
@@ -111,7 +113,7 @@ def ingest_batch(
                                   rejected=rejected):
             messages.finalize(app, run_id)
         return {"run_id": run_id, "seq": seq, "written": written, "rejected": len(rejected)}
-    dead_letter = {"source": source, "kind": kind, "seq": seq, "items": items,
+    dead_letter = {"source": source, "kind": kind, "seq": seq, "items": kept,
                    "error": describe(error), "attempts": self.request.retries + 1,
                    "at": time.time()}
     if rt.progress.batch_failed(run_id, seq, dead_letter=dead_letter):

@@ -1,7 +1,7 @@
 """Shared fixtures: a real Redis server on a free port, and the fake API.
 
 Nothing here talks to a service that happens to be running on this machine: Redis is started
-by the tests, PostgreSQL comes from $SLUICE_TEST_POSTGRES_DSN (see tests/unit/test_postgres.py).
+by the tests, PostgreSQL comes from $SLUICE_TEST_POSTGRES_DSN (see tests/unit/test_targets.py).
 """
 
 from __future__ import annotations

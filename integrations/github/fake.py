@@ -27,7 +27,7 @@ def issue(repo_i: int, n: int, *, pull: bool) -> dict[str, Any]:
 
 class GithubHandler(Handler):
     def do_GET(self) -> None:
-        fake: FakeGithub = self.server.fake  # type: ignore[attr-defined]
+        fake: FakeGithub = self.server.fake  # type: ignore[attr-defined]  # set on its HTTPServer below
         if (request := self._scripted()) is None:
             return
         url, query = request
@@ -69,7 +69,7 @@ class FakeGithub(FakeAPI):
     def __init__(self, *, org: str = "acme", token: str = "ghp_fake", repos: int = 3,
                  default_size: tuple[int, int] = (150, 40), rate_limit: float | None = None):
         super().__init__(rate_limit=rate_limit)
-        self.server.fake = self  # type: ignore[attr-defined]
+        self.server.fake = self  # type: ignore[attr-defined]  # the handler reads it back
         self.org, self.token, self.repos = org, token, repos
         self.default_size = default_size
         self.sizes: dict[int, tuple[int, int]] = {}

@@ -34,7 +34,7 @@ def issue(i: int) -> dict[str, Any]:
 
 class JiraHandler(Handler):
     def do_GET(self) -> None:
-        fake: FakeJira = self.server.fake  # type: ignore[attr-defined]
+        fake: FakeJira = self.server.fake  # type: ignore[attr-defined]  # set on its HTTPServer below
         if (request := self._scripted()) is None:
             return
         url, q = request
@@ -78,7 +78,7 @@ class FakeJira(FakeAPI):
     def __init__(self, *, email: str = "bot@example.com", token: str = "jira-fake-token",
                  projects: int = 120, issues: int = 430, rate_limit: float | None = None):
         super().__init__(rate_limit=rate_limit)
-        self.server.fake = self  # type: ignore[attr-defined]
+        self.server.fake = self  # type: ignore[attr-defined]  # the handler reads it back
         self.email, self.token = email, token
         self.projects, self.issues = projects, issues
         self.jqls: list[str] = []

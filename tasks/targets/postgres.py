@@ -14,7 +14,7 @@ try:
     import psycopg
     from psycopg.types.json import Jsonb
 except ImportError:  # pragma: no cover - depends on the extra being installed
-    psycopg = None  # type: ignore[assignment]
+    psycopg = None  # type: ignore[assignment]  # optional: the postgres extra
 
 
 class PostgresTarget:

@@ -151,9 +151,6 @@ class Exploit:
         return (os.system, (f"touch {self.path}",))
 
 
-PICKLE = "pickle"  # what an attacker with access to Redis would send; Sluice accepts JSON only
-
-
 def test_a_pickled_message_is_refused(sqlite_pipeline: Pipeline, tmp_path: Path):
     p = sqlite_pipeline
     marker = tmp_path / "pwned"

@@ -16,10 +16,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import click
 import redis
+import rich.progress
+from rich.console import Console
+from rich.progress import BarColumn, TaskID, TextColumn
+from rich.text import Text
 
 from integrations.errors import ConfigError
 from integrations.pager import describe_seq
@@ -73,70 +77,173 @@ def _kinds(config: SluiceConfig, source: str, wanted: list[str] | None) -> list[
 
 
 def bar(run: Run, width: int = 24) -> str:
-    done = run.batches_done + run.batches_failed
-    total = run.batches_enqueued
+    """A run's progress as one plain line (stderr not a terminal: a log, a pipe)."""
+    done, total, more = _batches(run)
     filled = int(width * done / total) if total else 0
-    more = "" if run.producer_done else "+"
     return (f"{run.source}/{run.kind:<12} [{'#' * filled}{'.' * (width - filled)}] "
             f"{done}/{total}{more} batches  {run.items_written} written  "
             f"{run.items_rejected} rejected  {run.state}")
+
+
+def _batches(run: Run) -> tuple[int, int, str]:
+    """Batches ended, batches enqueued, and '+' while the producer still pages (more to come)."""
+    return (run.batches_done + run.batches_failed, run.batches_enqueued,
+            "" if run.producer_done else "+")
 
 
 def line(run: Run) -> str:
     return json.dumps(run.as_json())
 
 
+class _Display:
+    """Where wait() shows its runs and says what it notices: plain lines every few seconds
+    (or only its notices, with show=False)."""
+
+    EVERY = 5.0  # seconds between two sets of plain lines
+
+    def __init__(self, out: TextIO, *, show: bool) -> None:
+        self.out, self.showing = out, show
+        self.last_shown: float | None = None
+
+    def __enter__(self) -> _Display:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def say(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def show(self, runs: list[Run], *, ended: bool) -> None:
+        now = time.monotonic()
+        if not self.showing or not (ended or self.last_shown is None
+                                    or now - self.last_shown > self.EVERY):
+            return
+        for run in runs:
+            self.out.write(bar(run) + "\n")
+        self.out.flush()
+        self.last_shown = now
+
+
+class _LiveDisplay(_Display):
+    """On a terminal: a rich Progress, one bar per run, redrawn in place; notices print above
+    it. Nothing of it goes to stdout (it is not redirected: `--json` output stays pure)."""
+
+    def __init__(self, out: TextIO) -> None:
+        super().__init__(out, show=True)
+        self.console = Console(file=out, force_terminal=True, highlight=False)
+        self.bars = rich.progress.Progress(
+            TextColumn("{task.description}", markup=False),
+            BarColumn(bar_width=24, finished_style="green"),
+            TextColumn("{task.fields[batches]} batches", markup=False),
+            TextColumn("{task.fields[written]} written", markup=False),
+            TextColumn("{task.fields[rejected]} rejected", markup=False),
+            TextColumn("{task.fields[state]}", markup=False),
+            console=self.console, auto_refresh=False, redirect_stdout=False)
+        self.tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> _Display:
+        self.bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bars.stop()  # the last frame stays on the screen
+
+    def say(self, text: str) -> None:
+        self.console.print(Text(text))
+
+    def show(self, runs: list[Run], *, ended: bool) -> None:
+        for run in runs:
+            done, total, more = _batches(run)
+            task = self.tasks.get(run.run_id)
+            if task is None:
+                task = self.tasks[run.run_id] = self.bars.add_task(
+                    f"{run.source}/{run.kind}", total=None, visible=False)
+            # No total (nothing enqueued yet): a pulsing bar; an empty one once the run ended.
+            self.bars.update(task, total=total or (1 if run.state.ended else None),
+                             completed=done, visible=True, batches=f"{done}/{total}{more}",
+                             written=run.items_written, rejected=run.items_rejected,
+                             state=str(run.state))
+        self.bars.refresh()
+
+
+def _display(out: TextIO, *, show: bool) -> _Display:
+    """Live bars on a terminal (not a dumb one), plain lines otherwise."""
+    if show and out.isatty() and not Console(file=out, force_terminal=True).is_dumb_terminal:
+        return _LiveDisplay(out)
+    return _Display(out, show=show)
+
+
+class _Reader:
+    """Reads the runs for wait(), marking stalled ones every few seconds; rides out a Redis
+    that is unreachable for up to REDIS_PATIENCE seconds (read() returns None meanwhile)."""
+
+    def __init__(self, progress: Progress, run_ids: list[str], stall_seconds: float,
+                 say: Callable[[str], None]) -> None:
+        self.progress, self.run_ids, self.stall_seconds, self.say = (
+            progress, run_ids, stall_seconds, say)
+        self.last_watch = 0.0
+        self.down_since: float | None = None
+
+    def read(self) -> list[Run] | None:
+        now = time.monotonic()
+        try:
+            if now - self.last_watch > 5:
+                self.progress.mark_stalled(after=self.stall_seconds)
+                self.last_watch = now
+            runs = [_get(self.progress, r) for r in self.run_ids]
+        except redis.ConnectionError as exc:
+            if self.down_since is None:
+                self.down_since = now
+                self.say(f"sluice: Redis is unreachable ({exc}); waiting for it")
+            elif now - self.down_since > REDIS_PATIENCE:
+                raise
+            return None
+        if self.down_since is not None:
+            self.say("sluice: Redis is back")
+            self.down_since = None
+        return runs
+
+
+def _no_worker(workers: Callable[[], list[str]], say: Callable[[str], None]) -> None:
+    """Says so when no worker consumes the queue."""
+    if workers():
+        return
+    from tasks.settings import get_settings
+
+    url = _safe_url(get_settings().queue_url)
+    say(f"sluice: no worker consumes the queue on {url}: the run waits until one does. Start "
+        "one with the same SLUICE_REDIS_URL and sluice.toml: celery -A tasks worker")
+
+
 def wait(progress: Progress, run_ids: list[str], *, show: bool, stall_seconds: float,
-         poll: float = 0.2, out: Any = sys.stderr,
+         poll: float = 0.2, out: TextIO | None = None,
          workers: Callable[[], list[str]] = consumers) -> list[Run]:
-    """Poll until every run has ended, drawing one progress line per run (redrawn in place on
-    a terminal, every few seconds otherwise). Runs without progress are marked stalled.
+    """Poll until every run has ended, showing one progress bar per run on `out` (stderr by
+    default): live on a terminal, as plain lines every few seconds otherwise. Runs without
+    progress are marked stalled.
 
     Says so when no worker consumes the queue (a few seconds after the start, while no page
     has come), and rides out a Redis that is unreachable for a while."""
-    tty = out.isatty()
-    started = time.monotonic()
-    drawn, last_drawn, last_watch, asked, down_since = 0, 0.0, 0.0, 0.0, None
-    while True:
-        now = time.monotonic()
-        try:
-            if now - last_watch > 5:
-                progress.mark_stalled(after=stall_seconds)
-                last_watch = now
-            runs = [_get(progress, r) for r in run_ids]
-        except redis.ConnectionError as exc:
-            if down_since is None:
-                down_since = now
-                out.write(f"sluice: Redis is unreachable ({exc}); waiting for it\n")
-            elif now - down_since > REDIS_PATIENCE:
-                raise
-            time.sleep(1)
-            continue
-        if down_since is not None:
-            out.write("sluice: Redis is back\n")
-            down_since = None
-        ended = all(r.state.ended for r in runs)
-        quiet = not any(r.pages or r.batches_done for r in runs)
-        if (not ended and quiet and now - started > NO_WORKER_AFTER and now - asked > 30):
-            asked = now
-            if not workers():
-                from tasks.settings import get_settings
-
-                url = _safe_url(get_settings().queue_url)
-                out.write(f"sluice: no worker consumes the queue on {url}: the run waits until "
-                          "one does. Start one with the same SLUICE_REDIS_URL and sluice.toml: "
-                          "celery -A tasks worker\n")
-                out.flush()
-        if show and (tty or ended or now - last_drawn > 5):
-            if tty and drawn:
-                out.write(f"\x1b[{drawn}F")
-            for run in runs:
-                out.write(("\x1b[2K" if tty else "") + bar(run) + "\n")
-            out.flush()
-            drawn, last_drawn = len(runs), now
-        if ended:
-            return runs
-        time.sleep(poll)
+    with _display(out or sys.stderr, show=show) as display:
+        reader = _Reader(progress, run_ids, stall_seconds, display.say)
+        started, asked = time.monotonic(), 0.0
+        while True:
+            runs = reader.read()
+            if runs is None:
+                time.sleep(1)
+                continue
+            now = time.monotonic()
+            ended = all(r.state.ended for r in runs)
+            quiet = not any(r.pages or r.batches_done for r in runs)
+            if not ended and quiet and now - started > NO_WORKER_AFTER and now - asked > 30:
+                asked = now
+                _no_worker(workers, display.say)
+            display.show(runs, ended=ended)
+            if ended:
+                return runs
+            time.sleep(poll)
 
 
 def summary_text(run: Run) -> str:

@@ -21,8 +21,10 @@ from typing import Any, TextIO, TypeVar
 import click
 import redis
 import rich.progress
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, TaskID, TextColumn
+from rich.table import Table
 from rich.text import Text
 
 from integrations.errors import ConfigError
@@ -390,9 +392,34 @@ def cmd_status(run_id: str | None, as_json: bool, limit: int) -> int:
         runs = [run]
     else:
         runs = progress.recent(limit)
+    if not as_json and sys.stdout.isatty():
+        _print_status(runs)
+        return 0
     for run in runs:
         click.echo(line(run) if as_json else summary_text(run))
     return 0
+
+
+def _print_status(runs: list[Run]) -> None:
+    """The runs as a table, for a terminal (piped, status prints summary_text's lines); a
+    run's reason and deletion skipped follow it, one line each."""
+    # Folded, never cut with an ellipsis, on a narrow terminal: a run id is there to be copied.
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    for name in ("run", "source/kind", "state"):
+        table.add_column(name, overflow="fold")
+    for name in ("written", "rejected", "batches\nfailed", "deleted"):
+        table.add_column(name, justify="right", overflow="fold")
+    why: list[str] = []
+    for run in runs:
+        table.add_row(*(Text(cell) for cell in (  # Text: a reason's [brackets] are no markup
+            run.run_id, f"{run.source}/{run.kind}", str(run.state), str(run.items_written),
+            str(run.items_rejected), str(run.batches_failed), str(run.deleted))))
+        why += [f"{run.run_id} {key.replace('_', ' ')}: {getattr(run, key)}"
+                for key in ("reason", "deletion_skipped") if getattr(run, key)]
+    console = Console(force_terminal=True, highlight=False)
+    console.print(table)
+    for text in why:
+        console.print(Text(text))
 
 
 def _count(items: Any) -> str:

@@ -2,10 +2,22 @@
 
     sluice check                          validate sluice.toml and show what it holds
     sluice run SOURCE [--kind K]... [--wait] [--json]
-    sluice status [RUN_ID] [--json]
+    sluice status [RUN_ID] [--limit N] [--json]
     sluice failed list [RUN_ID] | failed retry RUN_ID
-    sluice entities [SOURCE [KIND]]       what the target holds
+    sluice entities [SOURCE [KIND]] [--limit N] [--db FILE]   what the target holds
+    sluice metrics [--host H] [--port P]  Prometheus metrics of runs
     sluice standalone [--once]            everything on this machine, with a demo API
+
+``--config PATH`` goes before or after the command. A click group (``sluice``) with one function
+per command; ``failed`` is a sub-group of ``list`` and ``retry``. ``main()`` is the entry point:
+a command returns its exit code, and the group turns a configuration error (2), an unreachable
+Redis (3), Ctrl-C (130) and a closed pipe (0, quietly) into a message and a code; a usage error
+is click's (2).
+
+Output: ``--json`` prints one ``Run.as_json()`` line per run on stdout and nothing else. The
+progress of ``run --wait`` goes to stderr: rich bars redrawn in place on a terminal, plain lines
+every few seconds otherwise; ``status`` draws a rich table on a terminal and prints plain lines
+when piped.
 """
 
 from __future__ import annotations

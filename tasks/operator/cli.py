@@ -2,24 +2,42 @@
 
     sluice check                          validate sluice.toml and show what it holds
     sluice run SOURCE [--kind K]... [--wait] [--json]
-    sluice status [RUN_ID] [--json]
+    sluice status [RUN_ID] [--limit N] [--json]
     sluice failed list [RUN_ID] | failed retry RUN_ID
-    sluice entities [SOURCE [KIND]]       what the target holds
+    sluice entities [SOURCE [KIND]] [--limit N] [--db FILE]   what the target holds
+    sluice metrics [--host H] [--port P]  Prometheus metrics of runs
     sluice standalone [--once]            everything on this machine, with a demo API
+
+``--config PATH`` goes before or after the command. A click group (``sluice``) with one function
+per command; ``failed`` is a sub-group of ``list`` and ``retry``. ``main()`` is the entry point:
+a command returns its exit code, and the group turns a configuration error (2), an unreachable
+Redis (3), Ctrl-C (130) and a closed pipe (0, quietly) into a message and a code; a usage error
+is click's (2).
+
+Output: ``--json`` prints one ``Run.as_json()`` line per run on stdout and nothing else. The
+progress of ``run --wait`` goes to stderr: rich bars redrawn in place on a terminal, plain lines
+every few seconds otherwise; ``status`` draws a rich table on a terminal and prints plain lines
+when piped.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, TypeVar
 
+import click
 import redis
+import rich.progress
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, TaskID, TextColumn
+from rich.table import Table
+from rich.text import Text
 
 from integrations.errors import ConfigError
 from integrations.pager import describe_seq
@@ -36,14 +54,10 @@ def _safe_url(url: str) -> str:
     return str(maybe_sanitize_url(url))
 
 
-def _config_path(arg: str | None) -> Path:
-    return Path(arg or os.environ.get("SLUICE_CONFIG") or "sluice.toml")
-
-
 def _progress() -> Progress:
     """The run records, on a client that rides out a Redis restart of about half a minute."""
-    from tasks.worker.runtime import connect_redis
     from tasks.settings import get_settings
+    from tasks.worker.runtime import connect_redis
 
     settings = get_settings()
     return Progress.from_settings(settings, connect_redis(settings.redis_url))
@@ -77,107 +91,173 @@ def _kinds(config: SluiceConfig, source: str, wanted: list[str] | None) -> list[
 
 
 def bar(run: Run, width: int = 24) -> str:
-    done = run.batches_done + run.batches_failed
-    total = run.batches_enqueued
+    """A run's progress as one plain line (stderr not a terminal: a log, a pipe)."""
+    done, total, more = _batches(run)
     filled = int(width * done / total) if total else 0
-    more = "" if run.producer_done else "+"
     return (f"{run.source}/{run.kind:<12} [{'#' * filled}{'.' * (width - filled)}] "
             f"{done}/{total}{more} batches  {run.items_written} written  "
             f"{run.items_rejected} rejected  {run.state}")
+
+
+def _batches(run: Run) -> tuple[int, int, str]:
+    """Batches ended, batches enqueued, and '+' while the producer still pages (more to come)."""
+    return (run.batches_done + run.batches_failed, run.batches_enqueued,
+            "" if run.producer_done else "+")
 
 
 def line(run: Run) -> str:
     return json.dumps(run.as_json())
 
 
+class _Display:
+    """Where wait() shows its runs and says what it notices: plain lines every few seconds
+    (or only its notices, with show=False)."""
+
+    EVERY = 5.0  # seconds between two sets of plain lines
+
+    def __init__(self, out: TextIO, *, show: bool) -> None:
+        self.out, self.showing = out, show
+        self.last_shown: float | None = None
+
+    def __enter__(self) -> _Display:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def say(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def show(self, runs: list[Run], *, ended: bool) -> None:
+        now = time.monotonic()
+        if not self.showing or not (ended or self.last_shown is None
+                                    or now - self.last_shown > self.EVERY):
+            return
+        for run in runs:
+            self.out.write(bar(run) + "\n")
+        self.out.flush()
+        self.last_shown = now
+
+
+class _LiveDisplay(_Display):
+    """On a terminal: a rich Progress, one bar per run, redrawn in place; notices print above
+    it. Nothing of it goes to stdout (it is not redirected: `--json` output stays pure)."""
+
+    def __init__(self, out: TextIO) -> None:
+        super().__init__(out, show=True)
+        self.console = Console(file=out, force_terminal=True, highlight=False)
+        self.bars = rich.progress.Progress(
+            TextColumn("{task.description}", markup=False),
+            BarColumn(bar_width=24, finished_style="green"),
+            TextColumn("{task.fields[batches]} batches", markup=False),
+            TextColumn("{task.fields[written]} written", markup=False),
+            TextColumn("{task.fields[rejected]} rejected", markup=False),
+            TextColumn("{task.fields[state]}", markup=False),
+            console=self.console, auto_refresh=False, redirect_stdout=False)
+        self.tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> _Display:
+        self.bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bars.stop()  # the last frame stays on the screen
+
+    def say(self, text: str) -> None:
+        self.console.print(Text(text))
+
+    def show(self, runs: list[Run], *, ended: bool) -> None:
+        for run in runs:
+            done, total, more = _batches(run)
+            task = self.tasks.get(run.run_id)
+            if task is None:
+                task = self.tasks[run.run_id] = self.bars.add_task(
+                    f"{run.source}/{run.kind}", total=None, visible=False)
+            # No total (nothing enqueued yet): a pulsing bar; an empty one once the run ended.
+            self.bars.update(task, total=total or (1 if run.state.ended else None),
+                             completed=done, visible=True, batches=f"{done}/{total}{more}",
+                             written=run.items_written, rejected=run.items_rejected,
+                             state=str(run.state))
+        self.bars.refresh()
+
+
+def _display(out: TextIO, *, show: bool) -> _Display:
+    """Live bars on a terminal (not a dumb one), plain lines otherwise."""
+    if show and out.isatty() and not Console(file=out, force_terminal=True).is_dumb_terminal:
+        return _LiveDisplay(out)
+    return _Display(out, show=show)
+
+
+class _Reader:
+    """Reads the runs for wait(), marking stalled ones every few seconds; rides out a Redis
+    that is unreachable for up to REDIS_PATIENCE seconds (read() returns None meanwhile)."""
+
+    def __init__(self, progress: Progress, run_ids: list[str], stall_seconds: float,
+                 say: Callable[[str], None]) -> None:
+        self.progress, self.run_ids, self.stall_seconds, self.say = (
+            progress, run_ids, stall_seconds, say)
+        self.last_watch = 0.0
+        self.down_since: float | None = None
+
+    def read(self) -> list[Run] | None:
+        now = time.monotonic()
+        try:
+            if now - self.last_watch > 5:
+                self.progress.mark_stalled(after=self.stall_seconds)
+                self.last_watch = now
+            runs = [_get(self.progress, r) for r in self.run_ids]
+        except redis.ConnectionError as exc:
+            if self.down_since is None:
+                self.down_since = now
+                self.say(f"sluice: Redis is unreachable ({exc}); waiting for it")
+            elif now - self.down_since > REDIS_PATIENCE:
+                raise
+            return None
+        if self.down_since is not None:
+            self.say("sluice: Redis is back")
+            self.down_since = None
+        return runs
+
+
+def _no_worker(workers: Callable[[], list[str]], say: Callable[[str], None]) -> None:
+    """Says so when no worker consumes the queue."""
+    if workers():
+        return
+    from tasks.settings import get_settings
+
+    url = _safe_url(get_settings().queue_url)
+    say(f"sluice: no worker consumes the queue on {url}: the run waits until one does. Start "
+        "one with the same SLUICE_REDIS_URL and sluice.toml: celery -A tasks worker")
+
+
 def wait(progress: Progress, run_ids: list[str], *, show: bool, stall_seconds: float,
-         poll: float = 0.2, out: Any = sys.stderr,
+         poll: float = 0.2, out: TextIO | None = None,
          workers: Callable[[], list[str]] = consumers) -> list[Run]:
-    """Poll until every run has ended, drawing one progress line per run (redrawn in place on
-    a terminal, every few seconds otherwise). Runs without progress are marked stalled.
+    """Poll until every run has ended, showing one progress bar per run on `out` (stderr by
+    default): live on a terminal, as plain lines every few seconds otherwise. Runs without
+    progress are marked stalled.
 
     Says so when no worker consumes the queue (a few seconds after the start, while no page
     has come), and rides out a Redis that is unreachable for a while."""
-    tty = out.isatty()
-    started = time.monotonic()
-    drawn, last_drawn, last_watch, asked, down_since = 0, 0.0, 0.0, 0.0, None
-    while True:
-        now = time.monotonic()
-        try:
-            if now - last_watch > 5:
-                progress.mark_stalled(after=stall_seconds)
-                last_watch = now
-            runs = [_get(progress, r) for r in run_ids]
-        except redis.ConnectionError as exc:
-            if down_since is None:
-                down_since = now
-                out.write(f"sluice: Redis is unreachable ({exc}); waiting for it\n")
-            elif now - down_since > REDIS_PATIENCE:
-                raise
-            time.sleep(1)
-            continue
-        if down_since is not None:
-            out.write("sluice: Redis is back\n")
-            down_since = None
-        ended = all(r.state.ended for r in runs)
-        quiet = not any(r.pages or r.batches_done for r in runs)
-        if (not ended and quiet and now - started > NO_WORKER_AFTER and now - asked > 30):
-            asked = now
-            if not workers():
-                from tasks.settings import get_settings
-
-                url = _safe_url(get_settings().queue_url)
-                out.write(f"sluice: no worker consumes the queue on {url}: the run waits until "
-                          "one does. Start one with the same SLUICE_REDIS_URL and sluice.toml: "
-                          "celery -A tasks worker\n")
-                out.flush()
-        if show and (tty or ended or now - last_drawn > 5):
-            if tty and drawn:
-                out.write(f"\x1b[{drawn}F")
-            for run in runs:
-                out.write(("\x1b[2K" if tty else "") + bar(run) + "\n")
-            out.flush()
-            drawn, last_drawn = len(runs), now
-        if ended:
-            return runs
-        time.sleep(poll)
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    config = load_config(_config_path(args.config))
-    print(f"{config.path}: ok")
-    print(f"target: {config.target.type}")
-    for name, source in config.sources.items():
-        print(f"source {name} ({source.integration}): kinds {', '.join(source.kind_names())}")
-    return 0
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    config = load_config(_config_path(args.config))
-    kinds = _kinds(config, args.source, args.kind)
-    progress = _progress()
-    from tasks.schedule import start_runs
-
-    runs = start_runs(progress, args.source, kinds, config_digest=config.digest)
-    for run in runs:
-        if not args.json:
-            note = f" ({run.reason})" if run.reason else ""
-            print(f"{run.source}/{run.kind}: run {run.run_id} {run.state}{note}")
-    if args.wait:
-        from tasks.settings import get_settings
-
-        runs = wait(progress, [r.run_id for r in runs], show=not args.json,
-                    stall_seconds=get_settings().stall_seconds)
-    if args.json:
-        for run in runs:
-            print(line(run))
-    elif args.wait:
-        for run in runs:
-            print(summary_text(run))
-    if not args.wait:
-        return 0
-    # partial (stale entities not deleted), failed, stalled, lost: not a plain success.
-    return 0 if all(r.state == RunState.SUCCEEDED for r in runs) else 1
+    with _display(out or sys.stderr, show=show) as display:
+        reader = _Reader(progress, run_ids, stall_seconds, display.say)
+        started, asked = time.monotonic(), 0.0
+        while True:
+            runs = reader.read()
+            if runs is None:
+                time.sleep(1)
+                continue
+            now = time.monotonic()
+            ended = all(r.state.ended for r in runs)
+            quiet = not any(r.pages or r.batches_done for r in runs)
+            if not ended and quiet and now - started > NO_WORKER_AFTER and now - asked > 30:
+                asked = now
+                _no_worker(workers, display.say)
+            display.show(runs, ended=ended)
+            if ended:
+                return runs
+            time.sleep(poll)
 
 
 def summary_text(run: Run) -> str:
@@ -190,19 +270,168 @@ def summary_text(run: Run) -> str:
     return text
 
 
-def cmd_status(args: argparse.Namespace) -> int:
+# The commands ---------------------------------------------------------------------------------
+
+class _Sluice(click.Group):
+    """The ``sluice`` group. A command returns its exit code; the errors an operator meets (a
+    bad sluice.toml, Redis down, Ctrl-C, a closed pipe) become a message and an exit code here
+    rather than a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        code = self._exit_code(ctx)
+        ctx.exit(code)
+
+    def _exit_code(self, ctx: click.Context) -> int:
+        try:
+            code = super().invoke(ctx)
+            return code if isinstance(code, int) else 0
+        except ConfigError as exc:
+            click.echo(f"sluice: {exc}", err=True)
+            return 2
+        except redis.ConnectionError as exc:
+            from tasks.settings import get_settings
+
+            url = get_settings().redis_url
+            click.echo(f"sluice: cannot reach Redis at {_safe_url(url)} ($SLUICE_REDIS_URL): "
+                       f"{exc}", err=True)
+            return 3
+        except KeyboardInterrupt:
+            return 130
+        except BrokenPipeError:  # `sluice status | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+
+
+_CONFIG_KEY = "sluice.config"
+
+
+def _remember_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    # ctx.meta is shared by the whole context chain: a --config after the subcommand is parsed
+    # later and wins over one before it, as with argparse before.
+    if value is not None:
+        ctx.meta[_CONFIG_KEY] = value
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def config_option(f: F) -> F:
+    """``--config PATH``, accepted before the subcommand and after it."""
+    return click.option("--config", metavar="PATH", expose_value=False,
+                        callback=_remember_config,
+                        help="sluice.toml (default: $SLUICE_CONFIG, else ./sluice.toml)")(f)
+
+
+def _config_arg() -> str | None:
+    """The --config given (before or after the subcommand), if any."""
+    value = click.get_current_context().meta.get(_CONFIG_KEY)
+    return value if isinstance(value, str) else None
+
+
+def _config_path() -> Path:
+    return Path(_config_arg() or os.environ.get("SLUICE_CONFIG") or "sluice.toml")
+
+
+@click.group("sluice", cls=_Sluice, context_settings={"help_option_names": ["-h", "--help"]})
+@config_option
+def sluice() -> None:
+    """Run resyncs on the running workers and look at their runs.
+
+    Exit codes: 0 done; 1 a run that did not succeed (run --wait), an unknown run (status);
+    2 a usage or configuration error; 3 Redis unreachable; 130 interrupted.
+    """
+
+
+@sluice.command("check", help="validate the configuration")
+@config_option
+def cmd_check() -> int:
+    config = load_config(_config_path())
+    click.echo(f"{config.path}: ok")
+    click.echo(f"target: {config.target.type}")
+    for name, source in config.sources.items():
+        click.echo(f"source {name} ({source.integration}): kinds "
+                   f"{', '.join(source.kind_names())}")
+    return 0
+
+
+@sluice.command("run", help="enqueue resyncs of a source's kinds")
+@click.argument("source")
+@click.option("--kind", "kinds", multiple=True, metavar="KIND",
+              help="a kind to resync (repeatable; default all)")
+@click.option("--wait", "wait_", is_flag=True, help="show progress; exit 0 only if all succeed")
+@click.option("--json", "as_json", is_flag=True, help="print one final JSON line per run")
+@config_option
+def cmd_run(source: str, kinds: tuple[str, ...], wait_: bool, as_json: bool) -> int:
+    config = load_config(_config_path())
+    wanted = _kinds(config, source, list(kinds) or None)
     progress = _progress()
-    if args.run_id:
-        run = progress.get(args.run_id)
+    from tasks.schedule import start_runs
+
+    runs = start_runs(progress, source, wanted, config_digest=config.digest)
+    for run in runs:
+        if not as_json:
+            note = f" ({run.reason})" if run.reason else ""
+            click.echo(f"{run.source}/{run.kind}: run {run.run_id} {run.state}{note}")
+    if wait_:
+        from tasks.settings import get_settings
+
+        runs = wait(progress, [r.run_id for r in runs], show=not as_json,
+                    stall_seconds=get_settings().stall_seconds)
+    if as_json:
+        for run in runs:
+            click.echo(line(run))
+    elif wait_:
+        for run in runs:
+            click.echo(summary_text(run))
+    if not wait_:
+        return 0
+    # partial (stale entities not deleted), failed, stalled, lost: not a plain success.
+    return 0 if all(r.state == RunState.SUCCEEDED for r in runs) else 1
+
+
+@sluice.command("status", help="show runs")
+@click.argument("run_id", required=False)
+@click.option("--json", "as_json", is_flag=True, help="one JSON line per run")
+@click.option("--limit", type=int, default=20, show_default=True, help="how many recent runs")
+@config_option
+def cmd_status(run_id: str | None, as_json: bool, limit: int) -> int:
+    progress = _progress()
+    if run_id:
+        run = progress.get(run_id)
         if run is None:
-            print(f"no run {args.run_id}", file=sys.stderr)
+            click.echo(f"no run {run_id}", err=True)
             return 1
         runs = [run]
     else:
-        runs = progress.recent(args.limit)
+        runs = progress.recent(limit)
+    if not as_json and sys.stdout.isatty():
+        _print_status(runs)
+        return 0
     for run in runs:
-        print(line(run) if args.json else summary_text(run))
+        click.echo(line(run) if as_json else summary_text(run))
     return 0
+
+
+def _print_status(runs: list[Run]) -> None:
+    """The runs as a table, for a terminal (piped, status prints summary_text's lines); a
+    run's reason and deletion skipped follow it, one line each."""
+    # Folded, never cut with an ellipsis, on a narrow terminal: a run id is there to be copied.
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    for name in ("run", "source/kind", "state"):
+        table.add_column(name, overflow="fold")
+    for name in ("written", "rejected", "batches\nfailed", "deleted"):
+        table.add_column(name, justify="right", overflow="fold")
+    why: list[str] = []
+    for run in runs:
+        table.add_row(*(Text(cell) for cell in (  # Text: a reason's [brackets] are no markup
+            run.run_id, f"{run.source}/{run.kind}", str(run.state), str(run.items_written),
+            str(run.items_rejected), str(run.batches_failed), str(run.deleted))))
+        why += [f"{run.run_id} {key.replace('_', ' ')}: {getattr(run, key)}"
+                for key in ("reason", "deletion_skipped") if getattr(run, key)]
+    console = Console(force_terminal=True, highlight=False)
+    console.print(table)
+    for text in why:
+        console.print(Text(text))
 
 
 def _count(items: Any) -> str:
@@ -210,152 +439,124 @@ def _count(items: Any) -> str:
     return str(len(items)) if isinstance(items, list) else "undecodable"
 
 
-def cmd_failed(args: argparse.Namespace) -> int:
-    progress = _progress()
-    run_ids = [args.run_id] if args.run_id else [r.run_id for r in progress.recent(100)]
-    if args.action == "retry":
-        if not args.run_id:
-            print("sluice failed retry needs a RUN_ID", file=sys.stderr)
-            return 2
-        from tasks import messages
-        from tasks.app import app
+@sluice.group("failed", help="dead-lettered batches and rejected items")
+@config_option
+def failed() -> None:
+    pass
 
-        letters = progress.dead_letters(args.run_id)
-        run = progress.get(args.run_id)
-        run_seq = run.run_seq if run else None
-        for seq, letter in sorted(letters.items()):
-            messages.batch(app, args.run_id, letter["source"], letter["kind"], seq,
-                           letter["items"], run_seq=run_seq, note=" (retry)")
-        print(f"run {args.run_id}: {len(letters)} dead-lettered batch(es) enqueued again")
-        return 0
-    for run_id in run_ids:
-        for seq, letter in sorted(progress.dead_letters(run_id).items()):
-            print(f"{run_id} batch {seq} ({letter['source']}/{letter['kind']}, "
-                  f"{_count(letter['items'])} items, {letter['attempts']} attempts): "
-                  f"{letter['error']}")
-        for rec in progress.rejected(run_id):
-            print(f"{run_id} rejected {describe_seq(rec['seq'])} item {rec['index']}: "
-                  f"{rec['reason']}: {rec['item']}")
+
+@failed.command("list", help="dead-lettered batches and rejected items, with why")
+@click.argument("run_id", required=False)
+@config_option
+def cmd_failed_list(run_id: str | None) -> int:
+    progress = _progress()
+    run_ids = [run_id] if run_id else [r.run_id for r in progress.recent(100)]
+    for rid in run_ids:
+        for seq, letter in sorted(progress.dead_letters(rid).items()):
+            click.echo(f"{rid} batch {seq} ({letter['source']}/{letter['kind']}, "
+                       f"{_count(letter['items'])} items, {letter['attempts']} attempts): "
+                       f"{letter['error']}")
+        for rec in progress.rejected(rid):
+            click.echo(f"{rid} rejected {describe_seq(rec['seq'])} item {rec['index']}: "
+                       f"{rec['reason']}: {rec['item']}")
     return 0
 
 
-def cmd_entities(args: argparse.Namespace) -> int:
+@failed.command("retry", help="enqueue a run's dead-lettered batches again")
+@click.argument("run_id")
+@config_option
+def cmd_failed_retry(run_id: str) -> int:
+    progress = _progress()
+    from tasks import messages
+    from tasks.app import app
+
+    letters = progress.dead_letters(run_id)
+    run = progress.get(run_id)
+    run_seq = run.run_seq if run else None
+    for seq, letter in sorted(letters.items()):
+        messages.batch(app, run_id, letter["source"], letter["kind"], seq,
+                       letter["items"], run_seq=run_seq, note=" (retry)")
+    click.echo(f"run {run_id}: {len(letters)} dead-lettered batch(es) enqueued again")
+    return 0
+
+
+@sluice.command("entities", help="what the target holds (SQLite, PostgreSQL)")
+@click.argument("source", required=False)
+@click.argument("kind", required=False)
+@click.option("--limit", type=int, default=20, show_default=True, help="entities to print")
+@click.option("--db", metavar="PATH", help="a SQLite file to read instead of the config's target")
+@config_option
+def cmd_entities(source: str | None, kind: str | None, limit: int, db: str | None) -> int:
     from tasks.config import SqliteTarget
     from tasks.targets import open_target
     from tasks.targets.base import Readable
 
-    config = None if args.db else load_config(_config_path(args.config))
-    settings = SqliteTarget(path=args.db) if config is None else config.target
+    config = None if db else load_config(_config_path())
+    settings = config.target if config is not None else SqliteTarget(path=db or "")
     if settings.type == "http":
-        print("sluice: the http target cannot be read back", file=sys.stderr)
+        click.echo("sluice: the http target cannot be read back", err=True)
         return 2
     target = open_target(settings)
     assert isinstance(target, Readable)
     try:
         counts = target.counts()
-        if args.source is None:
-            for source, kind, count in counts:
-                print(f"{source}/{kind}: {count}")
+        if source is None:
+            for src, knd, count in counts:
+                click.echo(f"{src}/{knd}: {count}")
             return 0
         if config is not None:
-            _kinds(config, args.source, [args.kind] if args.kind else None)
-        elif not any(s == args.source and args.kind in (None, k) for s, k, _ in counts):
+            _kinds(config, source, [kind] if kind else None)
+        elif not any(s == source and kind in (None, k) for s, k, _ in counts):
             held = ", ".join(f"{s}/{k}" for s, k, _ in counts) or "nothing"
-            what = f"{args.source}/{args.kind}" if args.kind else args.source
-            raise ConfigError(f"{args.db} holds no entities of {what} (it holds: {held})")
-        for entity in target.read(args.source, args.kind, limit=args.limit):
-            print(json.dumps(entity))
+            what = f"{source}/{kind}" if kind else source
+            raise ConfigError(f"{db} holds no entities of {what} (it holds: {held})")
+        for entity in target.read(source, kind, limit=limit):
+            click.echo(json.dumps(entity))
         return 0
     finally:
         target.close()
 
 
-def cmd_metrics(args: argparse.Namespace) -> int:
+@sluice.command("metrics", help="serve Prometheus metrics of runs")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=9808, show_default=True)
+@config_option
+def cmd_metrics(host: str, port: int) -> int:
     from tasks.runs.metrics import serve
 
-    print(f"sluice metrics on http://{args.host}:{args.port}/metrics", flush=True)
-    serve(_progress(), host=args.host, port=args.port)
+    click.echo(f"sluice metrics on http://{host}:{port}/metrics")
+    serve(_progress(), host=host, port=port)
     return 0
 
 
-def cmd_standalone(args: argparse.Namespace) -> int:
+@sluice.command("standalone", short_help="everything on this machine, with a demo API",
+                help="Redis, workers, beat, Flower and (without --config) a demo API on this "
+                     "machine; resync everything")
+@click.option("--once", is_flag=True,
+              help="exit after the first resync of every source, with its outcome")
+@click.option("--workers", type=int, default=None,
+              help="tasks at once (default: the worker's, 8 threads)")
+@click.option("--flower-port", type=int, default=5555, show_default=True)
+@click.option("--logs", metavar="DIR",
+              help="directory for the children's logs (default: a temp dir)")
+@config_option
+def cmd_standalone(once: bool, workers: int | None, flower_port: int, logs: str | None) -> int:
     from tasks.operator.standalone import standalone
 
-    return standalone(config=args.config, once=args.once, workers=args.workers,
-                      flower_port=args.flower_port, logs=args.logs)
-
-
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sluice", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    config_help = "sluice.toml (default: $SLUICE_CONFIG, else ./sluice.toml)"
-    p.add_argument("--config", help=config_help)
-    # Also after the subcommand (`sluice check --config x.toml`); SUPPRESS keeps a value given
-    # before it.
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
-    sub = p.add_subparsers(dest="command", required=True)
-
-    def command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        return sub.add_parser(name, parents=[common], **kwargs)
-
-    command("check", help="validate the configuration").set_defaults(func=cmd_check)
-    run = command("run", help="enqueue resyncs of a source's kinds")
-    run.add_argument("source")
-    run.add_argument("--kind", action="append", help="a kind to resync (repeatable; default all)")
-    run.add_argument("--wait", action="store_true", help="show progress; exit 0 only if all succeed")
-    run.add_argument("--json", action="store_true", help="print one final JSON line per run")
-    run.set_defaults(func=cmd_run)
-    status = command("status", help="show runs")
-    status.add_argument("run_id", nargs="?")
-    status.add_argument("--json", action="store_true")
-    status.add_argument("--limit", type=int, default=20)
-    status.set_defaults(func=cmd_status)
-    failed = command("failed", help="dead-lettered batches")
-    failed.add_argument("action", choices=["list", "retry"])
-    failed.add_argument("run_id", nargs="?")
-    failed.set_defaults(func=cmd_failed)
-    ents = command("entities", help="what the target holds (SQLite, PostgreSQL)")
-    ents.add_argument("source", nargs="?", help="without it: a count per source and kind")
-    ents.add_argument("kind", nargs="?")
-    ents.add_argument("--limit", type=int, default=20)
-    ents.add_argument("--db", help="a SQLite file to read instead of the config's target")
-    ents.set_defaults(func=cmd_entities)
-    metrics = command("metrics", help="serve Prometheus metrics of runs")
-    metrics.add_argument("--host", default="127.0.0.1")
-    metrics.add_argument("--port", type=int, default=9808)
-    metrics.set_defaults(func=cmd_metrics)
-    alone = command("standalone", help="Redis, workers, beat, Flower and (without "
-                           "--config) a demo API on this machine; resync everything")
-    alone.add_argument("--once", action="store_true",
-                       help="exit after the first resync of every source, with its outcome")
-    alone.add_argument("--workers", type=int, default=None,
-                       help="tasks at once (default: the worker's, 8 threads)")
-    alone.add_argument("--flower-port", type=int, default=5555)
-    alone.add_argument("--logs", help="directory for the children's logs (default: a temp dir)")
-    alone.set_defaults(func=cmd_standalone)
-    return p
+    return standalone(config=_config_arg(), once=once, workers=workers,
+                      flower_port=flower_port, logs=logs)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    """The ``sluice`` entry point: the exit code of the command (2 for a usage error)."""
     try:
-        return args.func(args)
-    except ConfigError as exc:
-        print(f"sluice: {exc}", file=sys.stderr)
-        return 2
-    except redis.ConnectionError as exc:
-        from tasks.settings import get_settings
-
-        url = get_settings().redis_url
-        print(f"sluice: cannot reach Redis at {_safe_url(url)} ($SLUICE_REDIS_URL): {exc}",
-              file=sys.stderr)
-        return 3
-    except KeyboardInterrupt:
+        code = sluice.main(args=argv, prog_name="sluice", standalone_mode=False)
+    except click.ClickException as exc:  # usage errors
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
         return 130
-    except BrokenPipeError:  # `sluice status | head`: the reader has what it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

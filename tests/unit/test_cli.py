@@ -1,0 +1,124 @@
+"""The `sluice` command line through click's CliRunner: parsing, exit codes, --json output.
+Nothing here needs a worker; the run records are on fakeredis."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import fakeredis
+import pytest
+from click.testing import CliRunner
+
+from tasks.operator import cli
+from tasks.operator.cli import main, sluice
+from tasks.runs.progress import Progress, Run, RunState
+from tests.unit.test_config import ISSUE_EXAMPLE, write
+
+
+@pytest.fixture
+def progress(monkeypatch) -> Progress:
+    records = Progress(fakeredis.FakeRedis(), lock_seconds=60, ttl=3600)
+    monkeypatch.setattr(cli, "_progress", lambda: records)
+    return records
+
+
+@pytest.fixture
+def config(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("TRACKER_TOKEN", "t")
+    monkeypatch.delenv("SLUICE_CONFIG", raising=False)
+    return write(tmp_path, ISSUE_EXAMPLE)
+
+
+def test_help_lists_every_command():
+    result = CliRunner().invoke(sluice, ["--help"])
+    assert result.exit_code == 0
+    for command in ("check", "run", "status", "failed", "entities", "metrics", "standalone"):
+        assert f"  {command} " in result.output
+    failed = CliRunner().invoke(sluice, ["failed", "--help"])
+    assert failed.exit_code == 0 and "  list " in failed.output and "  retry " in failed.output
+
+
+def test_check_a_good_config_before_or_after_the_command(config: Path):
+    for args in (["check", "--config", str(config)], ["--config", str(config), "check"]):
+        result = CliRunner().invoke(sluice, args)
+        assert result.exit_code == 0, result.output
+        assert result.output.splitlines() == [
+            f"{config}: ok", "target: http", "source tracker (rest): kinds issue"]
+
+
+def test_the_config_after_the_command_wins(config: Path, tmp_path):
+    missing = tmp_path / "missing.toml"
+    args = ["--config", str(missing), "check", "--config", str(config)]
+    result = CliRunner().invoke(sluice, args)
+    assert result.exit_code == 0 and f"{config}: ok" in result.output
+
+
+def test_check_a_broken_config_exits_2_naming_the_file_and_the_key(config: Path):
+    config.write_text(ISSUE_EXAMPLE.replace("cursor_path =", "cursor_pth =", 1))
+    result = CliRunner().invoke(sluice, ["check", "--config", str(config)])
+    assert result.exit_code == 2
+    assert f"sluice: {config}: invalid configuration" in result.output
+    assert "sources.tracker.kinds.issue.paginator.cursor_pth: unknown key" in result.output
+
+
+def test_run_refuses_an_unknown_kind_before_reaching_redis(config: Path, monkeypatch):
+    monkeypatch.setattr(cli, "_progress", lambda: pytest.fail("Redis asked"))
+    result = CliRunner().invoke(sluice, ["run", "tracker", "--kind", "nope", "--kind", "issue",
+                                         "--config", str(config)])
+    assert result.exit_code == 2
+    assert "source 'tracker' has no kind 'nope' (kinds: issue)" in result.output
+
+
+def test_usage_errors_exit_2():
+    assert main(["failed"]) == 2  # list or retry
+    assert main(["failed", "retry"]) == 2  # needs a RUN_ID
+    assert main(["run"]) == 2  # needs a SOURCE
+    assert main(["status", "--limit", "many"]) == 2
+    assert main(["nosuchcommand"]) == 2
+    assert main(["--help"]) == 0
+
+
+def test_status_json_is_one_run_as_json_per_line_and_nothing_else(progress: Progress):
+    runs = [progress.create_run("api", kind) for kind in ("a", "b")]
+    result = CliRunner().invoke(sluice, ["status", "--json"])
+    assert result.exit_code == 0
+    by_id = {r.run_id: json.loads(json.dumps(r.as_json())) for r in runs}
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert {line["run_id"]: line for line in lines} == by_id
+    one = CliRunner().invoke(sluice, ["status", runs[0].run_id, "--json"])
+    assert json.loads(one.output) == by_id[runs[0].run_id]
+    assert CliRunner().invoke(sluice, ["status", "--json", "--limit", "1"]).output.count("\n") == 1
+
+
+def test_status_of_an_unknown_run_exits_1(progress: Progress):
+    result = CliRunner().invoke(sluice, ["status", "nosuchrun"])
+    assert result.exit_code == 1 and "no run nosuchrun" in result.output
+
+
+def test_status_piped_prints_the_summary_lines(progress: Progress):
+    run = progress.create_run("api", "a")
+    result = CliRunner().invoke(sluice, ["status"])
+    assert result.exit_code == 0
+    assert result.output.startswith(f"api/a run {run.run_id}: running; 0 written, 0 rejected")
+
+
+def test_entities_of_an_empty_sqlite_file(tmp_path):
+    db = str(tmp_path / "sluice.db")
+    assert CliRunner().invoke(sluice, ["entities", "--db", db]).exit_code == 0
+    result = CliRunner().invoke(sluice, ["entities", "--db", db, "nosource", "--limit", "1"])
+    assert result.exit_code == 2
+    assert "holds no entities of nosource (it holds: nothing)" in result.output
+
+
+def test_wait_off_a_terminal_prints_plain_progress_lines(progress: Progress, capsys,
+                                                         monkeypatch):
+    run = progress.create_run("api", "a")
+    ended = Run(run_id=run.run_id, source="api", kind="a", state=RunState.SUCCEEDED,
+                producer_done=True, batches_enqueued=4, batches_done=4, items_written=200)
+    monkeypatch.setattr(progress, "get", lambda run_id: ended)
+    runs = cli.wait(progress, [run.run_id], show=True, stall_seconds=60, workers=lambda: ["w"])
+    assert runs == [ended]
+    err = capsys.readouterr().err
+    assert err == ("api/a            [########################] 4/4 batches  200 written  "
+                   "0 rejected  succeeded\n")

@@ -27,18 +27,18 @@ from integrations.secrets import Redactor
 from tasks.settings import get_settings
 
 
-class SqliteTarget(StrictModel):
+class SqliteConfig(StrictModel):
     type: Literal["sqlite"] = "sqlite"
     path: str = "sluice.db"
 
 
-class PostgresTarget(StrictModel):
+class PostgresConfig(StrictModel):
     type: Literal["postgres"]
     dsn: str
     table: str = Field("sluice_entities", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-class HttpTarget(StrictModel):
+class HttpConfig(StrictModel):
     type: Literal["http"]
     url: str = Field(description="POST {'entities': [...]} per batch; {kind} and {source} expand")
     headers: dict[str, str] = Field(default_factory=dict)
@@ -46,7 +46,7 @@ class HttpTarget(StrictModel):
     deadline: float = Field(120.0, gt=0, description="seconds for one POST whole")
 
 
-TargetSettings = Annotated[SqliteTarget | PostgresTarget | HttpTarget, Field(discriminator="type")]
+TargetSettings = Annotated[SqliteConfig | PostgresConfig | HttpConfig, Field(discriminator="type")]
 _TARGET = TypeAdapter(TargetSettings)
 
 
@@ -54,7 +54,7 @@ class SluiceConfig(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     path: Path
-    target: SqliteTarget | PostgresTarget | HttpTarget
+    target: SqliteConfig | PostgresConfig | HttpConfig
     sources: dict[str, SourceSettings]
     # Values taken from the environment (``${NAME}``): redacted wherever Sluice writes.
     secrets: frozenset[str] = frozenset()
@@ -196,11 +196,11 @@ def _target(raw: Any, path: Path, problems: list[str]) -> Any:
         target = _TARGET.validate_python(target_raw)
     except ValidationError as exc:
         problems += _describe(exc, ("target",), target_raw)
-    if isinstance(target, PostgresTarget) and importlib.util.find_spec("psycopg") is None:
+    if isinstance(target, PostgresConfig) and importlib.util.find_spec("psycopg") is None:
         problems.append("target.type: the postgres target needs psycopg, which is not "
                         "installed: pip install 'psycopg[binary]' (in a source checkout of "
                         "Sluice: pip install -e '.[postgres]')")
-    if isinstance(target, SqliteTarget) and not Path(target.path).is_absolute():
+    if isinstance(target, SqliteConfig) and not Path(target.path).is_absolute():
         target = target.model_copy(update={"path": str(path.parent.resolve() / target.path)})
     return target
 

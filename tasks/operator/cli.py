@@ -27,7 +27,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 import click
@@ -41,7 +40,7 @@ from rich.text import Text
 
 from integrations.errors import ConfigError
 from integrations.pager import describe_seq
-from tasks.config import SluiceConfig, load_config
+from tasks.config import SluiceConfig, get_config
 from tasks.runs.progress import Progress, Run, RunState
 
 REDIS_PATIENCE = 120.0  # seconds `sluice run --wait` waits for an unreachable Redis
@@ -328,10 +327,6 @@ def _config_arg() -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _config_path() -> Path:
-    return Path(_config_arg() or os.environ.get("SLUICE_CONFIG") or "sluice.toml")
-
-
 @click.group("sluice", cls=_Sluice, context_settings={"help_option_names": ["-h", "--help"]})
 @config_option
 def sluice() -> None:
@@ -345,7 +340,7 @@ def sluice() -> None:
 @sluice.command("check", help="validate the configuration")
 @config_option
 def cmd_check() -> int:
-    config = load_config(_config_path())
+    config = get_config(_config_arg())
     click.echo(f"{config.path}: ok")
     click.echo(f"target: {config.target.type}")
     for name, source in config.sources.items():
@@ -362,7 +357,7 @@ def cmd_check() -> int:
 @click.option("--json", "as_json", is_flag=True, help="print one final JSON line per run")
 @config_option
 def cmd_run(source: str, kinds: tuple[str, ...], wait_: bool, as_json: bool) -> int:
-    config = load_config(_config_path())
+    config = get_config(_config_arg())
     wanted = _kinds(config, source, list(kinds) or None)
     progress = _progress()
     from tasks.schedule import start_runs
@@ -487,12 +482,12 @@ def cmd_failed_retry(run_id: str) -> int:
 @click.option("--db", metavar="PATH", help="a SQLite file to read instead of the config's target")
 @config_option
 def cmd_entities(source: str | None, kind: str | None, limit: int, db: str | None) -> int:
-    from tasks.config import SqliteTarget
+    from tasks.config import SqliteConfig
     from tasks.targets import open_target
     from tasks.targets.base import Readable
 
-    config = None if db else load_config(_config_path())
-    settings = config.target if config is not None else SqliteTarget(path=db or "")
+    config = None if db else get_config(_config_arg())
+    settings = config.target if config is not None else SqliteConfig(path=db or "")
     if settings.type == "http":
         click.echo("sluice: the http target cannot be read back", err=True)
         return 2

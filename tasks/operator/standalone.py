@@ -67,10 +67,10 @@ def standalone(*, config: str | None, once: bool, workers: int | None, flower_po
             print(f"demo API: {api.url}", file=out)
         os.environ["SLUICE_CONFIG"] = str(Path(config).resolve())
 
-        from tasks.config import load_config
+        from tasks.config import get_config
         from tasks.runs.progress import Progress, RunState
 
-        cfg = load_config(config)  # a broken config stops here, before any process starts
+        cfg = get_config(config)  # a broken config stops here, before any process starts
         children = stack.enter_context(Supervisor(log_dir))
         concurrency = ["-c", str(workers)] if workers else []  # else the worker defaults
         worker = children.start("worker", celery("worker", *concurrency, "--loglevel", "INFO",

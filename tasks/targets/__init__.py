@@ -4,24 +4,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tasks.config import HttpTarget as HttpSettings
-from tasks.config import PostgresTarget as PostgresSettings
-from tasks.config import SqliteTarget as SqliteSettings
+from tasks.config import HttpConfig, PostgresConfig, SqliteConfig
 from tasks.targets.base import Deletion, Entity, Target
 
 if TYPE_CHECKING:
     from tasks.targets.http import Runner
 
 
-def open_target(settings: SqliteSettings | PostgresSettings | HttpSettings, *,
+def open_target(settings: SqliteConfig | PostgresConfig | HttpConfig, *,
                 run: Runner | None = None) -> Target:
     """A connected target for the [target] section (one per worker process). ``run`` runs a
     coroutine on the process's event loop (the http target needs it)."""
-    if isinstance(settings, SqliteSettings):
+    if isinstance(settings, SqliteConfig):
         from tasks.targets.sqlite import SqliteTarget
 
         return SqliteTarget(settings.path)
-    if isinstance(settings, PostgresSettings):
+    if isinstance(settings, PostgresConfig):
         from tasks.targets.postgres import PostgresTarget
 
         return PostgresTarget(settings.dsn, table=settings.table)

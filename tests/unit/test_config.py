@@ -6,7 +6,7 @@ import pytest
 
 from integrations.errors import ConfigError
 from integrations.rest.settings import CursorPagination, RestSettings
-from tasks.config import HttpTarget, SqliteTarget, load_config
+from tasks.config import HttpConfig, SqliteConfig, load_config
 
 ISSUE_EXAMPLE = """
 [target]
@@ -40,7 +40,7 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_the_documented_shape_loads_and_expands_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("TRACKER_TOKEN", "s3cret")
     config = load_config(write(tmp_path, ISSUE_EXAMPLE))
-    assert isinstance(config.target, HttpTarget)
+    assert isinstance(config.target, HttpConfig)
     source = config.source("tracker")
     assert isinstance(source, RestSettings)
     assert source.headers == {"Authorization": "Bearer s3cret"}
@@ -53,7 +53,7 @@ def test_target_defaults_to_sqlite_beside_the_config(tmp_path, monkeypatch):
     monkeypatch.setenv("TRACKER_TOKEN", "x")
     text = ISSUE_EXAMPLE.split("[sources.tracker]", 1)[1]
     config = load_config(write(tmp_path, "[sources.tracker]" + text))
-    assert config.target == SqliteTarget(path=str(tmp_path.resolve() / "sluice.db"))
+    assert config.target == SqliteConfig(path=str(tmp_path.resolve() / "sluice.db"))
 
 
 @pytest.mark.parametrize("old,new,expected", [

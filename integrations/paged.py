@@ -28,6 +28,7 @@ from integrations.errors import MalformedPage
 from integrations.http.client import get_json, make_client
 from integrations.http.paginators import Paginator, dig, fetched
 from integrations.http.ratelimit import RateLimiter
+from integrations.incremental import Incremental
 from integrations.secrets import Redactor
 
 S = TypeVar("S", bound=ApiSettings)
@@ -82,9 +83,13 @@ class PagedIntegration(Generic[S]):
 
     # -- pages
 
-    def paginator(self, kind: str, partition: Any) -> Paginator:
-        """The paginator of ``kind`` (of one of its partitions, when it has them)."""
+    def paginator(self, kind: str, partition: Any, since: Any = None) -> Paginator:
+        """The paginator of ``kind`` (of one of its partitions, when it has them); with
+        ``since``, of the items changed since then (``incremental(kind).param``)."""
         raise NotImplementedError
+
+    def incremental(self, kind: str) -> Incremental | None:
+        return None
 
     async def partitions(self, kind: str, client: httpx.AsyncClient) -> list[Any] | None:
         return None  # split by page ranges only (``partitions`` in the source settings)
@@ -101,8 +106,8 @@ class PagedIntegration(Generic[S]):
         return items
 
     async def fetch(self, kind: str, client: httpx.AsyncClient, state: State | None, *,
-                    partition: Any = None) -> Fetched:
-        paginator = self.paginator(kind, partition)
+                    partition: Any = None, since: Any = None) -> Fetched:
+        paginator = self.paginator(kind, partition, since)
         current = paginator.first() if state is None else state
         url, params = paginator.request(current)
         response, body = await get_json(client, url, params=params)

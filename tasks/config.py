@@ -16,7 +16,7 @@ import tomllib
 from datetime import timedelta
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -50,6 +50,14 @@ TargetSettings = Annotated[SqliteConfig | PostgresConfig | HttpConfig, Field(dis
 _TARGET = TypeAdapter(TargetSettings)
 
 
+class Schedule(NamedTuple):
+    """When beat starts runs of a source: ``when`` is a celery crontab or a timedelta;
+    ``full``: the runs read everything (incremental kinds too) and may delete."""
+
+    when: Any
+    full: bool = False
+
+
 class SluiceConfig(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
@@ -60,8 +68,8 @@ class SluiceConfig(BaseModel):
     secrets: frozenset[str] = frozenset()
     # sha256 of the file's text: a run records the digest it was started with.
     digest: str = ""
-    # source -> when beat starts its runs (a crontab or a timedelta; see schedule_of)
-    schedules: dict[str, Any] = Field(default_factory=dict)
+    # source -> when beat starts its runs (see schedule_of)
+    schedules: dict[str, list[Schedule]] = Field(default_factory=dict)
 
     @cached_property
     def redactor(self) -> Redactor:
@@ -83,31 +91,44 @@ _EVERY = re.compile(r"^([1-9][0-9]*)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
-def schedule_of(source: SourceSettings) -> Any:
-    """When beat starts the source's runs: a celery crontab (``schedule``), a timedelta
-    (``every``) or None. The one place schedules are checked: raises ValueError naming the key
+def schedule_of(source: SourceSettings) -> list[Schedule]:
+    """When beat starts the source's runs (``schedule`` or ``every``; ``full_schedule`` or
+    ``full_every``). The one place schedules are checked: raises ValueError naming the key
     (sluice.toml is checked with it, so beat never meets a bad one)."""
+    found = []
+    for cron_key, every_key, full in (("schedule", "every", False),
+                                      ("full_schedule", "full_every", True)):
+        cron, every = getattr(source, cron_key), getattr(source, every_key)
+        if cron is not None and every is not None:
+            raise ValueError(f"{cron_key}: set either {cron_key!r} (cron) or {every_key!r}, "
+                             "not both")
+        if cron is not None:
+            found.append(Schedule(_crontab(cron_key, cron), full))
+        elif every is not None:
+            found.append(Schedule(_interval(every_key, every), full))
+    return found
+
+
+def _crontab(key: str, text: str) -> Any:
     from celery.schedules import crontab
 
-    if source.schedule is not None and source.every is not None:
-        raise ValueError("schedule: set either 'schedule' (cron) or 'every', not both")
-    if source.schedule is not None:
-        fields = source.schedule.split()
-        if len(fields) != 5:
-            raise ValueError(f"schedule: {source.schedule!r} is not a 5-field cron string "
-                             "('minute hour day-of-month month day-of-week')")
-        minute, hour, day_of_month, month_of_year, day_of_week = fields
-        try:
-            return crontab(minute=minute, hour=hour, day_of_month=day_of_month,
-                           month_of_year=month_of_year, day_of_week=day_of_week)
-        except ValueError as exc:
-            raise ValueError(f"schedule: {exc}") from None
-    if source.every is not None:
-        match = _EVERY.match(source.every)
-        if not match:
-            raise ValueError(f"every: {source.every!r} is not an interval like 30s, 15m, 2h, 1d")
-        return timedelta(**{_UNITS[match[2]]: int(match[1])})
-    return None
+    fields = text.split()
+    if len(fields) != 5:
+        raise ValueError(f"{key}: {text!r} is not a 5-field cron string "
+                         "('minute hour day-of-month month day-of-week')")
+    minute, hour, day_of_month, month_of_year, day_of_week = fields
+    try:
+        return crontab(minute=minute, hour=hour, day_of_month=day_of_month,
+                       month_of_year=month_of_year, day_of_week=day_of_week)
+    except ValueError as exc:
+        raise ValueError(f"{key}: {exc}") from None
+
+
+def _interval(key: str, text: str) -> timedelta:
+    match = _EVERY.match(text)
+    if not match:
+        raise ValueError(f"{key}: {text!r} is not an interval like 30s, 15m, 2h, 1d")
+    return timedelta(**{_UNITS[match[2]]: int(match[1])})
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -167,7 +188,7 @@ def parse_config(raw: dict[str, Any], path: Path, *, digest: str = "") -> Sluice
             problems.append(f"{key}: unknown key (expected 'target' and 'sources')")
     target = _target(raw.get("target"), path, problems)
     sources: dict[str, SourceSettings] = {}
-    schedules: dict[str, Any] = {}
+    schedules: dict[str, list[Schedule]] = {}
     raw_sources = raw.get("sources")
     if not isinstance(raw_sources, dict) or not raw_sources:
         problems.append("sources: at least one [sources.NAME] section is required")

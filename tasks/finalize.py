@@ -15,12 +15,14 @@ a bug) ends the run failed with the reason and releases its lock: a run never st
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from celery import Task
 
 from integrations.errors import RetryableError, describe
 from integrations.http.retry import backoff
+from integrations.incremental import newest
 from tasks.app import app
 from tasks.runs.progress import Run, RunState
 from tasks.worker import runtime
@@ -48,18 +50,37 @@ def outcome(rt: runtime.Runtime, run: Run) -> tuple[RunState, dict[str, Any]]:
     if not doubt and run.items_expected and fetched < run.items_expected:
         doubt = (f"the API said there are {run.items_expected} items, but {fetched} "
                  "were read")
-    if doubt:
+    if doubt:  # and the watermarks stay: the next run reads this window again
         return RunState.PARTIAL, {"deletion_refused": f"paging may be incomplete: {doubt}"}
+    # Every batch was written and the paging is whole: the watermarks may advance.
+    marks, fields = watermarks(rt, run)
     target = rt.target()
-    if not target.supports_delete:
-        return RunState.SUCCEEDED, {
-            "deletion_skipped": f"the {rt.config.target.type} target does not delete stale "
-                                "entities"}
+    if run.incremental or not target.supports_delete:
+        rt.watermarks().save(run.source, run.kind, marks)
+        why = ("an incremental run reads only what changed: it deletes nothing"
+               if run.incremental else
+               f"the {rt.config.target.type} target does not delete stale entities")
+        return RunState.SUCCEEDED, {**fields, "deletion_skipped": why}
     deletion = target.delete_stale(run.source, run.kind, run_seq=run.run_seq,
-                                   threshold=source.delete_threshold)
+                                   threshold=source.delete_threshold, watermarks=marks)
     if deletion.refused:
-        return RunState.PARTIAL, {"deletion_refused": deletion.refused}
-    return RunState.SUCCEEDED, {"deleted": deletion.deleted}
+        return RunState.PARTIAL, {**fields, "deletion_refused": deletion.refused}
+    return RunState.SUCCEEDED, {**fields, "deleted": deletion.deleted}
+
+
+def watermarks(rt: runtime.Runtime, run: Run) -> tuple[dict[str, str], dict[str, Any]]:
+    """The watermarks a clean run leaves (JSON, by partition key), and what the run record
+    says of them."""
+    if rt.integration(run.source).incremental(run.kind) is None:
+        return {}, {}
+    store = rt.watermarks()
+    marks = store.advanced(run.source, run.kind, rt.progress.marks(run.run_id))
+    if not marks:
+        return {}, {"watermark": f"unchanged (the run saw no cursor value); {store.where}"}
+    shown = ", ".join(f"{v}" if k == "null" else f"{k}: {v}" for k, v in sorted(marks.items()))
+    if len(shown) > 200:
+        shown = f"{len(marks)} partitions, newest {newest([json.loads(v) for v in marks.values()])}"
+    return marks, {"watermark": f"{shown}; {store.where}"}
 
 
 @app.task(bind=True, name="sluice.finalize", max_retries=RETRIES)

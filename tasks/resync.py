@@ -30,12 +30,14 @@ import os
 import socket
 import time
 from collections.abc import AsyncGenerator
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 from celery import Task
 
 from integrations import pager
 from integrations.errors import ConfigError, PagingCycle, RunLost, TooManyPages, describe
+from integrations.incremental import newest, older
 from tasks import messages
 from tasks.app import app
 from tasks.runs.progress import Cycle, Recorded, Run, RunState
@@ -115,6 +117,9 @@ class Slice:
         # published meanwhile can only be counted twice, never missed. Each counter has one
         # writer.
         self.asked, self.handed = 0, 0
+        self.incremental = rt.integration(run.source).incremental(run.kind)
+        self.since: Any = None  # this partition reads what changed since then (None: all)
+        self.newest: Any = None  # the newest cursor value it has published
 
     def produce(self) -> bool:
         rt, run, partition = self.rt, self.run, self.partition
@@ -132,20 +137,26 @@ class Slice:
                 if not keys:
                     return True
                 may_split = False
+        key = rt.progress.key(run.run_id, partition)
+        self.since = self.window(key)
+        self.newest = rt.progress.newest(run.run_id, partition) if started else None
+        stopping = self.stop_at() is not None  # newest first, read in order until older ones
         pages = pager.pages(
-            integration, run.kind, client,
-            checkpoint=checkpoint if started else None,
-            partition=rt.progress.key(run.run_id, partition),
-            base=partition * pager.PARTITION_SPAN, concurrency=self.src.max_concurrency,
+            integration, run.kind, client, checkpoint=checkpoint if started else None,
+            partition=key, base=partition * pager.PARTITION_SPAN,
+            concurrency=1 if stopping else self.src.max_concurrency,
             published=rt.progress.published(run.run_id) if started else (), admit=self.admit,
-            split=self.split_by_ranges if may_split and self.src.partitions > 1 else None)
+            split=(self.split_by_ranges if may_split and self.src.partitions > 1
+                   and not stopping else None),
+            since=self.since if self.incremental and self.incremental.param else None)
 
         async def next_page() -> pager.Page | None:
             return await anext(pages, None)
 
         try:
             while (page := rt.run(next_page())) is not None:
-                self.publish(page)
+                if self.publish(page):
+                    return True  # the rest is older than the watermark
                 if runtime.STOPPING.is_set():
                     return False  # shutting down: a fresh task goes on from this page
         except SliceOver:
@@ -153,6 +164,24 @@ class Slice:
         finally:
             rt.run(_close(pages))
         return True
+
+    def window(self, key: Any) -> Any:
+        """What this partition asks changes since: decided when it starts (from the kind's
+        watermark for its key, unless the run reads everything) and kept on the run."""
+        progress, run = self.rt.progress, self.run
+        known, since = progress.window(run.run_id, self.partition)
+        if known:
+            return since
+        if self.incremental is not None and not run.full:
+            marks = self.rt.watermarks().get(run.source, run.kind)
+            since = self.incremental.since(marks.get(json.dumps(key)))
+        progress.set_window(run.run_id, self.partition, since)
+        return since
+
+    def stop_at(self) -> Any:
+        """With ``stop_when_older``: the value before which an item ends the paging."""
+        inc = self.incremental
+        return self.since if inc is not None and inc.stop_when_older else None
 
     def split_by_keys(self, keys: list[Any]) -> None:
         run = self.run
@@ -167,7 +196,8 @@ class Slice:
         run = self.run
 
         def hand_out() -> None:
-            self.rt.progress.split(run.run_id, [{"checkpoint": c} for c in parts])
+            self.rt.progress.split(run.run_id,
+                                   [{"checkpoint": c, "since": self.since} for c in parts])
             for i in range(1, len(parts)):
                 continue_later(run.source, run.kind, run.run_id, i)
 
@@ -193,10 +223,13 @@ class Slice:
                 raise SliceOver
             await asyncio.sleep(POLL_SECONDS)
 
-    def publish(self, page: pager.Page) -> None:
+    def publish(self, page: pager.Page) -> bool:
         """Publish the page's batches, then record it. A crash in between fetches this page
-        again from the checkpoint, with the same seqs, and the sets count it once."""
+        again from the checkpoint, with the same seqs, and the sets count it once.
+        True: the page held an item older than the watermark (``stop_when_older``): what
+        came before it is published, and the partition is done."""
         run, src = self.run, self.src
+        page, stop = self.newer_part(page)
         parts = batches(page, max_items=src.max_batch_items, max_bytes=src.max_batch_bytes)
         for batch in parts:
             messages.batch(app, run.run_id, run.source, run.kind, batch.seq, batch.items,
@@ -205,9 +238,33 @@ class Slice:
         recorded = self.rt.progress.record_page(
             run.run_id, run.source, run.kind, [batch.seq for batch in parts], len(page.items),
             page.checkpoint, partition=self.partition, total=page.total,
-            truncated=page.truncated, page=page.seq, items_digest=digest if parts else "")
+            truncated=page.truncated, page=page.seq, items_digest=digest if parts else "",
+            newest=self.raise_newest(page))
         self.check(page, recorded)
         self.handed += 1
+        return stop
+
+    def newer_part(self, page: pager.Page) -> tuple[pager.Page, bool]:
+        """With ``stop_when_older``: the page up to its first item older than the watermark
+        (the partition's last page then), and whether there was one."""
+        threshold, inc = self.stop_at(), self.incremental
+        if threshold is None or inc is None:
+            return page, False
+        for i, item in enumerate(page.items):
+            if older(inc.value(item), threshold):
+                return replace(page, items=page.items[:i], checkpoint=None, truncated=None,
+                               total=None), True
+        return replace(page, total=None), False  # a total counts what is not read
+
+    def raise_newest(self, page: pager.Page) -> Any:
+        """The partition's newest cursor value, when this page raised it (else None)."""
+        if self.incremental is None:
+            return None
+        value = newest([self.incremental.value(item) for item in page.items])
+        if value is None or (self.newest is not None and not older(self.newest, value)):
+            return None
+        self.newest = value
+        return value
 
     def check(self, page: pager.Page, recorded: Recorded | Cycle | None) -> None:
         """Stop a run whose record is gone, whose paging goes round, or that never ends."""

@@ -22,13 +22,14 @@ WATCH_SECONDS = 30.0
 
 
 def start_runs(progress: Progress, source: str, kinds: list[str], *,
-               config_digest: str = "") -> list[Run]:
+               config_digest: str = "", full: bool = False) -> list[Run]:
     """Create a run per kind and enqueue its producer. A kind whose previous run is still
     running gets a 'skipped' run record and nothing is enqueued. ``config_digest``: the
-    sluice.toml the runs are started from (workers must have the same)."""
+    sluice.toml the runs are started from (workers must have the same). ``full``: incremental
+    kinds read everything (and may delete)."""
     runs = []
     for kind in kinds:
-        run = progress.create_run(source, kind, config_digest=config_digest)
+        run = progress.create_run(source, kind, config_digest=config_digest, full=full)
         if run.state == RunState.RUNNING:
             messages.resync(app, source, kind, run.run_id)
         runs.append(run)
@@ -39,10 +40,11 @@ def beat_schedule(config: SluiceConfig) -> dict[str, dict[str, Any]]:
     entries: dict[str, dict[str, Any]] = {
         "sluice-watch": {"task": "sluice.watch", "schedule": WATCH_SECONDS},
     }
-    for name, when in config.schedules.items():
-        if when is not None:
-            entries[f"resync-{name}"] = {"task": "sluice.resync_source", "schedule": when,
-                                         "args": (name,)}
+    for name, schedules in config.schedules.items():
+        for when, full in schedules:
+            entries[f"resync-{'full-' if full else ''}{name}"] = {
+                "task": "sluice.resync_source", "schedule": when, "args": (name,),
+                "kwargs": {"full": full}}
     return entries
 
 
@@ -55,12 +57,13 @@ class Scheduler(RedBeatScheduler):
 
 
 @app.task(name="sluice.resync_source")
-def resync_source(source: str) -> list[dict[str, Any]]:
+def resync_source(source: str, full: bool = False) -> list[dict[str, Any]]:
     """Start a run of every kind of ``source`` (what a schedule entry sends)."""
     rt = runtime.current()
     kinds = rt.config.source(source).kind_names()
     return [{"run_id": r.run_id, "kind": r.kind, "state": r.state}
-            for r in start_runs(rt.progress, source, kinds, config_digest=rt.config.digest)]
+            for r in start_runs(rt.progress, source, kinds, config_digest=rt.config.digest,
+                                full=full)]
 
 
 @app.task(name="sluice.watch")

@@ -32,7 +32,7 @@ class GithubIntegration(PagedIntegration[GithubSettings]):
                 "Accept": "application/vnd.github+json",
                 "X-GitHub-Api-Version": API_VERSION}
 
-    def paginator(self, kind: str, partition: Any) -> LinkPaginator:
+    def paginator(self, kind: str, partition: Any, since: Any = None) -> LinkPaginator:
         s = self.settings
         if kind == Kind.repository:
             return LinkPaginator(path=f"/orgs/{s.org}/repos", params={"type": "all"},

@@ -81,7 +81,7 @@ class JiraIntegration(PagedIntegration[JiraSettings]):
     def auth(self) -> tuple[str, str]:
         return self.settings.email, self.settings.api_token
 
-    def paginator(self, kind: str, partition: Any) -> BasePaginator:
+    def paginator(self, kind: str, partition: Any, since: Any = None) -> BasePaginator:
         return self._paginators[kind]
 
     def items(self, kind: str, response: httpx.Response, body: Any) -> list[Any]:

@@ -9,6 +9,7 @@ import httpx
 from integrations.base import origin
 from integrations.errors import MalformedPage
 from integrations.http.paginators import Paginator, dig
+from integrations.incremental import Incremental
 from integrations.paged import PagedIntegration
 from integrations.registry import register
 from integrations.rest.settings import KindSettings, RestSettings
@@ -40,8 +41,15 @@ class RestIntegration(PagedIntegration[RestSettings]):
                 for name, value in k.params.items()
                 if redactor is not None and redactor.hides(str(value))}
 
-    def paginator(self, kind: str, partition: Any) -> Paginator:
-        return self._paginators[kind]
+    def paginator(self, kind: str, partition: Any, since: Any = None) -> Paginator:
+        incremental = self.settings.kinds[kind].incremental
+        if since is None or incremental is None or incremental.param is None:
+            return self._paginators[kind]
+        spec = self.settings.kinds[kind]
+        return spec.paginator.build(spec.path, {**spec.params, incremental.param: since})
+
+    def incremental(self, kind: str) -> Incremental | None:
+        return self.settings.kinds[kind].incremental
 
     def items(self, kind: str, response: httpx.Response, body: Any) -> list[Any]:
         spec = self.settings.kinds[kind]

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from integrations.base import ApiSettings, StrictModel
 from integrations.http.paginators import PAGINATORS, BasePaginator
+from integrations.incremental import Incremental
 
 Scalar = str | int | float | bool
 
@@ -76,6 +77,8 @@ class KindSettings(StrictModel):
     id: str = Field("id", description="dot path to each item's identifier")
     params: dict[str, Scalar] = Field(default_factory=dict, description="query parameters sent")
     paginator: AnyPagination = SinglePagination(type="single")
+    incremental: Incremental | None = Field(
+        None, description="read only what changed since the last clean run")
 
 
 class RestSettings(ApiSettings):

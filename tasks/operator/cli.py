@@ -260,10 +260,11 @@ def wait(progress: Progress, run_ids: list[str], *, show: bool, stall_seconds: f
 
 
 def summary_text(run: Run) -> str:
-    text = (f"{run.source}/{run.kind} run {run.run_id}: {run.state}; "
+    mode = " (incremental)" if run.incremental else " (full)" if run.full else ""
+    text = (f"{run.source}/{run.kind} run {run.run_id}{mode}: {run.state}; "
             f"{run.items_written} written, {run.items_rejected} rejected, "
             f"{run.batches_failed} batches failed, {run.deleted} deleted")
-    for key in ("reason", "deletion_skipped"):
+    for key in ("reason", "deletion_skipped", "watermark"):
         if getattr(run, key):
             text += f"\n  {key.replace('_', ' ')}: {getattr(run, key)}"
     return text
@@ -355,14 +356,17 @@ def cmd_check() -> int:
               help="a kind to resync (repeatable; default all)")
 @click.option("--wait", "wait_", is_flag=True, help="show progress; exit 0 only if all succeed")
 @click.option("--json", "as_json", is_flag=True, help="print one final JSON line per run")
+@click.option("--full", is_flag=True,
+              help="incremental kinds read everything (then stale entities may be deleted)")
 @config_option
-def cmd_run(source: str, kinds: tuple[str, ...], wait_: bool, as_json: bool) -> int:
+def cmd_run(source: str, kinds: tuple[str, ...], wait_: bool, as_json: bool,
+            full: bool) -> int:
     config = get_config(_config_arg())
     wanted = _kinds(config, source, list(kinds) or None)
     progress = _progress()
     from tasks.schedule import start_runs
 
-    runs = start_runs(progress, source, wanted, config_digest=config.digest)
+    runs = start_runs(progress, source, wanted, config_digest=config.digest, full=full)
     for run in runs:
         if not as_json:
             note = f" ({run.reason})" if run.reason else ""
@@ -409,7 +413,7 @@ def cmd_status(run_id: str | None, as_json: bool, limit: int) -> int:
 
 def _print_status(runs: list[Run]) -> None:
     """The runs as a table, for a terminal (piped, status prints summary_text's lines); a
-    run's reason and deletion skipped follow it, one line each."""
+    run's reason, deletion skipped and watermark follow it, one line each."""
     # Folded, never cut with an ellipsis, on a narrow terminal: a run id is there to be copied.
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     for name in ("run", "source/kind", "state"):
@@ -419,10 +423,11 @@ def _print_status(runs: list[Run]) -> None:
     why: list[str] = []
     for run in runs:
         table.add_row(*(Text(cell) for cell in (  # Text: a reason's [brackets] are no markup
-            run.run_id, f"{run.source}/{run.kind}", str(run.state), str(run.items_written),
+            run.run_id, f"{run.source}/{run.kind}",
+            f"{run.state}{' (incremental)' if run.incremental else ''}", str(run.items_written),
             str(run.items_rejected), str(run.batches_failed), str(run.deleted))))
         why += [f"{run.run_id} {key.replace('_', ' ')}: {getattr(run, key)}"
-                for key in ("reason", "deletion_skipped") if getattr(run, key)]
+                for key in ("reason", "deletion_skipped", "watermark") if getattr(run, key)]
     console = Console(force_terminal=True, highlight=False)
     console.print(table)
     for text in why:

@@ -72,6 +72,12 @@ def rate_limit(source: str) -> str:
     return f"{PREFIX}:ratelimit:{source}"
 
 
+def watermarks(source: str, kind: str) -> str:
+    """Hash: partition key (JSON) -> the kind's watermark (JSON), for a target without a state
+    table (the http target); never expires."""
+    return f"{PREFIX}:watermarks:{source}:{kind}"
+
+
 def lock(source: str, kind: str) -> str:
     """String: the id of the run that holds (source, kind); expires without progress."""
     return f"{PREFIX}:lock:{source}:{kind}"

@@ -59,6 +59,8 @@ class Run:
     partitions: int | None = None  # producer tasks the kind was split into (None: not split)
     producer_done: bool = False
     in_flight: int = 0  # batches published and neither written nor dead-lettered yet
+    full: bool = False  # asked for a full read (`sluice run --full`, a full schedule)
+    incremental: bool = False  # a partition read only what changed: the run deletes nothing
     # counts
     pages: int = 0
     items_fetched: int = 0
@@ -75,6 +77,7 @@ class Run:
     incomplete: str = ""  # why the paging may have missed items
     deletion_refused: str = ""
     deletion_skipped: str = ""
+    watermark: str = ""  # what the run did to its kind's watermarks, and where they are kept
 
     @classmethod
     def from_record(cls, run_id: str, raw: Mapping[str, str], *, in_flight: int = 0) -> Run:
@@ -86,7 +89,7 @@ class Run:
             text = raw[f.name]
             if f.name == "state":
                 values[f.name] = RunState(text)
-            elif f.name == "producer_done":
+            elif f.type == "bool":
                 values[f.name] = text == "1"
             elif f.type in ("int", "int | None"):
                 values[f.name] = int(float(text))
@@ -145,7 +148,8 @@ class Progress:
         return [keys.run(run_id), keys.run_enqueued(run_id), keys.run_done(run_id),
                 keys.run_failed(run_id)]
 
-    def create_run(self, source: str, kind: str, *, config_digest: str = "") -> Run:
+    def create_run(self, source: str, kind: str, *, config_digest: str = "",
+                   full: bool = False) -> Run:
         """A new run of (source, kind): 'running' with the lock taken and a ``run_seq`` larger
         than any before it, or 'skipped'. ``config_digest``: the sluice.toml it was started
         with (workers with another one reload theirs, or fail the run)."""
@@ -155,6 +159,8 @@ class Progress:
                   "updated_at": repr(now)}
         if config_digest:
             fields["config_digest"] = config_digest
+        if full:
+            fields["full"] = "1"
         self._create(keys=[keys.run(run_id), keys.lock(source, kind), keys.ACTIVE, keys.METRICS,
                            keys.RUN_SEQ],
                      args=[run_id, json.dumps(fields), self.lock_seconds, now, int(now * 1e6)])
@@ -187,7 +193,8 @@ class Progress:
     def record_page(self, run_id: str, source: str, kind: str, batches: list[int],
                     n_items: int, checkpoint: Checkpoint | None, *, partition: int = 0,
                     total: int | None = None, truncated: str | None = None,
-                    page: int | None = None, items_digest: str = "") -> Recorded | Cycle | None:
+                    page: int | None = None, items_digest: str = "",
+                    newest: Any = None) -> Recorded | Cycle | None:
         """Page ``page`` was published as ``batches`` (none for a page without items: then
         ``page`` is recorded as done, so a resumed plan does not ask for it again);
         ``checkpoint`` resumes after it. Also records the API's ``total`` (first page) and why
@@ -196,7 +203,8 @@ class Progress:
         Returns ``Recorded``; None when the run record is gone (Redis lost its data: the
         producer stops); or a ``Cycle`` when the state the checkpoint asks for next was already
         asked for by another page of the run (a cursor or next link that came back), or when
-        ``items_digest`` (of the page's items) was another page's."""
+        ``items_digest`` (of the page's items) was another page's. ``newest``: the
+        partition's newest cursor value so far, when this page raised it."""
         mark, next_seq = "", ""
         if checkpoint is not None and "next" in checkpoint:
             mark = hashlib.sha1(json.dumps([partition, checkpoint["next"]], sort_keys=True)
@@ -209,7 +217,8 @@ class Progress:
                   repr(time.time()), run_id, self.lock_seconds, f"checkpoint:{partition}", mark,
                   next_seq, "" if total is None else total,
                   self.redactor.text(truncated or ""), batches[0] if batches else page or 0,
-                  items_digest])
+                  items_digest, "" if newest is None else f"mark:{partition}",
+                  json.dumps(newest)])
         if answer[0] < 0:
             return Cycle(int(answer[1]), "state" if answer[0] == -1 else "items")
         return Recorded(int(answer[1])) if answer[0] else None
@@ -223,9 +232,12 @@ class Progress:
 
     def split(self, run_id: str, parts: list[dict[str, Any]]) -> None:
         """Split the producer into partitions: ``parts[i]`` is partition i's starting point
-        (``{"checkpoint": ...}`` or ``{"key": ...}``)."""
+        (``{"checkpoint": ...}`` or ``{"key": ...}``, and ``{"since": ...}`` when the parts
+        share partition 0's window)."""
         fields: dict[str, str] = {"partitions": str(len(parts))}
         for i, part in enumerate(parts):
+            if "since" in part:
+                fields[f"since:{i}"] = json.dumps(part["since"])
             if "checkpoint" in part:
                 fields[f"checkpoint:{i}"] = json.dumps(self.redactor.data(part["checkpoint"]))
             if "key" in part:
@@ -239,6 +251,33 @@ class Progress:
         pipe.sismember(keys.run_partitions_done(run_id), str(partition))
         raw, done = pipe.execute()
         return (raw is not None, None if raw is None else json.loads(raw), bool(done))
+
+    def window(self, run_id: str, partition: int) -> tuple[bool, Any]:
+        """(known, since) of a partition: what it asks changes since (None: everything)."""
+        raw = self.r.hget(keys.run(run_id), f"since:{partition}")
+        return (raw is not None, None if raw is None else json.loads(raw))
+
+    def set_window(self, run_id: str, partition: int, since: Any) -> None:
+        """A partition starts: it reads what changed since ``since`` (None: everything)."""
+        fields = {f"since:{partition}": json.dumps(since)}
+        if since is not None:
+            fields["incremental"] = "1"
+        self.r.hset(keys.run(run_id), mapping=cast(Any, fields))
+
+    def newest(self, run_id: str, partition: int) -> Any:
+        """The newest cursor value a partition has published so far (None: none yet)."""
+        raw = self.r.hget(keys.run(run_id), f"mark:{partition}")
+        return None if raw is None else json.loads(raw)
+
+    def marks(self, run_id: str) -> dict[str, list[Any]]:
+        """The newest cursor values of every partition, by partition key (JSON text)."""
+        raw = {_text(k): _text(v) for k, v in self.r.hgetall(keys.run(run_id)).items()}
+        found: dict[str, list[Any]] = {}
+        for field, value in raw.items():
+            if field.startswith("mark:"):
+                i = field.split(":", 1)[1]
+                found.setdefault(raw.get(f"key:{i}", "null"), []).append(json.loads(value))
+        return found
 
     def key(self, run_id: str, partition: int) -> Any:
         raw = self.r.hget(keys.run(run_id), f"key:{partition}")

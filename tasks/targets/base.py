@@ -47,9 +47,10 @@ class Target(Protocol):
         than ``run_seq`` is left as it is."""
         ...
 
-    def delete_stale(self, source: str, kind: str, *, run_seq: int, threshold: float
-                     ) -> Deletion:
-        """Delete entities of (source, kind) stamped before ``run_seq``, within the guard."""
+    def delete_stale(self, source: str, kind: str, *, run_seq: int, threshold: float,
+                     watermarks: dict[str, str] | None = None) -> Deletion:
+        """Delete entities of (source, kind) stamped before ``run_seq``, within the guard;
+        ``watermarks`` are saved in the same transaction (``Stateful``), deleted or not."""
         ...
 
     def unstorable(self, entity: Entity) -> str | None:
@@ -57,6 +58,20 @@ class Target(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Stateful(Protocol):
+    """Targets that keep the watermarks of incremental kinds beside the data (a small state
+    table), so that losing Redis loses none of them."""
+
+    def watermarks(self, source: str, kind: str) -> dict[str, str]:
+        """Partition key (JSON) -> the newest cursor value a clean run saw (JSON)."""
+        ...
+
+    def save_watermarks(self, source: str, kind: str, marks: dict[str, str]) -> None:
+        """Set these watermarks (others of the kind are kept), in one transaction."""
+        ...
 
 
 @runtime_checkable

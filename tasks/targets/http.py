@@ -65,8 +65,8 @@ class HttpTarget:
     def unstorable(self, entity: Entity) -> str | None:
         return bad_text(entity["identifier"]) or bad_text(entity["data"])
 
-    def delete_stale(self, source: str, kind: str, *, run_seq: int, threshold: float
-                     ) -> Deletion:
+    def delete_stale(self, source: str, kind: str, *, run_seq: int, threshold: float,
+                     watermarks: dict[str, str] | None = None) -> Deletion:
         raise NotImplementedError("the http target does not delete (supports_delete is False)")
 
     def close(self) -> None:

@@ -35,8 +35,9 @@ class PostgresTarget:
             with self._conn.transaction():
                 # Only what is missing is created or altered: a role that may write rows but
                 # not create tables (one an administrator made) must still work.
-                exists = self._conn.execute("SELECT to_regclass(%s), to_regclass(%s)",
-                                            (self.table, f"{self.table}_state")).fetchone()
+                exists = self._conn.execute(
+                    "SELECT to_regclass(%s), to_regclass(%s), to_regclass(%s)",
+                    (self.table, f"{self.table}_state", f"{self.table}_watermarks")).fetchone()
                 if all(exists):
                     self._add_run_seq()
                     return self._conn
@@ -55,6 +56,11 @@ class PostgresTarget:
                 self._conn.execute(
                     f"CREATE TABLE IF NOT EXISTS {self.table}_state (source text NOT NULL,"
                     " kind text NOT NULL, clean_seq bigint NOT NULL, PRIMARY KEY (source, kind))")
+                # The watermarks of incremental kinds: partition key -> newest cursor value.
+                self._conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {self.table}_watermarks (source text NOT NULL,"
+                    " kind text NOT NULL, part text NOT NULL, value jsonb NOT NULL,"
+                    " PRIMARY KEY (source, kind, part))")
                 self._add_run_seq()
         return self._conn
 
@@ -101,9 +107,29 @@ class PostgresTarget:
         """PostgreSQL text and jsonb hold neither NUL characters nor lone surrogates."""
         return bad_text(entity["identifier"], nul=True) or bad_text(entity["data"], nul=True)
 
-    def delete_stale(self, source: str, kind: str, *, run_seq: int, threshold: float
-                     ) -> Deletion:
+    def _save_watermarks(self, conn: Any, source: str, kind: str, marks: dict[str, str]
+                         ) -> None:
+        if marks:
+            conn.cursor().executemany(
+                f"INSERT INTO {self.table}_watermarks (source, kind, part, value)"
+                " VALUES (%s, %s, %s, %s::jsonb) ON CONFLICT (source, kind, part)"
+                " DO UPDATE SET value = EXCLUDED.value",
+                [(source, kind, k, v) for k, v in marks.items()])
+
+    def watermarks(self, source: str, kind: str) -> dict[str, str]:
         with self._transaction() as conn:
+            rows = conn.execute(f"SELECT part, value::text FROM {self.table}_watermarks"
+                                " WHERE source = %s AND kind = %s", (source, kind)).fetchall()
+        return {part: value for part, value in rows}
+
+    def save_watermarks(self, source: str, kind: str, marks: dict[str, str]) -> None:
+        with self._transaction() as conn:
+            self._save_watermarks(conn, source, kind, marks)
+
+    def delete_stale(self, source: str, kind: str, *, run_seq: int, threshold: float,
+                     watermarks: dict[str, str] | None = None) -> Deletion:
+        with self._transaction() as conn:
+            self._save_watermarks(conn, source, kind, watermarks or {})
             row = conn.execute(f"SELECT clean_seq FROM {self.table}_state WHERE source = %s"
                                " AND kind = %s", (source, kind)).fetchone()
             existing, confirmed, stale = conn.execute(

@@ -37,6 +37,21 @@ CREATE TABLE IF NOT EXISTS sluice_state (
 )
 """
 
+# The watermarks of incremental kinds: partition key -> newest cursor value (both JSON).
+WATERMARKS = """
+CREATE TABLE IF NOT EXISTS sluice_watermarks (
+    source TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    part TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (source, kind, part)
+)
+"""
+SAVE_WATERMARK = """
+INSERT INTO sluice_watermarks (source, kind, part, value) VALUES (?, ?, ?, ?)
+ON CONFLICT (source, kind, part) DO UPDATE SET value = excluded.value
+"""
+
 # A row stamped by a newer run stays as it is (tasks/targets/base.py).
 UPSERT = """
 INSERT INTO entities (source, kind, identifier, data, run_id, run_seq, first_seq, updated_at)
@@ -67,6 +82,7 @@ class SqliteTarget:
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.execute(SCHEMA)
             self._conn.execute(STATE)
+            self._conn.execute(WATERMARKS)
             columns = {row[1] for row in self._conn.execute("PRAGMA table_info(entities)")}
             for column in ("run_seq", "first_seq"):  # a database from before run stamps
                 if column in columns:
@@ -113,9 +129,21 @@ class SqliteTarget:
     def unstorable(self, entity: Entity) -> str | None:
         return bad_text(entity["identifier"])
 
-    def delete_stale(self, source: str, kind: str, *, run_seq: int, threshold: float
-                     ) -> Deletion:
+    def watermarks(self, source: str, kind: str) -> dict[str, str]:
+        with self._translated():
+            rows = self._conn.execute("SELECT part, value FROM sluice_watermarks WHERE source = ?"
+                                      " AND kind = ?", (source, kind)).fetchall()
+        return dict(rows)
+
+    def save_watermarks(self, source: str, kind: str, marks: dict[str, str]) -> None:
         with self._transaction() as conn:
+            conn.executemany(SAVE_WATERMARK, [(source, kind, k, v) for k, v in marks.items()])
+
+    def delete_stale(self, source: str, kind: str, *, run_seq: int, threshold: float,
+                     watermarks: dict[str, str] | None = None) -> Deletion:
+        with self._transaction() as conn:
+            conn.executemany(SAVE_WATERMARK,
+                             [(source, kind, k, v) for k, v in (watermarks or {}).items()])
             row = conn.execute("SELECT clean_seq FROM sluice_state WHERE source = ? AND kind = ?",
                                (source, kind)).fetchone()
             existing, confirmed, stale = conn.execute(

@@ -32,6 +32,7 @@ from integrations.errors import ConfigError, SluiceError
 from integrations.registry import load
 from tasks.config import SluiceConfig, get_config, load_config
 from tasks.runs.progress import Progress
+from tasks.runs.watermarks import Watermarks
 from tasks.settings import Settings, get_settings
 from tasks.targets import Target, open_target
 from tasks.worker import logs
@@ -157,6 +158,10 @@ class Runtime:
             self.target()
         except SluiceError as exc:  # down or misconfigured: the first batch retries or says why
             log.warning("target not opened at start: %s", exc)
+
+    def watermarks(self) -> Watermarks:
+        """Where this process's target keeps the watermarks of incremental kinds."""
+        return Watermarks(self.target(), self.redis)
 
     def target(self) -> Target:
         """The target: one per process when it is thread-safe, else one per thread (SQLite

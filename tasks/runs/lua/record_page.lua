@@ -19,6 +19,9 @@
 -- ARGV[11] truncated    why the paging may have missed items ('' when it did not)
 -- ARGV[12] page         this page's seq
 -- ARGV[13] items_mark   digest of the page's items ('' for an empty page)
+-- ARGV[14] newest_field the record's field for this partition's newest cursor value
+--                       ('mark:{i}'; '' when the page raised it not)
+-- ARGV[15] newest       that value (JSON)
 -- Returns {1, pages with items so far}; {0} when the run record is gone; {-1, page} when that
 -- page already asked for the same state (a cycle); {-2, page} when that page held the very
 -- same items (an API that ignores the cursor it hands out).
@@ -46,6 +49,7 @@ if added > 0 then
 end
 if truncated ~= '' then redis.call('HSET', run, 'incomplete', truncated) end
 redis.call('HSET', run, field, ARGV[3], 'updated_at', now)
+if ARGV[14] ~= '' then redis.call('HSET', run, ARGV[14], ARGV[15]) end
 if redis.call('GET', lock) == run_id then redis.call('EXPIRE', lock, lock_seconds) end
 -- The cycle checks come last: the page that closes a cycle was published and is counted.
 if items_mark ~= '' then

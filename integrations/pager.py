@@ -218,16 +218,20 @@ async def _planned(
         if failure is not None:
             raise failure
     finally:
-        for task in requesters:
-            task.cancel()
-        # A requester still puts its end mark when cancelled: when the caller stopped taking
-        # pages (a shutdown, an error, the end of what changed), the queue may be full, so
-        # make room until every requester has ended.
-        while not all(task.done() for task in requesters):
-            while not queue.empty():
-                queue.get_nowait()
-            await asyncio.sleep(0)
-        await asyncio.gather(*requesters, return_exceptions=True)
+        await _stop(requesters, queue)
+
+
+async def _stop(requesters: list[asyncio.Task[None]], queue: asyncio.Queue[Any]) -> None:
+    """Cancel the requesters and wait for them. A requester still puts its end mark when
+    cancelled: when the caller stopped taking pages (a shutdown, an error, the end of what
+    changed), the queue may be full, so room is made until every requester has ended."""
+    for task in requesters:
+        task.cancel()
+    while not all(task.done() for task in requesters):
+        while not queue.empty():
+            queue.get_nowait()
+        await asyncio.sleep(0)
+    await asyncio.gather(*requesters, return_exceptions=True)
 
 
 def _short_plan(integration: Integration, kind: str, plan: State, i: int, got: Fetched, *,

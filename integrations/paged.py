@@ -91,6 +91,17 @@ class PagedIntegration(Generic[S]):
     def incremental(self, kind: str) -> Incremental | None:
         return None
 
+    # -- child kinds: a kind may hang off another (comments of an issue)
+
+    def parent(self, kind: str) -> str | None:
+        return None
+
+    def parent_ref(self, kind: str, parent_item: Any) -> dict[str, Any]:
+        return {}
+
+    def with_parent(self, kind: str, ref: dict[str, Any], item: Any) -> Any:
+        return item
+
     async def partitions(self, kind: str, client: httpx.AsyncClient) -> list[Any] | None:
         return None  # split by page ranges only (``partitions`` in the source settings)
 

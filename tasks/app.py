@@ -57,7 +57,8 @@ _settings = get_settings()
 broker.install()
 
 app = Celery("sluice", broker=_settings.queue_url,
-             include=["tasks.resync", "tasks.ingest", "tasks.finalize", "tasks.schedule"])
+             include=["tasks.resync", "tasks.ingest", "tasks.children", "tasks.finalize",
+                      "tasks.schedule"])
 app.conf.update(
     task_serializer="json",
     result_serializer="json",

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from integrations.base import SourceSettings, StrictModel
 from integrations.errors import ConfigError
-from integrations.registry import SETTINGS
+from integrations.registry import SETTINGS, load
 from integrations.secrets import Redactor
 from tasks.settings import get_settings
 
@@ -75,6 +75,18 @@ class SluiceConfig(BaseModel):
     def redactor(self) -> Redactor:
         """Built once per configuration (it compiles one pattern of every secret's forms)."""
         return Redactor(self.secrets)
+
+    def run_kinds(self, source: str, wanted: list[str] | None = None) -> list[str]:
+        """The kinds to start runs of: every kind that is read on its own (a child kind runs
+        with its parent, in the parent's run), or the ``wanted`` ones (a child kind: its
+        parent)."""
+        integration = load(self.source(source))
+        kinds: list[str] = []
+        for kind in wanted or self.source(source).kind_names():
+            root = integration.parent(kind) or kind
+            if root not in kinds:
+                kinds.append(root)
+        return kinds
 
     def source(self, name: str) -> SourceSettings:
         try:

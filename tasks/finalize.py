@@ -24,6 +24,7 @@ from integrations.errors import RetryableError, describe
 from integrations.http.retry import backoff
 from integrations.incremental import newest
 from tasks.app import app
+from tasks.ingest import child_kinds
 from tasks.runs.progress import Run, RunState
 from tasks.worker import runtime
 
@@ -46,10 +47,9 @@ def outcome(rt: runtime.Runtime, run: Run) -> tuple[RunState, dict[str, Any]]:
             f"{rejected} of {fetched} items rejected ({rejected / fetched:.1%}), more than "
             f"max_rejected {source.max_rejected:.1%}; no stale entity was deleted; see "
             f"`sluice failed list {run_id}`")}
-    doubt = run.incomplete
-    if not doubt and run.items_expected and fetched < run.items_expected:
-        doubt = (f"the API said there are {run.items_expected} items, but {fetched} "
-                 "were read")
+    doubt, own = run.incomplete, run.own("items_fetched")  # the total counts no children
+    if not doubt and run.items_expected and own < run.items_expected:
+        doubt = f"the API said there are {run.items_expected} items, but {own} were read"
     if doubt:  # and the watermarks stay: the next run reads this window again
         return RunState.PARTIAL, {"deletion_refused": f"paging may be incomplete: {doubt}"}
     # Every batch was written and the paging is whole: the watermarks may advance.
@@ -65,7 +65,17 @@ def outcome(rt: runtime.Runtime, run: Run) -> tuple[RunState, dict[str, Any]]:
                                    threshold=source.delete_threshold, watermarks=marks)
     if deletion.refused:
         return RunState.PARTIAL, {**fields, "deletion_refused": deletion.refused}
-    return RunState.SUCCEEDED, {**fields, "deleted": deletion.deleted}
+    deleted = deletion.deleted
+    # A full run read every parent, and every parent fanned out: a child kind's rows that no
+    # parent gave again are stale (each kind within its own guard).
+    for child in child_kinds(rt.integration(run.source), run.kind):
+        gone = target.delete_stale(run.source, child, run_seq=run.run_seq,
+                                   threshold=source.delete_threshold)
+        if gone.refused:
+            return RunState.PARTIAL, {**fields, "deleted": deleted,
+                                      "deletion_refused": f"{child}: {gone.refused}"}
+        deleted += gone.deleted
+    return RunState.SUCCEEDED, {**fields, "deleted": deleted}
 
 
 def watermarks(rt: runtime.Runtime, run: Run) -> tuple[dict[str, str], dict[str, Any]]:

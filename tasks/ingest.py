@@ -16,6 +16,7 @@ from typing import Any
 
 from celery import Task
 
+from integrations import pager
 from integrations.base import Integration
 from integrations.errors import RetryableError, TargetRejected, describe
 from integrations.http.retry import backoff
@@ -77,13 +78,15 @@ def write(target: Target, entities: list[Entity], index_of: dict[str, int], *, r
 @app.task(bind=True, name="sluice.ingest_batch", max_retries=None)
 def ingest_batch(
     self: Task, run_id: str, source: str, kind: str, seq: int, items: str | list[Any],
-    run_seq: int | None = None,
+    run_seq: int | None = None, root: str | None = None,
 ) -> dict[str, Any]:
     """Write one batch: ``items`` is a JSON array as text (as the producer sends it), or a
-    list (``sluice failed retry`` of an older dead letter). Whatever is raised while writing
-    (a Sluice error past its retries, a bug, JSON too deep to decode) dead-letters the batch
-    with the exception's type, message and place."""
+    list (``sluice failed retry`` of an older dead letter); ``root``: the run's kind, when
+    ``kind`` is a child kind of it. The items written fan out to the kind's child kinds.
+    Whatever is raised while writing (a Sluice error past its retries, a bug, JSON too deep
+    to decode) dead-letters the batch with the exception's type, message and place."""
     rt = runtime.current()
+    child = kind if root is not None else ""
     settings = rt.settings
     kept: str | list[Any] = items  # what a dead letter holds: the items, decoded when they are
     try:
@@ -96,6 +99,8 @@ def ingest_batch(
                                                    decoded)
         written, unstorable = write(rt.target(), entities, index_of, run_id=run_id,
                                     run_seq=run_seq, seq=seq, items=decoded)
+        if root is None:  # children of children are not fetched (a kind's parent is a root)
+            fanout(rt, run_id, source, kind, seq, entities, run_seq=run_seq)
     except RetryableError as exc:
         if self.request.retries < settings.ingest_retries:
             # The target's hint when it gives one, else the backoff.
@@ -109,13 +114,37 @@ def ingest_batch(
         error = exc
     else:
         rejected += unstorable
-        if rt.progress.batch_done(run_id, source, kind, seq, written=written,
-                                  rejected=rejected):
+        if rt.progress.batch_done(run_id, source, root or kind, seq, written=written,
+                                  rejected=rejected, child=child):
             messages.finalize(app, run_id)
         return {"run_id": run_id, "seq": seq, "written": written, "rejected": len(rejected)}
     dead_letter = {"source": source, "kind": kind, "seq": seq, "items": kept,
                    "error": describe(error), "attempts": self.request.retries + 1,
                    "at": time.time()}
-    if rt.progress.batch_failed(run_id, seq, dead_letter=dead_letter):
+    if root is not None:
+        dead_letter["root"] = root
+    if rt.progress.batch_failed(run_id, seq, dead_letter=dead_letter, child=child):
         messages.finalize(app, run_id)
     return {"run_id": run_id, "seq": seq, "dead_lettered": dead_letter["error"]}
+
+
+def child_kinds(integration: Integration, kind: str) -> list[str]:
+    """The kinds that hang off ``kind``, in a fixed order (it numbers their tasks)."""
+    return sorted(k for k in integration.kinds() if integration.parent(k) == kind)
+
+
+def fanout(rt: runtime.Runtime, run_id: str, source: str, kind: str, seq: int,
+           entities: list[Entity], *, run_seq: int) -> None:
+    """The parents written fan out: one task per child kind fetches the children of every
+    parent of this batch. Sent, then recorded on the run, before the batch is done, so the
+    run cannot end while they are out (and a redelivered batch sends them again: the run
+    counts each once)."""
+    integration = rt.integration(source)
+    for number, child in enumerate(child_kinds(integration, kind)):
+        if not entities:
+            return
+        refs = [integration.parent_ref(kind, e["data"]) for e in entities]
+        task = pager.fanout_seq(seq, number)
+        messages.children(app, run_id, source, child, task, json.dumps(refs), run_seq=run_seq,
+                          count=len(refs), root=kind)
+        rt.progress.record_children(run_id, source, kind, [task], child=child)

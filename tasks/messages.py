@@ -18,6 +18,7 @@ from integrations.pager import describe_seq
 RESYNC = "sluice.resync"
 INGEST = "sluice.ingest_batch"
 FINALIZE = "sluice.finalize"
+CHILDREN = "sluice.children"
 
 
 def resync(app: Celery, source: str, kind: str, run_id: str, *, partition: int = 0) -> None:
@@ -31,15 +32,29 @@ def resync(app: Celery, source: str, kind: str, run_id: str, *, partition: int =
 
 
 def batch(app: Celery, run_id: str, source: str, kind: str, seq: int, items: str | list[Any],
-          *, run_seq: int | None, count: int | None = None, note: str = "") -> None:
+          *, run_seq: int | None, count: int | None = None, note: str = "",
+          root: str | None = None) -> None:
     """Batch ``seq`` of the run: ``items`` as JSON text (then ``count`` says how many) or a
-    list."""
+    list. ``root``: the run's kind, when ``kind`` is a child kind of it."""
     if count is None:
         count = len(items) if isinstance(items, list) else 0
-    kwargs = {} if run_seq is None else {"run_seq": run_seq}
+    kwargs: dict[str, Any] = {} if run_seq is None else {"run_seq": run_seq}
+    if root is not None:
+        kwargs["root"] = root
     app.send_task(INGEST, (run_id, source, kind, seq, items), kwargs,
                   argsrepr=f"run={run_id} {source}/{kind} {describe_seq(seq)} items={count}{note}",
                   kwargsrepr="{}")
+
+
+def children(app: Celery, run_id: str, source: str, kind: str, seq: int, parents: str, *,
+             run_seq: int, count: int, root: str, note: str = "") -> None:
+    """Task ``seq`` of the run (of kind ``root``): fetch the ``kind`` children of ``parents``
+    (a JSON list of what each parent gives them, ``count`` of them) and publish them as
+    batches."""
+    app.send_task(CHILDREN, (run_id, source, kind, seq, parents),
+                  {"run_seq": run_seq, "root": root},
+                  argsrepr=f"run={run_id} {source}/{kind} {describe_seq(seq)} "
+                           f"parents={count}{note}", kwargsrepr="{}")
 
 
 def finalize(app: Celery, run_id: str) -> None:

@@ -60,7 +60,7 @@ class Scheduler(RedBeatScheduler):
 def resync_source(source: str, full: bool = False) -> list[dict[str, Any]]:
     """Start a run of every kind of ``source`` (what a schedule entry sends)."""
     rt = runtime.current()
-    kinds = rt.config.source(source).kind_names()
+    kinds = rt.config.run_kinds(source)
     return [{"run_id": r.run_id, "kind": r.kind, "state": r.state}
             for r in start_runs(rt.progress, source, kinds, config_digest=rt.config.digest,
                                 full=full)]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -12,8 +14,22 @@ from integrations.http.paginators import Paginator, dig
 from integrations.incremental import Incremental
 from integrations.paged import PagedIntegration
 from integrations.registry import register
-from integrations.rest.settings import KindSettings, RestSettings
+from integrations.rest.settings import PARENT_FIELD, KindSettings, RestSettings
 from integrations.secrets import Redactor
+
+
+def fill(template: str, ref: dict[str, Any], *, quoted: bool = False) -> str:
+    """``{parent.<dot path>}`` in ``template`` replaced by the parent's value (quoted as a
+    path segment in a path). A parent without the value is a malformed page of it."""
+
+    def value(match: re.Match[str]) -> str:
+        got = ref.get(match[1])
+        if got is None or isinstance(got, (dict, list)):
+            raise MalformedPage(f"the parent item has no value at {match[1]!r} for "
+                                f"{template!r}")
+        return quote(str(got), safe="") if quoted else str(got)
+
+    return PARENT_FIELD.sub(value, template)
 
 
 def paginator_for(kind: KindSettings) -> Paginator:
@@ -42,7 +58,13 @@ class RestIntegration(PagedIntegration[RestSettings]):
                 if redactor is not None and redactor.hides(str(value))}
 
     def paginator(self, kind: str, partition: Any, since: Any = None) -> Paginator:
-        incremental = self.settings.kinds[kind].incremental
+        spec = self.settings.kinds[kind]
+        if spec.parent is not None:  # the pages of one parent's children
+            ref = partition if isinstance(partition, dict) else {}
+            return spec.paginator.build(
+                fill(spec.path, ref, quoted=True),
+                {k: fill(v, ref) if isinstance(v, str) else v for k, v in spec.params.items()})
+        incremental = spec.incremental
         if since is None or incremental is None or incremental.param is None:
             return self._paginators[kind]
         spec = self.settings.kinds[kind]
@@ -50,6 +72,22 @@ class RestIntegration(PagedIntegration[RestSettings]):
 
     def incremental(self, kind: str) -> Incremental | None:
         return self.settings.kinds[kind].incremental
+
+    def parent(self, kind: str) -> str | None:
+        return self.settings.kinds[kind].parent
+
+    def parent_ref(self, kind: str, parent_item: Any) -> dict[str, Any]:
+        """The parent fields each child kind of ``kind`` reads, from one of its items."""
+        paths = {p for spec in self.settings.kinds.values() if spec.parent == kind
+                 for p in spec.parent_fields()}
+        return {path: dig(parent_item, path) for path in sorted(paths)}
+
+    def with_parent(self, kind: str, ref: dict[str, Any], item: Any) -> Any:
+        fields = self.settings.kinds[kind].include_from_parent
+        if not fields or not isinstance(item, dict):
+            return item
+        return {**item, **{"_parent_" + path.replace(".", "_"): ref.get(path)
+                           for path in fields}}
 
     def items(self, kind: str, response: httpx.Response, body: Any) -> list[Any]:
         spec = self.settings.kinds[kind]

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from integrations.base import ApiSettings, StrictModel
 from integrations.http.paginators import PAGINATORS, BasePaginator
 from integrations.incremental import Incremental
 
 Scalar = str | int | float | bool
+PARENT_FIELD = re.compile(r"\{parent\.([A-Za-z0-9_.-]+)\}")
 
 
 class Pagination(StrictModel):
@@ -79,12 +81,43 @@ class KindSettings(StrictModel):
     paginator: AnyPagination = SinglePagination(type="single")
     incremental: Incremental | None = Field(
         None, description="read only what changed since the last clean run")
+    parent: str | None = Field(
+        None, description="a kind of the same source: each of its items fans out to this one;"
+        " {parent.<dot path>} in path and params are taken from it")
+    include_from_parent: list[str] = Field(
+        default_factory=list, description="parent fields put on each item as _parent_<name>")
+
+    def parent_fields(self) -> list[str]:
+        """The parent's dot paths this kind reads: in its path, its params, and the fields
+        it includes."""
+        text = self.path + "".join(str(v) for v in self.params.values())
+        return sorted({*PARENT_FIELD.findall(text), *self.include_from_parent})
 
 
 class RestSettings(ApiSettings):
     integration: Literal["rest"]
     headers: dict[str, str] = Field(default_factory=dict)
     kinds: dict[str, KindSettings] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _parents(self) -> RestSettings:
+        for name, kind in self.kinds.items():
+            if kind.parent is None:
+                if kind.parent_fields():
+                    raise ValueError(f"kinds.{name}: {{parent.…}} and include_from_parent "
+                                     "need a 'parent' kind")
+                continue
+            if kind.parent not in self.kinds or kind.parent == name:
+                raise ValueError(f"kinds.{name}.parent: {kind.parent!r} is not another kind "
+                                 f"of this source (kinds: {', '.join(self.kinds)})")
+            if self.kinds[kind.parent].parent is not None:
+                raise ValueError(f"kinds.{name}.parent: {kind.parent!r} is itself a child "
+                                 "kind; children hang off a kind that is read on its own")
+            if kind.incremental is not None:
+                raise ValueError(f"kinds.{name}: a child kind follows its parent: only the "
+                                 "parents that changed fan out; it has no 'incremental' of its "
+                                 "own")
+        return self
 
     def kind_names(self) -> list[str]:
         return list(self.kinds)

@@ -86,7 +86,7 @@ def _kinds(config: SluiceConfig, source: str, wanted: list[str] | None) -> list[
         if kind not in known:
             raise ConfigError(f"{config.path}: source {source!r} has no kind {kind!r}"
                               f" (kinds: {', '.join(known)})")
-    return wanted or known
+    return config.run_kinds(source, wanted)
 
 
 def bar(run: Run, width: int = 24) -> str:
@@ -474,8 +474,15 @@ def cmd_failed_retry(run_id: str) -> int:
     run = progress.get(run_id)
     run_seq = run.run_seq if run else None
     for seq, letter in sorted(letters.items()):
+        if letter.get("task") == "children":  # the task that fetches children, again
+            messages.children(app, run_id, letter["source"], letter["kind"], seq,
+                              json.dumps(letter["items"]), run_seq=run_seq or 0,
+                              count=len(letter["items"]), root=letter["root"],
+                              note=" (retry)")
+            continue
         messages.batch(app, run_id, letter["source"], letter["kind"], seq,
-                       letter["items"], run_seq=run_seq, note=" (retry)")
+                       letter["items"], run_seq=run_seq, note=" (retry)",
+                       root=letter.get("root"))
     click.echo(f"run {run_id}: {len(letters)} dead-lettered batch(es) enqueued again")
     return 0
 

@@ -91,8 +91,8 @@ def standalone(*, config: str | None, once: bool, workers: int | None, flower_po
         settings = get_settings()
         progress = Progress.from_settings(settings)
         try:
-            runs = [run for name, source in cfg.sources.items()
-                    for run in start_runs(progress, name, source.kind_names())]
+            runs = [run for name in cfg.sources
+                    for run in start_runs(progress, name, cfg.run_kinds(name))]
             runs = wait(progress, [r.run_id for r in runs], show=True,
                         stall_seconds=settings.stall_seconds)
             for run in runs:

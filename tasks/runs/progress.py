@@ -13,7 +13,7 @@ import json
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from typing import Any, NamedTuple, cast
 
@@ -78,11 +78,22 @@ class Run:
     deletion_refused: str = ""
     deletion_skipped: str = ""
     watermark: str = ""  # what the run did to its kind's watermarks, and where they are kept
+    # child kind -> its counts in this run (batches_enqueued, batches_done, batches_failed,
+    # items_fetched, items_written, items_rejected); the run's own counts include them
+    children: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def own(self, name: str) -> int:
+        """A count of the run's own kind, without its children's."""
+        return int(getattr(self, name)) - sum(c.get(name, 0) for c in self.children.values())
 
     @classmethod
     def from_record(cls, run_id: str, raw: Mapping[str, str], *, in_flight: int = 0) -> Run:
         """From the run's Redis hash (decoded); fields it does not know (checkpoints) are left."""
-        values: dict[str, Any] = {"run_id": run_id, "in_flight": in_flight}
+        values: dict[str, Any] = {"run_id": run_id, "in_flight": in_flight, "children": {}}
+        for name, text in raw.items():  # child.<kind>.<count>
+            if name.startswith("child."):
+                kind, _, count = name[len("child."):].rpartition(".")
+                values["children"].setdefault(kind, {})[count] = int(text)
         for f in fields(cls):
             if f.name not in raw or f.name in values:
                 continue
@@ -137,6 +148,7 @@ class Progress:
         self._batch_done = scripts.register(client, "batch_done")
         self._batch_failed = scripts.register(client, "batch_failed")
         self._finish = scripts.register(client, "finish_run")
+        self._record_children = scripts.register(client, "record_children")
 
     @classmethod
     def from_settings(cls, settings: Settings, client: redis.Redis | None = None) -> Progress:
@@ -273,9 +285,9 @@ class Progress:
         """The newest cursor values of every partition, by partition key (JSON text)."""
         raw = {_text(k): _text(v) for k, v in self.r.hgetall(keys.run(run_id)).items()}
         found: dict[str, list[Any]] = {}
-        for field, value in raw.items():
-            if field.startswith("mark:"):
-                i = field.split(":", 1)[1]
+        for name, value in raw.items():
+            if name.startswith("mark:"):
+                i = name.split(":", 1)[1]
                 found.setdefault(raw.get(f"key:{i}", "null"), []).append(json.loads(value))
         return found
 
@@ -289,22 +301,35 @@ class Progress:
         return {int(s) for s in self.r.sunion([keys.run_enqueued(run_id), keys.run_empty(run_id)])}
 
     def batch_done(self, run_id: str, source: str, kind: str, seq: int, *, written: int,
-                   rejected: list[dict[str, Any]]) -> bool:
-        """Batch ``seq`` was written. Counts once per seq. True: the caller finalizes."""
+                   rejected: list[dict[str, Any]], child: str = "") -> bool:
+        """Batch ``seq`` was written (``child``: a batch of that child kind; ``kind`` is the
+        run's). Counts once per seq. True: the caller finalizes."""
         return bool(self._batch_done(
             keys=[*self._set_keys(run_id), keys.run_rejected(run_id), keys.lock(source, kind),
                   keys.METRICS],
             args=[seq, written, len(rejected), json.dumps(self.redactor.data(rejected)),
                   repr(time.time()), run_id,
-                  self.lock_seconds, keys.REJECTED_KEEP]))
+                  self.lock_seconds, keys.REJECTED_KEEP, child]))
 
-    def batch_failed(self, run_id: str, seq: int, *, dead_letter: dict[str, Any]) -> bool:
+    def record_children(self, run_id: str, source: str, kind: str, batches: list[int], *,
+                        child: str, n_items: int = 0) -> bool:
+        """Batches of ``child`` (a child kind of the run's ``kind``) were published: the task
+        that fetches children, or the batches of items it collected. False: the run record
+        is gone."""
+        return bool(self._record_children(
+            keys=[keys.run(run_id), keys.run_enqueued(run_id), keys.lock(source, kind),
+                  keys.METRICS],
+            args=[json.dumps(batches), n_items, child, repr(time.time()), run_id,
+                  self.lock_seconds]))
+
+    def batch_failed(self, run_id: str, seq: int, *, dead_letter: dict[str, Any],
+                     child: str = "") -> bool:
         """Batch ``seq`` is dead-lettered with its items. True: the caller finalizes."""
         return bool(self._batch_failed(
             keys=[*self._set_keys(run_id), keys.dead_letters(run_id), keys.METRICS],
             args=[seq, json.dumps({**dead_letter,
                                    "error": self.redactor.text(dead_letter.get("error", ""))}),
-                  repr(time.time())]))
+                  repr(time.time()), child]))
 
     def finish(self, run: Run, state: RunState, *, expect: RunState | None = None,
                **fields: Any) -> bool:

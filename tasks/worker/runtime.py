@@ -75,6 +75,7 @@ class Runtime:
         self._lock = threading.RLock()
         self._integrations: dict[str, Integration] = {}
         self._clients: dict[str, httpx.AsyncClient] = {}
+        self._gates: dict[str, asyncio.Semaphore] = {}
         self._local = threading.local()
         self._targets: list[Target] = []
         self._retired: list[httpx.AsyncClient | Target] = []  # closed when the process ends
@@ -135,6 +136,14 @@ class Runtime:
             if source not in self._integrations:
                 self._integrations[source] = load(self.config.source(source))
             return self._integrations[source]
+
+    def gate(self, source: str) -> asyncio.Semaphore:
+        """The source's ``max_concurrency``, shared by every task of this process (on its
+        loop): children of many parents are asked for that many at a time."""
+        with self._lock:
+            if source not in self._gates:
+                self._gates[source] = asyncio.Semaphore(self.config.source(source).max_concurrency)
+            return self._gates[source]
 
     def client(self, source: str) -> httpx.AsyncClient:
         """The source's client, created once and reused by every task of this process."""

@@ -9,6 +9,7 @@
 -- ARGV[1] seq          the batch's seq
 -- ARGV[2] dead_letter  JSON object: {items, error, attempts, ...}
 -- ARGV[3] now          seconds since the epoch
+-- ARGV[4] child        the batch's kind when it is a child kind of the run's ('' if not)
 -- Returns 1 when the caller finalizes the run, else 0.
 local run, enqueued, done, failed, dead, metrics = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local seq, dead_letter, now = ARGV[1], ARGV[2], ARGV[3]
@@ -18,6 +19,7 @@ if redis.call('SISMEMBER', done, seq) == 1 then return 0 end
 redis.call('HSET', dead, seq, dead_letter)
 if redis.call('SADD', failed, seq) == 1 then
   redis.call('HINCRBY', run, 'batches_failed', 1)
+  if ARGV[4] ~= '' then redis.call('HINCRBY', run, 'child.' .. ARGV[4] .. '.batches_failed', 1) end
   metric(run, metrics, 'batches_failed', 1)
 end
 redis.call('HSET', run, 'updated_at', now)

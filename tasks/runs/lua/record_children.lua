@@ -1,0 +1,36 @@
+-- Records batches of a child kind published within a run (the task fetching the children of
+-- a parent batch, or the batches of children it collected): counted once per seq.
+--! include run_lib
+-- KEYS[1] run           hash: the run record
+-- KEYS[2] enqueued      set: seqs of the batches published
+-- KEYS[3] lock          string: the id of the run that holds (source, kind)
+-- KEYS[4] metrics       hash: the counters
+-- ARGV[1] batches       JSON list: the seqs published
+-- ARGV[2] n_items       child items in them (0 for the fetching task)
+-- ARGV[3] kind          the child kind
+-- ARGV[4] now           seconds since the epoch
+-- ARGV[5] run_id
+-- ARGV[6] lock_seconds  the lock is renewed for this long
+-- Returns 1; 0 when the run record is gone.
+local run, enqueued, lock, metrics = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local n_items, kind, now = tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local run_id, lock_seconds = ARGV[5], tonumber(ARGV[6])
+
+if redis.call('HEXISTS', run, 'state') == 0 then return 0 end
+local batches = cjson.decode(ARGV[1])
+local added = 0
+for _, seq in ipairs(batches) do
+  added = added + redis.call('SADD', enqueued, string.format('%d', seq))
+end
+if added > 0 then
+  redis.call('HINCRBY', run, 'batches_enqueued', added)
+  redis.call('HINCRBY', run, 'child.' .. kind .. '.batches_enqueued', added)
+  if added == #batches and n_items > 0 then  -- published for the first time
+    redis.call('HINCRBY', run, 'items_fetched', n_items)
+    redis.call('HINCRBY', run, 'child.' .. kind .. '.items_fetched', n_items)
+    metric(run, metrics, 'items_fetched', n_items)
+  end
+end
+redis.call('HSET', run, 'updated_at', now)
+if redis.call('GET', lock) == run_id then redis.call('EXPIRE', lock, lock_seconds) end
+return 1

@@ -1,0 +1,122 @@
+"""Child kinds with real workers: every parent a run writes fans out to its children, fetched
+in parallel as tasks of the same run and written in batches of useful size; a full run deletes
+the children no parent gives any more, an incremental run fans out only the parents that
+changed and deletes nothing."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from integrations.fakeapi import FakeAPI
+from tasks.operator.redisserver import RedisServer
+from tests.support.workers import SLUICE, Client, Workers
+
+pytestmark = pytest.mark.integration
+
+CONFIG = """
+[target]
+path = "{db}"
+
+[sources.api]
+integration = "rest"
+base_url = "{url}"
+delete_threshold = 0.9
+max_concurrency = 8
+
+[sources.api.kinds.post]
+path = "/cursor/post"
+items = "data"
+paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 100 }}
+incremental = {{ cursor_path = "updated_at", param = "since" }}
+
+[sources.api.kinds.comment]
+parent = "post"
+path = "/sub/comment/{{parent.id}}"
+items = "data"
+paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 2 }}
+include_from_parent = ["id", "title"]
+"""
+
+
+class Setup:
+    def __init__(self, api: FakeAPI, workers: Workers, client: Client, db: Path) -> None:
+        self.api, self.workers, self.client, self.db = api, workers, client, db
+
+    def rows(self, kind: str) -> dict[str, dict]:
+        with sqlite3.connect(self.db) as conn:
+            return {i: json.loads(d) for i, d in conn.execute(
+                "SELECT identifier, data FROM entities WHERE source = 'api' AND kind = ?",
+                (kind,))}
+
+    def parents_asked(self) -> list[str]:
+        """The parents whose children were asked for (and forget the requests)."""
+        with self.api.server.lock:
+            got = [urlsplit(r[2]).path.split("/")[3] for r in self.api.state.log
+                   if r[1] == "GET" and r[2].startswith("/sub/")]
+            self.api.state.log.clear()
+        return got
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, redis_server: RedisServer) -> Iterator[Setup]:
+    tmp = tmp_path_factory.mktemp("children")
+    url = redis_server.url.rsplit("/", 1)[0] + "/11"
+    with FakeAPI() as api:
+        config = tmp / "sluice.toml"
+        config.write_text(CONFIG.format(db=tmp / "db.sqlite", url=api.url))
+        with Workers(config=config, redis_url=url, log=tmp / "worker.log") as workers:
+            client = Client(url)
+            try:
+                yield Setup(api, workers, client, tmp / "db.sqlite")
+            finally:
+                client.close()
+
+
+def test_children_of_2000_parents_are_fetched_in_parallel_and_written_in_batches(setup: Setup):
+    posts = setup.api.set_timed_items("post", 2000)
+    comments = setup.api.set_children("comment", posts, 3)
+    run = setup.client.resync("api", "post", timeout=120)
+    assert run.state == "succeeded", run
+    assert run.kind == "post" and set(run.children) == {"comment"}  # one run record
+    counts = run.children["comment"]
+    assert counts["items_fetched"] == counts["items_written"] == 6000
+    # One task per parent batch (20 of 100 parents) fetched their children, and each wrote
+    # them as one batch of 300: not 2,000 batches of 3.
+    assert counts["batches_enqueued"] == counts["batches_done"] == 20 + 20
+    assert run.items_written == 2000 + 6000 and run.own("items_written") == 2000
+    assert sorted(setup.parents_asked()) == sorted(str(p["id"]) for p in posts for _ in (1, 2))
+    rows = setup.rows("comment")
+    assert set(rows) == {c["id"] for c in comments}
+    first = rows["comment-post-7-0"]
+    assert first["_parent_id"] == "post-7" and first["_parent_title"] == "post number 7"
+    assert len(setup.rows("post")) == 2000
+
+
+def test_an_incremental_run_fans_out_only_the_parents_that_changed(setup: Setup):
+    setup.api.change("post", [3, 1500], when=500_000)
+    setup.api.state.children["comment"]["post-3"].append({"id": "comment-post-3-new",
+                                                          "body": "a new one"})
+    run = setup.client.resync("api", "post", timeout=120)
+    assert run.state == "succeeded" and run.incremental and run.deleted == 0
+    # The watermark is post 1999's time: posts 3 and 1500 changed after it, 1999 is at it.
+    assert sorted(set(setup.parents_asked())) == ["post-1500", "post-1999", "post-3"]
+    assert "comment-post-3-new" in setup.rows("comment")
+
+
+def test_a_full_run_deletes_the_children_no_parent_gives_any_more(setup: Setup):
+    del setup.api.state.children["comment"]["post-5"][1:]  # two of its three comments go
+    done = subprocess.run([*SLUICE, "run", "api", "--kind", "comment", "--full", "--wait"],
+                          env=setup.workers.env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "api/post" in done.stdout  # a child kind runs with its parent
+    rows = setup.rows("comment")
+    assert "comment-post-5-0" in rows
+    assert "comment-post-5-1" not in rows and "comment-post-5-2" not in rows
+    assert len(rows) == 6000 + 1 - 2

@@ -27,7 +27,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, TextIO, TypeVar
+from typing import Any, NamedTuple, TextIO, TypeVar
 
 import click
 import redis
@@ -89,19 +89,43 @@ def _kinds(config: SluiceConfig, source: str, wanted: list[str] | None) -> list[
     return config.run_kinds(source, wanted)
 
 
-def bar(run: Run, width: int = 24) -> str:
-    """A run's progress as one plain line (stderr not a terminal: a log, a pipe)."""
-    done, total, more = _batches(run)
-    filled = int(width * done / total) if total else 0
-    return (f"{run.source}/{run.kind:<12} [{'#' * filled}{'.' * (width - filled)}] "
-            f"{done}/{total}{more} batches  {run.items_written} written  "
-            f"{run.items_rejected} rejected  {run.state}")
+class Row(NamedTuple):
+    """One kind's progress in a run: the run's own kind, then each child kind."""
+
+    key: str  # run id, and the kind
+    label: str  # source/kind
+    done: int  # batches ended (written or dead-lettered)
+    total: int  # batches enqueued
+    more: str  # '+' while more may come (the producer still pages, parents still fan out)
+    written: int
+    rejected: int
+    state: str
 
 
-def _batches(run: Run) -> tuple[int, int, str]:
-    """Batches ended, batches enqueued, and '+' while the producer still pages (more to come)."""
-    return (run.batches_done + run.batches_failed, run.batches_enqueued,
-            "" if run.producer_done else "+")
+def rows(run: Run) -> list[Row]:
+    """A run's progress, one row per kind (a run of a parent kind carries its children)."""
+    own_done = run.own("batches_done") + run.own("batches_failed")
+    own_total = run.own("batches_enqueued")
+    found = [Row(run.run_id, f"{run.source}/{run.kind}", own_done, own_total,
+                 "" if run.producer_done else "+", run.own("items_written"),
+                 run.own("items_rejected"), str(run.state))]
+    parents_pending = not run.producer_done or own_done < own_total
+    for kind, counts in sorted(run.children.items()):
+        found.append(Row(
+            f"{run.run_id}/{kind}", f"{run.source}/{kind}",
+            counts.get("batches_done", 0) + counts.get("batches_failed", 0),
+            counts.get("batches_enqueued", 0), "+" if parents_pending else "",
+            counts.get("items_written", 0), counts.get("items_rejected", 0), str(run.state)))
+    return found
+
+
+def bar(row: Row, width: int = 24) -> str:
+    """A kind's progress as one plain line (stderr not a terminal: a log, a pipe)."""
+    filled = int(width * row.done / row.total) if row.total else 0
+    return (f"{row.label:<{len(row.label.split('/')[0]) + 13}} "
+            f"[{'#' * filled}{'.' * (width - filled)}] "
+            f"{row.done}/{row.total}{row.more} batches  {row.written} written  "
+            f"{row.rejected} rejected  {row.state}")
 
 
 def line(run: Run) -> str:
@@ -134,7 +158,8 @@ class _Display:
                                     or now - self.last_shown > self.EVERY):
             return
         for run in runs:
-            self.out.write(bar(run) + "\n")
+            for row in rows(run):
+                self.out.write(bar(row) + "\n")
         self.out.flush()
         self.last_shown = now
 
@@ -167,17 +192,17 @@ class _LiveDisplay(_Display):
         self.console.print(Text(text))
 
     def show(self, runs: list[Run], *, ended: bool) -> None:
-        for run in runs:
-            done, total, more = _batches(run)
-            task = self.tasks.get(run.run_id)
+        for row in (row for run in runs for row in rows(run)):
+            task = self.tasks.get(row.key)
             if task is None:
-                task = self.tasks[run.run_id] = self.bars.add_task(
-                    f"{run.source}/{run.kind}", total=None, visible=False)
+                task = self.tasks[row.key] = self.bars.add_task(row.label, total=None,
+                                                                visible=False)
             # No total (nothing enqueued yet): a pulsing bar; an empty one once the run ended.
-            self.bars.update(task, total=total or (1 if run.state.ended else None),
-                             completed=done, visible=True, batches=f"{done}/{total}{more}",
-                             written=run.items_written, rejected=run.items_rejected,
-                             state=str(run.state))
+            ended = RunState(row.state).ended
+            self.bars.update(task, total=row.total or (1 if ended else None),
+                             completed=row.done, visible=True,
+                             batches=f"{row.done}/{row.total}{row.more}", written=row.written,
+                             rejected=row.rejected, state=row.state)
         self.bars.refresh()
 
 

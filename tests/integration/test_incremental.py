@@ -151,8 +151,9 @@ def test_newest_first_paging_stops_at_the_first_item_older_than_the_watermark(be
     assert second.state == "succeeded" and second.incremental
     # The three changed ones come first, then the newest unchanged one (at the watermark:
     # kept, as `since` would keep it); the next one is older and ends the paging: four
-    # items, nothing deleted, and the one page asked for ahead of time is not read on.
-    assert len(asked) == 2 and all(q.get("sort") == "updated" for q in asked)
+    # items, nothing deleted, and the paging goes no further than the one page it may have
+    # asked for ahead of time (8 pages before).
+    assert len(asked) <= 2 and all(q.get("sort") == "updated" for q in asked)
     assert second.items_fetched == 4 and second.deleted == 0
     assert "changed at 9000" in bench.rows("newest")["newest-300"]
 

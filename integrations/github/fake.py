@@ -1,14 +1,21 @@
 """A local fake of the GitHub REST API, answering in its documented shapes: Link pagination
 (``page``/``per_page``, at most 100), ``x-ratelimit-*`` headers (reset in epoch seconds),
 401 "Bad credentials" without the token, pull requests inside the issues list, and scripted
-secondary limits (``fail(path, 403, headers={"retry-after": "1"})``)."""
+secondary limits (``fail(path, 403, headers={"retry-after": "1"})``).
+
+Issues and pull requests carry ``updated_at`` (number n of a repository at ``at(n * 60)``,
+``integrations.fakeapi.at``). The issues endpoint honours ``since`` (those updated at or
+after it); both endpoints honour ``sort=updated`` with ``direction`` (desc by default, as
+GitHub's); the pulls endpoint has no ``since`` and ignores it, as GitHub does. Tests change
+and add items at a time with ``change_issues`` and ``add_issues``."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from integrations.fakeapi import FakeAPI, Handler, link_page
+from integrations.fakeapi import FakeAPI, Handler, at, link_page
+from integrations.incremental import comparable, older
 
 
 def repo(org: str, i: int) -> dict[str, Any]:
@@ -16,13 +23,30 @@ def repo(org: str, i: int) -> dict[str, Any]:
             "html_url": f"https://github.com/{org}/repo{i}", "default_branch": "main"}
 
 
-def issue(repo_i: int, n: int, *, pull: bool) -> dict[str, Any]:
+def issue(repo_i: int, n: int, *, pull: bool, when: float | None = None) -> dict[str, Any]:
+    """Issue (or pull request) n of repository ``repo_i``, last updated at ``at(when)``
+    (default: ``at(n * 60)``, a minute apart)."""
+    stamp = at(n * 60 if when is None else when)
     item: dict[str, Any] = {"id": 5_000_000 + repo_i * 10_000 + n, "number": n,
                             "title": f"{'PR' if pull else 'Issue'} {n}", "state": "open",
-                            "user": {"login": "octocat", "id": 1}}
+                            "user": {"login": "octocat", "id": 1},
+                            "created_at": stamp, "updated_at": stamp}
     if pull:
         item["pull_request"] = {"url": f"https://api.github.com/repos/x/y/pulls/{n}"}
     return item
+
+
+def listed(items: list[dict[str, Any]], query: dict[str, str], *, since: bool
+           ) -> list[dict[str, Any]]:
+    """The items a query asks for: ``since`` (where the endpoint has it), ``sort=updated``."""
+    if since and "since" in query:
+        if comparable(query["since"]) is None:
+            raise ValueError(query["since"])
+        items = [i for i in items if not older(i["updated_at"], query["since"])]
+    if query.get("sort") == "updated":
+        items = sorted(items, key=lambda i: comparable(i["updated_at"]) or 0.0,
+                       reverse=query.get("direction", "desc") == "desc")
+    return items
 
 
 class GithubHandler(Handler):
@@ -49,11 +73,13 @@ class GithubHandler(Handler):
         if parts[:1] == ["orgs"] and parts[2:] == ["repos"] and parts[1] == fake.org:
             items = [repo(fake.org, i) for i in range(fake.repos)]
         elif parts[:1] == ["repos"] and len(parts) == 4 and parts[3] in ("issues", "pulls"):
-            i = int(parts[2].removeprefix("repo"))
-            n_issues, n_pulls = fake.sizes.get(i, fake.default_size)
-            everything = [issue(i, n, pull=n > n_issues) for n in range(1, n_issues + n_pulls + 1)]
-            items = everything if parts[3] == "issues" else [x for x in everything
-                                                             if "pull_request" in x]
+            everything = fake.items(int(parts[2].removeprefix("repo")))
+            pulls = parts[3] == "pulls"
+            try:
+                items = listed([x for x in everything if "pull_request" in x or not pulls],
+                               query, since=not pulls)
+            except ValueError:
+                return self._send(422, b'{"message": "Validation Failed"}')
         else:
             return self._send(404, b'{"message": "Not Found"}')
         page, link = link_page(items, base, query)
@@ -62,7 +88,7 @@ class GithubHandler(Handler):
 
 class FakeGithub(FakeAPI):
     """``repos`` repositories in ``org``; repository i has ``sizes[i]`` = (issues, pull requests)
-    (``default_size`` otherwise)."""
+    (``default_size`` otherwise): issues are numbers 1..issues, pull requests the next ones."""
 
     handler = GithubHandler
 
@@ -73,6 +99,36 @@ class FakeGithub(FakeAPI):
         self.org, self.token, self.repos = org, token, repos
         self.default_size = default_size
         self.sizes: dict[int, tuple[int, int]] = {}
+        self._items: dict[int, list[dict[str, Any]]] = {}  # made on first use, from sizes
+
+    def items(self, i: int) -> list[dict[str, Any]]:
+        """Repository i's issues and pull requests, by number (a copy)."""
+        with self.server.lock:
+            if i not in self._items:
+                n_issues, n_pulls = self.sizes.get(i, self.default_size)
+                self._items[i] = [issue(i, n, pull=n > n_issues)
+                                  for n in range(1, n_issues + n_pulls + 1)]
+            return [dict(x) for x in self._items[i]]
+
+    def change_issues(self, i: int, numbers: list[int], when: float) -> None:
+        """Issues or pull requests ``numbers`` of repository i change at ``at(when)``."""
+        self.items(i)
+        with self.server.lock:
+            for item in self._items[i]:
+                if item["number"] in numbers:
+                    item["updated_at"] = at(when)
+                    item["title"] = f"{item['title']} (changed at {when:g})"
+
+    def add_issues(self, i: int, count: int, when: float, *, pull: bool = False
+            ) -> list[dict[str, Any]]:
+        """``count`` new issues (or pull requests) in repository i, created at ``at(when)``."""
+        self.items(i)
+        with self.server.lock:
+            items = self._items[i]
+            top = max((x["number"] for x in items), default=0)
+            new = [issue(i, n, pull=pull, when=when) for n in range(top + 1, top + count + 1)]
+            items += new
+        return new
 
     def expected(self, kind: str) -> set[str]:
         out = set()
@@ -80,10 +136,6 @@ class FakeGithub(FakeAPI):
             if kind == "repository":
                 out.add(str(repo(self.org, i)["id"]))
                 continue
-            n_issues, n_pulls = self.sizes.get(i, self.default_size)
             want_pull = kind == "pull_request"
-            for n in range(1, n_issues + n_pulls + 1):
-                if (n > n_issues) == want_pull:
-                    out.add(str(issue(i, n, pull=want_pull)["id"]))
+            out |= {str(x["id"]) for x in self.items(i) if ("pull_request" in x) == want_pull}
         return out
-

@@ -4,6 +4,11 @@
     issue         GET /repos/{owner}/{repo}/issues          one partition per repository
     pull_request  GET /repos/{owner}/{repo}/pulls           one partition per repository
 
+With ``incremental = true`` a repository's issues are asked ``since`` its watermark (minus the
+lookback; GitHub lists the issues updated at or after it), and its pull requests are listed
+``sort=updated&direction=desc``, read until the first one older (the endpoint has no
+``since``). The cursor is ``updated_at`` for both; repositories are always read whole.
+
 Pages follow the Link header; its rel="last" lets the pager fetch the rest concurrently. The
 issues endpoint also returns pull requests (items with a ``pull_request`` key): they are dropped
 there, and land as pull requests from their own endpoint. Rate limits: ``x-ratelimit-remaining:
@@ -19,6 +24,7 @@ import httpx
 
 from integrations.github.settings import GithubSettings, Kind
 from integrations.http.paginators import LinkPaginator
+from integrations.incremental import Incremental
 from integrations.paged import PagedIntegration
 from integrations.registry import register
 
@@ -37,9 +43,25 @@ class GithubIntegration(PagedIntegration[GithubSettings]):
         if kind == Kind.repository:
             return LinkPaginator(path=f"/orgs/{s.org}/repos", params={"type": "all"},
                                  limit_param="per_page", limit=s.per_page)
-        endpoint = "issues" if kind == Kind.issue else "pulls"
-        return LinkPaginator(path=f"/repos/{partition}/{endpoint}", params={"state": s.state},
+        params: dict[str, Any] = {"state": s.state}
+        if kind == Kind.issue:
+            endpoint = "issues"
+            if since is not None:
+                params["since"] = since
+        else:
+            endpoint = "pulls"
+            if s.incremental:  # newest first, so a run can stop at its watermark
+                params.update(sort="updated", direction="desc")
+        return LinkPaginator(path=f"/repos/{partition}/{endpoint}", params=params,
                              limit_param="per_page", limit=s.per_page)
+
+    def incremental(self, kind: str) -> Incremental | None:
+        s = self.settings
+        if not s.incremental or kind == Kind.repository:
+            return None
+        if kind == Kind.issue:
+            return Incremental(cursor_path="updated_at", param="since", lookback=s.lookback)
+        return Incremental(cursor_path="updated_at", stop_when_older=True, lookback=s.lookback)
 
     async def partitions(self, kind: str, client: httpx.AsyncClient) -> list[str] | None:
         """Issues and pull requests: one partition per repository of the organisation."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from integrations.base import ApiSettings
+from integrations.incremental import seconds
 
 
 class Kind(StrEnum):
@@ -17,6 +18,16 @@ class Kind(StrEnum):
 
 
 class GithubSettings(ApiSettings):
+    """``incremental = true``: issues and pull requests read only what changed since the
+    repository's watermark (the newest ``updated_at`` a clean run saw) minus ``lookback``.
+    Issues ask for it with GitHub's ``since``; pull requests, whose endpoint has no ``since``,
+    are listed ``sort=updated&direction=desc`` and the paging stops at the first one older.
+
+    Off by default: an incremental run deletes nothing, so an issue deleted or transferred
+    away stays in the target until a full run (``full_every = "1d"``, ``sluice run --full``).
+    Turning it on is a choice about deletions as much as about requests; a source that does
+    not make it reads and deletes as before."""
+
     integration: Literal["github"]
     org: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*$", description="the organisation")
     token: str = Field(min_length=1, description='a token; write "${GITHUB_TOKEN}"')
@@ -24,6 +35,18 @@ class GithubSettings(ApiSettings):
     kinds: list[Kind] = Field(default_factory=lambda: list(Kind), min_length=1)
     state: Literal["open", "closed", "all"] = "all"
     per_page: int = Field(100, ge=1, le=100)
+    incremental: bool = Field(
+        False, description="issues and pull requests: read only what changed since the last "
+        "clean run (per repository); such runs delete nothing")
+    # GitHub's timestamps are in seconds; the lookback covers an update committed while the
+    # previous run was paging and listed later than its watermark's item.
+    lookback: str = Field("2m", description="ask from the watermark minus this: 30s, 2m, 1h")
+
+    @field_validator("lookback")
+    @classmethod
+    def _lookback(cls, value: str) -> str:
+        seconds(value)
+        return value
 
     def kind_names(self) -> list[str]:
         return [kind.value for kind in self.kinds]

@@ -5,12 +5,20 @@
   unless ``fields`` are asked for; 400 for an unbounded JQL;
 - ``/rest/api/3/search``: 410 Gone (removed by Atlassian);
 - basic auth (email + API token), else 401.
+
+Issue i was last updated ``i`` minutes before 2026-11-20T10:00:00.000+0000 (``updated(-60 * i)``:
+index order is newest first). The search honours ``updated >= "yyyy-MM-dd HH:mm"`` (or a date
+alone) in the JQL, read in the account's time zone, UTC here, as the values are written, and
+``ORDER BY updated [ASC|DESC]``; other clauses are not evaluated. Tests change and add issues
+at a time with ``change_issues`` and ``add_issues``; ``jqls`` holds every JQL asked.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from integrations.fakeapi import FakeAPI, Handler
@@ -24,12 +32,38 @@ def project(i: int) -> dict[str, Any]:
             "projectTypeKey": "software"}
 
 
-def issue(i: int) -> dict[str, Any]:
+BASE = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+_SINCE = re.compile(r'\bupdated\s*>=\s*"(\d{4}[-/]\d{2}[-/]\d{2})(?: (\d{2}:\d{2}))?"',
+                    re.IGNORECASE)
+_ORDER = re.compile(r"\border\s+by\s+updated(?:\s+(asc|desc))?\s*$", re.IGNORECASE)
+
+
+def updated(seconds: float) -> str:
+    """A time as Jira writes it, ``seconds`` after 2026-11-20T10:00:00.000+0000."""
+    when = BASE + timedelta(seconds=seconds)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}+0000"
+
+
+def issue(i: int, *, when: float | None = None) -> dict[str, Any]:
     return {"id": str(20000 + i), "key": f"P{i % 7}-{i}",
             "fields": {"summary": f"Issue {i}", "status": {"name": "To Do"},
                        "issuetype": {"name": "Task"}, "project": {"key": f"P{i % 7}"},
                        "assignee": None, "created": "2026-11-01T10:00:00.000+0000",
-                       "updated": "2026-11-20T10:00:00.000+0000", "description": "long text"}}
+                       "updated": updated(-60 * i if when is None else when),
+                       "description": "long text"}}
+
+
+def searched(issues: list[dict[str, Any]], jql: str) -> list[dict[str, Any]]:
+    """The issues a JQL selects, in its order (only its ``updated >=`` and its ORDER BY)."""
+    for day, hour in _SINCE.findall(jql):
+        since = datetime.strptime(f"{day.replace('/', '-')} {hour or '00:00'}",
+                                  "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
+        issues = [i for i in issues
+                  if datetime.fromisoformat(i["fields"]["updated"]) >= since]
+    if order := _ORDER.search(jql):
+        issues = sorted(issues, key=lambda i: datetime.fromisoformat(i["fields"]["updated"]),
+                        reverse=(order[1] or "asc").lower() == "desc")
+    return issues
 
 
 class JiraHandler(Handler):
@@ -59,14 +93,13 @@ class JiraHandler(Handler):
             start = int(q.get("nextPageToken", "0") or 0)
             per = min(5000, int(q.get("maxResults", 50)))
             wanted = [f for f in q.get("fields", "").split(",") if f]
-            issues = []
-            for i in range(start, min(fake.issues, start + per)):
-                full = issue(i)
-                issues.append({"id": full["id"], **({"key": full["key"], "fields": {
-                    f: full["fields"].get(f) for f in wanted}} if wanted else {})})
+            selected = searched(fake.all_issues(), jql)
+            issues = [{"id": full["id"], **({"key": full["key"], "fields": {
+                f: full["fields"].get(f) for f in wanted}} if wanted else {})}
+                for full in selected[start:start + per]]
             nxt = start + per
-            body: dict[str, Any] = {"issues": issues, "isLast": nxt >= fake.issues}
-            if nxt < fake.issues:
+            body: dict[str, Any] = {"issues": issues, "isLast": nxt >= len(selected)}
+            if nxt < len(selected):
                 body["nextPageToken"] = str(nxt)  # opaque to clients
             return self._json(body)
         return self._send(404, b'{"errorMessages": ["Not found"]}')
@@ -82,3 +115,33 @@ class FakeJira(FakeAPI):
         self.email, self.token = email, token
         self.projects, self.issues = projects, issues
         self.jqls: list[str] = []
+        self._issues: list[dict[str, Any]] | None = None  # made on first use
+
+    def all_issues(self) -> list[dict[str, Any]]:
+        """Every issue, in index order (copies)."""
+        with self.server.lock:
+            if self._issues is None:
+                self._issues = [issue(i) for i in range(self.issues)]
+            return [dict(i) for i in self._issues]
+
+    def change_issues(self, indices: list[int], when: float) -> None:
+        """Issues ``indices`` change at ``updated(when)`` (their summary says so)."""
+        self.all_issues()
+        with self.server.lock:
+            assert self._issues is not None
+            for i in indices:
+                fields = dict(self._issues[i]["fields"])
+                fields["updated"] = updated(when)
+                fields["summary"] = f"{fields['summary']} (changed at {when:g})"
+                self._issues[i] = {**self._issues[i], "fields": fields}
+
+    def add_issues(self, count: int, when: float) -> list[dict[str, Any]]:
+        """``count`` new issues, created at ``updated(when)``."""
+        self.all_issues()
+        with self.server.lock:
+            assert self._issues is not None
+            new = [issue(i, when=when) for i in range(len(self._issues),
+                                                      len(self._issues) + count)]
+            self._issues += new
+            self.issues = len(self._issues)
+        return new

@@ -5,9 +5,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
 from integrations.base import ApiSettings
+from integrations.incremental import seconds
 
 DEFAULT_FIELDS = ["summary", "status", "issuetype", "project", "assignee", "created", "updated"]
 
@@ -18,6 +19,21 @@ class Kind(StrEnum):
 
 
 class JiraSettings(ApiSettings):
+    """``incremental = true``: issues read only what changed since the watermark (the newest
+    ``fields.updated`` a clean run saw) minus ``lookback``: the JQL becomes
+    ``updated >= "yyyy-MM-dd HH:mm" AND (jql without its ORDER BY) ORDER BY updated DESC``.
+    Projects are always read whole.
+
+    JQL dates have minute precision: the time is rounded down to its minute, so the window
+    only ever grows. They are read in the time zone of the API account's profile, the one in
+    which Jira writes ``updated`` (``...T10:00:00.000+0100``): the JQL time is that value's own
+    wall-clock time, in its own offset. The lookback (5m) covers updates the search index
+    shows late (Jira Cloud's search is eventually consistent) and a run's own clock.
+
+    Off by default, like GitHub's: an incremental run deletes nothing, so an issue deleted,
+    moved out of the JQL or out of the account's sight stays in the target until a full run
+    (``full_every = "1d"``, ``sluice run --full``)."""
+
     integration: Literal["jira"]
     base_url: str = Field(description="https://YOUR-SITE.atlassian.net")
     email: str = Field(min_length=3, description="the account the API token belongs to")
@@ -27,6 +43,23 @@ class JiraSettings(ApiSettings):
     jql: str = Field("updated >= -30d ORDER BY updated DESC", min_length=1)
     fields: list[str] = Field(default_factory=lambda: list(DEFAULT_FIELDS), min_length=1)
     page_size: int = Field(100, ge=1, le=5000)
+    incremental: bool = Field(
+        False, description="issues: read only what changed since the last clean run (by "
+        "'updated' in the JQL); such runs delete nothing")
+    lookback: str = Field("5m", description="ask from the watermark minus this: 30s, 5m, 1h")
+
+    @field_validator("lookback")
+    @classmethod
+    def _lookback(cls, value: str) -> str:
+        seconds(value)
+        return value
+
+    @model_validator(mode="after")
+    def _updated(self) -> JiraSettings:
+        if self.incremental and "updated" not in self.fields:
+            raise ValueError("incremental = true needs 'updated' in fields (the watermark is "
+                             "the newest fields.updated)")
+        return self
 
     def kind_names(self) -> list[str]:
         return [kind.value for kind in self.kinds]

@@ -139,3 +139,181 @@ def test_jira_classic_search_is_gone(jira: FakeJira):
     answer = httpx.get(f"{jira.url}/rest/api/3/search", params={"jql": "project = P1"},
                        auth=(jira.email, jira.token))
     assert answer.status_code == 410
+
+
+# -- incremental
+
+def first_request(integ: Any, kind: str, partition: Any = None, since: Any = None
+                  ) -> tuple[str, dict[str, Any]]:
+    paginator = integ.paginator(kind, partition, since)
+    path, params = paginator.request(paginator.first())
+    return path, dict(params or {})
+
+
+def read(integ: Any, kind: str, partition: Any = None, since: Any = None
+         ) -> list[dict[str, Any]]:
+    """Every item of one partition, page after page, as the producer asks with ``since``."""
+    async def go() -> list[dict[str, Any]]:
+        client = integ.client()
+        items: list[dict[str, Any]] = []
+        state = None
+        while True:
+            page = await integ.fetch(kind, client, state, partition=partition, since=since)
+            items += page.items
+            if (state := page.next) is None:
+                await client.aclose()
+                return items
+    return asyncio.run(go())
+
+
+def test_github_is_not_incremental_unless_turned_on(github: FakeGithub):
+    integ = gh(github)
+    assert [integ.incremental(k) for k in ("repository", "issue", "pull_request")] == [None] * 3
+    # The requests are those of before: no since, no sort.
+    assert first_request(integ, "issue", "acme/repo0") == (
+        "/repos/acme/repo0/issues", {"state": "all", "per_page": 100})
+    assert first_request(integ, "pull_request", "acme/repo0") == (
+        "/repos/acme/repo0/pulls", {"state": "all", "per_page": 100})
+
+
+def test_github_incremental_kinds_and_their_requests(github: FakeGithub):
+    integ = gh(github, incremental=True)
+    assert integ.incremental("repository") is None
+    issues, pulls = integ.incremental("issue"), integ.incremental("pull_request")
+    assert issues is not None and pulls is not None
+    assert (issues.cursor_path, issues.param, issues.stop_when_older, issues.lookback) == (
+        "updated_at", "since", False, "2m")
+    assert (pulls.cursor_path, pulls.param, pulls.stop_when_older) == ("updated_at", None, True)
+    assert issues.since("2024-01-01T10:00:00Z") == "2024-01-01T09:58:00Z"  # GitHub's spelling
+    assert gh(github, incremental=True, lookback="1h").incremental("issue").since(
+        "2024-01-01T10:00:00Z") == "2024-01-01T09:00:00Z"
+    # No watermark yet: everything, as before; then GitHub's `since`.
+    assert first_request(integ, "issue", "acme/repo0")[1] == {"state": "all", "per_page": 100}
+    assert first_request(integ, "issue", "acme/repo0", "2024-01-01T09:58:00Z")[1] == {
+        "state": "all", "since": "2024-01-01T09:58:00Z", "per_page": 100}
+    # Pull requests: newest first, always; the pulls endpoint has no `since`.
+    for since in (None, "2024-01-01T09:58:00Z"):
+        assert first_request(integ, "pull_request", "acme/repo0", since)[1] == {
+            "state": "all", "sort": "updated", "direction": "desc", "per_page": 100}
+    with pytest.raises(ValueError, match="duration"):
+        gh(github, incremental=True, lookback="2 minutes")
+
+
+def test_github_issues_since_and_pulls_stop_at_the_first_older_one(github: FakeGithub):
+    from integrations.fakeapi import at
+    from integrations.incremental import older
+
+    integ = gh(github, incremental=True, per_page=10)
+    # repo2: issues 1..230 at at(n * 60), pull requests 231..235.
+    github.change_issues(2, [4, 9], when=100_000)
+    github.change_issues(2, [232], when=100_500)
+    since = at(220 * 60)
+    issues = read(integ, "issue", "acme/repo2", since)
+    # Issues updated at or after `since` (the pull requests among them are dropped).
+    assert sorted(i["number"] for i in issues) == [4, 9, *range(220, 231)]
+    assert all("since=" in p for _, _, p, _ in github.requests("/repos/acme/repo2/issues"))
+    # Pulls ignore `since` (as GitHub does) but list the newest first: the producer stops at
+    # the first one older than what it compares with.
+    pulls = read(integ, "pull_request", "acme/repo2", since)
+    assert [p["number"] for p in pulls] == [232, 235, 234, 233, 231]
+    inc = integ.incremental("pull_request")
+    assert inc is not None
+    threshold = inc.since(at(234 * 60))
+    kept = []
+    for p in pulls:
+        if older(inc.value(p), threshold):
+            break
+        kept.append(p["number"])
+    # 233 is within the 2m lookback of 234's time; 231 is older: the paging stops there.
+    assert kept == [232, 235, 234, 233]
+
+
+def test_github_fake_adds_issues_and_pulls(github: FakeGithub):
+    from integrations.fakeapi import at
+
+    before = github.expected("pull_request")
+    new = github.add_issues(0, 2, when=5_000, pull=True)
+    assert [n["number"] for n in new] == [191, 192]
+    assert github.expected("pull_request") == before | {str(n["id"]) for n in new}
+    integ = gh(github, incremental=True)
+    assert {i["number"] for i in read(integ, "pull_request", "acme/repo0")} >= {191, 192}
+    github.add_issues(0, 1, when=50_000)
+    assert [i["number"] for i in read(integ, "issue", "acme/repo0", at(40_000))] == [193]
+
+
+def test_jira_is_not_incremental_unless_turned_on(jira: FakeJira):
+    integ = jr(jira)
+    assert integ.incremental("issue") is None and integ.incremental("project") is None
+    assert first_request(integ, "issue")[1]["jql"] == "updated >= -30d ORDER BY updated DESC"
+
+
+def test_jira_incremental_issues_narrow_the_jql(jira: FakeJira):
+    integ = jr(jira, incremental=True, jql="project in (P1, P2) ORDER BY created ASC")
+    assert integ.incremental("project") is None
+    inc = integ.incremental("issue")
+    assert inc is not None
+    assert (inc.cursor_path, inc.param, inc.lookback) == ("fields.updated", "jql", "5m")
+    since = inc.since("2026-11-20T10:03:27.451+0000")
+    assert first_request(integ, "issue", None, None)[1]["jql"] == (
+        "project in (P1, P2) ORDER BY created ASC")  # no watermark yet: the jql as it is
+    path, params = first_request(integ, "issue", None, since)
+    assert path == "/rest/api/3/search/jql"
+    assert params == {"jql": 'updated >= "2026-11-20 09:58" AND (project in (P1, P2)) '
+                             "ORDER BY updated DESC",
+                      "maxResults": 100, "fields": ",".join(integ.settings.fields)}
+
+
+def test_jira_jql_composition():
+    from integrations.jira.integration import jql_time, since_jql, where
+
+    assert where("project = A ORDER BY updated DESC") == "project = A"
+    assert where("project = A order\n by key") == "project = A"
+    assert where('summary ~ "order by" AND project = A') == 'summary ~ "order by" AND project = A'
+    assert where("summary ~ 'it\\'s order by' ORDER BY key") == "summary ~ 'it\\'s order by'"
+    assert where("(project = A)ORDER BY key") == "(project = A)"
+    assert where("reorder by = 1") == "reorder by = 1"  # not a keyword inside a word
+    assert where("ORDER BY created") == ""
+    # An OR keeps its meaning inside the parentheses.
+    assert since_jql("project = A OR project = B", "2026-11-20T10:00:00+00:00") == (
+        'updated >= "2026-11-20 10:00" AND (project = A OR project = B) ORDER BY updated DESC')
+    assert since_jql("ORDER BY created", "2026-11-20T10:00:00+00:00") == (
+        'updated >= "2026-11-20 10:00" ORDER BY updated DESC')
+    # The minute, rounded down; the wall-clock time of the value's own offset (the account's
+    # time zone, in which Jira writes `updated` and reads JQL dates).
+    assert jql_time("2026-11-20T10:00:59.999+0000") == "2026-11-20 10:00"
+    assert jql_time("2026-11-20T23:58:00.000+0100") == "2026-11-20 23:58"
+    assert jql_time("2026-11-20T00:01:00-05:00") == "2026-11-20 00:01"
+
+
+def test_jira_updated_is_comparable_across_offsets():
+    from integrations.incremental import comparable, minus, newest, older
+
+    a = "2026-11-20T10:00:00.000+0000"
+    assert comparable(a) == comparable("2026-11-20T11:00:00.000+0100") == comparable(
+        "2026-11-20T10:00:00Z")
+    assert older("2026-11-20T10:00:00.000+0100", a)  # 09:00 UTC
+    assert newest([a, "2026-11-20T10:30:00.000+0100", "2026-11-20T10:00:00.001+0000"]) == (
+        "2026-11-20T10:00:00.001+0000")
+    assert minus(a, 300) == "2026-11-20T09:55:00+00:00"
+
+
+def test_jira_incremental_needs_updated_among_the_fields(jira: FakeJira):
+    with pytest.raises(ValueError, match="'updated' in fields"):
+        jr(jira, incremental=True, fields=["summary"])
+    jr(jira, fields=["summary"])  # not incremental: any fields
+
+
+def test_jira_fake_honours_updated_in_the_jql(jira: FakeJira):
+    from integrations.jira.fake import updated
+
+    integ = jr(jira, incremental=True)
+    jira.change_issues([300, 400], when=3_600)
+    new = jira.add_issues(2, when=3_700)
+    inc = integ.incremental("issue")
+    assert inc is not None
+    items = read(integ, "issue", None, inc.since(updated(0)))
+    # Newest first: the new, the changed, then issues 0..5 (updated within the lookback).
+    assert [i["id"] for i in items] == [n["id"] for n in new] + ["20300", "20400"] + [
+        str(20000 + i) for i in range(6)]
+    assert jira.jqls[-1] == ('updated >= "2026-11-20 09:55" AND (updated >= -30d) '
+                             "ORDER BY updated DESC")

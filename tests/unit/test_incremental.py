@@ -1,0 +1,87 @@
+"""Incremental kinds in pieces: cursor values, the settings, where watermarks live, the
+schedules of incremental and full runs, and child kinds' settings."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import fakeredis
+import pytest
+from pydantic import ValidationError
+
+from integrations.incremental import Incremental, comparable, minus, newest, older
+from integrations.rest.settings import RestSettings
+from tasks.config import Schedule, parse_config
+from tasks.runs.watermarks import Watermarks
+from tasks.schedule import beat_schedule
+from tasks.targets.sqlite import SqliteTarget
+
+
+def test_values_compare_as_times_or_numbers_and_keep_their_spelling():
+    assert newest(["2024-01-01T00:00:00Z", "2024-01-01T00:00:01+00:00", None, True]) \
+        == "2024-01-01T00:00:01+00:00"
+    assert newest([3, "10", 7.5]) == "10"
+    assert older("2024-01-01T09:59:00.000+0000", "2024-01-01T10:00:00Z")  # Jira's spelling
+    assert not older("2024-01-01T10:00:00Z", "2024-01-01T10:00:00Z")  # equal: not older
+    assert not older(None, "2024-01-01T10:00:00Z")  # no value: never ends the paging
+    assert comparable("not a time") is None
+    assert minus("2024-01-01T00:02:00Z", 120) == "2024-01-01T00:00:00Z"
+    assert minus(1700000120, 120) == 1700000000 and minus("1700000120", 120) == "1700000000"
+
+
+def test_incremental_settings_take_one_way_and_a_valid_lookback():
+    inc = Incremental(cursor_path="updated_at", param="since", lookback="2m")
+    assert inc.since(None) is None and inc.since("2024-01-01T00:05:00Z") == "2024-01-01T00:03:00Z"
+    assert Incremental(cursor_path="u", param="since", initial="2020-01-01T00:00:00Z"
+                       ).since(None) == "2020-01-01T00:00:00Z"
+    for bad in ({"cursor_path": "u"}, {"cursor_path": "u", "param": "s", "stop_when_older": True},
+                {"cursor_path": "u", "param": "s", "lookback": "2 minutes"},
+                {"cursor_path": "u", "param": "s", "initial": "yesterday"}):
+        with pytest.raises(ValidationError):
+            Incremental.model_validate(bad)
+
+
+def test_watermarks_live_in_a_target_with_state_else_in_redis(tmp_path):
+    r = fakeredis.FakeRedis()
+    in_db = Watermarks(SqliteTarget(tmp_path / "t.db"), r)
+    in_redis = Watermarks(object(), r)  # type: ignore[arg-type]  # a target without state
+    assert "state table" in in_db.where and "Redis" in in_redis.where
+    for store in (in_db, in_redis):
+        marks = store.advanced("s", "k", {"null": ["2024-01-02T00:00:00Z", "2024-01-01T00:00:00Z"]})
+        store.save("s", "k", marks)
+        # Only forward: an older value seen later does not move it back.
+        store.save("s", "k", store.advanced("s", "k", {"null": ["2023-01-01T00:00:00Z"]}))
+        assert store.get("s", "k") == {"null": "2024-01-02T00:00:00Z"}
+    assert r.hgetall("sluice:watermarks:s:k")  # the http target's, in Redis
+
+
+def test_a_source_schedules_incremental_and_full_runs(tmp_path):
+    raw = {"sources": {"t": {"integration": "rest", "base_url": "http://x", "every": "5m",
+                             "full_schedule": "0 3 * * *", "kinds": {"k": {"path": "/k"}}}}}
+    config = parse_config(raw, tmp_path / "sluice.toml")
+    assert config.schedules["t"][0] == Schedule(timedelta(minutes=5), False)
+    entries = beat_schedule(config)
+    assert entries["resync-t"]["kwargs"] == {"full": False}
+    assert entries["resync-full-t"]["kwargs"] == {"full": True}
+    raw["sources"]["t"]["full_every"] = "1d"
+    with pytest.raises(Exception, match="full_schedule: set either 'full_schedule'"):
+        parse_config(raw, tmp_path / "sluice.toml")
+
+
+def test_child_kinds_name_a_parent_read_on_its_own():
+    def settings(kinds):
+        return RestSettings.model_validate({"integration": "rest", "base_url": "http://x",
+                                            "kinds": kinds})
+
+    ok = settings({"issue": {"path": "/i"},
+                   "comment": {"parent": "issue", "path": "/i/{parent.number}/c",
+                               "params": {"repo": "{parent.repo.name}"},
+                               "include_from_parent": ["id"]}})
+    assert ok.kinds["comment"].parent_fields() == ["id", "number", "repo.name"]
+    for kinds, error in (
+            ({"c": {"parent": "nope", "path": "/c"}}, "not another kind"),
+            ({"a": {"path": "/a"}, "b": {"parent": "a", "path": "/b"},
+              "c": {"parent": "b", "path": "/c"}}, "itself a child kind"),
+            ({"c": {"path": "/c/{parent.id}"}}, "need a 'parent' kind")):
+        with pytest.raises(ValidationError, match=error):
+            settings(kinds)

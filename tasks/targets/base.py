@@ -18,7 +18,9 @@ because of some of its values is written again without the items ``unstorable`` 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, TypedDict, runtime_checkable
+from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
+
+from integrations.errors import TargetRejected
 
 
 class Entity(TypedDict):
@@ -26,6 +28,68 @@ class Entity(TypedDict):
     kind: str
     source: str
     data: Any
+
+
+# The types a property's column may have (a mapping gives one, or it is inferred).
+ColumnType = Literal["text", "integer", "number", "boolean", "timestamp", "json"]
+COLUMN_TYPES: tuple[ColumnType, ...] = ("text", "integer", "number", "boolean", "timestamp",
+                                        "json")
+
+
+@dataclass(frozen=True)
+class Table:
+    """A kind's typed table (a kind with a mapping). Besides ``columns`` every such table has
+    ``identifier`` (the primary key), ``_raw`` (the API item: JSONB in PostgreSQL, JSON text in
+    SQLite), ``_synced_at``, and the run bookkeeping stale deletion needs (``_run_id``,
+    ``_run_seq``, ``_first_seq``), with the same meaning as in ``entities``."""
+
+    name: str
+    columns: dict[str, ColumnType]  # property -> its column's type, in mapping order
+    schema: Literal["evolve", "freeze"] = "evolve"
+
+
+class Row(TypedDict):
+    """One mapped item: its identifier, its property values already of their column's Python
+    type (str, int, float, bool, an aware ``datetime`` for a timestamp, JSON-able for json;
+    None for a missing value), and the API item."""
+
+    identifier: str
+    values: dict[str, Any]
+    raw: Any
+
+
+class SchemaFrozen(TargetRejected):
+    """A table with ``schema = "freeze"`` lacks columns the mapping has."""
+
+
+@runtime_checkable
+class Typed(Protocol):
+    """Targets that land mapped kinds in tables of their own (SQLite, PostgreSQL)."""
+
+    def table_columns(self, table: str) -> dict[str, ColumnType] | None:
+        """A table's property columns and their types as they are now (None: no table yet)."""
+        ...
+
+    def upsert_rows(self, table: Table, rows: list[Row], *, run_id: str, run_seq: int) -> None:
+        """Create the table, or add the columns it lacks (safe when workers race; with
+        ``freeze``, SchemaFrozen names them instead), then upsert the rows in one transaction;
+        a row stamped by a newer run stays as it is."""
+        ...
+
+    def delete_stale_rows(self, table: str, source: str, kind: str, *, run_seq: int,
+                          threshold: float, watermarks: dict[str, str] | None = None
+                          ) -> Deletion:
+        """``delete_stale`` for a typed table (the guard's baseline in the same state table,
+        by source and kind)."""
+        ...
+
+    def unstorable_row(self, row: Row) -> str | None:
+        """Why this target cannot store the row (asked only of a rejected batch)."""
+        ...
+
+    def read_rows(self, table: str, *, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` rows of a typed table, by identifier (``sluice entities``)."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 if TYPE_CHECKING:
     from integrations.http.ratelimit import RateLimiter
     from integrations.incremental import Incremental
+    from integrations.mapping import Mapping
     from integrations.secrets import Redactor
 
 
@@ -168,6 +169,11 @@ class Integration(Protocol):
 
     def parent(self, kind: str) -> str | None:
         """The kind whose every item fans out to ``kind`` (None: ``kind`` is read on its own)."""
+        ...
+
+    def mapping(self, kind: str) -> Mapping | None:
+        """The kind's jq mapping, compiled once (None: its items land whole in ``entities``).
+        Raises MappingError for an expression jq does not compile."""
         ...
 
     def parent_ref(self, kind: str, parent_item: Any) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from integrations.http.client import get_json, make_client
 from integrations.http.paginators import Paginator, dig, fetched
 from integrations.http.ratelimit import RateLimiter
 from integrations.incremental import Incremental
+from integrations.mapping import Mapping, MappingSettings
 from integrations.secrets import Redactor
 
 S = TypeVar("S", bound=ApiSettings)
@@ -50,6 +51,7 @@ class PagedIntegration(Generic[S]):
 
     def __init__(self, settings: S) -> None:
         self.settings = settings
+        self._mappings: dict[str, Mapping | None] = {}  # compiled once per process
 
     def kinds(self) -> list[str]:
         return self.settings.kind_names()
@@ -95,6 +97,17 @@ class PagedIntegration(Generic[S]):
 
     def parent(self, kind: str) -> str | None:
         return None
+
+    def mapping_settings(self, kind: str) -> MappingSettings | None:
+        """The kind's ``mapping`` section (None: no mapping)."""
+        return None
+
+    def mapping(self, kind: str) -> Mapping | None:
+        if kind not in self._mappings:
+            settings = self.mapping_settings(kind)
+            self._mappings[kind] = None if settings is None else Mapping(
+                settings, kind=kind, id_path=self.id_path(kind))
+        return self._mappings[kind]
 
     def parent_ref(self, kind: str, parent_item: Any) -> dict[str, Any]:
         return {}

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from integrations.base import SourceSettings, StrictModel
 from integrations.errors import ConfigError
+from integrations.mapping import MappingError
 from integrations.registry import SETTINGS, load
 from integrations.secrets import Redactor
 from tasks.settings import get_settings
@@ -258,10 +259,15 @@ def _source(name: str, section: Any, problems: list[str]) -> SourceSettings | No
         return None
     if not _NAME.match(name):
         problems.append(f"sources.{name}: a source name may hold letters, digits, '_', '-'")
+    integration = load(source)
     for kind in source.kind_names():
         if not _NAME.match(kind):
             problems.append(f"sources.{name}.kinds.{kind}: a kind name may hold letters, "
                             "digits, '_', '-'")
+        try:
+            integration.mapping(kind)  # compiled here: a jq syntax error names its key
+        except MappingError as exc:
+            problems.append(f"sources.{name}.kinds.{kind}.{exc}")
     return source
 
 

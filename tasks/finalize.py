@@ -24,8 +24,9 @@ from integrations.errors import RetryableError, describe
 from integrations.http.retry import backoff
 from integrations.incremental import newest
 from tasks.app import app
-from tasks.ingest import child_kinds
+from tasks.ingest import child_kinds, table_of
 from tasks.runs.progress import Run, RunState
+from tasks.targets.base import Deletion, Typed
 from tasks.worker import runtime
 
 RETRIES = 5
@@ -61,21 +62,34 @@ def outcome(rt: runtime.Runtime, run: Run) -> tuple[RunState, dict[str, Any]]:
                if run.incremental else
                f"the {rt.config.target.type} target does not delete stale entities")
         return RunState.SUCCEEDED, {**fields, "deletion_skipped": why}
-    deletion = target.delete_stale(run.source, run.kind, run_seq=run.run_seq,
-                                   threshold=source.delete_threshold, watermarks=marks)
+    deletion = delete_stale(rt, run.source, run.kind, run_seq=run.run_seq,
+                            threshold=source.delete_threshold, watermarks=marks)
     if deletion.refused:
         return RunState.PARTIAL, {**fields, "deletion_refused": deletion.refused}
     deleted = deletion.deleted
     # A full run read every parent, and every parent fanned out: a child kind's rows that no
     # parent gave again are stale (each kind within its own guard).
     for child in child_kinds(rt.integration(run.source), run.kind):
-        gone = target.delete_stale(run.source, child, run_seq=run.run_seq,
-                                   threshold=source.delete_threshold)
+        gone = delete_stale(rt, run.source, child, run_seq=run.run_seq,
+                            threshold=source.delete_threshold)
         if gone.refused:
             return RunState.PARTIAL, {**fields, "deleted": deleted,
                                       "deletion_refused": f"{child}: {gone.refused}"}
         deleted += gone.deleted
     return RunState.SUCCEEDED, {**fields, "deleted": deleted}
+
+
+def delete_stale(rt: runtime.Runtime, source: str, kind: str, *, run_seq: int,
+                 threshold: float, watermarks: dict[str, str] | None = None) -> Deletion:
+    """Stale entities of a kind deleted within the guard: from its typed table when it has a
+    mapping (and the target has tables), else from ``entities``."""
+    target, mapping = rt.target(), rt.integration(source).mapping(kind)
+    if mapping is not None and isinstance(target, Typed):
+        return target.delete_stale_rows(table_of(mapping, source, kind), source, kind,
+                                        run_seq=run_seq, threshold=threshold,
+                                        watermarks=watermarks)
+    return target.delete_stale(source, kind, run_seq=run_seq, threshold=threshold,
+                               watermarks=watermarks)
 
 
 def watermarks(rt: runtime.Runtime, run: Run) -> tuple[dict[str, str], dict[str, Any]]:

@@ -20,11 +20,12 @@ from integrations import pager
 from integrations.base import Integration
 from integrations.errors import RetryableError, TargetRejected, describe
 from integrations.http.retry import backoff
+from integrations.mapping import ColumnType, Mapping, fit, infer
 from integrations.secrets import excerpt
 from tasks import messages
 from tasks.app import app
 from tasks.targets import Entity, Target
-from tasks.targets.base import bad_text
+from tasks.targets.base import Row, SchemaFrozen, Table, Typed, bad_text
 from tasks.worker import runtime
 
 
@@ -95,10 +96,17 @@ def ingest_batch(
         if run_seq is None:  # a message from `sluice failed retry` of an older version
             run = rt.progress.get(run_id)
             run_seq = run.run_seq if run else 0
-        entities, index_of, rejected = to_entities(rt.integration(source), source, kind, seq,
-                                                   decoded)
-        written, unstorable = write(rt.target(), entities, index_of, run_id=run_id,
-                                    run_seq=run_seq, seq=seq, items=decoded)
+        integration, target = rt.integration(source), rt.target()
+        mapping = integration.mapping(kind)
+        skipped = 0
+        if mapping is not None and isinstance(target, Typed):
+            written, rejected, skipped, entities = write_mapped(
+                target, mapping, source, seq, decoded, run_id=run_id, run_seq=run_seq)
+            unstorable: list[dict[str, Any]] = []
+        else:
+            entities, index_of, rejected = to_entities(integration, source, kind, seq, decoded)
+            written, unstorable = write(target, entities, index_of, run_id=run_id,
+                                        run_seq=run_seq, seq=seq, items=decoded)
         if root is None:  # children of children are not fetched (a kind's parent is a root)
             fanout(rt, run_id, source, kind, seq, entities, run_seq=run_seq)
     except RetryableError as exc:
@@ -115,7 +123,7 @@ def ingest_batch(
     else:
         rejected += unstorable
         if rt.progress.batch_done(run_id, source, root or kind, seq, written=written,
-                                  rejected=rejected, child=child):
+                                  rejected=rejected, child=child, skipped=skipped):
             messages.finalize(app, run_id)
         return {"run_id": run_id, "seq": seq, "written": written, "rejected": len(rejected)}
     dead_letter = {"source": source, "kind": kind, "seq": seq, "items": kept,
@@ -126,6 +134,64 @@ def ingest_batch(
     if rt.progress.batch_failed(run_id, seq, dead_letter=dead_letter, child=child):
         messages.finalize(app, run_id)
     return {"run_id": run_id, "seq": seq, "dead_lettered": dead_letter["error"]}
+
+
+def table_of(mapping: Mapping, source: str, kind: str) -> str:
+    """A mapped kind's table: the mapping's ``table``, else ``{source}_{kind}``."""
+    return mapping.settings.table or f"{source}_{kind}".replace("-", "_")
+
+
+def columns_for(mapping: Mapping, existing: dict[str, ColumnType],
+                rows: list[tuple[int, str, dict[str, Any], Any]]) -> dict[str, ColumnType]:
+    """Each column's type: the table's, else the mapping's, else inferred from the values (a
+    column without a value yet waits for one)."""
+    columns: dict[str, ColumnType] = {}
+    for name, declared in mapping.settings.declared().items():
+        kind = existing.get(name) or declared or infer([values.get(name)
+                                                       for _, _, values, _ in rows])
+        if kind is not None:
+            columns[name] = kind
+    return columns
+
+
+def write_mapped(target: Typed, mapping: Mapping, source: str, seq: int, items: list[Any], *,
+                 run_id: str, run_seq: int
+                 ) -> tuple[int, list[dict[str, Any]], int, list[Entity]]:
+    """Map the batch and upsert it into the kind's typed table. An item whose expression
+    fails, or whose value does not fit its column, is rejected with why; the rest lands.
+    Returns (written, rejection records, skipped by the selector, what fans out)."""
+    table = table_of(mapping, source, mapping.kind)
+    mapped = mapping.map(items)
+    rejected = [rejection(seq, index, items[index], why) for index, _, why in mapped.rejected]
+    columns = columns_for(mapping, target.table_columns(table) or {}, mapped.rows)
+    rows: dict[str, Row] = {}
+    index_of: dict[str, int] = {}
+    for index, identifier, values, raw in mapped.rows:
+        try:
+            fitted = {name: fit(values.get(name), kind) for name, kind in columns.items()}
+        except ValueError as exc:
+            rejected.append(rejection(seq, index, items[index],
+                                      f"{mapping.kind} {identifier}: {exc}"))
+            continue
+        rows[identifier] = {"identifier": identifier, "values": fitted, "raw": raw}
+        index_of[identifier] = index
+    spec = Table(table, columns, mapping.settings.schema_mode)
+    try:
+        target.upsert_rows(spec, list(rows.values()), run_id=run_id, run_seq=run_seq)
+    except SchemaFrozen:
+        raise
+    except TargetRejected:
+        problems = {i: p for i, row in rows.items() if (p := target.unstorable_row(row))}
+        if not problems:
+            raise
+        for identifier, problem in problems.items():
+            rejected.append(rejection(seq, index_of[identifier], items[index_of[identifier]],
+                                      f"unstorable: {problem}"))
+            del rows[identifier]
+        target.upsert_rows(spec, list(rows.values()), run_id=run_id, run_seq=run_seq)
+    written: list[Entity] = [{"identifier": i, "kind": mapping.kind, "source": source,
+                              "data": items[index_of[i]]} for i in rows]
+    return len(rows), rejected, mapped.skipped, written
 
 
 def child_kinds(integration: Integration, kind: str) -> list[str]:

@@ -12,6 +12,7 @@ from integrations.base import origin
 from integrations.errors import MalformedPage
 from integrations.http.paginators import Paginator, dig
 from integrations.incremental import Incremental
+from integrations.mapping import MappingSettings
 from integrations.paged import PagedIntegration
 from integrations.registry import register
 from integrations.rest.settings import PARENT_FIELD, KindSettings, RestSettings
@@ -75,6 +76,9 @@ class RestIntegration(PagedIntegration[RestSettings]):
 
     def parent(self, kind: str) -> str | None:
         return self.settings.kinds[kind].parent
+
+    def mapping_settings(self, kind: str) -> MappingSettings | None:
+        return self.settings.kinds[kind].mapping
 
     def parent_ref(self, kind: str, parent_item: Any) -> dict[str, Any]:
         """The parent fields each child kind of ``kind`` reads, from one of its items."""

@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 from integrations.base import ApiSettings, StrictModel
 from integrations.http.paginators import PAGINATORS, BasePaginator
 from integrations.incremental import Incremental
+from integrations.mapping import MappingSettings
 
 Scalar = str | int | float | bool
 PARENT_FIELD = re.compile(r"\{parent\.([A-Za-z0-9_.-]+)\}")
@@ -86,6 +87,8 @@ class KindSettings(StrictModel):
         " {parent.<dot path>} in path and params are taken from it")
     include_from_parent: list[str] = Field(
         default_factory=list, description="parent fields put on each item as _parent_<name>")
+    mapping: MappingSettings | None = Field(
+        None, description="jq: the kind lands in a typed table of its own")
 
     def parent_fields(self) -> list[str]:
         """The parent's dot paths this kind reads: in its path, its params, and the fields

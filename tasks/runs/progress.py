@@ -67,6 +67,7 @@ class Run:
     items_expected: int = 0  # what the API said the kind holds, when it said so
     items_written: int = 0
     items_rejected: int = 0
+    items_skipped: int = 0  # left out by a mapping's selector
     batches_enqueued: int = 0
     batches_done: int = 0
     batches_failed: int = 0
@@ -301,7 +302,7 @@ class Progress:
         return {int(s) for s in self.r.sunion([keys.run_enqueued(run_id), keys.run_empty(run_id)])}
 
     def batch_done(self, run_id: str, source: str, kind: str, seq: int, *, written: int,
-                   rejected: list[dict[str, Any]], child: str = "") -> bool:
+                   rejected: list[dict[str, Any]], child: str = "", skipped: int = 0) -> bool:
         """Batch ``seq`` was written (``child``: a batch of that child kind; ``kind`` is the
         run's). Counts once per seq. True: the caller finalizes."""
         return bool(self._batch_done(
@@ -309,7 +310,7 @@ class Progress:
                   keys.METRICS],
             args=[seq, written, len(rejected), json.dumps(self.redactor.data(rejected)),
                   repr(time.time()), run_id,
-                  self.lock_seconds, keys.REJECTED_KEEP, child]))
+                  self.lock_seconds, keys.REJECTED_KEEP, child, skipped]))
 
     def record_children(self, run_id: str, source: str, kind: str, batches: list[int], *,
                         child: str, n_items: int = 0) -> bool:

@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
 
 from integrations.errors import TargetRejected
+from integrations.mapping import COLUMN_TYPES, ColumnType
+
+__all__ = ["COLUMN_TYPES", "ColumnType"]  # and the rest, as defined here
 
 
 class Entity(TypedDict):
@@ -30,10 +33,8 @@ class Entity(TypedDict):
     data: Any
 
 
-# The types a property's column may have (a mapping gives one, or it is inferred).
-ColumnType = Literal["text", "integer", "number", "boolean", "timestamp", "json"]
-COLUMN_TYPES: tuple[ColumnType, ...] = ("text", "integer", "number", "boolean", "timestamp",
-                                        "json")
+# The types a property's column may have (a mapping gives one, or it is inferred):
+# ColumnType and COLUMN_TYPES, from integrations.mapping.
 
 
 @dataclass(frozen=True)

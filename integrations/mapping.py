@@ -1,0 +1,266 @@
+"""jq mappings: what a kind's items become as rows of a typed table.
+
+    [sources.tracker.kinds.issue.mapping]
+    identifier = ".id"                        # default: the kind's id path
+    selector = '.state != "deleted"'          # false: the item is skipped (and counted)
+    properties = { title = ".title", number = { jq = ".number", type = "integer" } }
+    relations = { project = ".fields.project.key" }   # a column holding another kind's id
+    items_to_parse = ".comments"              # one item becomes many (``.item`` is each)
+
+Expressions are compiled once per process, and run as one jq program per item (every
+expression's first output, or null). Nothing is silent: an expression that fails for an item
+rejects that item with the kind, its identifier when known, the property and jq's message;
+a value that does not fit its column's type rejects the item likewise; the rest of the batch
+lands. A property without a type takes its column's, or one inferred from the values.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import jq
+from pydantic import Field, field_validator
+
+from integrations.base import StrictModel
+
+ColumnType = Literal["text", "integer", "number", "boolean", "timestamp", "json"]
+COLUMN_TYPES: tuple[ColumnType, ...] = ("text", "integer", "number", "boolean", "timestamp",
+                                        "json")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+RESERVED = frozenset({"identifier", "_raw", "_synced_at", "_run_id", "_run_seq", "_first_seq"})
+
+
+class TypedProperty(StrictModel):
+    jq: str = Field(description="the jq expression")
+    type: ColumnType | None = Field(None, description="the column's type (else inferred)")
+
+
+class MappingSettings(StrictModel):
+    """A kind's ``mapping`` section."""
+
+    identifier: str | None = Field(None, description="jq; default: the kind's id path")
+    selector: str | None = Field(None, description="jq; items for which it is false are skipped")
+    properties: dict[str, str | TypedProperty] = Field(default_factory=dict)
+    relations: dict[str, str] = Field(
+        default_factory=dict, description="jq; a column holding another kind's identifier")
+    items_to_parse: str | None = Field(
+        None, description="jq of a list: each element becomes an entity (as .item)")
+    table: str | None = Field(None, description="the table (default: {source}_{kind})")
+    schema_mode: Literal["evolve", "freeze"] = Field(
+        "evolve", alias="schema", description="freeze: a new column is an error")
+
+    @field_validator("properties", "relations")
+    @classmethod
+    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not _NAME.match(name) or name.lower() in RESERVED:
+                raise ValueError(f"{name!r} cannot be a column name (letters, digits and '_', "
+                                 f"not one of {', '.join(sorted(RESERVED))})")
+        return value
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, value: str | None) -> str | None:
+        if value is not None and not _NAME.match(value):
+            raise ValueError(f"{value!r} is not a table name (letters, digits and '_')")
+        return value
+
+    def expressions(self) -> dict[str, str]:
+        """Every expression by its key path in the section (for error messages)."""
+        found = {f"properties.{k}": v if isinstance(v, str) else v.jq
+                 for k, v in self.properties.items()}
+        found.update({f"relations.{k}": v for k, v in self.relations.items()})
+        for key in ("identifier", "selector", "items_to_parse"):
+            if getattr(self, key) is not None:
+                found[key] = getattr(self, key)
+        return found
+
+    def declared(self) -> dict[str, ColumnType | None]:
+        """Every column the mapping writes, with its declared type (None: inferred)."""
+        cols: dict[str, ColumnType | None] = {
+            k: None if isinstance(v, str) else v.type for k, v in self.properties.items()}
+        cols.update(dict.fromkeys(self.relations, "text"))
+        return cols
+
+
+class MappingError(ValueError):
+    """An expression jq does not compile: names its key and jq's message."""
+
+
+def compile_jq(key: str, expression: str) -> Any:
+    try:
+        return jq.compile(expression)
+    except ValueError as exc:
+        message = " ".join(str(exc).split())
+        raise MappingError(f"mapping.{key}: {expression!r} is not valid jq: {message}") from None
+
+
+def id_expression(id_path: str) -> str:
+    """The jq of a kind's dot-path id: ``fields.key`` -> ``.fields.key``."""
+    return "." + ".".join(json.dumps(p) if not _NAME.match(p) else p for p in id_path.split("."))
+
+
+@dataclass
+class Mapped:
+    """What a batch of items became: rows (the item's index, identifier, values, raw),
+    rejected items (index, identifier or None, why) and how many the selector skipped."""
+
+    rows: list[tuple[int, str, dict[str, Any], Any]] = field(default_factory=list)
+    rejected: list[tuple[int, str | None, str]] = field(default_factory=list)
+    skipped: int = 0
+
+
+class Mapping:
+    """A kind's mapping, compiled: one jq program per item (``map``)."""
+
+    def __init__(self, settings: MappingSettings, *, kind: str, id_path: str) -> None:
+        self.settings, self.kind = settings, kind
+        given = settings.expressions()
+        # The identifier first: an error in another expression can then name the item.
+        exprs = {"identifier": given.pop("identifier", id_expression(id_path)), **given}
+        for key, text in exprs.items():  # each checked on its own: the error names its key
+            compile_jq(key, text)
+        self.keys = [k for k in exprs if k != "items_to_parse"]
+        self.columns = [k.split(".", 1)[1] for k in self.keys if "." in k]
+        self.each = {k: jq.compile(exprs[k]) for k in self.keys}
+        # Every expression's first output (or null) in one program: one call per item.
+        self.program = jq.compile("[" + ", ".join(f"([{exprs[k]}] | .[0])" for k in self.keys)
+                                  + "]")
+        self.parse = (jq.compile(settings.items_to_parse)
+                      if settings.items_to_parse is not None else None)
+
+    def map(self, items: list[Any]) -> Mapped:
+        out = Mapped()
+        for index, item in enumerate(items):
+            try:
+                inputs = self._inputs(item)
+            except ValueError as exc:
+                out.rejected.append((index, None, f"{self.kind}: items_to_parse: {_msg(exc)}"))
+                continue
+            for one in inputs:
+                self._one(index, one, item if self.parse is None else one["item"], out)
+        return out
+
+    def _inputs(self, item: Any) -> list[Any]:
+        if self.parse is None:
+            return [item]
+        got = self.parse.input_value(item).all()
+        elements = got[0] if len(got) == 1 and isinstance(got[0], list) else got
+        base = item if isinstance(item, dict) else {}
+        return [{**base, "item": element} for element in elements if element is not None]
+
+    def _one(self, index: int, item: Any, raw: Any, out: Mapped) -> None:
+        try:
+            values: dict[str, Any] | None = dict(
+                zip(self.keys, self.program.input_value(item).first(), strict=True))
+        except ValueError:
+            values = self._find_error(index, item, out)
+        if values is None:
+            return
+        identifier = _id_text(values.pop("identifier"))
+        if identifier is None:
+            out.rejected.append((index, None, f"{self.kind}: identifier: no identifier"))
+            return
+        if "selector" in values and not _truthy(values.pop("selector")):
+            out.skipped += 1
+            return
+        out.rows.append((index, identifier, {k.split(".", 1)[1]: v for k, v in values.items()},
+                         raw))
+
+    def _find_error(self, index: int, item: Any, out: Mapped) -> dict[str, Any] | None:
+        """The whole program failed for this item: which expression, and why."""
+        values: dict[str, Any] = {}
+        for key in self.keys:
+            try:
+                got = self.each[key].input_value(item).all()
+            except ValueError as exc:
+                ident = values.get("identifier")
+                who = f" {_id_text(ident)}" if key != "identifier" and ident is not None else ""
+                out.rejected.append((index, _id_text(ident) if ident is not None else None,
+                                     f"{self.kind}{who}: {key}: {_msg(exc)}"))
+                return None
+            values[key] = got[0] if got else None
+        return values
+
+
+def _msg(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def _truthy(value: Any) -> bool:
+    return value is not None and value is not False
+
+
+def _id_text(value: Any) -> str | None:
+    if value is None or isinstance(value, (dict, list, bool)) or value == "":
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return str(value)
+
+
+# -- types: inferred from values, and values made to fit their column
+
+def infer(values: list[Any]) -> ColumnType | None:
+    """The type of a column from the values it gets (None: no value yet)."""
+    seen = {_kind_of(v) for v in values if v is not None}
+    if not seen:
+        return None
+    if len(seen) == 1:
+        return seen.pop()
+    if seen <= {"integer", "number"}:
+        return "number"
+    return "json" if "json" in seen else "text"
+
+
+def _kind_of(value: Any) -> ColumnType:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "timestamp" if _timestamp(value) is not None else "text"
+    return "json"
+
+
+def _timestamp(text: str) -> datetime | None:
+    if len(text) < 16 or text[4:5] != "-" or text[10:11] not in ("T", " "):
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def fit(value: Any, kind: ColumnType) -> Any:
+    """``value`` as its column's Python type; ValueError says why it does not fit."""
+    if value is None:
+        return None
+    if kind == "json":
+        return value
+    if kind == "boolean" and isinstance(value, bool):
+        return value
+    if kind == "integer" and not isinstance(value, bool):
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "number" and number and math.isfinite(value):
+        return float(value)
+    if kind == "text" and isinstance(value, (str, int, float, bool)):
+        return value if isinstance(value, str) else json.dumps(value)
+    if kind == "timestamp" and isinstance(value, str):
+        when = _timestamp(value)
+        if when is not None:
+            return when
+    shown = json.dumps(value, default=str)
+    raise ValueError(f"{shown[:60]} does not fit {kind}")

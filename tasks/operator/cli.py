@@ -512,6 +512,20 @@ def cmd_failed_retry(run_id: str) -> int:
     return 0
 
 
+@sluice.command("preview", help="fetch a kind's first page, map it, print the rows (writes "
+                                 "nothing)")
+@click.argument("source")
+@click.argument("kind")
+@click.option("--limit", type=int, default=5, show_default=True, help="rows to print")
+@config_option
+def cmd_preview(source: str, kind: str, limit: int) -> int:
+    from tasks.operator.preview import preview
+
+    for text in preview(get_config(_config_arg()), source, kind, limit=limit):
+        click.echo(text)
+    return 0
+
+
 @sluice.command("entities", help="what the target holds (SQLite, PostgreSQL)")
 @click.argument("source", required=False)
 @click.argument("kind", required=False)

@@ -1,0 +1,84 @@
+"""``sluice preview SOURCE KIND``: the first page of a kind, mapped, printed; nothing written.
+
+The loop a user runs while writing a mapping: it fetches one page (of the first partition, or
+of the first parent's children), applies the kind's mapping as the batch task would, and
+prints the columns with their types, the rows it would write, and the items it would reject
+with why. Without a mapping it prints the items as they would land in ``entities``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import datetime
+from typing import Any
+
+from integrations.base import Integration
+from integrations.errors import ConfigError
+from integrations.mapping import fit
+from integrations.registry import load
+from tasks.config import SluiceConfig
+from tasks.ingest import columns_for, table_of
+
+
+async def first_page(integration: Integration, kind: str, redactor: Any) -> list[Any]:
+    """The first page of ``kind``: of its first partition, or of its first parent's
+    children."""
+    client = integration.client(redactor=redactor)
+    try:
+        parent = integration.parent(kind)
+        partition: Any = None
+        if parent is not None:
+            parents = (await integration.fetch(parent, client, None)).items
+            if not parents:
+                return []
+            partition = integration.parent_ref(parent, parents[0])
+        else:
+            keys = await integration.partitions(kind, client)
+            if keys is not None:
+                if not keys:
+                    return []
+                partition = keys[0]
+        page = await integration.fetch(kind, client, None, partition=partition)
+        if parent is not None:
+            return [integration.with_parent(kind, partition, item) for item in page.items]
+        return page.items
+    finally:
+        await client.aclose()
+
+
+def _iso(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def preview(config: SluiceConfig, source: str, kind: str, *, limit: int) -> list[str]:
+    """The lines ``sluice preview`` prints."""
+    integration = load(config.source(source))
+    if kind not in integration.kinds():
+        raise ConfigError(f"{config.path}: source {source!r} has no kind {kind!r} "
+                          f"(kinds: {', '.join(integration.kinds())})")
+    items = asyncio.run(first_page(integration, kind, config.redactor))
+    mapping = integration.mapping(kind)
+    if mapping is None:
+        lines = [f"{source}/{kind}: {len(items)} items on the first page; no mapping: they "
+                 "land whole in entities"]
+        for item in items[:limit]:
+            lines.append(json.dumps({"identifier": integration.identifier(kind, item),
+                                     "data": item}, default=str))
+        return lines
+    mapped = mapping.map(items)
+    columns = columns_for(mapping, {}, mapped.rows)
+    rows, rejected = [], [(i, why) for i, _, why in mapped.rejected]
+    for index, identifier, values, _ in mapped.rows:
+        try:
+            rows.append({"identifier": identifier,
+                         **{n: fit(values.get(n), t) for n, t in columns.items()}})
+        except ValueError as exc:
+            rejected.append((index, f"{kind} {identifier}: {exc}"))
+    lines = [f"{source}/{kind}: {len(items)} items on the first page -> {len(rows)} rows into "
+             f"{table_of(mapping, source, kind)}, {len(rejected)} rejected, {mapped.skipped} "
+             "skipped by the selector (nothing is written)",
+             "columns: identifier, " + ", ".join(f"{n} ({t})" for n, t in columns.items())]
+    lines += [json.dumps(row, default=_iso) for row in rows[:limit]]
+    lines += [f"rejected item {index}: {why}" for index, why in sorted(rejected)]
+    return lines

@@ -27,6 +27,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NamedTuple, TextIO, TypeVar
 
 import click
@@ -367,12 +368,48 @@ def sluice() -> None:
 @config_option
 def cmd_check() -> int:
     config = get_config(_config_arg())
+    frozen = frozen_columns(config)
+    if frozen:
+        raise ConfigError(f"{config.path}: invalid configuration:\n  " + "\n  ".join(frozen))
     click.echo(f"{config.path}: ok")
     click.echo(f"target: {config.target.type}")
     for name, source in config.sources.items():
         click.echo(f"source {name} ({source.integration}): kinds "
                    f"{', '.join(source.kind_names())}")
     return 0
+
+
+def frozen_columns(config: SluiceConfig) -> list[str]:
+    """The mappings that would add a column to a table with ``schema = "freeze"`` (read from
+    the target as it is; a SQLite file that does not exist yet has no table to compare)."""
+    from integrations.registry import load
+    from tasks.config import SqliteConfig
+    from tasks.ingest import table_of
+    from tasks.targets import open_target
+    from tasks.targets.base import Target, Typed
+
+    if isinstance(config.target, SqliteConfig) and not Path(config.target.path).exists():
+        return []
+    problems: list[str] = []
+    target: Target | None = None
+    for name, source in config.sources.items():
+        integration = load(source)
+        for kind in source.kind_names():
+            mapping = integration.mapping(kind)
+            if mapping is None or mapping.settings.schema_mode != "freeze":
+                continue
+            target = target or open_target(config.target)
+            if not isinstance(target, Typed):
+                continue
+            table = table_of(mapping, name, kind)
+            have = target.table_columns(table)
+            new = [c for c in mapping.settings.declared() if have is not None and c not in have]
+            if new:
+                problems.append(f"sources.{name}.kinds.{kind}.mapping: table {table} is frozen "
+                                f"(schema = \"freeze\") and has no column {', '.join(new)}")
+    if target is not None:
+        target.close()
+    return problems
 
 
 @sluice.command("run", help="enqueue resyncs of a source's kinds")

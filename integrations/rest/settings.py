@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
@@ -11,9 +10,9 @@ from pydantic import Field, model_validator
 from integrations.base import ApiSettings, StrictModel
 from integrations.http.paginators import PAGINATORS, BasePaginator
 from integrations.incremental import Incremental
+from integrations.parents import PARENT_FIELD
 
 Scalar = str | int | float | bool
-PARENT_FIELD = re.compile(r"\{parent\.([A-Za-z0-9_.-]+)\}")
 
 
 class Pagination(StrictModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
@@ -391,3 +392,37 @@ def test_github_issue_comments_are_paged(github: FakeGithub):
     assert len(paths) == 4  # rel="last": pages 2..4 planned, from the issue's own ref
     assert len(children(integ, "issue_comment", {**issue, "number": 6, "id": 5_020_006})) == 2
 
+
+def test_jira_comments_are_a_child_kind_not_synced_by_default(jira: FakeJira):
+    assert jr(jira).kinds() == ["project", "issue"]
+    integ = jr(jira, kinds=["issue", "comment"], incremental=True)
+    assert [integ.parent(k) for k in ("project", "issue", "comment")] == [None, None, "issue"]
+    assert integ.incremental("comment") is None
+    with pytest.raises(ValueError, match="comment needs issue"):
+        jr(jira, kinds=["project", "comment"])
+
+
+def test_jira_comments_request_paging_and_parent_fields(jira: FakeJira):
+    integ = jr(jira, kinds=["issue", "comment"], page_size=1000)
+    issue = {"id": "20012", "key": "P5-12", "fields": {"summary": "Issue 12"}}
+    ref = integ.parent_ref("issue", issue)
+    assert ref == {"id": "20012", "key": "P5-12"}
+    assert first_request(integ, "comment", ref) == (
+        "/rest/api/3/issue/P5-12/comment",
+        {"orderBy": "created", "maxResults": 100, "startAt": 0})
+    assert first_request(jr(jira, page_size=20), "comment", ref)[1]["maxResults"] == 20
+    assert integ.paginator("comment", {"id": "1", "key": "A/B?x"}).path == (
+        "/rest/api/3/issue/A%2FB%3Fx/comment")  # a key is one path segment
+    with pytest.raises(MalformedPage, match="no value at 'key'"):
+        integ.paginator("comment", integ.parent_ref("issue", {"id": "20012"}))
+
+    jira.comment_counts["P5-12"] = 230
+    got = children(integ, "comment", issue)
+    assert sorted(c["id"] for c in got) == [str(1_000_000 + 12_000 + k) for k in range(230)]
+    assert {(c["_parent_key"], c["_parent_id"]) for c in got} == {("P5-12", "20012")}
+    starts = sorted(int(dict(parse_qsl(urlsplit(p).query))["startAt"])
+                    for _, _, p, _ in jira.requests("/rest/api/3/issue/P5-12/comment"))
+    assert starts == [0, 100, 200]  # the total planned pages 2 and 3
+    assert len(children(integ, "comment", {"id": "20013", "key": "P6-13"})) == 2
+    with pytest.raises(PermanentHTTPError, match="404"):
+        children(integ, "comment", {"id": "1", "key": "NOPE-1"})

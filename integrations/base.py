@@ -8,7 +8,7 @@ reveals concurrently), so every integration gets parallel pages, checkpoints and
     fetched.items        # list of JSON-able items, as the API returned them
     fetched.next         # JSON state of the next page (None: this was the last)
     fetched.plan         # JSON plan of *every* remaining page, when the API reveals it
-    integration.planned(kind, plan, i)       # -> the state of the i-th planned page
+    integration.planned(kind, plan, i, partition=p)  # -> the state of the i-th planned page
     await integration.partitions(kind, client)  # -> None, or JSON keys to split the kind by
     integration.identifier(kind, item)       # -> str, or None when the item has none
 
@@ -195,8 +195,9 @@ class Integration(Protocol):
         """
         ...
 
-    def planned(self, kind: str, plan: State, index: int) -> State:
-        """The state of page ``index`` (0-based) of a plan returned by ``fetch``."""
+    def planned(self, kind: str, plan: State, index: int, *, partition: Any = None) -> State:
+        """The state of page ``index`` (0-based) of a plan returned by ``fetch`` of
+        ``partition`` (a child kind's paginator is built from its parent's ref)."""
         ...
 
     def identifier(self, kind: str, item: Any) -> str | None:

@@ -150,8 +150,9 @@ class PagedIntegration(Generic[S]):
             if state is None:
                 return items
 
-    def planned(self, kind: str, plan: State, index: int) -> State:
-        return self.paginator(kind, None).planned(plan, index)
+    def planned(self, kind: str, plan: State, index: int, *, partition: Any = None) -> State:
+        # The partition's own paginator: a child kind's path needs its parent's ref.
+        return self.paginator(kind, partition).planned(plan, index)
 
     # -- identifiers
 

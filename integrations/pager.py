@@ -153,7 +153,8 @@ async def pages(
     # The next requests go out before the first page is handed over.
     rest: AsyncGenerator[Page, None]
     if "plan" in checkpoint:
-        rest = _planned(integration, kind, fetch, checkpoint, concurrency, published, first=head)
+        rest = _planned(integration, kind, fetch, checkpoint, concurrency, published, first=head,
+                        partition=partition)
     else:
         rest = _follow(fetch, checkpoint, first=head)
     try:
@@ -189,7 +190,7 @@ async def _follow(fetch: Callable[[State], Awaitable[Fetched]], checkpoint: Foll
 async def _planned(
     integration: Integration, kind: str, fetch: Callable[[State], Awaitable[Fetched]],
     checkpoint: Planned, concurrency: int, published: Container[int], *,
-    first: Page | None = None,
+    first: Page | None = None, partition: Any = None,
 ) -> AsyncGenerator[Page, None]:
     """Pages a..b-1 of a plan, ``concurrency`` requests at a time, yielded as they arrive.
 
@@ -214,7 +215,8 @@ async def _planned(
                 if stopped or i >= end:
                     break
                 try:
-                    got: Fetched | BaseException = await fetch(integration.planned(kind, plan, i))
+                    got: Fetched | BaseException = await fetch(integration.planned(kind, plan, i,
+                                                                        partition=partition))
                 except Exception as exc:  # handed to the consumer, which raises it at the end
                     got, stopped = exc, True
                 await queue.put((i, got))
@@ -239,7 +241,8 @@ async def _planned(
             else:
                 if not got.items:  # the API does not know its size: stop here, delete nothing
                     end = min(end, i)
-                truncated = _short_plan(integration, kind, plan, i, got, last=i == last)
+                truncated = _short_plan(integration, kind, plan, i, got, last=i == last,
+                                            partition=partition)
                 left = Planned(plan=plan, first=seq0, lo=checkpoint["lo"],
                                hi=min(end, checkpoint["hi"]))
                 yield Page(seq0 + i, got.items, left, truncated)
@@ -263,13 +266,14 @@ async def _stop(requesters: list[asyncio.Task[None]], queue: asyncio.Queue[Any])
 
 
 def _short_plan(integration: Integration, kind: str, plan: State, i: int, got: Fetched, *,
-                last: bool) -> str | None:
+                last: bool, partition: Any = None) -> str | None:
     """Why planned page ``i`` shows the plan was wrong (then the run deletes nothing): it came
     back empty, or it is the plan's last page and still links to a next one."""
     if got.items and not (last and got.next is not None):
         return None
     # Page ``i`` as its state says it: 'offset 4500', 'url https://…'.
-    where = ", ".join(f"{k} {v}" for k, v in integration.planned(kind, plan, i).items())
+    where = ", ".join(f"{k} {v}" for k, v in integration.planned(kind, plan, i,
+                                                                 partition=partition).items())
     if not got.items:
         return (f"a page of the plan ({where}) came back empty: the API announced more than it "
                 "holds, or lost some")

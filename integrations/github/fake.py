@@ -7,7 +7,12 @@ Issues and pull requests carry ``updated_at`` (number n of a repository at ``at(
 ``integrations.fakeapi.at``). The issues endpoint honours ``since`` (those updated at or
 after it); both endpoints honour ``sort=updated`` with ``direction`` (desc by default, as
 GitHub's); the pulls endpoint has no ``since`` and ignores it, as GitHub does. Tests change
-and add items at a time with ``change_issues`` and ``add_issues``."""
+and add items at a time with ``change_issues`` and ``add_issues``.
+
+Issues carry ``repository_url`` (``https://api.github.com/repos/ORG/REPO``, as GitHub writes
+it whatever the host). ``/repos/ORG/REPO/issues/N/comments`` lists issue N's comments in Link
+pages: ``comments_per_issue`` of them (default 2), or ``comment_counts[(repo, N)]``;
+``add_comments`` adds some later, and changes the issue's ``updated_at`` as GitHub does."""
 
 from __future__ import annotations
 
@@ -23,17 +28,29 @@ def repo(org: str, i: int) -> dict[str, Any]:
             "html_url": f"https://github.com/{org}/repo{i}", "default_branch": "main"}
 
 
-def issue(repo_i: int, n: int, *, pull: bool, when: float | None = None) -> dict[str, Any]:
+def issue(repo_i: int, n: int, *, pull: bool, when: float | None = None, org: str = "acme"
+          ) -> dict[str, Any]:
     """Issue (or pull request) n of repository ``repo_i``, last updated at ``at(when)``
     (default: ``at(n * 60)``, a minute apart)."""
     stamp = at(n * 60 if when is None else when)
     item: dict[str, Any] = {"id": 5_000_000 + repo_i * 10_000 + n, "number": n,
+                            "repository_url": f"https://api.github.com/repos/{org}/repo{repo_i}",
                             "title": f"{'PR' if pull else 'Issue'} {n}", "state": "open",
                             "user": {"login": "octocat", "id": 1},
                             "created_at": stamp, "updated_at": stamp}
     if pull:
         item["pull_request"] = {"url": f"https://api.github.com/repos/x/y/pulls/{n}"}
     return item
+
+
+def comment(org: str, repo_i: int, n: int, k: int, *, when: float | None = None
+            ) -> dict[str, Any]:
+    """Comment k of issue n of repository ``repo_i`` (ids unique across repositories)."""
+    stamp = at(n * 60 + k if when is None else when)
+    return {"id": 7_000_000_000 + repo_i * 10_000_000 + n * 1_000 + k,
+            "body": f"comment {k} on {org}/repo{repo_i}#{n}", "user": {"login": "hubot", "id": 2},
+            "issue_url": f"https://api.github.com/repos/{org}/repo{repo_i}/issues/{n}",
+            "author_association": "MEMBER", "created_at": stamp, "updated_at": stamp}
 
 
 def listed(items: list[dict[str, Any]], query: dict[str, str], *, since: bool
@@ -72,6 +89,12 @@ class GithubHandler(Handler):
         base = f"http://{self.headers['Host']}{url.path}"
         if parts[:1] == ["orgs"] and parts[2:] == ["repos"] and parts[1] == fake.org:
             items = [repo(fake.org, i) for i in range(fake.repos)]
+        elif (parts[:1] == ["repos"] and len(parts) == 6 and parts[1] == fake.org
+              and parts[3] == "issues" and parts[5] == "comments" and parts[4].isdigit()):
+            found = fake.comments(int(parts[2].removeprefix("repo")), int(parts[4]))
+            if found is None:
+                return self._send(404, b'{"message": "Not Found"}')
+            items = found
         elif parts[:1] == ["repos"] and len(parts) == 4 and parts[3] in ("issues", "pulls"):
             everything = fake.items(int(parts[2].removeprefix("repo")))
             pulls = parts[3] == "pulls"
@@ -100,13 +123,16 @@ class FakeGithub(FakeAPI):
         self.default_size = default_size
         self.sizes: dict[int, tuple[int, int]] = {}
         self._items: dict[int, list[dict[str, Any]]] = {}  # made on first use, from sizes
+        self.comments_per_issue = 2
+        self.comment_counts: dict[tuple[int, int], int] = {}  # (repository, number) -> count
+        self._comments: dict[tuple[int, int], list[dict[str, Any]]] = {}  # made on first use
 
     def items(self, i: int) -> list[dict[str, Any]]:
         """Repository i's issues and pull requests, by number (a copy)."""
         with self.server.lock:
             if i not in self._items:
                 n_issues, n_pulls = self.sizes.get(i, self.default_size)
-                self._items[i] = [issue(i, n, pull=n > n_issues)
+                self._items[i] = [issue(i, n, pull=n > n_issues, org=self.org)
                                   for n in range(1, n_issues + n_pulls + 1)]
             return [dict(x) for x in self._items[i]]
 
@@ -126,8 +152,34 @@ class FakeGithub(FakeAPI):
         with self.server.lock:
             items = self._items[i]
             top = max((x["number"] for x in items), default=0)
-            new = [issue(i, n, pull=pull, when=when) for n in range(top + 1, top + count + 1)]
+            new = [issue(i, n, pull=pull, when=when, org=self.org)
+                   for n in range(top + 1, top + count + 1)]
             items += new
+        return new
+
+    def comments(self, i: int, n: int) -> list[dict[str, Any]] | None:
+        """The comments of issue (or pull request) n of repository i (copies); None when
+        there is no such issue."""
+        if not 0 <= i < self.repos or n not in {x["number"] for x in self.items(i)}:
+            return None
+        with self.server.lock:
+            if (i, n) not in self._comments:
+                count = self.comment_counts.get((i, n), self.comments_per_issue)
+                self._comments[(i, n)] = [comment(self.org, i, n, k) for k in range(count)]
+            return [dict(c) for c in self._comments[(i, n)]]
+
+    def add_comments(self, i: int, n: int, count: int, when: float) -> list[dict[str, Any]]:
+        """``count`` new comments on issue n of repository i at ``at(when)``; the issue's
+        ``updated_at`` moves to that time (as a new comment does on GitHub)."""
+        existing = self.comments(i, n)
+        assert existing is not None, (i, n)
+        with self.server.lock:
+            top = len(existing)
+            new = [comment(self.org, i, n, k, when=when) for k in range(top, top + count)]
+            self._comments[(i, n)] += new
+            for item in self._items[i]:
+                if item["number"] == n:
+                    item["updated_at"] = at(when)
         return new
 
     def expected(self, kind: str) -> set[str]:
@@ -135,6 +187,10 @@ class FakeGithub(FakeAPI):
         for i in range(self.repos):
             if kind == "repository":
                 out.add(str(repo(self.org, i)["id"]))
+                continue
+            if kind == "issue_comment":  # of the issues (not of the pull requests)
+                out |= {str(c["id"]) for x in self.items(i) if "pull_request" not in x
+                        for c in self.comments(i, x["number"]) or []}
                 continue
             want_pull = kind == "pull_request"
             out |= {str(x["id"]) for x in self.items(i) if ("pull_request" in x) == want_pull}

@@ -3,6 +3,14 @@
     repository    GET /orgs/{org}/repos                     one sequence of pages
     issue         GET /repos/{owner}/{repo}/issues          one partition per repository
     pull_request  GET /repos/{owner}/{repo}/pulls           one partition per repository
+    issue_comment GET /repos/{owner}/{repo}/issues/{number}/comments
+                                                            a child of issue: the comments of
+                                                            each issue a run writes
+
+An issue comment lands with ``_parent_id`` (its issue's id), ``_parent_number`` and
+``_parent_repository`` (``owner/repo``). The repository is read from the issue's
+``repository_url`` (``…/repos/OWNER/REPO``) but only its name is kept: the request goes to
+``base_url`` like every other, never to a URL the API gave, so the token stays on its origin.
 
 With ``incremental = true`` a repository's issues are asked ``since`` its watermark (minus the
 lookback; GitHub lists the issues updated at or after it), and its pull requests are listed
@@ -18,6 +26,7 @@ secondary limit answers 403 or 429 with ``retry-after``, which is waited for and
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -26,9 +35,24 @@ from integrations.github.settings import GithubSettings, Kind
 from integrations.http.paginators import LinkPaginator
 from integrations.incremental import Incremental
 from integrations.paged import PagedIntegration
+from integrations.parents import fill
 from integrations.registry import register
 
 API_VERSION = "2022-11-28"
+COMMENTS = "/repos/{parent.repository}/issues/{parent.number}/comments"
+# owner/repo as GitHub allows them; nothing else reaches a path (no '..', no '/', no '?').
+_NAME = r"[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*"
+_REPOSITORY = re.compile(rf"/repos/({_NAME}/{_NAME})/?$")
+
+
+def repository_of(issue: Any) -> str | None:
+    """``owner/repo`` of an issue, from its ``repository_url`` (None when it has none)."""
+    url = issue.get("repository_url") if isinstance(issue, dict) else None
+    try:
+        found = _REPOSITORY.search(httpx.URL(url).path) if isinstance(url, str) else None
+    except (httpx.InvalidURL, ValueError):
+        return None
+    return found[1] if found else None
 
 
 @register("github")
@@ -40,6 +64,10 @@ class GithubIntegration(PagedIntegration[GithubSettings]):
 
     def paginator(self, kind: str, partition: Any, since: Any = None) -> LinkPaginator:
         s = self.settings
+        if kind == Kind.issue_comment:  # the comments of one issue: partition is its ref
+            ref = partition if isinstance(partition, dict) else {}
+            return LinkPaginator(path=fill(COMMENTS, ref), limit_param="per_page",
+                                 limit=s.per_page)
         if kind == Kind.repository:
             return LinkPaginator(path=f"/orgs/{s.org}/repos", params={"type": "all"},
                                  limit_param="per_page", limit=s.per_page)
@@ -57,17 +85,37 @@ class GithubIntegration(PagedIntegration[GithubSettings]):
 
     def incremental(self, kind: str) -> Incremental | None:
         s = self.settings
-        if not s.incremental or kind == Kind.repository:
-            return None
+        if not s.incremental or kind not in (Kind.issue, Kind.pull_request):
+            return None  # repositories are read whole; comments follow their issues
         if kind == Kind.issue:
             return Incremental(cursor_path="updated_at", param="since", lookback=s.lookback)
         return Incremental(cursor_path="updated_at", stop_when_older=True, lookback=s.lookback)
 
     async def partitions(self, kind: str, client: httpx.AsyncClient) -> list[str] | None:
         """Issues and pull requests: one partition per repository of the organisation."""
-        if kind == Kind.repository:
+        if kind not in (Kind.issue, Kind.pull_request):
             return None
         return [r["full_name"] for r in await self.every_item(Kind.repository, client)]
+
+    def parent(self, kind: str) -> str | None:
+        return Kind.issue.value if kind == Kind.issue_comment else None
+
+    def parent_ref(self, kind: str, parent_item: Any) -> dict[str, Any]:
+        """What an issue gives its comments: its id, its number and its repository (a value
+        that cannot go into the path is None: the children task rejects that issue)."""
+        if kind != Kind.issue or not isinstance(parent_item, dict):
+            return {}
+        number = parent_item.get("number")
+        return {"id": parent_item.get("id"),
+                "number": number if isinstance(number, int) and not isinstance(number, bool)
+                else None,
+                "repository": repository_of(parent_item)}
+
+    def with_parent(self, kind: str, ref: dict[str, Any], item: Any) -> Any:
+        if kind != Kind.issue_comment or not isinstance(item, dict):
+            return item
+        return {**item, "_parent_id": ref.get("id"), "_parent_number": ref.get("number"),
+                "_parent_repository": ref.get("repository")}
 
     def kept(self, kind: str, items: list[Any]) -> list[Any]:
         if kind == Kind.issue:  # the issues endpoint lists pull requests too

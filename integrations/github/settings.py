@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from integrations.base import ApiSettings
 from integrations.incremental import seconds
@@ -15,6 +15,11 @@ class Kind(StrEnum):
     repository = "repository"
     issue = "issue"
     pull_request = "pull_request"
+    issue_comment = "issue_comment"  # a child of issue: one request (or more) per issue
+
+
+# Not issue_comment: a child kind costs one request per issue, on every run.
+DEFAULT_KINDS = [Kind.repository, Kind.issue, Kind.pull_request]
 
 
 class GithubSettings(ApiSettings):
@@ -26,13 +31,23 @@ class GithubSettings(ApiSettings):
     Off by default: an incremental run deletes nothing, so an issue deleted or transferred
     away stays in the target until a full run (``full_every = "1d"``, ``sluice run --full``).
     Turning it on is a choice about deletions as much as about requests; a source that does
-    not make it reads and deletes as before."""
+    not make it reads and deletes as before.
+
+    ``issue_comment`` (the conversation of each issue, ``GET /repos/{owner}/{repo}/issues/
+    {number}/comments``) is a child kind of ``issue``: every issue a run writes fans out to a
+    request for its comments, so a repository of 10,000 issues costs 10,000 more requests per
+    full run (of a budget of 5,000 an hour for a token). That is why it is not among the
+    default kinds: list it, with ``issue``, to sync comments (``kinds = ["repository",
+    "issue", "pull_request", "issue_comment"]``). With ``incremental = true`` only the issues
+    that changed fan out (a new comment changes its issue's ``updated_at``); comments are
+    deleted by full runs. Comments on pull requests are not fetched (pull requests are not
+    issues here)."""
 
     integration: Literal["github"]
     org: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*$", description="the organisation")
     token: str = Field(min_length=1, description='a token; write "${GITHUB_TOKEN}"')
     base_url: str = "https://api.github.com"
-    kinds: list[Kind] = Field(default_factory=lambda: list(Kind), min_length=1)
+    kinds: list[Kind] = Field(default_factory=lambda: list(DEFAULT_KINDS), min_length=1)
     state: Literal["open", "closed", "all"] = "all"
     per_page: int = Field(100, ge=1, le=100)
     incremental: bool = Field(
@@ -47,6 +62,13 @@ class GithubSettings(ApiSettings):
     def _lookback(cls, value: str) -> str:
         seconds(value)
         return value
+
+    @model_validator(mode="after")
+    def _parents(self) -> GithubSettings:
+        if Kind.issue_comment in self.kinds and Kind.issue not in self.kinds:
+            raise ValueError("kinds: issue_comment needs issue (the comments of each issue a "
+                             "run writes are fetched)")
+        return self
 
     def kind_names(self) -> list[str]:
         return [kind.value for kind in self.kinds]

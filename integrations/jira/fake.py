@@ -4,6 +4,8 @@
 - ``/rest/api/3/search/jql``: ``nextPageToken`` cursor and ``isLast``, no total; only ``id``
   unless ``fields`` are asked for; 400 for an unbounded JQL;
 - ``/rest/api/3/search``: 410 Gone (removed by Atlassian);
+- ``/rest/api/3/issue/{key or id}/comment``: ``startAt``/``maxResults`` (at most 100),
+  ``total``, the list under ``comments``, oldest first; 404 for an unknown issue;
 - basic auth (email + API token), else 401.
 
 Issue i was last updated ``i`` minutes before 2026-11-20T10:00:00.000+0000 (``updated(-60 * i)``:
@@ -11,6 +13,9 @@ index order is newest first). The search honours ``updated >= "yyyy-MM-dd HH:mm"
 alone) in the JQL, read in the account's time zone, UTC here, as the values are written, and
 ``ORDER BY updated [ASC|DESC]``; other clauses are not evaluated. Tests change and add issues
 at a time with ``change_issues`` and ``add_issues``; ``jqls`` holds every JQL asked.
+
+Every issue has ``comments_per_issue`` comments (default 2), or ``comment_counts[key]``;
+``add_comments`` adds some later, and changes the issue's ``updated`` as Jira does.
 """
 
 from __future__ import annotations
@@ -51,6 +56,16 @@ def issue(i: int, *, when: float | None = None) -> dict[str, Any]:
                        "assignee": None, "created": "2026-11-01T10:00:00.000+0000",
                        "updated": updated(-60 * i if when is None else when),
                        "description": "long text"}}
+
+
+def comment(i: int, k: int, *, when: float | None = None) -> dict[str, Any]:
+    """Comment k of issue i (ids unique across issues)."""
+    stamp = updated(-60 * i + k if when is None else when)
+    author = {"accountId": "5b10a2844c20165700ede21g", "displayName": "Mia Krystof"}
+    return {"id": str(1_000_000 + i * 1_000 + k), "author": author, "updateAuthor": author,
+            "body": {"type": "doc", "version": 1, "content": [{"type": "paragraph", "content": [
+                {"type": "text", "text": f"comment {k} on issue {i}"}]}]},
+            "created": stamp, "updated": stamp, "jsdPublic": True}
 
 
 def searched(issues: list[dict[str, Any]], jql: str) -> list[dict[str, Any]]:
@@ -102,6 +117,15 @@ class JiraHandler(Handler):
             if nxt < len(selected):
                 body["nextPageToken"] = str(nxt)  # opaque to clients
             return self._json(body)
+        parts = url.path.strip("/").split("/")
+        if parts[:4] == ["rest", "api", "3", "issue"] and len(parts) == 6 and parts[5] == "comment":
+            found = fake.comments(parts[4])
+            if found is None:
+                return self._send(404, json.dumps({"errorMessages": [
+                    "Issue does not exist or you do not have permission to see it."]}).encode())
+            start, per = int(q.get("startAt", 0)), min(100, int(q.get("maxResults", 100)))
+            return self._json({"startAt": start, "maxResults": per, "total": len(found),
+                               "comments": found[start:start + per]})
         return self._send(404, b'{"errorMessages": ["Not found"]}')
 
 
@@ -116,6 +140,9 @@ class FakeJira(FakeAPI):
         self.projects, self.issues = projects, issues
         self.jqls: list[str] = []
         self._issues: list[dict[str, Any]] | None = None  # made on first use
+        self.comments_per_issue = 2
+        self.comment_counts: dict[str, int] = {}  # issue key -> its number of comments
+        self._comments: dict[int, list[dict[str, Any]]] = {}  # issue index -> made on first use
 
     def all_issues(self) -> list[dict[str, Any]]:
         """Every issue, in index order (copies)."""
@@ -145,3 +172,40 @@ class FakeJira(FakeAPI):
             self._issues += new
             self.issues = len(self._issues)
         return new
+
+    def index(self, key_or_id: str) -> int | None:
+        """The index of the issue with that key or id (None: no such issue)."""
+        for i, found in enumerate(self.all_issues()):
+            if key_or_id in (found["key"], found["id"]):
+                return i
+        return None
+
+    def comments(self, key_or_id: str) -> list[dict[str, Any]] | None:
+        """The comments of an issue, oldest first (copies); None when there is no such issue."""
+        i = self.index(key_or_id)
+        if i is None:
+            return None
+        with self.server.lock:
+            assert self._issues is not None
+            if i not in self._comments:
+                count = self.comment_counts.get(self._issues[i]["key"], self.comments_per_issue)
+                self._comments[i] = [comment(i, k) for k in range(count)]
+            return [dict(c) for c in self._comments[i]]
+
+    def add_comments(self, index: int, count: int, when: float) -> list[dict[str, Any]]:
+        """``count`` new comments on issue ``index`` at ``updated(when)``; the issue's
+        ``updated`` moves to that time (as a new comment does in Jira)."""
+        existing = self.comments(str(20000 + index))
+        assert existing is not None, index
+        with self.server.lock:
+            assert self._issues is not None
+            new = [comment(index, k, when=when)
+                   for k in range(len(existing), len(existing) + count)]
+            self._comments[index] += new
+            fields = {**self._issues[index]["fields"], "updated": updated(when)}
+            self._issues[index] = {**self._issues[index], "fields": fields}
+        return new
+
+    def expected_comments(self) -> set[str]:
+        """The ids of every comment of every issue."""
+        return {c["id"] for found in self.all_issues() for c in self.comments(found["id"]) or []}

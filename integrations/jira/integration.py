@@ -5,6 +5,11 @@
     issue    GET /rest/api/3/search/jql      a nextPageToken cursor until isLast, no total;
                                              the fields are asked for explicitly (else only ids
                                              come back) and the JQL must be bounded
+    comment  GET /rest/api/3/issue/{key}/comment     a child of issue: the comments of each
+                                                     issue a run writes, startAt / maxResults
+                                                     with total, oldest first
+
+A comment lands with ``_parent_key`` and ``_parent_id``, those of its issue.
 
 The classic ``/rest/api/3/search`` answers 410 Gone; it is never used. Auth: basic, with the
 account's email and an API token.
@@ -30,10 +35,13 @@ from integrations.http.paginators import BasePaginator, OffsetPaginator
 from integrations.incremental import Incremental
 from integrations.jira.settings import JiraSettings, Kind
 from integrations.paged import PagedIntegration
+from integrations.parents import fill
 from integrations.registry import register
 
 PROJECTS = "/rest/api/3/project/search"
 SEARCH = "/rest/api/3/search/jql"
+COMMENTS = "/rest/api/3/issue/{parent.key}/comment"
+COMMENT_PAGE = 100  # the most the comments endpoint is known to serve in a page
 
 _ORDER_BY = re.compile(r"order\s+by\b", re.IGNORECASE)
 
@@ -131,6 +139,15 @@ class JiraIntegration(PagedIntegration[JiraSettings]):
         return self.settings.email, self.settings.api_token
 
     def paginator(self, kind: str, partition: Any, since: Any = None) -> BasePaginator:
+        if kind == Kind.comment:  # the comments of one issue: partition is its ref
+            ref = partition if isinstance(partition, dict) else {}
+            # Oldest first: a comment added while the pages are read comes last, and moves
+            # none across the offsets.
+            return OffsetPaginator(path=fill(COMMENTS, ref, quoted=True),
+                                   params={"orderBy": "created"}, offset_param="startAt",
+                                   limit_param="maxResults",
+                                   limit=min(self.settings.page_size, COMMENT_PAGE),
+                                   total_path="total")
         if kind == Kind.issue and since is not None:
             return self._search(since_jql(self.settings.jql, str(since)))
         return self._paginators[kind]
@@ -142,8 +159,27 @@ class JiraIntegration(PagedIntegration[JiraSettings]):
         # ``param``: the value goes into the jql parameter (see ``paginator``).
         return Incremental(cursor_path="fields.updated", param="jql", lookback=s.lookback)
 
+    def parent(self, kind: str) -> str | None:
+        return Kind.issue.value if kind == Kind.comment else None
+
+    def parent_ref(self, kind: str, parent_item: Any) -> dict[str, Any]:
+        """What an issue gives its comments: its key (in the path) and its id."""
+        if kind != Kind.issue or not isinstance(parent_item, dict):
+            return {}
+        return {"id": parent_item.get("id"), "key": parent_item.get("key")}
+
+    def with_parent(self, kind: str, ref: dict[str, Any], item: Any) -> Any:
+        if kind != Kind.comment or not isinstance(item, dict):
+            return item
+        return {**item, "_parent_key": ref.get("key"), "_parent_id": ref.get("id")}
+
     def items(self, kind: str, response: httpx.Response, body: Any) -> list[Any]:
-        key, path = ("values", PROJECTS) if kind == Kind.project else ("issues", SEARCH)
+        if kind == Kind.project:
+            key, path = "values", PROJECTS
+        elif kind == Kind.issue:
+            key, path = "issues", SEARCH
+        else:
+            key, path = "comments", response.request.url.path
         items = body.get(key) if isinstance(body, dict) else None
         if not isinstance(items, list):
             raise MalformedPage(f"GET {path}: no {key!r} list in the answer")

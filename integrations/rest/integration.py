@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 
@@ -14,23 +12,10 @@ from integrations.http.paginators import Paginator, dig
 from integrations.incremental import Incremental
 from integrations.mapping import MappingSettings
 from integrations.paged import PagedIntegration
+from integrations.parents import fill
 from integrations.registry import register
-from integrations.rest.settings import PARENT_FIELD, KindSettings, RestSettings
+from integrations.rest.settings import KindSettings, RestSettings
 from integrations.secrets import Redactor
-
-
-def fill(template: str, ref: dict[str, Any], *, quoted: bool = False) -> str:
-    """``{parent.<dot path>}`` in ``template`` replaced by the parent's value (quoted as a
-    path segment in a path). A parent without the value is a malformed page of it."""
-
-    def value(match: re.Match[str]) -> str:
-        got = ref.get(match[1])
-        if got is None or isinstance(got, (dict, list)):
-            raise MalformedPage(f"the parent item has no value at {match[1]!r} for "
-                                f"{template!r}")
-        return quote(str(got), safe="") if quoted else str(got)
-
-    return PARENT_FIELD.sub(value, template)
 
 
 def paginator_for(kind: KindSettings) -> Paginator:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
@@ -12,9 +11,9 @@ from integrations.base import ApiSettings, StrictModel
 from integrations.http.paginators import PAGINATORS, BasePaginator
 from integrations.incremental import Incremental
 from integrations.mapping import MappingSettings
+from integrations.parents import PARENT_FIELD
 
 Scalar = str | int | float | bool
-PARENT_FIELD = re.compile(r"\{parent\.([A-Za-z0-9_.-]+)\}")
 
 
 class Pagination(StrictModel):

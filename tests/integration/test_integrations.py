@@ -192,3 +192,104 @@ incremental = true
         assert summaries["20050"] == "Issue 50 (changed at 3600)"
         assert {n["id"] for n in new_jira} <= set(summaries)
         assert marks(db, "jira", "issue") == {"null": '"2026-11-20T11:01:40.000+0000"'}
+
+
+def comments_asked(fake: FakeGithub | FakeJira, prefix: str, suffix: str) -> set[str]:
+    """The parents whose comments were asked for (``/repos/acme/repo0/issues/7``,
+    ``/rest/api/3/issue/P1-8``), and forget every request."""
+    got = {urlsplit(r[2]).path.removesuffix(suffix) for r in fake.requests(prefix)
+           if r[1] == "GET" and urlsplit(r[2]).path.endswith(suffix)}
+    with fake.server.lock:
+        fake.state.log.clear()
+    return got
+
+
+def test_github_and_jira_comments_are_children_of_issues(tmp_path: Path,
+                                                         redis_server: RedisServer):
+    """One run of issues writes them and all their comments (paged); the next, incremental,
+    asks for the comments of the issues that changed only."""
+    with FakeGithub(repos=2) as gh, FakeJira(projects=3, issues=40) as jira:
+        gh.sizes.update({0: (12, 3), 1: (5, 0)})  # repo0's pull requests have no comments read
+        gh.comment_counts[(0, 4)] = 25  # three pages of 10
+        jira.comment_counts["P3-10"] = 45  # three pages of 20
+        config = tmp_path / "sluice.toml"
+        db = tmp_path / "db.sqlite"
+        config.write_text(f"""
+[target]
+path = "{db}"
+
+[sources.gh]
+integration = "github"
+org = "{gh.org}"
+token = "{gh.token}"
+base_url = "{gh.url}"
+kinds = ["issue", "issue_comment"]
+per_page = 10
+incremental = true
+
+[sources.jira]
+integration = "jira"
+base_url = "{jira.url}"
+email = "{jira.email}"
+api_token = "{jira.token}"
+kinds = ["issue", "comment"]
+page_size = 20
+incremental = true
+""")
+        url = redis_server.url.rsplit("/", 1)[0] + "/12"
+        with Workers(config=config, redis_url=url, log=tmp_path / "w.log"):
+            client = Client(url)
+            try:
+                first = {s: client.resync(s, "issue", timeout=90) for s in ("gh", "jira")}
+                asked1 = (comments_asked(gh, "/repos/", "/comments"),
+                          comments_asked(jira, "/rest/", "/comment"))
+                gh_rows, jira_rows = rows(db, "gh", "issue_comment"), rows(db, "jira", "comment")
+                numbers = titles(db, "gh", "issue_comment", "_parent_number")
+                new_gh = gh.add_comments(0, 2, 1, when=10_000)[0]  # issue 2 changes with it
+                new_jira = jira.add_comments(30, 1, when=3_600)[0]
+                second = {s: client.resync(s, "issue", timeout=90) for s in ("gh", "jira")}
+                asked2 = (comments_asked(gh, "/repos/", "/comments"),
+                          comments_asked(jira, "/rest/", "/comment"))
+            finally:
+                client.close()
+
+        assert all(r.state == "succeeded" and not r.incremental for r in first.values()), first
+        assert set(first["gh"].children) == {"issue_comment"}
+        assert set(first["jira"].children) == {"comment"}
+        # GitHub: 17 issues, two comments each but issue 4 of repo0's 25; no pull request's.
+        gh_counts = first["gh"].children["issue_comment"]
+        assert gh_counts["items_fetched"] == gh_counts["items_written"] == 16 * 2 + 25
+        assert first["gh"].own("items_written") == 17
+        assert asked1[0] == {f"/repos/acme/repo0/issues/{n}" for n in range(1, 13)} | {
+            f"/repos/acme/repo1/issues/{n}" for n in range(1, 6)}
+        assert len(gh_rows) == 57
+        repos = titles(db, "gh", "issue_comment", "_parent_repository")
+        parents = titles(db, "gh", "issue_comment", "_parent_id")
+        some = str(7_000_000_000 + 4 * 1_000 + 24)  # the last comment of repo0's issue 4
+        assert (numbers[some], repos[some], parents[some]) == (4, "acme/repo0", 5_000_004)
+        assert {repos[i] for i in gh_rows} == {"acme/repo0", "acme/repo1"}
+        # Jira: 40 issues, two comments each but P3-10's 45.
+        jira_counts = first["jira"].children["comment"]
+        assert jira_counts["items_fetched"] == jira_counts["items_written"] == 39 * 2 + 45
+        assert asked1[1] == {f"/rest/api/3/issue/P{i % 7}-{i}" for i in range(40)}
+        assert len(jira_rows) == 39 * 2 + 45
+        keys = titles(db, "jira", "comment", "_parent_key")
+        ids = titles(db, "jira", "comment", "_parent_id")
+        last = str(1_000_000 + 10_000 + 44)
+        assert (keys[last], ids[last]) == ("P3-10", "20010")
+
+        assert all(r.state == "succeeded" and r.incremental and r.deleted == 0
+                   for r in second.values()), second
+        # GitHub: since each repository's watermark minus 2m: repo0's 10..12 and the changed
+        # issue 2, repo1's 3..5; only those fan out.
+        assert asked2[0] == {f"/repos/acme/repo0/issues/{n}" for n in (2, 10, 11, 12)} | {
+            f"/repos/acme/repo1/issues/{n}" for n in (3, 4, 5)}
+        assert second["gh"].children["issue_comment"]["items_written"] == 3 + 3 * 2 + 3 * 2
+        assert titles(db, "gh", "issue_comment", "_parent_number") == numbers | {
+            str(new_gh["id"]): 2}
+        assert rows(db, "gh", "issue_comment") == gh.expected("issue_comment")
+        # Jira: updated >= 09:55: issues 0..5, and 30 that the new comment changed.
+        assert asked2[1] == {f"/rest/api/3/issue/P{i % 7}-{i}" for i in (*range(6), 30)}
+        assert second["jira"].children["comment"]["items_written"] == 6 * 2 + 3
+        assert titles(db, "jira", "comment", "_parent_key")[new_jira["id"]] == "P2-30"
+        assert rows(db, "jira", "comment") == jira.expected_comments()

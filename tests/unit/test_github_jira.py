@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
 from integrations import pager
-from integrations.errors import PermanentHTTPError
+from integrations.errors import MalformedPage, PermanentHTTPError
 from integrations.github.fake import FakeGithub
 from integrations.github.integration import GithubIntegration
 from integrations.github.settings import GithubSettings
@@ -317,3 +318,111 @@ def test_jira_fake_honours_updated_in_the_jql(jira: FakeJira):
         str(20000 + i) for i in range(6)]
     assert jira.jqls[-1] == ('updated >= "2026-11-20 09:55" AND (updated >= -30d) '
                              "ORDER BY updated DESC")
+
+
+# -- comments: child kinds of issues
+
+def children(integ: Any, kind: str, parent_item: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every child of one parent item, as the children task fetches and lands them."""
+    parent = integ.parent(kind)
+    ref = integ.parent_ref(parent, parent_item)
+
+    async def go() -> list[dict[str, Any]]:
+        client = integ.client()
+        items: list[dict[str, Any]] = []
+        async for page in pager.pages(integ, kind, client, checkpoint=None, partition=ref,
+                                      concurrency=4):
+            items += [integ.with_parent(kind, ref, i) for i in page.items]
+        await client.aclose()
+        return items
+    return asyncio.run(go())
+
+
+def test_github_issue_comments_are_a_child_kind_not_synced_by_default(github: FakeGithub):
+    assert gh(github).kinds() == ["repository", "issue", "pull_request"]
+    integ = gh(github, kinds=["issue", "issue_comment"], incremental=True)
+    assert integ.kinds() == ["issue", "issue_comment"]
+    assert [integ.parent(k) for k in ("repository", "issue", "pull_request",
+                                      "issue_comment")] == [None, None, None, "issue"]
+    assert integ.incremental("issue_comment") is None  # it follows its issues
+    assert asyncio.run(integ.partitions("issue_comment", integ.client())) is None
+    with pytest.raises(ValueError, match="issue_comment needs issue"):
+        gh(github, kinds=["repository", "issue_comment"])
+
+
+def test_github_issue_comments_request_and_parent_fields(github: FakeGithub):
+    integ = gh(github, kinds=["issue", "issue_comment"], per_page=50)
+    issue = {"id": 5_000_007, "number": 7, "title": "Issue 7",
+             "repository_url": "https://api.github.com/repos/acme/repo0"}
+    ref = integ.parent_ref("issue", issue)
+    assert ref == {"id": 5_000_007, "number": 7, "repository": "acme/repo0"}
+    # Under base_url (GitHub Enterprise's /api/v3 too), never at the repository_url's host.
+    assert first_request(integ, "issue_comment", ref) == (
+        "/repos/acme/repo0/issues/7/comments", {"per_page": 50})
+    ghes = {**issue, "repository_url": "https://ghe.example.com/api/v3/repos/acme/repo0"}
+    assert integ.parent_ref("issue", ghes)["repository"] == "acme/repo0"
+    comment = {"id": 1, "body": "hi"}
+    assert integ.with_parent("issue_comment", ref, comment) == {
+        "id": 1, "body": "hi", "_parent_id": 5_000_007, "_parent_number": 7,
+        "_parent_repository": "acme/repo0"}
+    assert integ.with_parent("issue", ref, comment) == comment
+    # What cannot go into the path is no value: the children task rejects that issue.
+    for bad in ("https://api.github.com/repos/acme/..", "https://api.github.com/repos/a/b/c",
+                "https://api.github.com/users/acme", "http://[", None):
+        broken = integ.parent_ref("issue", {**issue, "repository_url": bad})
+        assert broken["repository"] is None
+        with pytest.raises(MalformedPage, match="the parent item has no value at 'repository'"):
+            integ.paginator("issue_comment", broken)
+    with pytest.raises(MalformedPage, match="no value at 'number'"):
+        integ.paginator("issue_comment", integ.parent_ref("issue", {**issue, "number": "7"}))
+
+
+def test_github_issue_comments_are_paged(github: FakeGithub):
+    integ = gh(github, kinds=["issue", "issue_comment"], per_page=10)
+    github.comment_counts[(2, 5)] = 35
+    issue = next(i for i in sync_kind(integ, "issue") if i["id"] == 5_020_005)
+    got = children(integ, "issue_comment", issue)
+    # (planned pages arrive in any order)
+    assert sorted(c["id"] for c in got) == [c["id"] for c in github.comments(2, 5) or []]
+    assert len(got) == 35 and {c["_parent_number"] for c in got} == {5}
+    assert {(c["_parent_id"], c["_parent_repository"]) for c in got} == {
+        (5_020_005, "acme/repo2")}
+    paths = [p for _, _, p, _ in github.requests("/repos/acme/repo2/issues/5/comments")]
+    assert paths[0] == "/repos/acme/repo2/issues/5/comments?per_page=10"
+    assert len(paths) == 4  # rel="last": pages 2..4 planned, from the issue's own ref
+    assert len(children(integ, "issue_comment", {**issue, "number": 6, "id": 5_020_006})) == 2
+
+
+def test_jira_comments_are_a_child_kind_not_synced_by_default(jira: FakeJira):
+    assert jr(jira).kinds() == ["project", "issue"]
+    integ = jr(jira, kinds=["issue", "comment"], incremental=True)
+    assert [integ.parent(k) for k in ("project", "issue", "comment")] == [None, None, "issue"]
+    assert integ.incremental("comment") is None
+    with pytest.raises(ValueError, match="comment needs issue"):
+        jr(jira, kinds=["project", "comment"])
+
+
+def test_jira_comments_request_paging_and_parent_fields(jira: FakeJira):
+    integ = jr(jira, kinds=["issue", "comment"], page_size=1000)
+    issue = {"id": "20012", "key": "P5-12", "fields": {"summary": "Issue 12"}}
+    ref = integ.parent_ref("issue", issue)
+    assert ref == {"id": "20012", "key": "P5-12"}
+    assert first_request(integ, "comment", ref) == (
+        "/rest/api/3/issue/P5-12/comment",
+        {"orderBy": "created", "maxResults": 100, "startAt": 0})
+    assert first_request(jr(jira, page_size=20), "comment", ref)[1]["maxResults"] == 20
+    assert integ.paginator("comment", {"id": "1", "key": "A/B?x"}).path == (
+        "/rest/api/3/issue/A%2FB%3Fx/comment")  # a key is one path segment
+    with pytest.raises(MalformedPage, match="no value at 'key'"):
+        integ.paginator("comment", integ.parent_ref("issue", {"id": "20012"}))
+
+    jira.comment_counts["P5-12"] = 230
+    got = children(integ, "comment", issue)
+    assert sorted(c["id"] for c in got) == [str(1_000_000 + 12_000 + k) for k in range(230)]
+    assert {(c["_parent_key"], c["_parent_id"]) for c in got} == {("P5-12", "20012")}
+    starts = sorted(int(dict(parse_qsl(urlsplit(p).query))["startAt"])
+                    for _, _, p, _ in jira.requests("/rest/api/3/issue/P5-12/comment"))
+    assert starts == [0, 100, 200]  # the total planned pages 2 and 3
+    assert len(children(integ, "comment", {"id": "20013", "key": "P6-13"})) == 2
+    with pytest.raises(PermanentHTTPError, match="404"):
+        children(integ, "comment", {"id": "1", "key": "NOPE-1"})

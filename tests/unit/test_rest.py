@@ -233,3 +233,27 @@ def test_a_link_fragment_is_dropped_so_it_cannot_hide_a_cycle():
                               headers={"Link": '<https://api.test/p?page=2#k17>; rel="next"'})
     assert paginator.advance({"url": None}, response, [], []) == {
         "url": "https://api.test/p?page=2"}
+
+
+@pytest.mark.parametrize("name", ["link", "offset", "page-total"])
+def test_a_child_kind_whose_pages_are_planned_reads_every_page(api: FakeAPI, name: str):
+    """The planned pages of a child kind are built from its parent's ref (they were built
+    without it, and page 2 failed as a parent with no value)."""
+    items = api.set_items("k", 95)
+    spec = PAGINATORS[name]
+    integ = RestIntegration(RestSettings.model_validate(
+        {"integration": "rest", "base_url": api.url, "http": {"retries": 0}, "kinds": {
+            "post": {"path": "/cursor/post", "items": "data"},
+            "k": {**spec, "parent": "post", "params": {"post": "{parent.id}"}}}}))
+    ref = integ.parent_ref("post", {"id": "post-1"})
+
+    async def go() -> list[pager.Page]:
+        client = integ.client()
+        pages = [p async for p in pager.pages(integ, "k", client, checkpoint=None,
+                                              partition=ref, concurrency=4)]
+        await client.aclose()
+        return pages
+
+    pages = asyncio.run(go())
+    assert len(pages) == 4 and in_order(pages) == items
+    assert all(q.get("post") == "post-1" for q in api.state.params_seen)

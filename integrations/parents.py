@@ -1,0 +1,28 @@
+"""What a child kind takes from its parent: ``{parent.<dot path>}`` in a path or a parameter,
+filled from the parent's ref (``Integration.parent_ref``). Shared by the REST integration and
+the built-in ones whose kinds hang off another (GitHub's issue comments, Jira's comments)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import quote
+
+from integrations.errors import MalformedPage
+
+PARENT_FIELD = re.compile(r"\{parent\.([A-Za-z0-9_.-]+)\}")
+
+
+def fill(template: str, ref: dict[str, Any], *, quoted: bool = False) -> str:
+    """``{parent.<dot path>}`` in ``template`` replaced by the parent's value (quoted as a
+    path segment in a path). A parent without the value is a malformed page of it (the
+    children task rejects that parent with the reason, and fetches the others)."""
+
+    def value(match: re.Match[str]) -> str:
+        got = ref.get(match[1])
+        if got is None or isinstance(got, (dict, list)):
+            raise MalformedPage(f"the parent item has no value at {match[1]!r} for "
+                                f"{template!r}")
+        return quote(str(got), safe="") if quoted else str(got)
+
+    return PARENT_FIELD.sub(value, template)

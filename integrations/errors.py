@@ -9,7 +9,8 @@
     └── PermanentError              retrying will not help
         ├── PermanentHTTPError      another 4xx from the third-party API (401, 404, 410, ...)
         ├── MalformedPage           a page that is not JSON, or lacks the configured items path
-        │   └── PagingCycle         a cursor or next link (or a page's items) came back in a run
+        │   ├── PagingCycle         a cursor or next link (or a page's items) came back in a run
+        │   └── NoParentValue       a parent item lacks what its children's path needs
         ├── TooManyPages            a run read more than the source's max_pages
         ├── ForeignOrigin           a next link or redirect to an origin not allowed
         └── TargetRejected          the target refused the batch (4xx, constraint violation)
@@ -74,6 +75,11 @@ class MalformedPage(PermanentError):
 class PagingCycle(MalformedPage):
     """The API sent a cursor or next link that this run already followed: paging would
     never end."""
+
+
+class NoParentValue(MalformedPage):
+    """A parent item lacks a value its children's path or parameters need: that parent is
+    rejected with the reason, its siblings are fetched."""
 
 
 class TooManyPages(PermanentError):

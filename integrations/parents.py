@@ -8,7 +8,7 @@ import re
 from typing import Any
 from urllib.parse import quote
 
-from integrations.errors import MalformedPage
+from integrations.errors import NoParentValue
 
 PARENT_FIELD = re.compile(r"\{parent\.([A-Za-z0-9_.-]+)\}")
 
@@ -21,7 +21,7 @@ def fill(template: str, ref: dict[str, Any], *, quoted: bool = False) -> str:
     def value(match: re.Match[str]) -> str:
         got = ref.get(match[1])
         if got is None or isinstance(got, (dict, list)):
-            raise MalformedPage(f"the parent item has no value at {match[1]!r} for "
+            raise NoParentValue(f"the parent item has no value at {match[1]!r} for "
                                 f"{template!r}")
         return quote(str(got), safe="") if quoted else str(got)
 

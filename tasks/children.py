@@ -24,7 +24,7 @@ from celery import Task
 
 from integrations import pager
 from integrations.base import Integration
-from integrations.errors import MalformedPage, RetryableError, describe
+from integrations.errors import NoParentValue, RetryableError, describe
 from integrations.http.retry import backoff
 from tasks import messages
 from tasks.app import app
@@ -51,7 +51,7 @@ async def collect(integration: Integration, kind: str, client: httpx.AsyncClient
     items: list[Any] = []
     skipped: list[tuple[int, str]] = []
     for index, answer in enumerate(answers):
-        if isinstance(answer, MalformedPage) and "the parent item has no value" in str(answer):
+        if isinstance(answer, NoParentValue):
             skipped.append((index, str(answer)))
         elif isinstance(answer, BaseException):
             raise answer

@@ -152,14 +152,16 @@ class Readable(Protocol):
         ...
 
 
-def deletion_guard(stale: int, existing: int, threshold: float) -> str | None:
-    """Why deleting ``stale`` of ``existing`` entities is refused, or None when it is allowed:
-    a share of ``threshold`` or more is refused (the boundary too); 1 turns the guard off."""
+def deletion_guard(stale: int, existing: int, threshold: float, *,
+                   what: str = "entities") -> str | None:
+    """Why deleting ``stale`` of ``existing`` entities (or ``what``: the rows of a typed table)
+    is refused, or None when it is allowed: a share of ``threshold`` or more is refused (the
+    boundary too); 1 turns the guard off."""
     if stale == 0 or threshold >= 1:
         return None
     share = stale / existing if existing else float("inf")
     if share >= threshold:
-        return (f"refused to delete {stale} of {existing} entities ({share:.1%}): "
+        return (f"refused to delete {stale} of {existing} {what} ({share:.1%}): "
                 f"delete_threshold is {threshold:.0%}")
     return None
 

@@ -5,16 +5,47 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from integrations.errors import TargetRejected, TargetUnavailable
-from tasks.targets.base import Deletion, Entity, bad_text, deletion_guard
+from tasks.targets.base import ColumnType, Deletion, Entity, Row, Table, bad_text, deletion_guard
+from tasks.targets.typed import (
+    FIXED,
+    KEY,
+    StaleRows,
+    check_table,
+    check_table_name,
+    ordered,
+    property_columns,
+    quote,
+    schema_changes,
+    unstorable_text,
+    utc,
+)
 
 try:
     import psycopg
     from psycopg.types.json import Jsonb
 except ImportError:  # pragma: no cover - depends on the extra being installed
     psycopg = None  # type: ignore[assignment]  # optional: the postgres extra
+
+
+# Typed tables (tasks/targets/typed.py): each Sluice type's column, and back from
+# format_type() (a few more, for a table an administrator made).
+DECLARED: dict[ColumnType, str] = {"text": "text", "integer": "bigint",
+                                   "number": "double precision", "boolean": "boolean",
+                                   "timestamp": "timestamptz", "json": "jsonb"}
+TYPE_OF: dict[str, ColumnType] = {
+    "text": "text", "character varying": "text", "bigint": "integer", "integer": "integer",
+    "smallint": "integer", "double precision": "number", "real": "number",
+    "boolean": "boolean", "timestamp with time zone": "timestamp", "jsonb": "json"}
+
+
+def q(name: str) -> str:
+    """A quoted identifier for a query psycopg reads placeholders in (``%`` doubled): every
+    query that holds one is run with parameters, even none, so that psycopg undoubles it."""
+    return quote(name).replace("%", "%%")
 
 
 class PostgresTarget:
@@ -139,27 +170,39 @@ class PostgresTarget:
 
     def delete_stale(self, source: str, kind: str, *, run_seq: int, threshold: float,
                      watermarks: dict[str, str] | None = None) -> Deletion:
+        rows = StaleRows(self.table, "source = %s AND kind = %s", (source, kind), "run_seq",
+                          "first_seq", "entities")
         with self._transaction() as conn:
-            self._save_watermarks(conn, source, kind, watermarks or {})
-            row = conn.execute(f"SELECT clean_seq FROM {self.table}_state WHERE source = %s"
-                               " AND kind = %s", (source, kind)).fetchone()
+            return self._delete_stale(conn, rows, source, kind, run_seq=run_seq,
+                                      threshold=threshold, watermarks=watermarks)
+
+    def _delete_stale(self, conn: Any, rows: StaleRows | None, source: str, kind: str, *,
+                      run_seq: int, threshold: float, watermarks: dict[str, str] | None
+                      ) -> Deletion:
+        """``delete_stale`` of ``rows`` (None: a typed table not made yet, so none)."""
+        self._save_watermarks(conn, source, kind, watermarks or {})
+        row = conn.execute(f"SELECT clean_seq FROM {self.table}_state WHERE source = %s"
+                           " AND kind = %s", (source, kind)).fetchone()
+        existing = confirmed = stale = 0
+        if rows:
             existing, confirmed, stale = conn.execute(
-                f"SELECT count(*) FILTER (WHERE first_seq < %s),"
-                f" count(*) FILTER (WHERE first_seq <= %s),"
-                f" count(*) FILTER (WHERE run_seq < %s) FROM {self.table}"
-                " WHERE source = %s AND kind = %s",
-                (run_seq, row[0] if row else 0, run_seq, source, kind)).fetchone()
-            refused = deletion_guard(stale, confirmed or existing, threshold)
-            if refused:
-                return Deletion(refused=refused)
-            deleted = 0
-            if stale:
-                deleted = conn.execute(f"DELETE FROM {self.table} WHERE source = %s AND kind = %s"
-                                       " AND run_seq < %s", (source, kind, run_seq)).rowcount
-            conn.execute(f"INSERT INTO {self.table}_state (source, kind, clean_seq)"
-                         " VALUES (%s, %s, %s) ON CONFLICT (source, kind)"
-                         " DO UPDATE SET clean_seq = EXCLUDED.clean_seq", (source, kind, run_seq))
-            return Deletion(deleted=deleted)
+                f"SELECT count(*) FILTER (WHERE {rows.first_seq} < %s),"
+                f" count(*) FILTER (WHERE {rows.first_seq} <= %s),"
+                f" count(*) FILTER (WHERE {rows.run_seq} < %s) FROM {rows.table}"
+                f" WHERE {rows.where}",
+                (run_seq, row[0] if row else 0, run_seq, *rows.args)).fetchone()
+        refused = deletion_guard(stale, confirmed or existing, threshold,
+                                 what=rows.what if rows else "rows")
+        if refused:
+            return Deletion(refused=refused)
+        deleted = 0
+        if rows and stale:
+            deleted = conn.execute(f"DELETE FROM {rows.table} WHERE {rows.where}"
+                                   f" AND {rows.run_seq} < %s", (*rows.args, run_seq)).rowcount
+        conn.execute(f"INSERT INTO {self.table}_state (source, kind, clean_seq)"
+                     " VALUES (%s, %s, %s) ON CONFLICT (source, kind)"
+                     " DO UPDATE SET clean_seq = EXCLUDED.clean_seq", (source, kind, run_seq))
+        return Deletion(deleted=deleted)
 
     def counts(self) -> list[tuple[str, str, int]]:
         with self._transaction() as conn:
@@ -176,7 +219,122 @@ class PostgresTarget:
                 (source, kind, kind, limit)).fetchall()
         return [{"identifier": i, "kind": k, "source": source, "data": d} for i, k, d in rows]
 
+    # Typed tables (the Typed protocol in tasks/targets/base.py).
+
+    def _own_tables(self) -> tuple[str, ...]:
+        return self.table, f"{self.table}_state", f"{self.table}_watermarks"
+
+    def _declared(self, conn: Any, table: str) -> list[tuple[str, str]]:
+        """(column, type) of a table as the unquoted name in a query finds it (the search
+        path), in order; empty when there is no table."""
+        rows: list[tuple[str, str]] = conn.execute(
+            "SELECT attname, format_type(atttypid, NULL) FROM pg_attribute"
+            " WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped"
+            " ORDER BY attnum", (quote(table),)).fetchall()
+        return rows
+
+    def _columns(self, conn: Any, table: str) -> dict[str, ColumnType] | None:
+        declared = self._declared(conn, table)
+        if not declared:
+            return None
+        return property_columns(table, declared, TYPE_OF.get)
+
+    def table_columns(self, table: str) -> dict[str, ColumnType] | None:
+        check_table_name(table, reserved=self._own_tables())
+        with self._transaction() as conn:
+            return self._columns(conn, table)
+
+    def _lock(self, conn: Any, table: str) -> None:
+        """Creating and altering tables races when workers start together (a unique violation
+        in pg_type, a column added twice): one at a time, until the transaction ends."""
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"sluice:{table}",))
+
+    def _evolve(self, conn: Any, table: Table) -> None:
+        """Make the table or add the columns it lacks. Only what is missing is created or
+        altered (a role that may write rows but not create tables keeps working), and what is
+        missing is looked at again under the lock: another worker may have made it."""
+        have = self._columns(conn, table.name)
+        if have is None:
+            self._lock(conn, table.name)
+            columns = "".join(f"{q(c)} {DECLARED[t]}, " for c, t in table.columns.items())
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {q(table.name)} ({q(KEY)} text PRIMARY KEY,"
+                f" {columns}{q('_raw')} jsonb NOT NULL,"
+                f" {q('_synced_at')} timestamptz NOT NULL DEFAULT now(),"
+                f" {q('_run_id')} text NOT NULL, {q('_run_seq')} bigint NOT NULL,"
+                f" {q('_first_seq')} bigint NOT NULL)", ())
+            have = self._columns(conn, table.name) or {}
+        if not schema_changes(table, have):
+            return
+        self._lock(conn, table.name)
+        have = self._columns(conn, table.name) or {}
+        for column in schema_changes(table, have):
+            conn.execute(f"ALTER TABLE {q(table.name)} ADD COLUMN IF NOT EXISTS {q(column)}"
+                         f" {DECLARED[table.columns[column]]}", ())
+
+    def upsert_rows(self, table: Table, rows: list[Row], *, run_id: str, run_seq: int) -> None:
+        check_table(table, reserved=self._own_tables())
+        names = [KEY, *table.columns, *FIXED]
+        params = [(r["identifier"],
+                   *(_bound(t, r["values"].get(c)) for c, t in table.columns.items()),
+                   Jsonb(r["raw"]), run_id, run_seq, run_seq) for r in rows]
+        # A row stamped by a newer run stays as it is; _first_seq is set on insert only.
+        updated = [c for c in names if c not in (KEY, "_first_seq")]
+        values = ", ".join("now()" if c == "_synced_at" else "%s" for c in names)
+        sql = (f"INSERT INTO {q(table.name)} ({', '.join(map(q, names))}) VALUES ({values})"
+               f" ON CONFLICT ({q(KEY)}) DO UPDATE SET"
+               f" {', '.join(f'{q(c)} = EXCLUDED.{q(c)}' for c in updated)}"
+               f" WHERE {q(table.name)}.{q('_run_seq')} <= EXCLUDED.{q('_run_seq')}")
+        with self._transaction() as conn:
+            self._evolve(conn, table)
+            if params:
+                conn.cursor().executemany(sql, params)
+
+    def delete_stale_rows(self, table: str, source: str, kind: str, *, run_seq: int,
+                          threshold: float, watermarks: dict[str, str] | None = None
+                          ) -> Deletion:
+        check_table_name(table, reserved=self._own_tables())
+        with self._transaction() as conn:
+            exists = self._columns(conn, table) is not None
+            rows = StaleRows(q(table), "TRUE", (), q("_run_seq"), q("_first_seq"),
+                              f"rows of {table}")
+            return self._delete_stale(conn, rows if exists else None, source, kind,
+                                      run_seq=run_seq, threshold=threshold,
+                                      watermarks=watermarks)
+
+    def unstorable_row(self, row: Row) -> str | None:
+        """PostgreSQL text and jsonb hold neither NUL characters nor lone surrogates."""
+        return unstorable_text(row, nul=True, json=True)
+
+    def read_rows(self, table: str, *, limit: int) -> list[dict[str, Any]]:
+        check_table_name(table, reserved=self._own_tables())
+        with self._transaction() as conn:
+            if self._columns(conn, table) is None:
+                return []
+            cursor = conn.execute(f"SELECT * FROM {q(table)} ORDER BY {q(KEY)} LIMIT %s",
+                                  (limit,))
+            columns = [d.name for d in cursor.description]
+            return [ordered(columns, values, _loaded) for values in cursor.fetchall()]
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def _bound(type_: ColumnType, value: Any) -> Any:
+    """A property's value as it is sent for its column."""
+    if value is None:
+        return None  # NULL, also in a jsonb column (not the JSON null)
+    if type_ == "json":
+        return Jsonb(value)
+    if type_ == "timestamp" and isinstance(value, datetime):
+        return utc(value)
+    return value
+
+
+def _loaded(column: str, value: Any) -> Any:
+    """A value read back (timestamps in UTC, whatever the session's time zone)."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC)
+    return value

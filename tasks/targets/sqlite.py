@@ -8,10 +8,25 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from integrations.errors import TargetRejected, TargetUnavailable
-from tasks.targets.base import Deletion, Entity, bad_text, deletion_guard
+from tasks.targets.base import ColumnType, Deletion, Entity, Row, Table, bad_text, deletion_guard
+from tasks.targets.typed import (
+    FIXED,
+    KEY,
+    StaleRows,
+    check_table,
+    check_table_name,
+    iso,
+    ordered,
+    property_columns,
+    quote,
+    schema_changes,
+    unstorable_text,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS entities (
@@ -61,6 +76,22 @@ ON CONFLICT (source, kind, identifier) DO UPDATE SET
     updated_at = excluded.updated_at
 WHERE excluded.run_seq >= entities.run_seq
 """
+
+# Typed tables (tasks/targets/typed.py). The declared type is kept in PRAGMA table_info, so
+# it names the Sluice type: BOOLEAN (0/1) and TIMESTAMP (ISO-8601 UTC text, never mistaken
+# for a number) have NUMERIC affinity, harmless for what they hold; json is JSON TEXT, whose
+# TEXT affinity keeps the JSON text 5 from becoming the integer 5.
+DECLARED: dict[ColumnType, str] = {"text": "TEXT", "integer": "INTEGER", "number": "REAL",
+                                   "boolean": "BOOLEAN", "timestamp": "TIMESTAMP",
+                                   "json": "JSON TEXT"}
+TYPE_OF: dict[str, ColumnType] = {v: k for k, v in DECLARED.items()} | {"JSON": "json"}
+TYPED_SCHEMA = (f"{quote(KEY)} TEXT NOT NULL PRIMARY KEY, {{columns}}"
+                f"{quote('_raw')} JSON TEXT NOT NULL, {quote('_synced_at')} TIMESTAMP NOT NULL,"
+                f" {quote('_run_id')} TEXT NOT NULL, {quote('_run_seq')} INTEGER NOT NULL,"
+                f" {quote('_first_seq')} INTEGER NOT NULL")
+# Sluice's own tables, which no typed table may be (nor may a name SQLite keeps: sqlite_*).
+OWN_TABLES = ("entities", "sluice_state", "sluice_watermarks")
+OWN_PREFIX = "sqlite_"
 
 
 class SqliteTarget:
@@ -141,26 +172,39 @@ class SqliteTarget:
 
     def delete_stale(self, source: str, kind: str, *, run_seq: int, threshold: float,
                      watermarks: dict[str, str] | None = None) -> Deletion:
+        rows = StaleRows("entities", "source = ? AND kind = ?", (source, kind), "run_seq",
+                          "first_seq", "entities")
         with self._transaction() as conn:
-            conn.executemany(SAVE_WATERMARK,
-                             [(source, kind, k, v) for k, v in (watermarks or {}).items()])
-            row = conn.execute("SELECT clean_seq FROM sluice_state WHERE source = ? AND kind = ?",
-                               (source, kind)).fetchone()
+            return self._delete_stale(conn, rows, source, kind, run_seq=run_seq,
+                                      threshold=threshold, watermarks=watermarks)
+
+    def _delete_stale(self, conn: sqlite3.Connection, rows: StaleRows | None, source: str,
+                      kind: str, *, run_seq: int, threshold: float,
+                      watermarks: dict[str, str] | None) -> Deletion:
+        """``delete_stale`` of ``rows`` (None: a typed table not made yet, so none)."""
+        conn.executemany(SAVE_WATERMARK,
+                         [(source, kind, k, v) for k, v in (watermarks or {}).items()])
+        row = conn.execute("SELECT clean_seq FROM sluice_state WHERE source = ? AND kind = ?",
+                           (source, kind)).fetchone()
+        existing = confirmed = stale = 0
+        if rows:
             existing, confirmed, stale = conn.execute(
-                "SELECT COALESCE(SUM(first_seq < ?), 0), COALESCE(SUM(first_seq <= ?), 0),"
-                " COALESCE(SUM(run_seq < ?), 0) FROM entities WHERE source = ? AND kind = ?",
-                (run_seq, row[0] if row else 0, run_seq, source, kind)).fetchone()
-            refused = deletion_guard(stale, confirmed or existing, threshold)
-            if refused:
-                return Deletion(refused=refused)
-            deleted = 0
-            if stale:
-                deleted = conn.execute("DELETE FROM entities WHERE source = ? AND kind = ?"
-                                       " AND run_seq < ?", (source, kind, run_seq)).rowcount
-            conn.execute("INSERT INTO sluice_state (source, kind, clean_seq) VALUES (?, ?, ?)"
-                         " ON CONFLICT (source, kind) DO UPDATE SET clean_seq = excluded.clean_seq",
-                         (source, kind, run_seq))
-            return Deletion(deleted=deleted)
+                f"SELECT COALESCE(SUM({rows.first_seq} < ?), 0),"
+                f" COALESCE(SUM({rows.first_seq} <= ?), 0),"
+                f" COALESCE(SUM({rows.run_seq} < ?), 0) FROM {rows.table} WHERE {rows.where}",
+                (run_seq, row[0] if row else 0, run_seq, *rows.args)).fetchone()
+        refused = deletion_guard(stale, confirmed or existing, threshold, what=rows.what
+                                 if rows else "rows")
+        if refused:
+            return Deletion(refused=refused)
+        deleted = 0
+        if rows and stale:
+            deleted = conn.execute(f"DELETE FROM {rows.table} WHERE {rows.where}"
+                                   f" AND {rows.run_seq} < ?", (*rows.args, run_seq)).rowcount
+        conn.execute("INSERT INTO sluice_state (source, kind, clean_seq) VALUES (?, ?, ?)"
+                     " ON CONFLICT (source, kind) DO UPDATE SET clean_seq = excluded.clean_seq",
+                     (source, kind, run_seq))
+        return Deletion(deleted=deleted)
 
     def counts(self) -> list[tuple[str, str, int]]:
         with self._translated():
@@ -176,5 +220,121 @@ class SqliteTarget:
         return [{"identifier": i, "kind": k, "source": source, "data": json.loads(d)}
                 for i, k, d in rows]
 
+    # Typed tables (the Typed protocol in tasks/targets/base.py).
+
+    def _declared(self, conn: sqlite3.Connection, table: str) -> list[tuple[str, str]]:
+        """(column, declared type) of a table, in order; empty when there is no table."""
+        rows: list[tuple[str, str]] = conn.execute(
+            "SELECT name, upper(type) FROM pragma_table_info(?)", (table,)).fetchall()
+        return rows
+
+    def _columns(self, conn: sqlite3.Connection, table: str) -> dict[str, ColumnType] | None:
+        declared = self._declared(conn, table)
+        if not declared:
+            return None
+        return property_columns(table, declared, TYPE_OF.get)
+
+    def table_columns(self, table: str) -> dict[str, ColumnType] | None:
+        check_table_name(table, reserved=OWN_TABLES, prefix=OWN_PREFIX)
+        with self._translated():
+            return self._columns(self._conn, table)
+
+    def _evolve(self, conn: sqlite3.Connection, table: Table) -> None:
+        """Make the table or add the columns it lacks (in the write transaction, which no other
+        connection holds at the same time)."""
+        have = self._columns(conn, table.name)
+        if have is None:
+            columns = "".join(f"{quote(c)} {DECLARED[t]}, " for c, t in table.columns.items())
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {quote(table.name)}"
+                         f" ({TYPED_SCHEMA.format(columns=columns)})")
+            return
+        for column in schema_changes(table, have):
+            try:
+                conn.execute(f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(column)}"
+                             f" {DECLARED[table.columns[column]]}")
+            except sqlite3.OperationalError as exc:
+                # The same name but for case (SQLite's names ignore it); no other process
+                # adds columns meanwhile: this runs under the write lock.
+                if "duplicate column" not in str(exc):
+                    raise
+
+    def upsert_rows(self, table: Table, rows: list[Row], *, run_id: str, run_seq: int) -> None:
+        check_table(table, reserved=OWN_TABLES, prefix=OWN_PREFIX)
+        names = [KEY, *table.columns, *FIXED]
+        now = iso(datetime.now(UTC))
+        try:
+            params = [(r["identifier"],
+                       *(_stored(t, r["values"].get(c)) for c, t in table.columns.items()),
+                       json.dumps(r["raw"]), now, run_id, run_seq, run_seq) for r in rows]
+        except (TypeError, ValueError) as exc:  # a value json cannot write
+            raise TargetRejected(f"sqlite {self.path}: typed table {table.name}: {exc}") from exc
+        # A row stamped by a newer run stays as it is; _first_seq is set on insert only.
+        updated = [c for c in names if c not in (KEY, "_first_seq")]
+        sql = (f"INSERT INTO {quote(table.name)} ({', '.join(map(quote, names))})"
+               f" VALUES ({', '.join('?' * len(names))}) ON CONFLICT ({quote(KEY)}) DO UPDATE SET"
+               f" {', '.join(f'{quote(c)} = excluded.{quote(c)}' for c in updated)}"
+               f" WHERE excluded.{quote('_run_seq')} >= {quote(table.name)}.{quote('_run_seq')}")
+        with self._transaction() as conn:
+            self._evolve(conn, table)
+            try:
+                conn.executemany(sql, params)
+            except OverflowError as exc:  # an integer past 64 bits
+                raise TargetRejected(f"sqlite {self.path}: typed table {table.name}: {exc}"
+                                     ) from exc
+
+    def delete_stale_rows(self, table: str, source: str, kind: str, *, run_seq: int,
+                          threshold: float, watermarks: dict[str, str] | None = None
+                          ) -> Deletion:
+        check_table_name(table, reserved=OWN_TABLES, prefix=OWN_PREFIX)
+        with self._transaction() as conn:
+            exists = self._columns(conn, table) is not None
+            rows = StaleRows(quote(table), "1", (), quote("_run_seq"), quote("_first_seq"),
+                              f"rows of {table}")
+            return self._delete_stale(conn, rows if exists else None, source, kind,
+                                      run_seq=run_seq, threshold=threshold,
+                                      watermarks=watermarks)
+
+    def unstorable_row(self, row: Row) -> str | None:
+        """Text goes to SQLite as UTF-8 (a lone surrogate cannot); JSON is stored escaped."""
+        return unstorable_text(row, nul=False, json=False)
+
+    def read_rows(self, table: str, *, limit: int) -> list[dict[str, Any]]:
+        check_table_name(table, reserved=OWN_TABLES, prefix=OWN_PREFIX)
+        with self._translated():
+            declared = self._declared(self._conn, table)
+            if not declared:
+                return []
+            types = property_columns(table, declared, TYPE_OF.get)
+            types.update({"_raw": "json", "_synced_at": "timestamp"})
+            cursor = self._conn.execute(
+                f"SELECT * FROM {quote(table)} ORDER BY {quote(KEY)} LIMIT ?", (limit,))
+            columns = [d[0] for d in cursor.description]
+            return [ordered(columns, values, lambda c, v: _loaded(types.get(c), v))
+                    for values in cursor.fetchall()]
+
     def close(self) -> None:
         self._conn.close()
+
+
+def _stored(type_: ColumnType, value: Any) -> Any:
+    """A property's value as SQLite stores it in its column."""
+    if value is None:
+        return None
+    if type_ == "json":
+        return json.dumps(value)  # escapes what is not ASCII: any string can be stored
+    if type_ == "timestamp" and isinstance(value, datetime):
+        return iso(value)
+    return value
+
+
+def _loaded(type_: ColumnType | None, value: Any) -> Any:
+    """A stored value read back as its column's Python type."""
+    if value is None or type_ is None:
+        return value
+    if type_ == "json":
+        return json.loads(value)
+    if type_ == "timestamp" and isinstance(value, str):
+        return datetime.fromisoformat(value)
+    if type_ == "boolean":
+        return bool(value)
+    return value

@@ -26,6 +26,7 @@ path = "{db}"
 integration = "rest"
 base_url = "{url}"
 delete_threshold = 0.9
+max_rejected = 0.05
 
 [sources.api.kinds.issue]
 path = "/cursor/issue"
@@ -109,7 +110,7 @@ def test_a_mapped_kind_lands_typed_in_its_own_table_and_bad_items_alone_are_reje
     for i, item in enumerate(items):
         item["project"] = {"key": f"P{i % 3}"}
         item["size"] = 1.5 * i
-    items[7]["n"] = "seven"  # does not fit integer
+    items[7]["n"] = 7.5  # does not fit integer
     items[9]["project"] = 5  # .project.key on a number: jq fails for this item
     run = setup.client.resync("api", "issue")
     assert run.state == "succeeded", run
@@ -125,7 +126,7 @@ def test_a_mapped_kind_lands_typed_in_its_own_table_and_bad_items_alone_are_reje
     assert types["n"] == "INTEGER" and types["size"] == "REAL"
     listed = subprocess.run([*SLUICE, "failed", "list", run.run_id], env=setup.workers.env,
                             capture_output=True, text=True, timeout=60).stdout
-    assert "issue issue-7: \"seven\" does not fit integer" in listed
+    assert "issue issue-7: 7.5 does not fit integer" in listed
     assert "issue issue-9: relations.project: Cannot index number" in listed
 
 
@@ -183,7 +184,7 @@ def test_stale_rows_of_a_typed_table_are_deleted_within_the_guard(setup: Setup):
 
 def test_preview_prints_rows_and_rejections_and_writes_nothing(setup: Setup, tmp_path: Path):
     items = setup.api.set_timed_items("issue", 30)
-    items[2]["n"] = "two"
+    items[2]["n"] = 2.5
     empty = tmp_path / "never.db"
     config = (setup.tmp / "sluice.toml").read_text().replace(str(setup.db), str(empty))
     (tmp_path / "sluice.toml").write_text(config)
@@ -196,5 +197,5 @@ def test_preview_prints_rows_and_rejections_and_writes_nothing(setup: Setup, tmp
         in lines[0]
     assert lines[1].startswith("columns: identifier, title (text), n (integer)")
     assert lines[2].startswith('{"identifier": "issue-0", "title": "issue number 0"')
-    assert any('issue issue-2: "two" does not fit integer' in line for line in lines)
+    assert any("issue issue-2: 2.5 does not fit integer" in line for line in lines)
     assert not empty.exists()

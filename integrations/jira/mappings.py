@@ -29,10 +29,10 @@ def _when(jq: str) -> dict[str, str]:
 
 
 # The text of a v3 body (Atlassian Document Format): its text nodes, a line per top-level
-# block; a plain string (v2) as it is; null when there is none.
+# block that has text; a plain string (v2) as it is; null when there is none.
 BODY_TEXT = ('.body | if type == "string" then . else [objects | .content[]? | '
-             '[.. | objects | select(.type == "text") | .text | strings] | join("")] '
-             '| join("\\n") end | select(. != "")')
+             '[.. | objects | select(.type == "text") | .text | strings] | join("") '
+             '| select(. != "")] | join("\\n") end | select(. != "")')
 
 DEFAULTS: dict[str, MappingSettings] = {
     "project": MappingSettings.model_validate({"properties": {

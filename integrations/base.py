@@ -176,6 +176,11 @@ class Integration(Protocol):
         Raises MappingError for an expression jq does not compile."""
         ...
 
+    def mapping_key(self, kind: str) -> str:
+        """Where the kind's mapping is written in its source's section, for error messages:
+        ``kinds.KIND.mapping`` (REST), ``mappings.KIND`` (GitHub, Jira)."""
+        ...
+
     def parent_ref(self, kind: str, parent_item: Any) -> dict[str, Any]:
         """What a child of ``kind`` needs of one parent item (its dot paths and values): the
         ``partition`` its pages are fetched with."""

@@ -12,6 +12,13 @@ expression's first output, or null). Nothing is silent: an expression that fails
 rejects that item with the kind, its identifier when known, the property and jq's message;
 a value that does not fit its column's type rejects the item likewise; the rest of the batch
 lands. A property without a type takes its column's, or one inferred from the values.
+
+An integration may ship a default mapping per kind (GitHub, Jira: ``DefaultMappings``); a
+source's ``mappings`` section overrides it key by key (``MappingOverride``):
+
+    mappings = { issue = { properties = { title = ".title | ascii_downcase", labels = false } } }
+    mappings = { issue_comment = false }      # this kind's items land whole in entities
+    mappings = false                          # every kind's do
 """
 
 from __future__ import annotations
@@ -21,10 +28,10 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import jq
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from integrations.base import StrictModel
 
@@ -33,6 +40,20 @@ COLUMN_TYPES: tuple[ColumnType, ...] = ("text", "integer", "number", "boolean", 
                                         "json")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 RESERVED = frozenset({"identifier", "_raw", "_synced_at", "_run_id", "_run_seq", "_first_seq"})
+
+
+def column_names(value: dict[str, Any]) -> dict[str, Any]:
+    for name in value:
+        if not _NAME.match(name) or name.lower() in RESERVED:
+            raise ValueError(f"{name!r} cannot be a column name (letters, digits and '_', "
+                             f"not one of {', '.join(sorted(RESERVED))})")
+    return value
+
+
+def table_name(value: str | None) -> str | None:
+    if value is not None and not _NAME.match(value):
+        raise ValueError(f"{value!r} is not a table name (letters, digits and '_')")
+    return value
 
 
 class TypedProperty(StrictModel):
@@ -57,18 +78,12 @@ class MappingSettings(StrictModel):
     @field_validator("properties", "relations")
     @classmethod
     def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for name in value:
-            if not _NAME.match(name) or name.lower() in RESERVED:
-                raise ValueError(f"{name!r} cannot be a column name (letters, digits and '_', "
-                                 f"not one of {', '.join(sorted(RESERVED))})")
-        return value
+        return column_names(value)
 
     @field_validator("table")
     @classmethod
     def _table(cls, value: str | None) -> str | None:
-        if value is not None and not _NAME.match(value):
-            raise ValueError(f"{value!r} is not a table name (letters, digits and '_')")
-        return value
+        return table_name(value)
 
     def expressions(self) -> dict[str, str]:
         """Every expression by its key path in the section (for error messages)."""
@@ -88,8 +103,102 @@ class MappingSettings(StrictModel):
         return cols
 
 
+class MappingOverride(StrictModel):
+    """A source's section over one kind's default mapping (GitHub's and Jira's kinds have
+    one): each key given replaces the default's, the others stay. ``properties`` and
+    ``relations`` merge by name: a name given replaces that column's expression whole (its
+    type too: write ``{ jq, type }`` to declare one), a new name adds a column, ``false``
+    removes a default column. The section ``false`` turns the kind's mapping off: its items
+    land whole in ``entities``; ``true`` keeps the default (``enabled`` is the same switch,
+    spelt as a key)."""
+
+    enabled: bool = True
+    identifier: str | None = None
+    selector: str | None = None
+    properties: dict[str, str | TypedProperty | Literal[False]] = Field(default_factory=dict)
+    relations: dict[str, str | Literal[False]] = Field(default_factory=dict)
+    items_to_parse: str | None = None
+    table: str | None = None
+    schema_mode: Literal["evolve", "freeze"] | None = Field(None, alias="schema")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _switch(cls, value: Any) -> Any:
+        return {"enabled": value} if isinstance(value, bool) else value
+
+    @field_validator("properties", "relations")
+    @classmethod
+    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name, given in value.items():
+            text = given.jq if isinstance(given, TypedProperty) else given
+            if isinstance(text, str) and not text.strip():
+                raise ValueError(f"{name}: an empty expression (false removes a default column)")
+        return column_names(value)
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, value: str | None) -> str | None:
+        return table_name(value)
+
+    def over(self, default: MappingSettings) -> MappingSettings | None:
+        """The default with this section's keys merged over it (None: turned off). Raises
+        ValueError naming the key of a ``false`` that removes no default column."""
+        if not self.enabled:
+            return None
+        merged: dict[str, Any] = {}
+        for key in ("properties", "relations"):
+            columns = dict(getattr(default, key))
+            for name, given in getattr(self, key).items():
+                if given is not False:
+                    columns[name] = given
+                elif columns.pop(name, None) is None:
+                    raise ValueError(f"{key}.{name}: false removes a default column, and there "
+                                     f"is none named {name!r} (defaults: "
+                                     f"{', '.join(getattr(default, key)) or 'none'})")
+            merged[key] = columns
+        for key in ("identifier", "selector", "items_to_parse", "table", "schema_mode"):
+            if getattr(self, key) is not None:
+                merged[key] = getattr(self, key)
+        return default.model_copy(update=merged)
+
+
+class DefaultMappings(StrictModel):
+    """An integration's ``mappings`` section: one field per kind, a ``MappingOverride`` of
+    that kind's default in ``DEFAULTS``. ``mappings = false`` turns every kind's off,
+    ``true`` (the default) keeps them all."""
+
+    DEFAULTS: ClassVar[dict[str, MappingSettings]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _switch(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            return {} if value else dict.fromkeys(cls.DEFAULTS, False)
+        return value
+
+    @model_validator(mode="after")
+    def _removals(self) -> DefaultMappings:
+        for kind in self.DEFAULTS:
+            try:
+                self.of(kind)
+            except ValueError as exc:
+                raise ValueError(f"{kind}.{exc}") from None
+        return self
+
+    def of(self, kind: str) -> MappingSettings | None:
+        """The kind's mapping: its default with the source's keys merged over it (None: off)."""
+        override: MappingOverride = getattr(self, kind)
+        return override.over(self.DEFAULTS[kind])
+
+
 class MappingError(ValueError):
-    """An expression jq does not compile: names its key and jq's message."""
+    """An expression jq does not compile: names its key (``properties.title``) and jq's
+    message. ``str()`` is ``mapping.KEY: DETAIL``; ``key`` and ``detail`` let a caller name
+    where the mapping is written (``PagedIntegration.mapping_key``)."""
+
+    def __init__(self, key: str, detail: str) -> None:
+        super().__init__(f"mapping.{key}: {detail}")
+        self.key, self.detail = key, detail
 
 
 def compile_jq(key: str, expression: str) -> Any:
@@ -97,7 +206,7 @@ def compile_jq(key: str, expression: str) -> Any:
         return jq.compile(expression)
     except ValueError as exc:
         message = " ".join(str(exc).split())
-        raise MappingError(f"mapping.{key}: {expression!r} is not valid jq: {message}") from None
+        raise MappingError(key, f"{expression!r} is not valid jq: {message}") from None
 
 
 def id_expression(id_path: str) -> str:

@@ -102,6 +102,10 @@ class PagedIntegration(Generic[S]):
         """The kind's ``mapping`` section (None: no mapping)."""
         return None
 
+    def mapping_key(self, kind: str) -> str:
+        """Where the kind's mapping is written in its source's section (error messages)."""
+        return f"kinds.{kind}.mapping"
+
     def mapping(self, kind: str) -> Mapping | None:
         if kind not in self._mappings:
             settings = self.mapping_settings(kind)

@@ -179,12 +179,19 @@ def _key_path(raw: Any, loc: tuple[Any, ...]) -> list[str]:
     return parts
 
 
+# A validator's message that starts with the key it is about: ``issue.properties.x: ...``.
+_KEYED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*: ")
+
+
 def _describe(exc: ValidationError, prefix: tuple[Any, ...], raw: Any) -> list[str]:
     lines = []
     for err in exc.errors():
         loc = ".".join([*map(str, prefix), *_key_path(raw, err["loc"])])
+        reason = str(err.get("ctx", {}).get("error", "")) if err["type"] == "value_error" else ""
         if err["type"] == "extra_forbidden":
             lines.append(f"{loc}: unknown key")
+        elif _KEYED.match(reason):  # the key path goes on: sources.gh.mappings.issue.…
+            lines.append(f"{loc}.{reason}")
         else:
             got = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
             lines.append(f"{loc}: {err['msg']}{got}")
@@ -267,7 +274,8 @@ def _source(name: str, section: Any, problems: list[str]) -> SourceSettings | No
         try:
             integration.mapping(kind)  # compiled here: a jq syntax error names its key
         except MappingError as exc:
-            problems.append(f"sources.{name}.kinds.{kind}.{exc}")
+            problems.append(f"sources.{name}.{integration.mapping_key(kind)}.{exc.key}: "
+                            f"{exc.detail}")
     return source
 
 

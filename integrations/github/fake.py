@@ -10,9 +10,14 @@ GitHub's); the pulls endpoint has no ``since`` and ignores it, as GitHub does. T
 and add items at a time with ``change_issues`` and ``add_issues``.
 
 Issues carry ``repository_url`` (``https://api.github.com/repos/ORG/REPO``, as GitHub writes
-it whatever the host). ``/repos/ORG/REPO/issues/N/comments`` lists issue N's comments in Link
-pages: ``comments_per_issue`` of them (default 2), or ``comment_counts[(repo, N)]``;
-``add_comments`` adds some later, and changes the issue's ``updated_at`` as GitHub does."""
+it whatever the host); every third one (number n % 3 == 0) an assignee and a label, the others
+``assignee: null`` and ``labels: []``; none is closed. Pull requests carry ``draft``,
+``merged_at``, ``head.ref`` and ``base`` (``ref`` and ``repo.full_name``), repositories
+``archived``, ``language`` and their dates.
+
+``/repos/ORG/REPO/issues/N/comments`` lists issue N's comments in Link pages:
+``comments_per_issue`` of them (default 2), or ``comment_counts[(repo, N)]``; ``add_comments``
+adds some later, and changes the issue's ``updated_at`` as GitHub does."""
 
 from __future__ import annotations
 
@@ -25,7 +30,9 @@ from integrations.incremental import comparable, older
 
 def repo(org: str, i: int) -> dict[str, Any]:
     return {"id": 1000 + i, "name": f"repo{i}", "full_name": f"{org}/repo{i}", "private": False,
-            "html_url": f"https://github.com/{org}/repo{i}", "default_branch": "main"}
+            "html_url": f"https://github.com/{org}/repo{i}", "default_branch": "main",
+            "archived": i % 4 == 3, "language": "Python" if i % 2 == 0 else None,
+            "created_at": at(0), "updated_at": at(i * 60), "pushed_at": at(i * 60)}
 
 
 def issue(repo_i: int, n: int, *, pull: bool, when: float | None = None, org: str = "acme"
@@ -38,8 +45,14 @@ def issue(repo_i: int, n: int, *, pull: bool, when: float | None = None, org: st
                             "title": f"{'PR' if pull else 'Issue'} {n}", "state": "open",
                             "user": {"login": "octocat", "id": 1},
                             "created_at": stamp, "updated_at": stamp}
-    if pull:
+    # Every third one is assigned and labelled; the others have neither (labels: []).
+    item.update(assignee={"login": "monalisa", "id": 3} if n % 3 == 0 else None,
+                labels=[{"id": 208045946, "name": "bug"}] if n % 3 == 0 else [],
+                closed_at=None)
+    if pull:  # as the pulls endpoint lists it (the issues endpoint's copy is dropped)
         item["pull_request"] = {"url": f"https://api.github.com/repos/x/y/pulls/{n}"}
+        item.update(draft=n % 2 == 0, merged_at=None, head={"ref": f"topic-{n}"},
+                    base={"ref": "main", "repo": {"full_name": f"{org}/repo{repo_i}"}})
     return item
 
 

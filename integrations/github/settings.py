@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from integrations.base import ApiSettings
+from integrations.github.mappings import GithubMappings
 from integrations.incremental import seconds
 
 
@@ -41,7 +42,14 @@ class GithubSettings(ApiSettings):
     "issue", "pull_request", "issue_comment"]``). With ``incremental = true`` only the issues
     that changed fan out (a new comment changes its issue's ``updated_at``); comments are
     deleted by full runs. Comments on pull requests are not fetched (pull requests are not
-    issues here)."""
+    issues here).
+
+    ``mappings``: every kind has a default mapping (``integrations.github.mappings``), so on a
+    target with typed tables its items land in ``{source}_{kind}`` with typed columns (title,
+    state, author, assignee, labels, dates, the repository). A source overrides it key by key
+    (``mappings = { issue = { properties = { title = ".title | ascii_downcase" } } }``), or
+    turns it off (``mappings = false``, or ``{ issue = false }``): those items land whole in
+    ``entities``."""
 
     integration: Literal["github"]
     org: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*$", description="the organisation")
@@ -56,6 +64,10 @@ class GithubSettings(ApiSettings):
     # GitHub's timestamps are in seconds; the lookback covers an update committed while the
     # previous run was paging and listed later than its watermark's item.
     lookback: str = Field("2m", description="ask from the watermark minus this: 30s, 2m, 1h")
+    mappings: GithubMappings = Field(
+        default_factory=GithubMappings, description="each kind's default mapping (into the "
+        "typed table {source}_{kind}), overridden key by key; false: items land whole in "
+        "entities")
 
     @field_validator("lookback")
     @classmethod

@@ -9,7 +9,8 @@
 - basic auth (email + API token), else 401.
 
 Issue i was last updated ``i`` minutes before 2026-11-20T10:00:00.000+0000 (``updated(-60 * i)``:
-index order is newest first). The search honours ``updated >= "yyyy-MM-dd HH:mm"`` (or a date
+index order is newest first); every third one (i % 3 == 0) has an assignee, the others
+``assignee: null``. The search honours ``updated >= "yyyy-MM-dd HH:mm"`` (or a date
 alone) in the JQL, read in the account's time zone, UTC here, as the values are written, and
 ``ORDER BY updated [ASC|DESC]``; other clauses are not evaluated. Tests change and add issues
 at a time with ``change_issues`` and ``add_issues``; ``jqls`` holds every JQL asked.
@@ -53,7 +54,9 @@ def issue(i: int, *, when: float | None = None) -> dict[str, Any]:
     return {"id": str(20000 + i), "key": f"P{i % 7}-{i}",
             "fields": {"summary": f"Issue {i}", "status": {"name": "To Do"},
                        "issuetype": {"name": "Task"}, "project": {"key": f"P{i % 7}"},
-                       "assignee": None, "created": "2026-11-01T10:00:00.000+0000",
+                       "assignee": {"accountId": "5b10ac8d82e05b22cc7d4ef5",
+                                    "displayName": "Ada Lovelace"} if i % 3 == 0 else None,
+                       "created": "2026-11-01T10:00:00.000+0000",
                        "updated": updated(-60 * i if when is None else when),
                        "description": "long text"}}
 

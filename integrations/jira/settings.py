@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from integrations.base import ApiSettings
 from integrations.incremental import seconds
+from integrations.jira.mappings import JiraMappings
 
 DEFAULT_FIELDS = ["summary", "status", "issuetype", "project", "assignee", "created", "updated"]
 
@@ -45,7 +46,13 @@ class JiraSettings(ApiSettings):
     why it is not among the default kinds: list it, with ``issue``, to sync comments
     (``kinds = ["project", "issue", "comment"]``). With ``incremental = true`` only the issues
     that changed fan out (a new comment changes its issue's ``updated``); comments are
-    deleted by full runs."""
+    deleted by full runs.
+
+    ``mappings``: every kind has a default mapping (``integrations.jira.mappings``), so on a
+    target with typed tables its items land in ``{source}_{kind}`` with typed columns (key,
+    summary, status, assignee, dates, the project). A source overrides it key by key, or turns
+    it off (``mappings = false``, or ``{ comment = false }``): those items land whole in
+    ``entities``."""
 
     integration: Literal["jira"]
     base_url: str = Field(description="https://YOUR-SITE.atlassian.net")
@@ -60,6 +67,10 @@ class JiraSettings(ApiSettings):
         False, description="issues: read only what changed since the last clean run (by "
         "'updated' in the JQL); such runs delete nothing")
     lookback: str = Field("5m", description="ask from the watermark minus this: 30s, 5m, 1h")
+    mappings: JiraMappings = Field(
+        default_factory=JiraMappings, description="each kind's default mapping (into the "
+        "typed table {source}_{kind}), overridden key by key; false: items land whole in "
+        "entities")
 
     @field_validator("lookback")
     @classmethod

@@ -405,8 +405,9 @@ def frozen_columns(config: SluiceConfig) -> list[str]:
             have = target.table_columns(table)
             new = [c for c in mapping.settings.declared() if have is not None and c not in have]
             if new:
-                problems.append(f"sources.{name}.kinds.{kind}.mapping: table {table} is frozen "
-                                f"(schema = \"freeze\") and has no column {', '.join(new)}")
+                problems.append(f"sources.{name}.{integration.mapping_key(kind)}: table "
+                                f"{table} is frozen (schema = \"freeze\") and has no column "
+                                f"{', '.join(new)}")
     if target is not None:
         target.close()
     return problems

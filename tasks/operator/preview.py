@@ -22,14 +22,19 @@ from tasks.ingest import columns_for, table_of
 
 
 async def first_page(integration: Integration, kind: str, redactor: Any) -> list[Any]:
-    """The first page of ``kind``: of its first partition, or of its first parent's
-    children."""
+    """The first page of ``kind``: of its first partition, or the children of its first
+    parent (of the parent's first partition: GitHub's issue_comment, of a repository's
+    first issue)."""
     client = integration.client(redactor=redactor)
     try:
         parent = integration.parent(kind)
         partition: Any = None
-        if parent is not None:
-            parents = (await integration.fetch(parent, client, None)).items
+        if parent is not None:  # of the first partition of the parent, when it has them
+            keys = await integration.partitions(parent, client)
+            if keys is not None and not keys:
+                return []
+            parents = (await integration.fetch(parent, client, None,
+                                               partition=keys[0] if keys else None)).items
             if not parents:
                 return []
             partition = integration.parent_ref(parent, parents[0])

@@ -16,6 +16,10 @@ from tests.support.workers import Client, Workers
 
 pytestmark = pytest.mark.integration
 
+# These tests read items whole from ``entities`` (their JSON paths: fields.summary,
+# _parent_number): the sources turn the default mappings off, else a target with typed tables
+# writes them to {source}_{kind}. The defaults are tested in tests/unit/test_default_mappings.
+
 
 def rows(db: Path, source: str, kind: str) -> set[str]:
     with sqlite3.connect(db) as conn:
@@ -33,6 +37,7 @@ path = "{tmp_path / 'db.sqlite'}"
 
 [sources.gh]
 integration = "github"
+mappings = false
 org = "{gh.org}"
 token = "${{TEST_GITHUB_TOKEN}}"
 base_url = "{gh.url}"
@@ -40,6 +45,7 @@ rate_limit = 40
 
 [sources.jira]
 integration = "jira"
+mappings = false
 base_url = "{jira.url}"
 email = "{jira.email}"
 api_token = "${{TEST_JIRA_TOKEN}}"
@@ -105,6 +111,7 @@ path = "{db}"
 
 [sources.gh]
 integration = "github"
+mappings = false
 org = "{gh.org}"
 token = "{gh.token}"
 base_url = "{gh.url}"
@@ -113,6 +120,7 @@ incremental = true
 
 [sources.jira]
 integration = "jira"
+mappings = false
 base_url = "{jira.url}"
 email = "{jira.email}"
 api_token = "{jira.token}"
@@ -220,6 +228,7 @@ path = "{db}"
 
 [sources.gh]
 integration = "github"
+mappings = false
 org = "{gh.org}"
 token = "{gh.token}"
 base_url = "{gh.url}"
@@ -229,6 +238,7 @@ incremental = true
 
 [sources.jira]
 integration = "jira"
+mappings = false
 base_url = "{jira.url}"
 email = "{jira.email}"
 api_token = "{jira.token}"

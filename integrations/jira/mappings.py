@@ -1,0 +1,77 @@
+"""Jira's default mappings: the columns each kind lands with in its typed table
+``{source}_{kind}``, from the fields REST API v3 returns (an issue's are those of ``fields``
+in the source settings: one left out there gives a null column). A source overrides them key
+by key, or turns them off, with ``mappings`` (``integrations.mapping.MappingOverride``).
+
+Every expression is null-safe (an unassigned issue's ``assignee`` is null) and every column
+has a declared type. The ``project`` relation holds the project's ``key`` (a column of
+``{source}_project``), as people and JQL name projects; a comment's ``issue`` relation holds
+its issue's id (the identifier of ``{source}_issue``).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from integrations.mapping import DefaultMappings, MappingOverride, MappingSettings
+
+
+def _typed(jq: str, kind: str) -> dict[str, str]:
+    return {"jq": jq, "type": kind}
+
+
+def _text(jq: str) -> dict[str, str]:
+    return _typed(jq, "text")
+
+
+def _when(jq: str) -> dict[str, str]:
+    return _typed(jq, "timestamp")
+
+
+# The text of a v3 body (Atlassian Document Format): its text nodes, a line per top-level
+# block that has text; a plain string (v2) as it is; null when there is none.
+BODY_TEXT = ('.body | if type == "string" then . else [objects | .content[]? | '
+             '[.. | objects | select(.type == "text") | .text | strings] | join("") '
+             '| select(. != "")] | join("\\n") end | select(. != "")')
+
+DEFAULTS: dict[str, MappingSettings] = {
+    "project": MappingSettings.model_validate({"properties": {
+        "key": _text(".key"),
+        "name": _text(".name"),
+        "project_type": _text(".projectTypeKey"),
+    }}),
+    "issue": MappingSettings.model_validate({
+        "properties": {
+            "key": _text(".key"),
+            "summary": _text(".fields.summary"),
+            "status": _text(".fields.status.name"),
+            "issue_type": _text(".fields.issuetype.name"),
+            "assignee": _text(".fields.assignee.displayName"),
+            "created": _when(".fields.created"),
+            "updated": _when(".fields.updated"),
+        },
+        "relations": {"project": ".fields.project.key"},
+    }),
+    # A comment carries its issue's key and id (JiraIntegration.with_parent).
+    "comment": MappingSettings.model_validate({
+        "properties": {
+            "body": _typed(".body", "json"),
+            "text": _text(BODY_TEXT),
+            "author": _text(".author.displayName"),
+            "issue_key": _text("._parent_key"),
+            "created": _when(".created"),
+            "updated": _when(".updated"),
+        },
+        "relations": {"issue": "._parent_id"},
+    }),
+}
+
+
+class JiraMappings(DefaultMappings):
+    """``mappings``: each kind's section merges over its default (``false``: off)."""
+
+    DEFAULTS: ClassVar[dict[str, MappingSettings]] = DEFAULTS
+
+    project: MappingOverride = MappingOverride()
+    issue: MappingOverride = MappingOverride()
+    comment: MappingOverride = MappingOverride()

@@ -303,3 +303,49 @@ incremental = true
         assert second["jira"].children["comment"]["items_written"] == 6 * 2 + 3
         assert titles(db, "jira", "comment", "_parent_key")[new_jira["id"]] == "P2-30"
         assert rows(db, "jira", "comment") == jira.expected_comments()
+
+
+def test_github_and_jira_default_mappings_land_typed_tables(tmp_path: Path,
+                                                             redis_server: RedisServer):
+    """With their default mappings (on unless a source says mappings = false), GitHub and
+    Jira items land in typed tables {source}_{kind}, one column per default property."""
+    with FakeGithub(repos=2) as gh, FakeJira(projects=5, issues=40) as jira:
+        config = tmp_path / "sluice.toml"
+        config.write_text(f"""
+[target]
+path = "{tmp_path / 'db.sqlite'}"
+
+[sources.gh]
+integration = "github"
+org = "{gh.org}"
+token = "${{TEST_GITHUB_TOKEN}}"
+base_url = "{gh.url}"
+kinds = ["issue"]
+mappings = {{ issue = {{ properties = {{ title = ".title | ascii_upcase" }} }} }}
+
+[sources.jira]
+integration = "jira"
+base_url = "{jira.url}"
+email = "{jira.email}"
+api_token = "${{TEST_JIRA_TOKEN}}"
+kinds = ["issue"]
+""")
+        url = redis_server.url.rsplit("/", 1)[0] + "/13"
+        env = {"TEST_GITHUB_TOKEN": gh.token, "TEST_JIRA_TOKEN": jira.token}
+        with Workers(config=config, redis_url=url, log=tmp_path / "w.log", env=env):
+            client = Client(url)
+            done = [client.resync("gh", "issue", timeout=90),
+                    client.resync("jira", "issue", timeout=90)]
+            client.close()
+        assert [r.state for r in done] == ["succeeded", "succeeded"], done
+        assert all(r.items_rejected == 0 for r in done)
+        with sqlite3.connect(tmp_path / "db.sqlite") as conn:
+            conn.row_factory = sqlite3.Row
+            issues = {r["identifier"]: dict(r) for r in conn.execute("SELECT * FROM gh_issue")}
+            columns = {r[1]: r[2] for r in conn.execute("PRAGMA table_info(jira_issue)")}
+            jira_rows = conn.execute("SELECT count(*) FROM jira_issue").fetchone()[0]
+        assert set(issues) == gh.expected("issue")
+        one = next(iter(issues.values()))
+        assert one["title"] == one["title"].upper()  # the override, key by key
+        assert isinstance(one["number"], int) and one["repository"].startswith(f"{gh.org}/")
+        assert jira_rows == 40 and {"key", "summary", "status", "project"} <= set(columns)

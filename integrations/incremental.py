@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
@@ -21,6 +22,9 @@ from integrations.base import StrictModel
 from integrations.http.paginators import dig
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_COMPACT_ZONE = re.compile(r"[+-]\d{4}$")
+_ZONE = re.compile(r"[+-]\d{2}:\d{2}$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -72,34 +76,47 @@ class Incremental(StrictModel):
         return minus(watermark, seconds(self.lookback))
 
 
-def comparable(value: Any) -> float | None:
-    """A value's position in time (or its number): ISO-8601 times as epoch seconds (a time
-    without a zone is taken as UTC), numbers as they are. None: not comparable."""
+def comparable(value: Any) -> Decimal | None:
+    """A value's position in time (or its number), exactly: ISO-8601 times as epoch seconds
+    (a time without a zone is taken as UTC), numbers (and numeric strings, however long) as
+    they are. None: not comparable."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return float(value) if math.isfinite(value) else None
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        return Decimal(repr(value)) if math.isfinite(value) else None
     if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-        try:
-            when = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        return when.timestamp()
+        number = _number(value)
+        if number is not None:
+            return number
+        when = _time(value)
+        return None if when is None else Decimal(repr(when.timestamp()))
     return None
+
+
+def _number(text: str) -> Decimal | None:
+    try:
+        number = Decimal(text.strip())
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def _time(text: str) -> datetime | None:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def newest(values: list[Any]) -> Any:
     """The largest comparable value, in its own spelling (None when there is none)."""
-    best, best_key = None, -math.inf
+    best, best_key = None, None
     for value in values:
         key = comparable(value)
-        if key is not None and key > best_key:
+        if key is not None and (best_key is None or key > best_key):
             best, best_key = value, key
     return best
 
@@ -113,16 +130,18 @@ def minus(value: Any, lookback: int) -> Any:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return value - lookback
     if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            when = datetime.fromisoformat(value)
-            moved = when - timedelta(seconds=lookback)
-            text = moved.isoformat()
-            if value.endswith("Z") and text.endswith("+00:00"):
-                text = text[:-6] + "Z"
-            return text
-        return str(int(number - lookback) if number.is_integer() else number - lookback)
+        number = _number(value)
+        if number is not None:  # exact, however many digits (a nanosecond epoch)
+            return str(number - lookback)
+        if _DATE.match(value):  # a date alone: a day back, as a date
+            return (datetime.fromisoformat(value) - timedelta(days=1)).date().isoformat()
+        when = datetime.fromisoformat(value)
+        text = (when - timedelta(seconds=lookback)).isoformat()
+        if value.endswith("Z") and text.endswith("+00:00"):
+            text = text[:-6] + "Z"
+        elif _COMPACT_ZONE.search(value) and _ZONE.search(text):  # +0000 stays +0000
+            text = text[:-3] + text[-2:]
+        return text
     return value
 
 

@@ -59,7 +59,11 @@ def child_seq(fanout: int, k: int) -> int:
     """Batch ``k`` of the children that task ``fanout`` fetched."""
     if not 0 <= k < CHILD_BATCHES:
         raise ValueError(f"more than {CHILD_BATCHES} batches of children for one batch")
-    return CHILD_BASE + (fanout - FANOUT_BASE) * CHILD_BATCHES + k
+    seq = CHILD_BASE + (fanout - FANOUT_BASE) * CHILD_BATCHES + k
+    if seq >= 2**53:  # Lua reads numbers as doubles: a bigger one could meet another
+        raise ValueError(f"batch {describe_seq(fanout)} is split into too many parts to "
+                         "fan out (lower max_batch_items' share of a page)")
+    return seq
 
 
 def describe_seq(seq: int) -> str:

@@ -202,15 +202,16 @@ def child_kinds(integration: Integration, kind: str) -> list[str]:
 def fanout(rt: runtime.Runtime, run_id: str, source: str, kind: str, seq: int,
            entities: list[Entity], *, run_seq: int) -> None:
     """The parents written fan out: one task per child kind fetches the children of every
-    parent of this batch. Sent, then recorded on the run, before the batch is done, so the
-    run cannot end while they are out (and a redelivered batch sends them again: the run
-    counts each once)."""
+    parent of this batch. Recorded on the run, then sent, before the batch is done, so the
+    run cannot end while they are out (a task lost in between leaves the run to the stall
+    watch, never ended early; a redelivered batch sends them again: the run counts each
+    once)."""
     integration = rt.integration(source)
     for number, child in enumerate(child_kinds(integration, kind)):
         if not entities:
             return
         refs = [integration.parent_ref(kind, e["data"]) for e in entities]
         task = pager.fanout_seq(seq, number)
+        rt.progress.record_children(run_id, source, kind, [task], child=child)
         messages.children(app, run_id, source, child, task, json.dumps(refs), run_seq=run_seq,
                           count=len(refs), root=kind)
-        rt.progress.record_children(run_id, source, kind, [task], child=child)

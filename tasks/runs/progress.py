@@ -308,12 +308,13 @@ class Progress:
         return bool(self._batch_done(
             keys=[*self._set_keys(run_id), keys.run_rejected(run_id), keys.lock(source, kind),
                   keys.METRICS],
-            args=[seq, written, len(rejected), json.dumps(self.redactor.data(rejected)),
+            args=[seq, written, len(rejected),
+                  json.dumps([json.dumps(r) for r in self.redactor.data(rejected)]),
                   repr(time.time()), run_id,
                   self.lock_seconds, keys.REJECTED_KEEP, child, skipped]))
 
     def record_children(self, run_id: str, source: str, kind: str, batches: list[int], *,
-                        child: str, n_items: int = 0) -> bool:
+                        child: str, n_items: int = 0, incomplete: str = "") -> bool:
         """Batches of ``child`` (a child kind of the run's ``kind``) were published: the task
         that fetches children, or the batches of items it collected. False: the run record
         is gone."""
@@ -321,7 +322,15 @@ class Progress:
             keys=[keys.run(run_id), keys.run_enqueued(run_id), keys.lock(source, kind),
                   keys.METRICS],
             args=[json.dumps(batches), n_items, child, repr(time.time()), run_id,
-                  self.lock_seconds]))
+                  self.lock_seconds, self.redactor.text(incomplete)]))
+
+    def touch(self, run_id: str, source: str, kind: str) -> None:
+        """A long task of the run is alive: its record is fresh, its lock renewed."""
+        pipe = self.r.pipeline()
+        pipe.hset(keys.run(run_id), "updated_at", repr(time.time()))
+        pipe.execute()
+        if self.r.get(keys.lock(source, kind)) == run_id.encode():
+            self.r.expire(keys.lock(source, kind), self.lock_seconds)
 
     def batch_failed(self, run_id: str, seq: int, *, dead_letter: dict[str, Any],
                      child: str = "") -> bool:

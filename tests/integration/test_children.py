@@ -120,3 +120,31 @@ def test_a_full_run_deletes_the_children_no_parent_gives_any_more(setup: Setup):
     assert "comment-post-5-0" in rows
     assert "comment-post-5-1" not in rows and "comment-post-5-2" not in rows
     assert len(rows) == 6000 + 1 - 2
+
+
+def test_a_parent_whose_children_page_in_circles_is_rejected_alone(setup: Setup):
+    # One post's comments answer the same cursor for ever: that post is rejected with the
+    # reason, the run ends, every other post's comments land, and none is deleted.
+    setup.api.fail("/sub/comment/post-1999", 200, times=10_000,
+                   body='{"data": [{"id": "loop"}], "next_cursor": "2"}')
+    run = setup.client.resync("api", "post", timeout=120, full=True)
+    setup.api.state.faults.clear()
+    assert run.children["comment"]["items_rejected"] == 1, run
+    # Nothing is deleted of a kind whose children were not all read: the run is partial.
+    assert run.state == "partial" and "comment" in run.deletion_refused, run
+    listed = subprocess.run([*SLUICE, "failed", "list", run.run_id], env=setup.workers.env,
+                            capture_output=True, text=True, timeout=60).stdout
+    assert "PagingCycle" in listed and "post-1999" in listed
+
+
+def test_children_paging_that_may_miss_some_deletes_nothing(setup: Setup):
+    # An empty page that still hands out a cursor: the paging may have stopped short.
+    setup.api.fail("/sub/comment/post-1998", 200, times=10_000,
+                   body='{"data": [], "next_cursor": "2"}')
+    before = setup.rows("comment")
+    done = subprocess.run([*SLUICE, "run", "api", "--full", "--wait", "--json"],
+                          env=setup.workers.env, capture_output=True, text=True, timeout=180)
+    setup.api.state.faults.clear()
+    run = json.loads(done.stdout.splitlines()[-1])
+    assert run["state"] == "partial" and "paging may be incomplete" in run["reason"], run
+    assert set(setup.rows("comment")) == set(before)  # post-1998's were not deleted

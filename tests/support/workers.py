@@ -127,9 +127,9 @@ class Client:
         self.app.conf.update(task_serializer="json", accept_content=["json"],
                              task_default_queue="sluice")
 
-    def start(self, source: str, kind: str) -> Run:
+    def start(self, source: str, kind: str, *, full: bool = False) -> Run:
         """Create a run the way `sluice run` does and enqueue its producer."""
-        run = self.progress.create_run(source, kind)
+        run = self.progress.create_run(source, kind, full=full)
         if run.state == RunState.RUNNING:
             messages.resync(self.app, source, kind, run.run_id)
         return run
@@ -148,8 +148,8 @@ class Client:
                 raise TimeoutError(f"run {run_id} did not end: {run}")
             time.sleep(0.1)
 
-    def resync(self, source: str, kind: str, *, timeout: float = 60) -> Run:
-        return self.wait(self.start(source, kind).run_id, timeout=timeout)
+    def resync(self, source: str, kind: str, *, timeout: float = 60, full: bool = False) -> Run:
+        return self.wait(self.start(source, kind, full=full).run_id, timeout=timeout)
 
     def close(self) -> None:
         self.redis.close()

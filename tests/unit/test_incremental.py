@@ -27,6 +27,11 @@ def test_values_compare_as_times_or_numbers_and_keep_their_spelling():
     assert comparable("not a time") is None
     assert minus("2024-01-01T00:02:00Z", 120) == "2024-01-01T00:00:00Z"
     assert minus(1700000120, 120) == 1700000000 and minus("1700000120", 120) == "1700000000"
+    # Exactly, however long the number (a nanosecond epoch), and in the API's own spelling.
+    assert minus("1700000000123456700", 120) == "1700000000123456580"
+    assert older("1700000000123456700", "1700000000123456701")
+    assert minus("2024-01-05", 120) == "2024-01-04"  # a date alone moves back a day
+    assert minus("2024-01-05T10:00:00.000+0000", 120) == "2024-01-05T09:58:00+0000"
 
 
 def test_incremental_settings_take_one_way_and_a_valid_lookback():

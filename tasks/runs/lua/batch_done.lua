@@ -10,7 +10,7 @@
 -- ARGV[1] seq            the batch's seq
 -- ARGV[2] written        items written
 -- ARGV[3] n_rejected     items rejected
--- ARGV[4] rejected_json  JSON list: their records
+-- ARGV[4] rejected_json  JSON list of their records, each as JSON text
 -- ARGV[5] now            seconds since the epoch
 -- ARGV[6] run_id
 -- ARGV[7] lock_seconds   the lock is renewed for this long
@@ -38,7 +38,8 @@ end
 metric(run, metrics, 'items_written', written)
 metric(run, metrics, 'items_rejected', n_rejected)
 redis.call('HSET', run, 'updated_at', now)
-for _, rec in ipairs(cjson.decode(ARGV[4])) do redis.call('RPUSH', rejected, cjson.encode(rec)) end
+-- Each record is JSON text already: cjson would round its big numbers (seqs) on the way.
+for _, rec in ipairs(cjson.decode(ARGV[4])) do redis.call('RPUSH', rejected, rec) end
 redis.call('LTRIM', rejected, 0, keep - 1)
 if redis.call('GET', lock) == run_id then redis.call('EXPIRE', lock, lock_seconds) end
 if redis.call('SREM', failed, seq) == 1 then

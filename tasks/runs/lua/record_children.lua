@@ -11,6 +11,7 @@
 -- ARGV[4] now           seconds since the epoch
 -- ARGV[5] run_id
 -- ARGV[6] lock_seconds  the lock is renewed for this long
+-- ARGV[7] incomplete    why some paging of children may have missed some ('' if not)
 -- Returns 1; 0 when the run record is gone.
 local run, enqueued, lock, metrics = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local n_items, kind, now = tonumber(ARGV[2]), ARGV[3], ARGV[4]
@@ -32,5 +33,6 @@ if added > 0 then
   end
 end
 redis.call('HSET', run, 'updated_at', now)
+if ARGV[7] ~= '' then redis.call('HSET', run, 'incomplete', ARGV[7]) end
 if redis.call('GET', lock) == run_id then redis.call('EXPIRE', lock, lock_seconds) end
 return 1

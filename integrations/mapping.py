@@ -225,7 +225,10 @@ class Mapped:
 
 
 class Mapping:
-    """A kind's mapping, compiled: one jq program per item (``map``)."""
+    """A kind's mapping, compiled. A plain path (``.fields.summary``) is read in Python, as
+    jq would read it; the other expressions run as one jq program over the whole batch. When
+    that fails (an expression fails for some item), each item is mapped on its own, and the
+    one that fails is rejected with jq's own message."""
 
     def __init__(self, settings: MappingSettings, *, kind: str, id_path: str) -> None:
         self.settings, self.kind = settings, kind
@@ -235,25 +238,38 @@ class Mapping:
         for key, text in exprs.items():  # each checked on its own: the error names its key
             compile_jq(key, text)
         self.keys = [k for k in exprs if k != "items_to_parse"]
-        self.columns = [k.split(".", 1)[1] for k in self.keys if "." in k]
         self.each = {k: jq.compile(exprs[k]) for k in self.keys}
-        # Every expression's first output (or null) in one program: one call per item.
-        self.program = jq.compile("[" + ", ".join(f"([{exprs[k]}] | .[0])" for k in self.keys)
-                                  + "]")
+        self.paths = {k: p for k in self.keys if (p := plain_path(exprs[k])) is not None}
+        self.rest = [k for k in self.keys if k not in self.paths]
+        one = "[" + ", ".join(f"([{exprs[k]}] | .[0])" for k in self.rest) + "]"
+        self.program = jq.compile(one)  # the other expressions of one item
+        self.batch = jq.compile(f"[.[] | {one}]")  # ... of every item of a batch
         self.parse = (jq.compile(settings.items_to_parse)
                       if settings.items_to_parse is not None else None)
 
     def map(self, items: list[Any]) -> Mapped:
         out = Mapped()
+        inputs: list[tuple[int, Any, Any]] = []  # (item index, jq's input, the raw item)
         for index, item in enumerate(items):
             try:
-                inputs = self._inputs(item)
+                inputs += [(index, one, item if self.parse is None else one["item"])
+                           for one in self._inputs(item)]
             except ValueError as exc:
                 out.rejected.append((index, None, f"{self.kind}: items_to_parse: {_msg(exc)}"))
-                continue
-            for one in inputs:
-                self._one(index, one, item if self.parse is None else one["item"], out)
+        rest = self._batch([one for _, one, _ in inputs])
+        for k, (index, one, raw) in enumerate(inputs):
+            self._one(index, one, raw, out, None if rest is None else rest[k])
         return out
+
+    def _batch(self, inputs: list[Any]) -> list[list[Any]] | None:
+        """The other expressions of every input, in one jq call (None: some input fails)."""
+        if not self.rest or not inputs:
+            return [[] for _ in inputs]
+        try:
+            got: list[list[Any]] = self.batch.input_value(inputs).first()
+        except ValueError:
+            return None
+        return got
 
     def _inputs(self, item: Any) -> list[Any]:
         if self.parse is None:
@@ -263,10 +279,14 @@ class Mapping:
         base = item if isinstance(item, dict) else {}
         return [{**base, "item": element} for element in elements if element is not None]
 
-    def _one(self, index: int, item: Any, raw: Any, out: Mapped) -> None:
+    def _one(self, index: int, item: Any, raw: Any, out: Mapped,
+             rest: list[Any] | None) -> None:
         try:
-            values: dict[str, Any] | None = dict(
-                zip(self.keys, self.program.input_value(item).first(), strict=True))
+            if rest is None:
+                rest = self.program.input_value(item).first()
+            values: dict[str, Any] | None = {k: read_path(item, p) for k, p in self.paths.items()}
+            assert values is not None
+            values.update(zip(self.rest, rest, strict=True))
         except ValueError:
             values = self._find_error(index, item, out)
         if values is None:
@@ -278,8 +298,8 @@ class Mapping:
         if "selector" in values and not _truthy(values.pop("selector")):
             out.skipped += 1
             return
-        out.rows.append((index, identifier, {k.split(".", 1)[1]: v for k, v in values.items()},
-                         raw))
+        out.rows.append((index, identifier,
+                         {k.split(".", 1)[1]: values[k] for k in self.keys if "." in k}, raw))
 
     def _find_error(self, index: int, item: Any, out: Mapped) -> dict[str, Any] | None:
         """The whole program failed for this item: which expression, and why."""
@@ -295,6 +315,27 @@ class Mapping:
                 return None
             values[key] = got[0] if got else None
         return values
+
+
+_PLAIN = re.compile(r"^(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+
+def plain_path(expression: str) -> list[str] | None:
+    """``.a.b`` -> ["a", "b"]; None for anything else (left to jq)."""
+    text = expression.strip()
+    return text[1:].split(".") if _PLAIN.match(text) else None
+
+
+def read_path(node: Any, path: list[str]) -> Any:
+    """What jq's ``.a.b`` gives: null through nulls and missing keys; indexing anything but
+    an object is jq's error (ValueError: the caller asks jq for its message)."""
+    for key in path:
+        if node is None:
+            return None
+        if not isinstance(node, dict):
+            raise ValueError(f"cannot index {type(node).__name__} with {key!r}")
+        node = node.get(key)
+    return node
 
 
 def _msg(exc: Exception) -> str:

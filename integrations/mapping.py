@@ -247,7 +247,9 @@ class Mapping:
         self.parse = (jq.compile(settings.items_to_parse)
                       if settings.items_to_parse is not None else None)
 
-    def map(self, items: list[Any]) -> Mapped:
+    def map(self, items: list[Any], *, text: str | None = None) -> Mapped:
+        """Map a batch; ``text``: the same items as the JSON text they came in (saves jq
+        encoding them again)."""
         out = Mapped()
         inputs: list[tuple[int, Any, Any]] = []  # (item index, jq's input, the raw item)
         for index, item in enumerate(items):
@@ -256,17 +258,19 @@ class Mapping:
                            for one in self._inputs(item)]
             except ValueError as exc:
                 out.rejected.append((index, None, f"{self.kind}: items_to_parse: {_msg(exc)}"))
-        rest = self._batch([one for _, one, _ in inputs])
+        rest = self._batch([one for _, one, _ in inputs],
+                           text if self.parse is None and not out.rejected else None)
         for k, (index, one, raw) in enumerate(inputs):
             self._one(index, one, raw, out, None if rest is None else rest[k])
         return out
 
-    def _batch(self, inputs: list[Any]) -> list[list[Any]] | None:
+    def _batch(self, inputs: list[Any], text: str | None) -> list[list[Any]] | None:
         """The other expressions of every input, in one jq call (None: some input fails)."""
         if not self.rest or not inputs:
             return [[] for _ in inputs]
         try:
-            got: list[list[Any]] = self.batch.input_value(inputs).first()
+            program = self.batch.input_text(text) if text else self.batch.input_value(inputs)
+            got: list[list[Any]] = program.first()
         except ValueError:
             return None
         return got

@@ -101,7 +101,8 @@ def ingest_batch(
         skipped = 0
         if mapping is not None and isinstance(target, Typed):
             written, rejected, skipped, entities = write_mapped(
-                target, mapping, source, seq, decoded, run_id=run_id, run_seq=run_seq)
+                target, mapping, source, seq, decoded, run_id=run_id, run_seq=run_seq,
+                text=items if isinstance(items, str) else None)
             unstorable: list[dict[str, Any]] = []
         else:
             entities, index_of, rejected = to_entities(integration, source, kind, seq, decoded)
@@ -155,13 +156,13 @@ def columns_for(mapping: Mapping, existing: dict[str, ColumnType],
 
 
 def write_mapped(target: Typed, mapping: Mapping, source: str, seq: int, items: list[Any], *,
-                 run_id: str, run_seq: int
+                 run_id: str, run_seq: int, text: str | None = None
                  ) -> tuple[int, list[dict[str, Any]], int, list[Entity]]:
     """Map the batch and upsert it into the kind's typed table. An item whose expression
     fails, or whose value does not fit its column, is rejected with why; the rest lands.
     Returns (written, rejection records, skipped by the selector, what fans out)."""
     table = table_of(mapping, source, mapping.kind)
-    mapped = mapping.map(items)
+    mapped = mapping.map(items, text=text)
     rejected = [rejection(seq, index, items[index], why) for index, _, why in mapped.rejected]
     columns = columns_for(mapping, target.table_columns(table) or {}, mapped.rows)
     rows: dict[str, Row] = {}

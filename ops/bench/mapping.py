@@ -82,13 +82,15 @@ def run_once(progress: Progress, app: Celery, kind: str) -> float:
     return (got.ended_at or time.time()) - start
 
 
-def pipeline(items: int) -> tuple[list[float], list[float]]:
+def pipeline(items: int, *, prefork: int = 0) -> tuple[list[float], list[float]]:
+    """Three runs of each kind, interleaved; one plain worker node (the defaults), or
+    ``prefork`` processes."""
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp, RedisServer() as server, \
             FakeAPI(latency=0.1) as api:
         for kind in ("plain", "mapped"):
             api.set_timed_items(kind, items)
-        workers = Workers(config(Path(tmp), api.url), server.url, 1, Path(tmp) / "worker.log",
-                          threads=0)
+        workers = Workers(config(Path(tmp), api.url), server.url, prefork or 1,
+                          Path(tmp) / "worker.log", threads=None if prefork else 0)
         progress = Progress(Redis.from_url(server.url))
         app = Celery(broker=server.url)
         app.conf.update(task_serializer="json", task_default_queue="sluice")
@@ -130,6 +132,14 @@ def threaded(items: list[dict], n: int) -> float:
     return time.perf_counter() - start
 
 
+DEFAULTS = "1 × `celery -A tasks worker` (defaults: one process, threads × 8)"
+PREFORK = "2 prefork processes (`SLUICE_WORKER_POOL=prefork SLUICE_WORKER_CONCURRENCY=2`)"
+
+
+def runs(seconds: list[float]) -> str:
+    return " / ".join(f"{s:.2f}" for s in sorted(seconds))
+
+
 def main() -> None:
     items = make_items("mapped", 20_000)
     for i, item in enumerate(items):
@@ -140,6 +150,10 @@ def main() -> None:
     p, m = statistics.median(plain), statistics.median(mapped)
     slower = (m / p - 1) * 100
     verdict = "met" if slower <= 10 else "NOT met"
+    plain2, mapped2 = pipeline(20_000, prefork=2)
+    p2, m2 = statistics.median(plain2), statistics.median(mapped2)
+    slower2 = (m2 / p2 - 1) * 100
+    verdict2 = "met" if slower2 <= 10 else "NOT met"
     text = f"""# jq mappings: what they cost
 
 Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()} cores \
@@ -147,14 +161,19 @@ Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()
 
 ### The reference scenario: 20,000 items, Link paging, 100 per page, 100 ms per page, SQLite
 
-One plain `celery -A tasks worker` (the defaults: threads × 8), three runs each, interleaved.
+Three runs each, interleaved.
 
-| kind | seconds (median) | runs (s) |
-|---|---:|---:|
-| no mapping (entities) | {p:.2f} | {' / '.join(f'{s:.2f}' for s in sorted(plain))} |
-| 5-property mapping (typed table) | {m:.2f} | {' / '.join(f'{s:.2f}' for s in sorted(mapped))} |
+| workers | kind | seconds (median) | runs (s) |
+|---|---|---:|---:|
+| {DEFAULTS} | no mapping (entities) | {p:.2f} | {runs(plain)} |
+| {DEFAULTS} | 5-property mapping (typed table) | {m:.2f} | {runs(mapped)} |
+| {PREFORK} | no mapping (entities) | {p2:.2f} | {runs(plain2)} |
+| {PREFORK} | 5-property mapping (typed table) | {m2:.2f} | {runs(mapped2)} |
 
-With the mapping: {slower:+.1f}% (target: no more than 10% slower: **{verdict}**).
+With the mapping, target no more than 10% slower: with the defaults {slower:+.1f}%
+(**{verdict}**); with 2 prefork processes {slower2:+.1f}% (**{verdict2}**). The mapping and the
+typed write cost CPU in the batch task; in one process of the threads pool it shares one core
+with everything else (the GIL, below), with two processes it overlaps the API's latency.
 
 ### The mapping's own cost
 

@@ -53,6 +53,8 @@ def column_names(value: dict[str, Any]) -> dict[str, Any]:
 def table_name(value: str | None) -> str | None:
     if value is not None and not _NAME.match(value):
         raise ValueError(f"{value!r} is not a table name (letters, digits and '_')")
+    if value is not None and (value.lower() == "entities" or value.lower().startswith("sluice_")):
+        raise ValueError(f"{value!r} is one of Sluice's own tables (entities, sluice_*)")
     return value
 
 
@@ -84,6 +86,17 @@ class MappingSettings(StrictModel):
     @classmethod
     def _table(cls, value: str | None) -> str | None:
         return table_name(value)
+
+    @model_validator(mode="after")
+    def _whole(self) -> MappingSettings:
+        both = sorted(set(self.properties) & set(self.relations))
+        if both:
+            raise ValueError(f"{', '.join(both)}: both a property and a relation (one column "
+                             "each: rename one)")
+        if self.items_to_parse is not None and self.identifier is None:
+            raise ValueError("items_to_parse needs an identifier (the default, the item's id, "
+                             "is the same for every element: they would overwrite each other)")
+        return self
 
     def expressions(self) -> dict[str, str]:
         """Every expression by its key path in the section (for error messages)."""
@@ -233,8 +246,12 @@ class Mapping:
     def __init__(self, settings: MappingSettings, *, kind: str, id_path: str) -> None:
         self.settings, self.kind = settings, kind
         given = settings.expressions()
-        # The identifier first: an error in another expression can then name the item.
-        exprs = {"identifier": given.pop("identifier", id_expression(id_path)), **given}
+        # The identifier first (an error in another expression can then name the item), the
+        # selector second (an item it leaves out is skipped, whatever the others make of it).
+        exprs = {"identifier": given.pop("identifier", id_expression(id_path))}
+        if "selector" in given:
+            exprs["selector"] = given.pop("selector")
+        exprs.update(given)
         for key, text in exprs.items():  # each checked on its own: the error names its key
             compile_jq(key, text)
         self.keys = [k for k in exprs if k != "items_to_parse"]
@@ -246,6 +263,10 @@ class Mapping:
         self.batch = jq.compile(f"[.[] | {one}]")  # ... of every item of a batch
         self.parse = (jq.compile(settings.items_to_parse)
                       if settings.items_to_parse is not None else None)
+
+    def table(self, source: str) -> str:
+        """The kind's table: the mapping's ``table``, else ``{source}_{kind}``."""
+        return self.settings.table or f"{source}_{self.kind}".replace("-", "_")
 
     def map(self, items: list[Any], *, text: str | None = None) -> Mapped:
         """Map a batch; ``text``: the same items as the JSON text they came in (saves jq
@@ -318,6 +339,9 @@ class Mapping:
                                      f"{self.kind}{who}: {key}: {_msg(exc)}"))
                 return None
             values[key] = got[0] if got else None
+            if key == "selector" and not _truthy(values[key]):
+                out.skipped += 1  # left out: what the other expressions make of it is moot
+                return None
         return values
 
 

@@ -222,10 +222,34 @@ def parse_config(raw: dict[str, Any], path: Path, *, digest: str = "") -> Sluice
             schedules[name] = schedule_of(source)
         except ValueError as exc:
             problems.append(f"sources.{name}.{exc}")
+    problems += _shared_tables(sources)
     if problems:
         raise ConfigError(f"{path}: invalid configuration:\n  " + "\n  ".join(problems))
     return SluiceConfig(path=path, target=target, sources=sources, secrets=frozenset(secrets),
                         digest=digest, schedules=schedules)
+
+
+def _shared_tables(sources: dict[str, SourceSettings]) -> list[str]:
+    """Two mapped kinds writing one table would overwrite each other's rows, and one's stale
+    deletion would take the other's: each table belongs to one kind."""
+    owner: dict[str, str] = {}
+    problems = []
+    for name, source in sources.items():
+        integration = load(source)
+        for kind in source.kind_names():
+            try:
+                mapping = integration.mapping(kind)
+            except MappingError:
+                continue  # reported already
+            if mapping is None:
+                continue
+            table = mapping.table(name).lower()
+            where = f"sources.{name}.kinds.{kind}"
+            if table in owner:
+                problems.append(f"{where}.mapping.table: {table!r} is already the table of "
+                                f"{owner[table]} (a table holds one kind)")
+            owner.setdefault(table, where)
+    return problems
 
 
 def _target(raw: Any, path: Path, problems: list[str]) -> Any:

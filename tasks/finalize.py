@@ -24,7 +24,7 @@ from integrations.errors import RetryableError, describe
 from integrations.http.retry import backoff
 from integrations.incremental import newest
 from tasks.app import app
-from tasks.ingest import child_kinds, table_of
+from tasks.ingest import child_kinds
 from tasks.runs.progress import Run, RunState
 from tasks.targets.base import Deletion, Typed
 from tasks.worker import runtime
@@ -85,7 +85,7 @@ def delete_stale(rt: runtime.Runtime, source: str, kind: str, *, run_seq: int,
     mapping (and the target has tables), else from ``entities``."""
     target, mapping = rt.target(), rt.integration(source).mapping(kind)
     if mapping is not None and isinstance(target, Typed):
-        return target.delete_stale_rows(table_of(mapping, source, kind), source, kind,
+        return target.delete_stale_rows(mapping.table(source), source, kind,
                                         run_seq=run_seq, threshold=threshold,
                                         watermarks=watermarks)
     return target.delete_stale(source, kind, run_seq=run_seq, threshold=threshold,

@@ -25,7 +25,14 @@ from integrations.secrets import excerpt
 from tasks import messages
 from tasks.app import app
 from tasks.targets import Entity, Target
-from tasks.targets.base import Row, SchemaFrozen, Table, Typed, bad_text
+from tasks.targets.base import (
+    ColumnTypeChanged,
+    Row,
+    SchemaFrozen,
+    Table,
+    Typed,
+    bad_text,
+)
 from tasks.worker import runtime
 
 
@@ -137,11 +144,6 @@ def ingest_batch(
     return {"run_id": run_id, "seq": seq, "dead_lettered": dead_letter["error"]}
 
 
-def table_of(mapping: Mapping, source: str, kind: str) -> str:
-    """A mapped kind's table: the mapping's ``table``, else ``{source}_{kind}``."""
-    return mapping.settings.table or f"{source}_{kind}".replace("-", "_")
-
-
 def columns_for(mapping: Mapping, existing: dict[str, ColumnType],
                 rows: list[tuple[int, str, dict[str, Any], Any]]) -> dict[str, ColumnType]:
     """Each column's type: the table's, else the mapping's, else inferred from the values (a
@@ -161,38 +163,65 @@ def write_mapped(target: Typed, mapping: Mapping, source: str, seq: int, items: 
     """Map the batch and upsert it into the kind's typed table. An item whose expression
     fails, or whose value does not fit its column, is rejected with why; the rest lands.
     Returns (written, rejection records, skipped by the selector, what fans out)."""
-    table = table_of(mapping, source, mapping.kind)
+    table = mapping.table(source)
     mapped = mapping.map(items, text=text)
     rejected = [rejection(seq, index, items[index], why) for index, _, why in mapped.rejected]
-    columns = columns_for(mapping, target.table_columns(table) or {}, mapped.rows)
-    rows: dict[str, Row] = {}
-    index_of: dict[str, int] = {}
-    for index, identifier, values, raw in mapped.rows:
+    for attempt in range(2):
+        columns = columns_for(mapping, target.table_columns(table) or {}, mapped.rows)
+        misfits, rows, index_of = fitted_rows(mapping, columns, mapped.rows)
+        spec = Table(table, columns, mapping.settings.schema_mode)
         try:
-            fitted = {name: fit(values.get(name), kind) for name, kind in columns.items()}
-        except ValueError as exc:
-            rejected.append(rejection(seq, index, items[index],
-                                      f"{mapping.kind} {identifier}: {exc}"))
-            continue
-        rows[identifier] = {"identifier": identifier, "values": fitted, "raw": raw}
-        index_of[identifier] = index
-    spec = Table(table, columns, mapping.settings.schema_mode)
-    try:
-        target.upsert_rows(spec, list(rows.values()), run_id=run_id, run_seq=run_seq)
-    except SchemaFrozen:
-        raise
-    except TargetRejected:
-        problems = {i: p for i, row in rows.items() if (p := target.unstorable_row(row))}
-        if not problems:
+            target.upsert_rows(spec, list(rows.values()), run_id=run_id, run_seq=run_seq)
+            break
+        except ColumnTypeChanged:
+            # Another batch created an inferred column from other values meanwhile: its type
+            # stands, and this batch's values are fitted to it again (misfits rejected alone).
+            if attempt:
+                raise
+        except SchemaFrozen:
             raise
-        for identifier, problem in problems.items():
-            rejected.append(rejection(seq, index_of[identifier], items[index_of[identifier]],
-                                      f"unstorable: {problem}"))
-            del rows[identifier]
-        target.upsert_rows(spec, list(rows.values()), run_id=run_id, run_seq=run_seq)
+        except TargetRejected as exc:
+            unstorable_again(target, spec, rows, index_of, rejected, seq, items, exc,
+                             run_id=run_id, run_seq=run_seq)
+            break
+    rejected += [rejection(seq, index, items[index], why) for index, why in misfits]
     written: list[Entity] = [{"identifier": i, "kind": mapping.kind, "source": source,
                               "data": items[index_of[i]]} for i in rows]
     return len(rows), rejected, mapped.skipped, written
+
+
+def fitted_rows(mapping: Mapping, columns: dict[str, ColumnType],
+                mapped: list[tuple[int, str, dict[str, Any], Any]]
+                ) -> tuple[list[tuple[int, str]], dict[str, Row], dict[str, int]]:
+    """The rows with their values made to fit their columns, and (index, why) of the items
+    whose values do not."""
+    misfits: list[tuple[int, str]] = []
+    rows: dict[str, Row] = {}
+    index_of: dict[str, int] = {}
+    for index, identifier, values, raw in mapped:
+        try:
+            fitted = {name: fit(values.get(name), kind) for name, kind in columns.items()}
+        except ValueError as exc:
+            misfits.append((index, f"{mapping.kind} {identifier}: {exc}"))
+            continue
+        rows[identifier] = {"identifier": identifier, "values": fitted, "raw": raw}
+        index_of[identifier] = index
+    return misfits, rows, index_of
+
+
+def unstorable_again(target: Typed, spec: Table, rows: dict[str, Row], index_of: dict[str, int],
+                     rejected: list[dict[str, Any]], seq: int, items: list[Any],
+                     refused: TargetRejected, *, run_id: str, run_seq: int) -> None:
+    """The target refused the batch: the rows it cannot store (``unstorable_row``) are
+    rejected and the rest written again; refused for another reason, that is raised."""
+    problems = {i: p for i, row in rows.items() if (p := target.unstorable_row(row))}
+    if not problems:
+        raise refused
+    for identifier, problem in problems.items():
+        rejected.append(rejection(seq, index_of[identifier], items[index_of[identifier]],
+                                  f"unstorable: {problem}"))
+        del rows[identifier]
+    target.upsert_rows(spec, list(rows.values()), run_id=run_id, run_seq=run_seq)
 
 
 def child_kinds(integration: Integration, kind: str) -> list[str]:

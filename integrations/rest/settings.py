@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
@@ -104,6 +105,11 @@ class RestSettings(ApiSettings):
     @model_validator(mode="after")
     def _parents(self) -> RestSettings:
         for name, kind in self.kinds.items():
+            text = kind.path + "".join(str(v) for v in kind.params.values())
+            odd = [m for m in re.findall(r"\{parent[^}]*\}", text) if not PARENT_FIELD.match(m)]
+            if odd:
+                raise ValueError(f"kinds.{name}: {', '.join(odd)} names no parent field (write "
+                                 "{parent.<dot path>}, e.g. {parent.id})")
             if kind.parent is None:
                 if kind.parent_fields():
                     raise ValueError(f"kinds.{name}: {{parent.…}} and include_from_parent "

@@ -384,7 +384,6 @@ def frozen_columns(config: SluiceConfig) -> list[str]:
     the target as it is; a SQLite file that does not exist yet has no table to compare)."""
     from integrations.registry import load
     from tasks.config import SqliteConfig
-    from tasks.ingest import table_of
     from tasks.targets import open_target
     from tasks.targets.base import Target, Typed
 
@@ -401,7 +400,7 @@ def frozen_columns(config: SluiceConfig) -> list[str]:
             target = target or open_target(config.target)
             if not isinstance(target, Typed):
                 continue
-            table = table_of(mapping, name, kind)
+            table = mapping.table(name)
             have = target.table_columns(table)
             new = [c for c in mapping.settings.declared() if have is not None and c not in have]
             if new:

@@ -18,7 +18,7 @@ from integrations.errors import ConfigError
 from integrations.mapping import fit
 from integrations.registry import load
 from tasks.config import SluiceConfig
-from tasks.ingest import columns_for, table_of
+from tasks.ingest import columns_for
 
 
 async def first_page(integration: Integration, kind: str, redactor: Any) -> list[Any]:
@@ -81,7 +81,7 @@ def preview(config: SluiceConfig, source: str, kind: str, *, limit: int) -> list
         except ValueError as exc:
             rejected.append((index, f"{kind} {identifier}: {exc}"))
     lines = [f"{source}/{kind}: {len(items)} items on the first page -> {len(rows)} rows into "
-             f"{table_of(mapping, source, kind)}, {len(rejected)} rejected, {mapped.skipped} "
+             f"{mapping.table(source)}, {len(rejected)} rejected, {mapped.skipped} "
              "skipped by the selector (nothing is written)",
              "columns: identifier, " + ", ".join(f"{n} ({t})" for n, t in columns.items())]
     lines += [json.dumps(row, default=_iso) for row in rows[:limit]]

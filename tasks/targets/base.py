@@ -63,6 +63,11 @@ class SchemaFrozen(TargetRejected):
     """A table with ``schema = "freeze"`` lacks columns the mapping has."""
 
 
+class ColumnTypeChanged(TargetRejected):
+    """A batch's rows give a column another type than the table has (a column whose type is
+    inferred, created meanwhile by another batch from other values)."""
+
+
 @runtime_checkable
 class Typed(Protocol):
     """Targets that land mapped kinds in tables of their own (SQLite, PostgreSQL)."""

@@ -16,7 +16,15 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from integrations.errors import TargetRejected
-from tasks.targets.base import COLUMN_TYPES, ColumnType, Row, SchemaFrozen, Table, bad_text
+from tasks.targets.base import (
+    COLUMN_TYPES,
+    ColumnType,
+    ColumnTypeChanged,
+    Row,
+    SchemaFrozen,
+    Table,
+    bad_text,
+)
 
 TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_NAME = 63  # bytes: PostgreSQL's NAMEDATALEN - 1
@@ -120,7 +128,7 @@ def schema_changes(table: Table, have: dict[str, ColumnType]) -> list[str]:
     changed = [f"{name} ({have[name]}, the mapping makes it {type_})"
                for name, type_ in table.columns.items() if name in have and have[name] != type_]
     if changed:
-        raise TargetRejected(f"typed table {table.name}: the type of a column changed, which"
+        raise ColumnTypeChanged(f"typed table {table.name}: the type of a column changed, which"
                              f" Sluice does not migrate: {'; '.join(changed)}")
     missing = [name for name in table.columns if name not in have]
     if missing and table.schema == "freeze":

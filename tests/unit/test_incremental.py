@@ -90,3 +90,32 @@ def test_child_kinds_name_a_parent_read_on_its_own():
             ({"c": {"path": "/c/{parent.id}"}}, "need a 'parent' kind")):
         with pytest.raises(ValidationError, match=error):
             settings(kinds)
+
+
+def test_mapping_settings_refuse_what_would_lose_rows(tmp_path):
+    from integrations.mapping import Mapping, MappingSettings
+    from tasks.config import ConfigError
+
+    for section, error in (
+            ({"table": "entities"}, "Sluice's own tables"),
+            ({"table": "sluice_state"}, "Sluice's own tables"),
+            ({"properties": {"t": ".a"}, "relations": {"t": ".b"}}, "both a property and a"),
+            ({"items_to_parse": ".c"}, "items_to_parse needs an identifier")):
+        with pytest.raises(ValidationError, match=error):
+            MappingSettings.model_validate(section)
+    # Two kinds into one table: refused when sluice.toml is read.
+    kinds = {k: {"path": f"/{k}", "mapping": {"table": "shared"}} for k in ("a", "b")}
+    raw = {"sources": {"t": {"integration": "rest", "base_url": "http://x", "kinds": kinds}}}
+    with pytest.raises(ConfigError, match=r"'shared' is already the table of sources\.t\.kinds\.a"):
+        parse_config(raw, tmp_path / "sluice.toml")
+    # An item the selector leaves out is skipped, whatever its properties make of it.
+    mapping = Mapping(MappingSettings.model_validate(
+        {"selector": '.state != "closed"', "properties": {"xy": ".x.y"}}), kind="k", id_path="id")
+    mapped = mapping.map([{"id": 1, "state": "closed", "x": 7}, {"id": 2, "x": {"y": 3}}])
+    assert (mapped.skipped, mapped.rejected, [r[2] for r in mapped.rows]) == (1, [], [{"xy": 3}])
+
+
+def test_a_parent_placeholder_without_a_field_is_refused():
+    with pytest.raises(ValidationError, match=r"\{parent\} names no parent field"):
+        RestSettings.model_validate({"integration": "rest", "base_url": "http://x", "kinds": {
+            "i": {"path": "/i"}, "c": {"parent": "i", "path": "/c/{parent}"}}})

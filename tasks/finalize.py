@@ -100,7 +100,8 @@ def watermarks(rt: runtime.Runtime, run: Run) -> tuple[dict[str, str], dict[str,
     store = rt.watermarks()
     marks = store.advanced(run.source, run.kind, rt.progress.marks(run.run_id))
     if not marks:
-        return {}, {"watermark": f"unchanged (the run saw no cursor value); {store.where}"}
+        return {}, {"watermark": "unchanged (no item read had a time or a number at "
+                                 f"cursor_path); {store.where}"}
     shown = ", ".join(f"{v}" if k == "null" else f"{k}: {v}" for k, v in sorted(marks.items()))
     if len(shown) > 200:
         shown = f"{len(marks)} partitions, newest {newest([json.loads(v) for v in marks.values()])}"

@@ -15,10 +15,9 @@ from typing import Any
 
 from integrations.base import Integration
 from integrations.errors import ConfigError
-from integrations.mapping import fit
 from integrations.registry import load
 from tasks.config import SluiceConfig
-from tasks.ingest import columns_for
+from tasks.ingest import columns_for, fitted_rows
 
 
 async def first_page(integration: Integration, kind: str, redactor: Any) -> list[Any]:
@@ -73,13 +72,9 @@ def preview(config: SluiceConfig, source: str, kind: str, *, limit: int) -> list
         return lines
     mapped = mapping.map(items)
     columns = columns_for(mapping, {}, mapped.rows)
-    rows, rejected = [], [(i, why) for i, _, why in mapped.rejected]
-    for index, identifier, values, _ in mapped.rows:
-        try:
-            rows.append({"identifier": identifier,
-                         **{n: fit(values.get(n), t) for n, t in columns.items()}})
-        except ValueError as exc:
-            rejected.append((index, f"{kind} {identifier}: {exc}"))
+    misfits, fitted, _ = fitted_rows(mapping, columns, mapped.rows)
+    rows = [{"identifier": i, **row["values"]} for i, row in fitted.items()]
+    rejected = [(i, why) for i, _, why in mapped.rejected] + misfits
     lines = [f"{source}/{kind}: {len(items)} items on the first page -> {len(rows)} rows into "
              f"{mapping.table(source)}, {len(rejected)} rejected, {mapped.skipped} "
              "skipped by the selector (nothing is written)",

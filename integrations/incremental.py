@@ -14,9 +14,9 @@ import math
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from integrations.base import StrictModel
 from integrations.http.paginators import dig
@@ -36,6 +36,15 @@ def seconds(text: str) -> int:
     return int(match[1]) * _SECONDS[match[2]]
 
 
+def _duration(text: str) -> str:
+    seconds(text)
+    return text
+
+
+# A lookback in sluice.toml: "30s", "2m", "1h", "1d" (checked when the file is read).
+Duration = Annotated[str, AfterValidator(_duration)]
+
+
 class Incremental(StrictModel):
     """A kind's ``incremental`` section."""
 
@@ -44,15 +53,9 @@ class Incremental(StrictModel):
         None, description="query parameter that asks for items changed since a value")
     stop_when_older: bool = Field(
         False, description="the API lists the newest first: stop at the first older item")
-    lookback: str = Field("0s", description="sent: the watermark minus this (30s, 2m, 1h)")
+    lookback: Duration = Field("0s", description="sent: the watermark minus this (30s, 2m, 1h)")
     initial: str | None = Field(
         None, description="the value sent while a partition has no watermark yet")
-
-    @field_validator("lookback")
-    @classmethod
-    def _lookback(cls, value: str) -> str:
-        seconds(value)
-        return value
 
     @model_validator(mode="after")
     def _one_way(self) -> Incremental:

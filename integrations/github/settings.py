@@ -5,11 +5,11 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from integrations.base import ApiSettings
 from integrations.github.mappings import GithubMappings
-from integrations.incremental import seconds
+from integrations.incremental import Duration
 
 
 class Kind(StrEnum):
@@ -63,17 +63,11 @@ class GithubSettings(ApiSettings):
         "clean run (per repository); such runs delete nothing")
     # GitHub's timestamps are in seconds; the lookback covers an update committed while the
     # previous run was paging and listed later than its watermark's item.
-    lookback: str = Field("2m", description="ask from the watermark minus this: 30s, 2m, 1h")
+    lookback: Duration = Field("2m", description="ask from the watermark minus this: 30s, 2m, 1h")
     mappings: GithubMappings = Field(
         default_factory=GithubMappings, description="each kind's default mapping (into the "
         "typed table {source}_{kind}), overridden key by key; false: items land whole in "
         "entities")
-
-    @field_validator("lookback")
-    @classmethod
-    def _lookback(cls, value: str) -> str:
-        seconds(value)
-        return value
 
     @model_validator(mode="after")
     def _parents(self) -> GithubSettings:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from integrations.base import ApiSettings
-from integrations.incremental import seconds
+from integrations.incremental import Duration
 from integrations.jira.mappings import JiraMappings
 
 DEFAULT_FIELDS = ["summary", "status", "issuetype", "project", "assignee", "created", "updated"]
@@ -66,17 +66,11 @@ class JiraSettings(ApiSettings):
     incremental: bool = Field(
         False, description="issues: read only what changed since the last clean run (by "
         "'updated' in the JQL); such runs delete nothing")
-    lookback: str = Field("5m", description="ask from the watermark minus this: 30s, 5m, 1h")
+    lookback: Duration = Field("5m", description="ask from the watermark minus this: 30s, 5m, 1h")
     mappings: JiraMappings = Field(
         default_factory=JiraMappings, description="each kind's default mapping (into the "
         "typed table {source}_{kind}), overridden key by key; false: items land whole in "
         "entities")
-
-    @field_validator("lookback")
-    @classmethod
-    def _lookback(cls, value: str) -> str:
-        seconds(value)
-        return value
 
     @model_validator(mode="after")
     def _updated(self) -> JiraSettings:

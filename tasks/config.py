@@ -209,12 +209,13 @@ def parse_config(raw: dict[str, Any], path: Path, *, digest: str = "") -> Sluice
     target = _target(raw.get("target"), path, problems)
     sources: dict[str, SourceSettings] = {}
     schedules: dict[str, list[Schedule]] = {}
+    tables: dict[str, str] = {}  # mapped kinds' tables -> the kind that owns each
     raw_sources = raw.get("sources")
     if not isinstance(raw_sources, dict) or not raw_sources:
         problems.append("sources: at least one [sources.NAME] section is required")
         raw_sources = {}
     for name, section in raw_sources.items():
-        source = _source(name, section, problems)
+        source = _source(name, section, problems, tables)
         if source is None:
             continue
         sources[name] = source
@@ -222,34 +223,10 @@ def parse_config(raw: dict[str, Any], path: Path, *, digest: str = "") -> Sluice
             schedules[name] = schedule_of(source)
         except ValueError as exc:
             problems.append(f"sources.{name}.{exc}")
-    problems += _shared_tables(sources)
     if problems:
         raise ConfigError(f"{path}: invalid configuration:\n  " + "\n  ".join(problems))
     return SluiceConfig(path=path, target=target, sources=sources, secrets=frozenset(secrets),
                         digest=digest, schedules=schedules)
-
-
-def _shared_tables(sources: dict[str, SourceSettings]) -> list[str]:
-    """Two mapped kinds writing one table would overwrite each other's rows, and one's stale
-    deletion would take the other's: each table belongs to one kind."""
-    owner: dict[str, str] = {}
-    problems = []
-    for name, source in sources.items():
-        integration = load(source)
-        for kind in source.kind_names():
-            try:
-                mapping = integration.mapping(kind)
-            except MappingError:
-                continue  # reported already
-            if mapping is None:
-                continue
-            table = mapping.table(name).lower()
-            where = f"sources.{name}.kinds.{kind}"
-            if table in owner:
-                problems.append(f"{where}.mapping.table: {table!r} is already the table of "
-                                f"{owner[table]} (a table holds one kind)")
-            owner.setdefault(table, where)
-    return problems
 
 
 def _target(raw: Any, path: Path, problems: list[str]) -> Any:
@@ -270,8 +247,12 @@ def _target(raw: Any, path: Path, problems: list[str]) -> Any:
     return target
 
 
-def _source(name: str, section: Any, problems: list[str]) -> SourceSettings | None:
-    """A [sources.NAME] section validated by its integration's settings model."""
+def _source(name: str, section: Any, problems: list[str], tables: dict[str, str]
+            ) -> SourceSettings | None:
+    """A [sources.NAME] section validated by its integration's settings model; its mappings
+    compiled, and their tables added to ``tables`` (table -> the kind that owns it: two mapped
+    kinds writing one table would overwrite each other's rows, and one's stale deletion would
+    take the other's)."""
     if not isinstance(section, dict):
         problems.append(f"sources.{name}: must be a table")
         return None
@@ -296,10 +277,18 @@ def _source(name: str, section: Any, problems: list[str]) -> SourceSettings | No
             problems.append(f"sources.{name}.kinds.{kind}: a kind name may hold letters, "
                             "digits, '_', '-'")
         try:
-            integration.mapping(kind)  # compiled here: a jq syntax error names its key
+            mapping = integration.mapping(kind)  # compiled: a jq syntax error names its key
         except MappingError as exc:
             problems.append(f"sources.{name}.{integration.mapping_key(kind)}.{exc.key}: "
                             f"{exc.detail}")
+            continue
+        if mapping is None:
+            continue
+        table, where = mapping.table(name).lower(), f"sources.{name}.kinds.{kind}"
+        if table in tables:
+            problems.append(f"{where}.mapping.table: {table!r} is already the table of "
+                            f"{tables[table]} (a table holds one kind)")
+        tables.setdefault(table, where)
     return source
 
 

@@ -21,6 +21,33 @@ pytestmark = pytest.mark.integration
 # writes them to {source}_{kind}. The defaults are tested in tests/unit/test_default_mappings.
 
 
+def write_config(tmp: Path, gh: FakeGithub, jira: FakeJira, *, gh_keys: str = "",
+                 jira_keys: str = "", mappings: bool = False) -> tuple[Path, dict[str, str]]:
+    """A sluice.toml with a GitHub and a Jira source on the fakes and a SQLite target in
+    ``tmp`` (default mappings off unless ``mappings``), and the environment of its tokens."""
+    off = "" if mappings else "mappings = false\n"
+    config = tmp / "sluice.toml"
+    config.write_text(f"""
+[target]
+path = "{tmp / 'db.sqlite'}"
+
+[sources.gh]
+integration = "github"
+{off}org = "{gh.org}"
+token = "${{TEST_GITHUB_TOKEN}}"
+base_url = "{gh.url}"
+{gh_keys}
+
+[sources.jira]
+integration = "jira"
+{off}base_url = "{jira.url}"
+email = "{jira.email}"
+api_token = "${{TEST_JIRA_TOKEN}}"
+{jira_keys}
+""")
+    return config, {"TEST_GITHUB_TOKEN": gh.token, "TEST_JIRA_TOKEN": jira.token}
+
+
 def rows(db: Path, source: str, kind: str) -> set[str]:
     with sqlite3.connect(db) as conn:
         return {i for (i,) in conn.execute(
@@ -30,29 +57,9 @@ def rows(db: Path, source: str, kind: str) -> set[str]:
 def test_github_and_jira_sync_through_real_workers(tmp_path: Path, redis_server: RedisServer):
     with FakeGithub(repos=4, rate_limit=50) as gh, FakeJira(projects=75, issues=260) as jira:
         gh.sizes[3] = (0, 0)
-        config = tmp_path / "sluice.toml"
-        config.write_text(f"""
-[target]
-path = "{tmp_path / 'db.sqlite'}"
-
-[sources.gh]
-integration = "github"
-mappings = false
-org = "{gh.org}"
-token = "${{TEST_GITHUB_TOKEN}}"
-base_url = "{gh.url}"
-rate_limit = 40
-
-[sources.jira]
-integration = "jira"
-mappings = false
-base_url = "{jira.url}"
-email = "{jira.email}"
-api_token = "${{TEST_JIRA_TOKEN}}"
-page_size = 100
-""")
+        config, env = write_config(tmp_path, gh, jira, gh_keys="rate_limit = 40",
+                                   jira_keys="page_size = 100")
         url = redis_server.url.rsplit("/", 1)[0] + "/8"
-        env = {"TEST_GITHUB_TOKEN": gh.token, "TEST_JIRA_TOKEN": jira.token}
         with Workers(config=config, redis_url=url, log=tmp_path / "w.log", env=env) as workers:
             client = Client(url)
             runs = {(s, k): client.start(s, k) for s, k in [
@@ -103,34 +110,13 @@ def test_github_and_jira_incremental_through_real_workers(tmp_path: Path,
     with FakeGithub(repos=3) as gh, FakeJira(projects=5, issues=120) as jira:
         # Issue n of a repository is updated at at(n * 60); pull requests follow the issues.
         gh.sizes.update({0: (30, 10), 1: (12, 4), 2: (0, 0)})
-        config = tmp_path / "sluice.toml"
         db = tmp_path / "db.sqlite"
-        config.write_text(f"""
-[target]
-path = "{db}"
-
-[sources.gh]
-integration = "github"
-mappings = false
-org = "{gh.org}"
-token = "{gh.token}"
-base_url = "{gh.url}"
-kinds = ["issue", "pull_request"]
-incremental = true
-
-[sources.jira]
-integration = "jira"
-mappings = false
-base_url = "{jira.url}"
-email = "{jira.email}"
-api_token = "{jira.token}"
-kinds = ["issue"]
-page_size = 50
-incremental = true
-""")
+        config, env = write_config(
+            tmp_path, gh, jira, gh_keys='kinds = ["issue", "pull_request"]\nincremental = true',
+            jira_keys='kinds = ["issue"]\npage_size = 50\nincremental = true')
         url = redis_server.url.rsplit("/", 1)[0] + "/11"
         kinds = [("gh", "issue"), ("gh", "pull_request"), ("jira", "issue")]
-        with Workers(config=config, redis_url=url, log=tmp_path / "w.log"):
+        with Workers(config=config, redis_url=url, log=tmp_path / "w.log", env=env):
             client = Client(url)
             try:
                 first = {k: client.resync(*k, timeout=90) for k in kinds}
@@ -220,34 +206,13 @@ def test_github_and_jira_comments_are_children_of_issues(tmp_path: Path,
         gh.sizes.update({0: (12, 3), 1: (5, 0)})  # repo0's pull requests have no comments read
         gh.comment_counts[(0, 4)] = 25  # three pages of 10
         jira.comment_counts["P3-10"] = 45  # three pages of 20
-        config = tmp_path / "sluice.toml"
         db = tmp_path / "db.sqlite"
-        config.write_text(f"""
-[target]
-path = "{db}"
-
-[sources.gh]
-integration = "github"
-mappings = false
-org = "{gh.org}"
-token = "{gh.token}"
-base_url = "{gh.url}"
-kinds = ["issue", "issue_comment"]
-per_page = 10
-incremental = true
-
-[sources.jira]
-integration = "jira"
-mappings = false
-base_url = "{jira.url}"
-email = "{jira.email}"
-api_token = "{jira.token}"
-kinds = ["issue", "comment"]
-page_size = 20
-incremental = true
-""")
+        config, env = write_config(
+            tmp_path, gh, jira,
+            gh_keys='kinds = ["issue", "issue_comment"]\nper_page = 10\nincremental = true',
+            jira_keys='kinds = ["issue", "comment"]\npage_size = 20\nincremental = true')
         url = redis_server.url.rsplit("/", 1)[0] + "/12"
-        with Workers(config=config, redis_url=url, log=tmp_path / "w.log"):
+        with Workers(config=config, redis_url=url, log=tmp_path / "w.log", env=env):
             client = Client(url)
             try:
                 first = {s: client.resync(s, "issue", timeout=90) for s in ("gh", "jira")}
@@ -310,28 +275,11 @@ def test_github_and_jira_default_mappings_land_typed_tables(tmp_path: Path,
     """With their default mappings (on unless a source says mappings = false), GitHub and
     Jira items land in typed tables {source}_{kind}, one column per default property."""
     with FakeGithub(repos=2) as gh, FakeJira(projects=5, issues=40) as jira:
-        config = tmp_path / "sluice.toml"
-        config.write_text(f"""
-[target]
-path = "{tmp_path / 'db.sqlite'}"
-
-[sources.gh]
-integration = "github"
-org = "{gh.org}"
-token = "${{TEST_GITHUB_TOKEN}}"
-base_url = "{gh.url}"
-kinds = ["issue"]
-mappings = {{ issue = {{ properties = {{ title = ".title | ascii_upcase" }} }} }}
-
-[sources.jira]
-integration = "jira"
-base_url = "{jira.url}"
-email = "{jira.email}"
-api_token = "${{TEST_JIRA_TOKEN}}"
-kinds = ["issue"]
-""")
+        config, env = write_config(
+            tmp_path, gh, jira, mappings=True, jira_keys='kinds = ["issue"]',
+            gh_keys='kinds = ["issue"]\n'
+                    'mappings = { issue = { properties = { title = ".title | ascii_upcase" } } }')
         url = redis_server.url.rsplit("/", 1)[0] + "/13"
-        env = {"TEST_GITHUB_TOKEN": gh.token, "TEST_JIRA_TOKEN": jira.token}
         with Workers(config=config, redis_url=url, log=tmp_path / "w.log", env=env):
             client = Client(url)
             done = [client.resync("gh", "issue", timeout=90),

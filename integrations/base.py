@@ -99,6 +99,15 @@ class SourceSettings(StrictModel):
     full_schedule: str | None = Field(
         None, description="cron of full runs (incremental kinds read everything, and delete)")
     full_every: str | None = Field(None, description="an interval of full runs: 1d")
+    # Webhooks (`sluice serve`): a source takes events only when it has a secret.
+    webhook_secret: str | None = Field(
+        None, min_length=8, description="signs the API's webhook deliveries (write it as "
+        "'${ENV_VAR}'); without it the source takes no events")
+    webhook_reserve: float = Field(
+        0.2, ge=0, lt=1, description="share of rate_limit kept for webhook follow-up fetches "
+        "(resyncs never take it)")
+    webhook_max_bytes: int = Field(
+        1024 * 1024, ge=1024, description="a delivery with a bigger body is refused (413)")
 
     @field_validator("allow_origins")
     @classmethod

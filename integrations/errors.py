@@ -13,6 +13,7 @@
         │   └── NoParentValue       a parent item lacks what its children's path needs
         ├── TooManyPages            a run read more than the source's max_pages
         ├── ForeignOrigin           a next link or redirect to an origin not allowed
+        ├── WebhookRefused          a webhook delivery not signed right, or not understood
         └── TargetRejected          the target refused the batch (4xx, constraint violation)
 
 Anything else that escapes a task (a bug, a ``RecursionError``) is caught at the task's
@@ -89,6 +90,15 @@ class TooManyPages(PermanentError):
 class ForeignOrigin(PermanentError):
     """A request (a next link, a planned page, a redirect) to an origin other than the
     source's own, and not in its ``allow_origins``."""
+
+
+class WebhookRefused(PermanentError):
+    """A webhook delivery that is refused: ``status`` is the HTTP answer (401: a missing or
+    wrong signature; 400: a body that is not the JSON the integration expects)."""
+
+    def __init__(self, message: str, *, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class TargetRejected(PermanentError):

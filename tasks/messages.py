@@ -19,6 +19,7 @@ RESYNC = "sluice.resync"
 INGEST = "sluice.ingest_batch"
 FINALIZE = "sluice.finalize"
 CHILDREN = "sluice.children"
+WEBHOOK = "sluice.webhook_batch"
 
 
 def resync(app: Celery, source: str, kind: str, run_id: str, *, partition: int = 0) -> None:
@@ -60,3 +61,13 @@ def children(app: Celery, run_id: str, source: str, kind: str, seq: int, parents
 def finalize(app: Celery, run_id: str) -> None:
     """End the run (the progress scripts elected the caller)."""
     app.send_task(FINALIZE, (run_id,), argsrepr=f"run={run_id}", kwargsrepr="{}")
+
+
+def webhook(app: Celery, source: str, kind: str, batch_id: str, events: str, *,
+            count: int) -> None:
+    """A batch of webhook events of one kind (``events``: a JSON list of
+    ``integrations.webhooks.Event.as_json``, ``count`` of them), as ``sluice serve`` coalesced
+    them; ``batch_id`` names the batch in the logs and its dead letter."""
+    app.send_task(WEBHOOK, (source, kind, batch_id, events),
+                  argsrepr=f"{source}/{kind} webhook batch={batch_id} events={count}",
+                  kwargsrepr="{}")

@@ -1,0 +1,54 @@
+"""Webhook events: what an integration makes of one delivery from its API.
+
+``sluice serve`` (``tasks/serve/``) takes a delivery, asks the source's integration to check
+its signature and to turn its JSON into events, and enqueues the events for the workers; the
+workers write them through the batch path (``tasks/webhook.py``). Nothing here talks to
+Redis, Celery or the target: integrations stay on their side of the line.
+
+    integration.verify(headers, body)       # raises WebhookRefused (401) unless signed right
+    integration.delivery(headers, payload)  # -> the delivery's id (applied once), or None
+    integration.events(headers, payload)    # -> [Event(kind, action, item, fetch)]
+    integration.cursor_path(kind)           # -> the dot path that orders an item's versions
+    await integration.fetch_item(kind, client, item)  # -> the full item (``fetch`` events)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class Action(StrEnum):
+    UPSERT = "upsert"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One change an API told us about: ``item`` as the API gives it in the event (for a
+    delete, at least what its identifier is read from); ``fetch``: the event carries too
+    little, and a worker fetches the full item (``fetch_item``) under the source's rate limit
+    before it is written."""
+
+    kind: str
+    action: Action
+    item: Any
+    fetch: bool = False
+
+    def as_json(self, delivery: str | None) -> dict[str, Any]:
+        """The event as it travels in a ``sluice.webhook_batch`` message."""
+        return {"delivery": delivery, "action": str(self.action), "item": self.item,
+                "fetch": self.fetch}
+
+
+def hmac_digest(secret: str, body: bytes, algorithm: str = "sha256") -> bytes:
+    """HMAC of the raw body with the source's webhook secret."""
+    return hmac.new(secret.encode(), body, getattr(hashlib, algorithm)).digest()
+
+
+def same(expected: str, given: str | None) -> bool:
+    """Constant-time comparison of a signature computed here with the one a delivery gave."""
+    return given is not None and hmac.compare_digest(expected.encode(), given.encode())

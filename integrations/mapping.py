@@ -34,6 +34,7 @@ import jq
 from pydantic import Field, field_validator, model_validator
 
 from integrations.base import StrictModel
+from integrations.jqsubset import NotHere, compile_subset
 
 ColumnType = Literal["text", "integer", "number", "boolean", "timestamp", "json"]
 COLUMN_TYPES: tuple[ColumnType, ...] = ("text", "integer", "number", "boolean", "timestamp",
@@ -238,8 +239,10 @@ class Mapped:
 
 
 class Mapping:
-    """A kind's mapping, compiled. A plain path (``.fields.summary``) is read in Python, as
-    jq would read it; the other expressions run as one jq program over the whole batch. When
+    """A kind's mapping, compiled. An expression of the usual shapes (``.fields.summary``,
+    ``.state == "open"``, ``.a // "none"``, ``"\\(.key)-\\(.n)"``) runs in Python as jq would
+    run it (``integrations.jqsubset``); the other expressions run as one jq program over the
+    whole batch. When
     that fails (an expression fails for some item), each item is mapped on its own, and the
     one that fails is rejected with jq's own message."""
 
@@ -255,9 +258,13 @@ class Mapping:
         for key, text in exprs.items():  # each checked on its own: the error names its key
             compile_jq(key, text)
         self.keys = [k for k in exprs if k != "items_to_parse"]
+        # (key, column): properties.title -> title, relations.project -> project
+        self.columns = [(k, k.split(".", 1)[1]) for k in self.keys if "." in k]
         self.each = {k: jq.compile(exprs[k]) for k in self.keys}
-        self.paths = {k: p for k in self.keys if (p := plain_path(exprs[k])) is not None}
-        self.rest = [k for k in self.keys if k not in self.paths]
+        # The usual shapes (paths, comparisons, //, interpolation) run in Python, exactly as
+        # jq would run them (integrations/jqsubset.py); the rest in one jq call per batch.
+        self.python = {k: fn for k in self.keys if (fn := compile_subset(exprs[k])) is not None}
+        self.rest = [k for k in self.keys if k not in self.python]
         one = "[" + ", ".join(f"([{exprs[k]}] | .[0])" for k in self.rest) + "]"
         self.program = jq.compile(one)  # the other expressions of one item
         self.batch = jq.compile(f"[.[] | {one}]")  # ... of every item of a batch
@@ -309,8 +316,14 @@ class Mapping:
         try:
             if rest is None:
                 rest = self.program.input_value(item).first()
-            values: dict[str, Any] | None = {k: read_path(item, p) for k, p in self.paths.items()}
+            values: dict[str, Any] | None = {}
             assert values is not None
+            for key, fn in self.python.items():
+                try:
+                    values[key] = fn(item)
+                except NotHere:  # a case the subset leaves to jq (a jq error among them)
+                    got = self.each[key].input_value(item).all()
+                    values[key] = got[0] if got else None
             values.update(zip(self.rest, rest, strict=True))
         except ValueError:
             values = self._find_error(index, item, out)
@@ -323,8 +336,7 @@ class Mapping:
         if "selector" in values and not _truthy(values.pop("selector")):
             out.skipped += 1
             return
-        out.rows.append((index, identifier,
-                         {k.split(".", 1)[1]: values[k] for k in self.keys if "." in k}, raw))
+        out.rows.append((index, identifier, {name: values[k] for k, name in self.columns}, raw))
 
     def _find_error(self, index: int, item: Any, out: Mapped) -> dict[str, Any] | None:
         """The whole program failed for this item: which expression, and why."""
@@ -343,27 +355,6 @@ class Mapping:
                 out.skipped += 1  # left out: what the other expressions make of it is moot
                 return None
         return values
-
-
-_PLAIN = re.compile(r"^(\.[A-Za-z_][A-Za-z0-9_]*)+$")
-
-
-def plain_path(expression: str) -> list[str] | None:
-    """``.a.b`` -> ["a", "b"]; None for anything else (left to jq)."""
-    text = expression.strip()
-    return text[1:].split(".") if _PLAIN.match(text) else None
-
-
-def read_path(node: Any, path: list[str]) -> Any:
-    """What jq's ``.a.b`` gives: null through nulls and missing keys; indexing anything but
-    an object is jq's error (ValueError: the caller asks jq for its message)."""
-    for key in path:
-        if node is None:
-            return None
-        if not isinstance(node, dict):
-            raise ValueError(f"cannot index {type(node).__name__} with {key!r}")
-        node = node.get(key)
-    return node
 
 
 def _msg(exc: Exception) -> str:
@@ -418,10 +409,17 @@ def _timestamp(text: str) -> datetime | None:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
+# The values that fit their column as they are, by the exact type (bool is not an int here).
+AS_IS: dict[ColumnType, type] = {"text": str, "integer": int, "number": float,
+                                  "boolean": bool}
+
+
 def fit(value: Any, kind: ColumnType) -> Any:
     """``value`` as its column's Python type; ValueError says why it does not fit."""
     if value is None:
         return None
+    if type(value) is AS_IS.get(kind) and kind != "number":  # the usual case, checked first
+        return value
     if kind == "json":
         return value
     if kind == "boolean" and isinstance(value, bool):
@@ -440,5 +438,9 @@ def fit(value: Any, kind: ColumnType) -> Any:
         when = _timestamp(value)
         if when is not None:
             return when
+    return _misfit(value, kind)
+
+
+def _misfit(value: Any, kind: ColumnType) -> Any:
     shown = json.dumps(value, default=str)
     raise ValueError(f"{shown[:60]} does not fit {kind}")

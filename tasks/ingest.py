@@ -20,7 +20,7 @@ from integrations import pager
 from integrations.base import Integration
 from integrations.errors import RetryableError, TargetRejected, describe
 from integrations.http.retry import backoff
-from integrations.mapping import ColumnType, Mapping, fit, infer
+from integrations.mapping import AS_IS, ColumnType, Mapping, fit, infer
 from integrations.secrets import excerpt
 from tasks import messages
 from tasks.app import app
@@ -166,8 +166,14 @@ def write_mapped(target: Typed, mapping: Mapping, source: str, seq: int, items: 
     table = mapping.table(source)
     mapped = mapping.map(items, text=text)
     rejected = [rejection(seq, index, items[index], why) for index, _, why in mapped.rejected]
+    wanted = mapping.settings.declared().keys()
     for attempt in range(2):
-        columns = columns_for(mapping, target.table_columns(table) or {}, mapped.rows)
+        # The columns this target saw last, when they are all the mapping's (nothing can
+        # be missing then); else read now. A type changed meanwhile is read again below.
+        known = target.known_columns(table) if not attempt else None
+        existing = (known if known is not None and wanted <= known.keys() else
+                    target.table_columns(table) or {})
+        columns = columns_for(mapping, existing, mapped.rows)
         misfits, rows, index_of = fitted_rows(mapping, columns, mapped.rows)
         spec = Table(table, columns, mapping.settings.schema_mode)
         try:
@@ -198,9 +204,14 @@ def fitted_rows(mapping: Mapping, columns: dict[str, ColumnType],
     misfits: list[tuple[int, str]] = []
     rows: dict[str, Row] = {}
     index_of: dict[str, int] = {}
+    # A value of its column's type as it is fits without a call (most do); number is left to
+    # fit(), which refuses NaN and the infinities.
+    as_is = [(name, kind, AS_IS.get(kind) if kind != "number" else None)
+             for name, kind in columns.items()]
     for index, identifier, values, raw in mapped:
         try:
-            fitted = {name: fit(values.get(name), kind) for name, kind in columns.items()}
+            fitted = {name: v if v is None or type(v) is same else fit(v, kind)
+                      for name, kind, same in as_is for v in (values.get(name),)}
         except ValueError as exc:
             misfits.append((index, f"{mapping.kind} {identifier}: {exc}"))
             continue

@@ -76,6 +76,11 @@ class Typed(Protocol):
         """A table's property columns and their types as they are now (None: no table yet)."""
         ...
 
+    def known_columns(self, table: str) -> dict[str, ColumnType] | None:
+        """``table_columns`` as this target last read them, without a query: every column
+        in it exists (columns are never dropped), but others may have been added since."""
+        ...
+
     def upsert_rows(self, table: Table, rows: list[Row], *, run_id: str, run_seq: int) -> None:
         """Create the table, or add the columns it lacks (safe when workers race; with
         ``freeze``, SchemaFrozen names them instead), then upsert the rows in one transaction;

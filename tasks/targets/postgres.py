@@ -13,6 +13,7 @@ from tasks.targets.base import ColumnType, Deletion, Entity, Row, Table, bad_tex
 from tasks.targets.typed import (
     FIXED,
     KEY,
+    SeenColumns,
     StaleRows,
     check_table,
     check_table_name,
@@ -48,7 +49,7 @@ def q(name: str) -> str:
     return quote(name).replace("%", "%%")
 
 
-class PostgresTarget:
+class PostgresTarget(SeenColumns):
     supports_delete = True
     thread_safe = False
 
@@ -59,6 +60,7 @@ class PostgresTarget:
         self.dsn = dsn
         self.table = table  # validated as an identifier by the config model
         self._conn: Any = None
+        self._seen = {}
 
     def _connect(self) -> Any:
         if self._conn is None or self._conn.closed:
@@ -237,7 +239,8 @@ class PostgresTarget:
         declared = self._declared(conn, table)
         if not declared:
             return None
-        return property_columns(table, declared, TYPE_OF.get)
+        self._seen[table] = columns = property_columns(table, declared, TYPE_OF.get)
+        return columns
 
     def table_columns(self, table: str) -> dict[str, ColumnType] | None:
         check_table_name(table, reserved=self._own_tables())
@@ -285,7 +288,7 @@ class PostgresTarget:
                f" ON CONFLICT ({q(KEY)}) DO UPDATE SET"
                f" {', '.join(f'{q(c)} = EXCLUDED.{q(c)}' for c in updated)}"
                f" WHERE {q(table.name)}.{q('_run_seq')} <= EXCLUDED.{q('_run_seq')}")
-        with self._transaction() as conn:
+        with self._forgetting(table.name), self._transaction() as conn:
             self._evolve(conn, table)
             if params:
                 conn.cursor().executemany(sql, params)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +17,7 @@ from tasks.targets.base import ColumnType, Deletion, Entity, Row, Table, bad_tex
 from tasks.targets.typed import (
     FIXED,
     KEY,
+    SeenColumns,
     StaleRows,
     check_table,
     check_table_name,
@@ -94,12 +95,13 @@ OWN_TABLES = ("entities", "sluice_state", "sluice_watermarks")
 OWN_PREFIX = "sqlite_"
 
 
-class SqliteTarget:
+class SqliteTarget(SeenColumns):
     supports_delete = True
     thread_safe = False
 
     def __init__(self, path: str | Path, *, busy_timeout: float = 30.0) -> None:
         self.path = str(path)
+        self._seen = {}
         try:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -232,7 +234,8 @@ class SqliteTarget:
         declared = self._declared(conn, table)
         if not declared:
             return None
-        return property_columns(table, declared, TYPE_OF.get)
+        self._seen[table] = columns = property_columns(table, declared, TYPE_OF.get)
+        return columns
 
     def table_columns(self, table: str) -> dict[str, ColumnType] | None:
         check_table_name(table, reserved=OWN_TABLES, prefix=OWN_PREFIX)
@@ -262,10 +265,10 @@ class SqliteTarget:
         check_table(table, reserved=OWN_TABLES, prefix=OWN_PREFIX)
         names = [KEY, *table.columns, *FIXED]
         now = iso(datetime.now(UTC))
+        stored = [(c, _STORED.get(t)) for c, t in table.columns.items()]
         try:
-            params = [(r["identifier"],
-                       *(_stored(t, r["values"].get(c)) for c, t in table.columns.items()),
-                       json.dumps(r["raw"]), now, run_id, run_seq, run_seq) for r in rows]
+            params = [(r["identifier"], *_values(r["values"], stored), json.dumps(r["raw"]), now,
+                       run_id, run_seq, run_seq) for r in rows]
         except (TypeError, ValueError) as exc:  # a value json cannot write
             raise TargetRejected(f"sqlite {self.path}: typed table {table.name}: {exc}") from exc
         # A row stamped by a newer run stays as it is; _first_seq is set on insert only.
@@ -274,7 +277,7 @@ class SqliteTarget:
                f" VALUES ({', '.join('?' * len(names))}) ON CONFLICT ({quote(KEY)}) DO UPDATE SET"
                f" {', '.join(f'{quote(c)} = excluded.{quote(c)}' for c in updated)}"
                f" WHERE excluded.{quote('_run_seq')} >= {quote(table.name)}.{quote('_run_seq')}")
-        with self._transaction() as conn:
+        with self._forgetting(table.name), self._transaction() as conn:
             self._evolve(conn, table)
             try:
                 conn.executemany(sql, params)
@@ -316,15 +319,20 @@ class SqliteTarget:
         self._conn.close()
 
 
-def _stored(type_: ColumnType, value: Any) -> Any:
-    """A property's value as SQLite stores it in its column."""
-    if value is None:
-        return None
-    if type_ == "json":
-        return json.dumps(value)  # escapes what is not ASCII: any string can be stored
-    if type_ == "timestamp" and isinstance(value, datetime):
-        return iso(value)
-    return value
+# How a property's value is stored, by its column's type (the others are stored as they are):
+# json.dumps escapes what is not ASCII, so any string can be stored.
+_STORED: dict[ColumnType, Callable[[Any], Any]] = {
+    "json": json.dumps, "timestamp": lambda v: iso(v) if isinstance(v, datetime) else v}
+
+
+def _values(values: dict[str, Any], stored: list[tuple[str, Callable[[Any], Any] | None]]
+            ) -> list[Any]:
+    """A row's property values as SQLite stores them, in column order."""
+    out = []
+    for column, store in stored:
+        value = values.get(column)
+        out.append(value if store is None or value is None else store(value))
+    return out
 
 
 def _loaded(type_: ColumnType | None, value: Any) -> Any:

@@ -11,7 +11,8 @@ that differ only in case (SQLite's names ignore case).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -35,6 +36,27 @@ KEY = "identifier"
 
 # The largest integer a bigint (PostgreSQL) or an INTEGER (SQLite) holds.
 INT64 = (-(2**63), 2**63 - 1)
+
+
+class SeenColumns:
+    """What a target last read of its typed tables' columns, so that a batch need not read
+    them again before it writes (``known_columns``). Sluice adds columns and never drops
+    them, so what was seen is still there; it may lack a column another worker added since.
+    A write that fails forgets its table (an operator may have dropped a column)."""
+
+    _seen: dict[str, dict[str, ColumnType]]
+
+    def known_columns(self, table: str) -> dict[str, ColumnType] | None:
+        """The table's property columns as last read by this target (None: not read yet)."""
+        return self._seen.get(table)
+
+    @contextmanager
+    def _forgetting(self, table: str) -> Iterator[None]:
+        try:
+            yield
+        except BaseException:
+            self._seen.pop(table, None)
+            raise
 
 
 class StaleRows(NamedTuple):
@@ -146,7 +168,9 @@ def utc(value: datetime) -> datetime:
 
 def iso(value: datetime) -> str:
     """ISO-8601 in UTC with microseconds (text that sorts as the instants do)."""
-    return utc(value).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    if value.tzinfo is not UTC:  # most values are UTC already (an ISO time ending in Z)
+        value = utc(value)
+    return value.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def unstorable_text(row: Row, *, nul: bool, json: bool) -> str | None:

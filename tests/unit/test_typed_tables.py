@@ -368,3 +368,24 @@ def test_two_processes_adding_the_same_column_at_once_both_succeed(target, tmp_p
     got = target.read_rows(name, limit=100)
     assert [r["identifier"] for r in got] == [f"{kind}-{n}" for n in range(rounds)]
     assert [r[f"c{n}"] for n, r in enumerate(got)] == list(range(rounds))
+
+
+def test_known_columns_are_what_the_target_last_read_and_a_failed_write_forgets_them(target
+                                                                                     ) -> None:
+    name = f"{target.prefix}known"
+    assert target.known_columns(name) is None
+    table = Table(name, {"title": "text"})
+    target.upsert_rows(table, [row("1", title="a")], run_id="r", run_seq=1)
+    assert target.table_columns(name) == {"title": "text"}
+    assert target.known_columns(name) == {"title": "text"}
+    wider = Table(name, {"title": "text", "count": "integer"})
+    target.upsert_rows(wider, [row("2", title="b", count=2)], run_id="r", run_seq=1)
+    # Read under the write lock before the column was added: a column may be missing from
+    # what is known, never one the table lacks.
+    assert target.known_columns(name) in ({"title": "text"},
+                                          {"title": "text", "count": "integer"})
+    with pytest.raises(TargetRejected):  # the type of a column changed: refused
+        target.upsert_rows(Table(name, {"title": "integer"}), [row("3", title=3)],
+                           run_id="r", run_seq=1)
+    assert target.known_columns(name) is None
+    assert target.table_columns(name) == {"title": "text", "count": "integer"}

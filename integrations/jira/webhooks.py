@@ -46,7 +46,7 @@ SIGNATURE = "X-Hub-Signature"
 DELIVERY = "X-Atlassian-Webhook-Identifier"
 ISSUE = "/rest/api/3/issue/{id}"
 COMMENT = "/rest/api/3/issue/{issue}/comment/{id}"
-CURSORS = {Kind.issue: "fields.updated", Kind.comment: "updated"}
+CURSORS: dict[str, str] = {Kind.issue: "fields.updated", Kind.comment: "updated"}
 
 ISSUE_EVENTS = {"jira:issue_created": Action.UPSERT, "jira:issue_updated": Action.UPSERT,
                 "jira:issue_deleted": Action.DELETE}

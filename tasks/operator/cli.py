@@ -6,6 +6,7 @@
     sluice failed list [RUN_ID] | failed retry RUN_ID
     sluice entities [SOURCE [KIND]] [--limit N] [--db FILE]   what the target holds
     sluice metrics [--host H] [--port P]  Prometheus metrics of runs
+    sluice serve [--host H] [--port P]    the webhook endpoint (POST /webhooks/SOURCE)
     sluice standalone [--once]            everything on this machine, with a demo API
 
 ``--config PATH`` goes before or after the command. A click group (``sluice``) with one function
@@ -610,6 +611,16 @@ def cmd_metrics(host: str, port: int) -> int:
     click.echo(f"sluice metrics on http://{host}:{port}/metrics")
     serve(_progress(), host=host, port=port)
     return 0
+
+
+@sluice.command("serve", help="the webhook endpoint: POST /webhooks/SOURCE, GET /healthz")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@config_option
+def cmd_serve(host: str, port: int) -> int:
+    from tasks.serve.process import serve
+
+    return serve(config=_config_arg(), host=host, port=port)
 
 
 @sluice.command("standalone", short_help="everything on this machine, with a demo API",

@@ -631,14 +631,17 @@ def cmd_serve(host: str, port: int) -> int:
 @click.option("--workers", type=int, default=None,
               help="tasks at once (default: the worker's, 8 threads)")
 @click.option("--flower-port", type=int, default=5555, show_default=True)
+@click.option("--serve-port", type=int, default=8000, show_default=True,
+              help="port of sluice serve, the webhook endpoint (on 127.0.0.1)")
 @click.option("--logs", metavar="DIR",
               help="directory for the children's logs (default: a temp dir)")
 @config_option
-def cmd_standalone(once: bool, workers: int | None, flower_port: int, logs: str | None) -> int:
+def cmd_standalone(once: bool, workers: int | None, flower_port: int, serve_port: int,
+                   logs: str | None) -> int:
     from tasks.operator.standalone import standalone
 
     return standalone(config=_config_arg(), once=once, workers=workers,
-                      flower_port=flower_port, logs=logs)
+                      flower_port=flower_port, serve_port=serve_port, logs=logs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -119,9 +119,9 @@ class WebhookSettings(StrictModel):
     algorithm: Literal["sha1", "sha256", "sha512"] = Field(
         "sha256", description="the HMAC's hash")
     encoding: Literal["hex", "base64"] = Field("hex", description="how the digest is written")
-    delivery_header: str | None = Field(
+    delivery_header: str = Field(
         "X-Delivery-Id", description="the header with the delivery's id (redeliveries applied "
-        "once); None: every delivery is applied")
+        "once); '': the API sends none, every delivery is applied")
     kind_path: str = Field("kind", min_length=1,
                            description="dot path to the event's kind in the body")
     kind_header: str | None = Field(

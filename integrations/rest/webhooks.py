@@ -42,7 +42,7 @@ def verify(integration: RestIntegration, headers: Mapping[str, str], body: bytes
 
 def delivery(integration: RestIntegration, headers: Mapping[str, str]) -> str | None:
     name = integration.settings.webhook.delivery_header
-    return None if name is None else header(headers, name) or None
+    return header(headers, name) or None if name else None
 
 
 def events(integration: RestIntegration, headers: Mapping[str, str], payload: Any

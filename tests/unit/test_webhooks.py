@@ -118,7 +118,7 @@ def test_delivery_ids_come_from_each_apis_header() -> None:
     assert github().delivery({"X-GitHub-Delivery": "72d3162e"}, {}) == "72d3162e"
     assert jira().delivery({"x-atlassian-webhook-identifier": "abc-1"}, {}) == "abc-1"
     assert rest().delivery({"X-Delivery-Id": "r1"}, {}) == "r1"
-    assert rest({"delivery_header": None}).delivery({"X-Delivery-Id": "r1"}, {}) is None
+    assert rest({"delivery_header": ""}).delivery({"X-Delivery-Id": "r1"}, {}) is None
     assert github().delivery({}, {}) is None
 
 

@@ -13,24 +13,27 @@ what its API does differently:
 
 The base supplies the rest of the ``Integration`` protocol: ``kinds()`` from the settings,
 ``client()``, the ``fetch()`` of one page (paginator -> request -> ``get_json`` -> items ->
-``fetched``), ``planned()`` and ``identifier()``.
+``fetched``), ``planned()`` and ``identifier()``; of the webhook methods, defaults that take
+no events (``verify`` refuses every delivery) and ``cursor_path`` from ``incremental``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping as HeaderMap
 from typing import Any, Generic, TypeVar
 
 import httpx
 
 from integrations.base import ApiSettings, Fetched, State
-from integrations.errors import MalformedPage
+from integrations.errors import MalformedPage, PermanentHTTPError, WebhookRefused
 from integrations.http.client import get_json, make_client
 from integrations.http.paginators import Paginator, dig, fetched
 from integrations.http.ratelimit import RateLimiter
 from integrations.incremental import Incremental
 from integrations.mapping import Mapping, MappingSettings
 from integrations.secrets import Redactor
+from integrations.webhooks import Event
 
 S = TypeVar("S", bound=ApiSettings)
 
@@ -171,3 +174,34 @@ class PagedIntegration(Generic[S]):
     def identifier(self, kind: str, item: Any) -> str | None:
         value = dig(item, self.id_path(kind)) if isinstance(item, dict) else None
         return self.id_text(value)
+
+    # -- webhooks: an integration that takes them overrides verify, delivery and events
+
+    def verify(self, headers: HeaderMap[str, str], body: bytes) -> None:
+        raise WebhookRefused(f"integration {self.settings.integration!r} takes no webhooks",
+                             status=401)
+
+    def delivery(self, headers: HeaderMap[str, str], payload: Any) -> str | None:
+        return None
+
+    def events(self, headers: HeaderMap[str, str], payload: Any) -> list[Event]:
+        return []
+
+    def cursor_path(self, kind: str) -> str | None:
+        incremental = self.incremental(kind)
+        return None if incremental is None else incremental.cursor_path
+
+    async def fetch_item(self, kind: str, client: httpx.AsyncClient, item: Any) -> Any | None:
+        return None
+
+    async def get_item(self, client: httpx.AsyncClient, path: str, *,
+                       params: dict[str, Any] | None = None) -> Any | None:
+        """GET one item (a ``fetch_item``): its JSON, or None when the API answers 404 or 410
+        (the item is gone). Raises TransientHTTPError, PermanentHTTPError or MalformedPage."""
+        try:
+            _, body = await get_json(client, path, params=params)
+        except PermanentHTTPError as exc:
+            if exc.status_code in (404, 410):
+                return None
+            raise
+        return body

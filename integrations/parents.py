@@ -11,18 +11,22 @@ from urllib.parse import quote
 from integrations.errors import NoParentValue
 
 PARENT_FIELD = re.compile(r"\{parent\.([A-Za-z0-9_.-]+)\}")
+# ``{item.<dot path>}``: a webhook follow-up's path, filled from the event's item.
+ITEM_FIELD = re.compile(r"\{item\.([A-Za-z0-9_.-]+)\}")
 
 
-def fill(template: str, ref: dict[str, Any], *, quoted: bool = False) -> str:
+def fill(template: str, ref: dict[str, Any], *, quoted: bool = False,
+         field: re.Pattern[str] = PARENT_FIELD) -> str:
     """``{parent.<dot path>}`` in ``template`` replaced by the parent's value (quoted as a
-    path segment in a path). A parent without the value is a malformed page of it (the
-    children task rejects that parent with the reason, and fetches the others)."""
+    path segment in a path); ``field=ITEM_FIELD``: ``{item.<dot path>}`` instead. A parent
+    without the value is a malformed page of it (the children task rejects that parent with
+    the reason, and fetches the others)."""
 
     def value(match: re.Match[str]) -> str:
         got = ref.get(match[1])
         if got is None or isinstance(got, (dict, list)):
-            raise NoParentValue(f"the parent item has no value at {match[1]!r} for "
-                                f"{template!r}")
+            whose = "parent item" if field is PARENT_FIELD else "item"
+            raise NoParentValue(f"the {whose} has no value at {match[1]!r} for {template!r}")
         return quote(str(got), safe="") if quoted else str(got)
 
-    return PARENT_FIELD.sub(value, template)
+    return field.sub(value, template)

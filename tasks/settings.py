@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     stall_seconds: float = Field(900.0, gt=0)
     # How long run records and dead letters stay in Redis.
     run_ttl_seconds: int = Field(14 * 86400, ge=60)
+    # `sluice serve`: a delivery id is remembered this long (a redelivery within it is applied
+    # once; GitHub redelivers up to 3 days back by hand, Jira retries within hours).
+    webhook_delivery_ttl: int = Field(86400, ge=60)
+    # Events of one source and kind arriving within this many seconds go out as one batch.
+    webhook_linger: float = Field(0.05, ge=0, le=5)
 
 
     @property

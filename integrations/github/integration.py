@@ -27,10 +27,12 @@ secondary limit answers 403 or 429 with ``retry-after``, which is waited for and
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
+from integrations.github import webhooks
 from integrations.github.settings import GithubSettings, Kind
 from integrations.http.paginators import LinkPaginator
 from integrations.incremental import Incremental
@@ -38,6 +40,7 @@ from integrations.mapping import MappingSettings
 from integrations.paged import PagedIntegration
 from integrations.parents import fill
 from integrations.registry import register
+from integrations.webhooks import Event
 
 API_VERSION = "2022-11-28"
 COMMENTS = "/repos/{parent.repository}/issues/{parent.number}/comments"
@@ -132,3 +135,20 @@ class GithubIntegration(PagedIntegration[GithubSettings]):
 
     def id_text(self, value: Any) -> str | None:
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+    # -- webhooks (integrations.github.webhooks)
+
+    def verify(self, headers: Mapping[str, str], body: bytes) -> None:
+        webhooks.verify(self, headers, body)
+
+    def delivery(self, headers: Mapping[str, str], payload: Any) -> str | None:
+        return webhooks.delivery(headers)
+
+    def events(self, headers: Mapping[str, str], payload: Any) -> list[Event]:
+        return webhooks.events(self, headers, payload)
+
+    def cursor_path(self, kind: str) -> str | None:
+        return webhooks.CURSOR
+
+    async def fetch_item(self, kind: str, client: httpx.AsyncClient, item: Any) -> Any | None:
+        return await webhooks.fetch_item(self, kind, client, item)

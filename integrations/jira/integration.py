@@ -24,6 +24,7 @@ it; an ascending order would instead shift an unchanged issue past the page bein
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -33,11 +34,13 @@ from integrations.base import State
 from integrations.errors import MalformedPage
 from integrations.http.paginators import BasePaginator, OffsetPaginator
 from integrations.incremental import Incremental
+from integrations.jira import webhooks
 from integrations.jira.settings import JiraSettings, Kind
 from integrations.mapping import MappingSettings
 from integrations.paged import PagedIntegration
 from integrations.parents import fill
 from integrations.registry import register
+from integrations.webhooks import Event
 
 PROJECTS = "/rest/api/3/project/search"
 SEARCH = "/rest/api/3/search/jql"
@@ -195,3 +198,20 @@ class JiraIntegration(PagedIntegration[JiraSettings]):
 
     def id_text(self, value: Any) -> str | None:
         return str(value) if isinstance(value, (str, int)) and value != "" else None
+
+    # -- webhooks (integrations.jira.webhooks)
+
+    def verify(self, headers: Mapping[str, str], body: bytes) -> None:
+        webhooks.verify(self, headers, body)
+
+    def delivery(self, headers: Mapping[str, str], payload: Any) -> str | None:
+        return webhooks.delivery(headers)
+
+    def events(self, headers: Mapping[str, str], payload: Any) -> list[Event]:
+        return webhooks.events(self, headers, payload)
+
+    def cursor_path(self, kind: str) -> str | None:
+        return webhooks.CURSORS.get(kind)  # a StrEnum key is found by its text
+
+    async def fetch_item(self, kind: str, client: httpx.AsyncClient, item: Any) -> Any | None:
+        return await webhooks.fetch_item(self, kind, client, item)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -14,8 +15,10 @@ from integrations.mapping import MappingSettings
 from integrations.paged import PagedIntegration
 from integrations.parents import fill
 from integrations.registry import register
+from integrations.rest import webhooks
 from integrations.rest.settings import KindSettings, RestSettings
 from integrations.secrets import Redactor
+from integrations.webhooks import Event
 
 
 def paginator_for(kind: KindSettings) -> Paginator:
@@ -90,3 +93,21 @@ class RestIntegration(PagedIntegration[RestSettings]):
 
     def id_path(self, kind: str) -> str:
         return self.settings.kinds[kind].id
+
+    # -- webhooks (integrations.rest.webhooks, as the source's ``webhook`` section says)
+
+    def verify(self, headers: Mapping[str, str], body: bytes) -> None:
+        webhooks.verify(self, headers, body)
+
+    def delivery(self, headers: Mapping[str, str], payload: Any) -> str | None:
+        return webhooks.delivery(self, headers)
+
+    def events(self, headers: Mapping[str, str], payload: Any) -> list[Event]:
+        return webhooks.events(self, headers, payload)
+
+    def cursor_path(self, kind: str) -> str | None:
+        spec = self.settings.kinds[kind]
+        return spec.incremental.cursor_path if spec.incremental else spec.cursor_path
+
+    async def fetch_item(self, kind: str, client: httpx.AsyncClient, item: Any) -> Any | None:
+        return await webhooks.fetch_item(self, kind, client, item)

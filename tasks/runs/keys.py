@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+
 PREFIX = "sluice"
 
 RUNS = f"{PREFIX}:runs"  # sorted set: run id -> start time
@@ -81,6 +84,15 @@ def watermarks(source: str, kind: str) -> str:
 def lock(source: str, kind: str) -> str:
     """String: the id of the run that holds (source, kind); expires without progress."""
     return f"{PREFIX}:lock:{source}:{kind}"
+
+
+def webhook_delivery(source: str, delivery: str) -> str:
+    """String: a webhook delivery id claimed by ``sluice serve`` (SET NX): a redelivery of it
+    is answered without being enqueued again; expires after ``webhook_delivery_ttl``. An id
+    that is not plain text is kept as its sha256 (it comes from outside)."""
+    if not re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", delivery):
+        delivery = "sha256-" + hashlib.sha256(delivery.encode()).hexdigest()
+    return f"{PREFIX}:webhook:delivery:{source}:{delivery}"
 
 
 def run_keys(run_id: str) -> list[str]:

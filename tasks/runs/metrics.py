@@ -33,6 +33,7 @@ COUNTERS = {
     "deletions_refused": ("sluice_deletions_refused",
                           "Runs that did not delete stale entities: the deletion guard refused, "
                           "or the paging may have missed items"),
+    "webhook_events": ("sluice_webhook_events", "Webhook events accepted and enqueued"),
     "rate_limit_wait_seconds": ("sluice_rate_limit_wait_seconds",
                                 "Seconds callers waited for the shared rate limit (a limit "
                                 "is per source: kind is '-')"),
@@ -51,6 +52,10 @@ class SluiceCollector(Collector):
             for name, (metric, doc) in COUNTERS.items()}
         runs = CounterMetricFamily("sluice_runs", "Runs ended, by final state",
                                    labels=[*labels, "state"])
+        deliveries = CounterMetricFamily(
+            "sluice_webhook_deliveries", "Webhook deliveries answered by sluice serve, by "
+            "outcome (accepted, duplicate, empty, or refused_<reason>; kind is '-')",
+            labels=[*labels, "outcome"])
         duration: dict[str, dict[tuple[str, ...], float]] = {"sum": {}, "count": {}}
         for key, value in sorted(values.items()):
             name, rest = key[0], list(key[1:])
@@ -58,10 +63,13 @@ class SluiceCollector(Collector):
                 families[name].add_metric(rest, value)
             elif name == "runs":
                 runs.add_metric(rest, value)
+            elif name == "webhook_deliveries":
+                deliveries.add_metric(rest, value)
             elif name in ("run_seconds_sum", "run_seconds_count"):
                 duration[name.rsplit("_", 1)[1]][tuple(rest)] = value
         yield from families.values()
         yield runs
+        yield deliveries
         summary = SummaryMetricFamily("sluice_run_duration_seconds",
                                       "Duration of ended runs", labels=labels)
         for key, count in duration["count"].items():

@@ -48,7 +48,7 @@ def test_standalone_once_syncs_the_demo_into_sqlite(tmp_path: Path):
     port = free_port()
     done = subprocess.run(
         [*SLUICE, "standalone", "--once", f"--flower-port={port}",
-         "--logs", str(tmp_path / "logs")],
+         f"--serve-port={free_port()}", "--logs", str(tmp_path / "logs")],
         cwd=tmp_path, env=standalone_env(), capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
     for kind, count in (("issue", 3000), ("user", 700), ("project", 120), ("team", 45)):
@@ -65,9 +65,9 @@ def test_standalone_once_syncs_the_demo_into_sqlite(tmp_path: Path):
 
 
 def test_standalone_runs_until_ctrl_c_then_stops_every_child(tmp_path: Path):
-    port = free_port()
+    port, serve_port = free_port(), free_port()
     proc = subprocess.Popen(
-        [*SLUICE, "standalone", f"--flower-port={port}",
+        [*SLUICE, "standalone", f"--flower-port={port}", f"--serve-port={serve_port}",
          "--logs", str(tmp_path / "logs")],
         cwd=tmp_path, env=standalone_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         text=True)
@@ -85,8 +85,12 @@ def test_standalone_runs_until_ctrl_c_then_stops_every_child(tmp_path: Path):
         tasks = httpx.get(f"http://127.0.0.1:{port}/api/tasks", timeout=10).json()
         names = {t["name"] for t in tasks.values()}
         assert {"sluice.resync", "sluice.ingest_batch", "sluice.finalize"} <= names
+        # The webhook endpoint is up, its address printed.
+        assert f"webhooks: http://127.0.0.1:{serve_port}/webhooks/SOURCE\n" in lines
+        assert httpx.get(f"http://127.0.0.1:{serve_port}/healthz", timeout=10).status_code == 200
         children = descendants(proc.pid)
-        assert len(children) >= 4  # redis-server, worker (threads pool: one process), beat, flower
+        # redis-server, worker (threads pool: one process), beat, flower, serve
+        assert len(children) >= 5
 
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)

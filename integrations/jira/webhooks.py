@@ -1,0 +1,117 @@
+"""Jira Cloud webhooks (https://developer.atlassian.com/cloud/jira/platform/webhooks/): an
+admin webhook registered with a secret, as upserts and deletes of the source's kinds.
+
+    X-Hub-Signature:                 sha256=<hex HMAC-SHA256 of the raw body> (WebSub's
+                                     ``method=signature``; Jira signs only webhooks that were
+                                     given a secret)
+    X-Atlassian-Webhook-Identifier:  the delivery's id, unchanged across Jira's retries
+    body ``webhookEvent``            what happened:
+
+    jira:issue_created, jira:issue_updated   issue    upsert
+    jira:issue_deleted                       issue    delete
+    comment_created, comment_updated         comment  upsert (with the issue's _parent_key
+                                                      and _parent_id, as a resync writes it)
+    comment_deleted                          comment  delete
+    anything else                            -        no events
+
+An event of a kind the source does not list is ignored. Register the webhook with the JQL
+filter of the source's ``jql``: Jira sends events of every issue the filter matches, and a
+resync reads those only.
+
+Fields: a resync asks the search for the source's ``fields`` only; a webhook's issue carries
+every field. So an issue upsert lands with ``fields`` cut to the configured ones (the same
+item, the same row), and without a fetch: it costs no request. Only when the payload lacks a
+configured field (Jira leaves out some it did not render) is the event marked ``fetch``: the
+worker reads ``GET /rest/api/3/issue/{id}?fields=...`` under the source's rate limit. A
+``fields`` list with a special entry (``*all``, ``*navigable``, ``-summary``) keeps the
+webhook's fields whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from integrations.errors import WebhookRefused
+from integrations.jira.settings import Kind
+from integrations.signatures import check_hmac, header, part, text_at
+from integrations.webhooks import Action, Event
+
+if TYPE_CHECKING:
+    from integrations.jira.integration import JiraIntegration
+
+SIGNATURE = "X-Hub-Signature"
+DELIVERY = "X-Atlassian-Webhook-Identifier"
+ISSUE = "/rest/api/3/issue/{id}"
+COMMENT = "/rest/api/3/issue/{issue}/comment/{id}"
+CURSORS: dict[str, str] = {Kind.issue: "fields.updated", Kind.comment: "updated"}
+
+ISSUE_EVENTS = {"jira:issue_created": Action.UPSERT, "jira:issue_updated": Action.UPSERT,
+                "jira:issue_deleted": Action.DELETE}
+COMMENT_EVENTS = {"comment_created": Action.UPSERT, "comment_updated": Action.UPSERT,
+                  "comment_deleted": Action.DELETE}
+
+
+def verify(integration: JiraIntegration, headers: Mapping[str, str], body: bytes) -> None:
+    """Raises WebhookRefused(status=401) unless ``X-Hub-Signature`` signs ``body``."""
+    check_hmac(integration.settings.webhook_secret, header(headers, SIGNATURE), body,
+               prefix="sha256=")
+
+
+def delivery(headers: Mapping[str, str]) -> str | None:
+    return header(headers, DELIVERY) or None
+
+
+def as_searched(integration: JiraIntegration, issue: dict[str, Any]) -> tuple[Any, bool]:
+    """The issue as the search gives it (``fields`` cut to the configured ones), and whether
+    it lacks one of them (then it is fetched)."""
+    wanted = integration.settings.fields
+    fields = issue.get("fields")
+    if any(f.startswith(("*", "-")) for f in wanted):
+        return issue, not isinstance(fields, dict)
+    if not isinstance(fields, dict):
+        return issue, True
+    kept = {f: fields[f] for f in wanted if f in fields}
+    return {**issue, "fields": kept}, len(kept) < len(wanted)
+
+
+def events(integration: JiraIntegration, headers: Mapping[str, str], payload: Any
+           ) -> list[Event]:
+    if not isinstance(payload, dict):
+        raise WebhookRefused(f"the payload is not a JSON object (got {type(payload).__name__})")
+    name = text_at(payload, "webhookEvent")
+    kinds = set(integration.settings.kinds)
+    if name in ISSUE_EVENTS and Kind.issue in kinds:
+        action, issue = ISSUE_EVENTS[name], part(payload, "issue")
+        if action == Action.DELETE:
+            return [Event(Kind.issue, action, issue)]
+        item, fetch = as_searched(integration, issue)
+        return [Event(Kind.issue, action, item, fetch=fetch)]
+    if name in COMMENT_EVENTS and Kind.comment in kinds:
+        comment, issue = part(payload, "comment"), part(payload, "issue")
+        item = integration.with_parent(Kind.comment, integration.parent_ref(Kind.issue, issue),
+                                       comment)
+        return [Event(Kind.comment, COMMENT_EVENTS[name], item)]
+    return []
+
+
+async def fetch_item(integration: JiraIntegration, kind: str, client: httpx.AsyncClient,
+                     item: Any) -> Any | None:
+    if not isinstance(item, dict):
+        return None
+    ident = integration.id_text(item.get("id"))
+    if ident is None or not ident.isalnum():
+        return None
+    if kind == Kind.issue:
+        return await integration.get_item(client, ISSUE.format(id=ident), params={
+            "fields": ",".join(integration.settings.fields)})
+    if kind == Kind.comment:
+        issue = integration.id_text(item.get("_parent_key") or item.get("_parent_id"))
+        if issue is None or not issue.replace("-", "").isalnum():
+            return None
+        got = await integration.get_item(client, COMMENT.format(issue=issue, id=ident))
+        ref = {"key": item.get("_parent_key"), "id": item.get("_parent_id")}
+        return integration.with_parent(kind, ref, got) if isinstance(got, dict) else got
+    return None

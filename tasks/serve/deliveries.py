@@ -1,0 +1,56 @@
+"""What ``sluice serve`` keeps in Redis: each delivery id claimed once (``SET NX EX``), and
+counters of what it answered in the metrics hash (``keys.METRICS``, shown by ``sluice
+metrics``):
+
+    webhook_deliveries|SOURCE|-|OUTCOME   accepted, duplicate, empty, refused_<reason>
+    webhook_events|SOURCE|KIND            events enqueued
+
+A delivery to a source that is not served counts under source ``-``: the path's name comes
+from outside, and must not grow the hash.
+"""
+
+from __future__ import annotations
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+
+from tasks.runs import keys
+
+
+def connect(url: str) -> aioredis.Redis:
+    """A client that rides out a short Redis hiccup, but never holds a request for long: a
+    sender whose request waited past its own timeout retries anyway."""
+    return aioredis.Redis.from_url(
+        url, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError], socket_timeout=5,
+        socket_connect_timeout=5, health_check_interval=30)
+
+
+class Deliveries:
+    def __init__(self, r: aioredis.Redis, *, ttl: int) -> None:
+        self.r = r
+        self.ttl = ttl
+
+    async def claim(self, source: str, delivery: str) -> bool:
+        """True when this is the first time ``delivery`` arrives (it is claimed for ``ttl``
+        seconds); False for a redelivery of one already accepted."""
+        return bool(await self.r.set(keys.webhook_delivery(source, delivery), "1", nx=True,
+                                     ex=self.ttl))
+
+    async def release(self, source: str, delivery: str) -> None:
+        """Forget a claim whose events could not be enqueued: the sender's retry is applied."""
+        await self.r.delete(keys.webhook_delivery(source, delivery))
+
+    async def count(self, source: str, outcome: str, *, events: dict[str, int] | None = None
+                    ) -> None:
+        """Add one delivery with ``outcome`` (and its events per kind) to the counters."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hincrby(keys.METRICS, f"webhook_deliveries|{source}|-|{outcome}", 1)
+        for kind, n in (events or {}).items():
+            pipe.hincrby(keys.METRICS, f"webhook_events|{source}|{kind}", n)
+        await pipe.execute()
+
+    async def ping(self) -> bool:
+        return bool(await self.r.ping())

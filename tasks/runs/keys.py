@@ -75,6 +75,12 @@ def rate_limit(source: str) -> str:
     return f"{PREFIX}:ratelimit:{source}"
 
 
+def rate_limit_webhook(source: str) -> str:
+    """Hash: the share of a source's rate limit kept for webhook follow-up fetches (tat,
+    pause), beside ``rate_limit(source)``, which resyncs take (ratelimit.py)."""
+    return f"{PREFIX}:ratelimit:{source}:webhook"
+
+
 def watermarks(source: str, kind: str) -> str:
     """Hash: partition key (JSON) -> the kind's watermark (JSON), for a target without a state
     table (the http target); never expires."""

@@ -5,6 +5,14 @@ each ``acquire`` atomically reserves the next free slot and sleeps until it, so 
 served in order and, over any window of t seconds, at most ``rate * t + burst`` requests go out.
 A pause (``Retry-After``, ``X-RateLimit-Remaining: 0`` until the reset) moves every caller's
 next slot past its end. Time is Redis's clock, so machines with skewed clocks still agree.
+
+A source's ``webhook_reserve`` (r, 0.2 by default) splits its limit R in two buckets: resyncs
+take theirs at (1 - r)·R, webhook follow-up fetches theirs at r·R, so a resync that runs flat
+out never takes what a webhook needs, and the two together never pass R. (One bucket that
+both take, with resyncs also held to (1 - r)·R, would not do it: GCRA reserves slots ahead,
+and a webhook caller would queue behind every slot the resyncs reserved.) A pause from the
+API stops both. With ``webhook_reserve = 0``, or for a source without a ``webhook_secret``
+(it takes no webhooks), there is one bucket at R.
 """
 
 from __future__ import annotations
@@ -26,18 +34,27 @@ class RedisRateLimiter:
     reason rather than holding every kind of the source in silence."""
 
     def __init__(self, client: redis.Redis, source: str, *, rate: float | None,
-                 burst: int | None = None, max_pause: float = 3600.0) -> None:
+                 burst: int | None = None, max_pause: float = 3600.0, reserve: float = 0.0,
+                 webhook: bool = False) -> None:
         self.r = client
         self.source = source
-        self.key = keys.rate_limit(source)
-        self.interval = 1.0 / rate if rate else 0.0
-        self.burst = burst or max(1, int(rate or 1))
+        own = webhook and reserve > 0  # the webhook share has a bucket of its own
+        share = (reserve if own else 1.0 - reserve) if rate else 1.0
+        self.key = keys.rate_limit_webhook(source) if own else keys.rate_limit(source)
+        # Both buckets are paused by what the API says, whoever heard it.
+        self.buckets = [keys.rate_limit(source), keys.rate_limit_webhook(source)]
+        self.interval = 1.0 / (rate * share) if rate else 0.0
+        self.burst = max(1, round((burst or max(1, int(rate or 1))) * share))
         self.max_pause = max_pause
         self._acquire = scripts.register(client, "rate_acquire")
         self._pause = scripts.register(client, "rate_pause")
 
+    def reserve(self) -> float:
+        """Take the next free slot: the seconds until it."""
+        return float(self._acquire(keys=[self.key], args=[self.interval, self.burst]))
+
     async def acquire(self) -> None:
-        wait = float(self._acquire(keys=[self.key], args=[self.interval, self.burst]))
+        wait = self.reserve()
         if wait > 0:
             self.r.hincrbyfloat(keys.METRICS, f"rate_limit_wait_seconds|{self.source}|-", wait)
             await asyncio.sleep(wait)
@@ -45,4 +62,5 @@ class RedisRateLimiter:
     def observe(self, response: httpx.Response) -> None:
         seconds = server_wait(response, now=time.time())
         if seconds:
-            self._pause(keys=[self.key], args=[min(seconds, self.max_pause)])
+            for bucket in self.buckets:
+                self._pause(keys=[bucket], args=[min(seconds, self.max_pause)])

@@ -106,8 +106,9 @@ class Runtime:
             for source in list(self._integrations):
                 if old.sources.get(source) != config.sources.get(source):
                     del self._integrations[source]
-                    if source in self._clients:
-                        self._retired.append(self._clients.pop(source))
+                    for name in (source, f"{source}\0webhook"):
+                        if name in self._clients:
+                            self._retired.append(self._clients.pop(name))
             if old.target != config.target:
                 self._retired += self._targets
                 self._targets = []
@@ -145,18 +146,24 @@ class Runtime:
                 self._gates[source] = asyncio.Semaphore(self.config.source(source).max_concurrency)
             return self._gates[source]
 
-    def client(self, source: str) -> httpx.AsyncClient:
-        """The source's client, created once and reused by every task of this process."""
+    def client(self, source: str, *, webhook: bool = False) -> httpx.AsyncClient:
+        """The source's client, created once and reused by every task of this process;
+        ``webhook``: the one for webhook follow-up fetches, which takes the share of the
+        source's rate limit kept for them (``webhook_reserve``)."""
         integration = self.integration(source)
+        name = f"{source}\0webhook" if webhook else source
         with self._lock:
-            if source not in self._clients:
+            if name not in self._clients:
                 settings = self.config.source(source)
+                # A source that takes no webhooks keeps its whole limit for resyncs.
+                reserve = settings.webhook_reserve if settings.webhook_secret else 0.0
                 limiter = RedisRateLimiter(self.redis, source, rate=settings.rate_limit,
                                            burst=settings.rate_limit_burst,
-                                           max_pause=settings.http.max_retry_after)
-                self._clients[source] = integration.client(limiter=limiter,
-                                                           redactor=self.config.redactor)
-            return self._clients[source]
+                                           max_pause=settings.http.max_retry_after,
+                                           reserve=reserve, webhook=webhook)
+                self._clients[name] = integration.client(limiter=limiter,
+                                                         redactor=self.config.redactor)
+            return self._clients[name]
 
     def warm(self) -> None:
         """Build every source's client and the target now, not in the first task (an SSL

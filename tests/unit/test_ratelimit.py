@@ -1,0 +1,51 @@
+"""The shared rate limit in a real Redis: the share kept for webhook follow-up fetches."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+import redis
+
+from tasks.operator.redisserver import RedisServer
+from tasks.worker.ratelimit import RedisRateLimiter
+
+
+@pytest.fixture
+def client(redis_server: RedisServer) -> redis.Redis:
+    return redis.Redis.from_url(redis_server.url)
+
+
+def limiters(client: redis.Redis, **kw: float) -> tuple[RedisRateLimiter, RedisRateLimiter]:
+    source = f"src-{uuid.uuid4().hex[:6]}"
+    rate = kw.pop("rate", 50.0)
+    return (RedisRateLimiter(client, source, rate=rate, burst=1, **kw),
+            RedisRateLimiter(client, source, rate=rate, burst=1, webhook=True, **kw))
+
+
+def test_resyncs_take_at_most_their_share_and_webhooks_never_wait_behind_them(client) -> None:
+    resync, webhook = limiters(client, reserve=0.2)
+    # 40 resync requests at once: spaced by 1 / (0.8 × 50) = 25 ms, the last ~1 s ahead.
+    waits = [resync.reserve() for _ in range(40)]
+    assert waits[-1] == pytest.approx(39 / 40, abs=0.05)
+    # A webhook fetch now is not queued behind those slots: it goes at once, and webhook
+    # fetches get their own 0.2 × 50 = 10 per second.
+    webhook_waits = [webhook.reserve() for _ in range(5)]
+    assert webhook_waits[0] < 0.05
+    assert webhook_waits[-1] == pytest.approx(4 / 10, abs=0.05)
+    # Together they never pass the source's 50 per second: 40 + 10 in about a second.
+
+
+def test_without_a_reserve_webhook_fetches_share_the_resyncs_bucket(client) -> None:
+    resync, webhook = limiters(client, reserve=0.0)
+    waits = [resync.reserve() for _ in range(10)]
+    assert waits[-1] == pytest.approx(9 / 50, abs=0.03)  # the whole 50 per second
+    assert webhook.reserve() == pytest.approx(10 / 50, abs=0.03)  # queued behind them
+
+
+def test_a_pause_from_the_api_stops_both_shares(client) -> None:
+    resync, webhook = limiters(client, reserve=0.2, max_pause=60)
+    resync.observe(httpx.Response(429, headers={"Retry-After": "3"}))
+    assert webhook.reserve() == pytest.approx(3, abs=0.2)
+    assert resync.reserve() == pytest.approx(3, abs=0.2)

@@ -257,7 +257,7 @@ def test_deliveries_are_counted_and_the_secret_is_nowhere(serve: Serve, r: redis
                                                          ) -> None:
     github(serve, "issues", {"action": "opened", "issue": issue(6)}, signature="sha256=00")
     assert github(serve, "issues", {"action": "opened", "issue": issue(6)}).status_code == 202
-    counters = {k.decode(): int(v) for k, v in r.hgetall(keys.METRICS).items()}
+    counters = {k.decode(): float(v) for k, v in r.hgetall(keys.METRICS).items()}
     assert counters["webhook_deliveries|gh|-|accepted"] >= 1
     assert counters["webhook_deliveries|gh|-|refused_signature"] >= 1
     assert counters["webhook_events|gh|issue"] >= 1

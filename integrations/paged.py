@@ -192,7 +192,7 @@ class PagedIntegration(Generic[S]):
         return None if incremental is None else incremental.cursor_path
 
     async def fetch_item(self, kind: str, client: httpx.AsyncClient, item: Any) -> Any | None:
-        return None
+        raise MalformedPage(f"{kind} events are not fetched by this integration")
 
     async def get_item(self, client: httpx.AsyncClient, path: str, *,
                        params: dict[str, Any] | None = None) -> Any | None:

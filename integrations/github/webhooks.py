@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from integrations.errors import WebhookRefused
+from integrations.errors import MalformedPage, WebhookRefused
 from integrations.github.settings import Kind
 from integrations.signatures import check_hmac, header, part, text_at
 from integrations.webhooks import Action, Event
@@ -116,7 +116,7 @@ async def fetch_item(integration: GithubIntegration, kind: str, client: httpx.As
                      item: Any) -> Any | None:
     path = path_of(kind, item)
     if path is None:
-        return None
+        raise MalformedPage(f"a {kind} event whose item names no API path to fetch it by")
     got = await integration.get_item(client, path)
     if kind == Kind.issue_comment and isinstance(got, dict) and isinstance(item, dict):
         ref = {"id": item.get("_parent_id"), "number": item.get("_parent_number"),

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from integrations.errors import WebhookRefused
+from integrations.errors import MalformedPage, WebhookRefused
 from integrations.jira.settings import Kind
 from integrations.signatures import check_hmac, header, part, text_at
 from integrations.webhooks import Action, Event
@@ -99,19 +99,17 @@ def events(integration: JiraIntegration, headers: Mapping[str, str], payload: An
 
 async def fetch_item(integration: JiraIntegration, kind: str, client: httpx.AsyncClient,
                      item: Any) -> Any | None:
-    if not isinstance(item, dict):
-        return None
-    ident = integration.id_text(item.get("id"))
+    ident = integration.id_text(item.get("id")) if isinstance(item, dict) else None
     if ident is None or not ident.isalnum():
-        return None
+        raise MalformedPage(f"a {kind} event without an alphanumeric id to fetch it by")
     if kind == Kind.issue:
         return await integration.get_item(client, ISSUE.format(id=ident), params={
             "fields": ",".join(integration.settings.fields)})
     if kind == Kind.comment:
         issue = integration.id_text(item.get("_parent_key") or item.get("_parent_id"))
         if issue is None or not issue.replace("-", "").isalnum():
-            return None
+            raise MalformedPage("a comment event without its issue's key or id to fetch it by")
         got = await integration.get_item(client, COMMENT.format(issue=issue, id=ident))
         ref = {"key": item.get("_parent_key"), "id": item.get("_parent_id")}
         return integration.with_parent(kind, ref, got) if isinstance(got, dict) else got
-    return None
+    raise MalformedPage(f"{kind} events are not fetched")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from integrations.errors import NoParentValue, WebhookRefused
+from integrations.errors import MalformedPage, WebhookRefused
 from integrations.http.paginators import dig
 from integrations.parents import ITEM_FIELD, fill
 from integrations.signatures import check_hmac, header
@@ -69,14 +69,12 @@ def events(integration: RestIntegration, headers: Mapping[str, str], payload: An
 
 async def fetch_item(integration: RestIntegration, kind: str, client: httpx.AsyncClient,
                      item: Any) -> Any | None:
-    """The item at the kind's ``fetch`` path; None when the kind has none, the item lacks a
-    value the path needs, or the API answers 404."""
+    """The item at the kind's ``fetch`` path; None when the API answers 404 or 410 (gone).
+    Raises MalformedPage when the kind has no ``fetch`` path or the item lacks a value the
+    path needs (NoParentValue)."""
     template = integration.settings.webhook.fetch.get(kind)
     if template is None:
-        return None
+        raise MalformedPage(f"{kind} events are not fetched (webhook.fetch has no {kind})")
     ref = {path: dig(item, path) for path in ITEM_FIELD.findall(template)}
-    try:
-        path = fill(template, ref, quoted=True, field=ITEM_FIELD)
-    except NoParentValue:
-        return None
+    path = fill(template, ref, quoted=True, field=ITEM_FIELD)
     return await integration.get_item(client, path)

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from integrations.errors import WebhookRefused
+from integrations.errors import MalformedPage, WebhookRefused
 from integrations.github.fake import comment as gh_comment
 from integrations.github.fake import issue as gh_issue
 from integrations.github.integration import GithubIntegration
@@ -285,7 +285,9 @@ def test_jira_fetch_item_asks_for_the_configured_fields() -> None:
     note = {"id": "10002", "_parent_key": "P-1", "_parent_id": "1"}
     assert fetch(integration, "comment", note, handler) is None
     assert seen[1].path == "/rest/api/3/issue/P-1/comment/10002"
-    assert fetch(integration, "issue", {"id": "../x"}, handler) is None  # never a path
+    with pytest.raises(MalformedPage, match="alphanumeric"):  # never a path
+        fetch(integration, "issue", {"id": "../x"}, handler)
+    assert len(seen) == 2
 
 
 # -- REST events
@@ -315,7 +317,8 @@ def test_rest_events_follow_the_webhook_section() -> None:
 
     assert fetch(integration, "issue", item, handler) == {"id": "a b", "full": True}
     assert seen == ["/api/issues/a%20b"]
-    assert fetch(integration, "issue", {"no": "id"}, handler) is None
+    with pytest.raises(MalformedPage):  # not "gone": the item cannot say where it is
+        fetch(integration, "issue", {"no": "id"}, handler)
 
 
 def test_rest_kind_from_a_header_and_the_kind_names_themselves() -> None:

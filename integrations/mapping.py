@@ -271,6 +271,23 @@ class Mapping:
         self.parse = (jq.compile(settings.items_to_parse)
                       if settings.items_to_parse is not None else None)
 
+    def identifier(self, item: Any) -> str | None:
+        """The item's identifier by the mapping's ``identifier`` alone (no selector: a deleted
+        item is deleted whatever the selector makes of it); None when it has none, or jq
+        fails."""
+        try:
+            fn = self.python.get("identifier")
+            try:
+                if fn is None:
+                    raise NotHere
+                value = fn(item)
+            except NotHere:
+                got = self.each["identifier"].input_value(item).all()
+                value = got[0] if got else None
+        except ValueError:
+            return None
+        return _id_text(value)
+
     def table(self, source: str) -> str:
         """The kind's table: the mapping's ``table``, else ``{source}_{kind}``."""
         return self.settings.table or f"{source}_{self.kind}".replace("-", "_")

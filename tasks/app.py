@@ -58,7 +58,7 @@ broker.install()
 
 app = Celery("sluice", broker=_settings.queue_url,
              include=["tasks.resync", "tasks.ingest", "tasks.children", "tasks.finalize",
-                      "tasks.schedule"])
+                      "tasks.schedule", "tasks.webhook"])
 app.conf.update(
     task_serializer="json",
     result_serializer="json",

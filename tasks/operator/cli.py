@@ -3,7 +3,7 @@
     sluice check                          validate sluice.toml and show what it holds
     sluice run SOURCE [--kind K]... [--wait] [--json]
     sluice status [RUN_ID] [--limit N] [--json]
-    sluice failed list [RUN_ID] | failed retry RUN_ID
+    sluice failed list [RUN_ID] | failed retry RUN_ID   (webhook events: RUN_ID webhooks-SOURCE)
     sluice entities [SOURCE [KIND]] [--limit N] [--db FILE]   what the target holds
     sluice metrics [--host H] [--port P]  Prometheus metrics of runs
     sluice serve [--host H] [--port P]    the webhook endpoint (POST /webhooks/SOURCE)
@@ -44,6 +44,7 @@ from integrations.errors import ConfigError
 from integrations.pager import describe_seq
 from tasks.config import SluiceConfig, get_config
 from tasks.runs.progress import Progress, Run, RunState
+from tasks.runs.webhooks import RUN_PREFIX, WebhookLog
 
 REDIS_PATIENCE = 120.0  # seconds `sluice run --wait` waits for an unreachable Redis
 
@@ -508,12 +509,20 @@ def failed() -> None:
     pass
 
 
-@failed.command("list", help="dead-lettered batches and rejected items, with why")
+@failed.command("list", help="dead-lettered batches and rejected items, with why (a source's "
+                              "webhook events: webhooks-SOURCE)")
 @click.argument("run_id", required=False)
 @config_option
 def cmd_failed_list(run_id: str | None) -> int:
     progress = _progress()
-    run_ids = [run_id] if run_id else [r.run_id for r in progress.recent(100)]
+    hooks = WebhookLog(progress.r)
+    if run_id:
+        run_ids, sources = ([], [_webhook_source(run_id)]) if run_id.startswith(RUN_PREFIX) \
+            else ([run_id], [])
+    else:
+        run_ids = [r.run_id for r in progress.recent(100)]
+        sources = sorted(n for n, s in get_config(_config_arg()).sources.items()
+                         if s.webhook_secret)
     for rid in run_ids:
         for seq, letter in sorted(progress.dead_letters(rid).items()):
             click.echo(f"{rid} batch {seq} ({letter['source']}/{letter['kind']}, "
@@ -522,10 +531,27 @@ def cmd_failed_list(run_id: str | None) -> int:
         for rec in progress.rejected(rid):
             click.echo(f"{rid} rejected {describe_seq(rec['seq'])} item {rec['index']}: "
                        f"{rec['reason']}: {rec['item']}")
+    for source in sources:
+        for batch, letter in sorted(hooks.dead_letters(source).items()):
+            click.echo(f"{RUN_PREFIX}{source} batch {batch} ({source}/{letter['kind']}, "
+                       f"{_count(letter['events'])} events, {letter['attempts']} attempts): "
+                       f"{letter['error']}")
+        for rec in hooks.rejected(source):
+            click.echo(f"{RUN_PREFIX}{source} rejected event {rec['index']} of batch "
+                       f"{rec['batch']}: {rec['reason']}: {rec['item']}")
     return 0
 
 
-@failed.command("retry", help="enqueue a run's dead-lettered batches again")
+def _webhook_source(run_id: str) -> str:
+    """The source of ``webhooks-SOURCE``; a source sluice.toml does not name is an error."""
+    source = run_id[len(RUN_PREFIX):]
+    if source not in get_config(_config_arg()).sources:
+        raise click.UsageError(f"{run_id}: sluice.toml has no source {source!r}")
+    return source
+
+
+@failed.command("retry", help="enqueue a run's dead-lettered batches again (a source's webhook "
+                               "events: webhooks-SOURCE)")
 @click.argument("run_id")
 @config_option
 def cmd_failed_retry(run_id: str) -> int:
@@ -533,6 +559,16 @@ def cmd_failed_retry(run_id: str) -> int:
     from tasks import messages
     from tasks.app import app
 
+    if run_id.startswith(RUN_PREFIX):
+        source = _webhook_source(run_id)
+        dead = WebhookLog(progress.r).dead_letters(source)
+        for batch, letter in sorted(dead.items()):  # the same batch id: counted once
+            events = letter["events"]
+            messages.webhook(app, source, letter["kind"], batch,
+                             events if isinstance(events, str) else json.dumps(events),
+                             count=len(events) if isinstance(events, list) else 0)
+        click.echo(f"{run_id}: {len(dead)} dead-lettered batch(es) enqueued again")
+        return 0
     letters = progress.dead_letters(run_id)
     run = progress.get(run_id)
     run_seq = run.run_seq if run else None

@@ -101,6 +101,23 @@ def webhook_delivery(source: str, delivery: str) -> str:
     return f"{PREFIX}:webhook:delivery:{source}:{delivery}"
 
 
+def webhook_batches(source: str) -> str:
+    """Set: ids of the source's webhook batches counted (SADD: a redelivered batch is counted
+    once); expires a day after the last."""
+    return f"{PREFIX}:webhook:batches:{source}"
+
+
+def webhook_rejected(source: str) -> str:
+    """List: JSON records of the source's webhook events rejected (the newest REJECTED_KEEP)."""
+    return f"{PREFIX}:webhook:rejected:{source}"
+
+
+def webhook_dead(source: str) -> str:
+    """Hash: batch id -> JSON {kind, events, error, attempts, at} of a dead-lettered batch of
+    the source's webhook events (``sluice failed retry webhooks-SOURCE`` sends them again)."""
+    return f"{PREFIX}:webhook:dead:{source}"
+
+
 def run_keys(run_id: str) -> list[str]:
     """Every key of one run, for TTLs."""
     return [run(run_id), run_enqueued(run_id), run_done(run_id), run_failed(run_id),

@@ -34,6 +34,15 @@ COUNTERS = {
                           "Runs that did not delete stale entities: the deletion guard refused, "
                           "or the paging may have missed items"),
     "webhook_events": ("sluice_webhook_events", "Webhook events accepted and enqueued"),
+    "webhook_written": ("sluice_webhook_written", "Webhook events written into the target"),
+    "webhook_deleted": ("sluice_webhook_deleted", "Rows deleted by webhook events"),
+    "webhook_stale": ("sluice_webhook_stale",
+                      "Webhook events older than the row they would overwrite, left out"),
+    "webhook_rejected": ("sluice_webhook_rejected",
+                         "Webhook events rejected (no identifier, a failed fetch or mapping)"),
+    "webhook_skipped": ("sluice_webhook_skipped", "Webhook events the mapping's selector skipped"),
+    "webhook_batches_failed": ("sluice_webhook_batches_failed",
+                               "Batches of webhook events dead-lettered"),
     "rate_limit_wait_seconds": ("sluice_rate_limit_wait_seconds",
                                 "Seconds callers waited for the shared rate limit (a limit "
                                 "is per source: kind is '-')"),

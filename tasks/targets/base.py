@@ -17,6 +17,7 @@ because of some of its values is written again without the items ``unstorable`` 
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
 
@@ -100,6 +101,24 @@ class Typed(Protocol):
 
     def read_rows(self, table: str, *, limit: int) -> list[dict[str, Any]]:
         """Up to ``limit`` rows of a typed table, by identifier (``sluice entities``)."""
+        ...
+
+
+@runtime_checkable
+class Ordered(Protocol):
+    """Targets that apply webhook events in order and delete by identifier (SQLite,
+    PostgreSQL). ``table``: the kind's typed table (None: the kind lands in ``entities``)."""
+
+    def holding(self, source: str, kind: str, identifiers: list[str], *,
+                table: str | None = None) -> AbstractContextManager[dict[str, Any]]:
+        """One transaction in which no other batch of events of (source, kind) writes; it
+        yields the stored item (``data``, or ``_raw``) of each identifier the target holds.
+        ``upsert``, ``upsert_rows`` and ``delete`` called within take part in it."""
+        ...
+
+    def delete(self, source: str, kind: str, identifiers: list[str], *,
+               table: str | None = None) -> int:
+        """Delete these identifiers of (source, kind); returns how many rows were deleted."""
         ...
 
 

@@ -130,6 +130,42 @@ class PostgresTarget(SeenColumns):
                 f" run_seq = EXCLUDED.run_seq, updated_at = now()"
                 f" WHERE {self.table}.run_seq <= EXCLUDED.run_seq", rows)
 
+    # Webhook events (the Ordered protocol in tasks/targets/base.py).
+
+    def _where(self, source: str, kind: str, table: str | None) -> tuple[str, str, str,
+                                                                       tuple[str, ...]]:
+        """(table as SQL, the stored item's column, the rows of the kind, its arguments)."""
+        if table is None:
+            return self.table, "data", "source = %s AND kind = %s AND ", (source, kind)
+        check_table_name(table, reserved=self._own_tables())
+        return q(table), q("_raw"), "", ()
+
+    @contextmanager
+    def holding(self, source: str, kind: str, identifiers: list[str], *,
+                table: str | None = None) -> Iterator[dict[str, Any]]:
+        with self._transaction() as conn:
+            # One batch of events of a kind at a time, until the transaction ends: two workers
+            # with versions of one item cannot both find the older stored.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                         (f"sluice:events:{source}:{kind}",))
+            name, column, scope, args = self._where(source, kind, table)
+            stored: dict[str, Any] = {}
+            if table is None or self._columns(conn, table) is not None:
+                stored.update(conn.execute(
+                    f"SELECT identifier, {column} FROM {name} WHERE {scope}"
+                    "identifier = ANY(%s)", (*args, identifiers)).fetchall())
+            yield stored
+
+    def delete(self, source: str, kind: str, identifiers: list[str], *,
+               table: str | None = None) -> int:
+        name, _, scope, args = self._where(source, kind, table)
+        with self._transaction() as conn:
+            if table is not None and self._columns(conn, table) is None:
+                return 0
+            deleted: int = conn.execute(f"DELETE FROM {name} WHERE {scope}identifier = ANY(%s)",
+                                        (*args, identifiers)).rowcount
+        return deleted
+
     def unstorable(self, entity: Entity) -> str | None:
         """PostgreSQL text and jsonb hold neither NUL characters nor lone surrogates."""
         return bad_text(entity["identifier"], nul=True) or bad_text(entity["data"], nul=True)

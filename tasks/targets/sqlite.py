@@ -141,6 +141,16 @@ class SqliteTarget(SeenColumns):
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         with self._translated():
+            if self._conn.in_transaction:  # within holding(): a part of its transaction
+                self._conn.execute("SAVEPOINT sluice")
+                try:
+                    yield self._conn
+                except BaseException:
+                    self._conn.execute("ROLLBACK TO sluice")
+                    self._conn.execute("RELEASE sluice")
+                    raise
+                self._conn.execute("RELEASE sluice")
+                return
             # IMMEDIATE takes the write lock up front: waiting happens in busy_timeout, not in
             # a deadlock between two readers that both want to write.
             self._conn.execute("BEGIN IMMEDIATE")
@@ -161,6 +171,43 @@ class SqliteTarget(SeenColumns):
 
     def unstorable(self, entity: Entity) -> str | None:
         return bad_text(entity["identifier"])
+
+    # Webhook events (the Ordered protocol in tasks/targets/base.py).
+
+    def _where(self, source: str, kind: str, table: str | None) -> tuple[str, str, tuple[str, ...]]:
+        """(table as SQL, the stored item's column, the WHERE clause's leading arguments)."""
+        if table is None:
+            return "entities", "data", (source, kind)
+        check_table_name(table, reserved=OWN_TABLES, prefix=OWN_PREFIX)
+        return quote(table), quote("_raw"), ()
+
+    @contextmanager
+    def holding(self, source: str, kind: str, identifiers: list[str], *,
+                table: str | None = None) -> Iterator[dict[str, Any]]:
+        with self._transaction() as conn:  # the write lock: no other writer meanwhile
+            name, column, args = self._where(source, kind, table)
+            stored: dict[str, Any] = {}
+            if table is None or self._columns(conn, table) is not None:
+                scope = "source = ? AND kind = ? AND " if table is None else ""
+                for part in _chunks(identifiers):
+                    stored.update((i, json.loads(d)) for i, d in conn.execute(
+                        f"SELECT identifier, {column} FROM {name} WHERE {scope}identifier IN"
+                        f" ({', '.join('?' * len(part))})", (*args, *part)))
+            yield stored
+
+    def delete(self, source: str, kind: str, identifiers: list[str], *,
+               table: str | None = None) -> int:
+        name, _, args = self._where(source, kind, table)
+        deleted = 0
+        with self._transaction() as conn:
+            if table is not None and self._columns(conn, table) is None:
+                return 0
+            scope = "source = ? AND kind = ? AND " if table is None else ""
+            for part in _chunks(identifiers):
+                deleted += conn.execute(
+                    f"DELETE FROM {name} WHERE {scope}identifier IN"
+                    f" ({', '.join('?' * len(part))})", (*args, *part)).rowcount
+        return deleted
 
     def watermarks(self, source: str, kind: str) -> dict[str, str]:
         with self._translated():
@@ -323,6 +370,12 @@ class SqliteTarget(SeenColumns):
 # json.dumps escapes what is not ASCII, so any string can be stored.
 _STORED: dict[ColumnType, Callable[[Any], Any]] = {
     "json": json.dumps, "timestamp": lambda v: iso(v) if isinstance(v, datetime) else v}
+
+
+def _chunks(identifiers: list[str], size: int = 500) -> Iterator[list[str]]:
+    """Identifiers a few hundred at a time (SQLite binds at most 32,766 parameters)."""
+    for start in range(0, len(identifiers), size):
+        yield identifiers[start:start + size]
 
 
 def _values(values: dict[str, Any], stored: list[tuple[str, Callable[[Any], Any] | None]]

@@ -1,0 +1,67 @@
+"""What the workers did with each source's webhook events, in Redis.
+
+Webhook batches belong to no run: their counts go to the metrics hash (fields
+``webhook_<count>|SOURCE|KIND``, exported by tasks/runs/metrics.py), once per batch id (a
+redelivered batch is written again, idempotently, and not counted again); the events they
+reject, and the batches they dead-letter, are kept per source for ``sluice failed list`` and
+``sluice failed retry webhooks-SOURCE``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+from integrations.secrets import Redactor
+from tasks.runs import keys, scripts
+
+# What a batch's counts are called (each a metrics field webhook_<name>).
+COUNTS = ("written", "deleted", "stale", "rejected", "skipped")
+RUN_PREFIX = "webhooks-"  # `sluice failed retry webhooks-SOURCE`
+
+
+class WebhookLog:
+    def __init__(self, client: redis.Redis, *, redactor: Redactor | None = None) -> None:
+        self.r = client
+        self.redactor = redactor or Redactor()
+        self._next_run_seq = scripts.register(client, "next_run_seq")
+
+    def run_seq(self) -> int:
+        """A stamp newer than every run's before it (the rows a batch writes carry it)."""
+        return int(self._next_run_seq(keys=[keys.RUN_SEQ], args=[int(time.time() * 1e6)]))
+
+    def record(self, source: str, kind: str, batch_id: str, *, counts: dict[str, int],
+               rejected: list[dict[str, Any]]) -> bool:
+        """Count a batch written (once per ``batch_id``) and keep its rejected events.
+        False: it was counted before (a redelivery)."""
+        if not self.r.sadd(keys.webhook_batches(source), batch_id):
+            return False
+        pipe = self.r.pipeline()
+        pipe.expire(keys.webhook_batches(source), 86400)
+        for name, value in counts.items():
+            if value:
+                pipe.hincrby(keys.METRICS, f"webhook_{name}|{source}|{kind}", value)
+        for record in self.redactor.data(rejected):
+            pipe.rpush(keys.webhook_rejected(source), json.dumps({**record, "batch": batch_id}))
+        pipe.ltrim(keys.webhook_rejected(source), -keys.REJECTED_KEEP, -1)
+        pipe.hdel(keys.webhook_dead(source), batch_id)  # a retried dead letter, now written
+        pipe.execute()
+        return True
+
+    def dead_letter(self, source: str, batch_id: str, letter: dict[str, Any]) -> None:
+        """Keep a batch that could not be written, with its events and why."""
+        letter = {**letter, "error": self.redactor.text(letter.get("error", ""))}
+        pipe = self.r.pipeline()
+        pipe.hset(keys.webhook_dead(source), batch_id, json.dumps(letter))
+        pipe.hincrby(keys.METRICS, f"webhook_batches_failed|{source}|{letter['kind']}", 1)
+        pipe.execute()
+
+    def rejected(self, source: str) -> list[dict[str, Any]]:
+        return [json.loads(x) for x in self.r.lrange(keys.webhook_rejected(source), 0, -1)]
+
+    def dead_letters(self, source: str) -> dict[str, dict[str, Any]]:
+        raw: dict[bytes, bytes] = self.r.hgetall(keys.webhook_dead(source))  # type: ignore[assignment]  # redis-py's sync client returns the dict
+        return {k.decode(): json.loads(v) for k, v in raw.items()}

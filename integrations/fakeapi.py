@@ -10,6 +10,7 @@ same items of a kind:
     GET /page/{kind}?page=&per_page=         {"items": [...], "total": N}
                                              (offset and page: also X-Total-Count: N)
     GET /sub/{kind}/{parent}?cursor=&limit=  one parent's children, as /cursor pages
+    GET /one/{kind}/{id}                     one item by its id (404: none), a webhook follow-up
     POST /sink/{kind}  {"entities": [...]}   the HTTP target's endpoint; GET /sink/{kind} lists
 
 Items with an ``updated_at`` (``set_timed_items``, ``change``, ``add``) answer two more
@@ -180,13 +181,8 @@ class Handler(BaseHTTPRequestHandler):
         if fault:
             return self._send(fault.status, fault.body, fault.headers)
         parts = url.path.strip("/").split("/")
-        if len(parts) == 3 and parts[0] == "sub":  # GET /sub/KIND/PARENT: one parent's children
-            if self._limited(url.path):
-                return None
-            children = self.server.state.children.get(parts[1], {}).get(parts[2])
-            if children is None:
-                return self._send(404, b'{"error": "no such parent"}')
-            return self._page("cursor", parts[1], children, url.path, query)
+        if len(parts) == 3:
+            return self._nested(*parts, path=url.path, query=query)
         if len(parts) != 2:
             return self._send(404, b'{"error": "not found"}')
         style, kind = parts
@@ -201,6 +197,22 @@ class Handler(BaseHTTPRequestHandler):
         if items is None:
             return self._send(404, b'{"error": "no such kind"}')
         return self._page(style, kind, items, url.path, query)
+
+    def _nested(self, style: str, kind: str, key: str, *, path: str, query: dict[str, str]
+                ) -> None:
+        """GET /sub/KIND/PARENT: one parent's children; GET /one/KIND/ID: one item."""
+        if style not in ("sub", "one"):
+            return self._send(404, b'{"error": "not found"}')
+        if self._limited(path):
+            return None
+        if style == "sub":
+            children = self.server.state.children.get(kind, {}).get(key)
+            if children is None:
+                return self._send(404, b'{"error": "no such parent"}')
+            return self._page("cursor", kind, children, path, query)
+        with self.server.lock:
+            found = [i for i in self.server.state.items.get(kind, []) if str(i.get("id")) == key]
+        return self._json(found[0]) if found else self._send(404, b'{"error": "gone"}')
 
     def _stats(self, kind: str) -> None:
         with self.server.lock:

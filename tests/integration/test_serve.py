@@ -9,7 +9,6 @@ import json
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,10 +17,9 @@ import redis
 
 from integrations.webhooks import hmac_digest
 from tasks.app import QUEUE
-from tasks.operator.redisserver import free_port
-from tasks.operator.supervisor import Child
 from tasks.runs import keys
-from tests.support.workers import ROOT, SLUICE
+from tests.support.serve import Serve
+from tests.support.serve import signed as sign
 
 SECRET = "hook-5e1f0c9b-never-log-me"
 TOKEN = "ghp-tok-77a1-never-log-me"
@@ -57,40 +55,13 @@ path = "/api/issues"
 """
 
 
-class Serve:
-    def __init__(self, tmp: Path, redis_url: str) -> None:
-        (tmp / "sluice.toml").write_text(CONFIG.format(tmp=tmp))
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tmp / "serve.log"
-        self.child = Child("serve", [*SLUICE, "serve", "--port", str(self.port)], log=self.log,
-                           cwd=ROOT, env={"SLUICE_CONFIG": str(tmp / "sluice.toml"),
-                                          "SLUICE_REDIS_URL": redis_url,
-                                          "SERVE_HOOK_SECRET": SECRET,
-                                          "SERVE_GH_TOKEN": TOKEN})
-        self.http = httpx.Client(base_url=self.url, timeout=10)
-
-    def start(self) -> Serve:
-        self.child.start()
-
-        def up() -> bool:
-            try:
-                return self.http.get("/healthz").status_code == 200
-            except httpx.TransportError:
-                return False
-
-        self.child.wait_until(up, timeout=30)
-        return self
-
-    def stop(self) -> None:
-        self.http.close()
-        self.child.stop()
-
-
 @pytest.fixture(scope="module")
 def serve(tmp_path_factory: pytest.TempPathFactory, redis_server: Any) -> Iterator[Serve]:
     url = redis_server.url.rsplit("/", 1)[0] + f"/{DB}"
-    server = Serve(tmp_path_factory.mktemp("serve"), url).start()
+    tmp = tmp_path_factory.mktemp("serve")
+    (tmp / "sluice.toml").write_text(CONFIG.format(tmp=tmp))
+    server = Serve(tmp / "sluice.toml", url, log=tmp / "serve.log",
+                   env={"SERVE_HOOK_SECRET": SECRET, "SERVE_GH_TOKEN": TOKEN}).start()
     try:
         yield server
     finally:
@@ -106,7 +77,7 @@ def r(serve: Serve, redis_server: Any) -> Iterator[redis.Redis]:
 
 
 def signed(body: bytes, *, secret: str = SECRET) -> str:
-    return "sha256=" + hmac_digest(secret, body).hex()
+    return sign(body, secret)
 
 
 def github(serve: Serve, event: str, payload: Any, *, delivery: str | None = None,

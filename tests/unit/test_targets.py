@@ -179,3 +179,54 @@ def test_sqlite_locked_past_the_busy_timeout_is_a_retryable_error(tmp_path):
     # and it passes once the lock is gone
     writer.upsert(entities("a", range(1)), run_id="r1", run_seq=1)
     assert len(rows(writer)) == 1
+
+
+# -- webhook events (the Ordered protocol)
+
+def twin(target):
+    """Another target on the same storage (its own connection)."""
+    if isinstance(target, SqliteTarget):
+        return SqliteTarget(target.path)
+    from tasks.targets.postgres import PostgresTarget
+
+    return PostgresTarget(target.dsn, table=target.table)
+
+
+def test_holding_yields_what_is_stored_and_its_writes_land_or_roll_back_together(target):
+    target.upsert(entities("a", range(3)), run_id="r1", run_seq=1)
+    with target.holding("src", "a", ["a-0", "a-1", "a-9"]) as stored:
+        assert stored == {"a-0": {"id": 0, "v": 1}, "a-1": {"id": 1, "v": 1}}
+        target.upsert(entities("a", range(1), version=2), run_id="w", run_seq=2)
+        assert target.delete("src", "a", ["a-1", "a-9"]) == 1
+    assert rows(target) == {"a-0": {"id": 0, "v": 2}, "a-2": {"id": 2, "v": 1}}
+    with pytest.raises(RuntimeError), target.holding("src", "a", ["a-0"]):
+        target.delete("src", "a", ["a-0", "a-2"])
+        target.upsert(entities("a", range(5, 6)), run_id="w", run_seq=3)
+        raise RuntimeError("the batch failed half-way")
+    assert rows(target) == {"a-0": {"id": 0, "v": 2}, "a-2": {"id": 2, "v": 1}}
+    assert target.delete("src", "b", ["a-0"]) == 0  # another kind's identifiers are its own
+
+
+def test_two_holders_of_one_kind_take_turns(target):
+    import threading
+    import time
+
+    target.upsert(entities("a", range(1)), run_id="r1", run_seq=1)
+    order: list[str] = []
+    inside = threading.Event()
+
+    def first() -> None:
+        other = twin(target)
+        with other.holding("src", "a", ["a-0"]):
+            inside.set()
+            time.sleep(0.5)
+            order.append("first out")
+        other.close()
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert inside.wait(10)
+    with target.holding("src", "a", ["a-0"]):
+        order.append("second in")
+    thread.join()
+    assert order == ["first out", "second in"]

@@ -389,3 +389,18 @@ def test_known_columns_are_what_the_target_last_read_and_a_failed_write_forgets_
                            run_id="r", run_seq=1)
     assert target.known_columns(name) is None
     assert target.table_columns(name) == {"title": "text", "count": "integer"}
+
+
+def test_holding_and_delete_on_a_typed_table(target):
+    table = Table(f"{target.prefix}hooked", {"title": "text"})
+    with target.holding("src", "hooked", ["i-1"], table=table.name) as stored:
+        assert stored == {}  # no table yet: nothing stored, nothing created
+    assert target.delete("src", "hooked", ["i-1"], table=table.name) == 0
+    assert target.table_columns(table.name) is None
+    with target.holding("src", "hooked", ["i-1", "i-2"], table=table.name):
+        target.upsert_rows(table, [row("i-1", {"id": "i-1", "v": 1}, title="one"),
+                                   row("i-2", title="two")], run_id="w", run_seq=5)
+    with target.holding("src", "hooked", ["i-1", "i-3"], table=table.name) as stored:
+        assert stored == {"i-1": {"id": "i-1", "v": 1}}  # the raw item, as written
+        assert target.delete("src", "hooked", ["i-2", "i-3"], table=table.name) == 1
+    assert set(by_id(target, table.name)) == {"i-1"}

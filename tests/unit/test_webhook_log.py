@@ -1,0 +1,57 @@
+"""What the workers keep of webhook batches (tasks/runs/webhooks.py), on fakeredis with Lua."""
+
+from __future__ import annotations
+
+import fakeredis
+from prometheus_client import generate_latest
+from prometheus_client.registry import CollectorRegistry
+
+from integrations.secrets import Redactor
+from tasks.runs import keys
+from tasks.runs.metrics import SluiceCollector
+from tasks.runs.progress import Progress
+from tasks.runs.webhooks import WebhookLog
+
+SECRET = "tok-in-an-item-4d1a"
+
+
+def test_a_batch_is_counted_once_whatever_its_redeliveries() -> None:
+    r = fakeredis.FakeRedis()
+    log = WebhookLog(r, redactor=Redactor({SECRET}))
+    rejected = [{"seq": 0, "index": 2, "reason": "no identifier", "item": f"{{'t': '{SECRET}'}}"}]
+    counts = {"written": 3, "deleted": 1, "stale": 0, "rejected": 1, "skipped": 0}
+    assert log.record("gh", "issue", "b-1", counts=counts, rejected=rejected)
+    assert not log.record("gh", "issue", "b-1", counts=counts, rejected=rejected)
+    assert r.hget(keys.METRICS, "webhook_written|gh|issue") == b"3"
+    assert r.hget(keys.METRICS, "webhook_deleted|gh|issue") == b"1"
+    assert r.hget(keys.METRICS, "webhook_stale|gh|issue") is None  # zero: not written
+    [kept] = log.rejected("gh")
+    assert kept["batch"] == "b-1" and kept["reason"] == "no identifier"
+    assert SECRET not in kept["item"]
+
+
+def test_a_dead_letter_is_kept_until_the_batch_is_written() -> None:
+    r = fakeredis.FakeRedis()
+    log = WebhookLog(r, redactor=Redactor({SECRET}))
+    log.dead_letter("gh", "b-2", {"kind": "issue", "events": [{"item": {}}], "attempts": 6,
+                                  "error": f"TargetUnavailable: dsn with {SECRET}"})
+    [(batch, letter)] = log.dead_letters("gh").items()
+    assert batch == "b-2" and letter["attempts"] == 6 and SECRET not in letter["error"]
+    log.record("gh", "issue", "b-2", counts={"written": 1}, rejected=[])  # retried: written
+    assert log.dead_letters("gh") == {}
+    registry = CollectorRegistry()
+    registry.register(SluiceCollector(Progress(r, lock_seconds=60, ttl=3600)))
+    text = generate_latest(registry).decode()
+    assert 'sluice_webhook_batches_failed_total{kind="issue",source="gh"} 1.0' in text
+    assert 'sluice_webhook_written_total{kind="issue",source="gh"} 1.0' in text
+
+
+def test_run_seqs_only_grow_and_pass_every_run_before_them() -> None:
+    r = fakeredis.FakeRedis()
+    progress = Progress(r, lock_seconds=60, ttl=3600)
+    log = WebhookLog(r)
+    run = progress.create_run("src", "kind")
+    first = log.run_seq()
+    assert first > run.run_seq
+    assert log.run_seq() > first
+    assert progress.create_run("src", "other").run_seq > first

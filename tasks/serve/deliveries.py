@@ -19,13 +19,18 @@ from redis.backoff import ExponentialBackoff
 from tasks.runs import keys
 
 
-def connect(url: str) -> aioredis.Redis:
+def connect(url: str, *, connections: int = 32) -> aioredis.Redis:
     """A client that rides out a short Redis hiccup, but never holds a request for long: a
-    sender whose request waited past its own timeout retries anyway."""
-    return aioredis.Redis.from_url(
-        url, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+    sender whose request waited past its own timeout retries anyway. At most
+    ``connections`` to Redis, and a request waits (up to 5 s) for a free one: a burst of
+    hundreds of concurrent deliveries must queue, not fail with "Too many connections"
+    (GitHub does not retry a delivery answered 503 on its own)."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=connections, timeout=5,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError], socket_timeout=5,
         socket_connect_timeout=5, health_check_interval=30)
+    return aioredis.Redis.from_pool(pool)  # closing the client closes the pool
 
 
 class Deliveries:

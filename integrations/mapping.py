@@ -270,6 +270,11 @@ class Mapping:
         self.batch = jq.compile(f"[.[] | {one}]")  # ... of every item of a batch
         self.parse = (jq.compile(settings.items_to_parse)
                       if settings.items_to_parse is not None else None)
+        # Every expression in Python and no items_to_parse (most mappings): one pass per item
+        # (_fast), the general path only for an item it cannot take.
+        self._fast_path = (not self.rest and self.parse is None) and (
+            self.python["identifier"], self.python.get("selector"),
+            [(name, self.python[key]) for key, name in self.columns])
 
     def identifier(self, item: Any) -> str | None:
         """The item's identifier by the mapping's ``identifier`` alone (no selector: a deleted
@@ -296,6 +301,8 @@ class Mapping:
         """Map a batch; ``text``: the same items as the JSON text they came in (saves jq
         encoding them again)."""
         out = Mapped()
+        if self._fast_path:
+            return self._fast(items, out)
         inputs: list[tuple[int, Any, Any]] = []  # (item index, jq's input, the raw item)
         for index, item in enumerate(items):
             try:
@@ -307,6 +314,28 @@ class Mapping:
                            text if self.parse is None and not out.rejected else None)
         for k, (index, one, raw) in enumerate(inputs):
             self._one(index, one, raw, out, None if rest is None else rest[k])
+        return out
+
+    def _fast(self, items: list[Any], out: Mapped) -> Mapped:
+        """``map`` when every expression runs in Python: the identifier, the selector, then
+        the columns, in one pass; an item one of them steps aside for (NotHere), or without an
+        identifier, goes the general way (jq, and its message)."""
+        assert self._fast_path
+        identify, select, columns = self._fast_path
+        rows = out.rows
+        for index, item in enumerate(items):
+            try:
+                identifier = _id_text(identify(item))
+                if identifier is not None:
+                    if select is not None and not _truthy(select(item)):
+                        out.skipped += 1
+                        continue
+                    rows.append((index, identifier, {name: fn(item) for name, fn in columns},
+                                 item))
+                    continue
+            except NotHere:
+                pass
+            self._one(index, item, item, out, None)
         return out
 
     def _batch(self, inputs: list[Any], text: str | None) -> list[list[Any]] | None:

@@ -170,7 +170,11 @@ def iso(value: datetime) -> str:
     """ISO-8601 in UTC with microseconds (text that sorts as the instants do)."""
     if value.tzinfo is not UTC:  # most values are UTC already (an ISO time ending in Z)
         value = utc(value)
-    return value.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    # What isoformat(timespec="microseconds") gives, with Z, in half its time (it runs for
+    # every timestamp of every row).
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031
+        value.year, value.month, value.day, value.hour, value.minute, value.second,
+        value.microsecond)
 
 
 def unstorable_text(row: Row, *, nul: bool, json: bool) -> str | None:

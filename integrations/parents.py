@@ -27,6 +27,11 @@ def fill(template: str, ref: dict[str, Any], *, quoted: bool = False,
         if got is None or isinstance(got, (dict, list)):
             whose = "parent item" if field is PARENT_FIELD else "item"
             raise NoParentValue(f"the {whose} has no value at {match[1]!r} for {template!r}")
-        return quote(str(got), safe="") if quoted else str(got)
+        text = str(got)
+        if quoted and text in (".", ".."):  # a dot segment: the URL would name another path
+            whose = "parent item" if field is PARENT_FIELD else "item"
+            raise NoParentValue(f"the {whose}'s {match[1]!r} is {text!r}, not a path segment"
+                                f" for {template!r}")
+        return quote(text, safe="") if quoted else text
 
     return field.sub(value, template)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -52,3 +54,21 @@ def hmac_digest(secret: str, body: bytes, algorithm: str = "sha256") -> bytes:
 def same(expected: str, given: str | None) -> bool:
     """Constant-time comparison of a signature computed here with the one a delivery gave."""
     return given is not None and hmac.compare_digest(expected.encode(), given.encode())
+
+
+def loads(body: bytes) -> Any:
+    """A delivery's body as JSON, strictly: ``NaN``, ``Infinity`` and numbers past a double
+    (``1e400``) raise ValueError, as they are not JSON (Python's json takes them, and
+    PostgreSQL's jsonb then refuses the whole batch holding them)."""
+    return json.loads(body, parse_constant=_not_json, parse_float=_finite)
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} does not fit a double")
+    return value

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from starlette.routing import Route
 from integrations.base import Integration, SourceSettings
 from integrations.errors import WebhookRefused
 from integrations.registry import load
+from integrations.webhooks import loads
 from tasks.config import SluiceConfig
 from tasks.serve.deliveries import Deliveries
 from tasks.serve.publish import Coalescer
@@ -117,7 +117,7 @@ class Endpoint:
             log.warning("webhook %s refused (%d): %s", name, exc.status, exc)
             return _answer(exc.status, error="the signature is missing or wrong")
         try:
-            payload = json.loads(body)
+            payload = loads(body)
         except (ValueError, UnicodeDecodeError, RecursionError):
             await self.count(name, "refused_json")
             return _answer(400, error="the body is not JSON")

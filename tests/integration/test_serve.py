@@ -171,6 +171,12 @@ def test_bad_json_is_400_and_a_ping_is_no_event(serve: Serve, r: redis.Redis) ->
     answer = serve.http.post("/webhooks/gh", content=body, headers={
         "X-GitHub-Event": "issues", "X-Hub-Signature-256": signed(body)})
     assert answer.status_code == 400
+    # Python's json reads these; they are not JSON, and PostgreSQL's jsonb refuses them.
+    for number in (b"NaN", b"Infinity", b"-Infinity", b"1e400"):
+        body = b'{"action": "opened", "issue": {"id": 1, "number": 1, "title": ' + number + b"}}"
+        answer = serve.http.post("/webhooks/gh", content=body, headers={
+            "X-GitHub-Event": "issues", "X-Hub-Signature-256": signed(body)})
+        assert (answer.status_code, answer.json()) == (400, {"error": "the body is not JSON"})
     assert github(serve, "ping", {"zen": "Keep it logically awesome."}).status_code == 200
     assert github(serve, "issues", {"action": "opened"}).status_code == 400  # no issue
     assert messages(r) == []

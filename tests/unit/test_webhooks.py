@@ -319,6 +319,10 @@ def test_rest_events_follow_the_webhook_section() -> None:
     assert seen == ["/api/issues/a%20b"]
     with pytest.raises(MalformedPage):  # not "gone": the item cannot say where it is
         fetch(integration, "issue", {"no": "id"}, handler)
+    for dots in (".", ".."):  # /api/issues/.. would be /api: another path, with the token
+        with pytest.raises(MalformedPage, match="not a path segment"):
+            fetch(integration, "issue", {"id": dots}, handler)
+    assert seen == ["/api/issues/a%20b"]
 
 
 def test_rest_kind_from_a_header_and_the_kind_names_themselves() -> None:

@@ -98,6 +98,20 @@ def comparable(value: Any) -> Decimal | None:
     return None
 
 
+# Where a value stands, of one scale: ("number", n) or ("time", epoch seconds). A number and
+# a time are not compared with each other (10**12 is no instant after every ISO time).
+Position = tuple[str, Decimal]
+
+
+def position(value: Any) -> Position | None:
+    """``comparable(value)`` with its scale; None: not comparable."""
+    at = comparable(value)
+    if at is None:
+        return None
+    timed = isinstance(value, str) and _number(value) is None
+    return ("time" if timed else "number", at)
+
+
 def _number(text: str) -> Decimal | None:
     try:
         number = Decimal(text.strip())

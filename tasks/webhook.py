@@ -36,10 +36,10 @@ from typing import Any
 from celery import Task
 
 from integrations.base import Integration
-from integrations.errors import PermanentError, RetryableError, describe
+from integrations.errors import PermanentError, PermanentHTTPError, RetryableError, describe
 from integrations.http.paginators import dig
 from integrations.http.retry import backoff
-from integrations.incremental import comparable, older
+from integrations.incremental import Position, position
 from integrations.mapping import Mapping
 from integrations.webhooks import Action
 from tasks.app import app
@@ -57,14 +57,17 @@ def webhook_batch(self: Task, source: str, kind: str, batch_id: str, events: str
                   ) -> dict[str, Any]:
     """Write one batch of a source's webhook events of ``kind``. A retryable failure (the
     target down, a follow-up fetch that timed out) retries with backoff; past the retries, or
-    on anything else, the batch is dead-lettered with its events and why."""
+    on anything else, the batch is dead-lettered with its events and why. An event whose
+    follow-up fetch the API refuses (a 403, an expired token) is dead-lettered alone, as
+    batch ``BATCH.INDEX`` (``sluice failed retry`` sends it again), and the rest is written."""
     rt = runtime.current()
-    log = WebhookLog(rt.redis, redactor=rt.config.redactor)
+    log = WebhookLog(rt.redis, redactor=rt.config.redactor, ttl=rt.settings.webhook_delivery_ttl)
     settings = rt.settings
     decoded: Any = events
     try:
         decoded = json.loads(events)
-        counts, rejected = apply(rt, source, kind, decoded, run_seq=log.run_seq())
+        batch = Batch(rt, log, source, kind, run_seq=log.run_seq())
+        batch.apply(decoded)
     except RetryableError as exc:
         if self.request.retries < settings.ingest_retries:
             delay = (min(settings.ingest_max_backoff, exc.retry_after)
@@ -76,66 +79,111 @@ def webhook_batch(self: Task, source: str, kind: str, batch_id: str, events: str
     except Exception as exc:  # permanent: a Sluice error, or one nobody foresaw
         error = exc
     else:
-        log.record(source, kind, batch_id, counts=counts, rejected=rejected)
-        return {"batch": batch_id, **counts}
+        for index, event, why in batch.unfetched:
+            log.dead_letter(source, f"{batch_id}.{index}", {
+                "kind": kind, "events": [event], "error": why, "attempts": 1, "at": time.time()})
+        log.record(source, kind, batch_id, counts=batch.counts, rejected=batch.rejected)
+        return {"batch": batch_id, **batch.counts}
     log.dead_letter(source, batch_id, {"kind": kind, "events": decoded, "error": describe(error),
                                        "attempts": self.request.retries + 1, "at": time.time()})
     return {"batch": batch_id, "dead_lettered": describe(error)}
 
 
-def apply(rt: runtime.Runtime, source: str, kind: str, events: list[Event], *, run_seq: int
-          ) -> tuple[dict[str, int], list[dict[str, Any]]]:
-    """Fetch, collapse, hold, write (the module's docstring). Returns the counts (written,
-    deleted, stale, rejected, skipped) and the rejection records."""
-    integration, target = rt.integration(source), rt.target()
-    mapping = integration.mapping(kind)
-    typed = mapping if mapping is not None and isinstance(target, Typed) else None
-    rejected: list[dict[str, Any]] = []
-    latest: dict[str, tuple[int, Event]] = {}  # identifier -> (index, its newest event)
-    cursor = integration.cursor_path(kind)
-    for index, event in enumerate(events):
-        if event.get("fetch"):
-            try:
-                event = follow_up(rt, integration, source, kind, event)
-            except PermanentError as exc:  # retryable ones retry the batch (it is idempotent)
-                rejected.append(rejection(0, index, event["item"], f"fetch: {describe(exc)}"))
+class Batch:
+    """One batch of events of (source, kind) on its way to the target: fetch, collapse,
+    hold, write (the module's docstring); ``counts``, ``rejected`` and ``unfetched`` say
+    what became of each event."""
+
+    def __init__(self, rt: runtime.Runtime, log: WebhookLog, source: str, kind: str, *,
+                 run_seq: int) -> None:
+        self.rt, self.log, self.source, self.kind, self.run_seq = rt, log, source, kind, run_seq
+        self.integration, self.target = rt.integration(source), rt.target()
+        mapping = self.integration.mapping(kind)
+        self.typed = mapping if mapping is not None and isinstance(self.target, Typed) else None
+        self.cursor = self.integration.cursor_path(kind)
+        self.counts = dict.fromkeys(("written", "deleted", "stale", "rejected", "skipped"), 0)
+        self.rejected: list[dict[str, Any]] = []
+        self.unfetched: list[tuple[int, Event, str]] = []  # (index, event, why)
+
+    def position(self, item: Any) -> Position | None:
+        return position(dig(item, self.cursor)) if self.cursor is not None else None
+
+    def apply(self, events: list[Event]) -> None:
+        latest = self.collapse(events)
+        if not isinstance(self.target, Ordered):
+            write_unordered(self.target, self.integration, self.source, self.kind, latest,
+                            self.rejected, self.counts, run_seq=self.run_seq)
+        else:
+            self.hold(self.target, latest)
+        self.counts["rejected"] = len(self.rejected)
+
+    def collapse(self, events: list[Event]) -> dict[str, tuple[int, Event]]:
+        """identifier -> (index, its newest event): the largest cursor value, a later
+        delivery on a tie or where the two cannot be compared. A version without a cursor
+        value (where the kind has a cursor_path) cannot be ordered: rejected."""
+        latest: dict[str, tuple[int, Event]] = {}
+        for index, event in enumerate(events):
+            if event.get("fetch"):
+                try:
+                    event = follow_up(self.rt, self.integration, self.source, self.kind, event)
+                except PermanentHTTPError as exc:  # the API refused: kept to send again
+                    self.unfetched.append((index, event, f"fetch: {describe(exc)}"))
+                    continue
+                except PermanentError as exc:  # the event names no item to fetch
+                    self.rejected.append(rejection(0, index, event["item"],
+                                                   f"fetch: {describe(exc)}"))
+                    continue
+                # (a retryable failure retries the whole batch: it is idempotent)
+            item = event["item"]
+            identifier = (self.typed.identifier(item) if self.typed is not None
+                          else self.integration.identifier(self.kind, item))
+            if identifier is None:
+                self.rejected.append(rejection(0, index, item, "no identifier"))
                 continue
-        identifier = (typed.identifier(event["item"]) if typed is not None
-                      else integration.identifier(kind, event["item"]))
-        if identifier is None:
-            rejected.append(rejection(0, index, event["item"], "no identifier"))
-            continue
-        seen = latest.get(identifier)
-        if seen is None or not older(value(event, cursor), value(seen[1], cursor)):
-            latest[identifier] = (index, event)
-    counts = dict.fromkeys(("written", "deleted", "stale", "rejected", "skipped"), 0)
-    table = typed.table(source) if typed is not None else None
-    if not isinstance(target, Ordered):
-        write_unordered(target, integration, source, kind, latest, rejected, counts,
-                        run_seq=run_seq)
-    else:
-        with target.holding(source, kind, sorted(latest), table=table) as stored:
-            deletes = sorted(i for i, (_, e) in latest.items() if e["action"] == Action.DELETE)
+            at = self.position(item)
+            if at is None and self.cursor is not None and event["action"] != Action.DELETE:
+                self.rejected.append(rejection(
+                    0, index, item, f"no time or number at {self.cursor!r} (the kind's"
+                    " cursor_path) to order this version by"))
+                continue
+            seen = latest.get(identifier)
+            if seen is None or not before(at, self.position(seen[1]["item"])):
+                latest[identifier] = (index, event)
+        return latest
+
+    def hold(self, target: Ordered, latest: dict[str, tuple[int, Event]]) -> None:
+        """Write the batch in one held transaction: an upsert older than the stored item, or
+        than a recent delete of it (its tombstone), is left out; deletes delete and leave a
+        tombstone; an item the selector now leaves out is deleted."""
+        table = self.typed.table(self.source) if self.typed is not None else None
+        with target.holding(self.source, self.kind, sorted(latest), table=table) as stored:
+            deletes = {i: e["item"] for i, (_, e) in latest.items()
+                       if e["action"] == Action.DELETE}
             upserts = [(i, index, e["item"]) for i, (index, e) in sorted(latest.items())
                        if e["action"] != Action.DELETE]
-            fresh = [(i, index, item) for i, index, item in upserts if cursor is None
-                     or i not in stored or not older(dig(item, cursor), dig(stored[i], cursor))]
-            counts["stale"] = len(upserts) - len(fresh)
-            left_out = write_upserts(target, typed, integration, source, kind, fresh, rejected,
-                                     counts, run_seq=run_seq)
-            # An item the selector now leaves out goes, as a full resync would remove it.
+            gone = self.log.tombstones(self.source, self.kind, [i for i, _, _ in upserts])
+            fresh = [(i, index, item) for i, index, item in upserts
+                     if not before(self.position(item), self.position(stored.get(i)))
+                     and not before(self.position(item), position(gone.get(i)), tie=True)]
+            self.counts["stale"] = len(upserts) - len(fresh)
+            left_out = write_upserts(self.target, self.typed, self.integration, self.source,
+                                     self.kind, fresh, self.rejected, self.counts,
+                                     run_seq=self.run_seq)
             if deletes or left_out:
-                counts["deleted"] = target.delete(source, kind, sorted({*deletes, *left_out}),
-                                                  table=table)
-    counts["rejected"] = len(rejected)
-    return counts, rejected
+                self.counts["deleted"] = target.delete(
+                    self.source, self.kind, sorted({*deletes, *left_out}), table=table)
+            self.log.bury(self.source, self.kind, {
+                i: dig(item, self.cursor) if self.cursor is not None else None
+                for i, item in deletes.items()})
+            self.log.unbury(self.source, self.kind, [i for i, _, _ in fresh if i in gone])
 
 
-def value(event: Event, cursor: str | None) -> Any:
-    """The event's cursor value, or None (then it orders by its place in the batch)."""
-    if cursor is None or comparable(dig(event["item"], cursor)) is None:
-        return None
-    return dig(event["item"], cursor)
+def before(a: Position | None, b: Position | None, *, tie: bool = False) -> bool:
+    """``a`` is strictly before ``b`` (with ``tie``: or at the same instant); False when
+    either is unknown, or one is a time and the other a number (they do not compare)."""
+    if a is None or b is None or a[0] != b[0]:
+        return False
+    return a[1] <= b[1] if tie else a[1] < b[1]
 
 
 def follow_up(rt: runtime.Runtime, integration: Integration, source: str, kind: str,

@@ -211,6 +211,8 @@ class JiraIntegration(PagedIntegration[JiraSettings]):
         return webhooks.events(self, headers, payload)
 
     def cursor_path(self, kind: str) -> str | None:
+        if kind == Kind.issue and "updated" not in self.settings.fields:
+            return None  # its items are cut to the fields: none would carry it
         return webhooks.CURSORS.get(kind)  # a StrEnum key is found by its text
 
     async def fetch_item(self, kind: str, client: httpx.AsyncClient, item: Any) -> Any | None:

@@ -112,6 +112,14 @@ def webhook_rejected(source: str) -> str:
     return f"{PREFIX}:webhook:rejected:{source}"
 
 
+def webhook_gone(source: str, kind: str, identifier: str) -> str:
+    """String: the tombstone of an item a webhook event deleted, JSON of the delete's cursor
+    value; expires after SLUICE_WEBHOOK_DELIVERY_TTL. The identifier is hashed (it comes
+    from outside, of any length)."""
+    digest = hashlib.sha256(identifier.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"{PREFIX}:webhook:gone:{source}:{kind}:{digest}"
+
+
 def webhook_dead(source: str) -> str:
     """Hash: batch id -> JSON {kind, events, error, attempts, at} of a dead-lettered batch of
     the source's webhook events (``sluice failed retry webhooks-SOURCE`` sends them again)."""

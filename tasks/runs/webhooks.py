@@ -24,10 +24,37 @@ RUN_PREFIX = "webhooks-"  # `sluice failed retry webhooks-SOURCE`
 
 
 class WebhookLog:
-    def __init__(self, client: redis.Redis, *, redactor: Redactor | None = None) -> None:
+    def __init__(self, client: redis.Redis, *, redactor: Redactor | None = None,
+                 ttl: int = 86400) -> None:
         self.r = client
         self.redactor = redactor or Redactor()
+        self.ttl = ttl  # how long a tombstone is kept (SLUICE_WEBHOOK_DELIVERY_TTL)
         self._next_run_seq = scripts.register(client, "next_run_seq")
+
+    def bury(self, source: str, kind: str, deleted: dict[str, Any]) -> None:
+        """Keep a tombstone of each item deleted (identifier -> the delete's cursor value,
+        None without one) for ``ttl`` seconds: an older version delivered late must not
+        bring the item back."""
+        if not deleted:
+            return
+        pipe = self.r.pipeline(transaction=False)
+        for identifier, cursor in deleted.items():
+            pipe.set(keys.webhook_gone(source, kind, identifier), json.dumps(cursor),
+                     ex=self.ttl)
+        pipe.execute()
+
+    def tombstones(self, source: str, kind: str, identifiers: list[str]) -> dict[str, Any]:
+        """identifier -> the cursor value its delete had, for those deleted recently."""
+        if not identifiers:
+            return {}
+        got = self.r.mget([keys.webhook_gone(source, kind, i) for i in identifiers])
+        return {i: json.loads(v) for i, v in zip(identifiers, got, strict=True)
+                if v is not None}
+
+    def unbury(self, source: str, kind: str, identifiers: list[str]) -> None:
+        """An item written again after its delete (a newer version): no tombstone."""
+        if identifiers:
+            self.r.delete(*(keys.webhook_gone(source, kind, i) for i in identifiers))
 
     def run_seq(self) -> int:
         """A stamp newer than every run's before it (the rows a batch writes carry it)."""

@@ -284,3 +284,61 @@ def test_a_comment_lands_with_its_issue_and_the_secret_is_nowhere(hooks: Hooks) 
     stored = " ".join(f"{k!r}{hooks.r.dump(k)!r}" for k in hooks.r.keys("*"))
     for secret in (SECRET, TOKEN):
         assert secret not in logs and secret not in stored
+
+
+def test_a_deleted_item_stays_deleted_when_an_older_version_arrives_late(hooks: Hooks
+                                                                          ) -> None:
+    def ticket(hour: int, title: str) -> dict[str, Any]:
+        return {"id": "t-gone", "title": title, "updated_at": f"2026-11-21T{hour:02d}:00:00Z"}
+
+    hooks.rest("ticket", "changed", ticket(10, "v10"))
+    hooks.until(lambda: hooks.entity("ticket", "t-gone"), what="the ticket")
+    hooks.rest("ticket", "deleted", ticket(11, "v10"))
+    hooks.until(lambda: hooks.entity("ticket", "t-gone") is None, what="the delete")
+    stale = hooks.counter("webhook_stale|tracker|ticket")
+    hooks.rest("ticket", "changed", ticket(9, "v09, delivered late"))  # from before the delete
+    hooks.until(lambda: hooks.counter("webhook_stale|tracker|ticket") == stale + 1,
+                what="the late version counted stale")
+    assert hooks.entity("ticket", "t-gone") is None
+    hooks.rest("ticket", "changed", ticket(12, "v12"))  # newer than the delete: it stands
+    hooks.until(lambda: (hooks.entity("ticket", "t-gone") or {}).get("title") == "v12",
+                what="the newer version")
+
+
+def test_a_version_without_a_cursor_value_is_rejected_and_leaves_the_row(hooks: Hooks
+                                                                         ) -> None:
+    hooks.rest("ticket", "changed", {"id": "t-dated", "title": "dated",
+                                     "updated_at": "2026-11-21T10:00:00Z"})
+    hooks.until(lambda: hooks.entity("ticket", "t-dated"), what="the ticket")
+    before = hooks.counter("webhook_rejected|tracker|ticket")
+    for undated in (None, "not a time", True, [1]):
+        hooks.rest("ticket", "changed", {"id": "t-dated", "title": "undated",
+                                         "updated_at": undated})
+    hooks.rest("ticket", "changed", {"id": "t-dated", "title": "no field at all"})
+    hooks.until(lambda: hooks.counter("webhook_rejected|tracker|ticket") == before + 5,
+                what="five rejections")
+    assert hooks.entity("ticket", "t-dated")["title"] == "dated"  # type: ignore[index]
+    listed = subprocess.run([*SLUICE, "failed", "list", "webhooks-tracker"], check=True,
+                            capture_output=True, text=True, env=hooks.serve.child.env).stdout
+    assert "no time or number at 'updated_at'" in listed
+
+
+def test_a_follow_up_the_api_refuses_is_dead_lettered_alone_and_retried(hooks: Hooks
+                                                                         ) -> None:
+    hooks.api.state.items["thin"] = [{"id": "thin-7", "title": "full"}]
+    hooks.api.fail("/one/thin/thin-7", 403, times=1)
+    assert hooks.rest("thin", "changed", {"id": "thin-7"}).status_code == 202
+    hooks.until(lambda: hooks.counter("webhook_batches_failed|tracker|thin") >= 1,
+                what="the dead letter")
+    assert hooks.entity("thin", "thin-7") is None
+    env = hooks.serve.child.env
+    listed = subprocess.run([*SLUICE, "failed", "list", "webhooks-tracker"], check=True,
+                            capture_output=True, text=True, env=env).stdout
+    assert "1 events" in listed and "403" in listed
+    # The token fixed (here: the API answers again), the event is sent again and lands.
+    retried = subprocess.run([*SLUICE, "failed", "retry", "webhooks-tracker"], check=True,
+                             capture_output=True, text=True, env=env).stdout
+    assert "1 dead-lettered batch(es) enqueued again" in retried
+    hooks.until(lambda: hooks.entity("thin", "thin-7") == {"id": "thin-7", "title": "full"},
+                what="the retried event's row")
+    hooks.until(lambda: not hooks.r.hlen(keys.webhook_dead("tracker")), what="no dead letter")

@@ -55,3 +55,18 @@ def test_run_seqs_only_grow_and_pass_every_run_before_them() -> None:
     assert first > run.run_seq
     assert log.run_seq() > first
     assert progress.create_run("src", "other").run_seq > first
+
+
+def test_versions_order_on_one_scale_only() -> None:
+    from integrations.incremental import position
+    from tasks.webhook import before
+
+    ten, eleven = position("2026-11-21T10:00:00Z"), position("2026-11-21T11:00:00+00:00")
+    assert ten is not None and ten[0] == "time" and before(ten, eleven)
+    assert not before(eleven, ten) and before(ten, ten, tie=True) and not before(ten, ten)
+    assert position("17") == position(17) and position(17)[0] == "number"  # type: ignore[index]
+    # A number is no instant after every time (10**12 is not "later" than 2026).
+    assert not before(ten, position(10**12)) and not before(position(10**12), ten)
+    for unknown in (None, True, "not a time", [1], float("nan")):
+        assert position(unknown) is None
+        assert not before(position(unknown), ten) and not before(ten, position(unknown))

@@ -213,6 +213,7 @@ def test_cursor_paths() -> None:
     assert github().cursor_path("issue") == "updated_at"
     assert jira().cursor_path("issue") == "fields.updated"
     assert jira().cursor_path("comment") == "updated"
+    assert jira(fields=["summary"]).cursor_path("issue") is None  # its items lack fields.updated
     assert jira().cursor_path("project") is None
     assert rest().cursor_path("issue") == "modified"
     assert rest().cursor_path("note") == "updated_at"

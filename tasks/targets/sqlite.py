@@ -4,7 +4,9 @@ at once; one transaction per batch."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -101,6 +103,7 @@ class SqliteTarget(SeenColumns):
 
     def __init__(self, path: str | Path, *, busy_timeout: float = 30.0) -> None:
         self.path = str(path)
+        self.busy_timeout = busy_timeout
         self._seen = {}
         try:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -151,15 +154,24 @@ class SqliteTarget(SeenColumns):
                     raise
                 self._conn.execute("RELEASE sluice")
                 return
-            # IMMEDIATE takes the write lock up front: waiting happens in busy_timeout, not in
-            # a deadlock between two readers that both want to write.
-            self._conn.execute("BEGIN IMMEDIATE")
+            # The threads of this process take turns on a lock of their own first: one that
+            # is let go wakes the next at once, where SQLite's busy handler sleeps up to
+            # 100 ms a try. IMMEDIATE then takes the write lock up front (another process
+            # may hold it): waiting happens in busy_timeout, not in a deadlock between two
+            # readers that both want to write.
+            writers = _writers(self.path)
+            if not writers.acquire(timeout=self.busy_timeout):
+                raise sqlite3.OperationalError("database is locked (by this process)")
             try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            finally:
+                writers.release()
 
     def upsert(self, entities: list[Entity], *, run_id: str, run_seq: int) -> None:
         now = time.time()
@@ -324,10 +336,23 @@ class SqliteTarget(SeenColumns):
                f" VALUES ({', '.join('?' * len(names))}) ON CONFLICT ({quote(KEY)}) DO UPDATE SET"
                f" {', '.join(f'{quote(c)} = excluded.{quote(c)}' for c in updated)}"
                f" WHERE excluded.{quote('_run_seq')} >= {quote(table.name)}.{quote('_run_seq')}")
+        # Columns are added, never dropped: a table seen with every column of this batch
+        # needs no look under the write lock (which every writer waits for). A table an
+        # operator dropped or altered meanwhile is looked at after all.
+        seen = self._seen.get(table.name)
+        known = seen is not None and all(seen.get(c) == t for c, t in table.columns.items())
         with self._forgetting(table.name), self._transaction() as conn:
-            self._evolve(conn, table)
+            if not known:
+                self._evolve(conn, table)
             try:
-                conn.executemany(sql, params)
+                try:
+                    conn.executemany(sql, params)
+                except sqlite3.OperationalError as exc:
+                    gone = "no such table" in str(exc) or "has no column" in str(exc)
+                    if not known or not gone:
+                        raise
+                    self._evolve(conn, table)
+                    conn.executemany(sql, params)
             except OverflowError as exc:  # an integer past 64 bits
                 raise TargetRejected(f"sqlite {self.path}: typed table {table.name}: {exc}"
                                      ) from exc
@@ -370,6 +395,17 @@ class SqliteTarget(SeenColumns):
 # json.dumps escapes what is not ASCII, so any string can be stored.
 _STORED: dict[ColumnType, Callable[[Any], Any]] = {
     "json": json.dumps, "timestamp": lambda v: iso(v) if isinstance(v, datetime) else v}
+
+
+_WRITERS: dict[str, threading.Lock] = {}
+_WRITERS_LOCK = threading.Lock()
+os.register_at_fork(after_in_child=_WRITERS.clear)  # a forked child holds none of them
+
+
+def _writers(path: str) -> threading.Lock:
+    """The lock this process's connections to ``path`` take turns on to write."""
+    with _WRITERS_LOCK:
+        return _WRITERS.setdefault(os.path.realpath(path), threading.Lock())
 
 
 def _chunks(identifiers: list[str], size: int = 500) -> Iterator[list[str]]:

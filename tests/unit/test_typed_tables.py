@@ -404,3 +404,18 @@ def test_holding_and_delete_on_a_typed_table(target):
         assert stored == {"i-1": {"id": "i-1", "v": 1}}  # the raw item, as written
         assert target.delete("src", "hooked", ["i-2", "i-3"], table=table.name) == 1
     assert set(by_id(target, table.name)) == {"i-1"}
+
+
+def test_a_typed_table_dropped_behind_the_targets_back_is_made_again(tmp_path):
+    """SQLite skips the schema look when it saw every column: a table gone meanwhile is
+    made again rather than failing the batch."""
+    import sqlite3
+
+    target = SqliteTarget(tmp_path / "t.db")
+    table = Table("src_dropped", {"title": "text"})
+    target.upsert_rows(table, [row("i-1", title="one")], run_id="r", run_seq=1)
+    with sqlite3.connect(tmp_path / "t.db") as other:
+        other.execute('DROP TABLE "src_dropped"')
+    target.upsert_rows(table, [row("i-2", title="two")], run_id="r", run_seq=2)
+    assert set(by_id(target, table.name)) == {"i-2"}
+    target.close()

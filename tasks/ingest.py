@@ -107,16 +107,18 @@ def ingest_batch(
         mapping = integration.mapping(kind)
         skipped = 0
         if mapping is not None and isinstance(target, Typed):
-            written, rejected, skipped, entities = write_mapped(
+            written, rejected, skipped, rows = write_mapped(
                 target, mapping, source, seq, decoded, run_id=run_id, run_seq=run_seq,
                 text=items if isinstance(items, str) else None)
             unstorable: list[dict[str, Any]] = []
+            landed = [r["raw"] for r in rows.values()] if fans_out(integration, kind) else []
         else:
             entities, index_of, rejected = to_entities(integration, source, kind, seq, decoded)
             written, unstorable = write(target, entities, index_of, run_id=run_id,
                                         run_seq=run_seq, seq=seq, items=decoded)
+            landed = [e["data"] for e in entities]
         if root is None:  # children of children are not fetched (a kind's parent is a root)
-            fanout(rt, run_id, source, kind, seq, entities, run_seq=run_seq)
+            fanout(rt, run_id, source, kind, seq, landed, run_seq=run_seq)
     except RetryableError as exc:
         if self.request.retries < settings.ingest_retries:
             # The target's hint when it gives one, else the backoff.
@@ -159,10 +161,11 @@ def columns_for(mapping: Mapping, existing: dict[str, ColumnType],
 
 def write_mapped(target: Typed, mapping: Mapping, source: str, seq: int, items: list[Any], *,
                  run_id: str, run_seq: int, text: str | None = None
-                 ) -> tuple[int, list[dict[str, Any]], int, list[Entity]]:
+                 ) -> tuple[int, list[dict[str, Any]], int, dict[str, Row]]:
     """Map the batch and upsert it into the kind's typed table. An item whose expression
     fails, or whose value does not fit its column, is rejected with why; the rest lands.
-    Returns (written, rejection records, skipped by the selector, what fans out)."""
+    Returns (written, rejection records, skipped by the selector, the rows written by
+    identifier: their ``raw`` items fan out)."""
     table = mapping.table(source)
     mapped = mapping.map(items, text=text)
     rejected = [rejection(seq, index, items[index], why) for index, _, why in mapped.rejected]
@@ -191,9 +194,7 @@ def write_mapped(target: Typed, mapping: Mapping, source: str, seq: int, items: 
                              run_id=run_id, run_seq=run_seq)
             break
     rejected += [rejection(seq, index, items[index], why) for index, why in misfits]
-    written: list[Entity] = [{"identifier": i, "kind": mapping.kind, "source": source,
-                              "data": items[index_of[i]]} for i in rows]
-    return len(rows), rejected, mapped.skipped, written
+    return len(rows), rejected, mapped.skipped, rows
 
 
 def fitted_rows(mapping: Mapping, columns: dict[str, ColumnType],
@@ -209,9 +210,12 @@ def fitted_rows(mapping: Mapping, columns: dict[str, ColumnType],
     as_is = [(name, kind, AS_IS.get(kind) if kind != "number" else None)
              for name, kind in columns.items()]
     for index, identifier, values, raw in mapped:
+        fitted = dict(values)  # (the mapped values stay as they were: a retry fits again)
         try:
-            fitted = {name: v if v is None or type(v) is same else fit(v, kind)
-                      for name, kind, same in as_is for v in (values.get(name),)}
+            for name, kind, same in as_is:
+                value = fitted.get(name)
+                if value is not None and type(value) is not same:
+                    fitted[name] = fit(value, kind)
         except ValueError as exc:
             misfits.append((index, f"{mapping.kind} {identifier}: {exc}"))
             continue
@@ -235,13 +239,18 @@ def unstorable_again(target: Typed, spec: Table, rows: dict[str, Row], index_of:
     target.upsert_rows(spec, list(rows.values()), run_id=run_id, run_seq=run_seq)
 
 
+def fans_out(integration: Integration, kind: str) -> bool:
+    """``kind`` has child kinds (its items written are their parents)."""
+    return any(integration.parent(k) == kind for k in integration.kinds())
+
+
 def child_kinds(integration: Integration, kind: str) -> list[str]:
     """The kinds that hang off ``kind``, in a fixed order (it numbers their tasks)."""
     return sorted(k for k in integration.kinds() if integration.parent(k) == kind)
 
 
 def fanout(rt: runtime.Runtime, run_id: str, source: str, kind: str, seq: int,
-           entities: list[Entity], *, run_seq: int) -> None:
+           parents: list[Any], *, run_seq: int) -> None:
     """The parents written fan out: one task per child kind fetches the children of every
     parent of this batch. Recorded on the run, then sent, before the batch is done, so the
     run cannot end while they are out (a task lost in between leaves the run to the stall
@@ -249,9 +258,9 @@ def fanout(rt: runtime.Runtime, run_id: str, source: str, kind: str, seq: int,
     once)."""
     integration = rt.integration(source)
     for number, child in enumerate(child_kinds(integration, kind)):
-        if not entities:
+        if not parents:
             return
-        refs = [integration.parent_ref(kind, e["data"]) for e in entities]
+        refs = [integration.parent_ref(kind, item) for item in parents]
         task = pager.fanout_seq(seq, number)
         rt.progress.record_children(run_id, source, kind, [task], child=child)
         messages.children(app, run_id, source, child, task, json.dumps(refs), run_seq=run_seq,

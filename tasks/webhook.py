@@ -211,7 +211,7 @@ def write_upserts(target: Target, typed: Mapping | None, integration: Integratio
         written, refused, skipped, landed = write_mapped(target, typed, source, 0, items,
                                                          run_id=run_id, run_seq=run_seq)
         counts["skipped"] += skipped
-        kept = {e["identifier"] for e in landed} | {items_index(upserts, r) for r in refused}
+        kept = set(landed) | {items_index(upserts, r) for r in refused}
         left_out = [i for i, _, _ in upserts if i not in kept] if skipped else []
     else:
         entities, index_of, refused = to_entities(integration, source, kind, 0, items)

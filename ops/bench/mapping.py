@@ -4,7 +4,7 @@
 
 1. The reference scenario (20,000 items, Link paging, 100 per page, 100 ms per page) into a
    SQLite target, with one plain ``celery -A tasks worker`` (the defaults): without a mapping
-   (items land whole in ``entities``) and with a 5-property mapping (a typed table), three runs
+   (items land whole in ``entities``) and with a 5-property mapping (a typed table), seven runs
    each, the median counts. Target: no more than 10% slower with the mapping.
 2. The mapping's own cost per 1,000 items, measured in this process (one jq program per item).
 3. Does jq hold the GIL? The same 20,000 items mapped by 1 thread, then split over 4 threads:
@@ -50,6 +50,7 @@ label = '"\\(.title) #\\(.n)"'
 PROPERTIES = {"title": ".title", "number": {"jq": ".n", "type": "integer"},
               "updated": ".updated_at", "even": ".n % 2 == 0", "label": '"\\(.title) #\\(.n)"'}
 HEAVY = {**PROPERTIES, "label": ".title | ascii_upcase"}
+RUNS = 7  # a run of the same kind varies by ±15% here: the median of 7, not of 3
 
 
 def config(tmp: Path, url: str) -> Path:
@@ -83,7 +84,7 @@ def run_once(progress: Progress, app: Celery, kind: str) -> float:
 
 
 def pipeline(items: int, *, prefork: int = 0) -> tuple[list[float], list[float]]:
-    """Three runs of each kind, interleaved; one plain worker node (the defaults), or
+    """RUNS runs of each kind, interleaved; one plain worker node (the defaults), or
     ``prefork`` processes."""
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp, RedisServer() as server, \
             FakeAPI(latency=0.1) as api:
@@ -96,7 +97,7 @@ def pipeline(items: int, *, prefork: int = 0) -> tuple[list[float], list[float]]
         app.conf.update(task_serializer="json", task_default_queue="sluice")
         try:
             plain, mapped = [], []
-            for _ in range(3):  # interleaved: the machine's noise falls on both
+            for _ in range(RUNS):  # interleaved: the machine's noise falls on both
                 plain.append(run_once(progress, app, "plain"))
                 mapped.append(run_once(progress, app, "mapped"))
         finally:
@@ -161,7 +162,7 @@ Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {os.cpu_count()
 
 ### The reference scenario: 20,000 items, Link paging, 100 per page, 100 ms per page, SQLite
 
-Three runs each, interleaved.
+{RUNS} runs each, interleaved (runs of one kind vary by ±15% on this shared machine).
 
 | workers | kind | seconds (median) | runs (s) |
 |---|---|---:|---:|

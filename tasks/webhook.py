@@ -6,13 +6,16 @@ resync pages: the same identifier, mapping, typed table or ``entities``, rejecti
 and dead letters (tasks/ingest.py).
 
     fetch      an event marked ``fetch`` gets its full item from the API (``fetch_item``),
-               through the source's webhook share of its rate limit; gone (404): a delete
-    collapse   the events of one identifier become its newest (by the kind's cursor_path;
-               equal or none: the later one)
+               through the source's webhook share of its rate limit; gone (404): a delete;
+               refused (403): that event dead-lettered alone
+    collapse   the events of one identifier become its newest (the largest time or number
+               at the kind's cursor_path; a tie: the later one); an upsert with none there,
+               where the kind has a cursor_path, cannot be ordered and is rejected
     hold       one transaction in which no other batch of the kind writes (``Ordered``):
-               an upsert older than the stored item (cursor_path) is left out (stale);
-               deletes delete, whatever the selector makes of the item (a deleted item no
-               longer matches it, and must still go)
+               an upsert older than the stored item, or than a recent delete of it (a
+               tombstone in Redis), is left out (stale); deletes delete, whatever the
+               selector makes of the item (a deleted item no longer matches it, and must
+               still go), and leave a tombstone
     write      upserts as a batch task writes them, stamped with a fresh run sequence
 
 Why a fresh run sequence per batch (``WebhookLog.run_seq``): rows carry the stamp of the run
@@ -44,7 +47,7 @@ from integrations.mapping import Mapping
 from integrations.webhooks import Action
 from tasks.app import app
 from tasks.ingest import rejection, to_entities, write, write_mapped
-from tasks.runs.webhooks import WebhookLog
+from tasks.runs.webhooks import COUNTS, WebhookLog
 from tasks.targets import Target
 from tasks.targets.base import Ordered, Typed
 from tasks.worker import runtime
@@ -101,7 +104,7 @@ class Batch:
         mapping = self.integration.mapping(kind)
         self.typed = mapping if mapping is not None and isinstance(self.target, Typed) else None
         self.cursor = self.integration.cursor_path(kind)
-        self.counts = dict.fromkeys(("written", "deleted", "stale", "rejected", "skipped"), 0)
+        self.counts = dict.fromkeys(COUNTS, 0)
         self.rejected: list[dict[str, Any]] = []
         self.unfetched: list[tuple[int, Event, str]] = []  # (index, event, why)
 

@@ -24,6 +24,7 @@ from integrations.mapping import AS_IS, ColumnType, Mapping, fit, infer
 from integrations.secrets import excerpt
 from tasks import messages
 from tasks.app import app
+from tasks.settings import Settings
 from tasks.targets import Entity, Target
 from tasks.targets.base import (
     ColumnTypeChanged,
@@ -121,12 +122,8 @@ def ingest_batch(
             fanout(rt, run_id, source, kind, seq, landed, run_seq=run_seq)
     except RetryableError as exc:
         if self.request.retries < settings.ingest_retries:
-            # The target's hint when it gives one, else the backoff.
-            delay = (min(settings.ingest_max_backoff, exc.retry_after)
-                     if exc.retry_after is not None else
-                     backoff(self.request.retries, base=settings.ingest_backoff,
-                             cap=settings.ingest_max_backoff))
-            raise self.retry(exc=exc, countdown=delay) from exc
+            raise self.retry(exc=exc, countdown=retry_delay(settings, exc,
+                                                            self.request.retries)) from exc
         error: Exception = exc
     except Exception as exc:  # permanent: a Sluice error, or one nobody foresaw
         error = exc
@@ -144,6 +141,14 @@ def ingest_batch(
     if rt.progress.batch_failed(run_id, seq, dead_letter=dead_letter, child=child):
         messages.finalize(app, run_id)
     return {"run_id": run_id, "seq": seq, "dead_lettered": dead_letter["error"]}
+
+
+def retry_delay(settings: Settings, exc: RetryableError, retries: int) -> float:
+    """Seconds before a batch's next try: the target's hint when it gives one (capped),
+    else the backoff."""
+    if exc.retry_after is not None:
+        return min(settings.ingest_max_backoff, exc.retry_after)
+    return backoff(retries, base=settings.ingest_backoff, cap=settings.ingest_max_backoff)
 
 
 def columns_for(mapping: Mapping, existing: dict[str, ColumnType],

@@ -41,12 +41,11 @@ from celery import Task
 from integrations.base import Integration
 from integrations.errors import PermanentError, PermanentHTTPError, RetryableError, describe
 from integrations.http.paginators import dig
-from integrations.http.retry import backoff
 from integrations.incremental import Position, position
 from integrations.mapping import Mapping
 from integrations.webhooks import Action
 from tasks.app import app
-from tasks.ingest import rejection, to_entities, write, write_mapped
+from tasks.ingest import rejection, retry_delay, to_entities, write, write_mapped
 from tasks.runs.webhooks import COUNTS, WebhookLog
 from tasks.targets import Target
 from tasks.targets.base import Ordered, Typed
@@ -73,11 +72,8 @@ def webhook_batch(self: Task, source: str, kind: str, batch_id: str, events: str
         batch.apply(decoded)
     except RetryableError as exc:
         if self.request.retries < settings.ingest_retries:
-            delay = (min(settings.ingest_max_backoff, exc.retry_after)
-                     if exc.retry_after is not None else
-                     backoff(self.request.retries, base=settings.ingest_backoff,
-                             cap=settings.ingest_max_backoff))
-            raise self.retry(exc=exc, countdown=delay) from exc
+            raise self.retry(exc=exc, countdown=retry_delay(settings, exc,
+                                                            self.request.retries)) from exc
         error: Exception = exc
     except Exception as exc:  # permanent: a Sluice error, or one nobody foresaw
         error = exc

@@ -110,6 +110,15 @@ def target_rows(db: Path, source: str, kind: str) -> dict[str, dict[str, Any]]:
     return found
 
 
+def watermarks(db: Path, source: str, kind: str) -> list[Any]:
+    """The watermarks kept in the target's state table (one per partition)."""
+    with sqlite3.connect(db) as conn:
+        found = [json.loads(v) for (v,) in conn.execute(
+            "SELECT value FROM sluice_watermarks WHERE source = ? AND kind = ?", (source, kind))]
+    conn.close()
+    return found
+
+
 def fields(rows: dict[str, dict[str, Any]], *names: str) -> dict[str, tuple[Any, ...]]:
     """id -> the values of ``names``: what a comparison with the server looks at."""
     return {i: tuple(r.get(n) for n in names) for i, r in rows.items()}
@@ -186,11 +195,13 @@ def test_kinto_a_full_run_lands_exactly_the_servers_records(kinto: Synced):
     assert asked[0] == {"_limit": str(PAGE)}
     assert all("_token" in q and "_since" not in q for q in asked[1:])
     assert len(asked) == run.pages == math.ceil(300 / PAGE)
+    # The watermark is Kinto's own number: epoch milliseconds, as the server wrote them.
+    assert watermarks(kinto.db, "kinto", "products") == [day_ago + 299 * 60_000]
 
 
 def test_kinto_an_incremental_run_reads_the_changes_and_tombstones_delete(kinto: Synced):
     watermark = max(r[2] for r in kinto_products(kinto).values())
-    seen = len(kinto.server.served(RECORDS))
+    assert watermarks(kinto.db, "kinto", "products") == [watermark]
     edited = [f"p{i:03}" for i in range(0, 100, 5)]  # 20
     gone = [f"p{i:03}" for i in range(1, 150, 10)]  # 15
     kinto.server.patch(BUCKET, COLLECTION, {i: {"title": f"edited {i}"} for i in edited})
@@ -199,7 +210,7 @@ def test_kinto_an_incremental_run_reads_the_changes_and_tombstones_delete(kinto:
     kinto.server.delete(BUCKET, COLLECTION, gone)
     since = watermark - 120_000  # lookback "2m" in the watermark's unit: milliseconds
     changes = kinto.server.records(BUCKET, COLLECTION, since=since)  # as Kinto answers it
-    seen_now = len(kinto.server.served(RECORDS))
+    seen = len(kinto.server.served(RECORDS))
     # The two records of the lookback window, the edits, the additions and the tombstones.
     assert len(changes) == 2 + 20 + 20 + 15
 
@@ -207,8 +218,7 @@ def test_kinto_an_incremental_run_reads_the_changes_and_tombstones_delete(kinto:
 
     assert run.state == "succeeded", run
     assert run.incremental
-    asked = served_since(kinto, seen_now)
-    assert seen_now > seen
+    asked = served_since(kinto, seen)
     assert {q["_since"] for q in asked} == {str(since)}
     assert len(asked) == run.pages == math.ceil(len(changes) / PAGE)  # 2 requests, not 9
     assert run.items_fetched == len(changes)
@@ -219,10 +229,17 @@ def test_kinto_an_incremental_run_reads_the_changes_and_tombstones_delete(kinto:
     assert not [r for r in target_rows(kinto.db, "kinto", "products").values()
                 if r.get("deleted")]  # a tombstone is never data
 
-    # Nothing changed since: one request, nothing written or deleted.
+    # The watermark is now the newest change read (a tombstone's time is a change too); a run
+    # with nothing new reads its lookback window again, in a request or two.
+    newest = max(r["last_modified"] for r in changes.values())
+    assert watermarks(kinto.db, "kinto", "products") == [newest]
+    window = kinto.server.records(BUCKET, COLLECTION, since=newest - 120_000)
+    seen = len(kinto.server.served(RECORDS))
     again = kinto.client.resync("kinto", "products")
-    assert (again.state, again.incremental, again.deleted) == ("succeeded", True, 0)
-    assert len(served_since(kinto, seen_now + len(asked))) == 1
+    assert (again.state, again.incremental) == ("succeeded", True), again
+    asked = served_since(kinto, seen)
+    assert {q["_since"] for q in asked} == {str(newest - 120_000)}
+    assert len(asked) == again.pages == math.ceil(len(window) / PAGE)
     assert synced_products(kinto) == kinto_products(kinto)
 
 

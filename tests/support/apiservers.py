@@ -182,13 +182,14 @@ class KintoServer:
             url, params = answer.headers.get("Next-Page"), {}  # the next URL holds the query
         return found
 
-    def served(self, path: str) -> list[dict[str, Any]]:
+    def served(self, path: str, *, code: int | None = None) -> list[dict[str, Any]]:
         """The query strings of the GETs of ``path`` (under /v1) the server logged, oldest
-        first."""
+        first; with ``code``, only those it answered with that status."""
         asked = []
         for line in self.requests_log.read_text().splitlines():
             fields = json.loads(line).get("Fields", {})
-            if fields.get("method") == "GET" and fields.get("path") == "/v1" + path:
+            if (fields.get("method") == "GET" and fields.get("path") == "/v1" + path
+                    and code in (None, fields.get("code"))):
                 asked.append(fields.get("querystring") or {})
         return asked
 

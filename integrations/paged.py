@@ -27,7 +27,9 @@ import httpx
 
 from integrations.base import ApiSettings, Fetched, State
 from integrations.errors import MalformedPage, PermanentHTTPError, WebhookRefused
+from integrations.http.auth import Credentials
 from integrations.http.client import get_json, make_client
+from integrations.http.oauth import TokenStore
 from integrations.http.paginators import Paginator, dig, fetched
 from integrations.http.ratelimit import RateLimiter
 from integrations.incremental import Incremental
@@ -77,14 +79,22 @@ class PagedIntegration(Generic[S]):
         """Query parameters that are credentials (kept to ``base_url`` and ``home()``)."""
         return None
 
-    def client(self, *, limiter: RateLimiter | None = None,
-               redactor: Redactor | None = None) -> httpx.AsyncClient:
+    def credentials(self, tokens: TokenStore | None, secret_key: str | None) -> Credentials:
+        """What the source's ``auth`` section sends (none by default); OAuth 2.0 tokens are
+        shared through ``tokens`` (a store of this process alone when None)."""
+        return Credentials()
+
+    def client(self, *, limiter: RateLimiter | None = None, redactor: Redactor | None = None,
+               tokens: TokenStore | None = None, secret_key: str | None = None
+               ) -> httpx.AsyncClient:
         s = self.settings
-        return make_client(base_url=s.base_url, headers=self.headers(), auth=self.auth(),
-                           settings=s.http, limiter=limiter,
+        given = self.credentials(tokens, secret_key)
+        return make_client(base_url=s.base_url, headers={**self.headers(), **given.headers},
+                           auth=given.auth or self.auth(), settings=s.http, limiter=limiter,
                            max_connections=max(32, s.max_concurrency), home=self.home(),
                            allow_origins=s.allow_origins,
-                           secret_params=self.secret_params(redactor))
+                           secret_params={**(self.secret_params(redactor) or {}),
+                                          **given.params})
 
     # -- pages
 

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from integrations.errors import ConfigError
@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     # `sluice serve`: a delivery id is remembered this long (a redelivery within it is applied
     # once; GitHub redelivers up to 3 days back by hand, Jira retries within hours).
     webhook_delivery_ttl: int = Field(86400, ge=60)
+    # Seals what OAuth 2.0 sources share and keep (tokens in Redis, the rotated refresh token
+    # in the target's state table); required by `oauth2_refresh_token`. Any long random text,
+    # the same on every worker node.
+    secret_key: SecretStr | None = None
     # Events of one source and kind arriving within this many seconds go out as one batch.
     webhook_linger: float = Field(0.05, ge=0, le=5)
 

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from integrations.base import ApiSettings, StrictModel
+from integrations.http.auth import AuthSettings
 from integrations.http.paginators import PAGINATORS, BasePaginator
 from integrations.incremental import Incremental
 from integrations.mapping import MappingSettings
@@ -143,10 +144,24 @@ class WebhookSettings(StrictModel):
 class RestSettings(ApiSettings):
     integration: Literal["rest"]
     headers: dict[str, str] = Field(default_factory=dict)
+    auth: AuthSettings | None = Field(
+        None, description="bearer, basic, api_key, oauth2_client_credentials or "
+        "oauth2_refresh_token (integrations.http.auth)")
     kinds: dict[str, KindSettings] = Field(min_length=1)
     webhook: WebhookSettings = Field(
         default_factory=WebhookSettings, description="how deliveries are signed and read "
         "(sluice serve, with webhook_secret)")
+
+    @model_validator(mode="after")
+    def _one_authorization(self) -> RestSettings:
+        """A header that ``auth`` sets may not be in ``headers`` too."""
+        if self.auth is None or (self.auth.type == "api_key" and self.auth.location == "query"):
+            return self
+        sent = self.auth.name if self.auth.type == "api_key" else "Authorization"
+        both = [name for name in self.headers if name.lower() == sent.lower()]
+        if both:
+            raise ValueError(f"headers.{both[0]}: auth sets it too; keep one of them")
+        return self
 
     @model_validator(mode="after")
     def _webhook(self) -> RestSettings:
@@ -192,3 +207,6 @@ class RestSettings(ApiSettings):
 
     def kind_names(self) -> list[str]:
         return list(self.kinds)
+
+    def keeps_secrets(self) -> bool:
+        return self.auth is not None and self.auth.type == "oauth2_refresh_token"

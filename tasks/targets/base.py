@@ -169,6 +169,20 @@ class Stateful(Protocol):
 
 
 @runtime_checkable
+class Vault(Protocol):
+    """Targets that keep a source's secrets beside the data (a rotated OAuth 2.0 refresh
+    token must outlive Redis and every worker). Values come sealed; the target stores text."""
+
+    def secret(self, source: str, name: str) -> str | None:
+        """The value kept under (source, name), or None."""
+        ...
+
+    def keep_secret(self, source: str, name: str, value: str) -> None:
+        """Keep ``value`` under (source, name), replacing what was there, in one transaction."""
+        ...
+
+
+@runtime_checkable
 class Readable(Protocol):
     """Targets that can show what they hold (``sluice entities``)."""
 

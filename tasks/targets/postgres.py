@@ -206,6 +206,29 @@ class PostgresTarget(SeenColumns):
         with self._transaction() as conn:
             self._save_watermarks(conn, source, kind, marks)
 
+    def secret(self, source: str, name: str) -> str | None:
+        with self._transaction() as conn:
+            if not conn.execute("SELECT to_regclass(%s)",
+                                (f"{self.table}_secrets",)).fetchone()[0]:
+                return None
+            row = conn.execute(f"SELECT value FROM {self.table}_secrets WHERE source = %s"
+                               " AND name = %s", (source, name)).fetchone()
+        return None if row is None else str(row[0])
+
+    def keep_secret(self, source: str, name: str, value: str) -> None:
+        with self._transaction() as conn:
+            if not conn.execute("SELECT to_regclass(%s)",
+                                (f"{self.table}_secrets",)).fetchone()[0]:
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                             (f"sluice:{self.table}",))
+                # Sealed values only (integrations.http.oauth): nothing here is in clear.
+                conn.execute(f"CREATE TABLE IF NOT EXISTS {self.table}_secrets (source text"
+                             " NOT NULL, name text NOT NULL, value text NOT NULL,"
+                             " PRIMARY KEY (source, name))")
+            conn.execute(f"INSERT INTO {self.table}_secrets (source, name, value) VALUES"
+                         " (%s, %s, %s) ON CONFLICT (source, name) DO UPDATE SET value ="
+                         " EXCLUDED.value", (source, name, value))
+
     def delete_stale(self, source: str, kind: str, *, run_seq: int, threshold: float,
                      watermarks: dict[str, str] | None = None) -> Deletion:
         rows = StaleRows(self.table, "source = %s AND kind = %s", (source, kind), "run_seq",
@@ -260,7 +283,8 @@ class PostgresTarget(SeenColumns):
     # Typed tables (the Typed protocol in tasks/targets/base.py).
 
     def _own_tables(self) -> tuple[str, ...]:
-        return self.table, f"{self.table}_state", f"{self.table}_watermarks"
+        return (self.table, f"{self.table}_state", f"{self.table}_watermarks",
+                f"{self.table}_secrets")
 
     def _declared(self, conn: Any, table: str) -> list[tuple[str, str]]:
         """(column, type) of a table as the unquoted name in a query finds it (the search

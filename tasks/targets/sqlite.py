@@ -93,7 +93,17 @@ TYPED_SCHEMA = (f"{quote(KEY)} TEXT NOT NULL PRIMARY KEY, {{columns}}"
                 f" {quote('_run_id')} TEXT NOT NULL, {quote('_run_seq')} INTEGER NOT NULL,"
                 f" {quote('_first_seq')} INTEGER NOT NULL")
 # Sluice's own tables, which no typed table may be (nor may a name SQLite keeps: sqlite_*).
-OWN_TABLES = ("entities", "sluice_state", "sluice_watermarks")
+# Secrets a source keeps (a rotated OAuth 2.0 refresh token), sealed: nothing in clear.
+SECRETS = """
+CREATE TABLE IF NOT EXISTS sluice_secrets (
+    source TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (source, name)
+)
+"""
+
+OWN_TABLES = ("entities", "sluice_state", "sluice_watermarks", "sluice_secrets")
 OWN_PREFIX = "sqlite_"
 
 
@@ -119,6 +129,7 @@ class SqliteTarget(SeenColumns):
             self._conn.execute(SCHEMA)
             self._conn.execute(STATE)
             self._conn.execute(WATERMARKS)
+            self._conn.execute(SECRETS)
             columns = {row[1] for row in self._conn.execute("PRAGMA table_info(entities)")}
             for column in ("run_seq", "first_seq"):  # a database from before run stamps
                 if column in columns:
@@ -230,6 +241,18 @@ class SqliteTarget(SeenColumns):
     def save_watermarks(self, source: str, kind: str, marks: dict[str, str]) -> None:
         with self._transaction() as conn:
             conn.executemany(SAVE_WATERMARK, [(source, kind, k, v) for k, v in marks.items()])
+
+    def secret(self, source: str, name: str) -> str | None:
+        with self._translated():
+            row = self._conn.execute("SELECT value FROM sluice_secrets WHERE source = ? AND"
+                                     " name = ?", (source, name)).fetchone()
+        return None if row is None else str(row[0])
+
+    def keep_secret(self, source: str, name: str, value: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("INSERT INTO sluice_secrets (source, name, value) VALUES (?, ?, ?)"
+                         " ON CONFLICT (source, name) DO UPDATE SET value = excluded.value",
+                         (source, name, value))
 
     def delete_stale(self, source: str, kind: str, *, run_seq: int, threshold: float,
                      watermarks: dict[str, str] | None = None) -> Deletion:

@@ -1,4 +1,6 @@
 """The webhook ASGI app: ``POST /webhooks/{source}`` and ``GET /healthz``, nothing else.
+``/webhooks/{source}/`` is the same endpoint, not a redirect: behind a TLS proxy Starlette's
+307 pointed to plain ``http://``, a failed delivery, or the delivery sent again in the clear.
 
 A delivery goes through these steps; the first that fails answers:
 
@@ -180,6 +182,9 @@ def create_app(sources: dict[str, Served], deliveries: Deliveries, coalescer: Co
         if on_close is not None:
             await on_close()
 
-    return Starlette(routes=[Route("/webhooks/{source}", endpoint.handle, methods=["POST"]),
-                             Route("/healthz", healthz, methods=["GET"])],
-                     lifespan=lifespan)
+    app = Starlette(routes=[Route("/webhooks/{source}", endpoint.handle, methods=["POST"]),
+                            Route("/webhooks/{source}/", endpoint.handle, methods=["POST"]),
+                            Route("/healthz", healthz, methods=["GET"])],
+                    lifespan=lifespan)
+    app.router.redirect_slashes = False  # any other path: 404, not a redirect
+    return app

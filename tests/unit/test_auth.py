@@ -149,7 +149,7 @@ def test_a_wrong_section_is_refused(section: dict[str, Any]) -> None:
 
 
 def test_auth_and_a_header_that_sets_the_same_are_refused() -> None:
-    with pytest.raises(ValidationError, match="headers.authorization: auth sets it too"):
+    with pytest.raises(ValidationError, match=r"headers\.authorization: auth sets it too"):
         RestSettings.model_validate({
             "integration": "rest", "base_url": "https://api.example",
             "headers": {"authorization": "Bearer x"}, "kinds": {"k": {"path": "/k"}},
@@ -268,7 +268,7 @@ async def test_the_kept_refresh_token_survives_a_redis_flush_through_the_target(
     now[0] += 11
     await source(oauth("oauth2_refresh_token"), store(), provider, clock=lambda: now[0]).token()
     assert provider.presented == ["rt-0", "rt-1"] and not provider.revoked
-    for key in redis.keys():  # nothing in clear in Redis either
+    for key in redis.scan_iter():  # nothing in clear in Redis either
         value = redis.get(key) or b""
         assert b"at-" not in value and b"rt-" not in value
 

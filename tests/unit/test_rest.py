@@ -1,4 +1,4 @@
-"""The REST integration's four paginators, driven by the pager, against the fake API (a real
+"""The REST integration's paginators, driven by the pager, against the fake API (a real
 HTTP server in a thread on loopback)."""
 
 from __future__ import annotations
@@ -30,6 +30,21 @@ PAGINATORS: dict[str, dict[str, Any]] = {
     "page-total-header": {"path": "/page/k", "items": "items",
                           "paginator": {"type": "page", "limit": 30,
                                         "total_header": "X-Total-Count"}},
+    "next_url": {"path": "/nexturl/k", "items": "value",
+                 "paginator": {"type": "next_url", "path": "@odata.nextLink",
+                               "limit_param": "top", "limit": 30}},
+    "next_url-relative": {"path": "/nexturl/k", "items": "value",
+                          "paginator": {"type": "next_url", "path": "links.next",
+                                        "limit_param": "top", "limit": 30}},
+    "next_url-header": {"path": "/nexthdr/k", "items": "data",
+                        "paginator": {"type": "next_url", "header": "Next-Page",
+                                      "limit_param": "_limit", "limit": 30}},
+    "keyset": {"path": "/keyset/k", "items": "data",
+               "paginator": {"type": "keyset", "param": "starting_after", "field": "id",
+                             "has_more_path": "has_more", "limit": 30}},
+    "keyset-short": {"path": "/keyset/k", "items": "data",
+                     "paginator": {"type": "keyset", "param": "starting_after", "field": "id",
+                                   "limit": 30}},
 }
 
 
@@ -71,7 +86,8 @@ def test_every_paginator_yields_every_item_once(api: FakeAPI, name: str, count: 
     assert all(len(p.items) == 30 for p in full)  # every page but the last one is full
 
 
-@pytest.mark.parametrize("name", ["cursor", "link", "offset", "page", "page-total"])
+@pytest.mark.parametrize("name", ["cursor", "link", "offset", "page", "page-total", "next_url",
+                                  "next_url-header", "keyset"])
 def test_a_run_resumes_from_the_saved_checkpoint(api: FakeAPI, name: str):
     items = api.set_items("k", 100)
     integ = integration(api, PAGINATORS[name])
@@ -82,7 +98,9 @@ def test_a_run_resumes_from_the_saved_checkpoint(api: FakeAPI, name: str):
 
 @pytest.mark.parametrize("name,planned", [("cursor", False), ("link", True), ("offset", True),
                                           ("offset-no-total", False), ("page", False),
-                                          ("page-total", True), ("page-total-header", True)])
+                                          ("page-total", True), ("page-total-header", True),
+                                          ("next_url", False), ("next_url-header", False),
+                                          ("keyset", False)])
 def test_pages_known_up_front_are_fetched_concurrently(api: FakeAPI, name: str, planned: bool):
     api.set_items("k", 300)  # 10 pages
     api.server.latency = 0.1

@@ -275,3 +275,34 @@ def test_a_child_kind_whose_pages_are_planned_reads_every_page(api: FakeAPI, nam
     pages = asyncio.run(go())
     assert len(pages) == 4 and in_order(pages) == items
     assert all(q.get("post") == "post-1" for q in api.state.params_seen)
+
+
+@pytest.mark.parametrize("name", ["next_url", "next_url-relative", "next_url-header", "keyset"])
+def test_followed_pages_keep_a_child_kinds_parent_and_an_incremental_since(api: FakeAPI,
+                                                                          name: str):
+    """The paginator is built with the filled path and params (and ``since``); a next URL
+    carries them on, and keyset sends them with every request."""
+    items = api.set_timed_items("k", 95)
+    spec = PAGINATORS[name]
+    integ = RestIntegration(RestSettings.model_validate(
+        {"integration": "rest", "base_url": api.url, "http": {"retries": 0}, "kinds": {
+            "post": {"path": "/cursor/post", "items": "data"},
+            "k": {**spec, "parent": "post", "params": {"post": "{parent.id}"}},
+            "inc": {**spec, "incremental": {"cursor_path": "updated_at", "param": "since"}}}}))
+    ref = integ.parent_ref("post", {"id": "post-1"})
+
+    async def go(kind: str, **kw: Any) -> list[pager.Page]:
+        client = integ.client()
+        pages = [p async for p in pager.pages(integ, kind, client, checkpoint=None, **kw)]
+        await client.aclose()
+        return pages
+
+    pages = asyncio.run(go("k", partition=ref))
+    assert len(pages) == 4 and in_order(pages) == items
+    assert len(api.state.params_seen) == 4
+    assert all(q.get("post") == "post-1" for q in api.state.params_seen)
+    api.state.params_seen.clear()
+    since = items[40]["updated_at"]
+    pages = asyncio.run(go("inc", since=since))
+    assert in_order(pages) == items[40:] and len(pages) == 2
+    assert [q.get("since") for q in api.state.params_seen] == [since, since]

@@ -24,7 +24,8 @@ class Pagination(StrictModel):
     type: str
 
     def build(self, path: str, params: Mapping[str, Scalar]) -> BasePaginator:
-        """The paginator of ``path``, sending ``params`` with every request."""
+        """The paginator of ``path``, sending ``params`` with every request (next_url: with
+        the first; the API's next URLs carry them on)."""
         options = self.model_dump(exclude={"type"})
         return PAGINATORS[self.type](path=path, params=dict(params), **options)
 

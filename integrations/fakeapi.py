@@ -1,6 +1,6 @@
 """A local fake third-party API (and a fake HTTP bulk sink) on loopback.
 
-Used by the tests, the benchmark and the standalone demo. Four pagination styles over the
+Used by the tests, the benchmark and the standalone demo. Seven pagination styles over the
 same items of a kind:
 
     GET /cursor/{kind}?cursor=&limit=        {"data": [...], "next_cursor": "200"|null}
@@ -9,6 +9,12 @@ same items of a kind:
     GET /offset/{kind}?startAt=&maxResults=  {"values": [...], "startAt", "maxResults", "total"}
     GET /page/{kind}?page=&per_page=         {"items": [...], "total": N}
                                              (offset and page: also X-Total-Count: N)
+    GET /nexturl/{kind}?skip=&top=           {"value": [...], "@odata.nextLink": absolute URL,
+                                              "links": {"next": the same, relative: "KIND?.."}}
+    GET /nexthdr/{kind}?_token=&_limit=      {"data": [...]} with Next-Page: absolute URL (Kinto)
+    GET /keyset/{kind}?starting_after=&limit=  {"data": [...], "has_more": bool} (Stripe); an
+                                             unknown starting_after answers 400
+                                             (next URLs keep the request's other parameters)
     GET /sub/{kind}/{parent}?cursor=&limit=  one parent's children, as /cursor pages
     GET /one/{kind}/{id}                     one item by its id (404: none), a webhook follow-up
     POST /sink/{kind}  {"entities": [...]}   the HTTP target's endpoint; GET /sink/{kind} lists
@@ -258,6 +264,8 @@ class Handler(BaseHTTPRequestHandler):
             if style == "linkq" and "page" not in query:
                 headers = {}
             return self._json(page_items, headers)
+        if style in ("nexturl", "nexthdr", "keyset"):
+            return self._keyed_page(style, items, path, query)
         total = self.server.state.totals.get(kind, len(items))
         if style == "offset":
             start, per = int(query.get("startAt", 0)), int(query.get("maxResults", 50))
@@ -269,6 +277,31 @@ class Handler(BaseHTTPRequestHandler):
             return self._json({"items": items[(page - 1) * per:page * per], "total": total},
                               {"X-Total-Count": str(total)})
         return self._send(404, b'{"error": "no such style"}')
+
+    def _keyed_page(self, style: str, items: list[dict[str, Any]], path: str,
+                    query: dict[str, str]) -> None:
+        """A page of the styles that name where the next page starts (a next URL, a key)."""
+        if style == "keyset":
+            after, limit = query.get("starting_after"), int(query.get("limit", 10))
+            ids = [str(i["id"]) for i in items]
+            if after is not None and after not in ids:
+                return self._send(400, b'{"error": "no such object: starting_after"}')
+            start = 0 if after is None else ids.index(after) + 1
+            return self._json({"data": items[start:start + limit],
+                               "has_more": start + limit < len(items)})
+        skip_param, size_param, default = (("skip", "top", 25) if style == "nexturl"
+                                           else ("_token", "_limit", 25))
+        start, size = int(query.get(skip_param, 0)), int(query.get(size_param, default))
+        page = items[start:start + size]
+        following = None  # relative to the request's URL: "KIND?skip=..."
+        if start + size < len(items):
+            following = f"{path.rsplit('/', 1)[1]}?{urlencode({**query, skip_param: start + size})}"
+        absolute = (f"http://{self.headers['Host']}{path.rsplit('/', 1)[0]}/{following}"
+                    if following else None)
+        if style == "nexturl":
+            return self._json({"value": page, "@odata.nextLink": absolute,
+                               "links": {"next": following}})
+        return self._json({"data": page}, {"Next-Page": absolute} if absolute else {})
 
     def do_DELETE(self) -> None:
         """DELETE /_stats: forget the sink's entities, the log and the write times."""

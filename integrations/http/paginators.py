@@ -248,7 +248,9 @@ class LinkPaginator(BasePaginator):
 
     def plan(self, state: State, response: httpx.Response, body: Any, items: list[Any]
              ) -> State | None:
-        """From rel="next" and rel="last": the query parameter that counts pages, and how many."""
+        """From rel="next" and rel="last": the query parameter that counts pages, its step
+        (1 for a page number; the page size where it counts items, as ServiceNow's
+        ``sysparm_offset`` does), and how many pages there are."""
         links = response.links
         if "next" not in links or "last" not in links:
             return None
@@ -260,11 +262,24 @@ class LinkPaginator(BasePaginator):
             return None  # not a page counter we can enumerate: follow the links instead
         param = counters[0]
         first, final = int(a[param]), int(b[param])
-        return {"url": str(nxt), "param": param, "first": first, "count": final - first + 1}
+        here = response.request.url.params.get(param)
+        if here is not None and here.isdigit():
+            step = first - int(here)
+        elif first in (1, 2):  # the first page was asked without its number (1, or 0)
+            step = 1
+        elif first == len(items):  # an offset: the first page's items are the step
+            step = len(items)
+        else:
+            return None
+        if step <= 0 or (final - first) % step:
+            return None
+        return {"url": str(nxt), "param": param, "first": first, "step": step,
+                "count": (final - first) // step + 1}
 
     def planned(self, plan: State, index: int) -> State:
         url = httpx.URL(plan["url"])
-        return {"url": str(url.copy_set_param(plan["param"], plan["first"] + index))}
+        value = plan["first"] + index * plan.get("step", 1)
+        return {"url": str(url.copy_set_param(plan["param"], value))}
 
 
 class NextUrlPaginator(BasePaginator):

@@ -321,3 +321,30 @@ def test_states_are_json():
                       CursorPaginator(path="/p", cursor_path="c", cursor_param="c",
                                       has_more_path="h", limit_param=None, limit=1)):
         assert json.loads(json.dumps(paginator.first())) == paginator.first()
+
+
+@pytest.mark.parametrize("asked,nxt,last,step,count", [
+    ("", "?page=2", "?page=5", 1, 4),  # a page number, the first page asked without it
+    ("?page=1", "?page=2", "?page=5", 1, 4),
+    ("?sysparm_offset=0", "?sysparm_offset=1000", "?sysparm_offset=5000", 1000, 5),
+    ("", "?sysparm_offset=1000", "?sysparm_offset=5000", 1000, 5),  # offset = the page's items
+])
+def test_a_link_plan_steps_by_what_the_counter_counts(asked: str, nxt: str, last: str,
+                                                      step: int, count: int) -> None:
+    """ServiceNow's Link header counts items (sysparm_offset), GitHub's pages: the plan steps
+    by what the next link adds to this page's counter, so no page is read twice."""
+    from integrations.http.paginators import LinkPaginator
+
+    base = "https://api.example/items"
+    request = httpx.Request("GET", base + asked)
+    response = httpx.Response(200, request=request, headers={
+        "link": f'<{base}{nxt}>; rel="next", <{base}{last}>; rel="last"'})
+    paginator = LinkPaginator(path="/items", limit_param=None, limit=1000)
+    plan = paginator.plan({"url": None}, response, [], [{}] * 1000)
+    assert plan is not None and plan["step"] == step and plan["count"] == count
+    param = httpx.URL(base + nxt).params
+    name = next(iter(param))
+    values = [int(httpx.URL(paginator.planned(plan, i)["url"]).params[name])
+              for i in range(count)]
+    assert values == [int(param[name]) + i * step for i in range(count)]
+    assert values[-1] == int(httpx.URL(base + last).params[name])

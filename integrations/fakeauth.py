@@ -102,8 +102,9 @@ class Introspection:
 
     A positive answer is kept until the token's ``exp`` (so a token revoked meanwhile still
     passes until then; ``forget()`` drops what is kept); a negative one is not kept.
-    ``calls`` counts the questions asked; ``clock`` and ``http`` are test seams. An endpoint that does not answer 200 raises
-    ``httpx.HTTPStatusError`` (the fake API then answers 500: a broken harness, not a 401).
+    ``calls`` counts the questions asked; ``clock`` and ``http`` are test seams. An endpoint
+    that does not answer 200 raises ``httpx.HTTPStatusError`` (the fake API then drops the
+    connection and prints the traceback: a broken harness, not a 401).
     """
 
     def __init__(self, url: str, client_id: str, client_secret: str, *,

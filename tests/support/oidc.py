@@ -74,6 +74,9 @@ class OidcServer:
       token of it too).
     - ``RS`` (sluice-rs): a resource server, for introspection.
 
+    Each secret is ``<client_id>-secret``, and is taken only the registered way (HTTP basic,
+    or ``client_id`` and ``client_secret`` in the form): the other way is invalid_client.
+
     Every access token lives ``access_ttl`` seconds (whole seconds: the server counts them).
     """
 

@@ -27,7 +27,7 @@ def guarded() -> Iterator[tuple[FakeAPI, httpx.Client]]:
 
 
 def test_without_auth_every_get_passes(guarded):
-    fake, http = guarded
+    _, http = guarded
     assert http.get("/cursor/issue").status_code == 200
 
 

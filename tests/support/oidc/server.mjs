@@ -6,7 +6,8 @@
 // Environment (seconds): OIDC_ACCESS_TOKEN_TTL (default 3) for every access token,
 // OIDC_REFRESH_TOKEN_TTL (default 86400).
 //
-// Clients (ids and secrets are fixed: tests/support/oidc.py names them too):
+// Clients (ids and secrets are fixed: tests/support/oidc.py names them too; each takes its
+// secret only the registered way, basic or in the form, else invalid_client):
 //   sluice-cc       / sluice-cc-secret       client_credentials, client_secret_basic
 //   sluice-cc-post  / sluice-cc-post-secret  client_credentials, client_secret_post
 //   sluice-rt       / sluice-rt-secret       authorization_code + refresh_token, basic
@@ -147,6 +148,18 @@ function clientOf(ctx, form) {
   return { client_id: form.client_id, client_auth: form.client_secret ? 'body' : 'none' };
 }
 
+const strictAuth = {
+  'sluice-cc': 'basic', 'sluice-rt': 'basic', 'sluice-cc-post': 'body', 'sluice-rt-post': 'body',
+};
+
+function refuse(ctx, entry, status, error, description) {
+  ctx.status = status;
+  ctx.body = { error, error_description: description };
+  Object.assign(entry, { status, error, error_description: description });
+  log.push(entry);
+  console.log(`token ${JSON.stringify(entry)}`);
+}
+
 const sleep = (s) => new Promise((r) => { setTimeout(r, s * 1000); });
 
 // The admin endpoints, and a record of every token request (before oidc-provider reads it:
@@ -179,15 +192,18 @@ provider.use(async (ctx, next) => {
     audience: form.audience,
     refresh_token: sha(form.refresh_token),
   };
+  // oidc-provider takes a client_secret_basic client's secret in the form too (and the
+  // reverse); a test of `client_auth` needs a server that takes only the registered way.
+  const registered = strictAuth[entry.client_id];
+  if (registered && entry.client_auth !== 'none' && entry.client_auth !== registered) {
+    refuse(ctx, entry, 401, 'invalid_client', `this client authenticates with ${registered} only`);
+    return;
+  }
   if (faults.times > 0) {
     faults.times -= 1;
     if (faults.delay) await sleep(faults.delay);
     if (faults.status) {
-      ctx.status = faults.status;
-      ctx.body = { error: faults.error, error_description: 'injected by /_admin/token_faults' };
-      Object.assign(entry, { status: ctx.status, error: faults.error });
-      log.push(entry);
-      console.log(`token ${JSON.stringify(entry)}`);
+      refuse(ctx, entry, faults.status, faults.error, 'injected by /_admin/token_faults');
       return;
     }
   }

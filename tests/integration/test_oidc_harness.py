@@ -7,12 +7,13 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 from integrations.fakeapi import FakeAPI
-from integrations.fakeauth import Introspection, bearer
+from integrations.fakeauth import bearer
 from tests.support.oidc import OidcClient, OidcServer
 
 pytestmark = pytest.mark.integration
@@ -106,6 +107,26 @@ def test_refresh_tokens_of_separate_grants_live_apart(oidc):
     assert oidc.refresh(b).status_code == 200
 
 
+def test_a_revoked_refresh_token_takes_its_grant_with_it(oidc):
+    first = oidc.refresh_token(OidcServer.RT_POST)
+    access = oidc.refresh(first, OidcServer.RT_POST).json()
+    oidc.revoke(access["refresh_token"], OidcServer.RT_POST)
+    assert oidc.introspect(access["access_token"])["active"] is False
+    assert oidc.refresh(access["refresh_token"], OidcServer.RT_POST).status_code == 400
+
+
+def test_two_refreshes_at_once_lock_the_grant_out(oidc):
+    # What a fleet without a lock does: one of them wins, the other's reuse revokes the grant,
+    # and the winner's new refresh token is dead as well.
+    first = oidc.refresh_token()
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: oidc.refresh(first), range(2)))
+    assert sorted(a.status_code for a in answers) == [200, 400]
+    assert digest(first) in oidc.reused_refresh_tokens()
+    won = next(a for a in answers if a.status_code == 200).json()
+    assert oidc.refresh(won["refresh_token"]).json()["error"] == "invalid_grant"
+
+
 def test_injected_token_faults(oidc):
     oidc.token_faults(times=1, status=503)
     failed = oidc.token({"grant_type": "client_credentials"}, OidcServer.CC)
@@ -113,11 +134,14 @@ def test_injected_token_faults(oidc):
     assert failed.json()["error"] == "temporarily_unavailable"
     assert oidc.requests()[-1]["status"] == 503
     assert oidc.token({"grant_type": "client_credentials"}, OidcServer.CC).status_code == 200
+    oidc.token_faults(times=1, delay=0.5)
+    started = time.monotonic()
+    assert oidc.token({"grant_type": "client_credentials"}, OidcServer.CC).status_code == 200
+    assert time.monotonic() - started >= 0.5
 
 
 def test_the_fake_api_accepts_a_token_until_it_expires(oidc):
-    verify = Introspection(oidc.introspection_url, OidcServer.RS.client_id,
-                           OidcServer.RS.client_secret)
+    verify = oidc.introspection()
     with FakeAPI(auth=bearer(verify)) as fake, httpx.Client(base_url=fake.url) as http:
         fake.set_items("issue", 5)
         missing = http.get("/cursor/issue")

@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+from integrations.fakeauth import Introspection
 from tasks.operator.redisserver import free_port
 from tasks.operator.supervisor import Child
 from tests.support.workers import ROOT
@@ -211,6 +212,24 @@ class OidcServer:
         answer.raise_for_status()
         body: dict[str, Any] = answer.json()
         return body
+
+    def introspection(self) -> Introspection:
+        """A ``verify`` for the fake API's ``bearer`` check, asking this server as RS:
+        ``FakeAPI(auth=bearer(oidc.introspection()))``."""
+        return Introspection(self.introspection_url, self.RS.client_id, self.RS.client_secret)
+
+    def revoke(self, token: str, who: OidcClient) -> None:
+        """Revoke ``token`` (RFC 7009) as the client it was issued to: a refresh token
+        takes its grant with it. (A fake API's ``Introspection`` still accepts an access
+        token it has kept until ``forget()``.)"""
+        form = {"token": token}
+        if who.client_auth == "basic":
+            answer = self.http.post("/token/revocation", data=form,
+                                    auth=(who.client_id, who.client_secret))
+        else:
+            answer = self.http.post("/token/revocation", data={
+                **form, "client_id": who.client_id, "client_secret": who.client_secret})
+        answer.raise_for_status()
 
     def stats(self) -> dict[str, Any]:
         """``counts`` (token requests per grant type), ``reused_refresh_tokens`` and

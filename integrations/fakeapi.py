@@ -32,6 +32,10 @@ the limit answers 429 with ``Retry-After``; every GET carries ``X-RateLimit-Rema
 ``X-RateLimit-Reset`` (epoch seconds, as GitHub does). ``exhaust`` makes one answer say the
 budget is gone for a while.
 
+With ``auth`` (a check from ``integrations.fakeauth``: bearer, basic, API key, a bearer token
+checked by OAuth 2.0 introspection) every GET but the sink's and ``/_stats`` needs the
+credentials it checks; else 401 with ``WWW-Authenticate``.
+
     python -m integrations.fakeapi --port 8900 --items issue=1000,user=50 --latency 0.05
 """
 
@@ -48,6 +52,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
+
+from integrations.fakeauth import AuthCheck
 
 
 @dataclass
@@ -183,6 +189,8 @@ class Handler(BaseHTTPRequestHandler):
             s for p, s in self.server.state.delays.items() if url.path.startswith(p))
         if delay:
             time.sleep(delay)
+        if self._refused(url.path, query):
+            return None
         fault = self._fault(url.path, query)
         if fault:
             return self._send(fault.status, fault.body, fault.headers)
@@ -203,6 +211,19 @@ class Handler(BaseHTTPRequestHandler):
         if items is None:
             return self._send(404, b'{"error": "no such kind"}')
         return self._page(style, kind, items, url.path, query)
+
+    def _refused(self, path: str, query: dict[str, str]) -> bool:
+        """True when the API's ``auth`` check refused the request (answered 401); the
+        sink and ``/_stats`` are the tests' own and need nothing."""
+        check = self.server.auth
+        if check is None or path.startswith(("/sink/", "/_stats/")):
+            return False
+        challenge = check({k.lower(): v for k, v in self.headers.items()}, query)
+        if challenge is None:
+            return False
+        self._send(401, b'{"message": "Requires authentication"}',
+                   {"WWW-Authenticate": challenge})
+        return True
 
     def _nested(self, style: str, kind: str, key: str, *, path: str, query: dict[str, str]
                 ) -> None:
@@ -371,9 +392,11 @@ class Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
     def __init__(self, address: tuple[str, int], *, latency: float, write_latency: float,
-                 rate_limit: float | None = None, handler: type[Handler] | None = None):
+                 rate_limit: float | None = None, handler: type[Handler] | None = None,
+                 auth: AuthCheck | None = None):
         super().__init__(address, handler or Handler)
         self.state = State()
+        self.auth = auth
         self.lock = threading.RLock()  # handlers answer while holding it
         self.latency = latency
         self.write_latency = write_latency
@@ -403,14 +426,15 @@ class Server(ThreadingHTTPServer):
 
 
 class FakeAPI:
-    """The fake API in a background thread: ``with FakeAPI() as api: api.url``."""
+    """The fake API in a background thread: ``with FakeAPI() as api: api.url``; with
+    ``auth`` (or ``require``), its GETs need the credentials that check asks for."""
 
     handler: type[Handler] = Handler
 
     def __init__(self, *, port: int = 0, latency: float = 0.0, write_latency: float = 0.0,
-                 rate_limit: float | None = None):
+                 rate_limit: float | None = None, auth: AuthCheck | None = None):
         self.server = Server(("127.0.0.1", port), latency=latency, write_latency=write_latency,
-                             rate_limit=rate_limit, handler=self.handler)
+                             rate_limit=rate_limit, handler=self.handler, auth=auth)
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
                                        daemon=True)
 
@@ -421,6 +445,10 @@ class FakeAPI:
     @property
     def state(self) -> State:
         return self.server.state
+
+    def require(self, auth: AuthCheck | None) -> None:
+        """From now on, GETs need what ``auth`` checks (None: nothing)."""
+        self.server.auth = auth
 
     def set_items(self, kind: str, count: int) -> list[dict[str, Any]]:
         self.state.items[kind] = make_items(kind, count)

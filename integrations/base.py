@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from integrations.incremental import Incremental
     from integrations.mapping import Mapping
     from integrations.secrets import Redactor
+    from integrations.tombstones import Tombstones
     from integrations.webhooks import Event
 
 
@@ -202,6 +203,12 @@ class Integration(Protocol):
     def mapping_key(self, kind: str) -> str:
         """Where the kind's mapping is written in its source's section, for error messages:
         ``kinds.KIND.mapping`` (REST), ``mappings.KIND`` (GitHub, Jira)."""
+        ...
+
+    def tombstones(self, kind: str) -> Tombstones | None:
+        """Which of the kind's items are the API's deletion tombstones (its ``deleted``
+        expression, compiled once), or None when none are: each deletes its identifier's row
+        and is never stored."""
         ...
 
     def parent_ref(self, kind: str, parent_item: Any) -> dict[str, Any]:

@@ -21,7 +21,10 @@ same items of a kind:
 
 Items with an ``updated_at`` (``set_timed_items``, ``change``, ``add``) answer two more
 query parameters, in every style: ``since=<ISO time>`` keeps those updated at or after it,
-and ``sort=updated&direction=desc`` lists the newest first (as GitHub's pulls do).
+and ``sort=updated&direction=desc`` lists the newest first (as GitHub's pulls do). A kind
+made with ``epoch_ms=True`` has its times as epoch milliseconds, and ``since`` is one too.
+``remove`` turns items into deletion tombstones (``{"id", "deleted": true, "updated_at"}``),
+which only a ``since`` read lists: a full read leaves them out, as such APIs do.
 
 Faults are scripted (``FakeAPI.fail``): answer a matching request with a given status, headers
 and body a given number of times. ``sink_down`` makes the sink answer 503. ``totals`` makes the
@@ -84,6 +87,7 @@ class State:
     totals: dict[str, int] = field(default_factory=dict)  # kind -> the total to report
     trickle: dict[str, float] = field(default_factory=dict)  # path prefix -> seconds per byte
     params_seen: list[dict[str, str]] = field(default_factory=list)  # every GET's query
+    epoch_ms: set[str] = field(default_factory=set)  # kinds whose times are epoch ms
     log: list[tuple[float, str, str, int]] = field(default_factory=list)  # t, method, path, status
 
 
@@ -96,11 +100,27 @@ def at(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1704067200 + seconds))
 
 
+def at_ms(seconds: float) -> int:
+    """``at(seconds)`` as epoch milliseconds."""
+    return (1704067200 + round(seconds)) * 1000
+
+
+def _later(value: Any, since: str) -> bool:
+    """``value`` is at or after ``since``: as numbers when both are (epoch milliseconds),
+    else as text (ISO times of one spelling)."""
+    if isinstance(value, int) and since.lstrip("-").isdigit():
+        return value >= int(since)
+    return str(value if value is not None else "") >= since
+
+
 def window(items: list[dict[str, Any]], query: dict[str, str]) -> list[dict[str, Any]]:
-    """The items a ``since`` asks for, in the order a ``sort=updated`` asks for."""
+    """The items a ``since`` asks for (tombstones only then), in the order a
+    ``sort=updated`` asks for."""
     if "since" in query:
         since = query["since"]
-        items = [i for i in items if str(i.get("updated_at", "")) >= since]
+        items = [i for i in items if _later(i.get("updated_at"), since)]
+    else:
+        items = [i for i in items if not i.get("deleted")]
     if query.get("sort") == "updated":
         items = sorted(items, key=lambda i: str(i.get("updated_at", "")),
                        reverse=query.get("direction", "desc") == "desc")
@@ -454,13 +474,29 @@ class FakeAPI:
         self.state.items[kind] = make_items(kind, count)
         return self.state.items[kind]
 
-    def set_timed_items(self, kind: str, count: int) -> list[dict[str, Any]]:
-        """Items with an ``updated_at``: item i at ``at(i)``."""
+    def set_timed_items(self, kind: str, count: int, *, epoch_ms: bool = False
+                        ) -> list[dict[str, Any]]:
+        """Items with an ``updated_at``: item i at ``at(i)`` (``at_ms(i)`` with ``epoch_ms``)."""
         items = make_items(kind, count)
+        if epoch_ms:
+            self.state.epoch_ms.add(kind)
+        else:
+            self.state.epoch_ms.discard(kind)
         for i, item in enumerate(items):
-            item["updated_at"] = at(i)
+            item["updated_at"] = self._at(kind, i)
         self.state.items[kind] = items
         return items
+
+    def _at(self, kind: str, seconds: float) -> str | int:
+        return at_ms(seconds) if kind in self.state.epoch_ms else at(seconds)
+
+    def remove(self, kind: str, indices: list[int], when: float) -> None:
+        """Items ``indices`` of ``kind`` are deleted at ``when``: each becomes a tombstone."""
+        with self.server.lock:
+            for i in indices:
+                item = self.state.items[kind][i]
+                self.state.items[kind][i] = {"id": item["id"], "deleted": True,
+                                             "updated_at": self._at(kind, when)}
 
     def set_children(self, kind: str, parents: list[dict[str, Any]], per_parent: int
                      ) -> list[dict[str, Any]]:
@@ -480,7 +516,7 @@ class FakeAPI:
         with self.server.lock:
             for i in indices:
                 item = self.state.items[kind][i]
-                item["updated_at"] = at(when)
+                item["updated_at"] = self._at(kind, when)
                 item["title"] = f"{item['title']} (changed at {when:g})"
 
     def add(self, kind: str, count: int, when: float) -> list[dict[str, Any]]:
@@ -489,7 +525,7 @@ class FakeAPI:
             items = self.state.items[kind]
             new = make_items(kind, len(items) + count)[len(items):]
             for item in new:
-                item["updated_at"] = at(when)
+                item["updated_at"] = self._at(kind, when)
             items += new
         return new
 

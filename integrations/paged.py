@@ -8,6 +8,7 @@ what its API does differently:
     items(kind, response, body)        the items of a page (default: the body, a JSON list)
     kept(kind, items)                  the items that land (default: all of them)
     id_path(kind), id_text(value)      where an item's identifier is, and its text
+    deleted(kind)                      jq true for the API's deletion tombstones (default: None)
     partitions(kind, client)           JSON keys that split a kind (default: None); a kind
                                        read whole with ``every_item`` may provide them
 
@@ -35,6 +36,7 @@ from integrations.http.ratelimit import RateLimiter
 from integrations.incremental import Incremental
 from integrations.mapping import Mapping, MappingSettings
 from integrations.secrets import Redactor
+from integrations.tombstones import Tombstones
 from integrations.webhooks import Event
 
 S = TypeVar("S", bound=ApiSettings)
@@ -57,6 +59,7 @@ class PagedIntegration(Generic[S]):
     def __init__(self, settings: S) -> None:
         self.settings = settings
         self._mappings: dict[str, Mapping | None] = {}  # compiled once per process
+        self._tombstones: dict[str, Tombstones | None] = {}  # likewise
 
     def kinds(self) -> list[str]:
         return self.settings.kind_names()
@@ -125,6 +128,16 @@ class PagedIntegration(Generic[S]):
             self._mappings[kind] = None if settings is None else Mapping(
                 settings, kind=kind, id_path=self.id_path(kind))
         return self._mappings[kind]
+
+    def deleted(self, kind: str) -> str | None:
+        """The kind's ``deleted`` jq expression (None: the API lists no tombstones)."""
+        return None
+
+    def tombstones(self, kind: str) -> Tombstones | None:
+        if kind not in self._tombstones:
+            expression = self.deleted(kind)
+            self._tombstones[kind] = None if expression is None else Tombstones(expression)
+        return self._tombstones[kind]
 
     def parent_ref(self, kind: str, parent_item: Any) -> dict[str, Any]:
         return {}

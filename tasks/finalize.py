@@ -95,16 +95,20 @@ def delete_stale(rt: runtime.Runtime, source: str, kind: str, *, run_seq: int,
 def watermarks(rt: runtime.Runtime, run: Run) -> tuple[dict[str, str], dict[str, Any]]:
     """The watermarks a clean run leaves (JSON, by partition key), and what the run record
     says of them."""
-    if rt.integration(run.source).incremental(run.kind) is None:
+    incremental = rt.integration(run.source).incremental(run.kind)
+    if incremental is None:
         return {}, {}
     store = rt.watermarks()
     marks = store.advanced(run.source, run.kind, rt.progress.marks(run.run_id))
     if not marks:
         return {}, {"watermark": "unchanged (no item read had a time or a number at "
                                  f"cursor_path); {store.where}"}
-    shown = ", ".join(f"{v}" if k == "null" else f"{k}: {v}" for k, v in sorted(marks.items()))
+    # An epoch's number with its time beside it (``cursor_type``): 1704067200000 (2024-...Z).
+    shown = ", ".join(incremental.shown(json.loads(v)) if k == "null" else
+                      f"{k}: {incremental.shown(json.loads(v))}" for k, v in sorted(marks.items()))
     if len(shown) > 200:
-        shown = f"{len(marks)} partitions, newest {newest([json.loads(v) for v in marks.values()])}"
+        top = newest([json.loads(v) for v in marks.values()])
+        shown = f"{len(marks)} partitions, newest {incremental.shown(top)}"
     return marks, {"watermark": f"{shown}; {store.where}"}
 
 

@@ -85,6 +85,9 @@ class RestIntegration(PagedIntegration[RestSettings]):
     def mapping_settings(self, kind: str) -> MappingSettings | None:
         return self.settings.kinds[kind].mapping
 
+    def deleted(self, kind: str) -> str | None:
+        return self.settings.kinds[kind].deleted
+
     def parent_ref(self, kind: str, parent_item: Any) -> dict[str, Any]:
         """The parent fields each child kind of ``kind`` reads, from one of its items."""
         paths = {p for spec in self.settings.kinds.values() if spec.parent == kind

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from integrations.base import ApiSettings, StrictModel
 from integrations.http.auth import AuthSettings
@@ -14,6 +14,7 @@ from integrations.http.paginators import PAGINATORS, BasePaginator
 from integrations.incremental import Incremental
 from integrations.mapping import MappingSettings
 from integrations.parents import ITEM_FIELD, PARENT_FIELD
+from integrations.tombstones import checked
 
 Scalar = str | int | float | bool
 
@@ -139,6 +140,9 @@ class KindSettings(StrictModel):
     cursor_path: str | None = Field(
         None, description="dot path to what orders an item's versions (updated_at): an older "
         "webhook event does not overwrite a newer row (default: incremental.cursor_path)")
+    deleted: Annotated[str, AfterValidator(checked)] | None = Field(
+        None, description="jq on the raw item, true for the API's deletion tombstone "
+        "('.deleted == true'): the identifier's row is deleted, the item never stored")
 
     def parent_fields(self) -> list[str]:
         """The parent's dot paths this kind reads: in its path, its params, and the fields

@@ -291,7 +291,9 @@ def summary_text(run: Run) -> str:
     mode = " (incremental)" if run.incremental else " (full)" if run.full else ""
     text = (f"{run.source}/{run.kind} run {run.run_id}{mode}: {run.state}; "
             f"{run.items_written} written, {run.items_rejected} rejected, "
-            f"{run.batches_failed} batches failed, {run.deleted} deleted")
+            f"{run.batches_failed} batches failed, {run.deleted + run.items_deleted} deleted")
+    if run.items_deleted:  # rows the API's tombstones deleted, besides stale ones
+        text += f" ({run.items_deleted} by the API's tombstones)"
     for key in ("reason", "deletion_skipped", "watermark"):
         if getattr(run, key):
             text += f"\n  {key.replace('_', ' ')}: {getattr(run, key)}"
@@ -489,7 +491,8 @@ def _print_status(runs: list[Run]) -> None:
         table.add_row(*(Text(cell) for cell in (  # Text: a reason's [brackets] are no markup
             run.run_id, f"{run.source}/{run.kind}",
             f"{run.state}{' (incremental)' if run.incremental else ''}", str(run.items_written),
-            str(run.items_rejected), str(run.batches_failed), str(run.deleted))))
+            str(run.items_rejected), str(run.batches_failed),
+            str(run.deleted + run.items_deleted))))
         why += [f"{run.run_id} {key.replace('_', ' ')}: {getattr(run, key)}"
                 for key in ("reason", "deletion_skipped", "watermark") if getattr(run, key)]
     console = Console(force_terminal=True, highlight=False)

@@ -46,6 +46,59 @@ def test_incremental_settings_take_one_way_and_a_valid_lookback():
             Incremental.model_validate(bad)
 
 
+def test_a_cursor_type_puts_the_lookback_and_initial_in_the_cursors_unit():
+    def inc(cursor_type, **more):
+        return Incremental(cursor_path="u", param="since", cursor_type=cursor_type, **more)
+
+    # 2m is 120000 for epoch_ms (the issue: it went back 120 ms), 120 for epoch_s.
+    assert inc("epoch_ms", lookback="2m").since(1704067320000) == 1704067200000
+    assert inc("epoch_ms", lookback="2m").since("1704067320000") == "1704067200000"
+    assert inc("epoch_s", lookback="2m").since(1704067320) == 1704067200
+    assert inc("iso", lookback="2m").since("2024-01-01T00:02:00Z") == "2024-01-01T00:00:00Z"
+    assert inc(None, lookback="2m").since(1704067320) == 1704067200  # inferred: seconds
+    assert inc("number").since(41) == 41  # "0s" on a counter is fine
+    # An ISO initial is sent in the epoch's unit, exactly; a number as it is.
+    assert inc("epoch_ms", initial="2024-01-01T00:00:00.123Z").since(None) == 1704067200123
+    assert inc("epoch_s", initial="2024-01-01T00:00:00Z").since(None) == 1704067200
+    assert inc("epoch_ms", initial="1704067200000").since(None) == "1704067200000"
+    assert inc("iso", initial="2024-01-01").since(None) == "2024-01-01"
+    assert inc(None, initial="2024-01-01T00:00:00Z").since(None) == "2024-01-01T00:00:00Z"
+
+
+def test_a_cursor_type_refuses_what_it_cannot_mean():
+    with pytest.raises(ValidationError, match="lookback '2m' is a duration, and a cursor_type "
+                                              "'number' is no time"):
+        Incremental(cursor_path="u", param="s", cursor_type="number", lookback="2m")
+    for bad in ({"cursor_type": "iso", "initial": "5"},
+                {"cursor_type": "number", "initial": "2024-01-01T00:00:00Z"},
+                {"cursor_type": "epoch_ms", "initial": "yesterday"},
+                {"cursor_type": "epoch_us"}):
+        with pytest.raises(ValidationError):
+            Incremental.model_validate({"cursor_path": "u", "param": "s", **bad})
+
+
+def test_sluice_check_names_a_duration_lookback_on_a_number_cursor(tmp_path):
+    raw = {"sources": {"t": {"integration": "rest", "base_url": "http://x", "kinds": {"k": {
+        "path": "/k", "incremental": {"cursor_path": "version", "param": "after",
+                                      "cursor_type": "number", "lookback": "5m"}}}}}}
+    with pytest.raises(Exception, match=r"sources\.t\.kinds\.k\.incremental.*'number' is no "
+                                        "time"):
+        parse_config(raw, tmp_path / "sluice.toml")
+
+
+def test_status_shows_an_epoch_watermark_with_its_time_beside_it():
+    def shown(cursor_type, value):
+        return Incremental(cursor_path="u", param="s", cursor_type=cursor_type).shown(value)
+
+    assert shown("epoch_ms", 1704067320000) == "1704067320000 (2024-01-01T00:02:00Z)"
+    assert shown("epoch_ms", 1704067320001) == "1704067320001 (2024-01-01T00:02:00.001Z)"
+    assert shown("epoch_s", "1704067200") == '"1704067200" (2024-01-01T00:00:00Z)'
+    assert shown("iso", "2024-01-01T00:00:00Z") == '"2024-01-01T00:00:00Z"'  # a time already
+    assert shown(None, 1704067200) == "1704067200"  # inferred: maybe no time at all
+    assert shown("number", 7) == "7"
+    assert shown("epoch_ms", 10**30) == str(10**30)  # past any calendar: as it is
+
+
 def test_watermarks_live_in_a_target_with_state_else_in_redis(tmp_path):
     r = fakeredis.FakeRedis()
     in_db = Watermarks(SqliteTarget(tmp_path / "t.db"), r)

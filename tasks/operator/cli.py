@@ -292,6 +292,9 @@ def summary_text(run: Run) -> str:
     text = (f"{run.source}/{run.kind} run {run.run_id}{mode}: {run.state}; "
             f"{run.items_written} written, {run.items_rejected} rejected, "
             f"{run.batches_failed} batches failed, {run.deleted} deleted")
+    if run.moved:
+        text += (f"\n  moved: {run.moved} rows left in entities from before the kind's"
+                 " mapping deleted (its table holds the kind)")
     for key in ("reason", "deletion_skipped", "watermark"):
         if getattr(run, key):
             text += f"\n  {key.replace('_', ' ')}: {getattr(run, key)}"

@@ -72,6 +72,7 @@ class Run:
     batches_done: int = 0
     batches_failed: int = 0
     deleted: int = 0
+    moved: int = 0  # a mapped kind's rows deleted from entities once its typed table held it
     # why (each empty unless it applies)
     reason: str = ""  # why the run ended as it did (failed, partial, skipped, stalled)
     error: str = ""  # the producer's failure

@@ -73,7 +73,9 @@ def outcome(rt: runtime.Runtime, run: Run) -> tuple[RunState, dict[str, Any]]:
         gone = delete_moved(rt, run.source, kind, run_seq=run.run_seq,
                             threshold=source.delete_threshold)
         if gone.refused:
-            return RunState.PARTIAL, {**fields, "deletion_refused": gone.refused}
+            return RunState.PARTIAL, {
+                **fields, "moved": moved or None, "deletion_refused": gone.refused,
+                "watermark": "not saved: the next run reads everything again" if marks else None}
         moved += gone.deleted
     if moved:
         fields["moved"] = moved

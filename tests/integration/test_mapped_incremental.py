@@ -38,6 +38,13 @@ items = "data"
 paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 100 }}
 incremental = {{ cursor_path = "updated_at", param = "since", lookback = "2m" }}
 {mapping}
+
+[sources.api.kinds.few]
+path = "/cursor/few"
+items = "data"
+paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 100 }}
+incremental = {{ cursor_path = "updated_at", param = "since", lookback = "2m" }}
+{few}
 """
 
 MAPPED = """[sources.api.kinds.inc.mapping]
@@ -51,8 +58,9 @@ class Bench:
         self.db = tmp / "db.sqlite"
         self.config = tmp / "sluice.toml"
 
-    def write(self, mapping: str = "") -> None:
-        self.config.write_text(CONFIG.format(db=self.db, url=self.api.url, mapping=mapping))
+    def write(self, mapping: str = "", few: str = "") -> None:
+        self.config.write_text(CONFIG.format(db=self.db, url=self.api.url, mapping=mapping,
+                                             few=few))
 
     def query(self, sql: str, *args: object) -> list[tuple]:
         with sqlite3.connect(self.db) as conn:
@@ -157,3 +165,21 @@ def test_a_mapping_added_changed_or_removed_reads_everything_once_and_moves_the_
     assert bench.sluice("entities").stdout.splitlines() == ["api/inc: 300", "table api_inc: 300"]
     after = bench.client.resync("api", "inc")
     assert after.incremental  # and incremental again after that
+
+
+def test_a_table_that_got_too_few_rows_keeps_the_entities_and_the_next_run_reads_all_again(
+        bench: Bench):
+    bench.api.set_timed_items("few", 100)
+    assert bench.client.resync("api", "few").state == "succeeded"
+    with bench.api.server.lock:  # the API now answers with a tenth of what it had
+        del bench.api.state.items["few"][10:]
+    bench.write(few="[sources.api.kinds.few.mapping]\nproperties = { title = \".title\" }")
+    refused = bench.client.resync("api", "few")
+    assert (refused.state, refused.incremental, refused.moved) == ("partial", False, 0)
+    assert "refused to delete the 100 rows of few left in entities" in refused.reason
+    assert "wrote 10 rows into api_few" in refused.reason
+    assert bench.query("SELECT COUNT(*) FROM entities WHERE kind = 'few'") == [(100,)]
+    assert bench.query("SELECT part FROM sluice_watermarks WHERE kind = 'few'") == []
+    again = bench.client.resync("api", "few")  # everything again, not since a watermark
+    assert (again.state, again.incremental, again.items_fetched) == ("partial", False, 10)
+    bench.write()

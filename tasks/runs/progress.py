@@ -73,6 +73,7 @@ class Run:
     batches_failed: int = 0
     deleted: int = 0  # stale entities deleted when the run ended
     items_deleted: int = 0  # rows deleted by the API's tombstones (a kind's `deleted`)
+    moved: int = 0  # a mapped kind's rows deleted from entities once its typed table held it
     # why (each empty unless it applies)
     reason: str = ""  # why the run ended as it did (failed, partial, skipped, stalled)
     error: str = ""  # the producer's failure

@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from integrations.incremental import Incremental, comparable, minus, newest, older
+from integrations.mapping import Mapping, MappingSettings
 from integrations.rest.settings import RestSettings
 from tasks.config import Schedule, parse_config
 from tasks.runs.watermarks import Watermarks
@@ -105,12 +106,60 @@ def test_watermarks_live_in_a_target_with_state_else_in_redis(tmp_path):
     in_redis = Watermarks(object(), r)  # type: ignore[arg-type]  # a target without state
     assert "state table" in in_db.where and "Redis" in in_redis.where
     for store in (in_db, in_redis):
-        marks = store.advanced("s", "k", {"null": ["2024-01-02T00:00:00Z", "2024-01-01T00:00:00Z"]})
+        marks = store.advanced("s", "k", {"null": ["2024-01-02T00:00:00Z", "2024-01-01T00:00:00Z"]},
+                               mapping=None)
         store.save("s", "k", marks)
         # Only forward: an older value seen later does not move it back.
-        store.save("s", "k", store.advanced("s", "k", {"null": ["2023-01-01T00:00:00Z"]}))
-        assert store.get("s", "k") == {"null": "2024-01-02T00:00:00Z"}
+        store.save("s", "k", store.advanced("s", "k", {"null": ["2023-01-01T00:00:00Z"]},
+                                            mapping=None))
+        assert store.get("s", "k", mapping=None) == {"null": "2024-01-02T00:00:00Z"}
     assert r.hgetall("sluice:watermarks:s:k")  # the http target's, in Redis
+
+
+def mapping(**settings) -> Mapping:
+    return Mapping(MappingSettings.model_validate(settings), kind="k", id_path="id")
+
+
+def test_a_watermark_belongs_to_the_mapping_it_was_read_with(tmp_path):
+    r = fakeredis.FakeRedis()
+    store = Watermarks(SqliteTarget(tmp_path / "t.db"), r)
+    first, same = mapping(properties={"t": ".title"}), mapping(properties={"t": ".title"})
+    other = mapping(properties={"t": ".title", "n": ".n"})
+    assert first.digest == same.digest != other.digest  # stable, and the settings' own
+    assert mapping(properties={"t": ".title"}, table="x").digest != first.digest
+
+    def run(seen: str, *, read_with: Mapping | None, partition: str = "null") -> None:
+        marks = store.advanced("s", "k", {partition: [seen]}, mapping=read_with)
+        store.save("s", "k", store.stamped("s", "k", marks, mapping=read_with))
+
+    run("2024-01-01T00:00:00Z", read_with=None, partition='"a"')
+    run("2024-01-01T00:00:00Z", read_with=None)
+    assert store.get("s", "k", mapping=None) == {"null": "2024-01-01T00:00:00Z",
+                                                 '"a"': "2024-01-01T00:00:00Z"}
+    # A mapping added: what was read without it is absent; the run that saves forgets it
+    # (partition "a", not seen again, keeps nothing).
+    assert store.get("s", "k", mapping=first) == {}
+    run("2024-01-02T00:00:00Z", read_with=first)
+    assert store.get("s", "k", mapping=same) == {"null": "2024-01-02T00:00:00Z"}
+    assert store.get("s", "k", mapping=other) == {}  # changed
+    assert store.get("s", "k", mapping=None) == {}  # removed
+    run("2024-01-03T00:00:00Z", read_with=other)
+    assert store.get("s", "k", mapping=other) == {"null": "2024-01-03T00:00:00Z"}
+    run("2024-01-04T00:00:00Z", read_with=None)  # removed: back to entities, read all once
+    assert store.get("s", "k", mapping=None) == {"null": "2024-01-04T00:00:00Z"}
+    assert store.get("s", "k", mapping=other) == {}
+    # A run that saw no cursor value still says which mapping the (no) watermarks are of.
+    store.save("s", "k", store.stamped("s", "k", {}, mapping=first))
+    assert store.get("s", "k", mapping=first) == {} and store.get("s", "k", mapping=None) == {}
+    assert store.target.watermarks("s", "k") == {"mapping": f'"{first.digest}"'}
+
+
+def test_a_mapping_does_not_move_watermarks_kept_in_redis():
+    """The http target has no typed tables: a mapping changes nothing of where a kind lands."""
+    r = fakeredis.FakeRedis()
+    store = Watermarks(object(), r)  # type: ignore[arg-type]  # a target without tables
+    store.save("s", "k", store.stamped("s", "k", {"null": "1"}, mapping=None))
+    assert store.get("s", "k", mapping=mapping(properties={"t": ".title"})) == {"null": 1}
 
 
 def test_a_source_schedules_incremental_and_full_runs(tmp_path):

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+import redis
 
 from integrations.fakeapi import FakeAPI, at_ms
 from tasks.operator.redisserver import RedisServer
@@ -75,6 +76,7 @@ class Bench:
 def bench(request, tmp_path_factory, redis_server: RedisServer) -> Iterator[Bench]:
     tmp = tmp_path_factory.mktemp("deletions")
     url = redis_server.url.rsplit("/", 1)[0] + ("/14" if request.param == "sqlite" else "/15")
+    redis.Redis.from_url(url).flushdb()  # database 14 is other modules' too: start empty
     suffix = uuid.uuid4().hex[:8]
     table = f"tomb_{suffix}"
     if request.param == "sqlite":

@@ -30,10 +30,12 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 if TYPE_CHECKING:
+    from integrations.http.oauth import TokenStore
     from integrations.http.ratelimit import RateLimiter
     from integrations.incremental import Incremental
     from integrations.mapping import Mapping
     from integrations.secrets import Redactor
+    from integrations.tombstones import Tombstones
     from integrations.webhooks import Event
 
 
@@ -129,6 +131,11 @@ class SourceSettings(StrictModel):
     def kind_names(self) -> list[str]:
         raise NotImplementedError
 
+    def keeps_secrets(self) -> bool:
+        """True when the source keeps secrets of its own (a rotated refresh token), sealed
+        with ``SLUICE_SECRET_KEY``."""
+        return False
+
 
 class ApiSettings(SourceSettings):
     """A source read from one HTTP API."""
@@ -166,10 +173,13 @@ class Integration(Protocol):
         """The kinds this source can resync."""
         ...
 
-    def client(self, *, limiter: RateLimiter | None = None,
-               redactor: Redactor | None = None) -> httpx.AsyncClient:
+    def client(self, *, limiter: RateLimiter | None = None, redactor: Redactor | None = None,
+               tokens: TokenStore | None = None, secret_key: str | None = None
+               ) -> httpx.AsyncClient:
         """A new client for this source (base URL, auth, retries, the shared rate limit, its
-        credentials kept to its own origin); the caller reuses it."""
+        credentials kept to its own origin); the caller reuses it. ``tokens``: where OAuth 2.0
+        tokens are shared (a store of this process alone when None); ``secret_key``:
+        ``SLUICE_SECRET_KEY``, which seals them."""
         ...
 
     async def partitions(self, kind: str, client: httpx.AsyncClient) -> list[Any] | None:
@@ -193,6 +203,12 @@ class Integration(Protocol):
     def mapping_key(self, kind: str) -> str:
         """Where the kind's mapping is written in its source's section, for error messages:
         ``kinds.KIND.mapping`` (REST), ``mappings.KIND`` (GitHub, Jira)."""
+        ...
+
+    def tombstones(self, kind: str) -> Tombstones | None:
+        """Which of the kind's items are the API's deletion tombstones (its ``deleted``
+        expression, compiled once), or None when none are: each deletes its identifier's row
+        and is never stored."""
         ...
 
     def parent_ref(self, kind: str, parent_item: Any) -> dict[str, Any]:

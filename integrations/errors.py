@@ -13,6 +13,7 @@
         │   └── NoParentValue       a parent item lacks what its children's path needs
         ├── TooManyPages            a run read more than the source's max_pages
         ├── ForeignOrigin           a next link or redirect to an origin not allowed
+        ├── AuthRefused             the token endpoint refused the credentials (invalid_grant)
         ├── WebhookRefused          a webhook delivery not signed right, or not understood
         └── TargetRejected          the target refused the batch (4xx, constraint violation)
 
@@ -90,6 +91,12 @@ class TooManyPages(PermanentError):
 class ForeignOrigin(PermanentError):
     """A request (a next link, a planned page, a redirect) to an origin other than the
     source's own, and not in its ``allow_origins``."""
+
+
+class AuthRefused(PermanentError):
+    """An OAuth 2.0 token endpoint refused the source's credentials (``invalid_client``,
+    ``invalid_grant``), or a refresh token could not be presented safely: the run fails with
+    the reason once; retrying would only ask again."""
 
 
 class WebhookRefused(PermanentError):

@@ -1,6 +1,6 @@
 """A local fake third-party API (and a fake HTTP bulk sink) on loopback.
 
-Used by the tests, the benchmark and the standalone demo. Four pagination styles over the
+Used by the tests, the benchmark and the standalone demo. Seven pagination styles over the
 same items of a kind:
 
     GET /cursor/{kind}?cursor=&limit=        {"data": [...], "next_cursor": "200"|null}
@@ -9,13 +9,22 @@ same items of a kind:
     GET /offset/{kind}?startAt=&maxResults=  {"values": [...], "startAt", "maxResults", "total"}
     GET /page/{kind}?page=&per_page=         {"items": [...], "total": N}
                                              (offset and page: also X-Total-Count: N)
+    GET /nexturl/{kind}?skip=&top=           {"value": [...], "@odata.nextLink": absolute URL,
+                                              "links": {"next": the same, relative: "KIND?.."}}
+    GET /nexthdr/{kind}?_token=&_limit=      {"data": [...]} with Next-Page: absolute URL (Kinto)
+    GET /keyset/{kind}?starting_after=&limit=  {"data": [...], "has_more": bool} (Stripe); an
+                                             unknown starting_after answers 400
+                                             (next URLs keep the request's other parameters)
     GET /sub/{kind}/{parent}?cursor=&limit=  one parent's children, as /cursor pages
     GET /one/{kind}/{id}                     one item by its id (404: none), a webhook follow-up
     POST /sink/{kind}  {"entities": [...]}   the HTTP target's endpoint; GET /sink/{kind} lists
 
 Items with an ``updated_at`` (``set_timed_items``, ``change``, ``add``) answer two more
 query parameters, in every style: ``since=<ISO time>`` keeps those updated at or after it,
-and ``sort=updated&direction=desc`` lists the newest first (as GitHub's pulls do).
+and ``sort=updated&direction=desc`` lists the newest first (as GitHub's pulls do). A kind
+made with ``epoch_ms=True`` has its times as epoch milliseconds, and ``since`` is one too.
+``remove`` turns items into deletion tombstones (``{"id", "deleted": true, "updated_at"}``),
+which only a ``since`` read lists: a full read leaves them out, as such APIs do.
 
 Faults are scripted (``FakeAPI.fail``): answer a matching request with a given status, headers
 and body a given number of times. ``sink_down`` makes the sink answer 503. ``totals`` makes the
@@ -25,6 +34,10 @@ With ``rate_limit`` (requests per second, a token bucket of one second's burst) 
 the limit answers 429 with ``Retry-After``; every GET carries ``X-RateLimit-Remaining`` and
 ``X-RateLimit-Reset`` (epoch seconds, as GitHub does). ``exhaust`` makes one answer say the
 budget is gone for a while.
+
+With ``auth`` (a check from ``integrations.fakeauth``: bearer, basic, API key, a bearer token
+checked by OAuth 2.0 introspection) every GET but the sink's and ``/_stats`` needs the
+credentials it checks; else 401 with ``WWW-Authenticate``.
 
     python -m integrations.fakeapi --port 8900 --items issue=1000,user=50 --latency 0.05
 """
@@ -42,6 +55,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
+
+from integrations.fakeauth import AuthCheck
 
 
 @dataclass
@@ -72,6 +87,7 @@ class State:
     totals: dict[str, int] = field(default_factory=dict)  # kind -> the total to report
     trickle: dict[str, float] = field(default_factory=dict)  # path prefix -> seconds per byte
     params_seen: list[dict[str, str]] = field(default_factory=list)  # every GET's query
+    epoch_ms: set[str] = field(default_factory=set)  # kinds whose times are epoch ms
     log: list[tuple[float, str, str, int]] = field(default_factory=list)  # t, method, path, status
 
 
@@ -84,11 +100,27 @@ def at(seconds: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1704067200 + seconds))
 
 
+def at_ms(seconds: float) -> int:
+    """``at(seconds)`` as epoch milliseconds."""
+    return (1704067200 + round(seconds)) * 1000
+
+
+def _later(value: Any, since: str) -> bool:
+    """``value`` is at or after ``since``: as numbers when both are (epoch milliseconds),
+    else as text (ISO times of one spelling)."""
+    if isinstance(value, int) and since.lstrip("-").isdigit():
+        return value >= int(since)
+    return str(value if value is not None else "") >= since
+
+
 def window(items: list[dict[str, Any]], query: dict[str, str]) -> list[dict[str, Any]]:
-    """The items a ``since`` asks for, in the order a ``sort=updated`` asks for."""
+    """The items a ``since`` asks for (tombstones only then), in the order a
+    ``sort=updated`` asks for."""
     if "since" in query:
         since = query["since"]
-        items = [i for i in items if str(i.get("updated_at", "")) >= since]
+        items = [i for i in items if _later(i.get("updated_at"), since)]
+    else:
+        items = [i for i in items if not i.get("deleted")]
     if query.get("sort") == "updated":
         items = sorted(items, key=lambda i: str(i.get("updated_at", "")),
                        reverse=query.get("direction", "desc") == "desc")
@@ -177,6 +209,8 @@ class Handler(BaseHTTPRequestHandler):
             s for p, s in self.server.state.delays.items() if url.path.startswith(p))
         if delay:
             time.sleep(delay)
+        if self._refused(url.path, query):
+            return None
         fault = self._fault(url.path, query)
         if fault:
             return self._send(fault.status, fault.body, fault.headers)
@@ -197,6 +231,19 @@ class Handler(BaseHTTPRequestHandler):
         if items is None:
             return self._send(404, b'{"error": "no such kind"}')
         return self._page(style, kind, items, url.path, query)
+
+    def _refused(self, path: str, query: dict[str, str]) -> bool:
+        """True when the API's ``auth`` check refused the request (answered 401); the
+        sink and ``/_stats`` are the tests' own and need nothing."""
+        check = self.server.auth
+        if check is None or path.startswith(("/sink/", "/_stats/")):
+            return False
+        challenge = check({k.lower(): v for k, v in self.headers.items()}, query)
+        if challenge is None:
+            return False
+        self._send(401, b'{"message": "Requires authentication"}',
+                   {"WWW-Authenticate": challenge})
+        return True
 
     def _nested(self, style: str, kind: str, key: str, *, path: str, query: dict[str, str]
                 ) -> None:
@@ -258,6 +305,8 @@ class Handler(BaseHTTPRequestHandler):
             if style == "linkq" and "page" not in query:
                 headers = {}
             return self._json(page_items, headers)
+        if style in ("nexturl", "nexthdr", "keyset"):
+            return self._keyed_page(style, items, path, query)
         total = self.server.state.totals.get(kind, len(items))
         if style == "offset":
             start, per = int(query.get("startAt", 0)), int(query.get("maxResults", 50))
@@ -269,6 +318,31 @@ class Handler(BaseHTTPRequestHandler):
             return self._json({"items": items[(page - 1) * per:page * per], "total": total},
                               {"X-Total-Count": str(total)})
         return self._send(404, b'{"error": "no such style"}')
+
+    def _keyed_page(self, style: str, items: list[dict[str, Any]], path: str,
+                    query: dict[str, str]) -> None:
+        """A page of the styles that name where the next page starts (a next URL, a key)."""
+        if style == "keyset":
+            after, limit = query.get("starting_after"), int(query.get("limit", 10))
+            ids = [str(i["id"]) for i in items]
+            if after is not None and after not in ids:
+                return self._send(400, b'{"error": "no such object: starting_after"}')
+            start = 0 if after is None else ids.index(after) + 1
+            return self._json({"data": items[start:start + limit],
+                               "has_more": start + limit < len(items)})
+        skip_param, size_param, default = (("skip", "top", 25) if style == "nexturl"
+                                           else ("_token", "_limit", 25))
+        start, size = int(query.get(skip_param, 0)), int(query.get(size_param, default))
+        page = items[start:start + size]
+        following = None  # relative to the request's URL: "KIND?skip=..."
+        if start + size < len(items):
+            following = f"{path.rsplit('/', 1)[1]}?{urlencode({**query, skip_param: start + size})}"
+        absolute = (f"http://{self.headers['Host']}{path.rsplit('/', 1)[0]}/{following}"
+                    if following else None)
+        if style == "nexturl":
+            return self._json({"value": page, "@odata.nextLink": absolute,
+                               "links": {"next": following}})
+        return self._json({"data": page}, {"Next-Page": absolute} if absolute else {})
 
     def do_DELETE(self) -> None:
         """DELETE /_stats: forget the sink's entities, the log and the write times."""
@@ -338,9 +412,11 @@ class Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
     def __init__(self, address: tuple[str, int], *, latency: float, write_latency: float,
-                 rate_limit: float | None = None, handler: type[Handler] | None = None):
+                 rate_limit: float | None = None, handler: type[Handler] | None = None,
+                 auth: AuthCheck | None = None):
         super().__init__(address, handler or Handler)
         self.state = State()
+        self.auth = auth
         self.lock = threading.RLock()  # handlers answer while holding it
         self.latency = latency
         self.write_latency = write_latency
@@ -370,14 +446,15 @@ class Server(ThreadingHTTPServer):
 
 
 class FakeAPI:
-    """The fake API in a background thread: ``with FakeAPI() as api: api.url``."""
+    """The fake API in a background thread: ``with FakeAPI() as api: api.url``; with
+    ``auth`` (or ``require``), its GETs need the credentials that check asks for."""
 
     handler: type[Handler] = Handler
 
     def __init__(self, *, port: int = 0, latency: float = 0.0, write_latency: float = 0.0,
-                 rate_limit: float | None = None):
+                 rate_limit: float | None = None, auth: AuthCheck | None = None):
         self.server = Server(("127.0.0.1", port), latency=latency, write_latency=write_latency,
-                             rate_limit=rate_limit, handler=self.handler)
+                             rate_limit=rate_limit, handler=self.handler, auth=auth)
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
                                        daemon=True)
 
@@ -389,17 +466,37 @@ class FakeAPI:
     def state(self) -> State:
         return self.server.state
 
+    def require(self, auth: AuthCheck | None) -> None:
+        """From now on, GETs need what ``auth`` checks (None: nothing)."""
+        self.server.auth = auth
+
     def set_items(self, kind: str, count: int) -> list[dict[str, Any]]:
         self.state.items[kind] = make_items(kind, count)
         return self.state.items[kind]
 
-    def set_timed_items(self, kind: str, count: int) -> list[dict[str, Any]]:
-        """Items with an ``updated_at``: item i at ``at(i)``."""
+    def set_timed_items(self, kind: str, count: int, *, epoch_ms: bool = False
+                        ) -> list[dict[str, Any]]:
+        """Items with an ``updated_at``: item i at ``at(i)`` (``at_ms(i)`` with ``epoch_ms``)."""
         items = make_items(kind, count)
+        if epoch_ms:
+            self.state.epoch_ms.add(kind)
+        else:
+            self.state.epoch_ms.discard(kind)
         for i, item in enumerate(items):
-            item["updated_at"] = at(i)
+            item["updated_at"] = self._at(kind, i)
         self.state.items[kind] = items
         return items
+
+    def _at(self, kind: str, seconds: float) -> str | int:
+        return at_ms(seconds) if kind in self.state.epoch_ms else at(seconds)
+
+    def remove(self, kind: str, indices: list[int], when: float) -> None:
+        """Items ``indices`` of ``kind`` are deleted at ``when``: each becomes a tombstone."""
+        with self.server.lock:
+            for i in indices:
+                item = self.state.items[kind][i]
+                self.state.items[kind][i] = {"id": item["id"], "deleted": True,
+                                             "updated_at": self._at(kind, when)}
 
     def set_children(self, kind: str, parents: list[dict[str, Any]], per_parent: int
                      ) -> list[dict[str, Any]]:
@@ -419,7 +516,7 @@ class FakeAPI:
         with self.server.lock:
             for i in indices:
                 item = self.state.items[kind][i]
-                item["updated_at"] = at(when)
+                item["updated_at"] = self._at(kind, when)
                 item["title"] = f"{item['title']} (changed at {when:g})"
 
     def add(self, kind: str, count: int, when: float) -> list[dict[str, Any]]:
@@ -428,7 +525,7 @@ class FakeAPI:
             items = self.state.items[kind]
             new = make_items(kind, len(items) + count)[len(items):]
             for item in new:
-                item["updated_at"] = at(when)
+                item["updated_at"] = self._at(kind, when)
             items += new
         return new
 

@@ -23,6 +23,7 @@ source's ``mappings`` section overrides it key by key (``MappingOverride``):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -248,6 +249,10 @@ class Mapping:
 
     def __init__(self, settings: MappingSettings, *, kind: str, id_path: str) -> None:
         self.settings, self.kind = settings, kind
+        # What a watermark read with this mapping belongs to (tasks/runs/watermarks.py): the
+        # same settings give the same digest in every process and release.
+        spelt = {"settings": settings.model_dump(mode="json", by_alias=True), "id_path": id_path}
+        self.digest = hashlib.sha256(json.dumps(spelt, sort_keys=True).encode()).hexdigest()
         given = settings.expressions()
         # The identifier first (an error in another expression can then name the item), the
         # selector second (an item it leaves out is skipped, whatever the others make of it).

@@ -8,6 +8,7 @@ what its API does differently:
     items(kind, response, body)        the items of a page (default: the body, a JSON list)
     kept(kind, items)                  the items that land (default: all of them)
     id_path(kind), id_text(value)      where an item's identifier is, and its text
+    deleted(kind)                      jq true for the API's deletion tombstones (default: None)
     partitions(kind, client)           JSON keys that split a kind (default: None); a kind
                                        read whole with ``every_item`` may provide them
 
@@ -27,12 +28,15 @@ import httpx
 
 from integrations.base import ApiSettings, Fetched, State
 from integrations.errors import MalformedPage, PermanentHTTPError, WebhookRefused
+from integrations.http.auth import Credentials
 from integrations.http.client import get_json, make_client
+from integrations.http.oauth import TokenStore
 from integrations.http.paginators import Paginator, dig, fetched
 from integrations.http.ratelimit import RateLimiter
 from integrations.incremental import Incremental
 from integrations.mapping import Mapping, MappingSettings
 from integrations.secrets import Redactor
+from integrations.tombstones import Tombstones
 from integrations.webhooks import Event
 
 S = TypeVar("S", bound=ApiSettings)
@@ -55,6 +59,7 @@ class PagedIntegration(Generic[S]):
     def __init__(self, settings: S) -> None:
         self.settings = settings
         self._mappings: dict[str, Mapping | None] = {}  # compiled once per process
+        self._tombstones: dict[str, Tombstones | None] = {}  # likewise
 
     def kinds(self) -> list[str]:
         return self.settings.kind_names()
@@ -77,14 +82,22 @@ class PagedIntegration(Generic[S]):
         """Query parameters that are credentials (kept to ``base_url`` and ``home()``)."""
         return None
 
-    def client(self, *, limiter: RateLimiter | None = None,
-               redactor: Redactor | None = None) -> httpx.AsyncClient:
+    def credentials(self, tokens: TokenStore | None, secret_key: str | None) -> Credentials:
+        """What the source's ``auth`` section sends (none by default); OAuth 2.0 tokens are
+        shared through ``tokens`` (a store of this process alone when None)."""
+        return Credentials()
+
+    def client(self, *, limiter: RateLimiter | None = None, redactor: Redactor | None = None,
+               tokens: TokenStore | None = None, secret_key: str | None = None
+               ) -> httpx.AsyncClient:
         s = self.settings
-        return make_client(base_url=s.base_url, headers=self.headers(), auth=self.auth(),
-                           settings=s.http, limiter=limiter,
+        given = self.credentials(tokens, secret_key)
+        return make_client(base_url=s.base_url, headers={**self.headers(), **given.headers},
+                           auth=given.auth or self.auth(), settings=s.http, limiter=limiter,
                            max_connections=max(32, s.max_concurrency), home=self.home(),
                            allow_origins=s.allow_origins,
-                           secret_params=self.secret_params(redactor))
+                           secret_params={**(self.secret_params(redactor) or {}),
+                                          **given.params})
 
     # -- pages
 
@@ -115,6 +128,16 @@ class PagedIntegration(Generic[S]):
             self._mappings[kind] = None if settings is None else Mapping(
                 settings, kind=kind, id_path=self.id_path(kind))
         return self._mappings[kind]
+
+    def deleted(self, kind: str) -> str | None:
+        """The kind's ``deleted`` jq expression (None: the API lists no tombstones)."""
+        return None
+
+    def tombstones(self, kind: str) -> Tombstones | None:
+        if kind not in self._tombstones:
+            expression = self.deleted(kind)
+            self._tombstones[kind] = None if expression is None else Tombstones(expression)
+        return self._tombstones[kind]
 
     def parent_ref(self, kind: str, parent_item: Any) -> dict[str, Any]:
         return {}

@@ -6,6 +6,7 @@ workers write them through the batch path (``tasks/webhook.py``). Nothing here t
 Redis, Celery or the target: integrations stay on their side of the line.
 
     integration.verify(headers, body)       # raises WebhookRefused (401) unless signed right
+    decode(content_type, body)              # -> the JSON payload (a form's ``payload``), or 400
     integration.delivery(headers, payload)  # -> the delivery's id (applied once), or None
     integration.events(headers, payload)    # -> [Event(kind, action, item, fetch)]
     integration.cursor_path(kind)           # -> the dot path that orders an item's versions
@@ -18,9 +19,15 @@ import hashlib
 import hmac
 import json
 import math
+import urllib.parse
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+from integrations.errors import WebhookRefused
+
+FORM = "application/x-www-form-urlencoded"
+FORM_FIELDS = 16  # GitHub sends one (``payload``); a form of thousands is not a delivery
 
 
 class Action(StrEnum):
@@ -54,6 +61,41 @@ def hmac_digest(secret: str, body: bytes, algorithm: str = "sha256") -> bytes:
 def same(expected: str, given: str | None) -> bool:
     """Constant-time comparison of a signature computed here with the one a delivery gave."""
     return given is not None and hmac.compare_digest(expected.encode(), given.encode())
+
+
+def decode(content_type: str | None, body: bytes) -> Any:
+    """A verified delivery's payload: its body as JSON (``loads``), or, when ``content_type`` is
+    a form (``application/x-www-form-urlencoded``: what GitHub sends for a hook created
+    through its API unless asked for JSON), the JSON in its one ``payload`` field. The
+    signature is checked before, over the raw body, form or not (GitHub signs the bytes it
+    sends). Raises WebhookRefused(400) saying why: not JSON, not a form, no ``payload``."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media == FORM:
+        text, what = form_payload(body), "the form's payload"
+    else:
+        text, what = body, "the body"
+    try:
+        return loads(text)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise WebhookRefused(f"{what} is not JSON") from None
+
+
+def form_payload(body: bytes) -> bytes:
+    """The ``payload`` field of a form body, as UTF-8 bytes (no larger than the body, so the
+    body's size limit bounds it). Raises WebhookRefused(400): a body that is not a form
+    (not UTF-8, a field without ``=``, an escape that is not UTF-8, too many fields), or a
+    form without exactly one ``payload``."""
+    try:
+        fields = urllib.parse.parse_qs(body.decode(), keep_blank_values=True,
+                                       strict_parsing=True, max_num_fields=FORM_FIELDS,
+                                       errors="strict")
+    except ValueError:  # UnicodeDecodeError is one
+        raise WebhookRefused(f"the body is not a form ({FORM})") from None
+    payloads = fields.get("payload", [])
+    if len(payloads) != 1:
+        raise WebhookRefused("the form has no payload field" if not payloads
+                             else "the form has more than one payload field")
+    return payloads[0].encode()
 
 
 def loads(body: bytes) -> Any:

@@ -219,6 +219,10 @@ def parse_config(raw: dict[str, Any], path: Path, *, digest: str = "") -> Sluice
         if source is None:
             continue
         sources[name] = source
+        if source.keeps_secrets() and not os.environ.get("SLUICE_SECRET_KEY"):
+            problems.append(f"sources.{name}.auth: oauth2_refresh_token needs SLUICE_SECRET_KEY "
+                            "in the environment of every worker (the rotated refresh tokens "
+                            "are kept encrypted with it)")
         try:
             schedules[name] = schedule_of(source)
         except ValueError as exc:

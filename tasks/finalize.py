@@ -4,6 +4,9 @@
     more than max_rejected of the items rejected       -> failed, nothing deleted
     paging may have missed items (a full last page
     without a next link, fewer items than the total)   -> partial, nothing deleted
+    a kind moved to its typed table (a mapping added),
+    but the table got too few rows (``move_guard``)    -> partial, nothing deleted, and the
+                                                          watermarks stay (read all again)
     the deletion guard refuses                         -> partial, nothing deleted
     the target does not delete (http)                  -> succeeded, nothing deleted
     otherwise                                          -> succeeded, stale entities deleted
@@ -62,6 +65,20 @@ def outcome(rt: runtime.Runtime, run: Run) -> tuple[RunState, dict[str, Any]]:
                if run.incremental else
                f"the {rt.config.target.type} target does not delete stale entities")
         return RunState.SUCCEEDED, {**fields, "deletion_skipped": why}
+    # The run read everything: a kind with a mapping now has all of its rows in its table,
+    # and the rows it left in entities before the mapping go (first: refused, the watermarks
+    # are not saved, so the next run reads everything again).
+    moved = 0
+    for kind in (run.kind, *child_kinds(rt.integration(run.source), run.kind)):
+        gone = delete_moved(rt, run.source, kind, run_seq=run.run_seq,
+                            threshold=source.delete_threshold)
+        if gone.refused:
+            return RunState.PARTIAL, {
+                **fields, "moved": moved or None, "deletion_refused": gone.refused,
+                "watermark": "not saved: the next run reads everything again" if marks else None}
+        moved += gone.deleted
+    if moved:
+        fields["moved"] = moved
     deletion = delete_stale(rt, run.source, run.kind, run_seq=run.run_seq,
                             threshold=source.delete_threshold, watermarks=marks)
     if deletion.refused:
@@ -92,20 +109,39 @@ def delete_stale(rt: runtime.Runtime, source: str, kind: str, *, run_seq: int,
                                watermarks=watermarks)
 
 
+def delete_moved(rt: runtime.Runtime, source: str, kind: str, *, run_seq: int,
+                 threshold: float) -> Deletion:
+    """A kind with a mapping (on a target with tables): its rows left in ``entities`` from
+    before the mapping, deleted once its table holds it (``Typed.delete_moved``). A kind
+    whose mapping was removed keeps its table as it is: Sluice never empties nor drops a
+    table it no longer writes (views and queries may read it; ``sluice entities`` lists it)."""
+    target, mapping = rt.target(), rt.integration(source).mapping(kind)
+    if mapping is None or not isinstance(target, Typed):
+        return Deletion()
+    return target.delete_moved(mapping.table(source), source, kind, run_seq=run_seq,
+                               threshold=threshold)
+
+
 def watermarks(rt: runtime.Runtime, run: Run) -> tuple[dict[str, str], dict[str, Any]]:
-    """The watermarks a clean run leaves (JSON, by partition key), and what the run record
-    says of them."""
-    if rt.integration(run.source).incremental(run.kind) is None:
+    """The watermarks a clean run leaves (JSON, by partition key, stamped with the mapping
+    they were read with), and what the run record says of them."""
+    integration = rt.integration(run.source)
+    incremental = integration.incremental(run.kind)
+    if incremental is None:
         return {}, {}
-    store = rt.watermarks()
-    marks = store.advanced(run.source, run.kind, rt.progress.marks(run.run_id))
+    store, mapping = rt.watermarks(), integration.mapping(run.kind)
+    marks = store.advanced(run.source, run.kind, rt.progress.marks(run.run_id), mapping=mapping)
+    stamped = store.stamped(run.source, run.kind, marks, mapping=mapping)
     if not marks:
-        return {}, {"watermark": "unchanged (no item read had a time or a number at "
-                                 f"cursor_path); {store.where}"}
-    shown = ", ".join(f"{v}" if k == "null" else f"{k}: {v}" for k, v in sorted(marks.items()))
+        return stamped, {"watermark": "unchanged (no item read had a time or a number at "
+                                      f"cursor_path); {store.where}"}
+    # An epoch's number with its time beside it (``cursor_type``): 1704067200000 (2024-...Z).
+    shown = ", ".join(incremental.shown(json.loads(v)) if k == "null" else
+                      f"{k}: {incremental.shown(json.loads(v))}" for k, v in sorted(marks.items()))
     if len(shown) > 200:
-        shown = f"{len(marks)} partitions, newest {newest([json.loads(v) for v in marks.values()])}"
-    return marks, {"watermark": f"{shown}; {store.where}"}
+        top = newest([json.loads(v) for v in marks.values()])
+        shown = f"{len(marks)} partitions, newest {incremental.shown(top)}"
+    return stamped, {"watermark": f"{shown}; {store.where}"}
 
 
 @app.task(bind=True, name="sluice.finalize", max_retries=RETRIES)

@@ -2,8 +2,15 @@
 
 validate (every item needs an identifier, else it is rejected with a reason and the rest go
 on) -> map to entities -> upsert into the target in one transaction, stamped with the run's
-sequence number. An item whose values the target cannot store is rejected alone and the rest
-of the batch lands. A transient target error is retried with backoff; after the last retry, or
+sequence number. A kind with ``deleted`` (the API's deletion tombstones, ``integrations.
+tombstones``) first takes its tombstones out of the batch: their identifiers' rows are
+deleted (typed table or ``entities``; counted as deleted), never written. Within a batch the
+later item of an identifier wins: a tombstone after an upsert deletes it, an upsert after a
+tombstone is written. The http target deletes nothing: a tombstone there is rejected with why,
+as a webhook's delete is.
+
+An item whose values the target cannot store is rejected alone and the rest of the batch
+lands. A transient target error is retried with backoff; after the last retry, or
 on a permanent error, the batch is dead-lettered in Redis with its items, so nothing accepted
 is lost. Rejected items are counted on the run and listed by ``sluice failed list``.
 """
@@ -12,6 +19,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from celery import Task
@@ -22,12 +31,14 @@ from integrations.errors import RetryableError, TargetRejected, describe
 from integrations.http.retry import backoff
 from integrations.mapping import AS_IS, ColumnType, Mapping, fit, infer
 from integrations.secrets import excerpt
+from integrations.tombstones import Tombstones
 from tasks import messages
 from tasks.app import app
 from tasks.settings import Settings
 from tasks.targets import Entity, Target
 from tasks.targets.base import (
     ColumnTypeChanged,
+    Ordered,
     Row,
     SchemaFrozen,
     Table,
@@ -106,11 +117,18 @@ def ingest_batch(
             run_seq = run.run_seq if run else 0
         integration, target = rt.integration(source), rt.target()
         mapping = integration.mapping(kind)
+        typed = mapping if mapping is not None and isinstance(target, Typed) else None
         skipped = 0
-        if mapping is not None and isinstance(target, Typed):
+        tombstones = integration.tombstones(kind)
+        split = None if tombstones is None else without_tombstones(
+            tombstones, typed.identifier if typed is not None else
+            lambda item: integration.identifier(kind, item), seq, decoded)
+        if split is not None:
+            decoded = split.items
+        if typed is not None and isinstance(target, Typed):
             written, rejected, skipped, rows = write_mapped(
-                target, mapping, source, seq, decoded, run_id=run_id, run_seq=run_seq,
-                text=items if isinstance(items, str) else None)
+                target, typed, source, seq, decoded, run_id=run_id, run_seq=run_seq,
+                text=items if isinstance(items, str) and split is None else None)
             unstorable: list[dict[str, Any]] = []
             landed = [r["raw"] for r in rows.values()] if fans_out(integration, kind) else []
         else:
@@ -118,6 +136,12 @@ def ingest_batch(
             written, unstorable = write(target, entities, index_of, run_id=run_id,
                                         run_seq=run_seq, seq=seq, items=decoded)
             landed = [e["data"] for e in entities]
+        deleted = 0
+        if split is not None:
+            rejected += unstorable
+            unstorable = []
+            deleted = split.apply(target, source, kind, rejected,
+                                  table=typed.table(source) if typed is not None else None)
         if root is None:  # children of children are not fetched (a kind's parent is a root)
             fanout(rt, run_id, source, kind, seq, landed, run_seq=run_seq)
     except RetryableError as exc:
@@ -130,9 +154,11 @@ def ingest_batch(
     else:
         rejected += unstorable
         if rt.progress.batch_done(run_id, source, root or kind, seq, written=written,
-                                  rejected=rejected, child=child, skipped=skipped):
+                                  rejected=rejected, child=child, skipped=skipped,
+                                  deleted=deleted):
             messages.finalize(app, run_id)
-        return {"run_id": run_id, "seq": seq, "written": written, "rejected": len(rejected)}
+        return {"run_id": run_id, "seq": seq, "written": written, "rejected": len(rejected),
+                "deleted": deleted}
     dead_letter = {"source": source, "kind": kind, "seq": seq, "items": kept,
                    "error": describe(error), "attempts": self.request.retries + 1,
                    "at": time.time()}
@@ -141,6 +167,63 @@ def ingest_batch(
     if rt.progress.batch_failed(run_id, seq, dead_letter=dead_letter, child=child):
         messages.finalize(app, run_id)
     return {"run_id": run_id, "seq": seq, "dead_lettered": dead_letter["error"]}
+
+
+@dataclass
+class Split:
+    """A batch without its tombstones: the ``items`` to write (``origin``: each one's index in
+    the batch), the identifiers to ``delete``, and the tombstones ``rejected`` (no
+    identifier; the target cannot delete)."""
+
+    seq: int
+    items: list[Any]
+    origin: list[int]
+    delete: list[str]
+    tombstones: dict[str, tuple[int, Any]]  # identifier -> (index, its tombstone)
+    rejected: list[dict[str, Any]]
+
+    def apply(self, target: Target, source: str, kind: str, rejected: list[dict[str, Any]], *,
+              table: str | None) -> int:
+        """Delete the tombstones' rows (after the batch's upserts were written); put the
+        ``rejected`` records of the written items back at their places in the batch, and add
+        the tombstones'. Returns the rows deleted."""
+        for record in rejected:
+            record["index"] = self.origin[record["index"]]
+        rejected += self.rejected
+        if not self.delete:
+            return 0
+        if isinstance(target, Ordered):
+            return target.delete(source, kind, self.delete, table=table)
+        rejected += [rejection(self.seq, index, item, "deleted: this target does not delete")
+                     for index, item in self.tombstones.values()]
+        return 0
+
+
+def without_tombstones(tombstones: Tombstones, identify: Callable[[Any], str | None], seq: int,
+                       items: list[Any]) -> Split | None:
+    """The batch split into what is written and what is deleted (None: no item of it is a
+    tombstone). An identifier's later item wins: its earlier ones are dropped. A tombstone
+    without an identifier is rejected."""
+    marks = tombstones.marks(items)
+    if not any(marks):
+        return None
+    ids: list[str | None] = []
+    last: dict[str, int] = {}
+    rejected = []
+    for index, (item, mark) in enumerate(zip(items, marks, strict=True)):
+        try:
+            identifier = identify(item)
+        except Exception:  # an id str() refuses: the write path rejects it with why
+            identifier = None
+        ids.append(identifier)
+        if identifier is not None:
+            last[identifier] = index
+        elif mark:
+            rejected.append(rejection(seq, index, item, "deleted: no identifier"))
+    gone = {i: (index, items[index]) for i, index in last.items() if marks[index]}
+    origin = [index for index, (mark, identifier) in enumerate(zip(marks, ids, strict=True))
+              if not mark and identifier not in gone]
+    return Split(seq, [items[i] for i in origin], origin, sorted(gone), gone, rejected)
 
 
 def retry_delay(settings: Settings, exc: RetryableError, retries: int) -> float:

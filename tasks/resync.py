@@ -173,7 +173,10 @@ class Slice:
         if known:
             return since
         if self.incremental is not None and not run.full:
-            marks = self.rt.watermarks().get(run.source, run.kind)
+            # Empty when they were read with another mapping (one added, changed or removed
+            # since): the partition reads everything, from ``initial`` if there is one.
+            marks = self.rt.watermarks().get(
+                run.source, run.kind, mapping=self.rt.integration(run.source).mapping(run.kind))
             since = self.incremental.since(marks.get(json.dumps(key)))
         progress.set_window(run.run_id, self.partition, since)
         return since

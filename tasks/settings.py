@@ -10,10 +10,18 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from integrations.errors import ConfigError
+
+# How long a webhook delivery may come again: GitHub redelivers a delivery up to 3 days after
+# it sent it (by hand, or a script redelivering failed ones through its API); Jira retries
+# within hours. Four days: the three, and a day for the window's edge (a redelivery queued at
+# GitHub, clocks). Memory, measured on Redis 6.2 with the expiry: ~165 bytes a claim, ~210 a
+# tombstone; a source of 1 delivery a second holds ~350k claims (~57 MB), of 10 a second
+# ~3.5M (~570 MB). Tombstones are one per delete, far fewer.
+REDELIVERY_WINDOW = 4 * 86400
 
 
 class Settings(BaseSettings):
@@ -53,8 +61,13 @@ class Settings(BaseSettings):
     # How long run records and dead letters stay in Redis.
     run_ttl_seconds: int = Field(14 * 86400, ge=60)
     # `sluice serve`: a delivery id is remembered this long (a redelivery within it is applied
-    # once; GitHub redelivers up to 3 days back by hand, Jira retries within hours).
-    webhook_delivery_ttl: int = Field(86400, ge=60)
+    # once), and so is a deleted item's tombstone (an older version redelivered within it does
+    # not bring the item back). See REDELIVERY_WINDOW.
+    webhook_delivery_ttl: int = Field(REDELIVERY_WINDOW, ge=60)
+    # Seals what OAuth 2.0 sources share and keep (tokens in Redis, the rotated refresh token
+    # in the target's state table); required by `oauth2_refresh_token`. Any long random text,
+    # the same on every worker node.
+    secret_key: SecretStr | None = None
     # Events of one source and kind arriving within this many seconds go out as one batch.
     webhook_linger: float = Field(0.05, ge=0, le=5)
 

@@ -8,11 +8,18 @@ from the response. States are small JSON dicts, so a run can stop after any page
         items = ...                         # from the body
         state = paginator.advance(state, response, body, items)
 
-Four styles: ``cursor`` (a token in the body), ``link`` (RFC 8288 Link header, rel="next"),
-``offset`` (offset + limit, optional total), ``page`` (page number + size, optional total); and
-``single`` (one request). ``PAGINATORS`` maps each style's name (the ``type`` of a paginator in
-sluice.toml) to its class; its constructor takes that section's keys. An integration with an
-API of its own pages subclasses ``BasePaginator``.
+Six styles: ``cursor`` (a token in the body), ``link`` (RFC 8288 Link header, rel="next"),
+``next_url`` (the next page's URL in the body or in a header of its own), ``keyset`` (the
+last item's field sent as the next request's parameter), ``offset`` (offset + limit,
+optional total), ``page`` (page number + size, optional total); and ``single`` (one
+request). ``PAGINATORS`` maps each style's name (the ``type`` of a paginator in sluice.toml)
+to its class; its constructor takes that section's keys. An integration with an API of its
+own pages subclasses ``BasePaginator``.
+
+Every URL a paginator is led to passes the client's origin guard (credentials only to the
+source's origins); a state that repeats the previous one raises PagingCycle here, longer
+cycles and ``max_pages`` are caught by the run. ``truncated`` says why paging that ended may
+have missed pages (then the run deletes nothing).
 
 When the first page reveals how many pages there are (rel="last", a total), ``plan`` returns a
 small JSON plan of every remaining page and ``planned(plan, i)`` the state of page i, so the
@@ -32,7 +39,11 @@ from integrations.errors import MalformedPage, PagingCycle
 
 
 def dig(body: Any, path: str | None) -> Any:
-    """Follow a dot path (``"data.items"``) into a decoded JSON body; None when it is absent."""
+    """Follow a dot path (``"data.items"``) into a decoded JSON body; None when it is absent.
+
+    A key may itself hold dots (``"@odata.nextLink"``, ``"links.next"`` as one key): where a
+    part is not a key, it is tried joined with the parts after it (``"@odata"`` then
+    ``"@odata.nextLink"``), so a path that resolved part by part resolves as it always did."""
     if not path:
         return body
     node = body
@@ -42,8 +53,32 @@ def dig(body: Any, path: str | None) -> Any:
         elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
         else:
-            return None
+            if "." not in path:
+                return None
+            found = _dig_joined(body, path.split("."))
+            return None if found is _ABSENT else found
     return node
+
+
+_ABSENT = object()
+
+
+def _dig_joined(node: Any, parts: list[str]) -> Any:
+    """``dig`` of ``parts`` (not empty) where a key may span several of them: the shortest
+    key first, then longer ones when the rest of the path does not resolve under it.
+    ``_ABSENT`` when nothing does."""
+    for end in range(1, len(parts) + 1):
+        key = ".".join(parts[:end])
+        if isinstance(node, dict) and key in node:
+            child = node[key]
+        elif isinstance(node, list) and end == 1 and key.isdigit() and int(key) < len(node):
+            child = node[int(key)]
+        else:
+            continue
+        found = _dig_joined(child, parts[end:]) if end < len(parts) else child
+        if found is not _ABSENT:
+            return found
+    return _ABSENT
 
 
 class Paginator(Protocol):
@@ -135,12 +170,15 @@ class BasePaginator(ABC):
 
 
 class CursorPaginator(BasePaginator):
-    """Next cursor at ``cursor_path`` in the body; no cursor (or an empty one) ends it."""
+    """Next cursor at ``cursor_path`` in the body; no cursor (or an empty one) ends it, and so
+    does ``has_more_path`` false (for APIs that send a cursor on their last page too)."""
 
-    def __init__(self, *, cursor_path: str, cursor_param: str, **kw: Any) -> None:
+    def __init__(self, *, cursor_path: str, cursor_param: str,
+                 has_more_path: str | None = None, **kw: Any) -> None:
         super().__init__(**kw)
         self.cursor_path = cursor_path
         self.cursor_param = cursor_param
+        self.has_more_path = has_more_path
 
     def first(self) -> State:
         return {"cursor": None}
@@ -153,6 +191,8 @@ class CursorPaginator(BasePaginator):
 
     def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]
                 ) -> State | None:
+        if has_more(self.path, body, self.has_more_path) is False:
+            return None
         cursor = dig(body, self.cursor_path)
         if cursor in (None, "") or not items:
             return None
@@ -163,8 +203,13 @@ class CursorPaginator(BasePaginator):
     def truncated(self, state: State, response: httpx.Response, body: Any, items: list[Any]
                   ) -> str | None:
         """Paging stops at an empty page (an API that sends a cursor with every page would
-        never end), but a cursor beside it says the API had more."""
-        if not items and dig(body, self.cursor_path) not in (None, ""):
+        never end), but a cursor beside it says the API had more; with ``has_more_path``,
+        has_more true says so (with or without a cursor)."""
+        more = has_more(self.path, body, self.has_more_path)
+        if more:
+            return (f"{self.path}: paging ended (an empty page or no cursor) though "
+                    f"{self.has_more_path!r} is true")
+        if more is None and not items and dig(body, self.cursor_path) not in (None, ""):
             return f"{self.path}: an empty page still gave a next cursor"
         return None
 
@@ -203,7 +248,9 @@ class LinkPaginator(BasePaginator):
 
     def plan(self, state: State, response: httpx.Response, body: Any, items: list[Any]
              ) -> State | None:
-        """From rel="next" and rel="last": the query parameter that counts pages, and how many."""
+        """From rel="next" and rel="last": the query parameter that counts pages, its step
+        (1 for a page number; the page size where it counts items, as ServiceNow's
+        ``sysparm_offset`` does), and how many pages there are."""
         links = response.links
         if "next" not in links or "last" not in links:
             return None
@@ -215,11 +262,142 @@ class LinkPaginator(BasePaginator):
             return None  # not a page counter we can enumerate: follow the links instead
         param = counters[0]
         first, final = int(a[param]), int(b[param])
-        return {"url": str(nxt), "param": param, "first": first, "count": final - first + 1}
+        here = response.request.url.params.get(param)
+        if here is not None and here.isdigit():
+            step = first - int(here)
+        elif first in (1, 2):  # the first page was asked without its number (1, or 0)
+            step = 1
+        elif first == len(items):  # an offset: the first page's items are the step
+            step = len(items)
+        else:
+            return None
+        if step <= 0 or (final - first) % step:
+            return None
+        return {"url": str(nxt), "param": param, "first": first, "step": step,
+                "count": (final - first) // step + 1}
 
     def planned(self, plan: State, index: int) -> State:
         url = httpx.URL(plan["url"])
-        return {"url": str(url.copy_set_param(plan["param"], plan["first"] + index))}
+        value = plan["first"] + index * plan.get("step", 1)
+        return {"url": str(url.copy_set_param(plan["param"], value))}
+
+
+class NextUrlPaginator(BasePaginator):
+    """The next page's URL at ``next_path`` in the body (``@odata.nextLink``, ``links.next``)
+    or in response header ``header`` (Kinto's ``Next-Page``): absolute, or relative to the
+    request's URL. It is fetched as given (the kind's params and ``limit_param`` go only on
+    the first request: the API carries them into its next URLs). No URL (missing, null or
+    ""), or ``has_more_path`` false, ends the paging; so does an empty page (an API that
+    names a next page under every page would never end), which is truncated when it still
+    names one."""
+
+    def __init__(self, *, next_path: str | None = None, header: str | None = None,
+                 has_more_path: str | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        if (next_path is None) == (header is None):
+            raise ValueError("a next_url paginator takes exactly one of 'path' (a dot path in "
+                             "the body) and 'header' (a response header)")
+        self.next_path = next_path
+        self.header = header
+        self.has_more_path = has_more_path
+
+    def first(self) -> State:
+        return {"url": None}
+
+    def request(self, state: State) -> tuple[str, dict[str, Any] | None]:
+        if state["url"] is None:
+            return self.path, self.params
+        return state["url"], None  # params would replace the next URL's own query string
+
+    def next_url(self, response: httpx.Response, body: Any) -> str | None:
+        """The next page's absolute URL, without fragment; None when the page names none."""
+        if self.header is not None:
+            where, link = f"header {self.header}", response.headers.get(self.header)
+        else:
+            where, link = f"{self.next_path!r} in the body", dig(body, self.next_path)
+        if link in (None, ""):
+            return None
+        if not isinstance(link, str):
+            raise MalformedPage(f"{self.path}: {where} is not a URL (got {link!r})")
+        try:
+            # No fragment: it never reaches the server, and one that changes would hide a cycle.
+            return str(response.request.url.join(link.strip()).copy_with(fragment=None))
+        except httpx.InvalidURL as exc:
+            raise MalformedPage(f"{self.path}: {where} is not a URL ({exc})") from exc
+
+    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+                ) -> State | None:
+        if has_more(self.path, body, self.has_more_path) is False or not items:
+            return None
+        url = self.next_url(response, body)
+        if url is None:
+            return None
+        if url == state["url"]:
+            raise PagingCycle(f"{self.path}: the next URL is the page just read ({url})")
+        return {"url": url}
+
+    def truncated(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+                  ) -> str | None:
+        """An empty page that still names a next one, or has_more true where paging ended.
+        A full last page without a next URL is not: APIs leave it out on the last page, also
+        when that page happens to be full."""
+        more = has_more(self.path, body, self.has_more_path)
+        if more is False:
+            return None
+        if more:
+            return (f"{self.path}: paging ended (an empty page or no next URL) though "
+                    f"{self.has_more_path!r} is true")
+        if not items and self.next_url(response, body) is not None:
+            return f"{self.path}: an empty page still named a next page"
+        return None
+
+
+class KeysetPaginator(BasePaginator):
+    """Keyset paging (Stripe's ``starting_after``, ``id > last`` filters): the next request
+    sends ``param`` = the ``field`` (a dot path) of the page's last item. With
+    ``has_more_path``, paging ends when it is false; without, at a page shorter than
+    ``limit`` (when ``limit_param`` is set) or an empty one. has_more true with an empty page
+    ends the paging truncated (there is no last item to go on from); a last item without
+    ``field`` is a MalformedPage (most likely ``field`` names the wrong key)."""
+
+    def __init__(self, *, param: str, field: str, has_more_path: str | None = None,
+                 **kw: Any) -> None:
+        super().__init__(**kw)
+        self.param = param
+        self.field = field
+        self.has_more_path = has_more_path
+
+    def first(self) -> State:
+        return {"after": None}
+
+    def request(self, state: State) -> tuple[str, dict[str, Any] | None]:
+        params = dict(self.params)
+        if state["after"] is not None:
+            params[self.param] = state["after"]
+        return self.path, params
+
+    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+                ) -> State | None:
+        more = has_more(self.path, body, self.has_more_path)
+        if more is False or not items:
+            return None
+        if more is None and self.limit_param and len(items) < self.limit:
+            return None  # a short page: the last
+        last = dig(items[-1], self.field) if isinstance(items[-1], dict) else None
+        if last is None or last == "" or isinstance(last, (dict, list)):
+            raise MalformedPage(f"{self.path}: the page's last item has no {self.field!r} to "
+                                f"send as {self.param} (got {last!r})")
+        if last == state["after"]:
+            raise PagingCycle(f"{self.path}: the page ends with the item it started after "
+                              f"({self.field} {last!r})")
+        return {"after": last}
+
+    def truncated(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+                  ) -> str | None:
+        if has_more(self.path, body, self.has_more_path) and not items:
+            return (f"{self.path}: an empty page though {self.has_more_path!r} is true: "
+                    "there is no last item to go on from")
+        return None
 
 
 class OffsetPaginator(BasePaginator):
@@ -336,11 +514,25 @@ class SinglePage(BasePaginator):
 # keys (``integrations.rest.settings``) as keywords, beside ``path`` and ``params``.
 PAGINATORS: dict[str, type[BasePaginator]] = {
     "cursor": CursorPaginator,
+    "keyset": KeysetPaginator,
     "link": LinkPaginator,
+    "next_url": NextUrlPaginator,
     "offset": OffsetPaginator,
     "page": PagePaginator,
     "single": SinglePage,
 }
+
+
+def has_more(where: str, body: Any, path: str | None) -> bool | None:
+    """The boolean at ``path`` in the body (Stripe's ``has_more``); None without a path.
+    Raises MalformedPage when it is not a boolean (a wrong path would else end or never end
+    the paging)."""
+    if path is None:
+        return None
+    value = dig(body, path)
+    if not isinstance(value, bool):
+        raise MalformedPage(f"{where}: {path!r} is not true or false in the body (got {value!r})")
+    return value
 
 
 def _short(where: str, seen: int, total: int | None) -> str | None:

@@ -9,6 +9,13 @@ import httpx
 
 from integrations.base import origin
 from integrations.errors import MalformedPage
+from integrations.http.auth import (
+    Credentials,
+    OAuth2ClientCredentials,
+    OAuth2RefreshToken,
+    simple_credentials,
+)
+from integrations.http.oauth import LocalTokenStore, OAuth2, TokenSource, TokenStore
 from integrations.http.paginators import Paginator, dig
 from integrations.incremental import Incremental
 from integrations.mapping import MappingSettings
@@ -36,6 +43,16 @@ class RestIntegration(PagedIntegration[RestSettings]):
 
     def headers(self) -> dict[str, str]:
         return self.settings.headers
+
+    def credentials(self, tokens: TokenStore | None, secret_key: str | None) -> Credentials:
+        auth = self.settings.auth
+        if auth is None:
+            return Credentials()
+        if isinstance(auth, (OAuth2ClientCredentials, OAuth2RefreshToken)):
+            source = TokenSource(auth, tokens or LocalTokenStore(), secret_key=secret_key,
+                                 http=self.settings.http)
+            return Credentials(auth=OAuth2(source))
+        return simple_credentials(auth)
 
     def home(self) -> set[str]:
         # Kind paths written as full URLs are origins the user chose: credentials go there.
@@ -67,6 +84,9 @@ class RestIntegration(PagedIntegration[RestSettings]):
 
     def mapping_settings(self, kind: str) -> MappingSettings | None:
         return self.settings.kinds[kind].mapping
+
+    def deleted(self, kind: str) -> str | None:
+        return self.settings.kinds[kind].deleted
 
     def parent_ref(self, kind: str, parent_item: Any) -> dict[str, Any]:
         """The parent fields each child kind of ``kind`` reads, from one of its items."""

@@ -6,13 +6,15 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from integrations.base import ApiSettings, StrictModel
+from integrations.http.auth import AuthSettings
 from integrations.http.paginators import PAGINATORS, BasePaginator
 from integrations.incremental import Incremental
 from integrations.mapping import MappingSettings
 from integrations.parents import ITEM_FIELD, PARENT_FIELD
+from integrations.tombstones import checked
 
 Scalar = str | int | float | bool
 
@@ -24,9 +26,14 @@ class Pagination(StrictModel):
     type: str
 
     def build(self, path: str, params: Mapping[str, Scalar]) -> BasePaginator:
-        """The paginator of ``path``, sending ``params`` with every request."""
+        """The paginator of ``path``, sending ``params`` with every request (next_url: with
+        the first; the API's next URLs carry them on)."""
         options = self.model_dump(exclude={"type"})
         return PAGINATORS[self.type](path=path, params=dict(params), **options)
+
+
+HAS_MORE = ("dot path to a boolean in the body (Stripe's has_more): false ends the paging, "
+            "true where paging ends marks it truncated (the run deletes nothing)")
 
 
 class CursorPagination(Pagination):
@@ -35,11 +42,51 @@ class CursorPagination(Pagination):
     cursor_param: str = "cursor"
     limit_param: str | None = "limit"
     limit: int = Field(100, ge=1)
+    has_more_path: str | None = Field(
+        None, description=HAS_MORE + "; for APIs that send a cursor on their last page too")
 
 
 class LinkPagination(Pagination):
     type: Literal["link"]
     limit_param: str | None = "per_page"
+    limit: int = Field(100, ge=1)
+
+
+class NextUrlPagination(Pagination):
+    type: Literal["next_url"]
+    # ``path`` in sluice.toml; ``next_path`` here, beside the kind's own ``path``.
+    next_path: str | None = Field(
+        None, alias="path", description="dot path to the next page's URL in the body "
+        "(absolute or relative; a key may hold dots: '@odata.nextLink')")
+    header: str | None = Field(
+        None, min_length=1, description="a response header holding the next page's URL "
+        "(Kinto's Next-Page); exactly one of path and header")
+    limit_param: str | None = Field(
+        None, description="the page size parameter, sent on the first request only (the next "
+        "URLs carry it); None: the API's default size")
+    limit: int = Field(100, ge=1)
+    has_more_path: str | None = Field(None, description=HAS_MORE)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> NextUrlPagination:
+        if (self.next_path is None) == (self.header is None):
+            raise ValueError("a next_url paginator takes exactly one of 'path' (a dot path to "
+                             "the next URL in the body) and 'header' (a response header)")
+        if "limit" in self.model_fields_set and not self.limit_param:
+            raise ValueError("'limit' needs 'limit_param': the query parameter that sets the "
+                             "page size (next_url sends none by default)")
+        return self
+
+
+class KeysetPagination(Pagination):
+    type: Literal["keyset"]
+    param: str = Field(min_length=1, description="the query parameter that takes the last "
+                       "item's field (starting_after)")
+    field: str = Field(min_length=1, description="dot path to that field in an item (id)")
+    has_more_path: str | None = Field(
+        None, description=HAS_MORE + "; without it, a page shorter than limit (or empty) ends "
+        "the paging, so limit must not exceed the API's largest page size")
+    limit_param: str | None = "limit"
     limit: int = Field(100, ge=1)
 
 
@@ -69,7 +116,8 @@ class SinglePagination(Pagination):
 # One model per key of ``PAGINATORS``; pydantic picks it by ``type`` and names the types it
 # knows when a section has another.
 AnyPagination = Annotated[
-    CursorPagination | LinkPagination | OffsetPagination | PagePagination | SinglePagination,
+    CursorPagination | KeysetPagination | LinkPagination | NextUrlPagination | OffsetPagination
+    | PagePagination | SinglePagination,
     Field(discriminator="type"),
 ]
 
@@ -92,6 +140,9 @@ class KindSettings(StrictModel):
     cursor_path: str | None = Field(
         None, description="dot path to what orders an item's versions (updated_at): an older "
         "webhook event does not overwrite a newer row (default: incremental.cursor_path)")
+    deleted: Annotated[str, AfterValidator(checked)] | None = Field(
+        None, description="jq on the raw item, true for the API's deletion tombstone "
+        "('.deleted == true'): the identifier's row is deleted, the item never stored")
 
     def parent_fields(self) -> list[str]:
         """The parent's dot paths this kind reads: in its path, its params, and the fields
@@ -143,10 +194,24 @@ class WebhookSettings(StrictModel):
 class RestSettings(ApiSettings):
     integration: Literal["rest"]
     headers: dict[str, str] = Field(default_factory=dict)
+    auth: AuthSettings | None = Field(
+        None, description="bearer, basic, api_key, oauth2_client_credentials or "
+        "oauth2_refresh_token (integrations.http.auth)")
     kinds: dict[str, KindSettings] = Field(min_length=1)
     webhook: WebhookSettings = Field(
         default_factory=WebhookSettings, description="how deliveries are signed and read "
         "(sluice serve, with webhook_secret)")
+
+    @model_validator(mode="after")
+    def _one_authorization(self) -> RestSettings:
+        """A header that ``auth`` sets may not be in ``headers`` too."""
+        if self.auth is None or (self.auth.type == "api_key" and self.auth.location == "query"):
+            return self
+        sent = self.auth.name if self.auth.type == "api_key" else "Authorization"
+        both = [name for name in self.headers if name.lower() == sent.lower()]
+        if both:
+            raise ValueError(f"headers.{both[0]}: auth sets it too; keep one of them")
+        return self
 
     @model_validator(mode="after")
     def _webhook(self) -> RestSettings:
@@ -192,3 +257,6 @@ class RestSettings(ApiSettings):
 
     def kind_names(self) -> list[str]:
         return list(self.kinds)
+
+    def keeps_secrets(self) -> bool:
+        return self.auth is not None and self.auth.type == "oauth2_refresh_token"

@@ -291,7 +291,12 @@ def summary_text(run: Run) -> str:
     mode = " (incremental)" if run.incremental else " (full)" if run.full else ""
     text = (f"{run.source}/{run.kind} run {run.run_id}{mode}: {run.state}; "
             f"{run.items_written} written, {run.items_rejected} rejected, "
-            f"{run.batches_failed} batches failed, {run.deleted} deleted")
+            f"{run.batches_failed} batches failed, {run.deleted + run.items_deleted} deleted")
+    if run.items_deleted:  # rows the API's tombstones deleted, besides stale ones
+        text += f" ({run.items_deleted} by the API's tombstones)"
+    if run.moved:
+        text += (f"\n  moved: {run.moved} rows left in entities from before the kind's"
+                 " mapping deleted (its table holds the kind)")
     for key in ("reason", "deletion_skipped", "watermark"):
         if getattr(run, key):
             text += f"\n  {key.replace('_', ' ')}: {getattr(run, key)}"
@@ -489,7 +494,8 @@ def _print_status(runs: list[Run]) -> None:
         table.add_row(*(Text(cell) for cell in (  # Text: a reason's [brackets] are no markup
             run.run_id, f"{run.source}/{run.kind}",
             f"{run.state}{' (incremental)' if run.incremental else ''}", str(run.items_written),
-            str(run.items_rejected), str(run.batches_failed), str(run.deleted))))
+            str(run.items_rejected), str(run.batches_failed),
+            str(run.deleted + run.items_deleted))))
         why += [f"{run.run_id} {key.replace('_', ' ')}: {getattr(run, key)}"
                 for key in ("reason", "deletion_skipped", "watermark") if getattr(run, key)]
     console = Console(force_terminal=True, highlight=False)
@@ -600,14 +606,17 @@ def cmd_preview(source: str, kind: str, limit: int) -> int:
     return 0
 
 
-@sluice.command("entities", help="what the target holds (SQLite, PostgreSQL)")
+@sluice.command("entities", help="what the target holds (SQLite, PostgreSQL): a count per"
+                                  " kind and per typed table, or the rows of SOURCE [KIND]")
 @click.argument("source", required=False)
 @click.argument("kind", required=False)
-@click.option("--limit", type=int, default=20, show_default=True, help="entities to print")
+@click.option("--limit", type=int, default=20, show_default=True,
+              help="entities to print (and rows of each typed table)")
 @click.option("--db", metavar="PATH", help="a SQLite file to read instead of the config's target")
 @config_option
 def cmd_entities(source: str | None, kind: str | None, limit: int, db: str | None) -> int:
     from tasks.config import SqliteConfig
+    from tasks.operator import entities
     from tasks.targets import open_target
     from tasks.targets.base import Readable
 
@@ -619,19 +628,20 @@ def cmd_entities(source: str | None, kind: str | None, limit: int, db: str | Non
     target = open_target(settings)
     assert isinstance(target, Readable)
     try:
-        counts = target.counts()
+        tables = entities.tables_of(config, target)
         if source is None:
-            for src, knd, count in counts:
-                click.echo(f"{src}/{knd}: {count}")
+            for line in entities.counts(target, tables):
+                click.echo(line)
             return 0
         if config is not None:
             _kinds(config, source, [kind] if kind else None)
-        elif not any(s == source and kind in (None, k) for s, k, _ in counts):
-            held = ", ".join(f"{s}/{k}" for s, k, _ in counts) or "nothing"
+        lines = entities.rows(target, source, kind, tables, limit=limit, guess=config is None)
+        if config is None and not lines:
+            held = ", ".join(entities.counts(target, tables)) or "nothing"
             what = f"{source}/{kind}" if kind else source
             raise ConfigError(f"{db} holds no entities of {what} (it holds: {held})")
-        for entity in target.read(source, kind, limit=limit):
-            click.echo(json.dumps(entity))
+        for line in lines:
+            click.echo(line)
         return 0
     finally:
         target.close()

@@ -15,16 +15,25 @@ from typing import Any
 
 from integrations.base import Integration
 from integrations.errors import ConfigError
+from integrations.http.auth import OAuth2ClientCredentials, OAuth2RefreshToken
+from integrations.http.oauth import TokenStore
 from integrations.registry import load
-from tasks.config import SluiceConfig
+from tasks.config import HttpConfig, SluiceConfig
 from tasks.ingest import columns_for, fitted_rows
+from tasks.settings import get_settings
+from tasks.targets import open_target
+from tasks.worker.runtime import connect_redis
+from tasks.worker.tokens import RedisTokenStore
 
 
-async def first_page(integration: Integration, kind: str, redactor: Any) -> list[Any]:
+async def first_page(integration: Integration, kind: str, redactor: Any, *,
+                     tokens: TokenStore | None = None, secret_key: str | None = None
+                     ) -> list[Any]:
     """The first page of ``kind``: of its first partition, or the children of its first
     parent (of the parent's first partition: GitHub's issue_comment, of a repository's
-    first issue)."""
-    client = integration.client(redactor=redactor)
+    first issue). ``tokens``: the fleet's OAuth 2.0 tokens (a refresh token is never
+    presented beside the workers')."""
+    client = integration.client(redactor=redactor, tokens=tokens, secret_key=secret_key)
     try:
         parent = integration.parent(kind)
         partition: Any = None
@@ -51,6 +60,20 @@ async def first_page(integration: Integration, kind: str, redactor: Any) -> list
         await client.aclose()
 
 
+def fleet_tokens(config: SluiceConfig, source: str) -> dict[str, Any]:
+    """The workers' token store and key, for a source whose auth gets OAuth 2.0 tokens:
+    preview shares their token (and their refresh token chain) instead of asking for its own."""
+    if not isinstance(getattr(config.source(source), "auth", None),
+                      (OAuth2ClientCredentials, OAuth2RefreshToken)):
+        return {}
+    settings = get_settings()
+    target = open_target(config.target) if not isinstance(config.target, HttpConfig) else None
+    return {"tokens": RedisTokenStore(connect_redis(settings.redis_url), source,
+                                      target=None if target is None else lambda: target),
+            "secret_key": settings.secret_key.get_secret_value() if settings.secret_key
+            else None}
+
+
 def _iso(value: Any) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
@@ -61,7 +84,8 @@ def preview(config: SluiceConfig, source: str, kind: str, *, limit: int) -> list
     if kind not in integration.kinds():
         raise ConfigError(f"{config.path}: source {source!r} has no kind {kind!r} "
                           f"(kinds: {', '.join(integration.kinds())})")
-    items = asyncio.run(first_page(integration, kind, config.redactor))
+    items = asyncio.run(first_page(integration, kind, config.redactor,
+                                   **fleet_tokens(config, source)))
     mapping = integration.mapping(kind)
     if mapping is None:
         lines = [f"{source}/{kind}: {len(items)} items on the first page; no mapping: they "

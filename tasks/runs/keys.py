@@ -87,6 +87,14 @@ def watermarks(source: str, kind: str) -> str:
     return f"{PREFIX}:watermarks:{source}:{kind}"
 
 
+def oauth(source: str, name: str) -> str:
+    """String: a sealed OAuth 2.0 value of the source's auth (``integrations.http.oauth``):
+    ``TAG:token`` (the shared access token, expiring before it does), ``TAG:lock`` (the one
+    refresher), ``TAG:refused`` (a refusal shared for a few minutes), ``kept`` (the newest
+    refresh token, beside the target's copy; never expires). TAG changes with the section."""
+    return f"{PREFIX}:oauth:{source}:{name}"
+
+
 def lock(source: str, kind: str) -> str:
     """String: the id of the run that holds (source, kind); expires without progress."""
     return f"{PREFIX}:lock:{source}:{kind}"

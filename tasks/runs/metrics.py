@@ -29,6 +29,9 @@ COUNTERS = {
     "items_written": ("sluice_items_written", "Items written into the target"),
     "items_rejected": ("sluice_items_rejected",
                        "Items rejected (no identifier, a value the target cannot store)"),
+    "items_deleted": ("sluice_items_deleted",
+                      "Rows deleted because the API listed the item as deleted (a kind's "
+                      "`deleted` tombstones)"),
     "batches_failed": ("sluice_batches_failed", "Batches dead-lettered"),
     "deletions_refused": ("sluice_deletions_refused",
                           "Runs that did not delete stale entities: the deletion guard refused, "

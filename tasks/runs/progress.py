@@ -71,7 +71,9 @@ class Run:
     batches_enqueued: int = 0
     batches_done: int = 0
     batches_failed: int = 0
-    deleted: int = 0
+    deleted: int = 0  # stale entities deleted when the run ended
+    items_deleted: int = 0  # rows deleted by the API's tombstones (a kind's `deleted`)
+    moved: int = 0  # a mapped kind's rows deleted from entities once its typed table held it
     # why (each empty unless it applies)
     reason: str = ""  # why the run ended as it did (failed, partial, skipped, stalled)
     error: str = ""  # the producer's failure
@@ -302,16 +304,18 @@ class Progress:
         return {int(s) for s in self.r.sunion([keys.run_enqueued(run_id), keys.run_empty(run_id)])}
 
     def batch_done(self, run_id: str, source: str, kind: str, seq: int, *, written: int,
-                   rejected: list[dict[str, Any]], child: str = "", skipped: int = 0) -> bool:
+                   rejected: list[dict[str, Any]], child: str = "", skipped: int = 0,
+                   deleted: int = 0) -> bool:
         """Batch ``seq`` was written (``child``: a batch of that child kind; ``kind`` is the
-        run's). Counts once per seq. True: the caller finalizes."""
+        run's; ``deleted``: rows its tombstones deleted). Counts once per seq. True: the
+        caller finalizes."""
         return bool(self._batch_done(
             keys=[*self._set_keys(run_id), keys.run_rejected(run_id), keys.lock(source, kind),
                   keys.METRICS],
             args=[seq, written, len(rejected),
                   json.dumps([json.dumps(r) for r in self.redactor.data(rejected)]),
                   repr(time.time()), run_id,
-                  self.lock_seconds, keys.REJECTED_KEEP, child, skipped]))
+                  self.lock_seconds, keys.REJECTED_KEEP, child, skipped, deleted]))
 
     def record_children(self, run_id: str, source: str, kind: str, batches: list[int], *,
                         child: str, n_items: int = 0, incomplete: str = "") -> bool:

@@ -17,6 +17,7 @@ import redis
 
 from integrations.secrets import Redactor
 from tasks.runs import keys, scripts
+from tasks.settings import REDELIVERY_WINDOW
 
 # What a batch's counts are called (each a metrics field webhook_<name>).
 COUNTS = ("written", "deleted", "stale", "rejected", "skipped")
@@ -25,10 +26,12 @@ RUN_PREFIX = "webhooks-"  # `sluice failed retry webhooks-SOURCE`
 
 class WebhookLog:
     def __init__(self, client: redis.Redis, *, redactor: Redactor | None = None,
-                 ttl: int = 86400) -> None:
+                 ttl: int = REDELIVERY_WINDOW) -> None:
         self.r = client
         self.redactor = redactor or Redactor()
-        self.ttl = ttl  # how long a tombstone is kept (SLUICE_WEBHOOK_DELIVERY_TTL)
+        # How long a tombstone is kept (SLUICE_WEBHOOK_DELIVERY_TTL): as long as a delivery
+        # may be redelivered, or a redelivered version from before the delete brings it back.
+        self.ttl = ttl
         self._next_run_seq = scripts.register(client, "next_run_seq")
 
     def bury(self, source: str, kind: str, deleted: dict[str, Any]) -> None:

@@ -1,4 +1,6 @@
 """The webhook ASGI app: ``POST /webhooks/{source}`` and ``GET /healthz``, nothing else.
+``/webhooks/{source}/`` is the same endpoint, not a redirect: behind a TLS proxy Starlette's
+307 pointed to plain ``http://``, a failed delivery, or the delivery sent again in the clear.
 
 A delivery goes through these steps; the first that fails answers:
 
@@ -6,7 +8,10 @@ A delivery goes through these steps; the first that fails answers:
     the body is at most webhook_max_bytes              else 413 (Content-Length, then counted
                                                        while it streams: never read whole)
     integration.verify(headers, body)                  else 401; nothing is enqueued
-    the body is JSON                                   else 400
+                                                       (over the raw body, a form's too)
+    the body is JSON, or a form (Content-Type          else 400, with why
+      application/x-www-form-urlencoded) whose one
+      ``payload`` field is JSON
     integration.events(headers, payload)               WebhookRefused: its status (400)
     no events (a ping, a kind not synced)              200 {"accepted": 0}
     the delivery id is claimed (SET NX EX)             a redelivery: 200 {"duplicate": true}
@@ -34,7 +39,7 @@ from starlette.routing import Route
 from integrations.base import Integration, SourceSettings
 from integrations.errors import WebhookRefused
 from integrations.registry import load
-from integrations.webhooks import loads
+from integrations.webhooks import decode
 from tasks.config import SluiceConfig
 from tasks.serve.deliveries import Deliveries
 from tasks.serve.publish import Coalescer
@@ -117,10 +122,10 @@ class Endpoint:
             log.warning("webhook %s refused (%d): %s", name, exc.status, exc)
             return _answer(exc.status, error="the signature is missing or wrong")
         try:
-            payload = loads(body)
-        except (ValueError, UnicodeDecodeError, RecursionError):
+            payload = decode(headers.get("content-type"), body)
+        except WebhookRefused as exc:
             await self.count(name, "refused_json")
-            return _answer(400, error="the body is not JSON")
+            return _answer(exc.status, error=str(exc))
         try:
             events = integration.events(headers, payload)
         except WebhookRefused as exc:
@@ -177,6 +182,9 @@ def create_app(sources: dict[str, Served], deliveries: Deliveries, coalescer: Co
         if on_close is not None:
             await on_close()
 
-    return Starlette(routes=[Route("/webhooks/{source}", endpoint.handle, methods=["POST"]),
-                             Route("/healthz", healthz, methods=["GET"])],
-                     lifespan=lifespan)
+    app = Starlette(routes=[Route("/webhooks/{source}", endpoint.handle, methods=["POST"]),
+                            Route("/webhooks/{source}/", endpoint.handle, methods=["POST"]),
+                            Route("/healthz", healthz, methods=["GET"])],
+                    lifespan=lifespan)
+    app.router.redirect_slashes = False  # any other path: 404, not a redirect
+    return app

@@ -103,6 +103,19 @@ class Typed(Protocol):
         """Up to ``limit`` rows of a typed table, by identifier (``sluice entities``)."""
         ...
 
+    def table_counts(self) -> list[tuple[str, int]]:
+        """(table, number of rows) of every typed table in the database (those with the
+        columns Sluice gives one), by name (``sluice entities``)."""
+        ...
+
+    def delete_moved(self, table: str, source: str, kind: str, *, run_seq: int,
+                     threshold: float) -> Deletion:
+        """A kind that has a mapping now: delete its rows left in ``entities`` (from before
+        the mapping) in one transaction, once run ``run_seq`` read everything and wrote the
+        kind into ``table``; ``move_guard`` weighs them against the rows of ``table`` that
+        run wrote, and refuses when too few landed there."""
+        ...
+
 
 @runtime_checkable
 class Ordered(Protocol):
@@ -167,6 +180,24 @@ class Stateful(Protocol):
         """Set these watermarks (others of the kind are kept), in one transaction."""
         ...
 
+    def clear_watermarks(self, source: str, kind: str) -> None:
+        """Forget every watermark of the kind (they belong to a mapping it no longer has)."""
+        ...
+
+
+@runtime_checkable
+class Vault(Protocol):
+    """Targets that keep a source's secrets beside the data (a rotated OAuth 2.0 refresh
+    token must outlive Redis and every worker). Values come sealed; the target stores text."""
+
+    def secret(self, source: str, name: str) -> str | None:
+        """The value kept under (source, name), or None."""
+        ...
+
+    def keep_secret(self, source: str, name: str, value: str) -> None:
+        """Keep ``value`` under (source, name), replacing what was there, in one transaction."""
+        ...
+
 
 @runtime_checkable
 class Readable(Protocol):
@@ -193,6 +224,22 @@ def deletion_guard(stale: int, existing: int, threshold: float, *,
         return (f"refused to delete {stale} of {existing} {what} ({share:.1%}): "
                 f"delete_threshold is {threshold:.0%}")
     return None
+
+
+def move_guard(held: int, written: int, threshold: float, *, kind: str,
+               table: str) -> str | None:
+    """Why deleting the ``held`` rows of ``kind`` left in ``entities`` is refused when the run
+    that read everything wrote ``written`` rows into ``table``, or None when it is allowed.
+    Moving a kind is not stale deletion, but an API that answered with little must not wipe
+    what it used to give all the same: the rows ``table`` lacks against ``entities`` weigh as
+    stale ones would (``deletion_guard``'s threshold; 1 turns it off). More rows in the table
+    (``items_to_parse``) is fine."""
+    missing = max(0, held - written)
+    if not deletion_guard(missing, held, threshold):
+        return None
+    return (f"refused to delete the {held} rows of {kind} left in entities from before its"
+            f" mapping: this run wrote {written} rows into {table}, {missing / held:.1%} fewer"
+            f" (delete_threshold is {threshold:.0%}); the next run reads everything again")
 
 
 def bad_text(node: Any, *, nul: bool = False) -> str | None:

@@ -9,7 +9,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from integrations.errors import TargetRejected, TargetUnavailable
-from tasks.targets.base import ColumnType, Deletion, Entity, Row, Table, bad_text, deletion_guard
+from tasks.targets.base import (
+    ColumnType,
+    Deletion,
+    Entity,
+    Row,
+    Table,
+    bad_text,
+    deletion_guard,
+    move_guard,
+)
 from tasks.targets.typed import (
     FIXED,
     KEY,
@@ -206,6 +215,35 @@ class PostgresTarget(SeenColumns):
         with self._transaction() as conn:
             self._save_watermarks(conn, source, kind, marks)
 
+    def secret(self, source: str, name: str) -> str | None:
+        with self._transaction() as conn:
+            if not conn.execute("SELECT to_regclass(%s)",
+                                (f"{self.table}_secrets",)).fetchone()[0]:
+                return None
+            row = conn.execute(f"SELECT value FROM {self.table}_secrets WHERE source = %s"
+                               " AND name = %s", (source, name)).fetchone()
+        return None if row is None else str(row[0])
+
+    def keep_secret(self, source: str, name: str, value: str) -> None:
+        with self._transaction() as conn:
+            if not conn.execute("SELECT to_regclass(%s)",
+                                (f"{self.table}_secrets",)).fetchone()[0]:
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                             (f"sluice:{self.table}",))
+                # Sealed values only (integrations.http.oauth): nothing here is in clear.
+                conn.execute(f"CREATE TABLE IF NOT EXISTS {self.table}_secrets (source text"
+                             " NOT NULL, name text NOT NULL, value text NOT NULL,"
+                             " PRIMARY KEY (source, name))")
+            conn.execute(f"INSERT INTO {self.table}_secrets (source, name, value) VALUES"
+                         " (%s, %s, %s) ON CONFLICT (source, name) DO UPDATE SET value ="
+                         " EXCLUDED.value", (source, name, value))
+
+    def clear_watermarks(self, source: str, kind: str) -> None:
+        with self._transaction() as conn:
+            if self._watermarks_table(conn, create=False):
+                conn.execute(f"DELETE FROM {self.table}_watermarks WHERE source = %s"
+                             " AND kind = %s", (source, kind))
+
     def delete_stale(self, source: str, kind: str, *, run_seq: int, threshold: float,
                      watermarks: dict[str, str] | None = None) -> Deletion:
         rows = StaleRows(self.table, "source = %s AND kind = %s", (source, kind), "run_seq",
@@ -260,7 +298,8 @@ class PostgresTarget(SeenColumns):
     # Typed tables (the Typed protocol in tasks/targets/base.py).
 
     def _own_tables(self) -> tuple[str, ...]:
-        return self.table, f"{self.table}_state", f"{self.table}_watermarks"
+        return (self.table, f"{self.table}_state", f"{self.table}_watermarks",
+                f"{self.table}_secrets")
 
     def _declared(self, conn: Any, table: str) -> list[tuple[str, str]]:
         """(column, type) of a table as the unquoted name in a query finds it (the search
@@ -340,6 +379,42 @@ class PostgresTarget(SeenColumns):
             return self._delete_stale(conn, rows if exists else None, source, kind,
                                       run_seq=run_seq, threshold=threshold,
                                       watermarks=watermarks)
+
+    def delete_moved(self, table: str, source: str, kind: str, *, run_seq: int,
+                     threshold: float) -> Deletion:
+        check_table_name(table, reserved=self._own_tables())
+        with self._transaction() as conn:
+            (held,) = conn.execute(f"SELECT count(*) FROM {self.table} WHERE source = %s"
+                                   " AND kind = %s", (source, kind)).fetchone()
+            if not held:
+                return Deletion()
+            written = 0
+            if self._columns(conn, table) is not None:
+                (written,) = conn.execute(f"SELECT count(*) FROM {q(table)} WHERE"
+                                          f" {q('_run_seq')} >= %s", (run_seq,)).fetchone()
+            refused = move_guard(held, written, threshold, kind=kind, table=table)
+            if refused:
+                return Deletion(refused=refused)
+            deleted: int = conn.execute(f"DELETE FROM {self.table} WHERE source = %s"
+                                        " AND kind = %s", (source, kind)).rowcount
+            return Deletion(deleted=deleted)
+
+    def table_counts(self) -> list[tuple[str, int]]:
+        own = {t.lower() for t in self._own_tables()}
+        with self._transaction() as conn:
+            # The tables of the schema an unquoted name finds (as _declared does) that have
+            # every column Sluice gives a typed table.
+            names = [n for (n,) in conn.execute(
+                "SELECT c.relname FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid"
+                " WHERE c.relkind IN ('r', 'p') AND c.relnamespace = current_schema()::regnamespace"
+                " AND a.attnum > 0 AND NOT a.attisdropped AND a.attname = ANY(%s)"
+                " GROUP BY c.relname HAVING count(*) = %s ORDER BY c.relname",
+                ([KEY, *FIXED], len(FIXED) + 1)).fetchall() if n.lower() not in own]
+            found = []
+            for name in names:
+                (count,) = conn.execute(f"SELECT count(*) FROM {q(name)}", ()).fetchone()
+                found.append((name, count))
+            return found
 
     def unstorable_row(self, row: Row) -> str | None:
         """PostgreSQL text and jsonb hold neither NUL characters nor lone surrogates."""

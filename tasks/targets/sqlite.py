@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from integrations.errors import TargetRejected, TargetUnavailable
-from tasks.targets.base import ColumnType, Deletion, Entity, Row, Table, bad_text, deletion_guard
+from tasks.targets.base import (
+    ColumnType,
+    Deletion,
+    Entity,
+    Row,
+    Table,
+    bad_text,
+    deletion_guard,
+    move_guard,
+)
 from tasks.targets.typed import (
     FIXED,
     KEY,
@@ -93,7 +102,17 @@ TYPED_SCHEMA = (f"{quote(KEY)} TEXT NOT NULL PRIMARY KEY, {{columns}}"
                 f" {quote('_run_id')} TEXT NOT NULL, {quote('_run_seq')} INTEGER NOT NULL,"
                 f" {quote('_first_seq')} INTEGER NOT NULL")
 # Sluice's own tables, which no typed table may be (nor may a name SQLite keeps: sqlite_*).
-OWN_TABLES = ("entities", "sluice_state", "sluice_watermarks")
+# Secrets a source keeps (a rotated OAuth 2.0 refresh token), sealed: nothing in clear.
+SECRETS = """
+CREATE TABLE IF NOT EXISTS sluice_secrets (
+    source TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (source, name)
+)
+"""
+
+OWN_TABLES = ("entities", "sluice_state", "sluice_watermarks", "sluice_secrets")
 OWN_PREFIX = "sqlite_"
 
 
@@ -119,6 +138,7 @@ class SqliteTarget(SeenColumns):
             self._conn.execute(SCHEMA)
             self._conn.execute(STATE)
             self._conn.execute(WATERMARKS)
+            self._conn.execute(SECRETS)
             columns = {row[1] for row in self._conn.execute("PRAGMA table_info(entities)")}
             for column in ("run_seq", "first_seq"):  # a database from before run stamps
                 if column in columns:
@@ -230,6 +250,23 @@ class SqliteTarget(SeenColumns):
     def save_watermarks(self, source: str, kind: str, marks: dict[str, str]) -> None:
         with self._transaction() as conn:
             conn.executemany(SAVE_WATERMARK, [(source, kind, k, v) for k, v in marks.items()])
+
+    def secret(self, source: str, name: str) -> str | None:
+        with self._translated():
+            row = self._conn.execute("SELECT value FROM sluice_secrets WHERE source = ? AND"
+                                     " name = ?", (source, name)).fetchone()
+        return None if row is None else str(row[0])
+
+    def keep_secret(self, source: str, name: str, value: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("INSERT INTO sluice_secrets (source, name, value) VALUES (?, ?, ?)"
+                         " ON CONFLICT (source, name) DO UPDATE SET value = excluded.value",
+                         (source, name, value))
+
+    def clear_watermarks(self, source: str, kind: str) -> None:
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM sluice_watermarks WHERE source = ? AND kind = ?",
+                         (source, kind))
 
     def delete_stale(self, source: str, kind: str, *, run_seq: int, threshold: float,
                      watermarks: dict[str, str] | None = None) -> Deletion:
@@ -368,6 +405,39 @@ class SqliteTarget(SeenColumns):
             return self._delete_stale(conn, rows if exists else None, source, kind,
                                       run_seq=run_seq, threshold=threshold,
                                       watermarks=watermarks)
+
+    def delete_moved(self, table: str, source: str, kind: str, *, run_seq: int,
+                     threshold: float) -> Deletion:
+        check_table_name(table, reserved=OWN_TABLES, prefix=OWN_PREFIX)
+        with self._transaction() as conn:
+            (held,) = conn.execute("SELECT COUNT(*) FROM entities WHERE source = ? AND kind = ?",
+                                   (source, kind)).fetchone()
+            if not held:
+                return Deletion()
+            written = 0
+            if self._columns(conn, table) is not None:
+                (written,) = conn.execute(f"SELECT COUNT(*) FROM {quote(table)} WHERE"
+                                          f" {quote('_run_seq')} >= ?", (run_seq,)).fetchone()
+            refused = move_guard(held, written, threshold, kind=kind, table=table)
+            if refused:
+                return Deletion(refused=refused)
+            return Deletion(deleted=conn.execute(
+                "DELETE FROM entities WHERE source = ? AND kind = ?", (source, kind)).rowcount)
+
+    def table_counts(self) -> list[tuple[str, int]]:
+        found = []
+        with self._translated():
+            names = [n for (n,) in self._conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+            for name in names:
+                if name in OWN_TABLES or name.lower().startswith(OWN_PREFIX):
+                    continue
+                have = {c for c, _ in self._declared(self._conn, name)}
+                if {KEY, *FIXED} <= have:  # a typed table of Sluice's
+                    (count,) = self._conn.execute(f"SELECT COUNT(*) FROM {quote(name)}"
+                                                  ).fetchone()
+                    found.append((name, count))
+        return found
 
     def unstorable_row(self, row: Row) -> str | None:
         """Text goes to SQLite as UTF-8 (a lone surrogate cannot); JSON is stored escaped."""

@@ -37,6 +37,7 @@ from tasks.settings import Settings, get_settings
 from tasks.targets import Target, open_target
 from tasks.worker import logs
 from tasks.worker.ratelimit import RedisRateLimiter
+from tasks.worker.tokens import RedisTokenStore
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -161,8 +162,11 @@ class Runtime:
                                            burst=settings.rate_limit_burst,
                                            max_pause=settings.http.max_retry_after,
                                            reserve=reserve, webhook=webhook)
-                self._clients[name] = integration.client(limiter=limiter,
-                                                         redactor=self.config.redactor)
+                self._clients[name] = integration.client(
+                    limiter=limiter, redactor=self.config.redactor,
+                    tokens=RedisTokenStore(self.redis, source, target=self.target),
+                    secret_key=self.settings.secret_key.get_secret_value()
+                    if self.settings.secret_key else None)
             return self._clients[name]
 
     def warm(self) -> None:

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import urllib.parse
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +26,8 @@ from tests.support.serve import signed as sign
 SECRET = "hook-5e1f0c9b-never-log-me"
 TOKEN = "ghp-tok-77a1-never-log-me"
 DB = 7  # a database of the session's Redis no other test module uses
+OCTOKIT = Path(__file__).parents[1] / "fixtures" / "octokit"  # real GitHub payloads
+GITHUB_WINDOW = 72 * 3600  # GitHub redelivers a delivery up to 3 days after it sent it
 
 CONFIG = """
 [target]
@@ -244,3 +248,49 @@ def test_deliveries_are_counted_and_the_secret_is_nowhere(serve: Serve, r: redis
     everything += " ".join(k.decode() for k in r.keys("*"))
     assert SECRET not in everything
     assert TOKEN not in everything
+
+
+def github_form(serve: Serve, event: str, raw: bytes, *, delivery: str,
+                path: str = "/webhooks/gh") -> httpx.Response:
+    """A delivery as a GitHub hook created through the API sends it by default."""
+    body = urllib.parse.urlencode({"payload": raw}).encode()
+    return serve.http.post(path, content=body, headers={
+        "Content-Type": "application/x-www-form-urlencoded", "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery, "X-Hub-Signature-256": signed(body)})
+
+
+def test_a_real_form_encoded_delivery_is_verified_decoded_and_enqueued(
+        serve: Serve, r: redis.Redis) -> None:
+    raw = (OCTOKIT / "issues.opened.json").read_bytes()
+    answer = github_form(serve, "issues", raw, delivery="d-form-1")
+    assert (answer.status_code, answer.json()) == (202, {"accepted": 1})
+    [(_task, [source, kind, _batch, events])] = messages(r)
+    assert (source, kind) == ("gh", "issue")
+    assert json.loads(events) == [{"delivery": "d-form-1", "action": "upsert",
+                                   "item": json.loads(raw)["issue"], "fetch": False}]
+    ping = github_form(serve, "ping", (OCTOKIT / "ping.json").read_bytes(), delivery="d-ping")
+    assert (ping.status_code, ping.json()) == (200, {"accepted": 0})
+    for body, why in [(b"zen=hello", "the form has no payload field"),
+                      (b"payload=%7B%22n%22%3A+NaN%7D", "the form's payload is not JSON")]:
+        refused = serve.http.post("/webhooks/gh", content=body, headers={
+            "Content-Type": "application/x-www-form-urlencoded", "X-GitHub-Event": "issues",
+            "X-Hub-Signature-256": signed(body)})
+        assert (refused.status_code, refused.json()) == (400, {"error": why})
+    assert len(messages(r)) == 1
+
+
+def test_a_post_with_a_trailing_slash_is_answered_not_redirected(serve: Serve, r: redis.Redis
+                                                               ) -> None:
+    raw = (OCTOKIT / "issues.deleted.json").read_bytes()
+    answer = github_form(serve, "issues", raw, delivery="d-slash", path="/webhooks/gh/")
+    assert (answer.status_code, answer.json()) == (202, {"accepted": 1})
+    [(_task, [_source, _kind, _batch, events])] = messages(r)
+    assert json.loads(events)[0]["action"] == "delete"
+    assert serve.http.post("/webhooks/nope/", content=b"{}").status_code == 404
+
+
+def test_a_delivery_is_claimed_for_longer_than_githubs_redeliveries(
+        serve: Serve, r: redis.Redis) -> None:
+    assert github(serve, "issues", {"action": "closed", "issue": issue(7)},
+                  delivery="d-ttl-7").status_code == 202
+    assert r.ttl(keys.webhook_delivery("gh", "d-ttl-7")) > GITHUB_WINDOW

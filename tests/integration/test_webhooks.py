@@ -8,6 +8,7 @@ import json
 import sqlite3
 import subprocess
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,8 @@ from tests.support.workers import SLUICE, Workers
 SECRET = "hook-0c41d2-never-log-me"
 TOKEN = "ghp-e2e-9b1f-never-log-me"
 DB = 11  # a database of the session's Redis no other test module uses
+OCTOKIT = Path(__file__).parents[1] / "fixtures" / "octokit"  # real GitHub payloads
+GITHUB_WINDOW = 72 * 3600  # GitHub redelivers a delivery up to 3 days after it sent it
 
 CONFIG = """
 [target]
@@ -73,6 +76,14 @@ class Hooks:
         return self.serve.http.post("/webhooks/gh", content=body, headers={
             "X-GitHub-Event": event, "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
             "X-Hub-Signature-256": signed(body, secret), "Content-Type": "application/json"})
+
+    def github_form(self, event: str, raw: bytes, *, delivery: str) -> httpx.Response:
+        """A real payload as a GitHub hook created through the API sends it: a form."""
+        body = urllib.parse.urlencode({"payload": raw}).encode()
+        return self.serve.http.post("/webhooks/gh/", content=body, headers={
+            "X-GitHub-Event": event, "X-GitHub-Delivery": delivery,
+            "X-Hub-Signature-256": signed(body, SECRET),
+            "Content-Type": "application/x-www-form-urlencoded"})
 
     def rest(self, kind: str, action: str, item: Any, *, delivery: str | None = None
              ) -> httpx.Response:
@@ -342,3 +353,33 @@ def test_a_follow_up_the_api_refuses_is_dead_lettered_alone_and_retried(hooks: H
     hooks.until(lambda: hooks.entity("thin", "thin-7") == {"id": "thin-7", "title": "full"},
                 what="the retried event's row")
     hooks.until(lambda: not hooks.r.hlen(keys.webhook_dead("tracker")), what="no dead letter")
+
+
+def test_real_form_deliveries_land_and_a_delete_outlives_githubs_redeliveries(hooks: Hooks
+                                                                              ) -> None:
+    """GitHub's own payloads (one issue, opened in 2019, deleted in 2021), sent as a form to
+    the path with a trailing slash. The opened delivery redelivered after the delete, under
+    its own id (claimed: a duplicate) or as a fresh one (a claim gone), stays out: the
+    tombstone is there as long as GitHub may redeliver."""
+    def row() -> list[tuple[Any, ...]]:
+        return hooks.query("SELECT title, state FROM gh_issue WHERE identifier = '444500041'")
+
+    opened = (OCTOKIT / "issues.opened.json").read_bytes()
+    answer = hooks.github_form("issues", opened, delivery="gh-real-opened")
+    assert answer.status_code == 202, answer.text
+    assert hooks.until(row, what="the real opened issue's row") == [
+        ("Spelling error in the README file", "open")]
+    deleted = (OCTOKIT / "issues.deleted.json").read_bytes()
+    assert hooks.github_form("issues", deleted, delivery="gh-real-deleted").status_code == 202
+    hooks.until(lambda: not row(), what="the deleted issue's row gone")
+
+    tombstone = keys.webhook_gone("gh", "issue", "444500041")
+    assert hooks.r.ttl(tombstone) > GITHUB_WINDOW
+    assert hooks.r.ttl(keys.webhook_delivery("gh", "gh-real-opened")) > GITHUB_WINDOW
+    again = hooks.github_form("issues", opened, delivery="gh-real-opened")
+    assert (again.status_code, again.json()) == (200, {"duplicate": True})
+    stale = hooks.counter("webhook_stale|gh|issue")
+    assert hooks.github_form("issues", opened, delivery="gh-real-opened-2").status_code == 202
+    hooks.until(lambda: hooks.counter("webhook_stale|gh|issue") == stale + 1,
+                what="the opened version from before the delete counted stale")
+    assert row() == []

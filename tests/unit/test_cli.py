@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import fakeredis
 import pytest
@@ -122,3 +123,85 @@ def test_wait_off_a_terminal_prints_plain_progress_lines(progress: Progress, cap
     err = capsys.readouterr().err
     assert err == ("api/a            [########################] 4/4 batches  200 written  "
                    "0 rejected  succeeded\n")
+
+
+ENTITIES_CONFIG = """
+[target]
+{target}
+
+[sources.api]
+integration = "rest"
+base_url = "http://127.0.0.1:9"
+
+[sources.api.kinds.user]
+path = "/users"
+
+[sources.api.kinds.issue]
+path = "/issues"
+[sources.api.kinds.issue.mapping]
+properties = {{ title = ".title", n = {{ jq = ".n", type = "integer" }} }}
+table = "{table}"
+"""
+
+
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_entities_counts_every_typed_table_and_reads_a_mapped_kind_from_its_own(
+        kind, tmp_path, monkeypatch):
+    from tasks.targets.base import Table
+    from tests.unit.test_targets import postgres_dsn
+
+    monkeypatch.delenv("SLUICE_CONFIG", raising=False)
+    if kind == "sqlite":
+        from tasks.targets.sqlite import SqliteTarget
+
+        db = tmp_path / "t.db"
+        target: Any = SqliteTarget(db)
+        where, issues, orphan = f'path = "{db}"', "api_issues", "old_things"
+    else:
+        import uuid
+
+        from tasks.targets.postgres import PostgresTarget
+
+        own = f"clitest_{uuid.uuid4().hex[:8]}"
+        target = PostgresTarget(postgres_dsn(), table=own)
+        where = f'type = "postgres"\ndsn = "{postgres_dsn()}"\ntable = "{own}"'
+        issues, orphan = f"{own}_t_issues", f"{own}_t_old"
+    config = tmp_path / "sluice.toml"
+    config.write_text(ENTITIES_CONFIG.format(target=where, table=issues))
+    try:
+        target.upsert([{"source": "api", "kind": "user", "identifier": f"u-{n}",
+                        "data": {"id": f"u-{n}"}} for n in range(2)], run_id="r", run_seq=1)
+        target.upsert_rows(Table(issues, {"title": "text", "n": "integer"}), [
+            {"identifier": f"i-{n}", "values": {"title": f"t{n}", "n": n}, "raw": {"id": n}}
+            for n in range(3)], run_id="r", run_seq=1)
+        # The table of a mapping since removed: listed, not claimed by a kind.
+        target.upsert_rows(Table(orphan, {}), [{"identifier": "x", "values": {}, "raw": {}}],
+                           run_id="r", run_seq=1)
+        listed = CliRunner().invoke(sluice, ["entities", "--config", str(config)])
+        assert listed.exit_code == 0, listed.output
+        lines = [line for line in listed.output.splitlines()
+                 if kind == "sqlite" or "api/" in line or orphan in line]
+        assert lines == ["api/user: 2", f"api/issue: 3 in table {issues}", f"table {orphan}: 1"]
+
+        read = CliRunner().invoke(sluice, ["entities", "--config", str(config), "api", "issue",
+                                           "--limit", "2"])
+        assert read.exit_code == 0, read.output
+        rows = [json.loads(line) for line in read.output.splitlines()]
+        assert [(r["kind"], r["table"], r["row"]["identifier"], r["row"]["title"], r["row"]["n"],
+                 r["row"]["_raw"]) for r in rows] == [
+            ("issue", issues, "i-0", "t0", 0, {"id": 0}), ("issue", issues, "i-1", "t1", 1,
+                                                             {"id": 1})]
+        both = CliRunner().invoke(sluice, ["entities", "--config", str(config), "api"])
+        kinds = [json.loads(line)["kind"] for line in both.output.splitlines()]
+        assert kinds == ["user", "user", "issue", "issue", "issue"]
+        if kind == "sqlite":  # without a config: the table {SOURCE}_{KIND}
+            guessed = CliRunner().invoke(sluice, ["entities", "--db", str(db), "api", "issues"])
+            assert guessed.exit_code == 0, guessed.output
+            assert len(guessed.output.splitlines()) == 3
+    finally:
+        if kind == "postgres":
+            from tests.unit.test_typed_tables import drop_tables
+
+            drop_tables(target, own)
+        else:
+            target.close()

@@ -50,6 +50,21 @@ def test_a_redelivered_batch_counts_once(progress):
     assert len(progress.rejected(run_id)) == 1 and run.in_flight == 1
 
 
+def test_rows_deleted_by_tombstones_count_once_on_the_run_its_child_and_the_metrics(progress):
+    from tasks.operator.cli import summary_text
+
+    run_id = started(progress)
+    for _ in range(2):  # redelivered: counted once
+        progress.batch_done(run_id, "src", "kind", 1, written=7, rejected=[], deleted=3)
+    progress.batch_done(run_id, "src", "kind", 2, written=0, rejected=[], deleted=2,
+                        child="comment")
+    run = progress.get(run_id)
+    assert (run.items_deleted, run.deleted, run.children["comment"]["items_deleted"]) \
+        == (5, 0, 2)
+    assert progress.metrics()[("items_deleted", "src", "kind")] == 5
+    assert "5 deleted (5 by the API's tombstones)" in summary_text(run)
+
+
 def test_exactly_one_caller_is_elected_to_finalize(progress):
     run_id = started(progress)
     assert not progress.batch_done(run_id, "src", "kind", 1, written=10, rejected=[])

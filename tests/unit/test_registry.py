@@ -87,8 +87,8 @@ def test_every_paginator_type_has_a_settings_model_that_builds_its_class():
     assert set(PAGINATORS) == _union_tags()
     for name, cls in PAGINATORS.items():
         section: dict[str, Any] = {"type": name}
-        if name == "cursor":
-            section["cursor_path"] = "next"
+        section |= {"cursor": {"cursor_path": "next"}, "next_url": {"path": "next"},
+                    "keyset": {"param": "after", "field": "id"}}.get(name, {})
         kind = KindSettings.model_validate({"path": "/k", "params": {"q": 1},
                                             "paginator": section})
         paginator = kind.paginator.build(kind.path, kind.params)
@@ -104,4 +104,4 @@ def test_an_unknown_paginator_type_is_a_config_error_naming_the_known_ones():
              "kinds": {"k": {"path": "/k", "paginator": {"type": "links"}}}})
     message = str(err.value)
     assert "kinds.k.paginator" in message and "'links'" in message
-    assert "'cursor', 'link', 'offset', 'page', 'single'" in message
+    assert "'cursor', 'keyset', 'link', 'next_url', 'offset', 'page', 'single'" in message

@@ -1,4 +1,4 @@
-"""The REST integration's four paginators, driven by the pager, against the fake API (a real
+"""The REST integration's paginators, driven by the pager, against the fake API (a real
 HTTP server in a thread on loopback)."""
 
 from __future__ import annotations
@@ -30,6 +30,21 @@ PAGINATORS: dict[str, dict[str, Any]] = {
     "page-total-header": {"path": "/page/k", "items": "items",
                           "paginator": {"type": "page", "limit": 30,
                                         "total_header": "X-Total-Count"}},
+    "next_url": {"path": "/nexturl/k", "items": "value",
+                 "paginator": {"type": "next_url", "path": "@odata.nextLink",
+                               "limit_param": "top", "limit": 30}},
+    "next_url-relative": {"path": "/nexturl/k", "items": "value",
+                          "paginator": {"type": "next_url", "path": "links.next",
+                                        "limit_param": "top", "limit": 30}},
+    "next_url-header": {"path": "/nexthdr/k", "items": "data",
+                        "paginator": {"type": "next_url", "header": "Next-Page",
+                                      "limit_param": "_limit", "limit": 30}},
+    "keyset": {"path": "/keyset/k", "items": "data",
+               "paginator": {"type": "keyset", "param": "starting_after", "field": "id",
+                             "has_more_path": "has_more", "limit": 30}},
+    "keyset-short": {"path": "/keyset/k", "items": "data",
+                     "paginator": {"type": "keyset", "param": "starting_after", "field": "id",
+                                   "limit": 30}},
 }
 
 
@@ -71,7 +86,8 @@ def test_every_paginator_yields_every_item_once(api: FakeAPI, name: str, count: 
     assert all(len(p.items) == 30 for p in full)  # every page but the last one is full
 
 
-@pytest.mark.parametrize("name", ["cursor", "link", "offset", "page", "page-total"])
+@pytest.mark.parametrize("name", ["cursor", "link", "offset", "page", "page-total", "next_url",
+                                  "next_url-header", "keyset"])
 def test_a_run_resumes_from_the_saved_checkpoint(api: FakeAPI, name: str):
     items = api.set_items("k", 100)
     integ = integration(api, PAGINATORS[name])
@@ -82,7 +98,9 @@ def test_a_run_resumes_from_the_saved_checkpoint(api: FakeAPI, name: str):
 
 @pytest.mark.parametrize("name,planned", [("cursor", False), ("link", True), ("offset", True),
                                           ("offset-no-total", False), ("page", False),
-                                          ("page-total", True), ("page-total-header", True)])
+                                          ("page-total", True), ("page-total-header", True),
+                                          ("next_url", False), ("next_url-header", False),
+                                          ("keyset", False)])
 def test_pages_known_up_front_are_fetched_concurrently(api: FakeAPI, name: str, planned: bool):
     api.set_items("k", 300)  # 10 pages
     api.server.latency = 0.1
@@ -257,3 +275,34 @@ def test_a_child_kind_whose_pages_are_planned_reads_every_page(api: FakeAPI, nam
     pages = asyncio.run(go())
     assert len(pages) == 4 and in_order(pages) == items
     assert all(q.get("post") == "post-1" for q in api.state.params_seen)
+
+
+@pytest.mark.parametrize("name", ["next_url", "next_url-relative", "next_url-header", "keyset"])
+def test_followed_pages_keep_a_child_kinds_parent_and_an_incremental_since(api: FakeAPI,
+                                                                          name: str):
+    """The paginator is built with the filled path and params (and ``since``); a next URL
+    carries them on, and keyset sends them with every request."""
+    items = api.set_timed_items("k", 95)
+    spec = PAGINATORS[name]
+    integ = RestIntegration(RestSettings.model_validate(
+        {"integration": "rest", "base_url": api.url, "http": {"retries": 0}, "kinds": {
+            "post": {"path": "/cursor/post", "items": "data"},
+            "k": {**spec, "parent": "post", "params": {"post": "{parent.id}"}},
+            "inc": {**spec, "incremental": {"cursor_path": "updated_at", "param": "since"}}}}))
+    ref = integ.parent_ref("post", {"id": "post-1"})
+
+    async def go(kind: str, **kw: Any) -> list[pager.Page]:
+        client = integ.client()
+        pages = [p async for p in pager.pages(integ, kind, client, checkpoint=None, **kw)]
+        await client.aclose()
+        return pages
+
+    pages = asyncio.run(go("k", partition=ref))
+    assert len(pages) == 4 and in_order(pages) == items
+    assert len(api.state.params_seen) == 4
+    assert all(q.get("post") == "post-1" for q in api.state.params_seen)
+    api.state.params_seen.clear()
+    since = items[40]["updated_at"]
+    pages = asyncio.run(go("inc", since=since))
+    assert in_order(pages) == items[40:] and len(pages) == 2
+    assert [q.get("since") for q in api.state.params_seen] == [since, since]

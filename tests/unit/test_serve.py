@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import urllib.parse
+from pathlib import Path
 from typing import Any
 
 import fakeredis
 import pytest
 from starlette.testclient import TestClient
 
+from integrations.github.settings import GithubSettings
 from integrations.registry import load
 from integrations.rest.settings import RestSettings
 from integrations.webhooks import hmac_digest
@@ -21,6 +24,7 @@ from tasks.serve.deliveries import Deliveries
 from tasks.serve.publish import Coalescer
 
 SECRET = "unit-hook-secret"
+OCTOKIT = Path(__file__).parents[1] / "fixtures" / "octokit"  # real GitHub payloads
 
 
 class Sent:
@@ -82,10 +86,13 @@ def test_a_failed_publish_reaches_every_waiter() -> None:
 def app_with(sent: Sent) -> tuple[TestClient, fakeredis.FakeAsyncRedis]:
     settings = RestSettings(integration="rest", base_url="https://api.test",
                             webhook_secret=SECRET, kinds={"issue": {"path": "/i"}})
+    gh = GithubSettings(integration="github", org="acme", token="t", webhook_secret=SECRET,
+                        kinds=["issue"])
     r = fakeredis.FakeAsyncRedis()
     coalescer = Coalescer(sent, linger=0.01, limits=lambda s: (100, 1 << 20))
-    app = create_app({"t": Served(settings, load(settings))}, Deliveries(r, ttl=60), coalescer)
-    return TestClient(app), r
+    app = create_app({"t": Served(settings, load(settings)), "gh": Served(gh, load(gh))},
+                     Deliveries(r, ttl=60), coalescer)
+    return TestClient(app, follow_redirects=False), r
 
 
 def post(client: TestClient, payload: Any, *, delivery: str = "d1") -> Any:
@@ -136,3 +143,49 @@ def test_delivery_keys_are_plain_text(delivery: str) -> None:
     key = keys.webhook_delivery("src", delivery)
     assert key.startswith("sluice:webhook:delivery:src:")
     assert " " not in key and "?" not in key
+
+
+def github_form(client: TestClient, event: str, raw: bytes, *, path: str = "/webhooks/gh",
+                delivery: str = "g1") -> Any:
+    """A delivery as a hook created through GitHub's API sends it by default: a form."""
+    body = urllib.parse.urlencode({"payload": raw}).encode()
+    return client.post(path, content=body, headers={
+        "Content-Type": "application/x-www-form-urlencoded", "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery,
+        "X-Hub-Signature-256": "sha256=" + hmac_digest(SECRET, body).hex()})
+
+
+def test_a_signed_form_delivery_is_decoded_and_enqueued() -> None:
+    sent = Sent()
+    client, _r = app_with(sent)
+    raw = (OCTOKIT / "issues.opened.json").read_bytes()
+    with client:
+        answer = github_form(client, "issues", raw)
+        assert (answer.status_code, answer.json()) == (202, {"accepted": 1})
+        ping = github_form(client, "ping", (OCTOKIT / "ping.json").read_bytes(), delivery="g2")
+        assert (ping.status_code, ping.json()) == (200, {"accepted": 0})
+        nothing = client.post("/webhooks/gh", content=b"zen=hi", headers={
+            "Content-Type": "application/x-www-form-urlencoded", "X-GitHub-Event": "ping",
+            "X-Hub-Signature-256": "sha256=" + hmac_digest(SECRET, b"zen=hi").hex()})
+        assert (nothing.status_code, nothing.json()) == (
+            400, {"error": "the form has no payload field"})
+    [(source, kind, [event])] = sent.batches
+    assert (source, kind, event["action"]) == ("gh", "issue", "upsert")
+    assert event["item"] == json.loads(raw)["issue"]
+
+
+def test_a_trailing_slash_is_the_same_endpoint_not_a_redirect() -> None:
+    sent = Sent()
+    client, _r = app_with(sent)
+    body = json.dumps(EVENT).encode()
+    with client:
+        answer = client.post("/webhooks/t/", content=body, headers={
+            "X-Signature": "sha256=" + hmac_digest(SECRET, body).hex(), "X-Delivery-Id": "s1"})
+        assert (answer.status_code, answer.json()) == (202, {"accepted": 1})
+        assert github_form(client, "issues", (OCTOKIT / "issues.deleted.json").read_bytes(),
+                           path="/webhooks/gh/").status_code == 202
+        assert client.post("/webhooks/nope/", content=b"{}").status_code == 404
+        assert client.post("/webhooks/t//", content=body).status_code == 404
+        assert client.get("/healthz/").status_code == 404  # no redirect anywhere
+    assert [(s, k, e[0]["action"]) for s, k, e in sent.batches] == [
+        ("t", "issue", "upsert"), ("gh", "issue", "delete")]

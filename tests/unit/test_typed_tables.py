@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from integrations.errors import TargetRejected
-from tasks.targets.base import COLUMN_TYPES, Row, SchemaFrozen, Table, Typed
+from tasks.targets.base import COLUMN_TYPES, Deletion, Row, SchemaFrozen, Table, Typed
 from tasks.targets.sqlite import SqliteTarget
 from tests.unit.test_targets import postgres_dsn
 
@@ -241,6 +241,68 @@ def test_stale_deletion_of_a_table_not_made_yet_deletes_nothing(target):
                                       threshold=0.1, watermarks={"null": "1"})
     assert (result.deleted, result.refused) == (0, None)
     assert target.watermarks("src", "none") == {"null": "1"}
+
+
+def entity(kind: str, identifier: str, source: str = "src") -> dict[str, Any]:
+    return {"source": source, "kind": kind, "identifier": identifier, "data": {"id": identifier}}
+
+
+def test_a_kind_moved_to_its_table_leaves_entities_once_the_table_holds_it(target):
+    name = f"{target.prefix}issues"
+    table = Table(name, {"v": "integer"})
+    # Before the mapping: 10 issues in entities, and other kinds and sources beside them.
+    target.upsert([entity("issue", f"i-{n}") for n in range(10)]
+                  + [entity("user", "u-1"), entity("issue", "i-1", source="other")],
+                  run_id="r1", run_seq=1)
+    assert target.delete_moved(name, "src", "issue", run_seq=2, threshold=0.3).refused == (
+        "refused to delete the 10 rows of issue left in entities from before its mapping: this"
+        f" run wrote 0 rows into {name}, 100.0% fewer (delete_threshold is 30%); the next run"
+        " reads everything again")  # no table yet: nothing moved
+    # The run with the mapping wrote 8 of them into the table: within the guard (20% < 30%).
+    target.upsert_rows(table, [row(f"i-{n}", v=1) for n in range(5)], run_id="r0", run_seq=1)
+    target.upsert_rows(table, [row(f"i-{n}", v=2) for n in range(2)], run_id="r2", run_seq=2)
+    refused = target.delete_moved(name, "src", "issue", run_seq=2, threshold=0.3)
+    assert "this run wrote 2 rows" in refused.refused  # rows of an older run do not count
+    target.upsert_rows(table, [row(f"i-{n}", v=2) for n in range(2, 8)], run_id="r2", run_seq=2)
+    moved = target.delete_moved(name, "src", "issue", run_seq=2, threshold=0.3)
+    assert (moved.deleted, moved.refused) == (10, None)
+    assert sorted((e["source"], e["kind"]) for e in target.read("src", None, limit=100)) == [
+        ("src", "user")]
+    assert [e["identifier"] for e in target.read("other", "issue", limit=10)] == ["i-1"]
+    assert len(by_id(target, name)) == 8  # the table is not touched
+    # Nothing left: nothing to do, whatever the table holds.
+    assert target.delete_moved(f"{target.prefix}none", "src", "issue", run_seq=3,
+                               threshold=0.1) == Deletion()
+    # threshold 1 turns the guard off.
+    target.upsert([entity("thread", "t-1")], run_id="r3", run_seq=3)
+    assert target.delete_moved(f"{target.prefix}none", "src", "thread", run_seq=3,
+                               threshold=1).deleted == 1
+
+
+def test_every_typed_table_is_counted_and_no_other(target):
+    mine = lambda: [(n, c) for n, c in target.table_counts()  # noqa: E731
+                    if n.startswith(target.prefix)]
+    assert mine() == []
+    target.upsert([entity("user", "u-1")], run_id="r1", run_seq=1)
+    target.upsert_rows(Table(f"{target.prefix}b", {"v": "integer"}),
+                       [row(f"b-{n}", v=n) for n in range(3)], run_id="r1", run_seq=1)
+    target.upsert_rows(Table(f"{target.prefix}a", {}), [row("a-1")], run_id="r1", run_seq=1)
+    conn = target._conn if isinstance(target, SqliteTarget) else target._connect()
+    conn.execute(f"CREATE TABLE {target.prefix}plain (identifier text, x text)")
+    if not isinstance(target, SqliteTarget):
+        conn.commit()
+    assert mine() == [(f"{target.prefix}a", 1), (f"{target.prefix}b", 3)]
+    own = ("entities", "sluice_state", "sluice_watermarks", getattr(target, "table", ""))
+    assert not [n for n, _ in target.table_counts() if n in own or n.startswith("sqlite_")]
+
+
+def test_watermarks_of_a_kind_can_be_forgotten(target):
+    target.clear_watermarks("src", "issue")  # none yet (PostgreSQL: no table yet either)
+    target.save_watermarks("src", "issue", {"null": "1", "mapping": '"abc"'})
+    target.save_watermarks("src", "user", {"null": "2"})
+    target.clear_watermarks("src", "issue")
+    assert target.watermarks("src", "issue") == {}
+    assert target.watermarks("src", "user") == {"null": "2"}
 
 
 @pytest.mark.parametrize("name", ["", "1abc", "has space", "x;drop table entities", 'q"uote',

@@ -11,6 +11,7 @@ from tasks.runs import keys
 from tasks.runs.metrics import SluiceCollector
 from tasks.runs.progress import Progress
 from tasks.runs.webhooks import WebhookLog
+from tasks.settings import Settings
 
 SECRET = "tok-in-an-item-4d1a"
 
@@ -70,3 +71,10 @@ def test_versions_order_on_one_scale_only() -> None:
     for unknown in (None, True, "not a time", [1], float("nan")):
         assert position(unknown) is None
         assert not before(position(unknown), ten) and not before(ten, position(unknown))
+
+
+def test_tombstones_and_claims_outlive_githubs_three_days_of_redeliveries() -> None:
+    assert Settings.model_fields["webhook_delivery_ttl"].default >= 72 * 3600
+    r = fakeredis.FakeRedis()
+    WebhookLog(r).bury("gh", "issue", {"444500041": "2021-10-11T16:40:56Z"})
+    assert r.ttl(keys.webhook_gone("gh", "issue", "444500041")) > 72 * 3600

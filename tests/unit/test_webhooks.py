@@ -1,6 +1,6 @@
-"""Each integration's webhook side: signatures (good, wrong, missing, tampered), every event
-to its Event, ignored events, pull requests vs issues, and fetch_item against
-httpx.MockTransport."""
+"""Each integration's webhook side: signatures (good, wrong, missing, tampered), a body as
+JSON or as a form, every event to its Event, ignored events, pull requests vs issues, and
+fetch_item against httpx.MockTransport."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import base64
 import hashlib
 import hmac
 import json
+import urllib.parse
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,9 +27,10 @@ from integrations.jira.integration import JiraIntegration
 from integrations.jira.settings import DEFAULT_FIELDS, JiraSettings
 from integrations.rest.integration import RestIntegration
 from integrations.rest.settings import RestSettings
-from integrations.webhooks import Action, Event
+from integrations.webhooks import FORM, Action, Event, decode
 
 SECRET = "s3cret-for-hooks"
+OCTOKIT = Path(__file__).parents[1] / "fixtures" / "octokit"  # real GitHub payloads
 BODY = b'{"action": "opened"}'
 
 
@@ -333,3 +336,51 @@ def test_rest_kind_from_a_header_and_the_kind_names_themselves() -> None:
     assert integration.events({"x-event": "other"}, {"item": {"id": 1}}) == []
     body = json.dumps({"kind": "issue", "action": "deleted", "item": {"id": 2}})
     assert rest().events({}, json.loads(body)) == [Event("issue", Action.DELETE, {"id": 2})]
+
+
+def form(payload: bytes | str) -> bytes:
+    """A body as GitHub sends it with content type form: ``payload=`` + the JSON, encoded."""
+    return urllib.parse.urlencode({"payload": payload}).encode()
+
+
+@pytest.mark.parametrize("name", ["issues.opened.json", "issues.deleted.json", "ping.json"])
+def test_a_real_github_payload_reads_the_same_as_json_and_as_a_form(name: str) -> None:
+    raw = (OCTOKIT / name).read_bytes()
+    as_json = decode("application/json", raw)
+    assert decode(FORM, form(raw)) == as_json
+    assert decode("Application/X-WWW-Form-URLencoded; charset=utf-8", form(raw)) == as_json
+    assert decode(None, raw) == as_json  # no Content-Type: JSON, as before
+
+
+def test_a_form_delivery_is_verified_over_its_raw_body() -> None:
+    body = form((OCTOKIT / "issues.opened.json").read_bytes())
+    github().verify({"X-Hub-Signature-256": "sha256=" + sign(body)}, body)
+    payload = decode(FORM, body)
+    [event] = github().events({"X-GitHub-Event": "issues"}, payload)
+    assert (event.kind, event.action, event.item["id"]) == ("issue", Action.UPSERT, 444500041)
+    inner = urllib.parse.parse_qs(body.decode())["payload"][0].encode()
+    with pytest.raises(WebhookRefused):  # signed over the JSON inside: not what was sent
+        github().verify({"X-Hub-Signature-256": "sha256=" + sign(inner)}, body)
+
+
+@pytest.mark.parametrize(("content_type", "body", "why"), [
+    ("application/json", b"{not json", "the body is not JSON"),
+    ("application/json", b'{"n": NaN}', "the body is not JSON"),
+    ("application/json", b'{"n": 1e400}', "the body is not JSON"),
+    (FORM, b"", "the form has no payload field"),
+    (FORM, b"zen=hello", "the form has no payload field"),
+    (FORM, form("{}") + b"&" + form("[]"), "the form has more than one payload field"),
+    (FORM, b"payload", "the body is not a form (application/x-www-form-urlencoded)"),
+    (FORM, b"payload=%FF%FE", "the body is not a form (application/x-www-form-urlencoded)"),
+    (FORM, b"a=1&" * 20 + form("{}"), "the body is not a form (application/x-www-form-urlencoded)"),
+    (FORM, form('{"n": Infinity}'), "the form's payload is not JSON"),
+    (FORM, form('{"n": -1e400}'), "the form's payload is not JSON"),
+    (FORM, form("[" * 100_000), "the form's payload is not JSON"),
+    (FORM, b'{"action": "opened"}',  # JSON that says it is a form
+     "the body is not a form (application/x-www-form-urlencoded)"),
+])
+def test_a_body_that_is_not_json_nor_a_form_of_json_is_400_saying_why(
+        content_type: str, body: bytes, why: str) -> None:
+    with pytest.raises(WebhookRefused) as refused:
+        decode(content_type, body)
+    assert (refused.value.status, str(refused.value)) == (400, why)

@@ -17,6 +17,7 @@
 -- ARGV[8] keep           rejected-item records kept per run
 -- ARGV[9] child          the batch's kind when it is a child kind of the run's ('' if not)
 -- ARGV[10] skipped       items a mapping's selector skipped
+-- ARGV[11] deleted       rows deleted by the API's tombstones (a kind's `deleted`)
 -- Returns 1 when the caller finalizes the run, else 0.
 local run, enqueued, done, failed, rejected = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local lock, metrics = KEYS[6], KEYS[7]
@@ -29,6 +30,12 @@ redis.call('HINCRBY', run, 'batches_done', 1)
 redis.call('HINCRBY', run, 'items_written', written)
 redis.call('HINCRBY', run, 'items_rejected', n_rejected)
 if tonumber(ARGV[10]) > 0 then redis.call('HINCRBY', run, 'items_skipped', tonumber(ARGV[10])) end
+local deleted = tonumber(ARGV[11] or '0')
+if deleted > 0 then
+  redis.call('HINCRBY', run, 'items_deleted', deleted)
+  metric(run, metrics, 'items_deleted', deleted)
+  if ARGV[9] ~= '' then redis.call('HINCRBY', run, 'child.' .. ARGV[9] .. '.items_deleted', deleted) end
+end
 if ARGV[9] ~= '' then
   local prefix = 'child.' .. ARGV[9] .. '.'
   redis.call('HINCRBY', run, prefix .. 'batches_done', 1)

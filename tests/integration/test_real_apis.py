@@ -140,7 +140,7 @@ def start_workers(tmp: Path, config: str, db_index: int, redis_server: RedisServ
     path.write_text(config)
     url = redis_server.url.rsplit("/", 1)[0] + f"/{db_index}"
     client = Client(url)
-    client.redis.flushdb()  # a rerun of the session starts from nothing
+    client.redis.flushdb()  # other modules use this database too
     workers = Workers(config=path, redis_url=url, log=tmp / "worker.log", env=env).start()
     return workers, client
 
@@ -159,8 +159,9 @@ def kinto(tmp_path_factory, redis_server: RedisServer) -> Iterator[Synced]:
         try:
             yield Synced(server, workers, client, db)
         finally:
-            client.close()
             workers.stop()
+            client.redis.flushdb()  # the database is another module's next
+            client.close()
 
 
 def kinto_products(k: Synced) -> dict[str, tuple[Any, ...]]:
@@ -307,8 +308,9 @@ def datasette(tmp_path_factory, redis_server: RedisServer) -> Iterator[Synced]:
         try:
             yield Synced(server, workers, client, db)
         finally:
-            client.close()
             workers.stop()
+            client.redis.flushdb()  # the database is another module's next
+            client.close()
 
 
 def datasette_books(d: Synced) -> dict[str, tuple[Any, ...]]:

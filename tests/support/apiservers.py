@@ -47,7 +47,6 @@ kinto.userid_hmac_secret = sluice-tests
 # readable by that identity only, so a wrong password is answered 403.
 multiauth.policies = basicauth
 kinto.bucket_create_principals = system.Authenticated
-kinto.paginate_by = 1000
 
 [loggers]
 keys = root, summary

@@ -31,7 +31,7 @@ from tests.support.workers import Client, Workers
 
 pytestmark = pytest.mark.integration
 
-KINTO_DB = 14  # databases of the session's Redis no other test module uses
+KINTO_DB = 14  # databases of the session's Redis, flushed before and after (shared by modules)
 DATASETTE_DB = 15
 PAGE = 40  # several pages of the few hundred items each server holds
 PASSWORD = "kinto-pw-7d1e0b55-never-log-me"
@@ -136,6 +136,8 @@ class Synced:
 
 def start_workers(tmp: Path, config: str, db_index: int, redis_server: RedisServer, *,
                   env: dict[str, str] | None = None) -> tuple[Workers, Client]:
+    """A worker node on Redis database ``db_index`` (emptied first) reading ``config`` (the
+    text of a sluice.toml, written into ``tmp``) with ``env``, and a client of that database."""
     path = tmp / "sluice.toml"
     path.write_text(config)
     url = redis_server.url.rsplit("/", 1)[0] + f"/{db_index}"

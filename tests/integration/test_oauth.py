@@ -3,10 +3,11 @@
 Three worker nodes read a parent kind and its child kind (the children of every parent
 fetched by every node at once) from a fake API that checks each bearer token by introspection
 at that server. Access tokens live 3 s, and the shared rate limit stretches each run past
-that (126 requests at 20 a second), so tokens expire mid-run. Between the two runs every worker is restarted and Redis is
-flushed: the rotated refresh token must come back from the target's state table, while each
-worker's environment still holds the first (used) one. The server revokes the whole grant if
-a refresh token is presented twice, so a second run that lands everything proves it never was.
+that (126 requests at 20 a second), so tokens expire mid-run. Between the two runs every
+worker is restarted and Redis is flushed: the rotated refresh token must come back from the
+target's state table, while each worker's environment still holds the first (used) one. The
+server revokes the whole grant if a refresh token is presented twice, so a second run that
+lands everything proves it never was.
 """
 
 from __future__ import annotations

@@ -51,6 +51,9 @@ from integrations.secrets import excerpt
 # A refusal is shared this long: every process fails at once, then one asks again.
 REFUSAL_TTL = 300.0
 LOCK_TIMEOUT = 60.0  # the longest a process waits for the refresher
+# The longest a token is shared: one without expires_in (or with an absurd one) is asked for
+# again after a day instead of living in the store forever (Redis takes no infinite TTL).
+MAX_SHARED = 86400.0
 
 
 class TokenStore(Protocol):
@@ -224,7 +227,7 @@ class TokenSource:
             else:
                 answer = await self._grant(self.settings)
             token = self._token(answer)
-            ttl = token.renew_at - self.clock()
+            ttl = min(token.renew_at - self.clock(), MAX_SHARED)
             if ttl > 0:
                 await self.store.put(self._name("token"), self.sealer.seal(
                     {"access_token": token.access_token, "expires_at": token.expires_at,
@@ -345,7 +348,8 @@ class TokenSource:
         lifetime = answer.get("expires_in")
         if isinstance(lifetime, str) and lifetime.isdigit():
             lifetime = int(lifetime)
-        if not isinstance(lifetime, (int, float)) or isinstance(lifetime, bool) or lifetime <= 0:
+        if (not isinstance(lifetime, (int, float)) or isinstance(lifetime, bool)
+                or not 0 < lifetime < float("inf")):  # NaN too: it would renew at every call
             return Token(answer["access_token"], float("inf"), float("inf"))
         margin = min(self.settings.expiry_margin, lifetime / 10)
         return Token(answer["access_token"], now + lifetime, now + lifetime - margin)

@@ -328,3 +328,32 @@ async def test_a_provider_that_does_not_rotate_keeps_the_same_refresh_token() ->
         await source(oauth("oauth2_refresh_token"), store, provider, clock=lambda: now[0]).token()
         now[0] += 11
     assert provider.presented == ["rt-0"] * 3
+
+
+# -- hostile token endpoints
+
+
+def answering(content: bytes, status: int = 200,
+              headers: dict[str, str] | None = None) -> tuple[list[httpx.Request], Any]:
+    """A token endpoint that always answers ``content``; the list of what it was sent."""
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(status, content=content, headers=headers)
+
+    return calls, httpx.MockTransport(handler)
+
+
+@pytest.mark.parametrize("lifetime", ["", ', "expires_in": 1e30', ', "expires_in": NaN',
+                                      ', "expires_in": Infinity', ', "expires_in": -5'])
+async def test_an_odd_expires_in_is_shared_a_day_at_most_and_asked_for_once(
+        lifetime: str) -> None:
+    redis = fakeredis.FakeRedis()
+    calls, transport = answering(f'{{"access_token": "at-x"{lifetime}}}'.encode())
+    fleet = [TokenSource(oauth("oauth2_client_credentials"), RedisTokenStore(redis, "src"),
+                         secret_key=KEY, http=HTTP, transport=transport) for _ in range(2)]
+    assert [await s.token() for s in fleet for _ in range(3)] == ["at-x"] * 6
+    assert len(calls) == 1
+    ttls = [redis.pttl(key) for key in redis.scan_iter()]
+    assert ttls and all(0 < ttl <= 86_400_000 for ttl in ttls)

@@ -46,7 +46,7 @@ from integrations.base import HttpSettings
 from integrations.errors import AuthRefused, ConfigError, TransientHTTPError
 from integrations.http.auth import OAuth2ClientCredentials, OAuth2RefreshToken, OAuth2Settings
 from integrations.http.client import make_client
-from integrations.secrets import excerpt
+from integrations.secrets import Redactor, excerpt
 
 # A refusal is shared this long: every process fails at once, then one asks again.
 REFUSAL_TTL = 300.0
@@ -257,8 +257,11 @@ class TokenSource:
             await self._keep(refresh_token, generation + 2, presenting=False)
             raise TransientHTTPError(f"POST {self.settings.token_url}: could not connect; the "
                                      "refresh token was not sent") from None
-        except TransientHTTPError as exc:
-            if exc.retry_after is not None or getattr(exc, "answered", False):
+        except (TransientHTTPError, AuthRefused) as exc:
+            # The endpoint answered an error (4xx: invalid_client, invalid_scope, …; 5xx, 429):
+            # it did not take the token, which a corrected configuration may present again.
+            # (A 2xx without a token may have rotated it: that stays ``presenting``.)
+            if getattr(exc, "retry_after", None) is not None or getattr(exc, "answered", False):
                 # The endpoint answered 5xx/429: it did not take the token.
                 await self._keep(refresh_token, generation + 2, presenting=False)
             raise
@@ -311,14 +314,22 @@ class TokenSource:
             headers["Authorization"] = basic_client(s.client_id, s.client_secret)
         client = self._token_client()
         try:
-            response = await client.post(s.token_url, data=form, headers=headers)
+            # A redirect is not followed: a 307 would carry the secrets to wherever it points.
+            response = await client.post(s.token_url, data=form, headers=headers,
+                                         follow_redirects=False)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise _NotSent(str(exc)) from exc
         except httpx.TransportError as exc:
             raise TransientHTTPError(f"POST {s.token_url} failed: {type(exc).__name__}") from exc
-        return await self._answer(response)
+        # The endpoint may echo what it was sent; the process's Redactor knows only ${...}
+        # values, never a rotated refresh token.
+        sent = Redactor(v for v in (s.client_secret, form.get("refresh_token")) if v)
+        return await self._answer(response, sent)
 
-    async def _answer(self, response: httpx.Response) -> dict[str, Any]:
+    async def _answer(self, response: httpx.Response, sent: Redactor) -> dict[str, Any]:
+        """The token answer's JSON. Raises AuthRefused, with ``answered`` set when the
+        endpoint refused outright (not 2xx: it did not take a refresh token), or
+        TransientHTTPError."""
         where = f"POST {self.settings.token_url}"
         try:
             body = response.json()
@@ -332,15 +343,21 @@ class TokenSource:
         if status >= 400 or not isinstance(body, dict) or not isinstance(
                 body.get("access_token"), str):
             if isinstance(body, dict) and isinstance(body.get("error"), str):
-                reason = body["error"]
+                reason = excerpt(sent.text(body["error"]), 80)
                 detail = body.get("error_description")
                 if isinstance(detail, str) and detail:
-                    reason += f" ({excerpt(detail, 200)})"
+                    reason += f" ({excerpt(sent.text(detail), 200)})"
+            elif response.is_redirect:
+                to = response.request.url.join(response.headers["location"])
+                reason = (f"{status}, a redirect to {to.copy_with(query=None, fragment=None)} "
+                          "(not followed: set token_url to the endpoint itself)")
             else:
                 reason = f"{status}, not an OAuth 2.0 token answer"
             message = f"{where} refused the source's credentials: {reason}"
             await self._refuse(message)
-            raise AuthRefused(message)
+            refused = AuthRefused(message)
+            refused.answered = not 200 <= status < 300  # type: ignore[attr-defined]
+            raise refused
         return body
 
     def _token(self, answer: dict[str, Any]) -> Token:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import json
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -357,3 +358,47 @@ async def test_an_odd_expires_in_is_shared_a_day_at_most_and_asked_for_once(
     assert len(calls) == 1
     ttls = [redis.pttl(key) for key in redis.scan_iter()]
     assert ttls and all(0 < ttl <= 86_400_000 for ttl in ttls)
+
+
+async def test_a_refresh_refused_outright_can_be_presented_once_the_config_is_fixed() -> None:
+    store, provider = LocalTokenStore(), Provider()
+    calls, transport = answering(b'{"error": "invalid_client"}', 401)
+    with pytest.raises(AuthRefused, match="invalid_client"):
+        await TokenSource(oauth("oauth2_refresh_token"), store, secret_key=KEY, http=HTTP,
+                          transport=transport).token()
+    fixed = source(oauth("oauth2_refresh_token", client_secret="fixed"), store, provider)
+    assert await fixed.token() == "at-1" and provider.presented == ["rt-0"]
+    # A 2xx without a token may have rotated it: that one is not presented again.
+    calls, transport = answering(b'{"refresh_token": "rt-9"}')
+    with pytest.raises(AuthRefused, match="not an OAuth 2.0 token answer"):
+        await TokenSource(oauth("oauth2_refresh_token", client_secret="again"), store,
+                          secret_key=KEY, http=HTTP, transport=transport).renew("at-1")
+    with pytest.raises(AuthRefused, match="cut off"):
+        await source(oauth("oauth2_refresh_token", client_secret="fixed2"), store,
+                     provider).token()
+
+
+@pytest.mark.parametrize("status", [302, 307])
+async def test_a_redirecting_token_endpoint_is_not_followed(status: int) -> None:
+    calls, transport = answering(b"", status,
+                                 {"Location": "https://evil.example/steal?code=x"})
+    with pytest.raises(AuthRefused) as refused:
+        await TokenSource(oauth("oauth2_client_credentials", client_auth="body"),
+                          LocalTokenStore(), secret_key=KEY, http=HTTP,
+                          transport=transport).token()
+    assert [str(c.url) for c in calls] == [TOKEN_URL]
+    assert f"{status}, a redirect to https://evil.example/steal (not followed" in str(
+        refused.value)
+
+
+async def test_secrets_echoed_by_the_token_endpoint_are_masked() -> None:
+    calls, transport = answering(json.dumps({
+        "error": "invalid_grant: rt-0-long " + "no " * 300,
+        "error_description": "s3cr3t:%x is wrong and rt-0-long was used"}).encode(), 400)
+    with pytest.raises(AuthRefused) as refused:
+        await TokenSource(oauth("oauth2_refresh_token", refresh_token="rt-0-long"),
+                          LocalTokenStore(), secret_key=KEY, http=HTTP,
+                          transport=transport).token()
+    message = str(refused.value)
+    assert "rt-0-long" not in message and "s3cr3t" not in message
+    assert "*** is wrong and *** was used" in message and len(message) < 400

@@ -33,6 +33,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import re
 import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -51,6 +52,9 @@ from integrations.secrets import Redactor, excerpt
 # A refusal is shared this long: every process fails at once, then one asks again.
 REFUSAL_TTL = 300.0
 LOCK_TIMEOUT = 60.0  # the longest a process waits for the refresher
+# What a bearer token may hold, so that it is one header value (RFC 6750's b64token, and
+# the other printable ASCII some providers use).
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
 # The longest a token is shared: one without expires_in (or with an absurd one) is asked for
 # again after a day instead of living in the store forever (Redis takes no infinite TTL).
 MAX_SHARED = 86400.0
@@ -226,6 +230,11 @@ class TokenSource:
                 answer = await self._refresh(self.settings)
             else:
                 answer = await self._grant(self.settings)
+            unusable = self._unusable(answer)
+            if unusable:  # after _refresh kept the rotated refresh token: it stays usable
+                message = f"POST {self.settings.token_url} answered {unusable}"
+                await self._refuse(message)
+                raise AuthRefused(message)
             token = self._token(answer)
             ttl = min(token.renew_at - self.clock(), MAX_SHARED)
             if ttl > 0:
@@ -359,6 +368,18 @@ class TokenSource:
             refused.answered = not 200 <= status < 300  # type: ignore[attr-defined]
             raise refused
         return body
+
+    @staticmethod
+    def _unusable(answer: dict[str, Any]) -> str | None:
+        """Why a token answer cannot be sent as ``Authorization: Bearer``, or None."""
+        kind = answer.get("token_type", "bearer")
+        if not isinstance(kind, str) or kind.lower() != "bearer":
+            return (f"a token of type {excerpt(str(kind), 40)!r}; Sluice sends bearer tokens "
+                    "only (RFC 6750)")
+        if not _HEADER_SAFE.fullmatch(answer["access_token"]):
+            # A line break would end the header (h11 refuses it, with the token in its error).
+            return "an access_token with spaces or control characters"
+        return None
 
     def _token(self, answer: dict[str, Any]) -> Token:
         now = self.clock()

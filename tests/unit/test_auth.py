@@ -402,3 +402,31 @@ async def test_secrets_echoed_by_the_token_endpoint_are_masked() -> None:
     message = str(refused.value)
     assert "rt-0-long" not in message and "s3cr3t" not in message
     assert "*** is wrong and *** was used" in message and len(message) < 400
+
+
+@pytest.mark.parametrize("answer", [
+    {"access_token": "at\r\nX-Evil: 1", "refresh_token": "rt-9"},
+    {"access_token": "at x", "refresh_token": "rt-9"},
+    {"access_token": "at", "token_type": "mac", "refresh_token": "rt-9"},
+    {"access_token": "at", "token_type": None, "refresh_token": "rt-9"},
+])
+async def test_a_token_that_cannot_be_a_bearer_header_is_refused(
+        answer: dict[str, Any]) -> None:
+    store = LocalTokenStore()
+    calls, transport = answering(json.dumps(answer).encode())
+    with pytest.raises(AuthRefused, match=r"answered (a token of type|an access_token with)"):
+        await TokenSource(oauth("oauth2_refresh_token"), store, secret_key=KEY, http=HTTP,
+                          transport=transport).token()
+    # The rotated refresh token was kept (not left 'presenting'): fixed, it goes on.
+    provider = Provider()
+    provider.live_refresh.add("rt-9")
+    assert await source(oauth("oauth2_refresh_token", client_secret="x"), store,
+                        provider).token() == "at-1"
+    assert provider.presented == ["rt-9"]
+
+
+async def test_a_bearer_token_type_in_any_case_is_taken() -> None:
+    calls, transport = answering(b'{"access_token": "a.b-c_d~e+f/g==", "token_type": "BEARER"}')
+    assert await TokenSource(oauth("oauth2_client_credentials"), LocalTokenStore(),
+                             secret_key=KEY, http=HTTP,
+                             transport=transport).token() == "a.b-c_d~e+f/g=="

@@ -430,3 +430,39 @@ async def test_a_bearer_token_type_in_any_case_is_taken() -> None:
     assert await TokenSource(oauth("oauth2_client_credentials"), LocalTokenStore(),
                              secret_key=KEY, http=HTTP,
                              transport=transport).token() == "a.b-c_d~e+f/g=="
+
+
+@pytest.mark.parametrize(("section", "message"), [
+    ({"type": "bearer", "token": "abc\r\nX-Evil: 1"}, "sources.X.auth.token: "),
+    ({"type": "bearer", "token": "${SLUICE_TEST_TOKEN}"}, "sources.X.auth.token: "),
+    ({"type": "basic", "username": "a:b"}, "sources.X.auth.username: "),
+    ({"type": "basic", "username": "a", "password": "p\n"}, "sources.X.auth.password: "),
+    ({"type": "api_key", "name": "X-Key", "value": "v\r\n"}, "sources.X.auth.value: "),
+    ({"type": "api_key", "name": "X Key", "value": "v"}, "sources.X.auth.name: "),
+    ({"type": "api_key", "name": "X/Key", "value": "v"}, "not a header name"),
+    ({"type": "oauth2_client_credentials", "token_url": "/token", "client_id": "c"},
+     "sources.X.auth.token_url: "),
+    ({"type": "oauth2_client_credentials", "token_url": TOKEN_URL},
+     "sources.X.auth.client_id: Field required"),
+    ({"type": "oauth2_client_credentials", "token_url": TOKEN_URL, "client_id": "c",
+      "client_auth": "header"}, "sources.X.auth.client_auth: "),
+    ({"type": "bearer", "token": "t", "tokn": "t"}, "sources.X.auth.tokn: unknown key"),
+])
+def test_a_value_that_cannot_go_on_the_wire_is_a_config_error_naming_its_key(
+        section: dict[str, Any], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathlib import Path
+
+    from tasks.config import parse_config
+
+    monkeypatch.setenv("SLUICE_TEST_TOKEN", "tok-from-env\nX-Evil: 1")
+    with pytest.raises(ConfigError) as refused:
+        parse_config({"sources": {"X": {
+            "integration": "rest", "base_url": "https://api.example",
+            "kinds": {"k": {"path": "/k"}}, "auth": section}}}, Path("sluice.toml"))
+    assert message in str(refused.value)
+    assert "tok-from-env" not in str(refused.value)  # a value from the environment is masked
+
+
+def test_an_api_key_in_the_query_may_be_named_like_any_parameter() -> None:
+    assert AUTH.validate_python({"type": "api_key", "name": "key[0]", "value": "k",
+                                 "location": "query"}).name == "key[0]"

@@ -369,8 +369,8 @@ async def test_a_refresh_refused_outright_can_be_presented_once_the_config_is_fi
     fixed = source(oauth("oauth2_refresh_token", client_secret="fixed"), store, provider)
     assert await fixed.token() == "at-1" and provider.presented == ["rt-0"]
     # A 2xx without a token may have rotated it: that one is not presented again.
-    calls, transport = answering(b'{"refresh_token": "rt-9"}')
-    with pytest.raises(AuthRefused, match="not an OAuth 2.0 token answer"):
+    _, transport = answering(b'{"refresh_token": "rt-9"}')
+    with pytest.raises(AuthRefused, match=r"not an OAuth 2\.0 token answer"):
         await TokenSource(oauth("oauth2_refresh_token", client_secret="again"), store,
                           secret_key=KEY, http=HTTP, transport=transport).renew("at-1")
     with pytest.raises(AuthRefused, match="cut off"):
@@ -392,7 +392,7 @@ async def test_a_redirecting_token_endpoint_is_not_followed(status: int) -> None
 
 
 async def test_secrets_echoed_by_the_token_endpoint_are_masked() -> None:
-    calls, transport = answering(json.dumps({
+    _, transport = answering(json.dumps({
         "error": "invalid_grant: rt-0-long " + "no " * 300,
         "error_description": "s3cr3t:%x is wrong and rt-0-long was used"}).encode(), 400)
     with pytest.raises(AuthRefused) as refused:
@@ -413,7 +413,7 @@ async def test_secrets_echoed_by_the_token_endpoint_are_masked() -> None:
 async def test_a_token_that_cannot_be_a_bearer_header_is_refused(
         answer: dict[str, Any]) -> None:
     store = LocalTokenStore()
-    calls, transport = answering(json.dumps(answer).encode())
+    _, transport = answering(json.dumps(answer).encode())
     with pytest.raises(AuthRefused, match=r"answered (a token of type|an access_token with)"):
         await TokenSource(oauth("oauth2_refresh_token"), store, secret_key=KEY, http=HTTP,
                           transport=transport).token()
@@ -426,7 +426,7 @@ async def test_a_token_that_cannot_be_a_bearer_header_is_refused(
 
 
 async def test_a_bearer_token_type_in_any_case_is_taken() -> None:
-    calls, transport = answering(b'{"access_token": "a.b-c_d~e+f/g==", "token_type": "BEARER"}')
+    _, transport = answering(b'{"access_token": "a.b-c_d~e+f/g==", "token_type": "BEARER"}')
     assert await TokenSource(oauth("oauth2_client_credentials"), LocalTokenStore(),
                              secret_key=KEY, http=HTTP,
                              transport=transport).token() == "a.b-c_d~e+f/g=="

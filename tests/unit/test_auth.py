@@ -362,7 +362,7 @@ async def test_an_odd_expires_in_is_shared_a_day_at_most_and_asked_for_once(
 
 async def test_a_refresh_refused_outright_can_be_presented_once_the_config_is_fixed() -> None:
     store, provider = LocalTokenStore(), Provider()
-    calls, transport = answering(b'{"error": "invalid_client"}', 401)
+    _, transport = answering(b'{"error": "invalid_client"}', 401)
     with pytest.raises(AuthRefused, match="invalid_client"):
         await TokenSource(oauth("oauth2_refresh_token"), store, secret_key=KEY, http=HTTP,
                           transport=transport).token()

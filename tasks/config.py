@@ -228,7 +228,9 @@ def parse_config(raw: dict[str, Any], path: Path, *, digest: str = "") -> Sluice
         except ValueError as exc:
             problems.append(f"sources.{name}.{exc}")
     if problems:
-        raise ConfigError(f"{path}: invalid configuration:\n  " + "\n  ".join(problems))
+        # A refused value is quoted ("got ..."): one from the environment is a secret.
+        raise ConfigError(f"{path}: invalid configuration:\n  "
+                          + Redactor(secrets).text("\n  ".join(problems)))
     return SluiceConfig(path=path, target=target, sources=sources, secrets=frozenset(secrets),
                         digest=digest, schedules=schedules)
 

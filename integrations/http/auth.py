@@ -17,36 +17,69 @@ origins (``integrations.http.origin``). The OAuth 2.0 types get their tokens fro
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 import httpx
-from pydantic import Field
+from pydantic import AfterValidator, Field, model_validator
 
 from integrations.base import StrictModel
 
 
+def _matching(pattern: str, what: str) -> AfterValidator:
+    """A check that a value is ``what`` (a line break in a header value would end it, and
+    httpx would fail every request with the value in its error)."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"must be {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+_TCHARS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# RFC 9110 field-value without line breaks or other control characters; RFC 6750 b64token
+# (and the other printable ASCII some APIs use); RFC 9110 token (a header's name).
+HeaderValue = Annotated[str, _matching(r"[\x21-\x7e]([\x20-\x7e\t]*[\x21-\x7e])?",
+                                       "printable ASCII without line breaks or control "
+                                       "characters, not starting or ending with a space")]
+Token68 = Annotated[str, _matching(r"[\x21-\x7e]+", "printable ASCII without spaces")]
+NoControl = Annotated[str, _matching(r"[^\x00-\x1f\x7f]*", "free of control characters")]
+UserId = Annotated[str, _matching(r"[^:\x00-\x1f\x7f]+",
+                                  "free of ':' and control characters (RFC 7617)")]
+
+
 class BearerAuth(StrictModel):
     type: Literal["bearer"]
-    token: str = Field(min_length=1, description="sent as 'Authorization: Bearer TOKEN'")
+    token: Token68 = Field(min_length=1, description="sent as 'Authorization: Bearer TOKEN'")
 
 
 class BasicAuth(StrictModel):
     type: Literal["basic"]
-    username: str = Field(min_length=1)
-    password: str = Field("", description="write it as '${ENV_VAR}'")
+    username: UserId = Field(min_length=1)
+    password: NoControl = Field("", description="write it as '${ENV_VAR}'")
 
 
 class ApiKeyAuth(StrictModel):
     type: Literal["api_key"]
-    name: str = Field(min_length=1, description="the header or query parameter: X-API-Key")
-    value: str = Field(min_length=1, description="write it as '${ENV_VAR}'")
+    name: Token68 = Field(min_length=1, description="the header or query parameter: X-API-Key")
+    value: HeaderValue = Field(min_length=1, description="write it as '${ENV_VAR}'")
     location: Literal["header", "query"] = Field(
         "header", description="query: the key is redacted from every URL logged or stored")
 
+    @model_validator(mode="after")
+    def _a_header_name(self) -> ApiKeyAuth:
+        if self.location == "header" and not _TCHARS.fullmatch(self.name):
+            raise ValueError(f"name {self.name!r} is not a header name (RFC 9110 token)")
+        return self
+
 
 class OAuth2Base(StrictModel):
-    token_url: str = Field(min_length=1, description="the provider's token endpoint")
+    token_url: Annotated[str, _matching(r"https?://[^\s/?#]+\S*", "an absolute http(s) URL")] = (
+        Field(min_length=1, description="the provider's token endpoint"))
     client_id: str = Field(min_length=1)
     client_secret: str | None = Field(None, description="write it as '${ENV_VAR}'")
     client_auth: Literal["basic", "body"] = Field(

@@ -33,6 +33,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import re
 import time
 from collections.abc import AsyncGenerator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -46,11 +47,17 @@ from integrations.base import HttpSettings
 from integrations.errors import AuthRefused, ConfigError, TransientHTTPError
 from integrations.http.auth import OAuth2ClientCredentials, OAuth2RefreshToken, OAuth2Settings
 from integrations.http.client import make_client
-from integrations.secrets import excerpt
+from integrations.secrets import Redactor, excerpt
 
 # A refusal is shared this long: every process fails at once, then one asks again.
 REFUSAL_TTL = 300.0
 LOCK_TIMEOUT = 60.0  # the longest a process waits for the refresher
+# What a bearer token may hold, so that it is one header value (RFC 6750's b64token, and
+# the other printable ASCII some providers use).
+_HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
+# The longest a token is shared: one without expires_in (or with an absurd one) is asked for
+# again after a day instead of living in the store forever (Redis takes no infinite TTL).
+MAX_SHARED = 86400.0
 
 
 class TokenStore(Protocol):
@@ -223,8 +230,13 @@ class TokenSource:
                 answer = await self._refresh(self.settings)
             else:
                 answer = await self._grant(self.settings)
+            unusable = self._unusable(answer)
+            if unusable:  # after _refresh kept the rotated refresh token: it stays usable
+                message = f"POST {self.settings.token_url} answered {unusable}"
+                await self._refuse(message)
+                raise AuthRefused(message)
             token = self._token(answer)
-            ttl = token.renew_at - self.clock()
+            ttl = min(token.renew_at - self.clock(), MAX_SHARED)
             if ttl > 0:
                 await self.store.put(self._name("token"), self.sealer.seal(
                     {"access_token": token.access_token, "expires_at": token.expires_at,
@@ -254,8 +266,11 @@ class TokenSource:
             await self._keep(refresh_token, generation + 2, presenting=False)
             raise TransientHTTPError(f"POST {self.settings.token_url}: could not connect; the "
                                      "refresh token was not sent") from None
-        except TransientHTTPError as exc:
-            if exc.retry_after is not None or getattr(exc, "answered", False):
+        except (TransientHTTPError, AuthRefused) as exc:
+            # The endpoint answered an error (4xx: invalid_client, invalid_scope, …; 5xx, 429):
+            # it did not take the token, which a corrected configuration may present again.
+            # (A 2xx without a token may have rotated it: that stays ``presenting``.)
+            if getattr(exc, "retry_after", None) is not None or getattr(exc, "answered", False):
                 # The endpoint answered 5xx/429: it did not take the token.
                 await self._keep(refresh_token, generation + 2, presenting=False)
             raise
@@ -308,14 +323,22 @@ class TokenSource:
             headers["Authorization"] = basic_client(s.client_id, s.client_secret)
         client = self._token_client()
         try:
-            response = await client.post(s.token_url, data=form, headers=headers)
+            # A redirect is not followed: a 307 would carry the secrets to wherever it points.
+            response = await client.post(s.token_url, data=form, headers=headers,
+                                         follow_redirects=False)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise _NotSent(str(exc)) from exc
         except httpx.TransportError as exc:
             raise TransientHTTPError(f"POST {s.token_url} failed: {type(exc).__name__}") from exc
-        return await self._answer(response)
+        # The endpoint may echo what it was sent; the process's Redactor knows only ${...}
+        # values, never a rotated refresh token.
+        sent = Redactor(v for v in (s.client_secret, form.get("refresh_token")) if v)
+        return await self._answer(response, sent)
 
-    async def _answer(self, response: httpx.Response) -> dict[str, Any]:
+    async def _answer(self, response: httpx.Response, sent: Redactor) -> dict[str, Any]:
+        """The token answer's JSON. Raises AuthRefused, with ``answered`` set when the
+        endpoint refused outright (not 2xx: it did not take a refresh token), or
+        TransientHTTPError."""
         where = f"POST {self.settings.token_url}"
         try:
             body = response.json()
@@ -329,23 +352,42 @@ class TokenSource:
         if status >= 400 or not isinstance(body, dict) or not isinstance(
                 body.get("access_token"), str):
             if isinstance(body, dict) and isinstance(body.get("error"), str):
-                reason = body["error"]
+                reason = excerpt(sent.text(body["error"]), 80)
                 detail = body.get("error_description")
                 if isinstance(detail, str) and detail:
-                    reason += f" ({excerpt(detail, 200)})"
+                    reason += f" ({excerpt(sent.text(detail), 200)})"
+            elif response.is_redirect:
+                to = response.request.url.join(response.headers["location"])
+                reason = (f"{status}, a redirect to {to.copy_with(query=None, fragment=None)} "
+                          "(not followed: set token_url to the endpoint itself)")
             else:
                 reason = f"{status}, not an OAuth 2.0 token answer"
             message = f"{where} refused the source's credentials: {reason}"
             await self._refuse(message)
-            raise AuthRefused(message)
+            refused = AuthRefused(message)
+            refused.answered = not 200 <= status < 300  # type: ignore[attr-defined]
+            raise refused
         return body
+
+    @staticmethod
+    def _unusable(answer: dict[str, Any]) -> str | None:
+        """Why a token answer cannot be sent as ``Authorization: Bearer``, or None."""
+        kind = answer.get("token_type", "bearer")
+        if not isinstance(kind, str) or kind.lower() != "bearer":
+            return (f"a token of type {excerpt(str(kind), 40)!r}; Sluice sends bearer tokens "
+                    "only (RFC 6750)")
+        if not _HEADER_SAFE.fullmatch(answer["access_token"]):
+            # A line break would end the header (h11 refuses it, with the token in its error).
+            return "an access_token with spaces or control characters"
+        return None
 
     def _token(self, answer: dict[str, Any]) -> Token:
         now = self.clock()
         lifetime = answer.get("expires_in")
         if isinstance(lifetime, str) and lifetime.isdigit():
             lifetime = int(lifetime)
-        if not isinstance(lifetime, (int, float)) or isinstance(lifetime, bool) or lifetime <= 0:
+        if (not isinstance(lifetime, (int, float)) or isinstance(lifetime, bool)
+                or not 0 < lifetime < float("inf")):  # NaN too: it would renew at every call
             return Token(answer["access_token"], float("inf"), float("inf"))
         margin = min(self.settings.expiry_margin, lifetime / 10)
         return Token(answer["access_token"], now + lifetime, now + lifetime - margin)

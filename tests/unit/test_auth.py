@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import itertools
+import json
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -328,3 +329,140 @@ async def test_a_provider_that_does_not_rotate_keeps_the_same_refresh_token() ->
         await source(oauth("oauth2_refresh_token"), store, provider, clock=lambda: now[0]).token()
         now[0] += 11
     assert provider.presented == ["rt-0"] * 3
+
+
+# -- hostile token endpoints
+
+
+def answering(content: bytes, status: int = 200,
+              headers: dict[str, str] | None = None) -> tuple[list[httpx.Request], Any]:
+    """A token endpoint that always answers ``content``; the list of what it was sent."""
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(status, content=content, headers=headers)
+
+    return calls, httpx.MockTransport(handler)
+
+
+@pytest.mark.parametrize("lifetime", ["", ', "expires_in": 1e30', ', "expires_in": NaN',
+                                      ', "expires_in": Infinity', ', "expires_in": -5'])
+async def test_an_odd_expires_in_is_shared_a_day_at_most_and_asked_for_once(
+        lifetime: str) -> None:
+    redis = fakeredis.FakeRedis()
+    calls, transport = answering(f'{{"access_token": "at-x"{lifetime}}}'.encode())
+    fleet = [TokenSource(oauth("oauth2_client_credentials"), RedisTokenStore(redis, "src"),
+                         secret_key=KEY, http=HTTP, transport=transport) for _ in range(2)]
+    assert [await s.token() for s in fleet for _ in range(3)] == ["at-x"] * 6
+    assert len(calls) == 1
+    ttls = [redis.pttl(key) for key in redis.scan_iter()]
+    assert ttls and all(0 < ttl <= 86_400_000 for ttl in ttls)
+
+
+async def test_a_refresh_refused_outright_can_be_presented_once_the_config_is_fixed() -> None:
+    store, provider = LocalTokenStore(), Provider()
+    _, transport = answering(b'{"error": "invalid_client"}', 401)
+    with pytest.raises(AuthRefused, match="invalid_client"):
+        await TokenSource(oauth("oauth2_refresh_token"), store, secret_key=KEY, http=HTTP,
+                          transport=transport).token()
+    fixed = source(oauth("oauth2_refresh_token", client_secret="fixed"), store, provider)
+    assert await fixed.token() == "at-1" and provider.presented == ["rt-0"]
+    # A 2xx without a token may have rotated it: that one is not presented again.
+    _, transport = answering(b'{"refresh_token": "rt-9"}')
+    with pytest.raises(AuthRefused, match=r"not an OAuth 2\.0 token answer"):
+        await TokenSource(oauth("oauth2_refresh_token", client_secret="again"), store,
+                          secret_key=KEY, http=HTTP, transport=transport).renew("at-1")
+    with pytest.raises(AuthRefused, match="cut off"):
+        await source(oauth("oauth2_refresh_token", client_secret="fixed2"), store,
+                     provider).token()
+
+
+@pytest.mark.parametrize("status", [302, 307])
+async def test_a_redirecting_token_endpoint_is_not_followed(status: int) -> None:
+    calls, transport = answering(b"", status,
+                                 {"Location": "https://evil.example/steal?code=x"})
+    with pytest.raises(AuthRefused) as refused:
+        await TokenSource(oauth("oauth2_client_credentials", client_auth="body"),
+                          LocalTokenStore(), secret_key=KEY, http=HTTP,
+                          transport=transport).token()
+    assert [str(c.url) for c in calls] == [TOKEN_URL]
+    assert f"{status}, a redirect to https://evil.example/steal (not followed" in str(
+        refused.value)
+
+
+async def test_secrets_echoed_by_the_token_endpoint_are_masked() -> None:
+    _, transport = answering(json.dumps({
+        "error": "invalid_grant: rt-0-long " + "no " * 300,
+        "error_description": "s3cr3t:%x is wrong and rt-0-long was used"}).encode(), 400)
+    with pytest.raises(AuthRefused) as refused:
+        await TokenSource(oauth("oauth2_refresh_token", refresh_token="rt-0-long"),
+                          LocalTokenStore(), secret_key=KEY, http=HTTP,
+                          transport=transport).token()
+    message = str(refused.value)
+    assert "rt-0-long" not in message and "s3cr3t" not in message
+    assert "*** is wrong and *** was used" in message and len(message) < 400
+
+
+@pytest.mark.parametrize("answer", [
+    {"access_token": "at\r\nX-Evil: 1", "refresh_token": "rt-9"},
+    {"access_token": "at x", "refresh_token": "rt-9"},
+    {"access_token": "at", "token_type": "mac", "refresh_token": "rt-9"},
+    {"access_token": "at", "token_type": None, "refresh_token": "rt-9"},
+])
+async def test_a_token_that_cannot_be_a_bearer_header_is_refused(
+        answer: dict[str, Any]) -> None:
+    store = LocalTokenStore()
+    _, transport = answering(json.dumps(answer).encode())
+    with pytest.raises(AuthRefused, match=r"answered (a token of type|an access_token with)"):
+        await TokenSource(oauth("oauth2_refresh_token"), store, secret_key=KEY, http=HTTP,
+                          transport=transport).token()
+    # The rotated refresh token was kept (not left 'presenting'): fixed, it goes on.
+    provider = Provider()
+    provider.live_refresh.add("rt-9")
+    assert await source(oauth("oauth2_refresh_token", client_secret="x"), store,
+                        provider).token() == "at-1"
+    assert provider.presented == ["rt-9"]
+
+
+async def test_a_bearer_token_type_in_any_case_is_taken() -> None:
+    _, transport = answering(b'{"access_token": "a.b-c_d~e+f/g==", "token_type": "BEARER"}')
+    assert await TokenSource(oauth("oauth2_client_credentials"), LocalTokenStore(),
+                             secret_key=KEY, http=HTTP,
+                             transport=transport).token() == "a.b-c_d~e+f/g=="
+
+
+@pytest.mark.parametrize(("section", "message"), [
+    ({"type": "bearer", "token": "abc\r\nX-Evil: 1"}, "sources.X.auth.token: "),
+    ({"type": "bearer", "token": "${SLUICE_TEST_TOKEN}"}, "sources.X.auth.token: "),
+    ({"type": "basic", "username": "a:b"}, "sources.X.auth.username: "),
+    ({"type": "basic", "username": "a", "password": "p\n"}, "sources.X.auth.password: "),
+    ({"type": "api_key", "name": "X-Key", "value": "v\r\n"}, "sources.X.auth.value: "),
+    ({"type": "api_key", "name": "X Key", "value": "v"}, "sources.X.auth.name: "),
+    ({"type": "api_key", "name": "X/Key", "value": "v"}, "not a header name"),
+    ({"type": "oauth2_client_credentials", "token_url": "/token", "client_id": "c"},
+     "sources.X.auth.token_url: "),
+    ({"type": "oauth2_client_credentials", "token_url": TOKEN_URL},
+     "sources.X.auth.client_id: Field required"),
+    ({"type": "oauth2_client_credentials", "token_url": TOKEN_URL, "client_id": "c",
+      "client_auth": "header"}, "sources.X.auth.client_auth: "),
+    ({"type": "bearer", "token": "t", "tokn": "t"}, "sources.X.auth.tokn: unknown key"),
+])
+def test_a_value_that_cannot_go_on_the_wire_is_a_config_error_naming_its_key(
+        section: dict[str, Any], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathlib import Path
+
+    from tasks.config import parse_config
+
+    monkeypatch.setenv("SLUICE_TEST_TOKEN", "tok-from-env\nX-Evil: 1")
+    with pytest.raises(ConfigError) as refused:
+        parse_config({"sources": {"X": {
+            "integration": "rest", "base_url": "https://api.example",
+            "kinds": {"k": {"path": "/k"}}, "auth": section}}}, Path("sluice.toml"))
+    assert message in str(refused.value)
+    assert "tok-from-env" not in str(refused.value)  # a value from the environment is masked
+
+
+def test_an_api_key_in_the_query_may_be_named_like_any_parameter() -> None:
+    assert AUTH.validate_python({"type": "api_key", "name": "key[0]", "value": "k",
+                                 "location": "query"}).name == "key[0]"

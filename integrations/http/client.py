@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Collection, Mapping
 from typing import Any
 
@@ -86,7 +87,13 @@ async def get_json(
         response = await client.get(url, params=params)
     except httpx.TransportError as exc:
         where = httpx.URL(url).copy_with(query=None)
-        raise TransientHTTPError(f"GET {where} failed after retries: {exc!r}") from exc
+        detail = repr(exc)
+        with contextlib.suppress(RuntimeError):  # RuntimeError: no request attached
+            # The transport's message may name the whole URL, and its query may hold a key.
+            sent = exc.request.url
+            where = sent.copy_with(query=None)
+            detail = detail.replace(str(sent), str(where))
+        raise TransientHTTPError(f"GET {where} failed after retries: {detail}") from exc
     raise_for_status(response)
     try:
         return response, response.json()

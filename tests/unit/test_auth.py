@@ -466,3 +466,20 @@ def test_a_value_that_cannot_go_on_the_wire_is_a_config_error_naming_its_key(
 def test_an_api_key_in_the_query_may_be_named_like_any_parameter() -> None:
     assert AUTH.validate_python({"type": "api_key", "name": "key[0]", "value": "k",
                                  "location": "query"}).name == "key[0]"
+
+
+async def test_a_connection_failure_does_not_name_the_query_key() -> None:
+    from integrations.errors import TransientHTTPError
+    from integrations.http.client import get_json
+
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError(f"cannot reach {request.url}", request=request)
+
+    given = simple_credentials(AUTH.validate_python(
+        {"type": "api_key", "name": "api_key", "value": "k-SECRET-1", "location": "query"}))
+    async with make_client(base_url="https://api.example", auth=given.auth,
+                           secret_params=given.params, settings=HTTP,
+                           transport=httpx.MockTransport(down)) as client:
+        with pytest.raises(TransientHTTPError) as caught:
+            await get_json(client, "/items", params={"limit": 5})
+    assert "k-SECRET-1" not in str(caught.value) and "api.example/items" in str(caught.value)

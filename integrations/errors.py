@@ -10,6 +10,7 @@
         ├── PermanentHTTPError      another 4xx from the third-party API (401, 404, 410, ...)
         ├── MalformedPage           a page that is not JSON, or lacks the configured items path
         │   ├── PagingCycle         a cursor or next link (or a page's items) came back in a run
+        │   ├── GraphQLError        a GraphQL answer (HTTP 200) with errors: the first's message
         │   └── NoParentValue       a parent item lacks what its children's path needs
         ├── TooManyPages            a run read more than the source's max_pages
         ├── ForeignOrigin           a next link or redirect to an origin not allowed
@@ -77,6 +78,16 @@ class MalformedPage(PermanentError):
 class PagingCycle(MalformedPage):
     """The API sent a cursor or next link that this run already followed: paging would
     never end."""
+
+
+class GraphQLError(MalformedPage):
+    """A GraphQL answer with ``errors`` (the server's HTTP status is 200): the message names
+    the first error's message and path; ``errors`` holds them all, as the server sent them.
+    A rate-limit error is a TransientHTTPError instead (``integrations.http.graphql``)."""
+
+    def __init__(self, message: str, *, errors: list[object]) -> None:
+        super().__init__(message)
+        self.errors = errors
 
 
 class NoParentValue(MalformedPage):

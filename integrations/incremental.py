@@ -65,7 +65,8 @@ class Incremental(StrictModel):
 
     cursor_path: str = Field(description="dot path to the item's update time (or version)")
     param: str | None = Field(
-        None, description="query parameter that asks for items changed since a value")
+        None, description="query parameter that asks for items changed since a value (with "
+        "a graphql paginator: the query's variable)")
     stop_when_older: bool = Field(
         False, description="the API lists the newest first: stop at the first older item")
     lookback: Duration = Field("0s", description="sent: the watermark minus this (30s, 2m, 1h)")

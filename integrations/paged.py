@@ -13,9 +13,10 @@ what its API does differently:
                                        read whole with ``every_item`` may provide them
 
 The base supplies the rest of the ``Integration`` protocol: ``kinds()`` from the settings,
-``client()``, the ``fetch()`` of one page (paginator -> request -> ``get_json`` -> items ->
-``fetched``), ``planned()`` and ``identifier()``; of the webhook methods, defaults that take
-no events (``verify`` refuses every delivery) and ``cursor_path`` from ``incremental``.
+``client()``, the ``fetch()`` of one page (paginator -> request -> ``get_json`` -> check ->
+items -> ``fetched``), ``planned()`` and ``identifier()``; of the webhook methods, defaults
+that take no events (``verify`` refuses every delivery) and ``cursor_path`` from
+``incremental``.
 """
 
 from __future__ import annotations
@@ -164,7 +165,9 @@ class PagedIntegration(Generic[S]):
         paginator = self.paginator(kind, partition, since)
         current = paginator.first() if state is None else state
         url, params = paginator.request(current)
-        response, body = await get_json(client, url, params=params)
+        response, body = await get_json(client, url, params=params,
+                                        json=paginator.payload(current))
+        paginator.check(response, body)  # before the items: an error is no (short) page
         items = self.items(kind, response, body)
         return fetched(paginator, current, response, body, items, first=state is None,
                        kept=self.kept(kind, items))

@@ -35,3 +35,22 @@ def fill(template: str, ref: dict[str, Any], *, quoted: bool = False,
         return quote(text, safe="") if quoted else text
 
     return field.sub(value, template)
+
+
+def fill_json(value: Any, ref: dict[str, Any]) -> Any:
+    """``fill`` of every string in a JSON value (a GraphQL query's variables). A string that
+    is one ``{parent.<dot path>}`` alone becomes the parent's value itself, of its JSON type:
+    an ``Int!`` variable takes the parent's number, not its text. Raises NoParentValue."""
+    if isinstance(value, str):
+        whole = PARENT_FIELD.fullmatch(value)
+        if whole is None:
+            return fill(value, ref)
+        got = ref.get(whole[1])
+        if got is None or isinstance(got, (dict, list)):
+            raise NoParentValue(f"the parent item has no value at {whole[1]!r} for {value!r}")
+        return got
+    if isinstance(value, dict):
+        return {k: fill_json(v, ref) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fill_json(v, ref) for v in value]
+    return value

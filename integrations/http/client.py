@@ -75,16 +75,23 @@ def raise_for_status(response: httpx.Response) -> None:
 
 
 async def get_json(
-    client: httpx.AsyncClient, url: str, *, params: dict[str, Any] | None = None
+    client: httpx.AsyncClient, url: str, *, params: dict[str, Any] | None = None,
+    json: Any | None = None,
 ) -> tuple[httpx.Response, Any]:
-    """GET ``url`` and decode its JSON body.
+    """GET ``url`` (or, with ``json``, POST that body to it: a GraphQL query) and decode its
+    JSON body. Either way the request goes through the client's transports: the rate
+    limiter, the retries and the origin guard, with the source's auth.
 
     ``params`` replaces the query string of ``url`` in httpx, so a URL that already carries
     its query (a Link header's next URL) must be fetched with ``params=None``.
     Raises TransientHTTPError, PermanentHTTPError or MalformedPage.
     """
+    method = "GET" if json is None else "POST"
     try:
-        response = await client.get(url, params=params)
+        if json is None:
+            response = await client.get(url, params=params)
+        else:
+            response = await client.post(url, params=params, json=json)
     except httpx.TransportError as exc:
         where = httpx.URL(url).copy_with(query=None)
         detail = repr(exc)
@@ -93,14 +100,14 @@ async def get_json(
             sent = exc.request.url
             where = sent.copy_with(query=None)
             detail = detail.replace(str(sent), str(where))
-        raise TransientHTTPError(f"GET {where} failed after retries: {detail}") from exc
+        raise TransientHTTPError(f"{method} {where} failed after retries: {detail}") from exc
     raise_for_status(response)
     try:
         return response, response.json()
     # ValueError: also a number of more than 4,300 digits; RecursionError: nesting too deep.
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise MalformedPage(
-            f"GET {response.request.url.copy_with(query=None)} answered a body that is not "
-            f"JSON Sluice can read ({type(exc).__name__}: {excerpt(str(exc), 120)}): "
+            f"{method} {response.request.url.copy_with(query=None)} answered a body that is "
+            f"not JSON Sluice can read ({type(exc).__name__}: {excerpt(str(exc), 120)}): "
             f"{excerpt(response.text, 80)!r}"
         ) from exc

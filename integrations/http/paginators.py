@@ -4,7 +4,9 @@ from the response. States are small JSON dicts, so a run can stop after any page
     state = paginator.first()
     while state is not None:
         url, params = paginator.request(state)
-        response, body = await get_json(client, url, params=params)
+        response, body = await get_json(client, url, params=params,
+                                        json=paginator.payload(state))  # None: a GET
+        paginator.check(response, body)     # an error answered 200 (GraphQL's errors)
         items = ...                         # from the body
         state = paginator.advance(state, response, body, items)
 
@@ -13,8 +15,9 @@ Six styles: ``cursor`` (a token in the body), ``link`` (RFC 8288 Link header, re
 last item's field sent as the next request's parameter), ``offset`` (offset + limit,
 optional total), ``page`` (page number + size, optional total); and ``single`` (one
 request). ``PAGINATORS`` maps each style's name (the ``type`` of a paginator in sluice.toml)
-to its class; its constructor takes that section's keys. An integration with an API of its
-own pages subclasses ``BasePaginator``.
+to its class; its constructor takes that section's keys. ``graphql`` (a POSTed query, paged
+by a Relay connection's endCursor) lives in ``integrations.http.graphql``, built by its own
+settings model. An integration with an API of its own pages subclasses ``BasePaginator``.
 
 Every URL a paginator is led to passes the client's origin guard (credentials only to the
 source's origins); a state that repeats the previous one raises PagingCycle here, longer
@@ -90,6 +93,14 @@ class Paginator(Protocol):
         """The URL and query parameters that fetch the page described by ``state``."""
         ...
 
+    def payload(self, state: State) -> Any | None:
+        """The JSON body POSTed for the page ``state`` describes; None: the page is a GET."""
+        ...
+
+    def check(self, response: httpx.Response, body: Any) -> None:
+        """Raise when a page answered 2xx is an error all the same (GraphQL's ``errors``)."""
+        ...
+
     def advance(
         self, state: State, response: httpx.Response, body: Any, items: list[Any]
     ) -> State | None:
@@ -142,6 +153,12 @@ class BasePaginator(ABC):
     @abstractmethod
     def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]
                 ) -> State | None: ...
+
+    def payload(self, state: State) -> Any | None:
+        return None  # a GET
+
+    def check(self, response: httpx.Response, body: Any) -> None:
+        return None
 
     def plan(self, state: State, response: httpx.Response, body: Any, items: list[Any]
              ) -> State | None:

@@ -15,15 +15,16 @@ from integrations.http.auth import (
     OAuth2RefreshToken,
     simple_credentials,
 )
+from integrations.http.graphql import nodes
 from integrations.http.oauth import LocalTokenStore, OAuth2, TokenSource, TokenStore
 from integrations.http.paginators import Paginator, dig
 from integrations.incremental import Incremental
 from integrations.mapping import MappingSettings
 from integrations.paged import PagedIntegration
-from integrations.parents import fill
+from integrations.parents import fill, fill_json
 from integrations.registry import register
 from integrations.rest import webhooks
-from integrations.rest.settings import KindSettings, RestSettings
+from integrations.rest.settings import GraphqlPagination, KindSettings, RestSettings
 from integrations.secrets import Redactor
 from integrations.webhooks import Event
 
@@ -67,14 +68,17 @@ class RestIntegration(PagedIntegration[RestSettings]):
         spec = self.settings.kinds[kind]
         if spec.parent is not None:  # the pages of one parent's children
             ref = partition if isinstance(partition, dict) else {}
-            return spec.paginator.build(
+            pager = spec.paginator
+            return pager.build(
                 fill(spec.path, ref, quoted=True),
-                {k: fill(v, ref) if isinstance(v, str) else v for k, v in spec.params.items()})
+                {k: fill(v, ref) if isinstance(v, str) else v for k, v in spec.params.items()},
+                extra=fill_json(pager.variables, ref) if isinstance(pager, GraphqlPagination)
+                else None)
         incremental = spec.incremental
         if since is None or incremental is None or incremental.param is None:
             return self._paginators[kind]
-        spec = self.settings.kinds[kind]
-        return spec.paginator.build(spec.path, {**spec.params, incremental.param: since})
+        # A query parameter, or (graphql) a variable of the query.
+        return spec.paginator.build(spec.path, spec.params, extra={incremental.param: since})
 
     def incremental(self, kind: str) -> Incremental | None:
         return self.settings.kinds[kind].incremental
@@ -103,12 +107,13 @@ class RestIntegration(PagedIntegration[RestSettings]):
 
     def items(self, kind: str, response: httpx.Response, body: Any) -> list[Any]:
         spec = self.settings.kinds[kind]
+        request = f"{response.request.method} {response.request.url.copy_with(query=None)}"
+        if spec.items is None and isinstance(spec.paginator, GraphqlPagination):
+            return nodes(request, body, spec.paginator.connection_path)
         items = dig(body, spec.items)
         if not isinstance(items, list):
             where = f"items path {spec.items!r}" if spec.items else "the body"
-            raise MalformedPage(
-                f"GET {response.request.url.copy_with(query=None)}: {where} is not a list "
-                f"(got {type(items).__name__})")
+            raise MalformedPage(f"{request}: {where} is not a list (got {type(items).__name__})")
         return items
 
     def id_path(self, kind: str) -> str:

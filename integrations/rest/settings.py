@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Annotated, Literal
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, JsonValue, model_validator
 
 from integrations.base import ApiSettings, StrictModel
 from integrations.http.auth import AuthSettings
+from integrations.http.graphql import GraphqlPaginator, declares
 from integrations.http.paginators import PAGINATORS, BasePaginator
 from integrations.incremental import Incremental
 from integrations.mapping import MappingSettings
@@ -25,11 +26,14 @@ class Pagination(StrictModel):
 
     type: str
 
-    def build(self, path: str, params: Mapping[str, Scalar]) -> BasePaginator:
+    def build(self, path: str, params: Mapping[str, Scalar], *,
+              extra: Mapping[str, Any] | None = None) -> BasePaginator:
         """The paginator of ``path``, sending ``params`` with every request (next_url: with
-        the first; the API's next URLs carry them on)."""
+        the first; the API's next URLs carry them on). ``extra``: what one run or one parent
+        adds (an incremental kind's ``since``): more query parameters here, variables of a
+        graphql paginator."""
         options = self.model_dump(exclude={"type"})
-        return PAGINATORS[self.type](path=path, params=dict(params), **options)
+        return PAGINATORS[self.type](path=path, params={**params, **(extra or {})}, **options)
 
 
 HAS_MORE = ("dot path to a boolean in the body (Stripe's has_more): false ends the paging, "
@@ -113,18 +117,66 @@ class SinglePagination(Pagination):
     type: Literal["single"]
 
 
+class GraphqlPagination(Pagination):
+    """A GraphQL connection (``integrations.http.graphql``): the query is POSTed to the kind's
+    path; the kind's ``params`` stay query parameters of that URL."""
+
+    type: Literal["graphql"]
+    query: str = Field(min_length=1, description="the GraphQL query; it declares $after and "
+                       "asks for the connection's pageInfo { hasNextPage endCursor }")
+    variables: dict[str, JsonValue] = Field(
+        default_factory=dict, description="the query's variables ({parent.<dot path>} in a "
+        "child kind's: a value that is only that keeps the parent's JSON type)")
+    connection_path: str = Field(min_length=1, description="dot path to the connection in "
+                                 "the answer (data.repository.issues)")
+    cursor_variable: str = Field("after", min_length=1,
+                                 description="the variable that takes pageInfo.endCursor")
+
+    @model_validator(mode="after")
+    def _declared(self) -> GraphqlPagination:
+        if not declares(self.query, self.cursor_variable):
+            raise ValueError(f"query: it does not declare ${self.cursor_variable}, which takes "
+                             "the connection's pageInfo.endCursor (write e.g. "
+                             f"query(${self.cursor_variable}: String) and "
+                             f"issues(first: 100, after: ${self.cursor_variable}))")
+        if self.cursor_variable in self.variables:
+            raise ValueError(f"variables.{self.cursor_variable}: the paginator sets it (the "
+                             "previous page's endCursor)")
+        return self
+
+    def build(self, path: str, params: Mapping[str, Scalar], *,
+              extra: Mapping[str, Any] | None = None) -> BasePaginator:
+        return GraphqlPaginator(path=path, params=dict(params), query=self.query,
+                                variables={**self.variables, **(extra or {})},
+                                connection_path=self.connection_path,
+                                cursor_variable=self.cursor_variable)
+
+
+def strings(value: Any) -> Iterator[str]:
+    """Every string in a JSON value (the templates a graphql kind's variables may hold)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from strings(v)
+
+
 # One model per key of ``PAGINATORS``; pydantic picks it by ``type`` and names the types it
 # knows when a section has another.
 AnyPagination = Annotated[
-    CursorPagination | KeysetPagination | LinkPagination | NextUrlPagination | OffsetPagination
-    | PagePagination | SinglePagination,
+    CursorPagination | GraphqlPagination | KeysetPagination | LinkPagination | NextUrlPagination
+    | OffsetPagination | PagePagination | SinglePagination,
     Field(discriminator="type"),
 ]
 
 
 class KindSettings(StrictModel):
     path: str = Field(description="path under base_url, or a full URL")
-    items: str | None = Field(None, description="dot path to the list; None: the body is the list")
+    items: str | None = Field(None, description="dot path to the list; None: the body is the "
+                              "list (graphql: the connection's nodes, or its edges' node)")
     id: str = Field("id", description="dot path to each item's identifier")
     params: dict[str, Scalar] = Field(default_factory=dict, description="query parameters sent")
     paginator: AnyPagination = SinglePagination(type="single")
@@ -144,11 +196,33 @@ class KindSettings(StrictModel):
         None, description="jq on the raw item, true for the API's deletion tombstone "
         "('.deleted == true'): the identifier's row is deleted, the item never stored")
 
-    def parent_fields(self) -> list[str]:
-        """The parent's dot paths this kind reads: in its path, its params, and the fields
-        it includes."""
+    @model_validator(mode="after")
+    def _graphql_since(self) -> KindSettings:
+        """A graphql kind's incremental ``param`` names a variable of its query."""
+        pager, incremental = self.paginator, self.incremental
+        if not isinstance(pager, GraphqlPagination) or incremental is None \
+                or incremental.param is None:
+            return self
+        if not declares(pager.query, incremental.param):
+            raise ValueError(f"incremental.param: with a graphql paginator it names a variable "
+                             f"of the query, which does not declare ${incremental.param}")
+        if incremental.param in (pager.cursor_variable, *pager.variables):
+            raise ValueError(f"incremental.param: {incremental.param!r} is set by the "
+                             "paginator or its variables already")
+        return self
+
+    def templated(self) -> str:
+        """The text that may hold ``{parent.…}``: the path, the params and (graphql) the
+        variables' strings."""
         text = self.path + "".join(str(v) for v in self.params.values())
-        return sorted({*PARENT_FIELD.findall(text), *self.include_from_parent})
+        if isinstance(self.paginator, GraphqlPagination):
+            text += "".join(strings(self.paginator.variables))
+        return text
+
+    def parent_fields(self) -> list[str]:
+        """The parent's dot paths this kind reads: in its path, its params (and graphql
+        variables), and the fields it includes."""
+        return sorted({*PARENT_FIELD.findall(self.templated()), *self.include_from_parent})
 
 
 class WebhookSettings(StrictModel):
@@ -233,7 +307,7 @@ class RestSettings(ApiSettings):
     @model_validator(mode="after")
     def _parents(self) -> RestSettings:
         for name, kind in self.kinds.items():
-            text = kind.path + "".join(str(v) for v in kind.params.values())
+            text = kind.templated()
             odd = [m for m in re.findall(r"\{parent[^}]*\}", text) if not PARENT_FIELD.match(m)]
             if odd:
                 raise ValueError(f"kinds.{name}: {', '.join(odd)} names no parent field (write "

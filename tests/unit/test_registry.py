@@ -14,6 +14,7 @@ from integrations import registry
 from integrations.base import ApiSettings
 from integrations.github.integration import GithubIntegration
 from integrations.github.settings import GithubSettings, Kind
+from integrations.http.graphql import GraphqlPaginator
 from integrations.http.paginators import PAGINATORS, SinglePage
 from integrations.jira.integration import JiraIntegration
 from integrations.jira.settings import JiraSettings
@@ -84,11 +85,15 @@ def _union_tags() -> set[str]:
 
 
 def test_every_paginator_type_has_a_settings_model_that_builds_its_class():
-    assert set(PAGINATORS) == _union_tags()
-    for name, cls in PAGINATORS.items():
+    # graphql's class lives beside it (integrations.http.graphql), built by its own model.
+    built = {**PAGINATORS, "graphql": GraphqlPaginator}
+    assert set(built) == _union_tags()
+    for name, cls in built.items():
         section: dict[str, Any] = {"type": name}
         section |= {"cursor": {"cursor_path": "next"}, "next_url": {"path": "next"},
-                    "keyset": {"param": "after", "field": "id"}}.get(name, {})
+                    "keyset": {"param": "after", "field": "id"},
+                    "graphql": {"query": "query($after: String) { x }",
+                                "connection_path": "data.x"}}.get(name, {})
         kind = KindSettings.model_validate({"path": "/k", "params": {"q": 1},
                                             "paginator": section})
         paginator = kind.paginator.build(kind.path, kind.params)
@@ -104,4 +109,5 @@ def test_an_unknown_paginator_type_is_a_config_error_naming_the_known_ones():
              "kinds": {"k": {"path": "/k", "paginator": {"type": "links"}}}})
     message = str(err.value)
     assert "kinds.k.paginator" in message and "'links'" in message
-    assert "'cursor', 'keyset', 'link', 'next_url', 'offset', 'page', 'single'" in message
+    assert ("'cursor', 'graphql', 'keyset', 'link', 'next_url', 'offset', 'page', 'single'"
+            in message)

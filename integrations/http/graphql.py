@@ -58,11 +58,13 @@ def check(where: str, response: httpx.Response, body: Any) -> None:
     path = first.get("path")
     at = (" at " + ".".join(str(p) for p in path)) if isinstance(path, list) and path else ""
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    partial = "; its partial data is not read" if body.get("data") else ""
+    data = body.get("data")
+    partial = isinstance(data, dict) and any(v is not None for v in data.values())
+    partial_text = "; its partial data is not read" if partial else ""
     extensions = first.get("extensions")
     code = first.get("type") or (extensions.get("code") if isinstance(extensions, dict)
                                  else None)
-    text = f"{where}: the GraphQL answer has errors: {message!r}{at}{more}{partial}"
+    text = f'{where}: the GraphQL answer has errors: "{message}"{at}{more}{partial_text}'
     if code in RATE_LIMITED:
         raise TransientHTTPError(f"{text} [{code}]", retry_after=server_wait(response))
     raise GraphQLError(text, errors=errors)

@@ -11,6 +11,13 @@ or the ``node`` of each of its ``edges``.
     payload        {"query": query, "variables": {**variables, after: cursor}}
     check          a body with ``errors`` raises GraphQLError (message and path of the first);
                    a rate-limit error (type RATE_LIMITED, code THROTTLED) TransientHTTPError
+    advance        hasNextPage false: the end; true without an endCursor: MalformedPage; the
+                   endCursor just sent: PagingCycle (one seen earlier in the run: the run's
+                   own check of repeated states)
+
+A rate-limit error is transient: a child kind's fetch task retries it (after what the
+response's rate-limit headers ask, which also pause the source's shared limiter); a
+producer, which retries nothing itself, fails the run with the reason.
 
 A partial answer (``data`` beside ``errors``) is never taken as a page: the connection may
 lack items that the errors stand for, and a page read short would let the run delete them.
@@ -65,7 +72,7 @@ def check(where: str, response: httpx.Response, body: Any) -> None:
     code = first.get("type") or (extensions.get("code") if isinstance(extensions, dict)
                                  else None)
     text = f'{where}: the GraphQL answer has errors: "{message}"{at}{more}{partial_text}'
-    if code in RATE_LIMITED:
+    if isinstance(code, str) and code in RATE_LIMITED:
         raise TransientHTTPError(f"{text} [{code}]", retry_after=server_wait(response))
     raise GraphQLError(text, errors=errors)
 

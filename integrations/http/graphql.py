@@ -15,9 +15,9 @@ or the ``node`` of each of its ``edges``.
                    endCursor just sent: PagingCycle (one seen earlier in the run: the run's
                    own check of repeated states)
 
-A rate-limit error is transient: a child kind's fetch task retries it (after what the
-response's rate-limit headers ask, which also pause the source's shared limiter); a
-producer, which retries nothing itself, fails the run with the reason.
+A rate-limit error is transient (``retry_after`` from the response's rate-limit headers,
+which also pause the source's shared limiter): a child kind's task retries it with its
+backoff; a producer, which retries nothing itself, fails the run with the reason.
 
 A partial answer (``data`` beside ``errors``) is never taken as a page: the connection may
 lack items that the errors stand for, and a page read short would let the run delete them.

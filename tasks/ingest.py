@@ -25,7 +25,7 @@ from typing import Any
 
 from celery import Task
 
-from integrations import pager
+from integrations import jsontext, pager
 from integrations.base import Integration
 from integrations.errors import RetryableError, TargetRejected, describe
 from integrations.http.retry import backoff
@@ -110,7 +110,7 @@ def ingest_batch(
     settings = rt.settings
     kept: str | list[Any] = items  # what a dead letter holds: the items, decoded when they are
     try:
-        decoded: list[Any] = json.loads(items) if isinstance(items, str) else items
+        decoded: list[Any] = jsontext.loads(items) if isinstance(items, str) else items
         kept = decoded
         if run_seq is None:  # a message from `sluice failed retry` of an older version
             run = rt.progress.get(run_id)

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 
 from celery import Task
 
-from integrations import pager
+from integrations import jsontext, pager
 from integrations.errors import ConfigError, PagingCycle, RunLost, TooManyPages, describe
 from integrations.incremental import newest, older
 from tasks import messages
@@ -78,7 +78,7 @@ def batches(page: pager.Page, *, max_items: int, max_bytes: int) -> list[Batch]:
     part: list[str] = []
     size = 0
     for item in page.items:
-        text = json.dumps(item)
+        text = jsontext.dumps(item)
         if part and (len(part) >= max_items or size + len(text) > max_bytes):
             out.append(Batch(pager.part_seq(page.seq, len(out)), f"[{','.join(part)}]",
                              len(part)))

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 
+from integrations import jsontext
 from integrations.base import HttpSettings, origin
 from integrations.errors import MalformedPage, PermanentHTTPError, TransientHTTPError
 from integrations.http.origin import OriginGuard
@@ -103,8 +104,9 @@ async def get_json(
         raise TransientHTTPError(f"{method} {where} failed after retries: {detail}") from exc
     raise_for_status(response)
     try:
-        return response, response.json()
-    # ValueError: also a number of more than 4,300 digits; RecursionError: nesting too deep.
+        return response, jsontext.loads(response.content, strict=True)
+    # ValueError: also a number of more than 4,300 digits, NaN, Infinity or 1e400 (no target
+    # stores them); RecursionError: nesting too deep.
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise MalformedPage(
             f"{method} {response.request.url.copy_with(query=None)} answered a body that is "

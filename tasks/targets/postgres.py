@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from integrations import jsontext
 from integrations.errors import TargetRejected, TargetUnavailable
 from tasks.targets.base import (
     ColumnType,
@@ -127,17 +128,29 @@ class PostgresTarget(SeenColumns):
             raise TargetRejected(f"postgres: {exc}") from exc
 
     def upsert(self, entities: list[Entity], *, run_id: str, run_seq: int) -> None:
-        rows = [(e["source"], e["kind"], e["identifier"], Jsonb(e["data"]), run_id, run_seq,
-                 run_seq) for e in entities]
+        """COPY the batch into a staging table of the session, then one INSERT … ON CONFLICT
+        from it: a round trip for the rows, not one per row (``executemany``)."""
         with self._transaction() as conn, conn.cursor() as cur:
+            stage = self._stage(cur)
+            with cur.copy(f"COPY {stage} (source, kind, identifier, data) FROM STDIN") as copy:
+                for e in entities:
+                    copy.write_row((e["source"], e["kind"], e["identifier"],
+                                    jsontext.dumps(e["data"])))
             # A row stamped by a newer run stays as it is (tasks/targets/base.py).
-            cur.executemany(
+            cur.execute(
                 f"INSERT INTO {self.table} (source, kind, identifier, data, run_id, run_seq,"
-                " first_seq) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (source, kind, identifier)"
+                f" first_seq) SELECT source, kind, identifier, data::jsonb, %s, %s, %s"
+                f" FROM {stage} ON CONFLICT (source, kind, identifier)"
                 " DO UPDATE SET data = EXCLUDED.data, run_id = EXCLUDED.run_id,"
-                f" run_seq = EXCLUDED.run_seq, updated_at = now()"
-                f" WHERE {self.table}.run_seq <= EXCLUDED.run_seq", rows)
+                " run_seq = EXCLUDED.run_seq, updated_at = now()"
+                f" WHERE {self.table}.run_seq <= EXCLUDED.run_seq", (run_id, run_seq, run_seq))
+
+    def _stage(self, cur: Any) -> str:
+        """The session's staging table for ``upsert`` (temporary: emptied at every commit,
+        gone with the connection; a role needs no CREATE on the schema for it)."""
+        cur.execute("CREATE TEMP TABLE IF NOT EXISTS sluice_stage (source text, kind text,"
+                    " identifier text, data text) ON COMMIT DELETE ROWS")
+        return "sluice_stage"
 
     # Webhook events (the Ordered protocol in tasks/targets/base.py).
 

@@ -29,7 +29,7 @@ from celery.signals import (
 )
 
 from tasks.settings import get_settings
-from tasks.worker import broker, liveness, logs, runtime
+from tasks.worker import broker, liveness, logs, runtime, wire
 
 QUEUE = "sluice"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -55,6 +55,7 @@ if "flower" in sys.argv[1:] and (_refusal := flower_refusal(sys.argv, os.environ
 
 _settings = get_settings()
 broker.install()
+wire.install()
 
 app = Celery("sluice", broker=_settings.queue_url,
              include=["tasks.resync", "tasks.ingest", "tasks.children", "tasks.finalize",

@@ -49,6 +49,8 @@ def dig(body: Any, path: str | None) -> Any:
     ``"@odata.nextLink"``), so a path that resolved part by part resolves as it always did."""
     if not path:
         return body
+    if type(body) is dict and "." not in path:  # the usual identifier ("id"), once per item
+        return body.get(path)
     node = body
     for part in path.split("."):
         if isinstance(node, dict) and part in node:

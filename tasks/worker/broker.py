@@ -27,10 +27,10 @@ from typing import Any
 import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
-from kombu.utils.json import dumps
 
 from tasks.runs import keys
 from tasks.worker import liveness
+from tasks.worker.wire import dumps
 
 _original = kombu_redis.Channel._connparams
 

@@ -33,6 +33,7 @@ batch runs again; writes are idempotent and progress counts it once).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from queue import Empty
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 
 # Seconds an idle worker waits in Redis between two looks at its empty queues.
 IDLE_WAIT = 0.05
+_FETCH_SHA = hashlib.sha1(scripts.source("fetch").encode()).hexdigest()
 
 _original = kombu_redis.Channel._connparams
 
@@ -69,12 +71,13 @@ _basic_consume = kombu_redis.Channel.basic_consume
 
 def _state(channel: Any) -> dict[str, Any]:
     """This module's state on a kombu channel: the queues consumed without acks, the tags the
-    fetch recorded (``QoS.append`` need not), whether the next command is a wait, and which
-    command is in flight."""
+    fetch recorded (``QoS.append`` need not), whether the next command is a wait, which
+    command is in flight, and the connection that has sent the script's text."""
     state: dict[str, Any] | None = channel.__dict__.get("_sluice")
     if state is None:
         state = channel.__dict__["_sluice"] = {"no_ack": set(), "recorded": set(),
-                                               "idle": False, "sent": "BRPOP"}
+                                               "idle": False, "sent": "BRPOP",
+                                               "cached": None}
     return state
 
 
@@ -114,12 +117,15 @@ def fetch_start(self: Any, timeout: float | None = None) -> None:
         connection.send_command("BLPOP", _key(self, keys.FETCH_IDLE),
                                 min(IDLE_WAIT, timeout or IDLE_WAIT))
         return None
-    state["sent"] = "EVAL"
+    # The script's text once per connection (EVAL caches it in Redis), then its SHA1; a Redis
+    # that forgot it (restarted) answers NOSCRIPT and the next look sends the text again.
+    state["sent"] = "EVALSHA" if state["cached"] is connection else "EVAL"
+    script = _FETCH_SHA if state["sent"] == "EVALSHA" else scripts.source("fetch")
     lists = [_key(self, self._q_for_pri(queue, pri))
              for pri in self.priority_steps for queue in queues]
     node = liveness.NODE
     connection.send_command(
-        "EVAL", scripts.source("fetch"), 3 + len(lists), _key(self, self.unacked_key),
+        state["sent"], script, 3 + len(lists), _key(self, self.unacked_key),
         _key(self, self.unacked_index_key), _key(self, keys.node_tags(node or "-")), *lists,
         repr(time.time()), "1" if node else "0")
     return None
@@ -138,12 +144,18 @@ def fetch_read(self: Any, **options: Any) -> bool:
         except self.connection_errors:
             self.client.connection.disconnect()
             raise
+        except redis.exceptions.NoScriptError:
+            state["cached"] = None  # a look again at once, with the script's text
+            raise Empty() from None
         except redis.ResponseError as exc:  # such as a full Redis refusing the record: the
             log.warning("taking a message failed, will try again: %s", exc)  # message stays
             reply = None
+        looked = sent in ("EVAL", "EVALSHA")
+        if sent == "EVAL":
+            state["cached"] = self.client.connection
         # After a look that found nothing, a wait; after a wait, a look.
-        state["idle"] = sent == "EVAL" and not reply
-        if sent != "EVAL" or not reply:
+        state["idle"] = looked and not reply
+        if not looked or not reply:
             raise Empty()
         queue, item = reply
         queue = bytes_to_str(queue)[len(self.global_keyprefix):].rsplit(self.sep, 1)[0]

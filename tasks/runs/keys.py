@@ -20,6 +20,11 @@ def node_tags(node: str) -> str:
     return f"{PREFIX}:node:{node}:tags"
 
 
+# list: never written; a worker whose queues were empty waits on it in Redis (BLPOP with a
+# short timeout) before it looks again (tasks/worker/broker.py)
+FETCH_IDLE = f"{PREFIX}:fetch:idle"
+
+
 def node_reaper(node: str) -> str:
     """String: the node giving back a dead node's messages (a lock)."""
     return f"{PREFIX}:node:{node}:reaper"

@@ -1,11 +1,23 @@
-"""Two narrow additions to kombu's Redis transport (5.7).
+"""Three narrow changes to kombu's Redis transport (5.7).
 
-1. Each message a worker node takes is recorded under the node's name, so a live node can give
-back the messages of a dead one within seconds (``tasks/worker/liveness.py``): ``QoS.append``
-adds the delivery tag to ``sluice:node:{node}:tags`` in the same pipeline that records it as
-unacked, and removing it from kombu's indexes (ack, reject, restore) removes it there too.
+1. **Take and record in one step.** kombu takes a message with BRPOP and only then records it
+as unacked (``QoS.append``: MULTI ZADD/HSET; celery#7950, kombu#305). Between the two the
+message is in no queue and no record: a node SIGKILLed there loses it for good, and so does a
+node frozen (a busy machine, a pause, SIGSTOP) while its BRPOP waits in Redis, since Redis pops
+the next message for it the moment one is published. Here a worker takes with a Lua script
+(``lua/fetch.lua``, as dramatiq's broker does) that records the message in kombu's ``unacked``
+hash and index and under the node, then pops it, atomically. The script does not block, so a
+worker whose queues were empty waits ``IDLE_WAIT`` in Redis (BLPOP on a list nobody writes)
+before it looks again: a message published to an idle fleet waits at most that long. The
+order stays kombu's (priority steps, then the queues' fair cycle); consumers without acks
+(``no_ack``, such as a control command's replies) keep kombu's BRPOP.
 
-2. A workaround for when Redis restarts.
+2. Each message a worker node takes is recorded under the node's name, so a live node can give
+back the messages of a dead one within seconds (``tasks/worker/liveness.py``): the fetch adds
+the delivery tag to ``sluice:node:{node}:tags``, and removing it from kombu's indexes (ack,
+reject, restore) removes it there too.
+
+3. A workaround for when Redis restarts.
 
 After the broker connection is lost, kombu still uses channels of the released connection: to
 restore the messages in hand when the channel closes, and to ack messages of tasks that were
@@ -21,16 +33,26 @@ batch runs again; writes are idempotent and progress counts it once).
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import time
+from queue import Empty
 from typing import Any
 
 import redis
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
+from kombu.utils.encoding import bytes_to_str
 
-from tasks.runs import keys
+from tasks.runs import keys, scripts
 from tasks.worker import liveness
-from tasks.worker.wire import dumps
+from tasks.worker.wire import dumps, loads
+
+log = logging.getLogger(__name__)
+
+# Seconds an idle worker waits in Redis between two looks at its empty queues.
+IDLE_WAIT = 0.05
+_FETCH_SHA = hashlib.sha1(scripts.source("fetch").encode()).hexdigest()
 
 _original = kombu_redis.Channel._connparams
 
@@ -42,11 +64,119 @@ def _connparams(self: Any, asynchronous: bool = False) -> Any:
 
 
 _remove_from_indices = kombu_redis.QoS._remove_from_indices
+_brpop_start = kombu_redis.Channel._brpop_start
+_brpop_read = kombu_redis.Channel._brpop_read
+_basic_consume = kombu_redis.Channel.basic_consume
+
+
+def _state(channel: Any) -> dict[str, Any]:
+    """This module's state on a kombu channel: the queues consumed without acks, the tags the
+    fetch recorded (``QoS.append`` need not), whether the next command is a wait, which
+    command is in flight, and the connection that has sent the script's text."""
+    state: dict[str, Any] | None = channel.__dict__.get("_sluice")
+    if state is None:
+        state = channel.__dict__["_sluice"] = {"no_ack": set(), "recorded": set(),
+                                               "idle": False, "sent": "BRPOP",
+                                               "cached": None}
+    return state
+
+
+def _reliable(channel: Any) -> bool:
+    """Whether this channel takes with the fetch script: every queue it consumes is acked."""
+    return not (_state(channel)["no_ack"] & set(channel.active_queues))
+
+
+def basic_consume(self: Any, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+    if no_ack:
+        _state(self)["no_ack"].add(queue)
+    else:
+        _state(self)["no_ack"].discard(queue)
+    return _basic_consume(self, queue, no_ack, *args, **kwargs)
+
+
+def _key(channel: Any, name: str) -> str:
+    return f"{channel.global_keyprefix}{name}"
+
+
+def fetch_start(self: Any, timeout: float | None = None) -> None:
+    """kombu's ``_brpop_start``: send the fetch script, or, after a look that found every
+    queue empty, a short wait in Redis. The reply is read by ``fetch_read``."""
+    state = _state(self)
+    if not _reliable(self):
+        state["sent"] = "BRPOP"
+        _brpop_start(self, timeout)
+        return None
+    queues = self._queue_cycle.consume(len(self.active_queues))
+    if not queues:
+        return None
+    connection = self.client.connection
+    self._in_poll = connection
+    self._brpop_sent_at = time.monotonic()
+    if state["idle"]:
+        state["sent"] = "BLPOP"
+        connection.send_command("BLPOP", _key(self, keys.FETCH_IDLE),
+                                min(IDLE_WAIT, timeout or IDLE_WAIT))
+        return None
+    # The script's text once per connection (EVAL caches it in Redis), then its SHA1; a Redis
+    # that forgot it (restarted) answers NOSCRIPT and the next look sends the text again.
+    state["sent"] = "EVALSHA" if state["cached"] is connection else "EVAL"
+    script = _FETCH_SHA if state["sent"] == "EVALSHA" else scripts.source("fetch")
+    lists = [_key(self, self._q_for_pri(queue, pri))
+             for pri in self.priority_steps for queue in queues]
+    node = liveness.NODE
+    connection.send_command(
+        state["sent"], script, 3 + len(lists), _key(self, self.unacked_key),
+        _key(self, self.unacked_index_key), _key(self, keys.node_tags(node or "-")), *lists,
+        repr(time.time()), "1" if node else "0")
+    return None
+
+
+def fetch_read(self: Any, **options: Any) -> bool:
+    """kombu's ``_brpop_read`` for ``fetch_start``'s reply: deliver the message taken (already
+    recorded), or raise ``Empty``. Returns True when a message was delivered."""
+    state = _state(self)
+    sent = state["sent"]
+    if sent == "BRPOP":
+        return bool(_brpop_read(self, **options))
+    try:
+        try:
+            reply = self.client.parse_response(self.client.connection, sent, **options)
+        except self.connection_errors:
+            self.client.connection.disconnect()
+            raise
+        except redis.exceptions.NoScriptError:
+            state["cached"] = None  # a look again at once, with the script's text
+            raise Empty() from None
+        except redis.ResponseError as exc:  # such as a full Redis refusing the record: the
+            log.warning("taking a message failed, will try again: %s", exc)  # message stays
+            reply = None
+        looked = sent in ("EVAL", "EVALSHA")
+        if sent == "EVAL":
+            state["cached"] = self.client.connection
+        # After a look that found nothing, a wait; after a wait, a look.
+        state["idle"] = looked and not reply
+        if not looked or not reply:
+            raise Empty()
+        queue, item = reply
+        queue = bytes_to_str(queue)[len(self.global_keyprefix):].rsplit(self.sep, 1)[0]
+        self._queue_cycle.rotate(queue)
+        payload = loads(bytes_to_str(item))
+        state["recorded"].add(payload.get("properties", {}).get("delivery_tag"))
+        self.connection._deliver(payload, queue)
+        return True
+    finally:
+        self._in_poll = None
+        self._flush_brpop_reauth()
 
 
 def _append_and_record(self: Any, message: Any, delivery_tag: str) -> None:
-    """kombu's ``QoS.append``, with the tag also recorded under this node, in the same
-    pipeline (a node that dies in between leaves no message unrecorded)."""
+    """kombu's ``QoS.append``. A message the fetch script took is recorded already; any other
+    (``basic_get``) is recorded here, and under this node in the same pipeline."""
+    recorded = _state(self.channel)["recorded"]
+    if delivery_tag in recorded:
+        recorded.discard(delivery_tag)
+        virtual.QoS.append(self, message, delivery_tag)
+        return
     delivery = message.delivery_info
     with self.pipe_or_acquire() as pipe:
         pipe.zadd(self.unacked_index_key, {delivery_tag: time.time()}).hset(
@@ -67,5 +197,8 @@ def _remove_everywhere(self: Any, delivery_tag: str, pipe: Any = None) -> Any:
 
 def install() -> None:
     kombu_redis.Channel._connparams = _connparams
+    kombu_redis.Channel.basic_consume = basic_consume
+    kombu_redis.Channel._brpop_start = fetch_start
+    kombu_redis.Channel._brpop_read = fetch_read
     kombu_redis.QoS.append = _append_and_record
     kombu_redis.QoS._remove_from_indices = _remove_everywhere

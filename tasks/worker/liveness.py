@@ -84,20 +84,29 @@ class Liveness:
             if not self.r.set(keys.node_reaper(node), self.node, nx=True,
                               px=int(self.timeout * 1000)):
                 continue  # another node is at it
-            tags = [t.decode() for t in cast(set[bytes], self.r.smembers(keys.node_tags(node)))]
-            if tags:
-                with self.app.connection_for_write() as conn:
-                    qos = conn.default_channel.qos
-                    for tag in tags:
-                        qos.restore_by_tag(tag)  # a tag acked meanwhile restores nothing
-            pipe = self.r.pipeline()
-            pipe.delete(keys.node_tags(node))
-            pipe.zrem(keys.NODES, node)
-            pipe.execute()
+            tags = self.give_back(node)
             log.warning("worker node %s stopped answering: %d message(s) it held are back in "
                         "the queue", node, len(tags))
             reaped.append(node)
         return reaped
+
+    def give_back(self, node: str) -> list[str]:
+        """Put the messages ``node`` holds back in their queues (kombu's own ``restore_by_tag``;
+        a tag acked meanwhile restores nothing) and forget them, and the node. Returns the
+        tags. Only the tags read are removed: one the node records meanwhile (a node taken for
+        dead that lives) stays for the next look."""
+        tags = [t.decode() for t in cast(set[bytes], self.r.smembers(keys.node_tags(node)))]
+        if tags:
+            with self.app.connection_for_write() as conn:
+                qos = conn.default_channel.qos
+                for tag in tags:
+                    qos.restore_by_tag(tag)
+        pipe = self.r.pipeline()
+        if tags:
+            pipe.srem(keys.node_tags(node), *tags)
+        pipe.zrem(keys.NODES, node)
+        pipe.execute()
+        return tags
 
     def tick(self, now: float) -> list[str]:
         """One beat, and the watch over the others once this node has beaten for a timeout."""
@@ -117,10 +126,12 @@ class Liveness:
                 log.warning("liveness: %s", exc)
 
     def stop(self) -> None:
-        """A clean stop: the node's messages were acked or given back by kombu itself."""
+        """A clean stop: kombu acked or gave back every message it delivered; one the node
+        took but never delivered (the fetch's reply unread when the connection closed) is
+        given back here."""
         self._stop.set()
         self._thread.join(5)
-        pipe = self.r.pipeline()
-        pipe.delete(keys.node_tags(self.node))
-        pipe.zrem(keys.NODES, self.node)
-        pipe.execute()
+        tags = self.give_back(self.node)
+        if tags:
+            log.info("worker node %s stopping: %d message(s) taken but not run are back in the "
+                     "queue", self.node, len(tags))

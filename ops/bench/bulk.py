@@ -612,7 +612,7 @@ Redis, the PostgreSQL backends it used; the others: their process and their back
 ## CPU seconds per 1,000 items, by stage
 
 Each thread of the worker process has its CPU read from /proc (exact); py-spy's samples of that
-thread (100 Hz, `--nonblocking`, samples of threads the OS counts as running or runnable)
+thread (50 Hz, `--nonblocking`, samples of threads the OS counts as running or runnable)
 split it between stages. A sample's side is its thread's (the `resync` task's thread, the
 event loop thread that fetches and the loop's executor threads are the producer's: in the
 default layout the producer runs in the worker process beside the batches; a pool thread
@@ -633,7 +633,7 @@ the run's batches (one batch a page here). The `sluice run --wait` poll is inclu
 
 ## Profile: top frames by self time
 
-py-spy `record --format raw --function --threads --nonblocking --rate 100` on the worker
+py-spy `record --format raw --function --threads --nonblocking --rate 50` on the worker
 process; a frame's self time is the samples whose innermost frame it is. The first run samples
 every thread the OS counts as running or runnable, so a frame that waits on a socket or on
 PostgreSQL (psycopg's `Connection.wait`, redis-py's `_read_from_socket`) also collects the

@@ -164,7 +164,7 @@ class Spy:
     """``py-spy record --format raw --threads`` on one process until ``stop()``, and the CPU
     each of its threads used meanwhile (from /proc: exact, where samples are a share)."""
 
-    def __init__(self, pid: int, out: Path, *, rate: int = 100, gil: bool = False) -> None:
+    def __init__(self, pid: int, out: Path, *, rate: int = 50, gil: bool = False) -> None:
         self.pid, self.out = pid, out
         self.proc = subprocess.Popen(
             ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--function",

@@ -119,8 +119,9 @@ async def pg_write(conn: Any, table: str, items: list[dict[str, Any]]) -> None:
 
 async def offset_pages(client: httpx.AsyncClient, *, limit: int = 500
                        ) -> AsyncIterator[list[dict[str, Any]]]:
-    """Every page's items, ``CONCURRENCY`` requests at a time once the first page gave the
-    total; in the order they arrive."""
+    """Every page's items, in the order they arrive: ``CONCURRENCY`` fetchers take the next
+    offset once the first page gave the total, and wait while ``CONCURRENCY`` pages wait for
+    the consumer (memory stays bounded however slow the writes)."""
     async def get(offset: int) -> dict[str, Any]:
         response = await client.get(OFFSET_PATH, params={"offset": offset, "limit": limit})
         response.raise_for_status()
@@ -129,15 +130,23 @@ async def offset_pages(client: httpx.AsyncClient, *, limit: int = 500
 
     first = await get(0)
     yield first["items"]
-    gate = asyncio.Semaphore(CONCURRENCY)
+    offsets = iter(range(limit, first["total"], limit))
+    ready: asyncio.Queue[list[dict[str, Any]] | None] = asyncio.Queue(maxsize=CONCURRENCY)
 
-    async def gated(offset: int) -> dict[str, Any]:
-        async with gate:
-            return await get(offset)
+    async def fetcher() -> None:
+        for offset in offsets:  # shared: each offset goes to one fetcher
+            await ready.put((await get(offset))["items"])
+        await ready.put(None)
 
-    pending = [asyncio.ensure_future(gated(o)) for o in range(limit, first["total"], limit)]
-    for done in asyncio.as_completed(pending):
-        yield (await done)["items"]
+    fetchers = [asyncio.ensure_future(fetcher()) for _ in range(CONCURRENCY)]
+    running = len(fetchers)
+    while running:
+        items = await ready.get()
+        if items is None:
+            running -= 1
+        else:
+            yield items
+    await asyncio.gather(*fetchers)  # raises what a fetcher raised
 
 
 async def ideal_pg(a: argparse.Namespace, clock: Clock) -> None:

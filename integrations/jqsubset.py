@@ -110,6 +110,10 @@ class _Parser:
             left = _binary(op, left, right)
 
     def _primary(self) -> Fn:
+        rest = self.text[self.pos:]
+        if rest.lstrip().startswith("["):
+            self.pos += len(rest) - len(rest.lstrip()) + 1
+            return self._collect()
         kind, text = self._take()
         if kind == "op" and text == "(":
             inner = self.expression(0)
@@ -149,6 +153,30 @@ class _Parser:
             raise _Unsupported  # .[0], .a[], ."x": left to jq
 
         return _path_of(keys)
+
+    def _collect(self) -> Fn:
+        """``[.a.b[].c]`` after its ``[``: a field of every element of an array (the names of
+        an issue's labels), the one shape of iteration mappings use all the time."""
+        if self.text[self.pos:].lstrip()[:1] != ".":
+            raise _Unsupported
+        self.pos += len(self.text[self.pos:]) - len(self.text[self.pos:].lstrip())
+        outer: list[str] = []
+        if self.text.startswith(".[]", self.pos):
+            self.pos += 1
+        while match := _FIELD.match(self.text, self.pos):
+            outer.append(match.group()[1:])
+            self.pos = match.end()
+        if not self.text.startswith("[]", self.pos):
+            raise _Unsupported
+        self.pos += 2
+        inner: list[str] = []
+        while match := _FIELD.match(self.text, self.pos):
+            inner.append(match.group()[1:])
+            self.pos = match.end()
+        if not self.text[self.pos:].lstrip().startswith("]"):
+            raise _Unsupported
+        self.pos += len(self.text[self.pos:]) - len(self.text[self.pos:].lstrip()) + 1
+        return _collect_of(_path_of(outer), _path_of(inner))
 
     def _string(self) -> Fn:
         """A string literal after its opening quote: plain text and ``\\(expr)`` parts."""
@@ -219,6 +247,17 @@ def _path_of(keys: list[str]) -> Fn:
                 raise NotHere
         return node
     return path
+
+
+def _collect_of(outer: Fn, inner: Fn) -> Fn:
+    """``[OUTER[] INNER]``: jq iterates an array in order; iterating null, a scalar or an
+    object (its values) is left to jq (an error, or an order to mirror)."""
+    def collect(item: Any) -> list[Any]:
+        elements = outer(item)
+        if type(elements) is not list:
+            raise NotHere
+        return [inner(element) for element in elements]
+    return collect
 
 
 def _tostring(value: Any) -> str:

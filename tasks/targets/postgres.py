@@ -3,6 +3,7 @@ in one transaction."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -37,7 +38,6 @@ from tasks.targets.typed import (
 
 try:
     import psycopg
-    from psycopg.types.json import Jsonb
 except ImportError:  # pragma: no cover - depends on the extra being installed
     psycopg = None  # type: ignore[assignment]  # optional: the postgres extra
 
@@ -364,22 +364,41 @@ class PostgresTarget(SeenColumns):
                          f" {DECLARED[table.columns[column]]}", ())
 
     def upsert_rows(self, table: Table, rows: list[Row], *, run_id: str, run_seq: int) -> None:
+        """COPY the batch into a staging table shaped like the typed table, then one
+        INSERT … ON CONFLICT from it, as ``upsert`` does for ``entities``."""
         check_table(table, reserved=self._own_tables())
-        names = [KEY, *table.columns, *FIXED]
-        params = [(r["identifier"],
-                   *(_bound(t, r["values"].get(c)) for c, t in table.columns.items()),
-                   Jsonb(r["raw"]), run_id, run_seq, run_seq) for r in rows]
+        names = [KEY, *table.columns, *FIXED]  # FIXED: _raw, _synced_at, _run_id, ...
+        copied = [c for c in names if c != "_synced_at"]  # now(), the staging default
         # A row stamped by a newer run stays as it is; _first_seq is set on insert only.
         updated = [c for c in names if c not in (KEY, "_first_seq")]
-        values = ", ".join("now()" if c == "_synced_at" else "%s" for c in names)
-        sql = (f"INSERT INTO {q(table.name)} ({', '.join(map(q, names))}) VALUES ({values})"
-               f" ON CONFLICT ({q(KEY)}) DO UPDATE SET"
-               f" {', '.join(f'{q(c)} = EXCLUDED.{q(c)}' for c in updated)}"
-               f" WHERE {q(table.name)}.{q('_run_seq')} <= EXCLUDED.{q('_run_seq')}")
-        with self._forgetting(table.name), self._transaction() as conn:
+        with self._forgetting(table.name), self._transaction() as conn, conn.cursor() as cur:
             self._evolve(conn, table)
-            if params:
-                conn.cursor().executemany(sql, params)
+            if not rows:
+                return
+            stage = self._typed_stage(cur, table)
+            # quote(), not q(): COPY takes no parameters, so a % stays as it is written.
+            with cur.copy(f"COPY {stage} ({', '.join(map(quote, copied))}) FROM STDIN"
+                          ) as copy:
+                for r in rows:
+                    copy.write_row((r["identifier"],
+                                    *(_element(t, r["values"].get(c))
+                                      for c, t in table.columns.items()),
+                                    jsontext.dumps(r["raw"]), run_id, run_seq, run_seq))
+            cur.execute(f"INSERT INTO {q(table.name)} ({', '.join(map(q, names))})"
+                        f" SELECT {', '.join(map(q, names))} FROM {stage}"
+                        f" ON CONFLICT ({q(KEY)}) DO UPDATE SET"
+                        f" {', '.join(f'{q(c)} = EXCLUDED.{q(c)}' for c in updated)}"
+                        f" WHERE {q(table.name)}.{q('_run_seq')} <= EXCLUDED.{q('_run_seq')}",
+                        ())
+
+    def _typed_stage(self, cur: Any, table: Table) -> str:
+        """The session's staging table for ``table`` with these columns (its name changes
+        with them: a table that gained a column gets a new one); emptied at every commit."""
+        shape = hashlib.sha1(f"{table.name}\0{sorted(table.columns.items())}".encode())
+        stage = f"sluice_stage_{shape.hexdigest()[:16]}"
+        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {q(table.name)}"
+                    " INCLUDING DEFAULTS) ON COMMIT DELETE ROWS", ())
+        return stage
 
     def delete_stale_rows(self, table: str, source: str, kind: str, *, run_seq: int,
                           threshold: float, watermarks: dict[str, str] | None = None
@@ -449,12 +468,12 @@ class PostgresTarget(SeenColumns):
             self._conn = None
 
 
-def _bound(type_: ColumnType, value: Any) -> Any:
-    """A property's value as it is sent for its column."""
+def _element(type_: ColumnType, value: Any) -> Any:
+    """A property's value as COPY writes it into its column."""
     if value is None:
         return None  # NULL, also in a jsonb column (not the JSON null)
     if type_ == "json":
-        return Jsonb(value)
+        return jsontext.dumps(value)
     if type_ == "timestamp" and isinstance(value, datetime):
         return utc(value)
     return value

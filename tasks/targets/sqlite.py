@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from integrations import jsontext
 from integrations.errors import TargetRejected, TargetUnavailable
 from tasks.targets.base import (
     ColumnType,
@@ -195,9 +196,10 @@ class SqliteTarget(SeenColumns):
 
     def upsert(self, entities: list[Entity], *, run_id: str, run_seq: int) -> None:
         now = time.time()
-        # json.dumps escapes what is not ASCII, so any string in the data can be stored.
-        rows = [(e["source"], e["kind"], e["identifier"], json.dumps(e["data"]), run_id, run_seq,
-                 run_seq, now) for e in entities]
+        # jsontext.dumps escapes a lone surrogate (UTF-8 text cannot hold one), so any string
+        # in the data can be stored.
+        rows = [(e["source"], e["kind"], e["identifier"], jsontext.dumps(e["data"]), run_id,
+                 run_seq, run_seq, now) for e in entities]
         with self._transaction() as conn:
             conn.executemany(UPSERT, rows)
 
@@ -363,8 +365,8 @@ class SqliteTarget(SeenColumns):
         now = iso(datetime.now(UTC))
         stored = [(c, _STORED.get(t)) for c, t in table.columns.items()]
         try:
-            params = [(r["identifier"], *_values(r["values"], stored), json.dumps(r["raw"]), now,
-                       run_id, run_seq, run_seq) for r in rows]
+            params = [(r["identifier"], *_values(r["values"], stored),
+                       jsontext.dumps(r["raw"]), now, run_id, run_seq, run_seq) for r in rows]
         except (TypeError, ValueError) as exc:  # a value json cannot write
             raise TargetRejected(f"sqlite {self.path}: typed table {table.name}: {exc}") from exc
         # A row stamped by a newer run stays as it is; _first_seq is set on insert only.
@@ -462,9 +464,9 @@ class SqliteTarget(SeenColumns):
 
 
 # How a property's value is stored, by its column's type (the others are stored as they are):
-# json.dumps escapes what is not ASCII, so any string can be stored.
+# jsontext.dumps escapes a lone surrogate, so any string can be stored.
 _STORED: dict[ColumnType, Callable[[Any], Any]] = {
-    "json": json.dumps, "timestamp": lambda v: iso(v) if isinstance(v, datetime) else v}
+    "json": jsontext.dumps, "timestamp": lambda v: iso(v) if isinstance(v, datetime) else v}
 
 
 _WRITERS: dict[str, threading.Lock] = {}

@@ -168,3 +168,26 @@ def test_a_mapping_in_python_maps_a_batch_as_jq_does(seed: int, monkeypatch) -> 
             (i, ident, strict(v)) for i, ident, v, _ in want.rows], settings
         checked, rejected = checked + len(got.rows), rejected + len(got.rejected)
     assert checked > 100 and rejected > 20, (checked, rejected)  # both paths taken
+
+
+@pytest.mark.parametrize("expr", ["[.labels[].name]", "[ .a.b[].c.d ]", "[.labels[]]",
+                                  "[.[].x]"])
+def test_a_field_of_every_element_is_collected_as_jq_collects_it(expr: str) -> None:
+    """``[.labels[].name]`` (the names of an issue's labels) runs in Python; what jq would
+    refuse (iterating null or a scalar) or order its own way (an object's values) is left
+    to it."""
+    fn = compile_subset(expr)
+    assert fn is not None
+    items = [{"labels": [{"name": "bug"}, {"name": "p2", "x": 1}, {}, None]},
+             {"labels": []}, {"labels": None}, {}, {"labels": [1, "a"]},
+             {"labels": {"k": {"name": "z"}}}, {"a": {"b": [{"c": {"d": 5}}, {"c": None}]}},
+             [{"x": 1}, {"x": None}], {"labels": [{"name": 2**60}]}]
+    ran = 0
+    for item in items:
+        try:
+            got = fn(item)
+        except NotHere:
+            continue
+        ran += 1
+        assert jq_first(expr, item) == (True, got), (expr, item)
+    assert ran >= 1

@@ -94,7 +94,7 @@ paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 100 }}
 """
 
 CURSOR_KINDS = ["late", "ccyc", "slow", "deep", "huge", "surr", "weird", "big", "stale",
-                "nested", "emptycur"]
+                "nested", "emptycur", "nan"]
 
 
 def write_config(path: Path, *, api: FakeAPI, other: FakeAPI, db: Path) -> Path:
@@ -350,6 +350,17 @@ def test_an_item_nested_hundreds_deep_lands_and_no_worker_dies(trust: Trust):
     assert run.state == "succeeded" and run.items_written == 2, run
     assert trust.ids("nested") == {"n1", "n2"}
     assert trust.workers.process and trust.workers.process.poll() is None
+
+
+def test_a_page_with_nan_or_infinity_fails_the_run_as_not_json(trust: Trust):
+    """Python's json reads NaN, Infinity and 1e400; no target stores them (PostgreSQL refused
+    the whole batch holding one, later). The page is refused where it enters, with why."""
+    trust.api.set_items("nan", 3)
+    trust.api.fail("/cursor/nan", 200,
+                   body='{"data": [{"id": "a1", "score": NaN}, {"id": "a2"}]}')
+    run = trust.client.resync("api", "nan")
+    assert run.state == "failed" and run.items_written == 0, run
+    assert "MalformedPage" in run.error and "NaN is not JSON" in run.error, run.error
 
 
 # 2. Credentials stay with their origin ----------------------------------------------------

@@ -19,7 +19,7 @@ from integrations.fakeapi import FakeAPI
 from integrations.fakeauth import api_key, basic, bearer_token
 from tasks.operator.redisserver import RedisServer
 from tasks.runs.progress import RunState
-from tests.support.workers import Client, Workers
+from tests.support.workers import Client, Workers, redis_values
 
 pytestmark = pytest.mark.integration
 
@@ -109,16 +109,7 @@ def test_no_credential_is_stored_or_logged_in_clear(setup: Setup) -> None:
         setup.client.resync(name, "item", timeout=60)
     store = redis.Redis.from_url(setup.redis_url)
     blobs = [setup.db.read_bytes(), (setup.tmp / "worker.log").read_bytes()]
-    for key in store.scan_iter():
-        kind = store.type(key)
-        if kind == b"string":
-            blobs.append(store.get(key) or b"")
-        elif kind == b"hash":
-            blobs += [b"%s=%s" % kv for kv in store.hgetall(key).items()]
-        elif kind == b"list":
-            blobs += store.lrange(key, 0, -1)
-        elif kind in (b"set", b"zset"):
-            blobs += list(store.smembers(key) if kind == b"set" else store.zrange(key, 0, -1))
+    blobs += [value for _, value in redis_values(store)]
     masked = [b for b in blobs if b"api_key=***" in b or b"api_key=%2A%2A%2A" in b]
     assert masked, "the query key's next URLs were stored nowhere: the test saw nothing"
     for value in SECRETS.values():

@@ -26,7 +26,7 @@ from integrations.fakeauth import bearer
 from tasks.operator.redisserver import RedisServer
 from tasks.runs.progress import RunState
 from tests.support.oidc import OidcServer
-from tests.support.workers import Client, Workers
+from tests.support.workers import Client, Workers, redis_values
 
 pytestmark = pytest.mark.integration
 
@@ -210,15 +210,6 @@ def test_no_token_or_secret_is_written_anywhere_in_clear(fleet: Fleet) -> None:
     store = redis.Redis.from_url(fleet.redis.url)
     stored = [fleet.db.read_bytes()]
     stored += [p.read_bytes() for p in fleet.tmp.glob("n*.log")]
-    for key in store.scan_iter():
-        kind = store.type(key)
-        if kind == b"string":
-            stored.append(store.get(key) or b"")
-        elif kind == b"hash":
-            stored += [b"%s=%s" % kv for kv in store.hgetall(key).items()]
-        elif kind == b"list":
-            stored += store.lrange(key, 0, -1)
-        elif kind in (b"set", b"zset"):
-            stored += list(store.smembers(key) if kind == b"set" else store.zrange(key, 0, -1))
+    stored += [value for _, value in redis_values(store)]
     for secret in secrets:
         assert not any(secret.encode() in blob for blob in stored), "a secret was written"

@@ -27,7 +27,7 @@ import pytest
 
 from tasks.operator.redisserver import RedisServer
 from tests.support.apiservers import DatasetteServer, KintoServer
-from tests.support.workers import Client, Workers
+from tests.support.workers import Client, Workers, redis_values
 
 pytestmark = pytest.mark.integration
 
@@ -257,28 +257,6 @@ def test_kinto_a_full_run_after_the_changes_deletes_nothing_wrongly(kinto: Synce
     assert synced_products(kinto) == kinto_products(kinto)
 
 
-def redis_values(client: Client) -> Iterator[tuple[bytes, bytes]]:
-    """Every key of the client's database with each value it holds (strings, hashes, lists,
-    sets, sorted sets)."""
-    r = client.redis
-    for key in r.scan_iter():
-        kind = r.type(key)
-        if kind == b"string":
-            values = [r.get(key) or b""]
-        elif kind == b"hash":
-            values = [b for kv in r.hgetall(key).items() for b in kv]
-        elif kind == b"list":
-            values = r.lrange(key, 0, -1)
-        elif kind == b"set":
-            values = list(r.smembers(key))
-        elif kind == b"zset":
-            values = r.zrange(key, 0, -1)
-        else:
-            values = []
-        for value in values:
-            yield key, value
-
-
 def test_kinto_checks_the_password_and_sluice_never_shows_it(kinto: Synced):
     refused = len(kinto.server.served(RECORDS, code=403))
 
@@ -293,7 +271,7 @@ def test_kinto_checks_the_password_and_sluice_never_shows_it(kinto: Synced):
     # The password the server accepted went out in every request of the earlier runs, and
     # nowhere else: not in the workers' log, not in Redis.
     assert PASSWORD not in kinto.workers.log.read_text(errors="replace")
-    leaks = [key for key, value in redis_values(kinto.client) if PASSWORD.encode() in value]
+    leaks = [key for key, value in redis_values(kinto.client.redis) if PASSWORD.encode() in value]
     assert leaks == []
 
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import redis
@@ -115,6 +116,27 @@ class Workers:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def redis_values(r: redis.Redis) -> Iterator[tuple[bytes, bytes]]:
+    """Every key of ``r``'s database with each value it holds (strings, hashes, lists, sets,
+    sorted sets): where a test looks for a secret that must not be there."""
+    for key in r.scan_iter():
+        kind = r.type(key)
+        if kind == b"string":
+            values = [r.get(key) or b""]
+        elif kind == b"hash":
+            values = [b for kv in r.hgetall(key).items() for b in kv]
+        elif kind == b"list":
+            values = r.lrange(key, 0, -1)
+        elif kind == b"set":
+            values = list(r.smembers(key))
+        elif kind == b"zset":
+            values = r.zrange(key, 0, -1)
+        else:
+            values = []
+        for value in values:
+            yield key, value
 
 
 class Client:

@@ -47,6 +47,7 @@ from integrations.base import HttpSettings
 from integrations.errors import AuthRefused, ConfigError, TransientHTTPError
 from integrations.http.auth import OAuth2ClientCredentials, OAuth2RefreshToken, OAuth2Settings
 from integrations.http.client import make_client
+from integrations.http.retry import BEARER
 from integrations.secrets import Redactor, excerpt
 
 # A refusal is shared this long: every process fails at once, then one asks again.
@@ -422,7 +423,9 @@ def basic_client(client_id: str, client_secret: str) -> str:
 
 
 class OAuth2(httpx.Auth):
-    """Bearer tokens from a ``TokenSource``; a 401 gets a fresh token once."""
+    """Bearer tokens from a ``TokenSource``, set on each attempt of a request just before it
+    is sent (``integrations.http.retry.BEARER``: after any wait for the rate limit, so a
+    short-lived token is not sent stale); a 401 gets a fresh token once."""
 
     requires_response_body = False
 
@@ -435,10 +438,9 @@ class OAuth2(httpx.Auth):
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        token = await self.source.token()
-        request.headers["Authorization"] = f"Bearer {token}"
+        request.extensions[BEARER] = self.source
         response = yield request
-        if response.status_code == 401:
-            token = await self.source.renew(token)
-            request.headers["Authorization"] = f"Bearer {token}"
+        sent = response.request.headers.get("Authorization", "")
+        if response.status_code == 401 and sent.startswith("Bearer "):
+            await self.source.renew(sent.removeprefix("Bearer "))
             yield request

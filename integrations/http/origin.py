@@ -17,6 +17,7 @@ import httpx
 
 from integrations.base import origin
 from integrations.errors import ForeignOrigin
+from integrations.http.retry import BEARER
 
 # Sent by httpx or an Auth flow rather than configured, and as sensitive.
 ALWAYS_STRIPPED = ("authorization", "proxy-authorization", "cookie")
@@ -48,6 +49,7 @@ class OriginGuard(httpx.AsyncBaseTransport):
                 "source's allow_origins to fetch it without them")
         for name in self._headers:
             request.headers.pop(name, None)
+        request.extensions.pop(BEARER, None)  # nor an OAuth 2.0 token, set later
         for name in self._params:
             if name in request.url.params:
                 request.url = request.url.copy_remove_param(name)

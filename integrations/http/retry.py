@@ -87,6 +87,13 @@ def is_retryable(response: httpx.Response) -> bool:
     return response.status_code == 403 and server_wait(response) is not None
 
 
+# A request whose ``extensions`` hold an object with ``async token() -> str`` under this key
+# (an OAuth 2.0 source: integrations.http.oauth) gets its ``Authorization: Bearer`` here, at
+# each attempt, after any wait for the rate limit: a token of a few seconds' life is not sent
+# stale because the request queued behind the limit.
+BEARER = "sluice.bearer"
+
+
 class RetryTransport(httpx.AsyncBaseTransport):
     """Wraps another async transport and retries what may pass."""
 
@@ -124,6 +131,9 @@ class RetryTransport(httpx.AsyncBaseTransport):
         while True:
             if self._limiter is not None:
                 await self._limiter.acquire()
+            bearer = request.extensions.get(BEARER)
+            if bearer is not None:
+                request.headers["Authorization"] = f"Bearer {await bearer.token()}"
             try:
                 response = await self._attempt(request)
             except RETRY_EXCEPTIONS:

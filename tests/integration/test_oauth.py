@@ -155,7 +155,8 @@ def test_rotating_refresh_tokens_across_three_nodes_and_a_restart(fleet: Fleet) 
         started = time.monotonic()
         run = fleet.client.resync("rt", "repo", timeout=120)
         took = time.monotonic() - started
-        assert run.state == RunState.SUCCEEDED, (run.reason, run.error)
+        assert run.state == RunState.SUCCEEDED, (run.reason, run.error,
+                                                 fleet.client.progress.rejected(run.run_id))
         assert fleet.rows("rt", "repo") == {f"repo-{i}" for i in range(PARENTS)}
         assert fleet.rows("rt", "comment") == comments
         asked = refreshes(oidc, "sluice-rt")

@@ -203,11 +203,56 @@ async def test_a_401_gets_one_fresh_token_and_the_request_again() -> None:
         return httpx.Response(next(answers), json=[])
 
     auth = OAuth2(source(oauth("oauth2_client_credentials"), store, provider))
-    async with httpx.AsyncClient(auth=auth, transport=httpx.MockTransport(api)) as client:
+    async with make_client(base_url="https://api.example", auth=auth, settings=HTTP,
+                           transport=httpx.MockTransport(api)) as client:
         assert (await client.get("https://api.example/x")).status_code == 200
         assert sent == ["Bearer at-1", "Bearer at-2"]
         assert (await client.get("https://api.example/x")).status_code == 401  # once only
     assert sent[2:] == ["Bearer at-2", "Bearer at-3"]
+
+
+async def test_the_token_is_set_after_the_wait_for_the_rate_limit() -> None:
+    """A request that queued behind the rate limit past its token's life goes out with a
+    fresh token, not the one it had when it was made (tokens of a few seconds, a long queue:
+    every retried request 401'd twice and failed)."""
+    provider, store, now = Provider(lifetime=10), LocalTokenStore(), [0.0]
+    token_source = source(oauth("oauth2_client_credentials"), store, provider,
+                          clock=lambda: now[0])
+    sent: list[str] = []
+
+    class SlowLimit:
+        async def acquire(self) -> None:
+            now[0] += 30  # the queue outlasts the token
+
+        def observe(self, response: httpx.Response) -> None:
+            pass
+
+    def api(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers["authorization"])
+        return httpx.Response(200, json=[])
+
+    await token_source.token()  # the token in hand when the request is made: at-1
+    async with make_client(base_url="https://api.example", auth=OAuth2(token_source),
+                           settings=HTTP, limiter=SlowLimit(),  # type: ignore[arg-type]
+                           transport=httpx.MockTransport(api)) as client:
+        assert (await client.get("/x")).status_code == 200
+    assert sent == ["Bearer at-2"]
+
+
+async def test_no_token_goes_to_another_origin() -> None:
+    provider, sent = Provider(), []
+
+    def api(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers.get("authorization"))
+        return httpx.Response(200, json=[])
+
+    auth = OAuth2(source(oauth("oauth2_client_credentials"), LocalTokenStore(), provider))
+    async with make_client(base_url="https://api.example", auth=auth, settings=HTTP,
+                           allow_origins=["https://cdn.example"],
+                           transport=httpx.MockTransport(api)) as client:
+        await client.get("https://cdn.example/file")
+        await client.get("/x")
+    assert sent == [None, "Bearer at-1"]
 
 
 async def test_a_refusal_fails_once_and_every_process_hears_of_it() -> None:

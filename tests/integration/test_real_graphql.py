@@ -30,7 +30,6 @@ from tests.support.workers import ROOT, SLUICE, Client, Workers
 
 pytestmark = pytest.mark.integration
 
-DB = 3  # a database of the session's Redis, flushed before and after
 TOKEN = "gql-tok-5b0e2c7a-never-log-me"
 PAGE = 40
 SEEDED = 250
@@ -149,22 +148,22 @@ class Synced:
 
 
 @pytest.fixture(scope="module")
-def synced(tmp_path_factory, redis_server: RedisServer) -> Iterator[Synced]:
+def synced(tmp_path_factory) -> Iterator[Synced]:
     tmp = tmp_path_factory.mktemp("graphql")
     db = tmp / "db.sqlite"
-    with GraphqlServer(tmp, token=TOKEN) as server:
+    # A Redis of its own: the session's numbered databases belong to other modules, and the
+    # session-wide pipelines' workers keep consuming theirs while this module runs.
+    with GraphqlServer(tmp, token=TOKEN) as server, RedisServer() as redis_server:
         config = tmp / "sluice.toml"
         config.write_text(config_text(db, server.url))
-        url = redis_server.url.rsplit("/", 1)[0] + f"/{DB}"
+        url = redis_server.url
         client = Client(url)
-        client.redis.flushdb()  # other modules use this database too
         workers = Workers(config=config, redis_url=url, log=tmp / "worker.log",
                           env={"GRAPHQL_TOKEN": TOKEN}).start()
         try:
             yield Synced(server, workers, client, db, config)
         finally:
             workers.stop()
-            client.redis.flushdb()
             client.close()
 
 

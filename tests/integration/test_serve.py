@@ -101,7 +101,9 @@ def messages(r: redis.Redis) -> list[tuple[str, list[Any]]]:
     found = []
     for raw in reversed(r.lrange(QUEUE, 0, -1)):  # kombu LPUSHes: the oldest is last
         message = json.loads(raw)
-        body = base64.b64decode(message["body"])
+        body = message["body"]  # as it is, unless the message says base64 (an older sender)
+        if message["properties"].get("body_encoding") == "base64":
+            body = base64.b64decode(body)
         args, _kwargs, _embed = json.loads(body)
         found.append((message["headers"]["task"], args))
     return found

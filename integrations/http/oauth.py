@@ -272,7 +272,6 @@ class TokenSource:
             # it did not take the token, which a corrected configuration may present again.
             # (A 2xx without a token may have rotated it: that stays ``presenting``.)
             if getattr(exc, "retry_after", None) is not None or getattr(exc, "answered", False):
-                # The endpoint answered 5xx/429: it did not take the token.
                 await self._keep(refresh_token, generation + 2, presenting=False)
             raise
         rotated = answer.get("refresh_token")

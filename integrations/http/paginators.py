@@ -188,25 +188,36 @@ class BasePaginator(ABC):
         self.limit_param = limit_param
 
 
-class CursorPaginator(BasePaginator):
+class _OneParam(BasePaginator):
+    """A paginator whose every request after the first adds one parameter, ``param``, whose
+    value the state holds under ``key`` (None: the first page). The state's key is part of
+    saved checkpoints: each subclass keeps its own."""
+
+    key: str
+    param: str
+
+    def first(self) -> State:
+        return {self.key: None}
+
+    def request(self, state: State) -> tuple[str, dict[str, Any] | None]:
+        params = dict(self.params)
+        if state[self.key] is not None:
+            params[self.param] = state[self.key]
+        return self.path, params
+
+
+class CursorPaginator(_OneParam):
     """Next cursor at ``cursor_path`` in the body; no cursor (or an empty one) ends it, and so
     does ``has_more_path`` false (for APIs that send a cursor on their last page too)."""
+
+    key = "cursor"
 
     def __init__(self, *, cursor_path: str, cursor_param: str,
                  has_more_path: str | None = None, **kw: Any) -> None:
         super().__init__(**kw)
         self.cursor_path = cursor_path
-        self.cursor_param = cursor_param
+        self.param = cursor_param
         self.has_more_path = has_more_path
-
-    def first(self) -> State:
-        return {"cursor": None}
-
-    def request(self, state: State) -> tuple[str, dict[str, Any] | None]:
-        params = dict(self.params)
-        if state["cursor"] is not None:
-            params[self.cursor_param] = state["cursor"]
-        return self.path, params
 
     def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]
                 ) -> State | None:
@@ -371,7 +382,7 @@ class NextUrlPaginator(BasePaginator):
         return None
 
 
-class KeysetPaginator(BasePaginator):
+class KeysetPaginator(_OneParam):
     """Keyset paging (Stripe's ``starting_after``, ``id > last`` filters): the next request
     sends ``param`` = the ``field`` (a dot path) of the page's last item. With
     ``has_more_path``, paging ends when it is false; without, at a page shorter than
@@ -379,21 +390,14 @@ class KeysetPaginator(BasePaginator):
     ends the paging truncated (there is no last item to go on from); a last item without
     ``field`` is a MalformedPage (most likely ``field`` names the wrong key)."""
 
+    key = "after"
+
     def __init__(self, *, param: str, field: str, has_more_path: str | None = None,
                  **kw: Any) -> None:
         super().__init__(**kw)
         self.param = param
         self.field = field
         self.has_more_path = has_more_path
-
-    def first(self) -> State:
-        return {"after": None}
-
-    def request(self, state: State) -> tuple[str, dict[str, Any] | None]:
-        params = dict(self.params)
-        if state["after"] is not None:
-            params[self.param] = state["after"]
-        return self.path, params
 
     def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]
                 ) -> State | None:

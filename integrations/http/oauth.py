@@ -45,7 +45,7 @@ from cryptography.fernet import Fernet, InvalidToken
 
 from integrations.base import HttpSettings
 from integrations.errors import AuthRefused, ConfigError, TransientHTTPError
-from integrations.http.auth import OAuth2ClientCredentials, OAuth2RefreshToken, OAuth2Settings
+from integrations.http.auth import OAuth2RefreshToken, OAuth2Settings
 from integrations.http.client import make_client
 from integrations.http.retry import BEARER
 from integrations.secrets import Redactor, excerpt
@@ -230,7 +230,7 @@ class TokenSource:
             if isinstance(self.settings, OAuth2RefreshToken):
                 answer = await self._refresh(self.settings)
             else:
-                answer = await self._grant(self.settings)
+                answer = await self._post({"grant_type": "client_credentials"})
             unusable = self._unusable(answer)
             if unusable:  # after _refresh kept the rotated refresh token: it stays usable
                 message = f"POST {self.settings.token_url} answered {unusable}"
@@ -244,9 +244,6 @@ class TokenSource:
                      "renew_at": token.renew_at}), ttl=ttl)
             self._memo = token
             return token
-
-    async def _grant(self, settings: OAuth2ClientCredentials) -> dict[str, Any]:
-        return await self._post({"grant_type": "client_credentials"})
 
     async def _refresh(self, settings: OAuth2RefreshToken) -> dict[str, Any]:
         """Present the newest refresh token of this chain, exactly once."""

@@ -26,6 +26,8 @@ FAST_SETTINGS = {
     "SLUICE_INGEST_BACKOFF": "0.2",
     "SLUICE_INGEST_MAX_BACKOFF": "1",
     "SLUICE_PRODUCER_SLICE_SECONDS": "5",
+    # One process per node, as the tests count them (tasks/worker/siblings.py has its own).
+    "SLUICE_WORKER_PROCESSES": "1",
 }
 
 

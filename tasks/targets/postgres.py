@@ -90,10 +90,13 @@ class PostgresTarget(SeenColumns):
             conn.execute(own_tables(self.table)[name])
 
     def _add_run_seq(self, conn: Any) -> None:
-        """A table from before run stamps gets its ``run_seq`` and ``first_seq`` columns."""
+        """A table from before run stamps gets its ``run_seq`` and ``first_seq`` columns.
+        Its columns are read where an unquoted name finds the table (in whichever schema of
+        the search path, in whatever case it is written): a role that may not alter it must
+        not find them missing."""
         have = {c for (c,) in conn.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema ="
-            " current_schema() AND table_name = %s", (self.table,)).fetchall()}
+            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0"
+            " AND NOT attisdropped", (self.table,)).fetchall()}
         for column in ("run_seq", "first_seq"):
             if column not in have:
                 self._lock(conn, self.table)

@@ -255,3 +255,22 @@ def test_without_temporary_on_the_database_the_error_says_to_grant_it(setup: Set
     assert "this role may not create the temporary table COPY stages a batch in" in str(
         raised.value)
     assert "GRANT TEMPORARY ON DATABASE" in str(raised.value)
+
+
+def test_a_table_named_in_capitals_is_found_without_altering_it(setup: Setup):
+    """The config's ``table`` is written unquoted, so PostgreSQL folds it: its columns are
+    read as the name finds the table (a role that may not alter it must not find them
+    missing)."""
+    from tasks.targets.pgschema import own_tables
+    from tasks.targets.postgres import PostgresTarget
+
+    setup.sql(";\n".join(own_tables("LP_Mixed").values()))
+    setup.sql(f"GRANT SELECT, INSERT, UPDATE, DELETE ON lp_mixed, lp_mixed_state TO {setup.role}")
+    target = PostgresTarget(setup.role_dsn, table="LP_Mixed")
+    try:
+        target.upsert([{"identifier": "a", "kind": "k", "source": "s", "data": {"x": 1}}],
+                      run_id="r", run_seq=1)
+        assert target.read("s", "k", limit=5) == [
+            {"identifier": "a", "kind": "k", "source": "s", "data": {"x": 1}}]
+    finally:
+        target.close()

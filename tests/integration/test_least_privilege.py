@@ -215,14 +215,18 @@ def test_a_missing_typed_table_dead_letters_its_batches_naming_it(setup: Setup):
 
 
 def test_a_missing_own_table_and_a_missing_column_name_what_to_run(setup: Setup):
+    from tasks.targets.pgschema import own_tables
     from tasks.targets.postgres import PostgresTarget
 
+    # The case of issue 20: every right on an existing entities table, no state table.
+    setup.sql(own_tables("sluice_other")["sluice_other"])
+    setup.sql(f"GRANT ALL ON sluice_other TO {setup.role}")
     other = PostgresTarget(setup.role_dsn, table="sluice_other")
     with pytest.raises(TargetRejected) as raised:
         other.upsert([{"identifier": "a", "kind": "k", "source": "s", "data": {}}],
                      run_id="r", run_seq=1)
     other.close()
-    assert "table sluice_other does not exist and this role may not create it" in str(
+    assert "table sluice_other_state does not exist and this role may not create it" in str(
         raised.value)
     assert "sluice schema --sql" in str(raised.value)
 

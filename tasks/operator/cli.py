@@ -647,6 +647,26 @@ def cmd_entities(source: str | None, kind: str | None, limit: int, db: str | Non
         target.close()
 
 
+@sluice.command("schema", help="the tables the target needs (--sql: their SQL, for a DBA to run"
+                                " so that Sluice's role needs no CREATE)")
+@click.option("--sql", is_flag=True, help="print the SQL that makes them")
+@click.option("--role", metavar="ROLE", help="with --sql: the grants ROLE needs (PostgreSQL)")
+@config_option
+def cmd_schema(sql: bool, role: str | None) -> int:
+    from tasks.operator import schema
+
+    config = get_config(_config_arg())
+    target = config.target
+    if target.type == "http":
+        click.echo("sluice: the http target keeps no tables", err=True)
+        return 2
+    if role is not None and (not sql or target.type != "postgres" or "$" in role):
+        raise click.UsageError("--role goes with --sql on a PostgreSQL target, and names a"
+                               " role without '$'")
+    click.echo("\n".join(schema.sql(config, role=role) if sql else schema.tables(config)))
+    return 0
+
+
 @sluice.command("metrics", help="serve Prometheus metrics of runs")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=9808, show_default=True)

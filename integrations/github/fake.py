@@ -27,6 +27,7 @@ adds some later, and changes the issue's ``updated_at`` as GitHub does. Every fi
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -185,12 +186,13 @@ class FakeGithub(FakeAPI):
         self.comments_per_issue = 2
         self.comment_counts: dict[tuple[int, int], int] = {}  # (repository, number) -> count
         self._comments: dict[tuple[int, int], list[dict[str, Any]]] = {}  # made on first use
-        self.graphql = Budget(limit=5000, remaining=5000, reset_at=time.time() + 3600)
+        self.graphql = Budget(limit=5000, remaining=5000, reset_at=math.ceil(time.time()) + 3600)
 
     def graphql_budget(self, remaining: int, reset_in: float) -> None:
-        """GraphQL's points: ``remaining`` left until ``reset_in`` seconds from now."""
+        """GraphQL's points: ``remaining`` left until ``reset_in`` seconds from now (a whole
+        second, as GitHub's resets are)."""
         with self.server.lock:
-            self.graphql = Budget(self.graphql.limit, remaining, time.time() + reset_in)
+            self.graphql = Budget(self.graphql.limit, remaining, math.ceil(time.time() + reset_in))
 
     def spend_graphql(self, points: int) -> Budget:
         """Spend a query's points (after a reset when its time has come): the budget as it is
@@ -198,7 +200,7 @@ class FakeGithub(FakeAPI):
         with self.server.lock:
             budget = self.graphql
             if time.time() >= budget.reset_at:
-                budget = Budget(budget.limit, budget.limit, time.time() + 3600)
+                budget = Budget(budget.limit, budget.limit, math.ceil(time.time()) + 3600)
             ok = points <= budget.remaining
             self.graphql = Budget(budget.limit, budget.remaining - points if ok else
                                   budget.remaining, budget.reset_at, ok=ok)

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from integrations import pager
 from integrations.base import Fetched
 from integrations.errors import MalformedPage, RateLimited
+from integrations.fakeapi import at
 from integrations.github import fakegraphql, v4
 from integrations.github.fake import FakeGithub
 from integrations.github.integration import GithubIntegration, graphql_path
@@ -248,3 +249,32 @@ def test_the_fake_counts_points_as_github_does() -> None:
     assert points(v4.ISSUES_ONLY, first=100) == 2  # 201
     assert points(v4.COMMENTS, first=100) == 1
     assert points(v4.ISSUES, first=10) == 1  # 31, at least 1
+
+
+def test_the_issues_query_asks_for_the_state_and_since_and_comments_only_when_synced() -> None:
+    integ = GithubIntegration(settings(state="open"))
+    payload = integ.paginator("issue", "acme/app", since="2024-01-01T00:00:00Z").payload(
+        {"after": "Y5"})
+    assert payload == {"query": v4.ISSUES, "variables": {
+        "owner": "acme", "name": "app", "first": 100, "states": ["OPEN"],
+        "since": "2024-01-01T00:00:00Z", "after": "Y5"}}
+    alone = GithubIntegration(settings(kinds=["issue"])).paginator("issue", "acme/app")
+    assert alone.payload({"after": None}) == {"query": v4.ISSUES_ONLY, "variables": {
+        "owner": "acme", "name": "app", "first": 100}}
+
+
+def test_an_incremental_read_gets_the_issues_changed_since(github: FakeGithub) -> None:
+    integ = GithubIntegration(GithubSettings.model_validate(
+        {"integration": "github", "org": github.org, "token": github.token, "graphql": True,
+         "base_url": github.url, "kinds": ["issue"], "incremental": True}))
+    github.change_issues(0, [3, 90], when=50_000)
+
+    async def go() -> Fetched:
+        async with integ.client() as client:
+            return await integ.fetch("issue", client, None, partition="acme/repo0",
+                                     since=at(40_000))
+
+    got = asyncio.run(go())
+    assert [(i["number"], i["updated_at"]) for i in got.items] == [
+        (3, at(50_000)), (90, at(50_000))]
+    assert got.next is None and all(v4.COMMENTS_KEY not in i for i in got.items)

@@ -161,20 +161,20 @@ class GithubIntegration(PagedIntegration[GithubSettings]):
             after = embedded.get("next")
             return Fetched(items=list(embedded.get("nodes") or []),
                            next={"after": after} if after else None)
-        http = self.settings.http
-        for attempt in range(http.retries + 1):
+        http, attempt = self.settings.http, 0
+        while True:
             try:
                 return await super().fetch(kind, client, state, partition=partition,
                                            since=since)
             except RateLimited as exc:
                 wait = exc.retry_after
-                if attempt == http.retries or wait is None or wait > http.max_retry_after:
+                if attempt >= http.retries or wait is None or wait > http.max_retry_after:
                     raise
-                if self.limiter is not None:
-                    self.limiter.pause(wait)  # the answer's headers paused it already, mostly
-                else:
-                    await asyncio.sleep(wait)
-        raise AssertionError("unreachable")  # the loop returns or raises
+            attempt += 1
+            if self.limiter is not None:  # every caller waits, this one in its next acquire
+                self.limiter.pause(wait)
+            else:
+                await asyncio.sleep(wait)
 
     def items(self, kind: str, response: httpx.Response, body: Any) -> list[Any]:
         if not self.graphql(kind):

@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     config: Path = Path("sluice.toml")
     # What `celery -A tasks worker` runs without -P/-c: the threads pool, 8 tasks at once in
-    # one process (writes mostly wait on the target; see the README's worker section for when
+    # each process (writes mostly wait on the target; see the README's worker section for when
     # prefork is better). Celery takes `-P prefork` for "not given", so choose prefork here.
     worker_pool: Literal["threads", "prefork", "solo"] = "threads"
     worker_concurrency: int = Field(8, ge=1)

@@ -39,6 +39,10 @@ def test_the_scripts_fail_a_run_redis_forgot_and_free_its_kind():
         progress = Progress(r, lock_seconds=600, ttl=3600)
         run = progress.create_run("src", "kind")
         idle = progress.create_run("src", "idle")  # no task of it comes back after the restart
+        fin = progress.create_run("src", "fin")  # finalize is at work when Redis restarts
+        progress.record_page(fin.run_id, "src", "fin", [1], 10, None)
+        progress.batch_done(fin.run_id, "src", "fin", 1, written=10, rejected=[])
+        assert progress.producer_done(fin.run_id)  # finalizing
         assert run.redis_id == r.info("server")["run_id"]
         for seq in (1, 2):
             progress.record_page(run.run_id, "src", "kind", [seq], 10, {"cursor": str(seq)})
@@ -71,6 +75,14 @@ def test_the_scripts_fail_a_run_redis_forgot_and_free_its_kind():
         progress.set_window(gone.run_id, 0, None)
         assert r.exists(keys.run(gone.run_id), keys.run_done(gone.run_id)) == 0
         assert progress.create_run("src", "gone").state == RunState.RUNNING
+
+        # Finalize, having deleted from the record as it stood, ends the run after the change:
+        # failed all the same, saying what it did.
+        assert not progress.finish(fin, RunState.SUCCEEDED, expect=RunState.FINALIZING,
+                                   deleted=3, watermark="x")
+        ended = progress.get(fin.run_id)
+        assert ended and (ended.state, ended.deleted, ended.watermark) == (RunState.FAILED, 3, "x")
+        assert "while the run was finalizing" in ended.reason
 
         # A run no task touches again: the watch (beat, `sluice run --wait`) fails it.
         [ended] = progress.watch(stall_after=3600)

@@ -68,6 +68,7 @@ def resync_source(source: str, full: bool = False) -> list[dict[str, Any]]:
 
 @app.task(name="sluice.watch")
 def watch() -> list[str]:
-    """Mark runs with no progress for ``stall_seconds`` as stalled."""
+    """End the runs that cannot end well: failed when Redis restarted or failed over since
+    they started, stalled when they made no progress for ``stall_seconds``."""
     rt = runtime.current()
-    return [r.run_id for r in rt.progress.mark_stalled(after=rt.settings.stall_seconds)]
+    return [r.run_id for r in rt.progress.watch(stall_after=rt.settings.stall_seconds)]

@@ -217,8 +217,9 @@ def _display(out: TextIO, *, show: bool) -> _Display:
 
 
 class _Reader:
-    """Reads the runs for wait(), marking stalled ones every few seconds; rides out a Redis
-    that is unreachable for up to REDIS_PATIENCE seconds (read() returns None meanwhile)."""
+    """Reads the runs for wait(), ending every few seconds the runs that cannot end well
+    (``Progress.watch``); rides out a Redis that is unreachable for up to REDIS_PATIENCE
+    seconds (read() returns None meanwhile)."""
 
     def __init__(self, progress: Progress, run_ids: list[str], stall_seconds: float,
                  say: Callable[[str], None]) -> None:
@@ -231,7 +232,7 @@ class _Reader:
         now = time.monotonic()
         try:
             if now - self.last_watch > 5:
-                self.progress.mark_stalled(after=self.stall_seconds)
+                self.progress.watch(stall_after=self.stall_seconds)
                 self.last_watch = now
             runs = [_get(self.progress, r) for r in self.run_ids]
         except redis.ConnectionError as exc:
@@ -263,7 +264,7 @@ def wait(progress: Progress, run_ids: list[str], *, show: bool, stall_seconds: f
          workers: Callable[[], list[str]] = consumers) -> list[Run]:
     """Poll until every run has ended, showing one progress bar per run on `out` (stderr by
     default): live on a terminal, as plain lines every few seconds otherwise. Runs without
-    progress are marked stalled.
+    progress are marked stalled, runs Redis restarted or failed over under are failed.
 
     Says so when no worker consumes the queue (a few seconds after the start, while no page
     has come), and rides out a Redis that is unreachable for a while."""

@@ -160,11 +160,11 @@ class Client:
 
     def wait(self, run_id: str, *, timeout: float = 60,
              stall_after: float | None = None) -> Run:
-        """Until the run ends; with ``stall_after``, doing the stall watch's work as beat would."""
+        """Until the run ends; with ``stall_after``, doing the watch's work as beat would."""
         deadline = time.monotonic() + timeout
         while True:
             if stall_after is not None:
-                self.progress.mark_stalled(after=stall_after)
+                self.progress.watch(stall_after=stall_after)
             run = self.progress.get(run_id)
             if run and run.state.ended:
                 return run

@@ -29,6 +29,7 @@ from celery.signals import (
     worker_shutting_down,
 )
 
+from tasks.runs.client import connect_redis
 from tasks.settings import get_settings
 from tasks.worker import broker, liveness, logs, runtime, siblings, wire
 
@@ -117,7 +118,7 @@ def _check_config(**_: Any) -> None:
     if app.connection_for_read().transport.driver_type == "redis":
         global _liveness
         liveness.NODE = liveness.node_name()
-        _liveness = liveness.Liveness(app, runtime.connect_redis(_settings.redis_url),
+        _liveness = liveness.Liveness(app, connect_redis(_settings.redis_url),
                                       liveness.NODE, timeout=_settings.node_timeout).start()
 
 

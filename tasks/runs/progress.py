@@ -21,15 +21,17 @@ import json
 import logging
 import time
 import uuid
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
-from integrations.pager import Checkpoint
 from integrations.secrets import Redactor
 from tasks.runs import keys, scripts
 from tasks.runs.record import Cycle, Recorded, Run, RunState, Stopped
 from tasks.settings import Settings
+
+if TYPE_CHECKING:
+    from integrations.pager import Checkpoint
 
 # The record's types are defined in tasks.runs.record and read from here as well.
 __all__ = ["Cycle", "Progress", "Recorded", "Run", "RunState", "Stopped"]

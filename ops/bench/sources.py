@@ -236,7 +236,8 @@ def match(dues: list[float], times: list[float], period: float) -> list[float | 
 def beat_phase(a: argparse.Namespace, env: dict[str, str], tmp: Path, progress: Progress
                ) -> dict[str, Any]:
     log = tmp / "beat.log"
-    beat = Child("beat", celery("beat", "--loglevel", "INFO"),
+    beat = Child("beat", celery("beat", "--loglevel", "INFO", "--schedule",
+                                str(tmp / "celerybeat-schedule")),
                  log=log, env=env, cwd=ROOT).start()
     try:
         beat.wait_until(lambda: len(anchors(progress.r, a.sources)) == a.sources, timeout=120)

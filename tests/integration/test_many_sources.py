@@ -59,8 +59,10 @@ def test_beat_enqueues_each_of_300_sources_every_time_it_is_due(tmp_path: Path,
     r = redis.Redis.from_url(server.url)
     queue = Queue(r)
     names = [f"src{i:03d}" for i in range(N)]
-    beat = Child("beat", celery("beat", "--loglevel", "INFO"), log=tmp_path / "beat.log",
-                 cwd=ROOT, env={"SLUICE_CONFIG": str(config), "SLUICE_REDIS_URL": server.url})
+    beat = Child("beat", celery("beat", "--loglevel", "INFO", "--schedule",
+                                str(tmp_path / "celerybeat-schedule")),
+                 log=tmp_path / "beat.log", cwd=ROOT,
+                 env={"SLUICE_CONFIG": str(config), "SLUICE_REDIS_URL": server.url})
     with beat:
         beat.wait_until(lambda: min(queue.read()[name] for name in names) >= 2, timeout=180,
                         poll=0.5)

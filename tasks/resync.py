@@ -120,6 +120,9 @@ class Slice:
         self.incremental = rt.integration(run.source).incremental(run.kind)
         self.since: Any = None  # this partition reads what changed since then (None: all)
         self.newest: Any = None  # the newest cursor value it has published
+        # Items the run had read (as of this slice's start, plus this slice's): past
+        # bulk_after_items its batches go to the bulk queue.
+        self.items_read = run.items_fetched
 
     def produce(self) -> bool:
         rt, run, partition = self.rt, self.run, self.partition
@@ -234,9 +237,11 @@ class Slice:
         run, src = self.run, self.src
         page, stop = self.newer_part(page)
         parts = batches(page, max_items=src.max_batch_items, max_bytes=src.max_batch_bytes)
+        bulk = self.items_read >= self.rt.settings.bulk_after_items
         for batch in parts:
             messages.batch(app, run.run_id, run.source, run.kind, batch.seq, batch.items,
-                           count=batch.size, run_seq=run.run_seq)
+                           count=batch.size, run_seq=run.run_seq, bulk=bulk)
+        self.items_read += len(page.items)
         digest = hashlib.sha1("".join(b.items for b in parts).encode()).hexdigest()[:20]
         recorded = self.rt.progress.record_page(
             run.run_id, run.source, run.kind, [batch.seq for batch in parts], len(page.items),

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     # continues in a fresh task, so every task is short and a lost one costs little.
     producer_slice_pages: int = Field(500, ge=1)
     producer_slice_seconds: float = Field(30.0, gt=0)
+    # A run that has read this many items is a backfill: its next batches go to the
+    # sluice.bulk queue, so smaller runs' batches do not wait behind them (tasks/messages.py).
+    bulk_after_items: int = Field(10_000, ge=0)
     # Batch writes: transient target errors are retried this often, then dead-lettered.
     ingest_retries: int = Field(5, ge=0)
     ingest_backoff: float = Field(1.0, ge=0)

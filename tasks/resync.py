@@ -220,7 +220,7 @@ class Slice:
             self.asked += 1
             held = self.asked - self.handed
             in_flight = await asyncio.to_thread(self.rt.progress.in_flight, self.run.run_id)
-            if held + in_flight <= self.src.max_in_flight:
+            if held + in_flight <= self.max_in_flight():
                 return
             self.asked -= 1
             # Hand the process back rather than wait: on a small pool (one process, say) the
@@ -228,6 +228,14 @@ class Slice:
             if time.monotonic() >= min(self.deadline, blocked_until):
                 raise SliceOver
             await asyncio.sleep(POLL_SECONDS)
+
+    def bulk(self) -> bool:
+        """Whether the run is a backfill: its batches go to the bulk queue, fewer at once."""
+        return self.items_read >= self.rt.settings.bulk_after_items
+
+    def max_in_flight(self) -> int:
+        limit = self.src.max_in_flight
+        return min(limit, self.rt.settings.bulk_max_in_flight) if self.bulk() else limit
 
     def publish(self, page: pager.Page) -> bool:
         """Publish the page's batches, then record it. A crash in between fetches this page
@@ -237,7 +245,7 @@ class Slice:
         run, src = self.run, self.src
         page, stop = self.newer_part(page)
         parts = batches(page, max_items=src.max_batch_items, max_bytes=src.max_batch_bytes)
-        bulk = self.items_read >= self.rt.settings.bulk_after_items
+        bulk = self.bulk()
         for batch in parts:
             messages.batch(app, run.run_id, run.source, run.kind, batch.seq, batch.items,
                            count=batch.size, run_seq=run.run_seq, bulk=bulk)

@@ -109,7 +109,9 @@ class Fleet:
         started = time.monotonic()
         run = self.wait(self.start(source))
         if run.state != "succeeded":
-            raise RuntimeError(f"{source}: {run}")
+            letters = self.progress.dead_letters(run.run_id)
+            why = next((d["error"] for d in letters.values()), run.reason)
+            raise RuntimeError(f"{source}: run {run.run_id} {run.state}: {why}")
         return time.monotonic() - started
 
 
@@ -177,11 +179,16 @@ class Hooks:
 
 
 def looping(fleet: Fleet, source: str, every: float, stop: threading.Event,
-            done: list[float]) -> None:
-    while not stop.is_set():
-        started = time.monotonic()
-        done.append(fleet.timed(source))
-        stop.wait(max(0.0, started + every - time.monotonic()))
+            done: list[float], errors: list[Exception]) -> None:
+    """Run ``source`` again and again until ``stop``; a failure stops the whole bench."""
+    try:
+        while not stop.is_set():
+            started = time.monotonic()
+            done.append(fleet.timed(source))
+            stop.wait(max(0.0, started + every - time.monotonic()))
+    except Exception as exc:
+        errors.append(exc)
+        stop.set()
 
 
 @contextlib.contextmanager
@@ -200,6 +207,15 @@ def fake_api(items: dict[str, int]) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@contextlib.contextmanager
+def bulk_api(args: argparse.Namespace) -> Iterator[BulkApi]:
+    api = BulkApi(args)
+    try:
+        yield api
+    finally:
+        api.stop()
 
 
 def drop(dsn: str) -> None:
@@ -227,10 +243,9 @@ def main() -> None:
     os.environ["BENCH_HOOK_SECRET"] = SECRET
     api_args = argparse.Namespace(items=a.items, latency=0.02, cursor_latency=0.005,
                                   page_size=500, cursor_page_size=1000)
-    bulk = BulkApi(api_args)
     sizes = {**{f"small{i}": SMALL_ITEMS for i in range(a.small)}, "probe": PROBE_ITEMS}
     with tempfile.TemporaryDirectory(prefix="sluice-fair-") as tmp, RedisServer() as server, \
-            fake_api(sizes) as fake:
+            fake_api(sizes) as fake, bulk_api(api_args) as bulk:
         db = Path(tmp) / "fair.db"
         config = Path(tmp) / "sluice.toml"
         target = (f'type = "postgres"\ndsn = "{a.dsn}"\ntable = "{ENTITIES}"' if a.dsn
@@ -261,19 +276,24 @@ def main() -> None:
                 backfill = fleet.start("backfill")
                 over = threading.Event()
                 small: list[float] = []
+                errors: list[Exception] = []
                 loops = [threading.Thread(target=looping, args=(fleet, f"small{i}", a.small_every,
-                                                                 over, small),
+                                                                 over, small, errors),
                                           daemon=True) for i in range(a.small)]
                 for t in loops:
                     t.start()
                 probes: list[float] = []
 
                 def probing() -> None:
-                    while (run := fleet.progress.get(backfill)) is None or not run.state.ended:
-                        probes.append(fleet.timed("probe"))
-                        print(f"probe {probes[-1]:.2f} s; backfill "
-                              f"{run.items_written if run else 0:,} items")
-                        time.sleep(1)
+                    try:
+                        while (run := fleet.progress.get(backfill)) is None or \
+                                not (run.state.ended or over.is_set()):
+                            probes.append(fleet.timed("probe"))
+                            print(f"probe {probes[-1]:.2f} s; backfill "
+                                  f"{run.items_written if run else 0:,} items")
+                            time.sleep(1)
+                    except Exception as exc:
+                        errors.append(exc)
                     over.set()
 
                 prober = threading.Thread(target=probing, daemon=True)
@@ -282,6 +302,8 @@ def main() -> None:
                 prober.join()
                 for t in loops:
                     t.join()
+                if errors:
+                    raise errors[0]
                 run = fleet.wait(backfill)
                 took = (run.ended_at or time.time()) - run.started_at
                 print(f"backfill: {run.state}, {run.items_written:,} items, {took:.1f} s")
@@ -289,7 +311,6 @@ def main() -> None:
                     raise RuntimeError(f"backfill: {run}")
         finally:
             workers.stop()
-            bulk.stop()
             drop(a.dsn)
     ratio = [p / idle for p in probes]
     pace = (f"{a.small_every:g} s after its last start" if a.small_every

@@ -55,6 +55,7 @@ from webhooks import SECRET, delivery, pct  # noqa: E402
 
 from tasks import messages  # noqa: E402
 from tasks.operator.redisserver import RedisServer, free_port  # noqa: E402
+from tasks.operator.supervisor import Child, celery  # noqa: E402
 from tasks.runs.progress import Progress, Run  # noqa: E402
 from tests.support.serve import Serve  # noqa: E402
 
@@ -235,6 +236,9 @@ def main() -> None:
     parser.add_argument("--small-every", type=float, default=5.0,
                         help="seconds from a small run's start to its next (0: back to back)")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--urgent-node", action="store_true",
+                        help="a third node that takes only webhook batches and run ends "
+                        "(-Q sluice.urgent)")
     parser.add_argument("--dsn", default="", help="PostgreSQL as the target (not SQLite); "
                         f"its tables {HOOKS} and {ENTITIES} are dropped first and after")
     a = parser.parse_args()
@@ -258,6 +262,12 @@ def main() -> None:
         config.write_text(text)
         fleet = Fleet(server.url)
         workers = Workers(config, server.url, 2, Path(tmp) / "worker.log", threads=0)
+        if a.urgent_node:
+            workers.procs.append(Child("urgent", celery(
+                "worker", "-Q", messages.URGENT, "-n", "urgent@%h", "--loglevel", "WARNING"),
+                log=Path(tmp) / "urgent.log", cwd=HERE.parents[1],
+                env={**os.environ, "SLUICE_CONFIG": str(config),
+                     "SLUICE_REDIS_URL": server.url}).start())
         try:
             with Serve(config, server.url, log=Path(tmp) / "serve.log",
                        env={"BENCH_HOOK_SECRET": SECRET}) as serve:
@@ -316,6 +326,7 @@ def main() -> None:
     pace = (f"{a.small_every:g} s after its last start" if a.small_every
             else "as soon as it ends")
     where = "PostgreSQL" if a.dsn else "SQLite"
+    extra = " and one `-Q sluice.urgent`" if a.urgent_node else ""
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
 
     def ms(values: list[float], p: float) -> str:
@@ -326,7 +337,7 @@ def main() -> None:
 `{command}` — measured {when} on {os.cpu_count()} cores ({platform.machine()}, Python \
 {platform.python_version()}), shared with other work (noisy figures).
 
-Two plain `celery -A tasks worker` nodes, one `sluice serve`, {where}. Load: a backfill of
+Two plain `celery -A tasks worker` nodes{extra}, one `sluice serve`, {where}. Load: a backfill of
 {a.items:,} items (bulk API, 1,000 a page) in {took:.0f} s ({a.items / took:,.0f} items/s);
 {a.small} small resyncs of {SMALL_ITEMS} items at once, each started again {pace}
 ({len(small)} runs done, median {statistics.median(small or [0]):.2f} s); webhook events

@@ -120,6 +120,9 @@ class Slice:
         self.incremental = rt.integration(run.source).incremental(run.kind)
         self.since: Any = None  # this partition reads what changed since then (None: all)
         self.newest: Any = None  # the newest cursor value it has published
+        # Items the run had read (as of this slice's start, plus this slice's): past
+        # bulk_after_items its batches go to the bulk queue.
+        self.items_read = run.items_fetched
 
     def produce(self) -> bool:
         rt, run, partition = self.rt, self.run, self.partition
@@ -217,7 +220,7 @@ class Slice:
             self.asked += 1
             held = self.asked - self.handed
             in_flight = await asyncio.to_thread(self.rt.progress.in_flight, self.run.run_id)
-            if held + in_flight <= self.src.max_in_flight:
+            if held + in_flight <= self.max_in_flight():
                 return
             self.asked -= 1
             # Hand the process back rather than wait: on a small pool (one process, say) the
@@ -225,6 +228,14 @@ class Slice:
             if time.monotonic() >= min(self.deadline, blocked_until):
                 raise SliceOver
             await asyncio.sleep(POLL_SECONDS)
+
+    def bulk(self) -> bool:
+        """Whether the run is a backfill: its batches go to the bulk queue, fewer at once."""
+        return self.items_read >= self.rt.settings.bulk_after_items
+
+    def max_in_flight(self) -> int:
+        limit = self.src.max_in_flight
+        return min(limit, self.rt.settings.bulk_max_in_flight) if self.bulk() else limit
 
     def publish(self, page: pager.Page) -> bool:
         """Publish the page's batches, then record it. A crash in between fetches this page
@@ -234,9 +245,11 @@ class Slice:
         run, src = self.run, self.src
         page, stop = self.newer_part(page)
         parts = batches(page, max_items=src.max_batch_items, max_bytes=src.max_batch_bytes)
+        bulk = self.bulk()
         for batch in parts:
             messages.batch(app, run.run_id, run.source, run.kind, batch.seq, batch.items,
-                           count=batch.size, run_seq=run.run_seq)
+                           count=batch.size, run_seq=run.run_seq, bulk=bulk)
+        self.items_read += len(page.items)
         digest = hashlib.sha1("".join(b.items for b in parts).encode()).hexdigest()[:20]
         recorded = self.rt.progress.record_page(
             run.run_id, run.source, run.kind, [batch.seq for batch in parts], len(page.items),

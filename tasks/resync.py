@@ -219,8 +219,8 @@ class Slice:
         while True:
             self.asked += 1
             held = self.asked - self.handed
-            in_flight = await asyncio.to_thread(self.rt.progress.in_flight, self.run.run_id)
-            if held + in_flight <= self.max_in_flight():
+            in_flight, others_wait = await asyncio.to_thread(self.load)
+            if held + in_flight <= self.max_in_flight(others_wait):
                 return
             self.asked -= 1
             # Hand the process back rather than wait: on a small pool (one process, say) the
@@ -233,9 +233,30 @@ class Slice:
         """Whether the run is a backfill: its batches go to the bulk queue, fewer at once."""
         return self.items_read >= self.rt.settings.bulk_after_items
 
-    def max_in_flight(self) -> int:
+    def max_in_flight(self, others_wait: bool) -> int:
+        """The source's max_in_flight; for a backfill while other work waits in the queues,
+        at most bulk_max_in_flight, so the fleet's threads and cores go to that work first.
+        A backfill alone takes the whole fleet."""
         limit = self.src.max_in_flight
-        return min(limit, self.rt.settings.bulk_max_in_flight) if self.bulk() else limit
+        if self.bulk() and others_wait:
+            return min(limit, self.rt.settings.bulk_max_in_flight)
+        return limit
+
+    def load(self) -> tuple[int, bool]:
+        """The run's batches in flight, and (for a backfill) whether other work waits."""
+        return (self.rt.progress.in_flight(self.run.run_id),
+                self.bulk() and self.others_wait())
+
+    def others_wait(self) -> bool:
+        """Whether a queue other than the bulk one holds messages. Seen where the queue is on
+        Sluice's Redis (one LLEN each); on another broker (RabbitMQ) taken to be so."""
+        if self.rt.settings.broker_url is not None:
+            return True
+        pipe = self.rt.redis.pipeline(transaction=False)
+        for queue in messages.QUEUES:
+            if queue != messages.BULK:
+                pipe.llen(queue)
+        return any(pipe.execute())
 
     def publish(self, page: pager.Page) -> bool:
         """Publish the page's batches, then record it. A crash in between fetches this page

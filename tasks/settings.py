@@ -55,8 +55,9 @@ class Settings(BaseSettings):
     # A run that has read this many items is a backfill: its next batches go to the
     # sluice.bulk queue, so smaller runs' batches do not wait behind them (tasks/messages.py).
     bulk_after_items: int = Field(10_000, ge=0)
-    # ... and it has at most this many batches in flight (or its source's max_in_flight, if
-    # lower): a backfill leaves the rest of the fleet's slots and cores to other work.
+    # ... and, while other work waits in the queues, it has at most this many batches in
+    # flight (or its source's max_in_flight, if lower): a backfill leaves the rest of the
+    # fleet's slots and cores to that work. Alone, it takes them all.
     bulk_max_in_flight: int = Field(4, ge=1)
     # Batch writes: transient target errors are retried this often, then dead-lettered.
     ingest_retries: int = Field(5, ge=0)

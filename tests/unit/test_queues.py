@@ -5,6 +5,7 @@ workers declare."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -67,3 +68,36 @@ def test_a_worker_without_q_consumes_every_queue_sluice_sends_to():
         assert (queue.exchange.name, queue.exchange.type, queue.routing_key) == \
             (name, "direct", name)
     assert worker_app.conf.task_default_queue == messages.BATCHES  # what older versions sent to
+
+
+def test_a_backfill_takes_the_fleet_alone_and_keeps_to_its_cap_while_other_work_waits() -> None:
+    import fakeredis
+
+    from tasks.resync import Slice
+    from tasks.settings import Settings
+
+    r = fakeredis.FakeRedis()
+    producer = Slice.__new__(Slice)  # only the parts the cap reads
+    producer.rt = SimpleNamespace(redis=r, settings=Settings(bulk_after_items=10,
+                                                             bulk_max_in_flight=4))
+    producer.src = SimpleNamespace(max_in_flight=32)
+
+    def cap() -> int:
+        return producer.max_in_flight(producer.bulk() and producer.others_wait())
+
+    producer.items_read = 9  # not a backfill yet: its source's max_in_flight, whatever waits
+    r.rpush(messages.BATCHES, "a small run's batch")
+    assert cap() == 32
+    producer.items_read = 10  # a backfill, while another run's batch waits
+    assert cap() == 4
+    r.delete(messages.BATCHES)
+    r.rpush(messages.BULK, "its own batch")  # only its own work waits: the whole fleet
+    assert cap() == 32
+    for queue in (messages.URGENT, messages.PRODUCERS):
+        r.rpush(queue, "a webhook batch, or another run's next pages")
+        assert cap() == 4
+        r.delete(queue)
+    # On RabbitMQ the queues are not seen: the cap holds.
+    producer.rt.settings = Settings(bulk_after_items=10, bulk_max_in_flight=4,
+                                    broker_url="amqp://guest@127.0.0.1//")
+    assert cap() == 4

@@ -3,7 +3,8 @@
 Used by the tests, the benchmark and the standalone demo. Seven pagination styles over the
 same items of a kind:
 
-    GET /cursor/{kind}?cursor=&limit=        {"data": [...], "next_cursor": "200"|null}
+    GET /cursor/{kind}?cursor=&limit=        {"data": [...], "next_cursor": "200"|null,
+                                              "total_count": N}
     GET /link/{kind}?page=&per_page=         [...] with Link: <...>; rel="next", rel="last"
     GET /linkq/{kind}?page=&per_page=        the same, but Link only when ``page`` was sent
     GET /offset/{kind}?startAt=&maxResults=  {"values": [...], "startAt", "maxResults", "total"}
@@ -23,6 +24,8 @@ Items with an ``updated_at`` (``set_timed_items``, ``change``, ``add``) answer t
 query parameters, in every style: ``since=<ISO time>`` keeps those updated at or after it,
 and ``sort=updated&direction=desc`` lists the newest first (as GitHub's pulls do). A kind
 made with ``epoch_ms=True`` has its times as epoch milliseconds, and ``since`` is one too.
+Every style also filters by a range of any field: ``updated_at[gte]=…&updated_at[lt]=…``
+(``gt`` and ``lte`` too), as Stripe's ``created[gte]`` does: a time window of its own.
 ``remove`` turns items into deletion tombstones (``{"id", "deleted": true, "updated_at"}``),
 which only a ``since`` read lists: a full read leaves them out, as such APIs do.
 
@@ -47,6 +50,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import operator
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -113,9 +118,29 @@ def _later(value: Any, since: str) -> bool:
     return str(value if value is not None else "") >= since
 
 
+_RANGE = re.compile(r"^(\w+)\[(gte|gt|lte|lt)\]$")
+_COMPARE = {"gte": operator.ge, "gt": operator.gt, "lte": operator.le, "lt": operator.lt}
+
+
+def _in_range(item: dict[str, Any], field: str, op: str, bound: str) -> bool:
+    """``item[field] op bound``: as numbers when the field is one (epoch milliseconds), else
+    as text (ISO times of one spelling). An item without the field is in no range."""
+    value = item.get(field)
+    if value is None:
+        return False
+    if isinstance(value, int) and bound.lstrip("-").isdigit():
+        return bool(_COMPARE[op](value, int(bound)))
+    return bool(_COMPARE[op](str(value), bound))
+
+
 def window(items: list[dict[str, Any]], query: dict[str, str]) -> list[dict[str, Any]]:
-    """The items a ``since`` asks for (tombstones only then), in the order a
+    """The items a ``since`` asks for (tombstones only then), within the ranges that
+    ``FIELD[gte]``, ``[gt]``, ``[lte]`` and ``[lt]`` ask for, in the order a
     ``sort=updated`` asks for."""
+    for name, bound in query.items():
+        match = _RANGE.match(name)
+        if match:
+            items = [i for i in items if _in_range(i, match[1], match[2], bound)]
     if "since" in query:
         since = query["since"]
         items = [i for i in items if _later(i.get("updated_at"), since)]
@@ -297,7 +322,7 @@ class Handler(BaseHTTPRequestHandler):
         if style == "cursor":
             start, limit = int(query.get("cursor", 0)), int(query.get("limit", 100))
             nxt = start + limit
-            return self._json({"data": items[start:nxt],
+            return self._json({"data": items[start:nxt], "total_count": len(items),
                                "next_cursor": str(nxt) if nxt < len(items) else None})
         if style in ("link", "linkq"):
             page_items, headers = link_page(items, f"http://{self.headers['Host']}{path}",

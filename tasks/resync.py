@@ -36,9 +36,11 @@ from typing import Any, NamedTuple
 from celery import Task
 
 from integrations import jsontext, pager
+from integrations.base import Fetched
 from integrations.errors import ConfigError, PagingCycle, RunLost, TooManyPages, describe
 from integrations.incremental import newest, older
-from tasks import messages
+from integrations.slices import Window, held
+from tasks import messages, slicing
 from tasks.app import app
 from tasks.runs.progress import Cycle, Recorded, Run, RunState
 from tasks.worker import runtime
@@ -120,24 +122,43 @@ class Slice:
         self.incremental = rt.integration(run.source).incremental(run.kind)
         self.since: Any = None  # this partition reads what changed since then (None: all)
         self.newest: Any = None  # the newest cursor value it has published
+        self.slices = rt.integration(run.source).slices(run.kind)
+        self.bounds: Window | None = None  # the time window this partition reads
 
     def produce(self) -> bool:
         rt, run, partition = self.rt, self.run, self.partition
         started, checkpoint, done = rt.progress.partition(run.run_id, partition)
         if done or (started and checkpoint is None):
             return True  # a redelivered slice of a partition that already published its last
-        # Only the first slice of partition 0 of an unsplit run may split it (by keys, or
-        # later by page ranges when the first page reveals the total).
+        # Only the first slice of partition 0 of an unsplit run may split it (into time
+        # windows, by keys, or later by page ranges when the first page reveals the total).
         may_split = partition == 0 and not started and run.partitions is None
         integration, client = rt.integration(run.source), rt.client(run.source)
-        if may_split:
+        if may_split and self.slices is not None:  # time windows, read many at once
+            if not slicing.cut(rt, run, self.slices):
+                return True
+            may_split = False
+        elif may_split:
             keys = rt.run(integration.partitions(run.kind, client))
             if keys is not None:  # the integration splits this kind, e.g. one per repository
                 self.split_by_keys(keys)
                 if not keys:
                     return True
                 may_split = False
+        while True:
+            self.bounds = rt.windows.get(run.run_id, partition) if self.slices else None
+            try:
+                return self.follow(started, checkpoint, may_split=may_split)
+            except slicing.Resplit:
+                continue  # the first half of the window, from its first page
+
+    def follow(self, started: bool, checkpoint: Any, *, may_split: bool) -> bool:
+        """Page the partition (from ``checkpoint`` once ``started``) for this slice."""
+        rt, run, partition = self.rt, self.run, self.partition
+        integration, client = rt.integration(run.source), rt.client(run.source)
         key = rt.progress.key(run.run_id, partition)
+        if self.bounds is not None:
+            key = {"window": self.bounds}
         self.since = self.window(key)
         self.newest = rt.progress.newest(run.run_id, partition) if started else None
         stopping = self.stop_at() is not None  # newest first, read in order until older ones
@@ -148,7 +169,8 @@ class Slice:
             published=rt.progress.published(run.run_id) if started else (), admit=self.admit,
             split=(self.split_by_ranges if may_split and self.src.partitions > 1
                    and not stopping else None),
-            since=self.since if self.incremental and self.incremental.param else None)
+            since=self.since if self.incremental and self.incremental.param else None,
+            look=self.look if self.bounds is not None and not started else None)
 
         async def next_page() -> pager.Page | None:
             return await anext(pages, None)
@@ -164,6 +186,25 @@ class Slice:
         finally:
             rt.run(_close(pages))
         return True
+
+    async def look(self, first: Fetched) -> None:
+        """A window's first page: split the window in two when it shows too many items (the
+        page is read again as the first half's). Raises Resplit then."""
+        assert self.slices is not None and self.bounds is not None
+        halves = self.slices.split(self.bounds) if self.slices.crowded(first) else None
+        if halves is None:
+            return
+        run = self.run
+        new = await asyncio.to_thread(self.rt.windows.split, run.run_id, self.partition,
+                                      *halves)
+        if new == -1:
+            raise RunLost(f"run {run.run_id}: its record is gone from Redis; stopping")
+        if new == -2:
+            return  # as many windows as a run may have: this one is read whole
+        log.info("run %s: window %s of %s/%s split at %s (its first page: %d items or more)",
+                 run.run_id, self.bounds, run.source, run.kind, halves[1][0], held(first))
+        await asyncio.to_thread(slicing.start_windows, self.rt, run)
+        raise slicing.Resplit
 
     def window(self, key: Any) -> Any:
         """What this partition asks changes since: decided when it starts (from the kind's
@@ -342,4 +383,6 @@ def resync(self: Task, source: str, kind: str, run_id: str | None = None,
         continue_later(source, kind, run.run_id, partition)
     elif rt.progress.producer_done(run.run_id, partition=partition):
         messages.finalize(app, run.run_id)
+    else:
+        slicing.start_windows(rt, run)  # a window is done: the next may start
     return summary(run.run_id, rt.progress.get(run.run_id))

@@ -94,6 +94,8 @@ class State:
     params_seen: list[dict[str, str]] = field(default_factory=list)  # every GET's query
     epoch_ms: set[str] = field(default_factory=set)  # kinds whose times are epoch ms
     log: list[tuple[float, str, str, int]] = field(default_factory=list)  # t, method, path, status
+    # (items, length, ranges) -> the items within them (``ranged``); cleared on every change
+    ranged: dict[tuple[Any, ...], list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def make_items(kind: str, count: int) -> list[dict[str, Any]]:
@@ -122,10 +124,9 @@ _RANGE = re.compile(r"^(\w+)\[(gte|gt|lte|lt)\]$")
 _COMPARE = {"gte": operator.ge, "gt": operator.gt, "lte": operator.le, "lt": operator.lt}
 
 
-def _in_range(item: dict[str, Any], field: str, op: str, bound: str) -> bool:
-    """``item[field] op bound``: as numbers when the field is one (epoch milliseconds), else
-    as text (ISO times of one spelling). An item without the field is in no range."""
-    value = item.get(field)
+def _in_range(value: Any, op: str, bound: str) -> bool:
+    """``value op bound``: as numbers when the value is one (epoch milliseconds), else as
+    text (ISO times of one spelling). An item without the field is in no range."""
     if value is None:
         return False
     if isinstance(value, int) and bound.lstrip("-").isdigit():
@@ -133,14 +134,34 @@ def _in_range(item: dict[str, Any], field: str, op: str, bound: str) -> bool:
     return bool(_COMPARE[op](str(value), bound))
 
 
-def window(items: list[dict[str, Any]], query: dict[str, str]) -> list[dict[str, Any]]:
-    """The items a ``since`` asks for (tombstones only then), within the ranges that
-    ``FIELD[gte]``, ``[gt]``, ``[lte]`` and ``[lt]`` ask for, in the order a
-    ``sort=updated`` asks for."""
-    for name, bound in query.items():
-        match = _RANGE.match(name)
-        if match:
-            items = [i for i in items if _in_range(i, match[1], match[2], bound)]
+def ranged(items: list[dict[str, Any]], query: dict[str, str],
+           cache: dict[tuple[Any, ...], list[dict[str, Any]]] | None = None
+           ) -> list[dict[str, Any]]:
+    """The items within the ranges that ``FIELD[gte]``, ``[gt]``, ``[lte]`` and ``[lt]`` ask
+    for. ``cache`` keeps what a window's first page found for its next pages (whoever changes
+    the items clears it; a list cut short is another key)."""
+    ranges = tuple(sorted((m[1], m[2], v) for k, v in query.items()
+                          if (m := _RANGE.match(k))))
+    if not ranges:
+        return items
+    key = (id(items), len(items), ranges)
+    if cache is not None and key in cache:
+        return cache[key]
+    for name, op, bound in ranges:
+        items = [i for i in items if _in_range(i.get(name), op, bound)]
+    if cache is not None:
+        if len(cache) > 1000:
+            cache.clear()
+        cache[key] = items
+    return items
+
+
+def window(items: list[dict[str, Any]], query: dict[str, str],
+           cache: dict[tuple[Any, ...], list[dict[str, Any]]] | None = None
+           ) -> list[dict[str, Any]]:
+    """The items a ``since`` asks for (tombstones only then), within the ranges the query
+    asks for (``ranged``), in the order a ``sort=updated`` asks for."""
+    items = ranged(items, query, cache)
     if "since" in query:
         since = query["since"]
         items = [i for i in items if _later(i.get("updated_at"), since)]
@@ -318,7 +339,7 @@ class Handler(BaseHTTPRequestHandler):
     def _page(self, style: str, kind: str, items: list[dict[str, Any]], path: str,
               query: dict[str, str]) -> None:
         """One page of ``items`` in a pagination style."""
-        items = window(items, query)
+        items = window(items, query, self.server.state.ranged)
         if style == "cursor":
             start, limit = int(query.get("cursor", 0)), int(query.get("limit", 100))
             nxt = start + limit
@@ -496,6 +517,7 @@ class FakeAPI:
         self.server.auth = auth
 
     def set_items(self, kind: str, count: int) -> list[dict[str, Any]]:
+        self.state.ranged.clear()
         self.state.items[kind] = make_items(kind, count)
         return self.state.items[kind]
 
@@ -509,6 +531,7 @@ class FakeAPI:
             self.state.epoch_ms.discard(kind)
         for i, item in enumerate(items):
             item["updated_at"] = self._at(kind, i)
+        self.state.ranged.clear()
         self.state.items[kind] = items
         return items
 
@@ -518,6 +541,7 @@ class FakeAPI:
     def remove(self, kind: str, indices: list[int], when: float) -> None:
         """Items ``indices`` of ``kind`` are deleted at ``when``: each becomes a tombstone."""
         with self.server.lock:
+            self.state.ranged.clear()
             for i in indices:
                 item = self.state.items[kind][i]
                 self.state.items[kind][i] = {"id": item["id"], "deleted": True,
@@ -539,6 +563,7 @@ class FakeAPI:
     def change(self, kind: str, indices: list[int], when: float) -> None:
         """Items ``indices`` of ``kind`` change at ``at(when)`` (their title says so)."""
         with self.server.lock:
+            self.state.ranged.clear()
             for i in indices:
                 item = self.state.items[kind][i]
                 item["updated_at"] = self._at(kind, when)
@@ -547,6 +572,7 @@ class FakeAPI:
     def add(self, kind: str, count: int, when: float) -> list[dict[str, Any]]:
         """``count`` new items of ``kind``, created at ``at(when)``."""
         with self.server.lock:
+            self.state.ranged.clear()
             items = self.state.items[kind]
             new = make_items(kind, len(items) + count)[len(items):]
             for item in new:

@@ -134,11 +134,7 @@ class Slice:
         # windows, by keys, or later by page ranges when the first page reveals the total).
         may_split = partition == 0 and not started and run.partitions is None
         integration, client = rt.integration(run.source), rt.client(run.source)
-        if may_split and self.slices is not None:  # time windows, read many at once
-            if not slicing.cut(rt, run, self.slices):
-                return True
-            may_split = False
-        elif may_split:
+        if may_split:
             keys = rt.run(integration.partitions(run.kind, client))
             if keys is not None:  # the integration splits this kind, e.g. one per repository
                 self.split_by_keys(keys)
@@ -358,31 +354,53 @@ def check_run(rt: runtime.Runtime, run: Run) -> None:
                           f"{run.kind!r} (kinds: {', '.join(known)})")
 
 
+def produce_partition(rt: runtime.Runtime, run: Run, partition: int) -> bool:
+    """Produce one slice of a partition and record how it ended: True when the partition is
+    done (its last page out, or failed: a failure ends the whole producer side, with the
+    exception's type, message and place, so the run fails within seconds); False when a
+    fresh task goes on."""
+    try:
+        finished = produce(rt, run, partition)
+    except Exception as exc:
+        fail(rt, run, partition, exc)
+        return True
+    if finished and rt.progress.producer_done(run.run_id, partition=partition):
+        messages.finalize(app, run.run_id)
+    return finished
+
+
+def fail(rt: runtime.Runtime, run: Run, partition: int, exc: Exception) -> None:
+    log.warning("run %s: producer of %s/%s failed: %s", run.run_id, run.source, run.kind,
+                describe(exc))
+    if rt.progress.producer_done(run.run_id, partition=partition, error=describe(exc)):
+        messages.finalize(app, run.run_id)
+
+
 @app.task(bind=True, name="sluice.resync")
 def resync(self: Task, source: str, kind: str, run_id: str | None = None,
-           partition: int = 0) -> dict[str, Any]:
-    """Create (or join) the run of (source, kind) and produce one slice of a partition.
-
-    Whatever is raised here (a Sluice error, a bug, an unknown kind) ends the producer with
-    the exception's type, message and place, so the run fails within seconds."""
+           partition: int = 0, windows: list[int] | None = None) -> dict[str, Any]:
+    """Create (or join) the run of (source, kind) and produce one slice of a partition, or
+    of several time windows at once (``windows``: partitions of a sliced run)."""
     rt = runtime.current()
     run = rt.progress.create_run(source, kind) if run_id is None else rt.progress.get(run_id)
     if run is None or run.state != RunState.RUNNING or run.producer_done:
         return summary(run_id or "", run)
     try:
         check_run(rt, run)
-        with runtime.handing_on():
-            finished = produce(rt, run, partition)
+        sliced = rt.integration(source).slices(kind)
+        if sliced is not None and windows is None:
+            # The run's first task cuts it into windows and hands them out (a redelivered
+            # one finds them cut: the tasks it sent read them).
+            if run.partitions is None and not slicing.cut(rt, run, sliced) \
+                    and rt.progress.producer_done(run.run_id):
+                messages.finalize(app, run.run_id)  # nothing to read: an empty run
+            return summary(run.run_id, rt.progress.get(run.run_id))
     except Exception as exc:
-        log.warning("run %s: producer of %s/%s failed: %s", run.run_id, source, kind,
-                    describe(exc))
-        if rt.progress.producer_done(run.run_id, partition=partition, error=describe(exc)):
-            messages.finalize(app, run.run_id)
+        fail(rt, run, partition, exc)
         return summary(run.run_id, rt.progress.get(run.run_id))
-    if not finished:
-        continue_later(source, kind, run.run_id, partition)
-    elif rt.progress.producer_done(run.run_id, partition=partition):
-        messages.finalize(app, run.run_id)
-    else:
-        slicing.start_windows(rt, run)  # a window is done: the next may start
+    with runtime.handing_on():
+        if windows is not None:
+            slicing.host(rt, run, windows, lambda p: produce_partition(rt, run, p))
+        elif not produce_partition(rt, run, partition):
+            continue_later(source, kind, run.run_id, partition)
     return summary(run.run_id, rt.progress.get(run.run_id))

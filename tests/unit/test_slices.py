@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import fakeredis
 import pytest
 from pydantic import ValidationError
 
@@ -14,6 +15,9 @@ from integrations.rest.integration import RestIntegration
 from integrations.rest.settings import KindSettings, RestSettings
 from integrations.slices import MAX_WINDOWS, Slices
 from tasks.config import load_config
+from tasks.runs import keys
+from tasks.runs.progress import Progress
+from tasks.runs.windows import Windows
 
 DAY = 86400
 T2020 = 1577836800  # 2020-01-01T00:00:00Z
@@ -163,3 +167,24 @@ slices = { param_from = "a", param_to = "b", start = "2020-01-01T00:00:00Z", ste
 """)
     with pytest.raises(ConfigError, match=r"kinds\.k\.slices.*step"):
         load_config(path)
+
+
+def test_windows_are_claimed_within_the_limit_and_a_split_adds_one() -> None:
+    r = fakeredis.FakeRedis()
+    progress, windows = Progress(r), Windows(r)
+    run = progress.create_run("s", "k")
+    assert windows.claim(run.run_id, 8, most=8) == []  # not sliced
+    windows.cut(run.run_id, [[0, 10], [10, 20], [20, 30], [30, 40], [40, 50]], incremental=False)
+    assert windows.claim(run.run_id, 3, most=2) == [0, 1]
+    assert windows.claim(run.run_id, 3, most=5) == [2]  # three in flight: the limit
+    assert windows.split(run.run_id, 1, [10, 15], [15, 20]) == 5
+    assert (windows.get(run.run_id, 1), windows.get(run.run_id, 5)) == ([10, 15], [15, 20])
+    assert progress.window(run.run_id, 5) == (True, None)
+    progress.producer_done(run.run_id, partition=0)
+    assert windows.claim(run.run_id, 3, most=5) == [3]  # one done: one more
+    assert windows.claim(run.run_id, 3, most=5) == []
+    for p in (1, 2, 3):
+        progress.producer_done(run.run_id, partition=p)
+    assert windows.claim(run.run_id, 3, most=5) == [4, 5]  # the split's half comes last
+    r.hset(keys.run(run.run_id), "partitions", MAX_WINDOWS)
+    assert windows.split(run.run_id, 4, [40, 45], [45, 50]) == -2  # as many as a run may have

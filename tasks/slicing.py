@@ -32,7 +32,7 @@ from tasks.worker import runtime
 
 log = logging.getLogger(__name__)
 
-WINDOWS_PER_TASK = 4  # windows one producer task reads at once
+WINDOWS_PER_TASK = 8  # windows one producer task reads at once (a worker slot each task)
 
 
 class Resplit(Exception):

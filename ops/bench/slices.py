@@ -8,11 +8,11 @@ write into the HTTP sink; the fake API filters by ``updated_at[gte]`` / ``update
 (the defaults) and ``max_concurrency`` 16:
 
 - serially, as a cursor API is without slices (every page waits for the one before);
-- in windows of 20 minutes over the items' span (17 windows);
+- in windows of 21 minutes over the items' span (16 windows: all in flight at once);
 - in windows of 30 days from 2024-01-01 to now, with ``max_window_items`` 1,500 and the API's
   total: the one window holding every item is split until each holds at most 1,500, and the
   empty windows cost one request each;
-- in windows of 20 minutes under a shared ``rate_limit`` of 20 requests/s (the API allows as
+- in windows of 21 minutes under a shared ``rate_limit`` of 20 requests/s (the API allows as
   many): the target is 1.10 × pages ÷ rate.
 
 Everything is local: the fake API in this process, a Redis server, the worker, the sink.
@@ -41,6 +41,7 @@ from redis import Redis  # noqa: E402
 from integrations.fakeapi import FakeAPI, at  # noqa: E402
 from tasks import messages  # noqa: E402
 from tasks.operator.redisserver import RedisServer  # noqa: E402
+from tasks.runs import keys  # noqa: E402
 from tasks.runs.progress import Progress  # noqa: E402
 
 SOURCE = """
@@ -78,14 +79,14 @@ def cases(a: argparse.Namespace) -> list[Case]:
     span = at(a.items)  # the newest item's time, and a second
     return [
         Case("serial", "serial (no slices)", ""),
-        Case("windows", f"slices: step 20m over [{at(0)}, {span}) ({-(-a.items // 1200)} "
+        Case("windows", f"slices: step 21m over [{at(0)}, {span}) ({-(-a.items // 1260)} "
              "windows)", f'slices = {{ {BOUNDS}, start = "{at(0)}", end = "{span}", '
-             'step = "20m" }'),
+             'step = "21m" }'),
         Case("adaptive", "slices: step 30d from 2024-01-01 to now, max_window_items 1500",
              f'slices = {{ {BOUNDS}, start = "{at(0)}", step = "30d", '
              'max_window_items = 1500 }', total=True),
-        Case("rated", f"slices: step 20m, rate_limit {a.rate:g}/s", f'slices = {{ {BOUNDS}, '
-             f'start = "{at(0)}", end = "{span}", step = "20m" }}', rate=a.rate),
+        Case("rated", f"slices: step 21m, rate_limit {a.rate:g}/s", f'slices = {{ {BOUNDS}, '
+             f'start = "{at(0)}", end = "{span}", step = "21m" }}', rate=a.rate),
     ]
 
 
@@ -95,7 +96,8 @@ class Row:
     seconds: float
     requests: int
     pages: int
-    windows: int
+    windows: int  # read (partitions of the run)
+    split: int  # split in two before they were read on
     written: int
 
     def limit(self, a: argparse.Namespace) -> float:
@@ -128,6 +130,7 @@ def measure(case: Case, a: argparse.Namespace) -> Row:
             messages.resync(app, "bench", case.name, run.run_id)
             while not (got := progress.get(run.run_id)) or not got.state.ended:
                 time.sleep(0.02)
+            split = int(progress.r.hget(keys.run(run.run_id), "windows_split") or 0)
         finally:
             workers.stop()
             app.close()
@@ -137,12 +140,13 @@ def measure(case: Case, a: argparse.Namespace) -> Row:
             written = len(api.state.sink.get(case.name, {}))
     assert written == a.items, (written, a.items)
     return Row(case, (got.ended_at or time.time()) - start, requests, got.pages,
-               got.partitions or 1, written)
+               got.partitions or 1, split, written)
 
 
 def table(rows: list[Row], a: argparse.Namespace) -> str:
-    lines = ["| method | seconds | items landed | pages | windows | requests | "
-             "extra requests | target | met |", "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    lines = ["| method | seconds | items landed | pages | windows read | windows split | "
+             "requests | extra requests | target | met |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for row in rows:
         if row.case.name == "serial":
             target, met = f"– (serial limit {row.limit(a):.1f} s)", "–"
@@ -151,12 +155,12 @@ def table(rows: list[Row], a: argparse.Namespace) -> str:
             target = f"≤ 1.10 × pages ÷ rate = {bound:.2f} s"
             met = "met" if row.seconds <= bound else "NOT met"
         else:
-            target = f"≤ {a.target:g} s, ≤ 1 extra request a window"
-            ok = row.seconds <= a.target and row.requests - row.pages <= row.windows
+            target = f"≤ {a.target:g} s, ≤ 1 extra request a window (read or split)"
+            ok = row.seconds <= a.target and row.requests - row.pages <= row.windows + row.split
             met = "met" if ok else "NOT met"
         lines.append(f"| {row.case.what} | {row.seconds:.2f} | {row.written:,} | {row.pages} | "
-                     f"{row.windows} | {row.requests} | {row.requests - row.pages} | {target} | "
-                     f"{met} |")
+                     f"{row.windows} | {row.split} | {row.requests} | "
+                     f"{row.requests - row.pages} | {target} | {met} |")
     return "\n".join(lines)
 
 

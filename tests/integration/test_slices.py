@@ -16,6 +16,7 @@ import pytest
 
 from integrations.fakeapi import FakeAPI, at
 from tasks.operator.redisserver import RedisServer
+from tasks.runs import keys
 from tests.support.workers import Client, Workers
 
 pytestmark = pytest.mark.integration
@@ -204,7 +205,7 @@ def test_a_lost_nodes_window_goes_on_from_its_checkpoint(tmp_path: Path, api: Fa
 
 def started_windows(client: Client, run_id: str) -> list[tuple[str, str]]:
     """The windows (as sent) of the run's partitions that have a checkpoint."""
-    record = {k.decode(): v.decode() for k, v in client.redis.hgetall(f"sluice:run:{run_id}")
+    record = {k.decode(): v.decode() for k, v in client.redis.hgetall(keys.run(run_id))
               .items()}
     return [(at(a - 1704067200), at(b - 1704067200))
             for i in range(int(record.get("partitions", "0")))

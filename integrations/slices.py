@@ -91,6 +91,8 @@ class Slices(StrictModel):
         end = None if self.end is None else self.position("end", self.end)
         if end is not None and start >= end:
             raise ValueError(f"start {self.start!r} is not before end {self.end!r}")
+        if end is not None:
+            self.cut(start, end)  # not too many windows (else a ValueError naming step)
         grain = self.resolution()
         for name, value in (("start", start), ("end", end), ("step", step)):
             if value is not None and value % grain:
@@ -145,7 +147,7 @@ class Slices(StrictModel):
         step = self.step_units()
         count = max(0, -(-(hi - lo) // step))
         if count > MAX_WINDOWS:
-            raise ValueError(f"slices: [{self.sent(lo)}, {self.sent(hi)}) in steps of "
+            raise ValueError(f"step: [{self.sent(lo)}, {self.sent(hi)}) in steps of "
                              f"{self.step} is {count} windows, more than {MAX_WINDOWS}: "
                              "raise step (or a later start)")
         return [[a, min(a + step, hi)] for a in range(lo, hi, step)]

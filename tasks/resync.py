@@ -9,7 +9,8 @@ most one slice, and the broker's visibility timeout can stay at minutes.
 
 A kind can be split into partitions, each a producer task of its own (on any worker) within the
 same run: page ranges once the total is known (``partitions = N``), or the keys an integration's
-``partitions()`` returns (a repository, a time window).
+``partitions()`` returns (a repository), or the time windows of a kind with ``slices``
+(``tasks.slicing``: a task reads several windows at once, and a window too full is split).
 
 While ``max_in_flight`` batches of the run wait to be written, no page is requested
 (backpressure); after a second of that the slice ends and a fresh task continues behind the

@@ -57,8 +57,8 @@ def cut(rt: runtime.Runtime, run: Run, slices: Slices) -> bool:
         lo, hi = slices.span(now=run.started_at, since=start)
         windows = slices.cut(lo, hi)
     except ValueError as exc:
-        raise ConfigError(f"{rt.config.path}: sources.{run.source}.kinds.{run.kind}.{exc}"
-                          ) from None
+        raise ConfigError(f"{rt.config.path}: sources.{run.source}.kinds.{run.kind}.slices."
+                          f"{exc}") from None
     if not windows:
         return False
     rt.windows.cut(run.run_id, windows, incremental=start is not None)

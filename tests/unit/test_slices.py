@@ -106,6 +106,7 @@ def test_crowded_from_a_total_a_plan_or_a_full_page() -> None:
     ({"format": "%Y-%m-%d", "step": "6h"}, "step"),
     ({"format": "%Y-%m-%d", "start": "2020-01-01T12:00:00Z"}, "start"),
     ({"max_window_items": 0}, "max_window_items"),
+    ({"step": "1s", "end": "2020-01-02T00:00:00Z"}, "raise step"),
 ])
 def test_bad_slices_name_the_key(kw: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):

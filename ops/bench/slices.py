@@ -178,16 +178,20 @@ def main() -> None:
     chosen = a.cases.split(",")
     command = "python ops/bench/slices.py " + " ".join(map(shlex.quote, sys.argv[1:]))
     rows = []
+    loads = [os.getloadavg()[0]]
     for case in cases(a):
         if case.name in chosen:
             rows.append(measure(case, a))
             print(table(rows[-1:], a).splitlines()[-1], flush=True)
+    loads.append(os.getloadavg()[0])
     header = (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on "
               f"{os.cpu_count()} cores ({platform.machine()}, Python "
               f"{platform.python_version()}), with `{command.strip()}`: {a.items:,} items, "
               f"{a.page_size} per page, {a.latency * 1000:.0f} ms a page, "
               f"{a.write_latency * 1000:.0f} ms a write (HTTP sink), one plain "
-              f"`celery -A tasks worker`, max_concurrency {a.concurrency}.\n")
+              f"`celery -A tasks worker`, max_concurrency {a.concurrency}. The machine's "
+              f"load average (1 min) was {loads[0]:.1f} at the start and {loads[1]:.1f} at the "
+              "end: other work shared its cores.\n")
     text = ("# A cursor API read as time windows (slices)\n\n" + header + "\n" + table(rows, a)
             + "\n\nRequests are the GETs the API answered 200; a window costs one more than "
             "its pages only when it was split (its first page is read again as its first "

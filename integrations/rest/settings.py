@@ -135,6 +135,10 @@ class GraphqlPagination(Pagination):
                                  "the answer (data.repository.issues)")
     cursor_variable: str = Field("after", min_length=1,
                                  description="the variable that takes pageInfo.endCursor")
+    total_path: str | None = Field(
+        None, description="dot path to the connection's totalCount in the answer "
+        "(data.repository.issues.totalCount): a run that reads fewer deletes nothing, and "
+        "a time window holding more than slices.max_window_items is split")
 
     @model_validator(mode="after")
     def _declared(self) -> GraphqlPagination:
@@ -153,7 +157,8 @@ class GraphqlPagination(Pagination):
         return GraphqlPaginator(path=path, params=dict(params), query=self.query,
                                 variables={**self.variables, **(extra or {})},
                                 connection_path=self.connection_path,
-                                cursor_variable=self.cursor_variable)
+                                cursor_variable=self.cursor_variable,
+                                total_path=self.total_path)
 
 
 def strings(value: Any) -> Iterator[str]:

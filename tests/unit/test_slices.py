@@ -6,11 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import fakeredis
+import httpx
 import pytest
 from pydantic import ValidationError
 
 from integrations.base import Fetched
-from integrations.errors import ConfigError
+from integrations.errors import ConfigError, MalformedPage
+from integrations.http.paginators import fetched
 from integrations.rest.integration import RestIntegration
 from integrations.rest.settings import KindSettings, RestSettings
 from integrations.slices import MAX_WINDOWS, Slices
@@ -189,3 +191,22 @@ def test_windows_are_claimed_within_the_limit_and_a_split_adds_one() -> None:
     assert windows.claim(run.run_id, 3, most=5) == [4, 5]  # the split's half comes last
     r.hset(keys.run(run.run_id), "partitions", MAX_WINDOWS)
     assert windows.split(run.run_id, 4, [40, 45], [45, 50]) == -2  # as many as a run may have
+
+
+def test_a_graphql_total_count_shows_a_crowded_window() -> None:
+    query = ("query($after: String, $from: DateTime, $to: DateTime) { items(after: $after, "
+             "from: $from, to: $to) { totalCount nodes { id } pageInfo { hasNextPage "
+             "endCursor } } }")
+    paginator = RestIntegration(rest({
+        "path": "/graphql", "slices": {**SLICES, "max_window_items": 2},
+        "paginator": {"type": "graphql", "query": query, "connection_path": "data.items",
+                      "total_path": "data.items.totalCount"}})).paginator("k", None)
+    request = httpx.Request("POST", "http://api/graphql")
+    answer = {"data": {"items": {"totalCount": 3, "nodes": [{"id": 1}],
+                                 "pageInfo": {"hasNextPage": True, "endCursor": "a"}}}}
+    first = fetched(paginator, paginator.first(), httpx.Response(200, request=request),
+                    answer, [{"id": 1}], first=True)
+    assert first.total == 3 and sl(max_window_items=2).crowded(first)
+    answer["data"]["items"]["totalCount"] = "3"
+    with pytest.raises(MalformedPage, match="totalCount"):
+        paginator.total(httpx.Response(200, request=request), answer)

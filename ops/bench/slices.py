@@ -99,6 +99,7 @@ class Row:
     windows: int  # read (partitions of the run)
     split: int  # split in two before they were read on
     written: int
+    runs: tuple[float, ...] = ()  # seconds of every repetition (this row is the median)
 
     def limit(self, a: argparse.Namespace) -> float:
         """The serial limit, or pages ÷ rate under a rate limit."""
@@ -144,9 +145,9 @@ def measure(case: Case, a: argparse.Namespace) -> Row:
 
 
 def table(rows: list[Row], a: argparse.Namespace) -> str:
-    lines = ["| method | seconds | items landed | pages | windows read | windows split | "
-             "requests | extra requests | target | met |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+    lines = ["| method | seconds | runs (s) | items landed | pages | windows read | "
+             "windows split | requests | extra requests | target | met |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for row in rows:
         if row.case.name == "serial":
             target, met = f"– (serial limit {row.limit(a):.1f} s)", "–"
@@ -158,7 +159,9 @@ def table(rows: list[Row], a: argparse.Namespace) -> str:
             target = f"≤ {a.target:g} s, ≤ 1 extra request a window (read or split)"
             ok = row.seconds <= a.target and row.requests - row.pages <= row.windows + row.split
             met = "met" if ok else "NOT met"
-        lines.append(f"| {row.case.what} | {row.seconds:.2f} | {row.written:,} | {row.pages} | "
+        runs = " / ".join(f"{t:.2f}" for t in row.runs) or "–"
+        lines.append(f"| {row.case.what} | {row.seconds:.2f} | {runs} | {row.written:,} | "
+                     f"{row.pages} | "
                      f"{row.windows} | {row.split} | {row.requests} | "
                      f"{row.requests - row.pages} | {target} | {met} |")
     return "\n".join(lines)
@@ -174,6 +177,8 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=20.0, help="requests/s of the rated case")
     p.add_argument("--target", type=float, default=3.0, help="seconds the sliced runs aim at")
     p.add_argument("--cases", default="serial,windows,adaptive,rated")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="runs of each sliced case (the median counts; serial runs once)")
     a = p.parse_args()
     chosen = a.cases.split(",")
     command = "python ops/bench/slices.py " + " ".join(map(shlex.quote, sys.argv[1:]))
@@ -181,7 +186,11 @@ def main() -> None:
     loads = [os.getloadavg()[0]]
     for case in cases(a):
         if case.name in chosen:
-            rows.append(measure(case, a))
+            times = 1 if case.name == "serial" else a.repeat
+            got = sorted((measure(case, a) for _ in range(times)), key=lambda r: r.seconds)
+            median = got[(len(got) - 1) // 2]
+            median.runs = tuple(r.seconds for r in got)
+            rows.append(median)
             print(table(rows[-1:], a).splitlines()[-1], flush=True)
     loads.append(os.getloadavg()[0])
     header = (f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on "

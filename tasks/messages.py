@@ -46,12 +46,18 @@ BULK = "sluice.bulk"
 QUEUES = (URGENT, PRODUCERS, BATCHES, BULK)
 
 
-def resync(app: Celery, source: str, kind: str, run_id: str, *, partition: int = 0) -> None:
-    """A producer slice of partition ``partition`` of the run."""
+def resync(app: Celery, source: str, kind: str, run_id: str, *, partition: int = 0,
+           windows: list[int] | None = None) -> None:
+    """A producer slice of partition ``partition`` of the run, or of the time windows
+    ``windows`` (partitions of a sliced run) at once."""
     kwargs: dict[str, Any] = {"run_id": run_id}
     if partition:
         kwargs["partition"] = partition
+    if windows is not None:
+        kwargs["windows"] = windows
     where = f" partition={partition}" if partition else ""
+    if windows is not None:
+        where = f" windows={','.join(map(str, windows))}"
     app.send_task(RESYNC, (source, kind), kwargs, argsrepr=f"{source}/{kind} run={run_id}{where}",
                   kwargsrepr="{}", queue=PRODUCERS)
 

@@ -34,6 +34,7 @@ from tasks.config import SluiceConfig, get_config, load_config
 from tasks.runs.client import connect_redis
 from tasks.runs.progress import Progress
 from tasks.runs.watermarks import Watermarks
+from tasks.runs.windows import Windows
 from tasks.settings import Settings, get_settings
 from tasks.targets import Target, open_target
 from tasks.worker import logs
@@ -65,6 +66,7 @@ class Runtime:
         self._loop_thread.start()
         self.redis = connect_redis(settings.redis_url)
         self.progress = Progress.from_settings(settings, self.redis)
+        self.windows = Windows(self.redis)
         self._redact_with(config)
         self._lock = threading.RLock()
         self._integrations: dict[str, Integration] = {}

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from integrations.fakeapi import FakeAPI
-from tasks.operator.redisserver import RedisServer
 from tests.support.workers import SLUICE, Client, Workers
 
 pytestmark = pytest.mark.integration
@@ -90,9 +89,9 @@ class Setup:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, redis_server: RedisServer) -> Iterator[Setup]:
+def setup(tmp_path_factory, redis_url: str) -> Iterator[Setup]:
     tmp = tmp_path_factory.mktemp("mapping")
-    url = redis_server.url.rsplit("/", 1)[0] + "/12"
+    url = redis_url
     with FakeAPI() as api:
         workers = Workers(config=tmp / "sluice.toml", redis_url=url, log=tmp / "worker.log")
         s = Setup(tmp, api, workers, Client(url))

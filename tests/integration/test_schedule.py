@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from integrations.fakeapi import FakeAPI
-from tasks.operator.redisserver import RedisServer
 from tasks.operator.supervisor import Child, celery
 from tests.support.workers import ROOT, Client, Workers, cursor_config
 
@@ -23,13 +22,13 @@ def beat(workers: Workers, log: Path) -> Child:
 
 
 def test_two_beats_run_each_schedule_once_and_busy_kinds_are_skipped(
-        tmp_path: Path, redis_server: RedisServer):
+        tmp_path: Path, own_redis_url: str):
     with FakeAPI() as api:
         api.set_items("tick", 20)
         api.state.delays["/cursor/tick"] = 1.2  # a run (2 pages) outlasts the 1 s schedule
         config = cursor_config(tmp_path, api.url, source="clock", kind="tick", limit=10,
                                source_keys='every = "1s"')
-        url = redis_server.url.rsplit("/", 1)[0] + "/4"
+        url = own_redis_url
         with Workers(config=config, redis_url=url, log=tmp_path / "worker.log") as workers:
             client = Client(url)
             beats = [beat(workers, tmp_path / f"beat{i}.log") for i in (1, 2)]

@@ -155,11 +155,11 @@ class Trust:
 
 
 @pytest.fixture(scope="module")
-def trust(tmp_path_factory, redis_server: RedisServer) -> Iterator[Trust]:
+def trust(tmp_path_factory, redis_url: str) -> Iterator[Trust]:
     tmp = tmp_path_factory.mktemp("trust")
     with FakeAPI() as api, FakeAPI() as other:
         cfg = write_config(tmp / "sluice.toml", api=api, other=other, db=tmp / "db.sqlite")
-        url = redis_server.url.rsplit("/", 1)[0] + "/4"
+        url = redis_url
         workers = Workers(config=cfg, redis_url=url, log=tmp / "worker.log",
                           env={"SLUICE_TEST_TOKEN": TOKEN, "SLUICE_TEST_KEY": KEY,
                                "SLUICE_PRODUCER_SLICE_PAGES": "3"}).start()
@@ -616,11 +616,11 @@ def test_a_page_bigger_than_max_batch_items_is_split(trust: Trust):
 
 # 6. One config, seen the same everywhere ---------------------------------------------------
 
-def test_a_worker_with_a_broken_config_does_not_start(tmp_path: Path, redis_server: RedisServer):
+def test_a_worker_with_a_broken_config_does_not_start(tmp_path: Path, own_redis_url: str):
     cfg = tmp_path / "sluice.toml"
     cfg.write_text('[sources.api]\nintegration = "rest"\nbase_url = "http://x"\n'
                    'headres = {}\n[sources.api.kinds.k]\npath = "/k"\n')
-    workers = Workers(config=cfg, redis_url=redis_server.url, log=tmp_path / "w.log")
+    workers = Workers(config=cfg, redis_url=own_redis_url, log=tmp_path / "w.log")
     with pytest.raises(RuntimeError, match="did not start"):
         workers.start(timeout=30)
     workers.stop()

@@ -24,9 +24,10 @@ from tasks.runs import keys
 from tests.support.serve import Serve, signed
 from tests.support.workers import SLUICE, Workers
 
+pytestmark = pytest.mark.integration  # workers and a `sluice serve` process
+
 SECRET = "hook-0c41d2-never-log-me"
 TOKEN = "ghp-e2e-9b1f-never-log-me"
-DB = 11  # a database of the session's Redis no other test module uses
 OCTOKIT = Path(__file__).parents[1] / "fixtures" / "octokit"  # real GitHub payloads
 GITHUB_WINDOW = 72 * 3600  # GitHub redelivers a delivery up to 3 days after it sent it
 
@@ -132,11 +133,10 @@ class Hooks:
 
 
 @pytest.fixture(scope="module")
-def hooks(tmp_path_factory: pytest.TempPathFactory, redis_server: Any) -> Iterator[Hooks]:
+def hooks(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Hooks]:
     tmp = tmp_path_factory.mktemp("webhooks")
-    url = redis_server.url.rsplit("/", 1)[0] + f"/{DB}"
-    r = redis.Redis(port=redis_server.port, db=DB)
-    r.flushdb()
+    url = redis_url
+    r = redis.Redis.from_url(url)
     with FakeAPI() as api:
         config = tmp / "sluice.toml"
         config.write_text(CONFIG.format(tmp=tmp, api=api.url))

@@ -8,7 +8,6 @@ import json
 import os
 import pickle
 import re
-import shutil
 import subprocess
 import threading
 import time
@@ -22,6 +21,7 @@ from kombu import Connection
 from tasks.operator.redisserver import free_port
 from tasks.operator.supervisor import Child, celery
 from tests.integration.conftest import TOKEN, Pipeline
+from tests.support.programs import program
 from tests.support.workers import ROOT
 
 pytestmark = pytest.mark.integration
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.integration
 AUTH = ("ops", "flower-pass-81d2")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def flower(sqlite_pipeline: Pipeline, tmp_path_factory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("flower") / "flower.log"
@@ -74,9 +74,9 @@ def test_flower_api_shows_batches_with_a_short_summary_and_needs_auth(
 
 def test_flower_page_in_headless_chromium_shows_a_finished_batch(
         sqlite_pipeline: Pipeline, flower: str, tmp_path: Path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, ("headless Chromium is required (Debian package 'chromium'; "
-                      ".ci/run installs it)")
+    chromium = program("chromium", "chromium-browser",
+                       purpose="this test reads Flower's page in headless Chromium (Debian "
+                               "package 'chromium')")
     p = sqlite_pipeline
     p.api.set_items("lnk", 30)
     run = p.client.resync("api", "lnk")

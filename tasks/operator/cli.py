@@ -7,7 +7,7 @@
     sluice entities [SOURCE [KIND]] [--limit N] [--db FILE]   what the target holds
     sluice metrics [--host H] [--port P]  Prometheus metrics of runs
     sluice serve [--host H] [--port P]    the webhook endpoint (POST /webhooks/SOURCE)
-    sluice standalone [--once]            everything on this machine, with a demo API
+    sluice standalone [--once]            everything on this machine (a demo without a config)
 
 ``--config PATH`` goes before or after the command. A click group (``sluice``) with one function
 per command; ``failed`` is a sub-group of ``list`` and ``retry``. ``main()`` is the entry point:
@@ -669,9 +669,10 @@ def cmd_serve(host: str, port: int) -> int:
     return serve(config=_config_arg(), host=host, port=port)
 
 
-@sluice.command("standalone", short_help="everything on this machine, with a demo API",
-                help="Redis, workers, beat, Flower and (without --config) a demo API on this "
-                     "machine; resync everything")
+@sluice.command("standalone", short_help="everything on this machine (a demo without a config)",
+                help="Redis, workers, beat, Flower and sluice serve on this machine; resync "
+                     "every source of --config, else $SLUICE_CONFIG, else ./sluice.toml; with "
+                     "none of them, a demo API and its demo configuration")
 @click.option("--once", is_flag=True,
               help="exit after the first resync of every source, with its outcome")
 @click.option("--workers", type=int, default=None,

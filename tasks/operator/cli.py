@@ -529,22 +529,29 @@ def cmd_failed_list(run_id: str | None) -> int:
         run_ids = [r.run_id for r in progress.recent(100)]
         sources = sorted(n for n, s in get_config(_config_arg()).sources.items()
                          if s.webhook_secret)
+    lines: list[str] = []
     for rid in run_ids:
         for seq, letter in sorted(progress.dead_letters(rid).items()):
-            click.echo(f"{rid} batch {seq} ({letter['source']}/{letter['kind']}, "
-                       f"{_count(letter['items'])} items, {letter['attempts']} attempts): "
-                       f"{letter['error']}")
+            lines.append(f"{rid} batch {seq} ({letter['source']}/{letter['kind']}, "
+                         f"{_count(letter['items'])} items, {letter['attempts']} attempts): "
+                         f"{letter['error']}")
         for rec in progress.rejected(rid):
-            click.echo(f"{rid} rejected {describe_seq(rec['seq'])} item {rec['index']}: "
-                       f"{rec['reason']}: {rec['item']}")
+            lines.append(f"{rid} rejected {describe_seq(rec['seq'])} item {rec['index']}: "
+                         f"{rec['reason']}: {rec['item']}")
     for source in sources:
         for batch, letter in sorted(hooks.dead_letters(source).items()):
-            click.echo(f"{RUN_PREFIX}{source} batch {batch} ({source}/{letter['kind']}, "
-                       f"{_count(letter['events'])} events, {letter['attempts']} attempts): "
-                       f"{letter['error']}")
+            lines.append(f"{RUN_PREFIX}{source} batch {batch} ({source}/{letter['kind']}, "
+                         f"{_count(letter['events'])} events, {letter['attempts']} attempts): "
+                         f"{letter['error']}")
         for rec in hooks.rejected(source):
-            click.echo(f"{RUN_PREFIX}{source} rejected event {rec['index']} of batch "
-                       f"{rec['batch']}: {rec['reason']}: {rec['item']}")
+            lines.append(f"{RUN_PREFIX}{source} rejected event {rec['index']} of batch "
+                         f"{rec['batch']}: {rec['reason']}: {rec['item']}")
+    for line in lines:
+        click.echo(line)
+    if not lines:
+        where = run_id or "the last 100 runs" + (
+            f" or the webhook events of {', '.join(sources)}" if sources else "")
+        click.echo(f"no failures in {where}: no dead-lettered batch, no rejected item")
     return 0
 
 

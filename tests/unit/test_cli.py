@@ -205,3 +205,14 @@ def test_entities_counts_every_typed_table_and_reads_a_mapped_kind_from_its_own(
             drop_tables(target, own)
         else:
             target.close()
+
+
+def test_failed_list_says_no_failures_for_a_clean_run(config: Path, progress: Progress):
+    run = progress.create_run("tracker", "issue")
+    progress.finish(run, RunState.SUCCEEDED)
+    for args in (["failed", "list", run.run_id], ["failed", "list"]):
+        result = CliRunner().invoke(sluice, [*args, "--config", str(config)])
+        assert result.exit_code == 0, result.output
+        where = run.run_id if len(args) == 3 else "the last 100 runs"
+        assert result.output == (f"no failures in {where}: no dead-lettered batch, "
+                                 "no rejected item\n")

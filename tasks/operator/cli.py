@@ -103,15 +103,29 @@ class Row(NamedTuple):
     written: int
     rejected: int
     state: str
+    handled: int = 0  # items written, rejected or left out by a selector
+    expected: int = 0  # items the API announced (0: it announced no total)
+
+    def fraction(self) -> float | None:
+        """How full the bar is: batches ended of those enqueued once the run ended, items
+        handled of those the API announced while it runs; None (an open-ended count) when
+        the API announced no total, since batches enqueued so far only ever run just ahead
+        of those written."""
+        if RunState(self.state).ended:
+            return self.done / self.total if self.total else 1.0
+        if self.expected:
+            return min(1.0, self.handled / self.expected)
+        return None
 
 
 def rows(run: Run) -> list[Row]:
     """A run's progress, one row per kind (a run of a parent kind carries its children)."""
     own_done = run.own("batches_done") + run.own("batches_failed")
     own_total = run.own("batches_enqueued")
+    handled = sum(run.own(n) for n in ("items_written", "items_rejected", "items_skipped"))
     found = [Row(run.run_id, f"{run.source}/{run.kind}", own_done, own_total,
                  "" if run.producer_done else "+", run.own("items_written"),
-                 run.own("items_rejected"), str(run.state))]
+                 run.own("items_rejected"), str(run.state), handled, run.items_expected)]
     parents_pending = not run.producer_done or own_done < own_total
     for kind, counts in sorted(run.children.items()):
         found.append(Row(
@@ -123,10 +137,12 @@ def rows(run: Run) -> list[Row]:
 
 
 def bar(row: Row, width: int = 24) -> str:
-    """A kind's progress as one plain line (stderr not a terminal: a log, a pipe)."""
-    filled = int(width * row.done / row.total) if row.total else 0
-    return (f"{row.label:<{len(row.label.split('/')[0]) + 13}} "
-            f"[{'#' * filled}{'.' * (width - filled)}] "
+    """A kind's progress as one plain line (stderr not a terminal: a log, a pipe); with no
+    total announced, the bar is ``~`` (open-ended) and the counts say how far it got."""
+    fraction = row.fraction()
+    filled = int(width * fraction) if fraction is not None else 0
+    meter = "~" * width if fraction is None else "#" * filled + "." * (width - filled)
+    return (f"{row.label:<{len(row.label.split('/')[0]) + 13}} [{meter}] "
             f"{row.done}/{row.total}{row.more} batches  {row.written} written  "
             f"{row.rejected} rejected  {row.state}")
 
@@ -200,10 +216,10 @@ class _LiveDisplay(_Display):
             if task is None:
                 task = self.tasks[row.key] = self.bars.add_task(row.label, total=None,
                                                                 visible=False)
-            # No total (nothing enqueued yet): a pulsing bar; an empty one once the run ended.
-            ended = RunState(row.state).ended
-            self.bars.update(task, total=row.total or (1 if ended else None),
-                             completed=row.done, visible=True,
+            # No total announced: a pulsing bar (an open-ended count beside it).
+            fraction = row.fraction()
+            self.bars.update(task, total=None if fraction is None else 1.0,
+                             completed=fraction or 0.0, visible=True,
                              batches=f"{row.done}/{row.total}{row.more}", written=row.written,
                              rejected=row.rejected, state=row.state)
         self.bars.refresh()

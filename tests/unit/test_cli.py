@@ -216,3 +216,17 @@ def test_failed_list_says_no_failures_for_a_clean_run(config: Path, progress: Pr
         where = run.run_id if len(args) == 3 else "the last 100 runs"
         assert result.output == (f"no failures in {where}: no dead-lettered batch, "
                                  "no rejected item\n")
+
+
+def test_a_bar_fills_against_the_total_the_api_announced_or_stays_open_ended():
+    running = {"run_id": "r", "source": "api", "kind": "a", "state": RunState.RUNNING,
+               "batches_enqueued": 53, "batches_done": 52}
+    announced = Run(**running, items_expected=1000, items_written=240, items_rejected=10)
+    [row] = cli.rows(announced)
+    assert cli.bar(row).startswith("api/a            [######..................] 52/53+ batches")
+    # No total from the API: batches enqueued so far are no measure (52 of 53 looks full).
+    [row] = cli.rows(Run(**running, items_written=2600))
+    assert cli.bar(row).startswith("api/a            [~~~~~~~~~~~~~~~~~~~~~~~~] 52/53+ batches")
+    [row] = cli.rows(Run(**{**running, "state": RunState.SUCCEEDED, "batches_done": 53,
+                            "producer_done": True}))
+    assert cli.bar(row).startswith("api/a            [########################] 53/53 batches")

@@ -34,6 +34,7 @@ from typing import Any, NamedTuple, TextIO, TypeVar
 import click
 import redis
 import rich.progress
+from kombu.exceptions import OperationalError
 from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, TaskID, TextColumn
@@ -343,6 +344,14 @@ class _Sluice(click.Group):
             url = get_settings().redis_url
             click.echo(f"sluice: cannot reach Redis at {_safe_url(url)} ($SLUICE_REDIS_URL): "
                        f"{exc}", err=True)
+            return 3
+        except OperationalError as exc:  # kombu's: its message names no host
+            from tasks.settings import get_settings
+
+            settings = get_settings()
+            where = "$SLUICE_BROKER_URL" if settings.broker_url else "$SLUICE_REDIS_URL"
+            click.echo(f"sluice: cannot reach the broker at {_safe_url(settings.queue_url)} "
+                       f"({where}): {exc}", err=True)
             return 3
         except KeyboardInterrupt:
             return 130

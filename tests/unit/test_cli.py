@@ -230,3 +230,16 @@ def test_a_bar_fills_against_the_total_the_api_announced_or_stays_open_ended():
     [row] = cli.rows(Run(**{**running, "state": RunState.SUCCEEDED, "batches_done": 53,
                             "producer_done": True}))
     assert cli.bar(row).startswith("api/a            [########################] 53/53 batches")
+
+
+def test_a_broker_that_refuses_is_named_and_the_run_it_was_for_frees_its_kind(
+        config: Path, progress: Progress):
+    # The unit tests' broker is 127.0.0.1:9, where nothing listens (tests/conftest.py).
+    result = CliRunner().invoke(sluice, ["run", "tracker", "--config", str(config)])
+    assert result.exit_code == 3, result.output
+    assert "sluice: cannot reach the broker at redis://127.0.0.1:" in result.output
+    [run] = progress.recent(1)
+    assert run.state == RunState.FAILED
+    assert run.reason.startswith("its producer task could not be sent to the broker at "
+                                 "redis://127.0.0.1:9/0: ")
+    assert progress.create_run("tracker", "issue").state == RunState.RUNNING  # lock freed

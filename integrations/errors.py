@@ -2,9 +2,11 @@
 
     SluiceError
     ├── ConfigError                 bad sluice.toml / settings: names the file and the key path
-    ├── RunLost                     the run's record is gone from Redis (lost its data)
+    ├── RunLost                     the run's record is gone from Redis (lost its data), or
+    │                               was kept by a Redis server since restarted or failed over
     ├── RetryableError              try again later (with backoff); may carry ``retry_after``
     │   ├── TransientHTTPError      connect error, timeout, 429 or 5xx from the third-party API
+    │   │   └── RateLimited         a GraphQL answer (HTTP 200) whose error is a rate limit
     │   └── TargetUnavailable       the target is down, locked or answered 5xx/429
     └── PermanentError              retrying will not help
         ├── PermanentHTTPError      another 4xx from the third-party API (401, 404, 410, ...)
@@ -40,7 +42,9 @@ class ConfigError(SluiceError):
 
 
 class RunLost(SluiceError):
-    """The run's record disappeared from Redis; its producer stops."""
+    """The run's record disappeared from Redis, or the run was started on another Redis
+    server (restarted or failed over since: the record may have lost writes); its producer
+    stops."""
 
 
 class RetryableError(SluiceError):
@@ -53,6 +57,11 @@ class RetryableError(SluiceError):
 
 class TransientHTTPError(RetryableError):
     """The third-party API failed in a way that may pass (after the client's own retries)."""
+
+
+class RateLimited(TransientHTTPError):
+    """A GraphQL answer whose error says "too many requests" (GitHub's RATE_LIMITED), with the
+    wait its rate-limit headers ask for in ``retry_after``, if any."""
 
 
 class TargetUnavailable(RetryableError):
@@ -83,7 +92,7 @@ class PagingCycle(MalformedPage):
 class GraphQLError(MalformedPage):
     """A GraphQL answer with ``errors`` (the server's HTTP status is 200): the message names
     the first error's message and path; ``errors`` holds them all, as the server sent them.
-    A rate-limit error is a TransientHTTPError instead (``integrations.http.graphql``)."""
+    A rate-limit error is RateLimited instead (``integrations.http.graphql``)."""
 
     def __init__(self, message: str, *, errors: list[object]) -> None:
         super().__init__(message)

@@ -12,6 +12,7 @@ Settings that matter and why:
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,8 +29,9 @@ from celery.signals import (
     worker_shutting_down,
 )
 
+from tasks.runs.client import connect_redis
 from tasks.settings import get_settings
-from tasks.worker import broker, liveness, logs, runtime, wire
+from tasks.worker import broker, liveness, logs, runtime, siblings, wire
 
 QUEUE = "sluice"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -107,6 +109,7 @@ def _check_config(**_: Any) -> None:
     from integrations.errors import ConfigError
     from tasks.config import get_config
 
+    siblings.die_with_parent()
     try:
         config = get_config(_settings.config)
     except ConfigError as exc:
@@ -115,7 +118,7 @@ def _check_config(**_: Any) -> None:
     if app.connection_for_read().transport.driver_type == "redis":
         global _liveness
         liveness.NODE = liveness.node_name()
-        _liveness = liveness.Liveness(app, runtime.connect_redis(_settings.redis_url),
+        _liveness = liveness.Liveness(app, connect_redis(_settings.redis_url),
                                       liveness.NODE, timeout=_settings.node_timeout).start()
 
 
@@ -124,6 +127,8 @@ _liveness: liveness.Liveness | None = None
 
 @worker_shutdown.connect
 def _stop_liveness(**_: Any) -> None:
+    if _siblings is not None:
+        _siblings.wait(timeout=60)
     if _liveness is not None:
         _liveness.stop()
 
@@ -144,16 +149,27 @@ def _init_threads(sender: Any = None, **_: Any) -> None:
     """The threads (and solo) pool runs tasks in this process: warm its runtime now, not in
     the first task. A prefork parent does not (its children do, after the fork)."""
     from celery.concurrency.prefork import TaskPool
+    from celery.concurrency.thread import TaskPool as ThreadPool
 
-    if sender is not None and not isinstance(getattr(sender, "pool", None), TaskPool):
+    pool = getattr(sender, "pool", None)
+    if sender is not None and not isinstance(pool, TaskPool):
         runtime.current().warm()
+    if isinstance(pool, ThreadPool):
+        global _siblings
+        _siblings = siblings.start(sender.hostname, siblings.count(_settings.worker_processes))
+
+
+_siblings: siblings.Siblings | None = None
 
 
 @worker_shutting_down.connect
-def _stop_producing(**_: Any) -> None:
+def _stop_producing(how: str = "Warm", **_: Any) -> None:
     """Warm shutdown: a producer slice running in this process (the threads pool) stops after
-    the page in hand and hands on, rather than holding the shutdown for its whole slice."""
+    the page in hand and hands on, rather than holding the shutdown for its whole slice. The
+    node's siblings get the same shutdown."""
     runtime.STOPPING.set()
+    if _siblings is not None:
+        _siblings.signal(signal.SIGQUIT if how == "Cold" else signal.SIGTERM)
 
 
 @worker_process_shutdown.connect

@@ -40,7 +40,7 @@ from integrations.errors import ConfigError, PagingCycle, RunLost, TooManyPages,
 from integrations.incremental import newest, older
 from tasks import messages
 from tasks.app import app
-from tasks.runs.progress import Cycle, Recorded, Run, RunState
+from tasks.runs.progress import Cycle, Recorded, Run, RunState, Stopped
 from tasks.worker import runtime
 
 log = logging.getLogger(__name__)
@@ -270,11 +270,12 @@ class Slice:
         self.newest = value
         return value
 
-    def check(self, page: pager.Page, recorded: Recorded | Cycle | None) -> None:
-        """Stop a run whose record is gone, whose paging goes round, or that never ends."""
+    def check(self, page: pager.Page, recorded: Recorded | Cycle | Stopped) -> None:
+        """Stop a run whose record is gone (or was kept by a Redis server since lost), whose
+        paging goes round, or that never ends."""
         name = f"{self.run.source}/{self.run.kind}"
-        if recorded is None:
-            raise RunLost(f"run {self.run.run_id}: its record is gone from Redis; stopping")
+        if isinstance(recorded, Stopped):
+            raise RunLost(f"run {self.run.run_id}: {recorded.why}; stopping")
         if isinstance(recorded, Cycle) and recorded.what == "items":
             raise PagingCycle(
                 f"{name}: page {page.seq} holds the very items of page {recorded.page}: the "
@@ -327,8 +328,9 @@ def resync(self: Task, source: str, kind: str, run_id: str | None = None,
     the exception's type, message and place, so the run fails within seconds."""
     rt = runtime.current()
     run = rt.progress.create_run(source, kind) if run_id is None else rt.progress.get(run_id)
-    if run is None or run.state != RunState.RUNNING or run.producer_done:
-        return summary(run_id or "", run)
+    if (run is None or run.state != RunState.RUNNING or run.producer_done
+            or rt.progress.moved(run.run_id, source, kind)):  # failed now: Redis forgot
+        return summary(run_id or "", run and rt.progress.get(run.run_id))
     try:
         check_run(rt, run)
         with runtime.handing_on():

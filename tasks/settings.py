@@ -33,10 +33,13 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     config: Path = Path("sluice.toml")
     # What `celery -A tasks worker` runs without -P/-c: the threads pool, 8 tasks at once in
-    # one process (writes mostly wait on the target; see the README's worker section for when
+    # each process (writes mostly wait on the target; see the README's worker section for when
     # prefork is better). Celery takes `-P prefork` for "not given", so choose prefork here.
     worker_pool: Literal["threads", "prefork", "solo"] = "threads"
     worker_concurrency: int = Field(8, ge=1)
+    # The threads pool only: how many such processes (nodes) the command runs, 0 for one per
+    # core (tasks/worker/siblings.py says why; 1: one process, as Celery itself would).
+    worker_processes: int = Field(0, ge=0)
     # Redis broker: an unacked message is handed out again after this long. It must stay above
     # the longest task; producer slices and batches are kept far below it.
     visibility_timeout: int = Field(600, ge=10)

@@ -17,14 +17,24 @@ it whatever the host); every third one (number n % 3 == 0) an assignee and a lab
 
 ``/repos/ORG/REPO/issues/N/comments`` lists issue N's comments in Link pages:
 ``comments_per_issue`` of them (default 2), or ``comment_counts[(repo, N)]``; ``add_comments``
-adds some later, and changes the issue's ``updated_at`` as GitHub does."""
+adds some later, and changes the issue's ``updated_at`` as GitHub does. Every fifth comment
+(k % 5 == 4) is by a bot (``dependabot[bot]``, as REST spells it).
+
+``POST /graphql`` serves the same issues and comments through GitHub's GraphQL API
+(``integrations.github.fakegraphql``), with its points budget (``graphql_budget``).
+``latency`` (seconds) delays every answer, REST's and GraphQL's."""
 
 from __future__ import annotations
 
 import json
+import math
+import time
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import SplitResult
 
 from integrations.fakeapi import FakeAPI, Handler, at, link_page
+from integrations.github import fakegraphql
 from integrations.incremental import comparable, older
 
 
@@ -60,8 +70,10 @@ def comment(org: str, repo_i: int, n: int, k: int, *, when: float | None = None
             ) -> dict[str, Any]:
     """Comment k of issue n of repository ``repo_i`` (ids unique across repositories)."""
     stamp = at(n * 60 + k if when is None else when)
+    user = ({"login": "dependabot[bot]", "id": 49699333, "type": "Bot"} if k % 5 == 4
+            else {"login": "hubot", "id": 2, "type": "User"})
     return {"id": 7_000_000_000 + repo_i * 10_000_000 + n * 1_000 + k,
-            "body": f"comment {k} on {org}/repo{repo_i}#{n}", "user": {"login": "hubot", "id": 2},
+            "body": f"comment {k} on {org}/repo{repo_i}#{n}", "user": user,
             "issue_url": f"https://api.github.com/repos/{org}/repo{repo_i}/issues/{n}",
             "author_association": "MEMBER", "created_at": stamp, "updated_at": stamp}
 
@@ -80,15 +92,39 @@ def listed(items: list[dict[str, Any]], query: dict[str, str], *, since: bool
 
 
 class GithubHandler(Handler):
-    def do_GET(self) -> None:
+    def _start(self) -> tuple[FakeGithub, SplitResult, dict[str, str]] | None:
+        """The fake, the request's URL and query, or None when it is answered already (a scripted
+        fault, no token)."""
         fake: FakeGithub = self.server.fake  # type: ignore[attr-defined]  # set on its HTTPServer below
+        if self.server.latency:
+            time.sleep(self.server.latency)
         if (request := self._scripted()) is None:
-            return
-        url, query = request
+            return None
         if self.headers.get("Authorization") != f"Bearer {fake.token}":
-            return self._send(401, json.dumps({
+            self._send(401, json.dumps({
                 "message": "Bad credentials",
                 "documentation_url": "https://docs.github.com/rest"}).encode())
+            return None
+        return fake, *request
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if (started := self._start()) is None:
+            return
+        fake, url, _ = started
+        if url.path != "/graphql":
+            return self._send(404, b'{"message": "Not Found"}')
+        try:
+            request = json.loads(body)
+        except ValueError:
+            return self._send(400, b'{"message": "Problems parsing JSON"}')
+        answer, headers = fakegraphql.answer(fake, request)
+        return self._json(answer, headers)
+
+    def do_GET(self) -> None:
+        if (started := self._start()) is None:
+            return
+        fake, url, query = started
         limited = self.server.take_token()
         headers: dict[str, str] = {}
         if limited is not None:
@@ -122,6 +158,17 @@ class GithubHandler(Handler):
         return self._json(page, {**headers, **link})
 
 
+@dataclass(frozen=True)
+class Budget:
+    """GraphQL's points: ``limit`` an hour, ``remaining`` until ``reset_at`` (epoch seconds);
+    ``ok``: whether the last query was paid for."""
+
+    limit: int
+    remaining: int
+    reset_at: float
+    ok: bool = True
+
+
 class FakeGithub(FakeAPI):
     """``repos`` repositories in ``org``; repository i has ``sizes[i]`` = (issues, pull requests)
     (``default_size`` otherwise): issues are numbers 1..issues, pull requests the next ones."""
@@ -139,6 +186,25 @@ class FakeGithub(FakeAPI):
         self.comments_per_issue = 2
         self.comment_counts: dict[tuple[int, int], int] = {}  # (repository, number) -> count
         self._comments: dict[tuple[int, int], list[dict[str, Any]]] = {}  # made on first use
+        self.graphql = Budget(limit=5000, remaining=5000, reset_at=math.ceil(time.time()) + 3600)
+
+    def graphql_budget(self, remaining: int, reset_in: float) -> None:
+        """GraphQL's points: ``remaining`` left until ``reset_in`` seconds from now (a whole
+        second, as GitHub's resets are)."""
+        with self.server.lock:
+            self.graphql = Budget(self.graphql.limit, remaining, math.ceil(time.time() + reset_in))
+
+    def spend_graphql(self, points: int) -> Budget:
+        """Spend a query's points (after a reset when its time has come): the budget as it is
+        then, ``ok`` False (nothing spent) when what is left does not pay for them."""
+        with self.server.lock:
+            budget = self.graphql
+            if time.time() >= budget.reset_at:
+                budget = Budget(budget.limit, budget.limit, math.ceil(time.time()) + 3600)
+            ok = points <= budget.remaining
+            self.graphql = Budget(budget.limit, budget.remaining - points if ok else
+                                  budget.remaining, budget.reset_at, ok=ok)
+            return self.graphql
 
     def items(self, i: int) -> list[dict[str, Any]]:
         """Repository i's issues and pull requests, by number (a copy)."""

@@ -22,24 +22,41 @@ issues endpoint also returns pull requests (items with a ``pull_request`` key): 
 there, and land as pull requests from their own endpoint. Rate limits: ``x-ratelimit-remaining:
 0`` with ``x-ratelimit-reset`` (epoch seconds) pauses every caller until the reset; the
 secondary limit answers 403 or 429 with ``retry-after``, which is waited for and retried.
+
+With ``graphql = true``, issues and issue comments come from GitHub's GraphQL API (POST
+``/graphql``; ``/api/graphql`` beside a GitHub Enterprise ``…/api/v3``), queries and shapes in
+``integrations.github.v4``: a page of issues brings each one's first comments, which its
+``issue_comment`` children take without a request; only an issue with more comments pages
+the nested connection (``repository.issue(number).comments(after:)``). GraphQL's budget is in
+points: an answer whose ``rateLimit`` leaves less than its own ``cost`` pauses every caller
+of the source until ``resetAt`` (as ``x-ratelimit-remaining: 0`` does), and a RATE_LIMITED
+answer is waited for (its headers' reset, at most ``http.max_retry_after``) and asked again,
+up to ``http.retries`` times; a longer wait fails the run with the reason.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
-from integrations.github import webhooks
+from integrations.base import Fetched, State
+from integrations.errors import MalformedPage, RateLimited
+from integrations.github import v4, webhooks
 from integrations.github.settings import GithubSettings, Kind
-from integrations.http.paginators import LinkPaginator
+from integrations.http.graphql import GraphqlPaginator, nodes
+from integrations.http.oauth import TokenStore
+from integrations.http.paginators import LinkPaginator, Paginator, dig
+from integrations.http.ratelimit import RateLimiter
 from integrations.incremental import Incremental
 from integrations.mapping import MappingSettings
 from integrations.paged import PagedIntegration
 from integrations.parents import fill
 from integrations.registry import register
+from integrations.secrets import Redactor
 from integrations.webhooks import Event
 
 API_VERSION = "2022-11-28"
@@ -59,15 +76,41 @@ def repository_of(issue: Any) -> str | None:
     return found[1] if found else None
 
 
+def graphql_path(base_url: str) -> str:
+    """Where GraphQL is served: ``/graphql`` beside api.github.com's REST API, ``/api/graphql``
+    on the origin of a GitHub Enterprise Server's ``…/api/v3``."""
+    url = httpx.URL(base_url)
+    if url.path.rstrip("/").endswith("/api/v3"):
+        return str(url.copy_with(path=url.path.rstrip("/")[:-len("/v3")] + "/graphql",
+                                 query=None))
+    return "/graphql"
+
+
 @register("github")
 class GithubIntegration(PagedIntegration[GithubSettings]):
+    # The source's shared limit, which GraphQL's rateLimit in a body pauses (every client of
+    # the source pauses both its buckets, so whichever client set it last will do).
+    limiter: RateLimiter | None = None
+
+    def client(self, *, limiter: RateLimiter | None = None, redactor: Redactor | None = None,
+               tokens: TokenStore | None = None, secret_key: str | None = None
+               ) -> httpx.AsyncClient:
+        self.limiter = limiter or self.limiter
+        return super().client(limiter=limiter, redactor=redactor, tokens=tokens,
+                              secret_key=secret_key)
+
+    def graphql(self, kind: str) -> bool:
+        return self.settings.graphql and kind in (Kind.issue, Kind.issue_comment)
+
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.settings.token}",
                 "Accept": "application/vnd.github+json",
                 "X-GitHub-Api-Version": API_VERSION}
 
-    def paginator(self, kind: str, partition: Any, since: Any = None) -> LinkPaginator:
+    def paginator(self, kind: str, partition: Any, since: Any = None) -> Paginator:
         s = self.settings
+        if self.graphql(kind):
+            return self._graphql_paginator(kind, partition, since)
         if kind == Kind.issue_comment:  # the comments of one issue: partition is its ref
             ref = partition if isinstance(partition, dict) else {}
             return LinkPaginator(path=fill(COMMENTS, ref), limit_param="per_page",
@@ -86,6 +129,67 @@ class GithubIntegration(PagedIntegration[GithubSettings]):
                 params.update(sort="updated", direction="desc")
         return LinkPaginator(path=f"/repos/{partition}/{endpoint}", params=params,
                              limit_param="per_page", limit=s.per_page)
+
+    def _graphql_paginator(self, kind: str, partition: Any, since: Any) -> GraphqlPaginator:
+        s = self.settings
+        if kind == Kind.issue_comment:  # past the comments the issue brought
+            ref = partition if isinstance(partition, dict) else {}
+            owner, _, name = fill("{parent.repository}", ref).partition("/")
+            return GraphqlPaginator(
+                path=graphql_path(s.base_url), query=v4.COMMENTS,
+                connection_path=v4.COMMENTS_PATH,
+                variables={"owner": owner, "name": name, "first": s.per_page,
+                           "number": int(fill("{parent.number}", ref))})
+        owner, _, name = str(partition).partition("/")
+        variables: dict[str, Any] = {"owner": owner, "name": name, "first": s.per_page}
+        if s.state != "all":
+            variables["states"] = [s.state.upper()]
+        if since is not None:
+            variables["since"] = since
+        return GraphqlPaginator(
+            path=graphql_path(s.base_url), variables=variables, connection_path=v4.ISSUES_PATH,
+            query=v4.ISSUES if Kind.issue_comment in s.kinds else v4.ISSUES_ONLY)
+
+    async def fetch(self, kind: str, client: httpx.AsyncClient, state: State | None, *,
+                    partition: Any = None, since: Any = None) -> Fetched:
+        """GraphQL's comments of an issue start with those the issue brought (no request);
+        a RATE_LIMITED answer is waited for and asked again (see the module's docstring)."""
+        if not self.graphql(kind):
+            return await super().fetch(kind, client, state, partition=partition, since=since)
+        embedded = partition.get(v4.COMMENTS_KEY) if isinstance(partition, dict) else None
+        if state is None and kind == Kind.issue_comment and isinstance(embedded, dict):
+            after = embedded.get("next")
+            return Fetched(items=list(embedded.get("nodes") or []),
+                           next={"after": after} if after else None)
+        http, attempt = self.settings.http, 0
+        while True:
+            try:
+                return await super().fetch(kind, client, state, partition=partition,
+                                           since=since)
+            except RateLimited as exc:
+                wait = exc.retry_after
+                if attempt >= http.retries or wait is None or wait > http.max_retry_after:
+                    raise
+            attempt += 1
+            if self.limiter is not None:  # every caller waits, this one in its next acquire
+                self.limiter.pause(wait)
+            else:
+                await asyncio.sleep(wait)
+
+    def items(self, kind: str, response: httpx.Response, body: Any) -> list[Any]:
+        if not self.graphql(kind):
+            return super().items(kind, response, body)
+        where = f"POST {response.request.url.copy_with(query=None)}"
+        wait = v4.budget(body)
+        if wait and self.limiter is not None:
+            self.limiter.pause(wait)
+        if kind == Kind.issue_comment:
+            return [v4.comment(n, where) for n in nodes(where, body, v4.COMMENTS_PATH)]
+        repository = dig(body, "data.repository.nameWithOwner")
+        if not isinstance(repository, str):
+            raise MalformedPage(f"{where}: data.repository.nameWithOwner is not text")
+        return [v4.issue(n, repository, base_url=self.settings.base_url, where=where)
+                for n in nodes(where, body, v4.ISSUES_PATH)]
 
     def incremental(self, kind: str) -> Incremental | None:
         s = self.settings
@@ -117,10 +221,13 @@ class GithubIntegration(PagedIntegration[GithubSettings]):
         if kind != Kind.issue or not isinstance(parent_item, dict):
             return {}
         number = parent_item.get("number")
-        return {"id": parent_item.get("id"),
-                "number": number if isinstance(number, int) and not isinstance(number, bool)
-                else None,
-                "repository": repository_of(parent_item)}
+        ref = {"id": parent_item.get("id"),
+               "number": number if isinstance(number, int) and not isinstance(number, bool)
+               else None,
+               "repository": repository_of(parent_item)}
+        if v4.COMMENTS_KEY in parent_item:  # GraphQL: the first comments came with the issue
+            ref[v4.COMMENTS_KEY] = parent_item[v4.COMMENTS_KEY]
+        return ref
 
     def with_parent(self, kind: str, ref: dict[str, Any], item: Any) -> Any:
         if kind != Kind.issue_comment or not isinstance(item, dict):

@@ -49,7 +49,14 @@ class GithubSettings(ApiSettings):
     state, author, assignee, labels, dates, the repository). A source overrides it key by key
     (``mappings = { issue = { properties = { title = ".title | ascii_downcase" } } }``), or
     turns it off (``mappings = false``, or ``{ issue = false }``): those items land whole in
-    ``entities``."""
+    ``entities``.
+
+    ``graphql = true``: issues and their comments come from GitHub's GraphQL API
+    (``integrations.github.v4``), each page of 100 issues with the first 100 comments of
+    each, so ``issue_comment`` costs a request only for an issue with more comments. The
+    items are built in REST's shape, so they land in the same typed rows; a mapping of an
+    issue field GraphQL is not asked for (``integrations.github.v4``) reads null. Needs
+    ``issue`` among the kinds and its mapping (and ``issue_comment``'s) on."""
 
     integration: Literal["github"]
     org: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]*$", description="the organisation")
@@ -64,6 +71,10 @@ class GithubSettings(ApiSettings):
     # GitHub's timestamps are in seconds; the lookback covers an update committed while the
     # previous run was paging and listed later than its watermark's item.
     lookback: Duration = Field("2m", description="ask from the watermark minus this: 30s, 2m, 1h")
+    graphql: bool = Field(
+        False, description="issues and their comments through GitHub's GraphQL API: each "
+        "page of issues brings their first comments, so comments cost a request only past "
+        "those (repositories and pull requests stay on REST)")
     mappings: GithubMappings = Field(
         default_factory=GithubMappings, description="each kind's default mapping (into the "
         "typed table {source}_{kind}), overridden key by key; false: items land whole in "
@@ -74,6 +85,16 @@ class GithubSettings(ApiSettings):
         if Kind.issue_comment in self.kinds and Kind.issue not in self.kinds:
             raise ValueError("kinds: issue_comment needs issue (the comments of each issue a "
                              "run writes are fetched)")
+        if self.graphql:
+            if Kind.issue not in self.kinds:
+                raise ValueError("graphql: true reads issues and their comments through "
+                                 "GraphQL, and kinds has no issue (drop graphql, or add issue)")
+            for kind in (Kind.issue, Kind.issue_comment):
+                if kind in self.kinds and self.mappings.of(kind) is None:
+                    raise ValueError(
+                        f"graphql: true needs mappings.{kind} (GraphQL items carry only the "
+                        "fields the default mappings read, so they cannot land whole in "
+                        "entities as REST's do; drop graphql, or keep the mapping)")
         return self
 
     def kind_names(self) -> list[str]:

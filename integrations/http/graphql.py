@@ -10,7 +10,7 @@ or the ``node`` of each of its ``edges``.
     request        (path, the kind's query parameters): as every paginator
     payload        {"query": query, "variables": {**variables, after: cursor}}
     check          a body with ``errors`` raises GraphQLError (message and path of the first);
-                   a rate-limit error (type RATE_LIMITED, code THROTTLED) TransientHTTPError
+                   a rate-limit error (type RATE_LIMITED, code THROTTLED) RateLimited
     advance        hasNextPage false: the end; true without an endCursor: MalformedPage; the
                    endCursor just sent: PagingCycle (one seen earlier in the run: the run's
                    own check of repeated states)
@@ -31,9 +31,9 @@ from typing import Any
 import httpx
 
 from integrations.base import State
-from integrations.errors import GraphQLError, MalformedPage, PagingCycle, TransientHTTPError
+from integrations.errors import GraphQLError, MalformedPage, PagingCycle, RateLimited
 from integrations.http.paginators import BasePaginator, dig
-from integrations.http.retry import server_wait
+from integrations.http.retry import reset_wait, server_wait
 from integrations.secrets import excerpt
 
 # An error that says "too many requests" rather than "this query is wrong": GitHub's type,
@@ -50,8 +50,9 @@ def declares(query: str, variable: str) -> bool:
 def check(where: str, response: httpx.Response, body: Any) -> None:
     """Raise when a GraphQL answer (HTTP 2xx) is an error: ``errors`` present and not empty.
     GraphQLError (permanent) names the first error's message and path, and how many more
-    there are; a rate-limit error is TransientHTTPError, with the wait the response's
-    rate-limit headers ask for, if any."""
+    there are; a rate-limit error is RateLimited (transient), with the wait the response's
+    rate-limit headers ask for, if any (their reset, though they say some budget is left: a
+    query may cost more points than remain)."""
     if not isinstance(body, dict):
         raise MalformedPage(f"{where}: the GraphQL answer is not an object "
                             f"(got {type(body).__name__})")
@@ -73,7 +74,9 @@ def check(where: str, response: httpx.Response, body: Any) -> None:
                                  else None)
     text = f'{where}: the GraphQL answer has errors: "{message}"{at}{more}{partial_text}'
     if isinstance(code, str) and code in RATE_LIMITED:
-        raise TransientHTTPError(f"{text} [{code}]", retry_after=server_wait(response))
+        wait = server_wait(response)
+        raise RateLimited(f"{text} [{code}]", retry_after=reset_wait(response) if wait is None
+                          else wait)
     raise GraphQLError(text, errors=errors)
 
 

@@ -65,19 +65,38 @@ def server_wait(response: httpx.Response, *, now: float | None = None) -> float 
             return retry_after
     for prefix in ("X-RateLimit-", "RateLimit-"):
         remaining = response.headers.get(prefix + "Remaining")
-        reset = response.headers.get(prefix + "Reset")
+        reset = _reset(response, prefix, now)
         if remaining is None or reset is None:
             continue
         try:
-            left, at = int(remaining), float(reset)
+            left = int(remaining)
         except ValueError:
             continue
-        if left > 0:
-            return None
-        if at > EPOCH_MS_THRESHOLD:
-            at /= 1000
-        return max(0.0, at - now if at > EPOCH_THRESHOLD else at)
+        return None if left > 0 else reset
     return None
+
+
+def reset_wait(response: httpx.Response, *, now: float | None = None) -> float | None:
+    """Seconds until the reset its rate-limit headers name (``X-RateLimit-Reset``,
+    ``RateLimit-Reset``), whatever they say is left: the wait of an answer that refuses a
+    request for its rate limit though some budget is left (a GraphQL query costing more
+    points than remain). None without such a header."""
+    now = time.time() if now is None else now
+    for prefix in ("X-RateLimit-", "RateLimit-"):
+        if (reset := _reset(response, prefix, now)) is not None:
+            return reset
+    return None
+
+
+def _reset(response: httpx.Response, prefix: str, now: float) -> float | None:
+    """Seconds until ``{prefix}Reset`` (epoch seconds or milliseconds, or seconds from now)."""
+    try:
+        at = float(response.headers.get(prefix + "Reset", ""))
+    except ValueError:
+        return None
+    if at > EPOCH_MS_THRESHOLD:
+        at /= 1000
+    return max(0.0, at - now if at > EPOCH_THRESHOLD else at)
 
 
 def is_retryable(response: httpx.Response) -> bool:

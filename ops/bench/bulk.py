@@ -58,10 +58,12 @@ from bulkmeter import (  # noqa: E402
     Spy,
     Watch,
     cpu_seconds,
+    node_pids,
     peak_rss_mb,
 )
 
 from tasks.operator.redisserver import RedisServer, free_port  # noqa: E402
+from tasks.runs import keys  # noqa: E402
 from tasks.runs.progress import Progress  # noqa: E402
 
 PREFIX = "bench_bulk_"
@@ -230,6 +232,21 @@ def child(a: argparse.Namespace, api: BulkApi, case: str, name: str, pipeline: s
 
 # --- Sluice, as a user starts it ------------------------------------------------------------
 
+def node_processes(workers: bench.Workers, client: redis.Redis) -> list[int]:
+    """The plain worker's processes, once each is up: one per core unless
+    SLUICE_WORKER_PROCESSES says otherwise (tasks/worker/siblings.py). Each is a node with a
+    heartbeat of its own."""
+    (pid,) = workers.workers()
+    want = int(os.environ.get("SLUICE_WORKER_PROCESSES") or 0) or len(os.sched_getaffinity(0))
+    deadline = time.time() + 60
+    while client.zcard(keys.NODES) < want:
+        if time.time() > deadline:
+            raise RuntimeError(f"{want} worker processes were not up in 60 s")
+        time.sleep(0.2)
+    time.sleep(2.0)  # the last one's consumer ready, as bench.Workers waits for the first
+    return node_pids(pid)
+
+
 def sluice(a: argparse.Namespace, url: str, case: str, name: str, *, kind: str, target: str,
            where: str, source: str = "", sink: bench.Api | None = None,
            requests: Callable[[], int] | None = None, gil: bool = False) -> Row:
@@ -249,8 +266,8 @@ def sluice(a: argparse.Namespace, url: str, case: str, name: str, *, kind: str, 
         workers = bench.Workers(config, server.url, 1, tmp / "worker.log", threads=0)
         client = redis.Redis.from_url(server.url)
         try:
-            (pid,) = workers.workers()
-            spy = None if a.no_profile else Spy(pid, tmp / "worker.raw", gil=gil or a.gil)
+            pids = node_processes(workers, client)
+            spy = None if a.no_profile else Spy(pids, tmp / "worker.raw", gil=gil or a.gil)
             if sink is not None:
                 sink.reset()
             if requests is not None:
@@ -259,7 +276,7 @@ def sluice(a: argparse.Namespace, url: str, case: str, name: str, *, kind: str, 
             backends = PostgresBackends(a.dsn if where.startswith("pg") else None)
             backends.start()
             counters.start()
-            cpu0 = cpu_seconds(pid)
+            cpu0 = sum(map(cpu_seconds, pids))
             env = {**os.environ, "SLUICE_REDIS_URL": server.url}
             env.pop("SLUICE_CONFIG", None)  # ./sluice.toml, as a user has it
             with open(tmp / "cli.log", "wb") as log:
@@ -272,7 +289,7 @@ def sluice(a: argparse.Namespace, url: str, case: str, name: str, *, kind: str, 
                 proc.returncode = os.waitstatus_to_exitcode(status)
                 exited = time.time()
             first = watch.stop() if watch else sink.stats()["first_write"] if sink else None
-            cpu = {"worker": cpu_seconds(pid) - cpu0,
+            cpu = {"worker": sum(map(cpu_seconds, pids)) - cpu0,
                    "`sluice run`": usage.ru_utime + usage.ru_stime}
             counted = counters.stop()
             cpu["redis"] = counted["cpu"]
@@ -281,9 +298,10 @@ def sluice(a: argparse.Namespace, url: str, case: str, name: str, *, kind: str, 
             if spy and a.profiles:
                 Path(a.profiles).mkdir(parents=True, exist_ok=True)
                 slug = "".join(c if c.isalnum() else "-" for c in f"{case} {name}".lower())
-                shutil.copy(tmp / "worker.raw", Path(a.profiles) / f"{slug}.raw")
+                for i, raw in enumerate(spy.outs):
+                    shutil.copy(raw, Path(a.profiles) / f"{slug}.{i}.raw")
             (run,) = Progress(client).recent(1)
-            rss = {"worker": peak_rss_mb(pid), "`sluice run`": usage.ru_maxrss / 1024,
+            rss = {"worker": max(map(peak_rss_mb, pids)), "`sluice run`": usage.ru_maxrss / 1024,
                    "redis": counted["peak_mb"]}
         finally:
             workers.stop()

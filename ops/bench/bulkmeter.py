@@ -161,26 +161,41 @@ def thread_cpu(pid: int) -> dict[int, float]:
 
 
 class Spy:
-    """``py-spy record --format raw --threads`` on one process until ``stop()``, and the CPU
-    each of its threads used meanwhile (from /proc: exact, where samples are a share)."""
+    """``py-spy record --format raw --threads`` on each of a node's processes until ``stop()``,
+    and the CPU each of their threads used meanwhile (from /proc: exact, where samples are a
+    share). Native thread ids are the machine's, so the processes' profiles add up."""
 
-    def __init__(self, pid: int, out: Path, *, rate: int = 50, gil: bool = False) -> None:
-        self.pid, self.out = pid, out
-        self.proc = subprocess.Popen(
+    def __init__(self, pids: list[int], out: Path, *, rate: int = 50, gil: bool = False
+                 ) -> None:
+        self.pids, self.outs = pids, [out.with_suffix(f".{pid}{out.suffix}") for pid in pids]
+        self.procs = [subprocess.Popen(
             ["py-spy", "record", "--pid", str(pid), "--format", "raw", "--function",
-             "--threads", "--nonblocking", "--rate", str(rate), "--output", str(out),
+             "--threads", "--nonblocking", "--rate", str(rate), "--output", str(path),
              *(["--gil"] if gil else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            for pid, path in zip(pids, self.outs, strict=True)]
         time.sleep(0.5)  # attached and sampling before the measured work starts
-        self.cpu0 = thread_cpu(pid)
+        self.cpu0 = {tid: c for pid in pids for tid, c in thread_cpu(pid).items()}
 
     def stop(self) -> Profile:
-        cpu = {tid: c - self.cpu0.get(tid, 0.0) for tid, c in thread_cpu(self.pid).items()}
-        self.proc.send_signal(signal.SIGINT)
-        _, err = self.proc.communicate(timeout=60)
-        if not self.out.exists():
-            raise RuntimeError(f"py-spy wrote no profile: {err[-2000:]}")
-        return Profile(read_raw(self.out.read_text()), cpu)
+        cpu = {tid: c - self.cpu0.get(tid, 0.0)
+               for pid in self.pids for tid, c in thread_cpu(pid).items()}
+        stacks: Counter[tuple[str, ...]] = Counter()
+        for proc, path in zip(self.procs, self.outs, strict=True):
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+            if not path.exists():
+                raise RuntimeError(f"py-spy wrote no profile: {err[-2000:]}")
+            stacks.update(read_raw(path.read_text()))
+        return Profile(stacks, cpu)
+
+
+def node_pids(pid: int) -> list[int]:
+    """A worker node's processes: the one started, and the siblings it started."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return [pid, *children]
 
 
 def read_raw(text: str) -> Counter[tuple[str, ...]]:

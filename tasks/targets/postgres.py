@@ -21,6 +21,7 @@ from tasks.targets.base import (
     deletion_guard,
     move_guard,
 )
+from tasks.targets.pgschema import ASK_A_DBA, TYPE_OF, add_columns, own_tables, typed_table
 from tasks.targets.typed import (
     FIXED,
     KEY,
@@ -40,17 +41,6 @@ try:
     import psycopg
 except ImportError:  # pragma: no cover - depends on the extra being installed
     psycopg = None  # type: ignore[assignment]  # optional: the postgres extra
-
-
-# Typed tables (tasks/targets/typed.py): each Sluice type's column, and back from
-# format_type() (a few more, for a table an administrator made).
-DECLARED: dict[ColumnType, str] = {"text": "text", "integer": "bigint",
-                                   "number": "double precision", "boolean": "boolean",
-                                   "timestamp": "timestamptz", "json": "jsonb"}
-TYPE_OF: dict[str, ColumnType] = {
-    "text": "text", "character varying": "text", "bigint": "integer", "integer": "integer",
-    "smallint": "integer", "double precision": "number", "real": "number",
-    "boolean": "boolean", "timestamp with time zone": "timestamp", "jsonb": "json"}
 
 
 def q(name: str) -> str:
@@ -74,44 +64,44 @@ class PostgresTarget(SeenColumns):
 
     def _connect(self) -> Any:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.dsn, connect_timeout=10)
-            with self._conn.transaction():
-                # Only what is missing is created or altered: a role that may write rows but
-                # not create tables (one an administrator made) must still work.
-                exists = self._conn.execute("SELECT to_regclass(%s), to_regclass(%s)",
-                                            (self.table, f"{self.table}_state")).fetchone()
-                if all(exists):
-                    self._add_run_seq()
-                    return self._conn
-                # CREATE TABLE IF NOT EXISTS races when worker processes start together
-                # (a unique violation in pg_type): one at a time, under an advisory lock.
-                self._conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
-                                   (f"sluice:{self.table}",))
-                self._conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {self.table} ("
-                    " source text NOT NULL, kind text NOT NULL, identifier text NOT NULL,"
-                    " data jsonb NOT NULL, run_id text NOT NULL,"
-                    " run_seq bigint NOT NULL DEFAULT 0, first_seq bigint NOT NULL DEFAULT 0,"
-                    " updated_at timestamptz NOT NULL DEFAULT now(),"
-                    " PRIMARY KEY (source, kind, identifier))")
-                # The last run of each kind that ended clean (the deletion guard's baseline).
-                self._conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {self.table}_state (source text NOT NULL,"
-                    " kind text NOT NULL, clean_seq bigint NOT NULL, PRIMARY KEY (source, kind))")
-                self._add_run_seq()
+            conn = psycopg.connect(self.dsn, connect_timeout=10)
+            try:
+                with conn.transaction():
+                    for name in (self.table, f"{self.table}_state"):
+                        self._ensure(conn, name)
+                    self._add_run_seq(conn)
+            except BaseException:
+                conn.close()  # the next call checks again, on a new connection
+                raise
+            self._conn = conn
         return self._conn
 
-    def _add_run_seq(self) -> None:
-        """A table from before run stamps gets its ``run_seq`` and ``first_seq`` columns."""
-        have = {c for (c,) in self._conn.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema ="
-            " current_schema() AND table_name = %s", (self.table,)).fetchall()}
+    def _ensure(self, conn: Any, name: str) -> None:
+        """Make one of Sluice's own tables (``pgschema.own_tables``) when it is missing. Only
+        what is missing is created: a role that may write rows but not create tables (a DBA
+        made them) never tries; when one is missing, the error names it."""
+        if conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0]:
+            return
+        # CREATE TABLE IF NOT EXISTS races when worker processes start together (a unique
+        # violation in pg_type): one at a time, under an advisory lock.
+        self._lock(conn, self.table)
+        with _needs_right(f"table {name} does not exist and this role may not create it",
+                          ASK_A_DBA):
+            conn.execute(own_tables(self.table)[name])
+
+    def _add_run_seq(self, conn: Any) -> None:
+        """A table from before run stamps gets its ``run_seq`` and ``first_seq`` columns.
+        Its columns are read where an unquoted name finds the table (in whichever schema of
+        the search path, in whatever case it is written): a role that may not alter it must
+        not find them missing."""
+        have = {c for (c,) in conn.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0"
+            " AND NOT attisdropped", (self.table,)).fetchall()}
         for column in ("run_seq", "first_seq"):
             if column not in have:
-                self._conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
-                                   (f"sluice:{self.table}",))
-                self._conn.execute(f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS"
-                                   f" {column} bigint NOT NULL DEFAULT 0")
+                self._lock(conn, self.table)
+                conn.execute(f"ALTER TABLE {self.table} ADD COLUMN IF NOT EXISTS"
+                             f" {column} bigint NOT NULL DEFAULT 0")
 
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
@@ -146,10 +136,9 @@ class PostgresTarget(SeenColumns):
                 f" WHERE {self.table}.run_seq <= EXCLUDED.run_seq", (run_id, run_seq, run_seq))
 
     def _stage(self, cur: Any) -> str:
-        """The session's staging table for ``upsert`` (temporary: emptied at every commit,
-        gone with the connection; a role needs no CREATE on the schema for it)."""
-        cur.execute("CREATE TEMP TABLE IF NOT EXISTS sluice_stage (source text, kind text,"
-                    " identifier text, data text) ON COMMIT DELETE ROWS")
+        """The session's staging table for ``upsert`` (emptied at every commit)."""
+        _temp_table(cur, "CREATE TEMP TABLE IF NOT EXISTS sluice_stage (source text, kind text,"
+                         " identifier text, data text) ON COMMIT DELETE ROWS")
         return "sluice_stage"
 
     # Webhook events (the Ordered protocol in tasks/targets/base.py).
@@ -196,16 +185,11 @@ class PostgresTarget(SeenColumns):
         """Whether ``{table}_watermarks`` exists; with ``create``, it does after this. Made on
         first use only: a role that may write rows but not create tables keeps working for
         every kind that is not incremental."""
-        if conn.execute("SELECT to_regclass(%s)", (f"{self.table}_watermarks",)).fetchone()[0]:
+        name = f"{self.table}_watermarks"
+        if create:
+            self._ensure(conn, name)
             return True
-        if not create:
-            return False
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"sluice:{self.table}",))
-        # The watermarks of incremental kinds: partition key -> newest cursor value.
-        conn.execute(f"CREATE TABLE IF NOT EXISTS {self.table}_watermarks (source text NOT NULL,"
-                     " kind text NOT NULL, part text NOT NULL, value jsonb NOT NULL,"
-                     " PRIMARY KEY (source, kind, part))")
-        return True
+        return bool(conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0])
 
     def _save_watermarks(self, conn: Any, source: str, kind: str, marks: dict[str, str]
                          ) -> None:
@@ -239,14 +223,7 @@ class PostgresTarget(SeenColumns):
 
     def keep_secret(self, source: str, name: str, value: str) -> None:
         with self._transaction() as conn:
-            if not conn.execute("SELECT to_regclass(%s)",
-                                (f"{self.table}_secrets",)).fetchone()[0]:
-                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
-                             (f"sluice:{self.table}",))
-                # Sealed values only (integrations.http.oauth): nothing here is in clear.
-                conn.execute(f"CREATE TABLE IF NOT EXISTS {self.table}_secrets (source text"
-                             " NOT NULL, name text NOT NULL, value text NOT NULL,"
-                             " PRIMARY KEY (source, name))")
+            self._ensure(conn, f"{self.table}_secrets")
             conn.execute(f"INSERT INTO {self.table}_secrets (source, name, value) VALUES"
                          " (%s, %s, %s) ON CONFLICT (source, name) DO UPDATE SET value ="
                          " EXCLUDED.value", (source, name, value))
@@ -311,8 +288,7 @@ class PostgresTarget(SeenColumns):
     # Typed tables (the Typed protocol in tasks/targets/base.py).
 
     def _own_tables(self) -> tuple[str, ...]:
-        return (self.table, f"{self.table}_state", f"{self.table}_watermarks",
-                f"{self.table}_secrets")
+        return tuple(own_tables(self.table))
 
     def _declared(self, conn: Any, table: str) -> list[tuple[str, str]]:
         """(column, type) of a table as the unquoted name in a query finds it (the search
@@ -341,27 +317,27 @@ class PostgresTarget(SeenColumns):
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"sluice:{table}",))
 
     def _evolve(self, conn: Any, table: Table) -> None:
-        """Make the table or add the columns it lacks. Only what is missing is created or
-        altered (a role that may write rows but not create tables keeps working), and what is
-        missing is looked at again under the lock: another worker may have made it."""
+        """Make the table or add the columns it lacks (``pgschema``). Only what is missing is
+        created or altered (a role that may write rows but not create tables keeps working),
+        and what is missing is looked at again under the lock: another worker may have made
+        it."""
         have = self._columns(conn, table.name)
         if have is None:
             self._lock(conn, table.name)
-            columns = "".join(f"{q(c)} {DECLARED[t]}, " for c, t in table.columns.items())
-            conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {q(table.name)} ({q(KEY)} text PRIMARY KEY,"
-                f" {columns}{q('_raw')} jsonb NOT NULL,"
-                f" {q('_synced_at')} timestamptz NOT NULL DEFAULT now(),"
-                f" {q('_run_id')} text NOT NULL, {q('_run_seq')} bigint NOT NULL,"
-                f" {q('_first_seq')} bigint NOT NULL)", ())
+            with _needs_right(f"typed table {table.name} does not exist and this role may not"
+                              " create it", ASK_A_DBA):
+                conn.execute(typed_table(table))
             have = self._columns(conn, table.name) or {}
         if not schema_changes(table, have):
             return
         self._lock(conn, table.name)
-        have = self._columns(conn, table.name) or {}
-        for column in schema_changes(table, have):
-            conn.execute(f"ALTER TABLE {q(table.name)} ADD COLUMN IF NOT EXISTS {q(column)}"
-                         f" {DECLARED[table.columns[column]]}", ())
+        missing = schema_changes(table, have=self._columns(conn, table.name) or {})
+        if missing:
+            alter = add_columns(table, missing)
+            with _needs_right(f"typed table {table.name} lacks columns {', '.join(missing)} and"
+                              " this role may not add them (only its owner may)",
+                              f"have its owner run: {' '.join(alter.split())}"):
+                conn.execute(alter)
 
     def upsert_rows(self, table: Table, rows: list[Row], *, run_id: str, run_seq: int) -> None:
         """COPY the batch into a staging table shaped like the typed table, then one
@@ -396,8 +372,8 @@ class PostgresTarget(SeenColumns):
         with them: a table that gained a column gets a new one); emptied at every commit."""
         shape = hashlib.sha1(f"{table.name}\0{sorted(table.columns.items())}".encode())
         stage = f"sluice_stage_{shape.hexdigest()[:16]}"
-        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {q(table.name)}"
-                    " INCLUDING DEFAULTS) ON COMMIT DELETE ROWS", ())
+        _temp_table(cur, f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {quote(table.name)}"
+                         " INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
         return stage
 
     def delete_stale_rows(self, table: str, source: str, kind: str, *, run_seq: int,
@@ -466,6 +442,25 @@ class PostgresTarget(SeenColumns):
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+@contextmanager
+def _needs_right(what: str, fix: str) -> Iterator[None]:
+    """DDL a role may lack the right for: its error says what was missing and who can help."""
+    try:
+        yield
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise TargetRejected(f"postgres: {what} ({exc.diag.message_primary}): {fix}") from exc
+
+
+def _temp_table(cur: Any, create: str) -> None:
+    """Make a session's staging table (temporary: gone with the connection, in a schema of
+    the session's own, so no CREATE on any schema; TEMPORARY on the database, which every
+    role has unless a DBA revoked it from PUBLIC)."""
+    with _needs_right("this role may not create the temporary table COPY stages a batch in",
+                      "GRANT TEMPORARY ON DATABASE to it (`sluice schema --sql --role ROLE`"
+                      " prints the grant)"):
+        cur.execute(create)
 
 
 def _element(type_: ColumnType, value: Any) -> Any:

@@ -114,7 +114,15 @@ CREATE TABLE IF NOT EXISTS sluice_secrets (
 """
 
 OWN_TABLES = ("entities", "sluice_state", "sluice_watermarks", "sluice_secrets")
+OWN_SCHEMA = (SCHEMA, STATE, WATERMARKS, SECRETS)  # in OWN_TABLES' order
 OWN_PREFIX = "sqlite_"
+
+
+def typed_table(table: Table) -> str:
+    """The CREATE statement of a mapped kind's table, with ``table.columns``."""
+    columns = "".join(f"{quote(c)} {DECLARED[t]}, " for c, t in table.columns.items())
+    return (f"CREATE TABLE IF NOT EXISTS {quote(table.name)}"
+            f" ({TYPED_SCHEMA.format(columns=columns)})")
 
 
 class SqliteTarget(SeenColumns):
@@ -136,10 +144,8 @@ class SqliteTarget(SeenColumns):
                                          check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.execute(SCHEMA)
-            self._conn.execute(STATE)
-            self._conn.execute(WATERMARKS)
-            self._conn.execute(SECRETS)
+            for create in OWN_SCHEMA:
+                self._conn.execute(create)
             columns = {row[1] for row in self._conn.execute("PRAGMA table_info(entities)")}
             for column in ("run_seq", "first_seq"):  # a database from before run stamps
                 if column in columns:
@@ -345,9 +351,7 @@ class SqliteTarget(SeenColumns):
         connection holds at the same time)."""
         have = self._columns(conn, table.name)
         if have is None:
-            columns = "".join(f"{quote(c)} {DECLARED[t]}, " for c, t in table.columns.items())
-            conn.execute(f"CREATE TABLE IF NOT EXISTS {quote(table.name)}"
-                         f" ({TYPED_SCHEMA.format(columns=columns)})")
+            conn.execute(typed_table(table))
             return
         for column in schema_changes(table, have):
             try:

@@ -62,5 +62,8 @@ class RedisRateLimiter:
     def observe(self, response: httpx.Response) -> None:
         seconds = server_wait(response, now=time.time())
         if seconds:
-            for bucket in self.buckets:
-                self._pause(keys=[bucket], args=[min(seconds, self.max_pause)])
+            self.pause(seconds)
+
+    def pause(self, seconds: float) -> None:
+        for bucket in self.buckets:
+            self._pause(keys=[bucket], args=[min(seconds, self.max_pause)])

@@ -129,6 +129,7 @@ def test_a_finalize_that_cannot_delete_fails_the_run_and_frees_the_kind(
     the reason, instead of staying 'finalizing' with its lock held."""
     import psycopg
 
+    from tasks.targets.pgschema import own_tables
     from tests.integration.conftest import running_pipeline
     from tests.unit.test_targets import postgres_dsn
 
@@ -137,13 +138,9 @@ def test_a_finalize_that_cannot_delete_fails_the_run_and_frees_the_kind(
         conn.execute(f"DROP TABLE IF EXISTS {table}, {table}_state")
         conn.execute(f"DROP ROLE IF EXISTS {role}")
         conn.execute(f"CREATE ROLE {role} LOGIN")
-        conn.execute(f"CREATE TABLE {table} (source text NOT NULL, kind text NOT NULL,"
-                     " identifier text NOT NULL, data jsonb NOT NULL, run_id text NOT NULL,"
-                     " run_seq bigint NOT NULL DEFAULT 0, first_seq bigint NOT NULL DEFAULT 0,"
-                     " updated_at timestamptz NOT NULL"
-                     " DEFAULT now(), PRIMARY KEY (source, kind, identifier))")
-        conn.execute(f"CREATE TABLE {table}_state (source text NOT NULL, kind text NOT NULL,"
-                     " clean_seq bigint NOT NULL, PRIMARY KEY (source, kind))")
+        own = own_tables(table)
+        conn.execute(own[table])
+        conn.execute(own[f"{table}_state"])
         conn.execute(f"GRANT SELECT, INSERT, UPDATE ON {table}, {table}_state TO {role}")
     role_dsn = psycopg.conninfo.make_conninfo(dsn, user=role)
     try:

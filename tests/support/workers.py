@@ -31,6 +31,8 @@ FAST_SETTINGS = {
     "SLUICE_INGEST_BACKOFF": "0.2",
     "SLUICE_INGEST_MAX_BACKOFF": "1",
     "SLUICE_PRODUCER_SLICE_SECONDS": "5",
+    # One process per node, as the tests count them (tasks/worker/siblings.py has its own).
+    "SLUICE_WORKER_PROCESSES": "1",
 }
 
 
@@ -172,11 +174,11 @@ class Client:
 
     def wait(self, run_id: str, *, timeout: float = 60,
              stall_after: float | None = None) -> Run:
-        """Until the run ends; with ``stall_after``, doing the stall watch's work as beat would."""
+        """Until the run ends; with ``stall_after``, doing the watch's work as beat would."""
         deadline = time.monotonic() + timeout
         while True:
             if stall_after is not None:
-                self.progress.mark_stalled(after=stall_after)
+                self.progress.watch(stall_after=stall_after)
             run = self.progress.get(run_id)
             if run and run.state.ended:
                 return run

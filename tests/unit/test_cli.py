@@ -34,7 +34,8 @@ def config(tmp_path, monkeypatch) -> Path:
 def test_help_lists_every_command():
     result = CliRunner().invoke(sluice, ["--help"])
     assert result.exit_code == 0
-    for command in ("check", "run", "status", "failed", "entities", "metrics", "standalone"):
+    for command in ("check", "run", "status", "failed", "entities", "schema", "metrics",
+                    "standalone"):
         assert f"  {command} " in result.output
     failed = CliRunner().invoke(sluice, ["failed", "--help"])
     assert failed.exit_code == 0 and "  list " in failed.output and "  retry " in failed.output

@@ -33,6 +33,7 @@ Faults are scripted (``FakeAPI.fail``): answer a matching request with a given s
 and body a given number of times. ``sink_down`` makes the sink answer 503. ``totals`` makes the
 offset and page styles report another total than they hold; ``trickle`` sends the answers of a
 path prefix one byte at a time, this many seconds apart (a server that never quite answers).
+``hold`` keeps the GETs of a path prefix waiting until the test releases them.
 With ``rate_limit`` (requests per second, a token bucket of one second's burst) a GET over
 the limit answers 429 with ``Retry-After``; every GET carries ``X-RateLimit-Remaining`` and
 ``X-RateLimit-Reset`` (epoch seconds, as GitHub does). ``exhaust`` makes one answer say the
@@ -63,6 +64,8 @@ from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit
 
 from integrations.fakeauth import AuthCheck
 
+HOLD_SECONDS = 120.0  # a hold a test never released lets its requests go after this
+
 
 @dataclass
 class Fault:
@@ -72,6 +75,21 @@ class Fault:
     headers: dict[str, str]
     body: bytes
     times: int  # how many more requests it answers
+
+
+@dataclass
+class Hold:
+    """GETs whose path starts with ``path``, after the first ``after`` of them, wait until
+    ``release()``: a request the test knows to be in flight while it acts (``FakeAPI.hold``)."""
+
+    path: str
+    after: int
+    seen: int = 0
+    arrived: threading.Event = field(default_factory=threading.Event)  # one is waiting
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def release(self) -> None:
+        self.released.set()
 
 
 @dataclass
@@ -85,6 +103,7 @@ class State:
     auth_seen: set[str] = field(default_factory=set)  # Authorization headers received
     exhaust: dict[str, float] = field(default_factory=dict)  # path prefix -> seconds (one-shot)
     delays: dict[str, float] = field(default_factory=dict)  # path prefix -> extra seconds
+    holds: list[Hold] = field(default_factory=list)
     sink_writing: int = 0  # sink POSTs being handled right now
     first_write: float | None = None  # when the sink first stored an entity (time.time())
     last_write: float | None = None
@@ -243,6 +262,18 @@ class Handler(BaseHTTPRequestHandler):
             return None
         return url, query
 
+    def _held(self, path: str) -> None:
+        """Wait while a hold on ``path`` is not released (at most HOLD_SECONDS)."""
+        with self.server.lock:
+            hold = next((h for h in self.server.state.holds if path.startswith(h.path)), None)
+            if hold is None:
+                return
+            hold.seen += 1
+            if hold.seen <= hold.after:
+                return
+        hold.arrived.set()
+        hold.released.wait(HOLD_SECONDS)
+
     def do_GET(self) -> None:
         self.extra_headers = {}
         url = urlsplit(self.path)
@@ -255,6 +286,7 @@ class Handler(BaseHTTPRequestHandler):
             s for p, s in self.server.state.delays.items() if url.path.startswith(p))
         if delay:
             time.sleep(delay)
+        self._held(url.path)
         if self._refused(url.path, query):
             return None
         fault = self._fault(url.path, query)
@@ -586,6 +618,14 @@ class FakeAPI:
         body = body.encode() if isinstance(body, str) else body
         with self.server.lock:
             self.state.faults.append(Fault(path, when or {}, status, headers or {}, body, times))
+
+    def hold(self, path: str, *, after: int = 0) -> Hold:
+        """From now on, GETs of ``path`` (a prefix) after the first ``after`` wait until the
+        hold is released; ``hold.arrived`` is set once one waits."""
+        hold = Hold(path, after)
+        with self.server.lock:
+            self.state.holds.append(hold)
+        return hold
 
     def requests(self, path: str = "") -> list[tuple[float, str, str, int]]:
         with self.server.lock:

@@ -34,7 +34,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import replace
 from typing import Any, NamedTuple
 
-from celery import Task
+from celery import Celery, Task
 
 from integrations import jsontext, pager
 from integrations.base import Fetched
@@ -107,11 +107,12 @@ class Slice:
 
     Requests run on the process's event loop; publishing and recording (blocking Redis
     calls) run here, in the task's thread, so the loop goes on fetching while a page is
-    being published.
+    being published. Tasks go out on ``sender`` (the workers' app; a unit test's own).
     """
 
-    def __init__(self, rt: runtime.Runtime, run: Run, partition: int) -> None:
-        self.rt, self.run, self.partition = rt, run, partition
+    def __init__(self, rt: runtime.Runtime, run: Run, partition: int, *,
+                 sender: Celery = app) -> None:
+        self.rt, self.run, self.partition, self.sender = rt, run, partition, sender
         self.src = rt.config.source(run.source)
         self.deadline = time.monotonic() + rt.settings.producer_slice_seconds
         # Pages asked for but not yet published count against max_in_flight too: requests are
@@ -231,7 +232,7 @@ class Slice:
         run = self.run
         self.rt.progress.split(run.run_id, [{"key": k} for k in keys] or [{"key": None}])
         for i in range(1, len(keys)):
-            continue_later(run.source, run.kind, run.run_id, i)
+            messages.resync(self.sender, run.source, run.kind, run.run_id, partition=i)
 
     async def split_by_ranges(self, checkpoint: pager.Planned) -> pager.Planned:
         """The total is known: hand page ranges to producer tasks on other workers; this one
@@ -243,7 +244,7 @@ class Slice:
             self.rt.progress.split(run.run_id,
                                    [{"checkpoint": c, "since": self.since} for c in parts])
             for i in range(1, len(parts)):
-                continue_later(run.source, run.kind, run.run_id, i)
+                messages.resync(self.sender, run.source, run.kind, run.run_id, partition=i)
 
         await asyncio.to_thread(hand_out)
         return parts[0]
@@ -306,8 +307,8 @@ class Slice:
         parts = batches(page, max_items=src.max_batch_items, max_bytes=src.max_batch_bytes)
         bulk = self.bulk()
         for batch in parts:
-            messages.batch(app, run.run_id, run.source, run.kind, batch.seq, batch.items,
-                           count=batch.size, run_seq=run.run_seq, bulk=bulk)
+            messages.batch(self.sender, run.run_id, run.source, run.kind, batch.seq,
+                           batch.items, count=batch.size, run_seq=run.run_seq, bulk=bulk)
         self.items_read += len(page.items)
         digest = hashlib.sha1("".join(b.items for b in parts).encode()).hexdigest()[:20]
         recorded = self.rt.progress.record_page(

@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from celery.schedules import schedule
+from kombu.exceptions import OperationalError
+from kombu.utils.url import maybe_sanitize_url
 from redbeat import RedBeatScheduler
 from redbeat.schedulers import RedBeatSchedulerEntry
 
@@ -29,12 +31,19 @@ def start_runs(progress: Progress, source: str, kinds: list[str], *,
     """Create a run per kind and enqueue its producer. A kind whose previous run is still
     running gets a 'skipped' run record and nothing is enqueued. ``config_digest``: the
     sluice.toml the runs are started from (workers must have the same). ``full``: incremental
-    kinds read everything (and may delete)."""
+    kinds read everything (and may delete). Raises kombu's OperationalError when the broker
+    cannot be reached (the run it was for is failed, so it holds no lock)."""
     runs = []
     for kind in kinds:
         run = progress.create_run(source, kind, config_digest=config_digest, full=full)
         if run.state == RunState.RUNNING:
-            messages.resync(app, source, kind, run.run_id)
+            try:
+                messages.resync(app, source, kind, run.run_id)
+            except OperationalError as exc:  # the broker is unreachable: nothing will run it
+                where = maybe_sanitize_url(app.conf.broker_url)  # without its password
+                progress.finish(run, RunState.FAILED, expect=RunState.RUNNING, reason=(
+                    f"its producer task could not be sent to the broker at {where}: {exc}"))
+                raise
         runs.append(run)
     return runs
 

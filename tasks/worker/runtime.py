@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import redis
 
 from integrations import secrets
 from integrations.base import Integration
@@ -55,7 +56,11 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
 
 
 class Runtime:
-    def __init__(self, settings: Settings, config: SluiceConfig) -> None:
+    """``redis_client``: the Redis the run records live in, when not ``settings.redis_url``
+    (unit tests of the stages hand in a fakeredis client here)."""
+
+    def __init__(self, settings: Settings, config: SluiceConfig, *,
+                 redis_client: redis.Redis | None = None) -> None:
         self.settings = settings
         self.config = config
         self._config_stamp = _stamp(config.path)
@@ -64,7 +69,8 @@ class Runtime:
         self._loop_thread = threading.Thread(target=self.loop.run_forever, daemon=True,
                                              name="sluice-event-loop")
         self._loop_thread.start()
-        self.redis = connect_redis(settings.redis_url)
+        self.redis = (connect_redis(settings.redis_url) if redis_client is None
+                      else redis_client)
         self.progress = Progress.from_settings(settings, self.redis)
         self.windows = Windows(self.redis)
         self._redact_with(config)

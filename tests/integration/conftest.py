@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from integrations.fakeapi import FakeAPI
-from tasks.operator.redisserver import RedisServer
+from tests.support.databases import RedisDatabases
 from tests.support.workers import Client, Workers, rabbitmq_url
 
 TOKEN = "tok-3f9a61c2-never-log-me"
@@ -67,7 +67,7 @@ integration = "rest"
 base_url = "{api_url}"
 headers = {{ Authorization = "Bearer ${{SLUICE_TEST_TOKEN}}" }}
 max_in_flight = {max_in_flight}
-# The session's pipelines give a kind other item counts from test to test; the default guard
+# A module's pipeline gives a kind other item counts from test to test; the default guard
 # (20%) has tests of its own (test_trust.py).
 delete_threshold = 0.9
 http = {{ retries = 4, backoff = 0.05, max_backoff = 0.2 }}
@@ -85,7 +85,7 @@ paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 50 }}
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def shared_api() -> Iterator[FakeAPI]:
     with FakeAPI() as fake:
         yield fake
@@ -120,39 +120,39 @@ class Pipeline:
 
 
 @contextmanager
-def running_pipeline(tmp: Path, api: FakeAPI, redis_server: RedisServer, *, db_index: int,
-                     target: str, db: Path | None = None, pg: tuple[str, str] | None = None,
+def running_pipeline(tmp: Path, api: FakeAPI, databases: RedisDatabases, *, target: str,
+                     db: Path | None = None, pg: tuple[str, str] | None = None,
                      broker_url: str | None = None, **config: Any) -> Iterator[Pipeline]:
-    """Workers on Redis database ``db_index`` (and the queue on ``broker_url``, if given) with
-    a sluice.toml for ``target``; stopped after."""
+    """Workers on a Redis database of their own (and the queue on ``broker_url``, if given)
+    with a sluice.toml for ``target``; stopped after."""
     cfg = write_config(tmp / "sluice.toml", api_url=api.url, target=target, **config)
-    url = redis_server.url.rsplit("/", 1)[0] + f"/{db_index}"
     env = {"SLUICE_TEST_TOKEN": TOKEN, **({"SLUICE_BROKER_URL": broker_url} if broker_url else {})}
-    workers = Workers(config=cfg, redis_url=url, log=tmp / "worker.log", env=env).start()
-    client = Client(url, broker_url=broker_url)
-    try:
-        yield Pipeline(api, workers, client, db, pg=pg)
-    finally:
-        workers.stop()
-        client.close()
+    with databases.lease() as url:
+        workers = Workers(config=cfg, redis_url=url, log=tmp / "worker.log", env=env).start()
+        client = Client(url, broker_url=broker_url)
+        try:
+            yield Pipeline(api, workers, client, db, pg=pg)
+        finally:
+            workers.stop()
+            client.close()
 
 
-@pytest.fixture(scope="session")
-def sqlite_pipeline(tmp_path_factory, shared_api, redis_server) -> Iterator[Pipeline]:
+@pytest.fixture(scope="module")
+def sqlite_pipeline(tmp_path_factory, shared_api, redis_databases) -> Iterator[Pipeline]:
     tmp = tmp_path_factory.mktemp("sqlite-pipeline")
     db = tmp / "sluice.db"
-    with running_pipeline(tmp, shared_api, redis_server, db_index=1, db=db,
+    with running_pipeline(tmp, shared_api, redis_databases, db=db,
                           target=f'type = "sqlite"\npath = "{db}"') as pipeline:
         yield pipeline
 
 
-@pytest.fixture(scope="session")
-def rabbitmq_pipeline(tmp_path_factory, shared_api, redis_server) -> Iterator[Pipeline]:
+@pytest.fixture(scope="module")
+def rabbitmq_pipeline(tmp_path_factory, shared_api, redis_databases) -> Iterator[Pipeline]:
     """The SQLite pipeline with its queue on RabbitMQ (progress and locks stay in Redis)."""
     broker_url = rabbitmq_url()
     tmp = tmp_path_factory.mktemp("rabbitmq-pipeline")
     db = tmp / "sluice.db"
-    with running_pipeline(tmp, shared_api, redis_server, db_index=6, db=db,
+    with running_pipeline(tmp, shared_api, redis_databases, db=db,
                           broker_url=broker_url,
                           target=f'type = "sqlite"\npath = "{db}"') as pipeline:
         yield pipeline
@@ -169,24 +169,24 @@ def pipeline(request) -> Pipeline:
     return pipeline
 
 
-@pytest.fixture(scope="session")
-def http_pipeline(tmp_path_factory, shared_api, redis_server) -> Iterator[Pipeline]:
+@pytest.fixture(scope="module")
+def http_pipeline(tmp_path_factory, shared_api, redis_databases) -> Iterator[Pipeline]:
     tmp = tmp_path_factory.mktemp("http-pipeline")
-    with running_pipeline(tmp, shared_api, redis_server, db_index=2, max_in_flight=4,
+    with running_pipeline(tmp, shared_api, redis_databases, max_in_flight=4,
                           target=f'type = "http"\nurl = "{shared_api.url}/sink/{{kind}}"\n'
                                  'deadline = 1') as pipeline:
         yield pipeline
 
 
-@pytest.fixture(scope="session")
-def postgres_pipeline(tmp_path_factory, shared_api, redis_server) -> Iterator[Pipeline]:
+@pytest.fixture(scope="module")
+def postgres_pipeline(tmp_path_factory, shared_api, redis_databases) -> Iterator[Pipeline]:
     from tests.unit.test_targets import postgres_dsn
 
     dsn = postgres_dsn()
     table = f"sluice_it_{os.getpid()}"
     tmp = tmp_path_factory.mktemp("postgres-pipeline")
     try:
-        with running_pipeline(tmp, shared_api, redis_server, db_index=3, pg=(dsn, table),
+        with running_pipeline(tmp, shared_api, redis_databases, pg=(dsn, table),
                               target=f'type = "postgres"\ndsn = "{dsn}"\ntable = "{table}"'
                               ) as pipeline:
             yield pipeline

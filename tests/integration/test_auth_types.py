@@ -77,7 +77,7 @@ paginator = {{ type = "link", limit = 25 }}
         stack.enter_context(Workers(config=tmp / "sluice.toml", redis_url=server.url,
                                     log=tmp / "worker.log", env=SECRETS,
                                     # one page a slice: every next URL is a checkpoint
-                                    ).start())
+                                    ))
         client = Client(server.url)
         stack.callback(client.close)
         yield Setup(tmp, apis, server.url, client)

@@ -15,7 +15,6 @@ from urllib.parse import urlsplit
 import pytest
 
 from integrations.fakeapi import FakeAPI
-from tasks.operator.redisserver import RedisServer
 from tests.support.workers import SLUICE, Client, Workers
 
 pytestmark = pytest.mark.integration
@@ -65,9 +64,9 @@ class Setup:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, redis_server: RedisServer) -> Iterator[Setup]:
+def setup(tmp_path_factory, redis_url: str) -> Iterator[Setup]:
     tmp = tmp_path_factory.mktemp("children")
-    url = redis_server.url.rsplit("/", 1)[0] + "/11"
+    url = redis_url
     with FakeAPI() as api:
         config = tmp / "sluice.toml"
         config.write_text(CONFIG.format(db=tmp / "db.sqlite", url=api.url))

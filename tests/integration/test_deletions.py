@@ -14,10 +14,9 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-import redis
 
 from integrations.fakeapi import FakeAPI, at_ms
-from tasks.operator.redisserver import RedisServer
+from tests.support.databases import RedisDatabases
 from tests.support.workers import Client, Workers
 
 pytestmark = pytest.mark.integration
@@ -73,10 +72,8 @@ class Bench:
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres",
                                                                marks=pytest.mark.postgres)])
-def bench(request, tmp_path_factory, redis_server: RedisServer) -> Iterator[Bench]:
+def bench(request, tmp_path_factory, redis_databases: RedisDatabases) -> Iterator[Bench]:
     tmp = tmp_path_factory.mktemp("deletions")
-    url = redis_server.url.rsplit("/", 1)[0] + ("/14" if request.param == "sqlite" else "/15")
-    redis.Redis.from_url(url).flushdb()  # database 14 is other modules' too: start empty
     suffix = uuid.uuid4().hex[:8]
     table = f"tomb_{suffix}"
     if request.param == "sqlite":
@@ -91,7 +88,7 @@ def bench(request, tmp_path_factory, redis_server: RedisServer) -> Iterator[Benc
         dsn, name = postgres_dsn(), f"sluice_tomb_{suffix}"
         spec = f'type = "postgres"\ndsn = "{dsn}"\ntable = "{name}"'
         target = PostgresTarget(dsn, table=name)
-    with FakeAPI() as api:
+    with FakeAPI() as api, redis_databases.lease() as url:
         config = tmp / "sluice.toml"
         config.write_text(CONFIG.format(target=spec, url=api.url, table=table))
         workers = Workers(config=config, redis_url=url, log=tmp / "worker.log").start()

@@ -13,7 +13,6 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from integrations.fakeapi import FakeAPI, at
-from tasks.operator.redisserver import RedisServer
 from tests.support.workers import SLUICE, Client, Workers
 
 pytestmark = pytest.mark.integration
@@ -81,9 +80,9 @@ def start(tmp: Path, api: FakeAPI, url: str) -> tuple[Workers, Client, Path]:
 
 
 @pytest.fixture(scope="module")
-def bench(tmp_path_factory, redis_server: RedisServer) -> Iterator[Bench]:
+def bench(tmp_path_factory, redis_url: str) -> Iterator[Bench]:
     tmp = tmp_path_factory.mktemp("incremental")
-    url = redis_server.url.rsplit("/", 1)[0] + "/9"
+    url = redis_url
     with FakeAPI() as api:
         workers, client, db = start(tmp, api, url)
         try:
@@ -172,8 +171,8 @@ def test_a_full_run_reads_everything_and_deletes_what_the_api_no_longer_has(benc
 
 
 def test_the_watermark_outlives_redis_with_a_database_target(tmp_path: Path,
-                                                            redis_server: RedisServer):
-    url = redis_server.url.rsplit("/", 1)[0] + "/10"
+                                                            own_redis_url: str):
+    url = own_redis_url
     with FakeAPI() as api:
         api.set_timed_items("inc", 300)
         workers, client, _ = start(tmp_path, api, url)

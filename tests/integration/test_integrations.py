@@ -11,7 +11,6 @@ import pytest
 from integrations.fakeapi import at
 from integrations.github.fake import FakeGithub
 from integrations.jira.fake import FakeJira
-from tasks.operator.redisserver import RedisServer
 from tests.support.workers import Client, Workers
 
 pytestmark = pytest.mark.integration
@@ -54,12 +53,12 @@ def rows(db: Path, source: str, kind: str) -> set[str]:
             "SELECT identifier FROM entities WHERE source = ? AND kind = ?", (source, kind))}
 
 
-def test_github_and_jira_sync_through_real_workers(tmp_path: Path, redis_server: RedisServer):
+def test_github_and_jira_sync_through_real_workers(tmp_path: Path, own_redis_url: str):
     with FakeGithub(repos=4, rate_limit=50) as gh, FakeJira(projects=75, issues=260) as jira:
         gh.sizes[3] = (0, 0)
         config, env = write_config(tmp_path, gh, jira, gh_keys="rate_limit = 40",
                                    jira_keys="page_size = 100")
-        url = redis_server.url.rsplit("/", 1)[0] + "/8"
+        url = own_redis_url
         with Workers(config=config, redis_url=url, log=tmp_path / "w.log", env=env) as workers:
             client = Client(url)
             runs = {(s, k): client.start(s, k) for s, k in [
@@ -103,7 +102,7 @@ def asked(fake: FakeGithub | FakeJira, path: str) -> list[dict[str, str]]:
 
 
 def test_github_and_jira_incremental_through_real_workers(tmp_path: Path,
-                                                          redis_server: RedisServer):
+                                                          own_redis_url: str):
     """The first run reads everything; the next reads what changed since each repository's
     watermark (issues: since; pull requests: newest first until an older one), and Jira's
     since its watermark, in the JQL."""
@@ -114,7 +113,7 @@ def test_github_and_jira_incremental_through_real_workers(tmp_path: Path,
         config, env = write_config(
             tmp_path, gh, jira, gh_keys='kinds = ["issue", "pull_request"]\nincremental = true',
             jira_keys='kinds = ["issue"]\npage_size = 50\nincremental = true')
-        url = redis_server.url.rsplit("/", 1)[0] + "/11"
+        url = own_redis_url
         kinds = [("gh", "issue"), ("gh", "pull_request"), ("jira", "issue")]
         with Workers(config=config, redis_url=url, log=tmp_path / "w.log", env=env):
             client = Client(url)
@@ -199,7 +198,7 @@ def comments_asked(fake: FakeGithub | FakeJira, prefix: str, suffix: str) -> set
 
 
 def test_github_and_jira_comments_are_children_of_issues(tmp_path: Path,
-                                                         redis_server: RedisServer):
+                                                         own_redis_url: str):
     """One run of issues writes them and all their comments (paged); the next, incremental,
     asks for the comments of the issues that changed only."""
     with FakeGithub(repos=2) as gh, FakeJira(projects=3, issues=40) as jira:
@@ -211,7 +210,7 @@ def test_github_and_jira_comments_are_children_of_issues(tmp_path: Path,
             tmp_path, gh, jira,
             gh_keys='kinds = ["issue", "issue_comment"]\nper_page = 10\nincremental = true',
             jira_keys='kinds = ["issue", "comment"]\npage_size = 20\nincremental = true')
-        url = redis_server.url.rsplit("/", 1)[0] + "/12"
+        url = own_redis_url
         with Workers(config=config, redis_url=url, log=tmp_path / "w.log", env=env):
             client = Client(url)
             try:
@@ -271,7 +270,7 @@ def test_github_and_jira_comments_are_children_of_issues(tmp_path: Path,
 
 
 def test_github_and_jira_default_mappings_land_typed_tables(tmp_path: Path,
-                                                             redis_server: RedisServer):
+                                                             own_redis_url: str):
     """With their default mappings (on unless a source says mappings = false), GitHub and
     Jira items land in typed tables {source}_{kind}, one column per default property."""
     with FakeGithub(repos=2) as gh, FakeJira(projects=5, issues=40) as jira:
@@ -279,7 +278,7 @@ def test_github_and_jira_default_mappings_land_typed_tables(tmp_path: Path,
             tmp_path, gh, jira, mappings=True, jira_keys='kinds = ["issue"]',
             gh_keys='kinds = ["issue"]\n'
                     'mappings = { issue = { properties = { title = ".title | ascii_upcase" } } }')
-        url = redis_server.url.rsplit("/", 1)[0] + "/13"
+        url = own_redis_url
         with Workers(config=config, redis_url=url, log=tmp_path / "w.log", env=env):
             client = Client(url)
             done = [client.resync("gh", "issue", timeout=90),

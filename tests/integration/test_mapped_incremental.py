@@ -17,7 +17,6 @@ import pytest
 import redis
 
 from integrations.fakeapi import FakeAPI, at
-from tasks.operator.redisserver import RedisServer
 from tests.support.workers import SLUICE, Client, Workers
 
 pytestmark = pytest.mark.integration
@@ -88,9 +87,9 @@ class Bench:
 
 
 @pytest.fixture(scope="module")
-def bench(tmp_path_factory, redis_server: RedisServer) -> Iterator[Bench]:
+def bench(tmp_path_factory, redis_url: str) -> Iterator[Bench]:
     tmp = tmp_path_factory.mktemp("mapped-incremental")
-    url = redis_server.url.rsplit("/", 1)[0] + "/14"
+    url = redis_url
     redis.Redis.from_url(url).flushdb()
     with FakeAPI() as api:
         workers = Workers(config=tmp / "sluice.toml", redis_url=url, log=tmp / "worker.log")

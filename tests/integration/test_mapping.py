@@ -7,14 +7,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from integrations.fakeapi import FakeAPI
-from tasks.operator.redisserver import RedisServer
 from tests.support.workers import SLUICE, Client, Workers
 
 pytestmark = pytest.mark.integration
@@ -90,9 +88,9 @@ class Setup:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, redis_server: RedisServer) -> Iterator[Setup]:
+def setup(tmp_path_factory, redis_url: str) -> Iterator[Setup]:
     tmp = tmp_path_factory.mktemp("mapping")
-    url = redis_server.url.rsplit("/", 1)[0] + "/12"
+    url = redis_url
     with FakeAPI() as api:
         workers = Workers(config=tmp / "sluice.toml", redis_url=url, log=tmp / "worker.log")
         s = Setup(tmp, api, workers, Client(url))
@@ -143,15 +141,17 @@ def test_items_to_parse_makes_many_rows_of_one_item(setup: Setup):
 
 def test_a_new_property_adds_a_column_while_two_worker_processes_write(setup: Setup):
     setup.api.set_items("grow", 600)
-    setup.api.state.delays["/cursor/grow"] = 0.1  # 30 pages: the run outlasts the edit
     assert setup.client.resync("api", "grow").state == "succeeded"
+    # The run is under way (page 3 is held) when sluice.toml gains the property; the pages
+    # after it are written once the workers took the edit (at their next task).
+    held = setup.api.hold("/cursor/grow", after=2)
     start = setup.client.start("api", "grow")
-    time.sleep(1.0)
-    setup.write(grow=', n = ".n"')  # the workers take the edit at their next task
     try:
-        run = setup.client.wait(start.run_id, timeout=90)
+        assert held.arrived.wait(60), "the run never asked for page 3"
+        setup.write(grow=', n = ".n"')
     finally:
-        setup.api.state.delays.pop("/cursor/grow")
+        held.release()
+    run = setup.client.wait(start.run_id, timeout=90)
     assert run.state == "succeeded", run
     rows = setup.rows("api_grow")
     assert "n" in setup.types("api_grow") and len(rows) == 600

@@ -95,7 +95,7 @@ def test_redis_restarted_empty_mid_run_never_hangs_and_never_deletes(tmp_path: P
     server = RedisServer().start()
     try:
         with Workers(config=config(tmp_path, api), redis_url=server.url,
-                     log=tmp_path / "worker.log", env=FAST_REDELIVERY):
+                     log=tmp_path / "worker.log", env=FAST_REDELIVERY) as workers:
             client = Client(server.url)
             assert client.resync("api", "item").state == "succeeded"
             assert len(ids_in(tmp_path)) == 300
@@ -109,7 +109,8 @@ def test_redis_restarted_empty_mid_run_never_hangs_and_never_deletes(tmp_path: P
                    "SLUICE_CONFIG": str(tmp_path / "sluice.toml")}
             status = subprocess.run([*SLUICE, "status", run.run_id,
                                      "--json"], env=env, capture_output=True, text=True)
-            time.sleep(3)  # whatever the workers still had in hand is done by now
+            # Whatever the workers still had in hand is done before the next run starts.
+            workers.child.wait_until(workers.idle, timeout=120)
             api.state.delays.clear()
             # The workers go on: a new run after the restart works.
             after = client.resync("api", "item")

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from integrations.fakeapi import FakeAPI, make_items
-from tasks.operator.redisserver import RedisServer
 from tasks.targets.sqlite import SqliteTarget
 from tests.support.workers import ROOT, SLUICE, Client, Workers
 
@@ -105,11 +104,11 @@ class Setup:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, redis_server: RedisServer) -> Iterator[Setup]:
+def setup(tmp_path_factory, redis_url: str) -> Iterator[Setup]:
     tmp = tmp_path_factory.mktemp("paginators")
     with FakeAPI() as api, FakeAPI() as other:
         cfg = write_config(tmp / "sluice.toml", api=api, other=other, db=tmp / "db.sqlite")
-        url = redis_server.url.rsplit("/", 1)[0] + "/14"
+        url = redis_url
         workers = Workers(config=cfg, redis_url=url, log=tmp / "worker.log",
                           env={"SLUICE_TEST_TOKEN": TOKEN,
                                "SLUICE_PRODUCER_SLICE_PAGES": "2"}).start()

@@ -3,8 +3,6 @@ every case twice, with the queue on Redis and on RabbitMQ."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from tasks import messages
@@ -123,10 +121,13 @@ def test_redelivered_batches_count_once(pipeline: Pipeline):
     for seq in (1, 1, 2, 1):
         messages.batch(p.client.app, run_id, "api", "dup", seq, batches[seq],
                        run_seq=run.run_seq)
-    deadline = time.monotonic() + 30
-    while progress.get(run_id).batches_done < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(1)  # let the duplicates land too
+
+    def handled() -> int:  # the four messages' tasks that ended, as the workers' log says
+        return sum(1 for line in p.workers.log.read_text().splitlines()
+                   if "sluice.ingest_batch[" in line and " succeeded in " in line
+                   and f"'run_id': '{run_id}'" in line)
+
+    p.workers.child.wait_until(lambda: handled() == 4, timeout=60)
     assert progress.producer_done(run_id)  # this caller is elected to finalize ...
     assert not progress.producer_done(run_id)  # ... and only this one
     run = progress.get(run_id)

@@ -124,7 +124,7 @@ def test_values_postgres_cannot_store_reject_their_item_and_the_rest_lands(
 
 @pytest.mark.postgres
 def test_a_finalize_that_cannot_delete_fails_the_run_and_frees_the_kind(
-        tmp_path, shared_api, redis_server):
+        tmp_path, shared_api, redis_databases):
     """A role that may write but not DELETE: the run that would delete stale rows fails with
     the reason, instead of staying 'finalizing' with its lock held."""
     import psycopg
@@ -144,7 +144,7 @@ def test_a_finalize_that_cannot_delete_fails_the_run_and_frees_the_kind(
         conn.execute(f"GRANT SELECT, INSERT, UPDATE ON {table}, {table}_state TO {role}")
     role_dsn = psycopg.conninfo.make_conninfo(dsn, user=role)
     try:
-        with running_pipeline(tmp_path, shared_api, redis_server, db_index=5, pg=(dsn, table),
+        with running_pipeline(tmp_path, shared_api, redis_databases, pg=(dsn, table),
                               target=f'type = "postgres"\ndsn = "{role_dsn}"\n'
                                      f'table = "{table}"') as p:
             items = p.api.set_items("stale", 100)

@@ -25,14 +25,12 @@ from typing import Any
 
 import pytest
 
-from tasks.operator.redisserver import RedisServer
 from tests.support.apiservers import DatasetteServer, KintoServer
+from tests.support.databases import RedisDatabases
 from tests.support.workers import Client, Workers, redis_values
 
 pytestmark = pytest.mark.integration
 
-KINTO_DB = 14  # databases of the session's Redis, flushed before and after (shared by modules)
-DATASETTE_DB = 15
 PAGE = 40  # several pages of the few hundred items each server holds
 PASSWORD = "kinto-pw-7d1e0b55-never-log-me"
 BUCKET, COLLECTION = "shop", "products"
@@ -134,15 +132,13 @@ class Synced:
     db: Path
 
 
-def start_workers(tmp: Path, config: str, db_index: int, redis_server: RedisServer, *,
+def start_workers(tmp: Path, config: str, url: str, *,
                   env: dict[str, str] | None = None) -> tuple[Workers, Client]:
-    """A worker node on Redis database ``db_index`` (emptied first) reading ``config`` (the
-    text of a sluice.toml, written into ``tmp``) with ``env``, and a client of that database."""
+    """A worker node on the Redis database at ``url`` reading ``config`` (the text of a
+    sluice.toml, written into ``tmp``) with ``env``, and a client of that database."""
     path = tmp / "sluice.toml"
     path.write_text(config)
-    url = redis_server.url.rsplit("/", 1)[0] + f"/{db_index}"
     client = Client(url)
-    client.redis.flushdb()  # other modules use this database too
     workers = Workers(config=path, redis_url=url, log=tmp / "worker.log", env=env).start()
     return workers, client
 
@@ -150,19 +146,19 @@ def start_workers(tmp: Path, config: str, db_index: int, redis_server: RedisServ
 # --- Kinto: a next URL in a header, basic auth, tombstones, an epoch-ms watermark ----------
 
 @pytest.fixture(scope="module")
-def kinto(tmp_path_factory, redis_server: RedisServer) -> Iterator[Synced]:
+def kinto(tmp_path_factory, redis_databases: RedisDatabases) -> Iterator[Synced]:
     tmp = tmp_path_factory.mktemp("kinto")
     db = tmp / "db.sqlite"
-    with KintoServer(tmp, user="bot", password=PASSWORD) as server:
+    with KintoServer(tmp, user="bot", password=PASSWORD) as server, \
+            redis_databases.lease() as url:
         server.create_collection(BUCKET, COLLECTION)
         config = KINTO_CONFIG.format(db=db, url=server.url, records=RECORDS, page=PAGE)
-        workers, client = start_workers(tmp, config, KINTO_DB, redis_server,
+        workers, client = start_workers(tmp, config, url,
                                         env={"KINTO_PASSWORD": PASSWORD})
         try:
             yield Synced(server, workers, client, db)
         finally:
             workers.stop()
-            client.redis.flushdb()  # the database is another module's next
             client.close()
 
 
@@ -278,18 +274,17 @@ def test_kinto_checks_the_password_and_sluice_never_shows_it(kinto: Synced):
 # --- Datasette: a next URL in the body, keyset paging --------------------------------------
 
 @pytest.fixture(scope="module")
-def datasette(tmp_path_factory, redis_server: RedisServer) -> Iterator[Synced]:
+def datasette(tmp_path_factory, redis_databases: RedisDatabases) -> Iterator[Synced]:
     tmp = tmp_path_factory.mktemp("datasette")
     db = tmp / "db.sqlite"
-    with DatasetteServer(tmp) as server:
+    with DatasetteServer(tmp) as server, redis_databases.lease() as url:
         server.execute("CREATE TABLE books (id INTEGER PRIMARY KEY, title TEXT, price REAL)")
         config = DATASETTE_CONFIG.format(db=db, url=server.url, page=PAGE)
-        workers, client = start_workers(tmp, config, DATASETTE_DB, redis_server)
+        workers, client = start_workers(tmp, config, url)
         try:
             yield Synced(server, workers, client, db)
         finally:
             workers.stop()
-            client.redis.flushdb()  # the database is another module's next
             client.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ import redis
 from integrations.fakeapi import FakeAPI
 from tasks.operator.redisserver import candidates, free_port
 from tasks.operator.supervisor import Child
+from tests.support.programs import missing, program
 from tests.support.workers import ROOT, SLUICE, Client, Workers, cursor_config
 
 pytestmark = pytest.mark.integration
@@ -22,8 +24,10 @@ PASSWORD = "redis-pass-5c1e"
 
 def make_certs(tmp: Path) -> Path:
     """A throwaway CA and a server certificate for 127.0.0.1, with openssl."""
+    openssl = program("openssl", purpose="the TLS test makes its certificates with it")
+
     def ssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=tmp, check=True, capture_output=True)
+        subprocess.run([openssl, *args], cwd=tmp, check=True, capture_output=True)
 
     ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
         "-days", "2", "-subj", "/CN=sluice-test-ca")
@@ -33,6 +37,14 @@ def make_certs(tmp: Path) -> Path:
     ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
         "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
     return tmp
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
 
 
 def tls_redis(tmp: Path, certs: Path, port: int) -> Child:
@@ -45,10 +57,15 @@ def tls_redis(tmp: Path, certs: Path, port: int) -> Child:
             "--tls-ca-cert-file", str(certs / "ca.pem"), "--tls-auth-clients", "no",
             "--requirepass", PASSWORD, "--save", "", "--appendonly", "no", "--dir", str(tmp)],
         ).start()
-        time.sleep(0.5)  # one without TLS support exits at once on --tls-port
-        if server.running():
-            return server
-    raise AssertionError(f"no redis-server with TLS support among {candidates()}")
+        try:  # one without TLS support exits on --tls-port; one with it listens there
+            server.wait_until(lambda: listening(port), timeout=60, poll=0.05)
+        except RuntimeError:
+            server.stop()
+            continue
+        return server
+    missing(f"no redis-server built with TLS among {candidates()} (Debian's redis-server "
+            "package is)")
+    raise AssertionError("unreachable")
 
 
 def test_rediss_with_a_password(tmp_path: Path):
@@ -58,7 +75,7 @@ def test_rediss_with_a_password(tmp_path: Path):
     url = (f"rediss://:{PASSWORD}@127.0.0.1:{port}/0"
            f"?ssl_cert_reqs=required&ssl_ca_certs={certs / 'ca.pem'}")
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while True:
             try:
                 redis.Redis.from_url(url).ping()

@@ -23,9 +23,10 @@ from tasks.runs import keys
 from tests.support.serve import Serve, post_many
 from tests.support.serve import signed as sign
 
+pytestmark = pytest.mark.integration  # a `sluice serve` process
+
 SECRET = "hook-5e1f0c9b-never-log-me"
 TOKEN = "ghp-tok-77a1-never-log-me"
-DB = 7  # a database of the session's Redis no other test module uses
 OCTOKIT = Path(__file__).parents[1] / "fixtures" / "octokit"  # real GitHub payloads
 GITHUB_WINDOW = 72 * 3600  # GitHub redelivers a delivery up to 3 days after it sent it
 
@@ -60,11 +61,10 @@ path = "/api/issues"
 
 
 @pytest.fixture(scope="module")
-def serve(tmp_path_factory: pytest.TempPathFactory, redis_server: Any) -> Iterator[Serve]:
-    url = redis_server.url.rsplit("/", 1)[0] + f"/{DB}"
+def serve(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Serve]:
     tmp = tmp_path_factory.mktemp("serve")
     (tmp / "sluice.toml").write_text(CONFIG.format(tmp=tmp))
-    server = Serve(tmp / "sluice.toml", url, log=tmp / "serve.log",
+    server = Serve(tmp / "sluice.toml", redis_url, log=tmp / "serve.log",
                    env={"SERVE_HOOK_SECRET": SECRET, "SERVE_GH_TOKEN": TOKEN}).start()
     try:
         yield server
@@ -73,8 +73,8 @@ def serve(tmp_path_factory: pytest.TempPathFactory, redis_server: Any) -> Iterat
 
 
 @pytest.fixture
-def r(serve: Serve, redis_server: Any) -> Iterator[redis.Redis]:
-    client = redis.Redis(port=redis_server.port, db=DB)
+def r(serve: Serve, redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
     client.delete(URGENT)
     yield client
     client.close()

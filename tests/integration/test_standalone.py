@@ -51,6 +51,9 @@ def test_standalone_once_syncs_the_demo_into_sqlite(tmp_path: Path):
          f"--serve-port={free_port()}", "--logs", str(tmp_path / "logs")],
         cwd=tmp_path, env=standalone_env(), capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "no sluice.toml" in done.stdout and "running the demo API" in done.stdout
+    # The closing hint shows counts per kind, not rows.
+    assert f"look at the data: sluice entities --db {tmp_path / 'sluice.db'}\n" in done.stdout
     for kind, count in (("issue", 3000), ("user", 700), ("project", 120), ("team", 45)):
         assert f"demo/{kind} run " in done.stdout
         assert f"succeeded; {count} written, 0 rejected, 0 batches failed" in done.stdout
@@ -111,3 +114,18 @@ def test_standalone_runs_until_ctrl_c_then_stops_every_child(tmp_path: Path):
 
     with pytest.raises(redis.ConnectionError):
         redis.Redis(port=redis_port, socket_connect_timeout=1).ping()
+
+
+def test_standalone_runs_the_sluice_toml_of_its_directory_not_the_demo(tmp_path: Path):
+    """./sluice.toml is read (here a typo in it stops the start, naming the file and key)."""
+    (tmp_path / "sluice.toml").write_text(
+        '[sources.api]\nintegration = "rest"\nbase_url = "http://127.0.0.1:9"\nmax_in_fligth = 3\n'
+        '[sources.api.kinds.item]\npath = "/item"\n')
+    done = subprocess.run(
+        [*SLUICE, "standalone", "--once", f"--flower-port={free_port()}",
+         f"--serve-port={free_port()}", "--logs", str(tmp_path / "logs")],
+        cwd=tmp_path, env=standalone_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert f"config: {tmp_path / 'sluice.toml'} (./sluice.toml)" in done.stdout
+    assert "demo" not in done.stdout
+    assert "sluice.toml" in done.stderr and "max_in_fligth" in done.stderr, done.stderr

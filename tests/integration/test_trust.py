@@ -155,11 +155,11 @@ class Trust:
 
 
 @pytest.fixture(scope="module")
-def trust(tmp_path_factory, redis_server: RedisServer) -> Iterator[Trust]:
+def trust(tmp_path_factory, redis_url: str) -> Iterator[Trust]:
     tmp = tmp_path_factory.mktemp("trust")
     with FakeAPI() as api, FakeAPI() as other:
         cfg = write_config(tmp / "sluice.toml", api=api, other=other, db=tmp / "db.sqlite")
-        url = redis_server.url.rsplit("/", 1)[0] + "/4"
+        url = redis_url
         workers = Workers(config=cfg, redis_url=url, log=tmp / "worker.log",
                           env={"SLUICE_TEST_TOKEN": TOKEN, "SLUICE_TEST_KEY": KEY,
                                "SLUICE_PRODUCER_SLICE_PAGES": "3"}).start()
@@ -522,11 +522,14 @@ def test_an_exception_not_of_sluice_fails_the_run_with_its_type_and_place(trust:
 def test_sigterm_to_the_whole_worker_group_hands_the_producer_slice_on(tmp_path: Path):
     """systemd's default KillMode (and Ctrl-C on `sluice standalone`) signals every process
     of the node. With the default visibility timeout (600 s), a lost slice would never come
-    back within this test: the run completes only if the slice was handed on."""
+    back within this test: the run completes only if the slice was handed on.
+
+    The signal comes while the producer's request for page 6 is held by the API: the slice
+    is then known to be running, on the one node that took the run's only producer task (no
+    backpressure, no slice bound ends it sooner), whatever the machine's load."""
     api = FakeAPI().start()
     try:
         items = api.set_items("item", 2000)
-        api.state.delays["/cursor/item"] = 0.1
         cfg = tmp_path / "sluice.toml"
         cfg.write_text(f"""
 [target]
@@ -534,14 +537,15 @@ path = "{tmp_path / 'db.sqlite'}"
 [sources.api]
 integration = "rest"
 base_url = "{api.url}"
-max_in_flight = 4
+max_in_flight = 100
 [sources.api.kinds.item]
 path = "/cursor/item"
 items = "data"
 paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 50 }}
 """)
+        held = api.hold("/cursor/item", after=5)
         with RedisServer() as server:
-            env = {"SLUICE_PRODUCER_SLICE_SECONDS": "30", "SLUICE_PRODUCER_SLICE_PAGES": "500"}
+            env = {"SLUICE_PRODUCER_SLICE_SECONDS": "600", "SLUICE_PRODUCER_SLICE_PAGES": "500"}
             a = Workers(config=cfg, redis_url=server.url, log=tmp_path / "a.log", name="a",
                         env=env).start()
             b = Workers(config=cfg, redis_url=server.url, log=tmp_path / "b.log", name="b",
@@ -549,18 +553,16 @@ paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 50 }}
             client = Client(server.url)
             try:
                 run = client.start("api", "item")
-                deadline = time.monotonic() + 30
-                while client.progress.get(run.run_id).pages < 5:
-                    assert time.monotonic() < deadline
-                    time.sleep(0.05)
-                assert a.process and b.process
-                # The producer runs on one of the nodes: signal that one's whole group.
-                victim = a if "sluice.resync" in a.log.read_text() else b
+                assert held.arrived.wait(60), "the producer never asked for page 6"
+                # (Every node's log lists the task names when it starts: look for the task.)
+                [victim] = [w for w in (a, b) if "Task sluice.resync[" in w.log.read_text()]
                 assert victim.process
                 os.killpg(victim.process.pid, signal.SIGTERM)
-                assert victim.process.wait(30) == 0
-                run = client.wait(run.run_id, timeout=90)
+                held.release()
+                assert victim.process.wait(60) == 0
+                run = client.wait(run.run_id, timeout=120)
             finally:
+                held.release()
                 a.stop()
                 b.stop()
                 client.close()
@@ -616,11 +618,11 @@ def test_a_page_bigger_than_max_batch_items_is_split(trust: Trust):
 
 # 6. One config, seen the same everywhere ---------------------------------------------------
 
-def test_a_worker_with_a_broken_config_does_not_start(tmp_path: Path, redis_server: RedisServer):
+def test_a_worker_with_a_broken_config_does_not_start(tmp_path: Path, own_redis_url: str):
     cfg = tmp_path / "sluice.toml"
     cfg.write_text('[sources.api]\nintegration = "rest"\nbase_url = "http://x"\n'
                    'headres = {}\n[sources.api.kinds.k]\npath = "/k"\n')
-    workers = Workers(config=cfg, redis_url=redis_server.url, log=tmp_path / "w.log")
+    workers = Workers(config=cfg, redis_url=own_redis_url, log=tmp_path / "w.log")
     with pytest.raises(RuntimeError, match="did not start"):
         workers.start(timeout=30)
     workers.stop()

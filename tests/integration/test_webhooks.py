@@ -20,13 +20,15 @@ import pytest
 import redis
 
 from integrations.fakeapi import FakeAPI
+from tasks.app import QUEUE
 from tasks.runs import keys
 from tests.support.serve import Serve, signed
 from tests.support.workers import SLUICE, Workers
 
+pytestmark = pytest.mark.integration  # workers and a `sluice serve` process
+
 SECRET = "hook-0c41d2-never-log-me"
 TOKEN = "ghp-e2e-9b1f-never-log-me"
-DB = 11  # a database of the session's Redis no other test module uses
 OCTOKIT = Path(__file__).parents[1] / "fixtures" / "octokit"  # real GitHub payloads
 GITHUB_WINDOW = 72 * 3600  # GitHub redelivers a delivery up to 3 days after it sent it
 
@@ -120,6 +122,12 @@ class Hooks:
     def counter(self, name: str) -> int:
         return int(float(self.r.hget(keys.METRICS, name) or 0))
 
+    def settled(self) -> bool:
+        """Every batch `sluice serve` published was handled: none waits in the queue, none is
+        held by a worker (a batch is acked after its rows and counters are written; a 202
+        means its batch is in the queue)."""
+        return not self.r.llen(QUEUE) and not self.r.hlen("unacked")
+
     def until(self, ready: Callable[[], Any], *, timeout: float = 30, what: str = "") -> Any:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -132,11 +140,10 @@ class Hooks:
 
 
 @pytest.fixture(scope="module")
-def hooks(tmp_path_factory: pytest.TempPathFactory, redis_server: Any) -> Iterator[Hooks]:
+def hooks(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Hooks]:
     tmp = tmp_path_factory.mktemp("webhooks")
-    url = redis_server.url.rsplit("/", 1)[0] + f"/{DB}"
-    r = redis.Redis(port=redis_server.port, db=DB)
-    r.flushdb()
+    url = redis_url
+    r = redis.Redis.from_url(url)
     with FakeAPI() as api:
         config = tmp / "sluice.toml"
         config.write_text(CONFIG.format(tmp=tmp, api=api.url))
@@ -203,7 +210,8 @@ def test_a_redelivery_is_applied_once(hooks: Hooks) -> None:
     assert (again.status_code, again.json()) == (200, {"duplicate": True})
     assert hooks.rest("note", "changed", {"id": "n2", "title": "marker"},
                       delivery="note-3").status_code == 202
-    hooks.until(lambda: hooks.entity("note", "n2"), what="the marker note")
+    hooks.until(hooks.settled, what="every batch handled")
+    assert hooks.entity("note", "n2") is not None  # the marker
     assert hooks.entity("note", "n1") == {"id": "n1", "title": "B"}
     assert hooks.counter("webhook_written|tracker|note") == 3
 
@@ -217,10 +225,8 @@ def test_events_of_one_item_in_one_batch_collapse_to_the_newest(hooks: Hooks) ->
         codes = list(pool.map(lambda v: hooks.rest("ticket", "changed", v).status_code,
                               versions))
     assert codes == [202] * 5
-    hooks.until(lambda: (hooks.entity("ticket", "t1") or {}).get("title") == "v9",
-                what="the newest version")
-    time.sleep(1)  # any later batch of them is written by now (50 ms of linger)
-    assert hooks.entity("ticket", "t1")["title"] == "v9"  # type: ignore[index]
+    hooks.until(hooks.settled, what="every batch of them handled")
+    assert (hooks.entity("ticket", "t1") or {}).get("title") == "v9"
 
 
 def test_a_thin_event_is_fetched_and_one_the_api_no_longer_has_is_deleted(hooks: Hooks
@@ -255,7 +261,8 @@ def test_a_delete_passes_the_selector_and_an_item_it_now_leaves_out_goes(hooks: 
     hooks.rest("sel", "deleted", {"id": "s1", "title": "s1", "state": "archived"})
     # An upsert the selector now leaves out removes the row, as a full resync would.
     hooks.rest("sel", "changed", {"id": "s2", "title": "s2", "state": "archived"})
-    hooks.until(lambda: not row("s1") and not row("s2"), what="both rows gone")
+    hooks.until(hooks.settled, what="every batch handled")
+    assert not row("s1") and not row("s2")
     assert hooks.counter("webhook_deleted|tracker|sel") == 2
 
 
@@ -272,12 +279,11 @@ def test_a_burst_of_1000_signed_events_all_land_none_twice(hooks: Hooks) -> None
         codes = list(pool.map(send, numbers))
     assert codes == [202] * 1000
 
-    def landed() -> bool:
-        (count,), = hooks.query("SELECT count(*) FROM gh_issue WHERE identifier BETWEEN"
-                                " '10000' AND '10999'")
-        return bool(count == 1000)
-
-    hooks.until(landed, timeout=60, what="1,000 rows")
+    # A batch's rows are committed before its counters are written: wait for the last step.
+    hooks.until(hooks.settled, timeout=120, what="every batch of the burst handled")
+    (count,), = hooks.query("SELECT count(*) FROM gh_issue WHERE identifier BETWEEN"
+                            " '10000' AND '10999'")
+    assert count == 1000
     assert hooks.counter("webhook_written|gh|issue") - before_written == 1000
     batches = hooks.r.scard(keys.webhook_batches("gh")) - before_batches
     assert 1 <= batches < 250, f"{batches} batches for 1,000 events: not coalesced"

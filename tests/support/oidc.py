@@ -8,15 +8,14 @@
         oidc.counts()["client_credentials"]  # token requests of that grant so far
         oidc.reused_refresh_tokens()         # refresh tokens presented more than once
 
-Its packages are installed with ``npm ci`` the first time (node and npm must be on PATH: a
-missing one is an error, not a skip, since CI must run these tests).
+Its packages are installed with ``npm ci`` the first time (node and npm must be on PATH: without
+them the tests skip, and fail in CI; see tests/support/programs.py).
 """
 
 from __future__ import annotations
 
 import fcntl
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import httpx
 from integrations.fakeauth import Introspection
 from tasks.operator.redisserver import free_port
 from tasks.operator.supervisor import Child
+from tests.support.programs import program
 from tests.support.workers import ROOT
 
 HERE = ROOT / "tests" / "support" / "oidc"
@@ -47,11 +47,10 @@ def client(client_id: str, client_auth: str) -> OidcClient:
 
 def install() -> None:
     """``npm ci`` in tests/support/oidc unless its node_modules is there (once, under a lock,
-    for test processes that start at once). RuntimeError without node or npm, or when it
-    fails."""
+    for test processes that start at once). Without node or npm the test skips (fails in CI);
+    RuntimeError when ``npm ci`` fails."""
     for tool in ("node", "npm"):
-        if shutil.which(tool) is None:
-            raise RuntimeError(f"the OAuth tests need {tool} on PATH (the npm oidc-provider)")
+        program(tool, purpose="the OAuth tests run the npm package oidc-provider (Node.js 20+)")
     with open(HERE / ".install.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (HERE / "node_modules" / "oidc-provider" / "package.json").exists():

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +22,9 @@ from tasks.runs.progress import Progress, Run, RunState
 ROOT = Path(__file__).resolve().parents[2]  # the repository
 # The CLI as a child process (what a user types as `sluice`).
 SLUICE = [sys.executable, "-m", "tasks.operator.cli"]
+
+# Celery's log of a task: "Task NAME[ID] received", then "... succeeded in", "... retry:", ...
+TASK_LINE = re.compile(r"Task [\w.]+\[([0-9a-f-]+)\] (\w+)")
 
 FAST_SETTINGS = {
     "SLUICE_INGEST_RETRIES": "3",
@@ -112,6 +117,15 @@ class Workers:
 
     def children(self) -> list[int]:
         return self.child.children()
+
+    def idle(self) -> bool:
+        """Every task this node received has ended (succeeded, failed, or handed to a retry),
+        as its log says: what a test waits for before it looks at what the tasks left."""
+        received: Counter[str] = Counter()
+        ended: Counter[str] = Counter()
+        for task, what in TASK_LINE.findall(self.log.read_text(errors="replace")):
+            (received if what == "received" else ended)[task] += 1
+        return all(ended[task] >= n for task, n in received.items())
 
     def stop(self) -> None:
         self.child.stop()

@@ -9,18 +9,15 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from tasks.operator.redisserver import RedisServer
 from tasks.runs import scripts
 
 SEP = "\x06\x16"  # kombu's separator between a queue's name and its priority step
 
 
 @pytest.fixture
-def r(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/8")
-    client.flushdb()
+def r(own_redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(own_redis_url)
     yield client
-    client.flushdb()
     client.close()
 
 

@@ -206,3 +206,41 @@ def test_entities_counts_every_typed_table_and_reads_a_mapped_kind_from_its_own(
             drop_tables(target, own)
         else:
             target.close()
+
+
+def test_failed_list_says_no_failures_for_a_clean_run(config: Path, progress: Progress):
+    run = progress.create_run("tracker", "issue")
+    progress.finish(run, RunState.SUCCEEDED)
+    for args in (["failed", "list", run.run_id], ["failed", "list"]):
+        result = CliRunner().invoke(sluice, [*args, "--config", str(config)])
+        assert result.exit_code == 0, result.output
+        where = run.run_id if len(args) == 3 else "the last 100 runs"
+        assert result.output == (f"no failures in {where}: no dead-lettered batch, "
+                                 "no rejected item\n")
+
+
+def test_a_bar_fills_against_the_total_the_api_announced_or_stays_open_ended():
+    running = {"run_id": "r", "source": "api", "kind": "a", "state": RunState.RUNNING,
+               "batches_enqueued": 53, "batches_done": 52}
+    announced = Run(**running, items_expected=1000, items_written=240, items_rejected=10)
+    [row] = cli.rows(announced)
+    assert cli.bar(row).startswith("api/a            [######..................] 52/53+ batches")
+    # No total from the API: batches enqueued so far are no measure (52 of 53 looks full).
+    [row] = cli.rows(Run(**running, items_written=2600))
+    assert cli.bar(row).startswith("api/a            [~~~~~~~~~~~~~~~~~~~~~~~~] 52/53+ batches")
+    [row] = cli.rows(Run(**{**running, "state": RunState.SUCCEEDED, "batches_done": 53,
+                            "producer_done": True}))
+    assert cli.bar(row).startswith("api/a            [########################] 53/53 batches")
+
+
+def test_a_broker_that_refuses_is_named_and_the_run_it_was_for_frees_its_kind(
+        config: Path, progress: Progress):
+    # The unit tests' broker is 127.0.0.1:9, where nothing listens (tests/conftest.py).
+    result = CliRunner().invoke(sluice, ["run", "tracker", "--config", str(config)])
+    assert result.exit_code == 3, result.output
+    assert "sluice: cannot reach the broker at redis://127.0.0.1:" in result.output
+    [run] = progress.recent(1)
+    assert run.state == RunState.FAILED
+    assert run.reason.startswith("its producer task could not be sent to the broker at "
+                                 "redis://127.0.0.1:9/0: ")
+    assert progress.create_run("tracker", "issue").state == RunState.RUNNING  # lock freed

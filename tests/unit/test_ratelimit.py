@@ -10,13 +10,12 @@ import httpx
 import pytest
 import redis
 
-from tasks.operator.redisserver import RedisServer
 from tasks.worker.ratelimit import RedisRateLimiter
 
 
 @pytest.fixture
-def client(redis_server: RedisServer) -> redis.Redis:
-    return redis.Redis.from_url(redis_server.url)
+def client(own_redis_url: str) -> redis.Redis:
+    return redis.Redis.from_url(own_redis_url)
 
 
 def limiters(client: redis.Redis, **kw: float) -> tuple[RedisRateLimiter, RedisRateLimiter]:

@@ -407,6 +407,7 @@ def add_columns(kind: str, where: str, table: str, barrier: Any, rounds: int) ->
         target.close()
 
 
+@pytest.mark.integration  # two processes
 def test_two_processes_adding_the_same_column_at_once_both_succeed(target, tmp_path: Path):
     name = f"{target.prefix}race"
     if isinstance(target, SqliteTarget):

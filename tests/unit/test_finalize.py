@@ -1,0 +1,96 @@
+"""``finalize.outcome``: how a run ends, row by row of the table in tasks/finalize.py, on a
+Runtime whose run records live in fakeredis and whose target is SQLite (no workers)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tasks.finalize import outcome
+from tasks.runs.progress import Run, RunState
+from tasks.targets.base import Entity
+from tasks.worker.runtime import Runtime
+from tests.support.stages import fake_runtime
+
+HELD = 10  # rows the kind holds from an earlier run (run_seq 1)
+
+
+@pytest.fixture
+def rt(tmp_path: Path) -> Iterator[Runtime]:
+    rt = fake_runtime(tmp_path)
+    write(rt, HELD, run_seq=1)
+    yield rt
+    rt.close()
+
+
+def write(rt: Runtime, count: int, *, run_seq: int = 2) -> None:
+    """Run ``run_seq`` (by default: the one that ends) wrote the first ``count`` rows; the
+    rest, written before, are stale."""
+    rt.target().upsert([Entity(identifier=str(i), kind="item", source="api", data={"id": i})
+                        for i in range(count)], run_id=f"run{run_seq}", run_seq=run_seq)
+
+
+def ended(**fields: Any) -> Run:
+    """A run of api/item that is finalizing, with ``fields`` of its record."""
+    return Run(run_id="r", source="api", kind="item", state=RunState.FINALIZING, run_seq=2,
+               items_fetched=HELD, **fields)
+
+
+def held(rt: Runtime) -> int:
+    return sum(n for source, kind, n in rt.target().counts() if (source, kind) == ("api", "item"))
+
+
+@pytest.mark.parametrize("fields, state, why", [
+    ({"error": "HTTPStatusError: 503"}, RunState.FAILED, "producer: HTTPStatusError: 503"),
+    ({"batches_failed": 2}, RunState.FAILED, "2 batch(es) dead-lettered"),
+    ({"items_rejected": 2}, RunState.FAILED, "2 of 10 items rejected (20.0%)"),
+    ({"incomplete": "a full last page without a next link"}, RunState.PARTIAL,
+     "paging may be incomplete: a full last page without a next link"),
+    ({"items_expected": 12}, RunState.PARTIAL,
+     "the API said there are 12 items, but 10 were read"),
+])
+def test_a_run_in_doubt_deletes_nothing(rt: Runtime, fields: dict[str, Any], state: RunState,
+                                        why: str):
+    write(rt, 1)  # nine of ten would be stale
+    got, recorded = outcome(rt, ended(**fields))
+    assert got == state
+    assert why in (recorded.get("reason") or recorded["deletion_refused"])
+    assert held(rt) == HELD
+
+
+def test_within_max_rejected_a_clean_run_deletes_what_it_did_not_write_again(rt: Runtime):
+    write(rt, HELD - 1)
+    state, fields = outcome(rt, ended(items_rejected=0))
+    assert (state, fields) == (RunState.SUCCEEDED, {"deleted": 1})
+    assert held(rt) == HELD - 1
+
+
+def test_the_deletion_guard_refuses_a_large_share_and_the_run_is_partial(rt: Runtime):
+    write(rt, HELD // 2)
+    state, fields = outcome(rt, ended())
+    assert state == RunState.PARTIAL
+    assert fields["deletion_refused"] == ("refused to delete 5 of 10 entities (50.0%): "
+                                          "delete_threshold is 20%")
+    assert held(rt) == HELD
+
+
+def test_an_incremental_run_deletes_nothing_and_says_so(rt: Runtime):
+    write(rt, 1)
+    state, fields = outcome(rt, ended(incremental=True))
+    assert state == RunState.SUCCEEDED
+    assert fields["deletion_skipped"] == ("an incremental run reads only what changed: "
+                                          "it deletes nothing")
+    assert held(rt) == HELD
+
+
+def test_a_target_that_does_not_delete_succeeds_and_says_so(tmp_path: Path):
+    rt = fake_runtime(tmp_path, target={"type": "http", "url": "http://127.0.0.1:9/{kind}"})
+    try:
+        state, fields = outcome(rt, ended())
+    finally:
+        rt.close()
+    assert (state, fields) == (RunState.SUCCEEDED, {
+        "deletion_skipped": "the http target does not delete stale entities"})

@@ -14,6 +14,7 @@ from typing import Any
 from celery import Celery
 
 from integrations.pager import describe_seq
+from tasks import traces
 
 RESYNC = "sluice.resync"
 INGEST = "sluice.ingest_batch"
@@ -22,14 +23,17 @@ CHILDREN = "sluice.children"
 WEBHOOK = "sluice.webhook_batch"
 
 
-def resync(app: Celery, source: str, kind: str, run_id: str, *, partition: int = 0) -> None:
-    """A producer slice of partition ``partition`` of the run."""
+def resync(app: Celery, source: str, kind: str, run_id: str, *, partition: int = 0,
+           trace: str = "") -> None:
+    """A producer slice of partition ``partition`` of the run; ``trace``: the run's
+    ``traceparent``, under whose root every slice is enqueued (``tasks.traces``)."""
     kwargs: dict[str, Any] = {"run_id": run_id}
     if partition:
         kwargs["partition"] = partition
     where = f" partition={partition}" if partition else ""
-    app.send_task(RESYNC, (source, kind), kwargs, argsrepr=f"{source}/{kind} run={run_id}{where}",
-                  kwargsrepr="{}")
+    with traces.within(trace):
+        app.send_task(RESYNC, (source, kind), kwargs,
+                      argsrepr=f"{source}/{kind} run={run_id}{where}", kwargsrepr="{}")
 
 
 def batch(app: Celery, run_id: str, source: str, kind: str, seq: int, items: str | list[Any],

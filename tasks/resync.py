@@ -38,7 +38,7 @@ from celery import Task
 from integrations import jsontext, pager
 from integrations.errors import ConfigError, PagingCycle, RunLost, TooManyPages, describe
 from integrations.incremental import newest, older
-from tasks import messages
+from tasks import messages, traces
 from tasks.app import app
 from tasks.runs.progress import Cycle, Recorded, Run, RunState
 from tasks.worker import runtime
@@ -90,8 +90,9 @@ def batches(page: pager.Page, *, max_items: int, max_bytes: int) -> list[Batch]:
     return out
 
 
-def continue_later(source: str, kind: str, run_id: str, partition: int) -> None:
-    messages.resync(app, source, kind, run_id, partition=partition)
+def continue_later(run: Run, partition: int) -> None:
+    messages.resync(app, run.source, run.kind, run.run_id, partition=partition,
+                    trace=run.traceparent)
 
 
 def produce(rt: runtime.Runtime, run: Run, partition: int) -> bool:
@@ -190,7 +191,7 @@ class Slice:
         run = self.run
         self.rt.progress.split(run.run_id, [{"key": k} for k in keys] or [{"key": None}])
         for i in range(1, len(keys)):
-            continue_later(run.source, run.kind, run.run_id, i)
+            continue_later(run, i)
 
     async def split_by_ranges(self, checkpoint: pager.Planned) -> pager.Planned:
         """The total is known: hand page ranges to producer tasks on other workers; this one
@@ -202,7 +203,7 @@ class Slice:
             self.rt.progress.split(run.run_id,
                                    [{"checkpoint": c, "since": self.since} for c in parts])
             for i in range(1, len(parts)):
-                continue_later(run.source, run.kind, run.run_id, i)
+                continue_later(run, i)
 
         await asyncio.to_thread(hand_out)
         return parts[0]
@@ -234,9 +235,11 @@ class Slice:
         run, src = self.run, self.src
         page, stop = self.newer_part(page)
         parts = batches(page, max_items=src.max_batch_items, max_bytes=src.max_batch_bytes)
-        for batch in parts:
-            messages.batch(app, run.run_id, run.source, run.kind, batch.seq, batch.items,
-                           count=batch.size, run_seq=run.run_seq)
+        with traces.span("sluice.produce page", {"sluice.seq": page.seq, "sluice.batches":
+                                                 len(parts), "sluice.items": len(page.items)}):
+            for batch in parts:
+                messages.batch(app, run.run_id, run.source, run.kind, batch.seq, batch.items,
+                               count=batch.size, run_seq=run.run_seq)
         digest = hashlib.sha1("".join(b.items for b in parts).encode()).hexdigest()[:20]
         recorded = self.rt.progress.record_page(
             run.run_id, run.source, run.kind, [batch.seq for batch in parts], len(page.items),
@@ -339,7 +342,7 @@ def resync(self: Task, source: str, kind: str, run_id: str | None = None,
             messages.finalize(app, run.run_id)
         return summary(run.run_id, rt.progress.get(run.run_id))
     if not finished:
-        continue_later(source, kind, run.run_id, partition)
+        continue_later(run, partition)
     elif rt.progress.producer_done(run.run_id, partition=partition):
         messages.finalize(app, run.run_id)
     return summary(run.run_id, rt.progress.get(run.run_id))

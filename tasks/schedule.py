@@ -12,7 +12,7 @@ from typing import Any
 
 from redbeat import RedBeatScheduler
 
-from tasks import messages
+from tasks import messages, traces
 from tasks.app import app
 from tasks.config import SluiceConfig, get_config
 from tasks.runs.progress import Progress, Run, RunState
@@ -29,9 +29,12 @@ def start_runs(progress: Progress, source: str, kinds: list[str], *,
     kinds read everything (and may delete)."""
     runs = []
     for kind in kinds:
-        run = progress.create_run(source, kind, config_digest=config_digest, full=full)
-        if run.state == RunState.RUNNING:
-            messages.resync(app, source, kind, run.run_id)
+        with traces.run_started(source, kind, full=full) as trace:
+            run = progress.create_run(source, kind, config_digest=config_digest, full=full,
+                                      traceparent=trace.traceparent)
+            trace.record(run)
+            if run.state == RunState.RUNNING:
+                messages.resync(app, source, kind, run.run_id, trace=run.traceparent)
         runs.append(run)
     return runs
 

@@ -81,6 +81,7 @@ class Run:
     deletion_refused: str = ""
     deletion_skipped: str = ""
     watermark: str = ""  # what the run did to its kind's watermarks, and where they are kept
+    traceparent: str = ""  # the run's root span (W3C), when traces are on (tasks/traces)
     # child kind -> its counts in this run (batches_enqueued, batches_done, batches_failed,
     # items_fetched, items_written, items_rejected); the run's own counts include them
     children: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -164,10 +165,11 @@ class Progress:
                 keys.run_failed(run_id)]
 
     def create_run(self, source: str, kind: str, *, config_digest: str = "",
-                   full: bool = False) -> Run:
+                   full: bool = False, traceparent: str = "") -> Run:
         """A new run of (source, kind): 'running' with the lock taken and a ``run_seq`` larger
         than any before it, or 'skipped'. ``config_digest``: the sluice.toml it was started
-        with (workers with another one reload theirs, or fail the run)."""
+        with (workers with another one reload theirs, or fail the run); ``traceparent``: its
+        trace's root (every producer slice is enqueued under it)."""
         now = time.time()
         run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + "-" + uuid.uuid4().hex[:8]
         fields = {"run_id": run_id, "source": source, "kind": kind, "started_at": repr(now),
@@ -176,6 +178,8 @@ class Progress:
             fields["config_digest"] = config_digest
         if full:
             fields["full"] = "1"
+        if traceparent:
+            fields["traceparent"] = traceparent
         self._create(keys=[keys.run(run_id), keys.lock(source, kind), keys.ACTIVE, keys.METRICS,
                            keys.RUN_SEQ],
                      args=[run_id, json.dumps(fields), self.lock_seconds, now, int(now * 1e6)])

@@ -1,7 +1,7 @@
 """Traces over real workers: `sluice run` and a prefork worker node export by OTLP/HTTP to a
 receiver in the test (tests/support/otlp.py), as they would to a collector. The batch
 processors wait far longer than the test: every span arrives through the flush at the end of
-the CLI and of each worker process."""
+the CLI and of each worker process (a prefork child, or a threads-pool node)."""
 
 from __future__ import annotations
 
@@ -27,8 +27,10 @@ ENV = {"TRACE_TOKEN": TOKEN, "OTEL_BSP_SCHEDULE_DELAY": "600000",
        "SLUICE_PRODUCER_SLICE_PAGES": "2"}
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Receiver, str]]:
+@pytest.fixture(scope="module", params=["prefork", "threads"])
+def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[tuple[Receiver, str]]:
+    """One run through a worker node of each pool (threads: a plain worker's default)."""
     tmp = tmp_path_factory.mktemp("traces")
     with RedisServer() as server, FakeAPI(auth=bearer_token(TOKEN)) as api, \
             Receiver() as receiver:
@@ -36,7 +38,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Receive
         config = cursor_config(tmp, api.url, limit=LIMIT,
                                source_keys='auth = { type = "bearer", token = "${TRACE_TOKEN}" }')
         env = {**ENV, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url}
-        with Workers(config=config, redis_url=server.url, log=tmp / "worker.log", env=env):
+        with Workers(config=config, redis_url=server.url, log=tmp / "worker.log", env=env,
+                     pool=request.param):
             done = subprocess.run(
                 [*SLUICE, "run", "api", "--wait", "--json"], cwd=ROOT, capture_output=True,
                 text=True, timeout=120,

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from integrations.incremental import Incremental
     from integrations.mapping import Mapping
     from integrations.secrets import Redactor
+    from integrations.slices import Slices
     from integrations.tombstones import Tombstones
     from integrations.webhooks import Event
 
@@ -189,6 +190,11 @@ class Integration(Protocol):
 
     def incremental(self, kind: str) -> Incremental | None:
         """How ``kind`` reads only what changed (None: it is always read whole)."""
+        ...
+
+    def slices(self, kind: str) -> Slices | None:
+        """How ``kind`` is cut into time windows, each a partition of the run (None: it is
+        not); ``fetch`` of partition ``{"window": [a, b]}`` reads one of them."""
         ...
 
     def parent(self, kind: str) -> str | None:

@@ -2,7 +2,8 @@
 
     SluiceError
     ├── ConfigError                 bad sluice.toml / settings: names the file and the key path
-    ├── RunLost                     the run's record is gone from Redis (lost its data)
+    ├── RunLost                     the run's record is gone from Redis (lost its data), or
+    │                               was kept by a Redis server since restarted or failed over
     ├── RetryableError              try again later (with backoff); may carry ``retry_after``
     │   ├── TransientHTTPError      connect error, timeout, 429 or 5xx from the third-party API
     │   │   └── RateLimited         a GraphQL answer (HTTP 200) whose error is a rate limit
@@ -41,7 +42,9 @@ class ConfigError(SluiceError):
 
 
 class RunLost(SluiceError):
-    """The run's record disappeared from Redis; its producer stops."""
+    """The run's record disappeared from Redis, or the run was started on another Redis
+    server (restarted or failed over since: the record may have lost writes); its producer
+    stops."""
 
 
 class RetryableError(SluiceError):

@@ -3,7 +3,8 @@
 Used by the tests, the benchmark and the standalone demo. Seven pagination styles over the
 same items of a kind:
 
-    GET /cursor/{kind}?cursor=&limit=        {"data": [...], "next_cursor": "200"|null}
+    GET /cursor/{kind}?cursor=&limit=        {"data": [...], "next_cursor": "200"|null,
+                                              "total_count": N}
     GET /link/{kind}?page=&per_page=         [...] with Link: <...>; rel="next", rel="last"
     GET /linkq/{kind}?page=&per_page=        the same, but Link only when ``page`` was sent
     GET /offset/{kind}?startAt=&maxResults=  {"values": [...], "startAt", "maxResults", "total"}
@@ -23,6 +24,8 @@ Items with an ``updated_at`` (``set_timed_items``, ``change``, ``add``) answer t
 query parameters, in every style: ``since=<ISO time>`` keeps those updated at or after it,
 and ``sort=updated&direction=desc`` lists the newest first (as GitHub's pulls do). A kind
 made with ``epoch_ms=True`` has its times as epoch milliseconds, and ``since`` is one too.
+Every style also filters by a range of any field: ``updated_at[gte]=…&updated_at[lt]=…``
+(``gt`` and ``lte`` too), as Stripe's ``created[gte]`` does: a time window of its own.
 ``remove`` turns items into deletion tombstones (``{"id", "deleted": true, "updated_at"}``),
 which only a ``since`` read lists: a full read leaves them out, as such APIs do.
 
@@ -47,6 +50,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import operator
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -89,6 +94,8 @@ class State:
     params_seen: list[dict[str, str]] = field(default_factory=list)  # every GET's query
     epoch_ms: set[str] = field(default_factory=set)  # kinds whose times are epoch ms
     log: list[tuple[float, str, str, int]] = field(default_factory=list)  # t, method, path, status
+    # (items, length, ranges) -> the items within them (``ranged``); cleared on every change
+    ranged: dict[tuple[Any, ...], list[dict[str, Any]]] = field(default_factory=dict)
 
 
 def make_items(kind: str, count: int) -> list[dict[str, Any]]:
@@ -113,9 +120,48 @@ def _later(value: Any, since: str) -> bool:
     return str(value if value is not None else "") >= since
 
 
-def window(items: list[dict[str, Any]], query: dict[str, str]) -> list[dict[str, Any]]:
-    """The items a ``since`` asks for (tombstones only then), in the order a
-    ``sort=updated`` asks for."""
+_RANGE = re.compile(r"^(\w+)\[(gte|gt|lte|lt)\]$")
+_COMPARE = {"gte": operator.ge, "gt": operator.gt, "lte": operator.le, "lt": operator.lt}
+
+
+def _in_range(value: Any, op: str, bound: str) -> bool:
+    """``value op bound``: as numbers when the value is one (epoch milliseconds), else as
+    text (ISO times of one spelling). An item without the field is in no range."""
+    if value is None:
+        return False
+    if isinstance(value, int) and bound.lstrip("-").isdigit():
+        return bool(_COMPARE[op](value, int(bound)))
+    return bool(_COMPARE[op](str(value), bound))
+
+
+def ranged(items: list[dict[str, Any]], query: dict[str, str],
+           cache: dict[tuple[Any, ...], list[dict[str, Any]]] | None = None
+           ) -> list[dict[str, Any]]:
+    """The items within the ranges that ``FIELD[gte]``, ``[gt]``, ``[lte]`` and ``[lt]`` ask
+    for. ``cache`` keeps what a window's first page found for its next pages (whoever changes
+    the items clears it; a list cut short is another key)."""
+    ranges = tuple(sorted((m[1], m[2], v) for k, v in query.items()
+                          if (m := _RANGE.match(k))))
+    if not ranges:
+        return items
+    key = (id(items), len(items), ranges)
+    if cache is not None and key in cache:
+        return cache[key]
+    for name, op, bound in ranges:
+        items = [i for i in items if _in_range(i.get(name), op, bound)]
+    if cache is not None:
+        if len(cache) > 1000:
+            cache.clear()
+        cache[key] = items
+    return items
+
+
+def window(items: list[dict[str, Any]], query: dict[str, str],
+           cache: dict[tuple[Any, ...], list[dict[str, Any]]] | None = None
+           ) -> list[dict[str, Any]]:
+    """The items a ``since`` asks for (tombstones only then), within the ranges the query
+    asks for (``ranged``), in the order a ``sort=updated`` asks for."""
+    items = ranged(items, query, cache)
     if "since" in query:
         since = query["since"]
         items = [i for i in items if _later(i.get("updated_at"), since)]
@@ -293,11 +339,11 @@ class Handler(BaseHTTPRequestHandler):
     def _page(self, style: str, kind: str, items: list[dict[str, Any]], path: str,
               query: dict[str, str]) -> None:
         """One page of ``items`` in a pagination style."""
-        items = window(items, query)
+        items = window(items, query, self.server.state.ranged)
         if style == "cursor":
             start, limit = int(query.get("cursor", 0)), int(query.get("limit", 100))
             nxt = start + limit
-            return self._json({"data": items[start:nxt],
+            return self._json({"data": items[start:nxt], "total_count": len(items),
                                "next_cursor": str(nxt) if nxt < len(items) else None})
         if style in ("link", "linkq"):
             page_items, headers = link_page(items, f"http://{self.headers['Host']}{path}",
@@ -471,6 +517,7 @@ class FakeAPI:
         self.server.auth = auth
 
     def set_items(self, kind: str, count: int) -> list[dict[str, Any]]:
+        self.state.ranged.clear()
         self.state.items[kind] = make_items(kind, count)
         return self.state.items[kind]
 
@@ -484,6 +531,7 @@ class FakeAPI:
             self.state.epoch_ms.discard(kind)
         for i, item in enumerate(items):
             item["updated_at"] = self._at(kind, i)
+        self.state.ranged.clear()
         self.state.items[kind] = items
         return items
 
@@ -493,6 +541,7 @@ class FakeAPI:
     def remove(self, kind: str, indices: list[int], when: float) -> None:
         """Items ``indices`` of ``kind`` are deleted at ``when``: each becomes a tombstone."""
         with self.server.lock:
+            self.state.ranged.clear()
             for i in indices:
                 item = self.state.items[kind][i]
                 self.state.items[kind][i] = {"id": item["id"], "deleted": True,
@@ -514,6 +563,7 @@ class FakeAPI:
     def change(self, kind: str, indices: list[int], when: float) -> None:
         """Items ``indices`` of ``kind`` change at ``at(when)`` (their title says so)."""
         with self.server.lock:
+            self.state.ranged.clear()
             for i in indices:
                 item = self.state.items[kind][i]
                 item["updated_at"] = self._at(kind, when)
@@ -522,6 +572,7 @@ class FakeAPI:
     def add(self, kind: str, count: int, when: float) -> list[dict[str, Any]]:
         """``count`` new items of ``kind``, created at ``at(when)``."""
         with self.server.lock:
+            self.state.ranged.clear()
             items = self.state.items[kind]
             new = make_items(kind, len(items) + count)[len(items):]
             for item in new:

@@ -8,6 +8,7 @@ what its API does differently:
     items(kind, response, body)        the items of a page (default: the body, a JSON list)
     kept(kind, items)                  the items that land (default: all of them)
     id_path(kind), id_text(value)      where an item's identifier is, and its text
+    slices(kind)                       time windows a full run is cut into (default: None)
     deleted(kind)                      jq true for the API's deletion tombstones (default: None)
     partitions(kind, client)           JSON keys that split a kind (default: None); a kind
                                        read whole with ``every_item`` may provide them
@@ -37,6 +38,7 @@ from integrations.http.ratelimit import RateLimiter
 from integrations.incremental import Incremental
 from integrations.mapping import Mapping, MappingSettings
 from integrations.secrets import Redactor
+from integrations.slices import Slices
 from integrations.tombstones import Tombstones
 from integrations.webhooks import Event
 
@@ -108,6 +110,10 @@ class PagedIntegration(Generic[S]):
         raise NotImplementedError
 
     def incremental(self, kind: str) -> Incremental | None:
+        return None
+
+    def slices(self, kind: str) -> Slices | None:
+        """How ``kind`` is cut into time windows (None: it is not)."""
         return None
 
     # -- child kinds: a kind may hang off another (comments of an issue)

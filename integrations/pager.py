@@ -122,6 +122,7 @@ async def pages(
     checkpoint: Checkpoint | None, partition: Any = None, base: int = 0, concurrency: int = 1,
     published: Container[int] = (), admit: Callable[[], Awaitable[None]] | None = None,
     split: Callable[[Planned], Awaitable[Planned]] | None = None, since: Any = None,
+    look: Callable[[Fetched], Awaitable[None]] | None = None,
 ) -> AsyncGenerator[Page, None]:
     """Yield the pages of ``kind`` (or of one partition) from ``checkpoint`` (None: start).
 
@@ -129,7 +130,9 @@ async def pages(
     resumed); ``admit`` is awaited before every request (backpressure); ``split`` is awaited
     with the plan the first page revealed and returns the part of it this caller fetches
     (the caller hands the other parts to other producers); ``since`` asks only for what
-    changed since then (an incremental kind).
+    changed since then (an incremental kind); ``look`` is awaited with the first page before
+    any other request goes out (it may raise to read the partition another way: a time
+    window too full is split).
     """
     async def fetch(state: State | None) -> Fetched:
         if admit is not None:
@@ -138,6 +141,8 @@ async def pages(
 
     if checkpoint is None:
         first = await fetch(None)
+        if look is not None:
+            await look(first)
         if first.plan is not None and first.plan.get("count", 0) > 0:
             planned = Planned(plan=first.plan, first=base + 2, lo=0, hi=first.plan["count"])
             if split is not None:  # before any planned request: none is made twice

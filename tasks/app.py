@@ -6,6 +6,8 @@ Settings that matter and why:
   (at-least-once; writes are idempotent upserts, counts are sets).
 - visibility_timeout: a message not acked in time is handed out again, so it stays far above
   the longest task (tasks are short by design), and the restore sweep runs often.
+- four queues, consumed in turn (tasks/messages.py): a webhook, a producer or a small run
+  never waits behind a backfill's batches.
 - events on, so Flower sees every task; no result backend: progress lives in Redis records.
 """
 
@@ -29,11 +31,12 @@ from celery.signals import (
     worker_shutting_down,
 )
 
-from tasks import traces
+from tasks import messages, traces
+from tasks.runs.client import connect_redis
 from tasks.settings import get_settings
 from tasks.worker import broker, liveness, logs, runtime, siblings, wire
 
-QUEUE = "sluice"
+QUEUE = messages.BATCHES
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -76,6 +79,11 @@ app.conf.update(
     worker_concurrency=_settings.worker_concurrency,
     task_ignore_result=True,
     task_default_queue=QUEUE,
+    # Every queue Sluice sends to (tasks/messages.py says what goes where): a worker started
+    # without -Q consumes them all, in turn. Each declared as Celery declares a queue it meets
+    # by name (a direct exchange of the same name), so a client that only names the queue
+    # and a worker agree on RabbitMQ.
+    task_queues={name: {"exchange": name, "routing_key": name} for name in messages.QUEUES},
     broker_transport_options={
         "visibility_timeout": _settings.visibility_timeout,
         "unacked_restore_interval": _settings.unacked_restore_interval,
@@ -120,7 +128,7 @@ def _check_config(**_: Any) -> None:
     if app.connection_for_read().transport.driver_type == "redis":
         global _liveness
         liveness.NODE = liveness.node_name()
-        _liveness = liveness.Liveness(app, runtime.connect_redis(_settings.redis_url),
+        _liveness = liveness.Liveness(app, connect_redis(_settings.redis_url),
                                       liveness.NODE, timeout=_settings.node_timeout).start()
 
 

@@ -1,5 +1,9 @@
 """``finalize(run_id)``: the one task that ends a run (the progress scripts elect it).
 
+    Redis restarted or failed over since the run
+    started (its run_id changed: the record may
+    have lost writes)                                  -> failed, nothing deleted, and the
+                                                          watermarks stay
     producer error, or a batch dead-lettered           -> failed, nothing deleted
     more than max_rejected of the items rejected       -> failed, nothing deleted
     paging may have missed items (a full last page
@@ -13,7 +17,9 @@
 
 A finalize that cannot finish (the target stays down past the retries, a role without DELETE,
 a bug) ends the run failed with the reason and releases its lock: a run never stays
-'finalizing'.
+'finalizing'. Redis changing while finalize works (after its check, before the run's end is
+recorded) fails the run all the same; what finalize did meanwhile was decided from the record
+as it stood before the change, and the run's ``deleted`` and ``watermark`` say what it was.
 """
 
 from __future__ import annotations
@@ -148,8 +154,10 @@ def watermarks(rt: runtime.Runtime, run: Run) -> tuple[dict[str, str], dict[str,
 def finalize(self: Task, run_id: str) -> dict[str, Any]:
     rt = runtime.current()
     run = rt.progress.get(run_id)
-    if run is None or run.state != RunState.FINALIZING:
-        return {"run_id": run_id, "state": str(run.state if run else RunState.LOST)}
+    if (run is None or run.state != RunState.FINALIZING
+            or rt.progress.moved(run_id, run.source, run.kind)):
+        ended = rt.progress.get(run_id)
+        return {"run_id": run_id, "state": str(ended.state if ended else RunState.LOST)}
     try:
         state, fields = outcome(rt, run)
     except RetryableError as exc:

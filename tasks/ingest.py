@@ -343,13 +343,15 @@ def fanout(rt: runtime.Runtime, run_id: str, source: str, kind: str, seq: int,
     parent of this batch. Recorded on the run, then sent, before the batch is done, so the
     run cannot end while they are out (a task lost in between leaves the run to the stall
     watch, never ended early; a redelivered batch sends them again: the run counts each
-    once)."""
+    once). Nothing is sent for a run whose record is gone or was failed because Redis
+    restarted or failed over under it."""
     integration = rt.integration(source)
     for number, child in enumerate(child_kinds(integration, kind)):
         if not parents:
             return
         refs = [integration.parent_ref(kind, item) for item in parents]
         task = pager.fanout_seq(seq, number)
-        rt.progress.record_children(run_id, source, kind, [task], child=child)
+        if not rt.progress.record_children(run_id, source, kind, [task], child=child):
+            return
         messages.children(app, run_id, source, child, task, json.dumps(refs), run_seq=run_seq,
                           count=len(refs), root=kind)

@@ -5,6 +5,24 @@ Tasks are sent by name on whichever Celery app the caller has (the workers' own,
 that only knows the broker), with a short ``argsrepr`` for Flower and the logs: never the items
 of a batch, never anything secret. Messages carry names and ids; workers resolve the rest from
 their own configuration.
+
+Each task goes to one of four queues, which a plain ``celery -A tasks worker`` (no ``-Q``)
+consumes together, taking from them in turn (kombu's round robin on Redis, one consumer per
+queue on RabbitMQ), so no kind of work waits behind another's backlog:
+
+====================  ============================================================
+``sluice.urgent``     webhook batches and run ends (finalize): small, someone waits
+``sluice.producers``  producer slices (resync): each a run's next pages
+``sluice``            batches of a run's first ``SLUICE_BULK_AFTER_ITEMS`` items, and
+                      child-fetching tasks: a small run's whole work
+``sluice.bulk``       a big run's later batches: a backfill waits here, behind nothing
+====================  ============================================================
+
+The split by size inside a run is a feedback queue: every run starts in ``sluice``; once it
+has read ``bulk_after_items`` items it is a backfill, and its next batches go to
+``sluice.bulk``. A run of 1,000 items then never queues behind the batches of a run of
+1,000,000 (both bounded by ``max_in_flight``), which have a queue of their own that the
+workers still serve one take in four, or all of them when nothing else waits.
 """
 
 from __future__ import annotations
@@ -22,25 +40,38 @@ FINALIZE = "sluice.finalize"
 CHILDREN = "sluice.children"
 WEBHOOK = "sluice.webhook_batch"
 
+URGENT = "sluice.urgent"
+PRODUCERS = "sluice.producers"
+BATCHES = "sluice"  # the queue of Sluice's first versions: messages queued then still run
+BULK = "sluice.bulk"
+QUEUES = (URGENT, PRODUCERS, BATCHES, BULK)
+
 
 def resync(app: Celery, source: str, kind: str, run_id: str, *, partition: int = 0,
-           trace: str = "") -> None:
-    """A producer slice of partition ``partition`` of the run; ``trace``: the run's
-    ``traceparent``, under whose root every slice is enqueued (``tasks.traces``)."""
+           windows: list[int] | None = None, trace: str = "") -> None:
+    """A producer slice of partition ``partition`` of the run, or of the time windows
+    ``windows`` (partitions of a sliced run) at once; ``trace``: the run's ``traceparent``,
+    under whose root every slice is enqueued (``tasks.traces``)."""
     kwargs: dict[str, Any] = {"run_id": run_id}
     if partition:
         kwargs["partition"] = partition
+    if windows is not None:
+        kwargs["windows"] = windows
     where = f" partition={partition}" if partition else ""
+    if windows is not None:
+        where = f" windows={','.join(map(str, windows))}"
     with traces.within(trace):
         app.send_task(RESYNC, (source, kind), kwargs,
-                      argsrepr=f"{source}/{kind} run={run_id}{where}", kwargsrepr="{}")
+                      argsrepr=f"{source}/{kind} run={run_id}{where}", kwargsrepr="{}",
+                      queue=PRODUCERS)
 
 
 def batch(app: Celery, run_id: str, source: str, kind: str, seq: int, items: str | list[Any],
           *, run_seq: int | None, count: int | None = None, note: str = "",
-          root: str | None = None) -> None:
+          root: str | None = None, bulk: bool = False) -> None:
     """Batch ``seq`` of the run: ``items`` as JSON text (then ``count`` says how many) or a
-    list. ``root``: the run's kind, when ``kind`` is a child kind of it."""
+    list. ``root``: the run's kind, when ``kind`` is a child kind of it. ``bulk``: the run
+    is a backfill (it has read ``bulk_after_items`` items), its batch goes to ``BULK``."""
     if count is None:
         count = len(items) if isinstance(items, list) else 0
     kwargs: dict[str, Any] = {} if run_seq is None else {"run_seq": run_seq}
@@ -48,7 +79,7 @@ def batch(app: Celery, run_id: str, source: str, kind: str, seq: int, items: str
         kwargs["root"] = root
     app.send_task(INGEST, (run_id, source, kind, seq, items), kwargs,
                   argsrepr=f"run={run_id} {source}/{kind} {describe_seq(seq)} items={count}{note}",
-                  kwargsrepr="{}")
+                  kwargsrepr="{}", queue=BULK if bulk else BATCHES)
 
 
 def children(app: Celery, run_id: str, source: str, kind: str, seq: int, parents: str, *,
@@ -59,12 +90,13 @@ def children(app: Celery, run_id: str, source: str, kind: str, seq: int, parents
     app.send_task(CHILDREN, (run_id, source, kind, seq, parents),
                   {"run_seq": run_seq, "root": root},
                   argsrepr=f"run={run_id} {source}/{kind} {describe_seq(seq)} "
-                           f"parents={count}{note}", kwargsrepr="{}")
+                           f"parents={count}{note}", kwargsrepr="{}", queue=BATCHES)
 
 
 def finalize(app: Celery, run_id: str) -> None:
     """End the run (the progress scripts elected the caller)."""
-    app.send_task(FINALIZE, (run_id,), argsrepr=f"run={run_id}", kwargsrepr="{}")
+    app.send_task(FINALIZE, (run_id,), argsrepr=f"run={run_id}", kwargsrepr="{}",
+                  queue=URGENT)
 
 
 def webhook(app: Celery, source: str, kind: str, batch_id: str, events: str, *,
@@ -74,4 +106,4 @@ def webhook(app: Celery, source: str, kind: str, batch_id: str, events: str, *,
     them; ``batch_id`` names the batch in the logs and its dead letter."""
     app.send_task(WEBHOOK, (source, kind, batch_id, events),
                   argsrepr=f"{source}/{kind} webhook batch={batch_id} events={count}",
-                  kwargsrepr="{}")
+                  kwargsrepr="{}", queue=URGENT)

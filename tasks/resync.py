@@ -9,7 +9,8 @@ most one slice, and the broker's visibility timeout can stay at minutes.
 
 A kind can be split into partitions, each a producer task of its own (on any worker) within the
 same run: page ranges once the total is known (``partitions = N``), or the keys an integration's
-``partitions()`` returns (a repository, a time window).
+``partitions()`` returns (a repository), or the time windows of a kind with ``slices``
+(``tasks.slicing``: a task reads several windows at once, and a window too full is split).
 
 While ``max_in_flight`` batches of the run wait to be written, no page is requested
 (backpressure); after a second of that the slice ends and a fresh task continues behind the
@@ -36,11 +37,13 @@ from typing import Any, NamedTuple
 from celery import Task
 
 from integrations import jsontext, pager
+from integrations.base import Fetched
 from integrations.errors import ConfigError, PagingCycle, RunLost, TooManyPages, describe
 from integrations.incremental import newest, older
-from tasks import messages, traces
+from integrations.slices import Window, held
+from tasks import messages, slicing, traces
 from tasks.app import app
-from tasks.runs.progress import Cycle, Recorded, Run, RunState
+from tasks.runs.progress import Cycle, Recorded, Run, RunState, Stopped
 from tasks.worker import runtime
 
 log = logging.getLogger(__name__)
@@ -121,14 +124,19 @@ class Slice:
         self.incremental = rt.integration(run.source).incremental(run.kind)
         self.since: Any = None  # this partition reads what changed since then (None: all)
         self.newest: Any = None  # the newest cursor value it has published
+        # Items the run had read (as of this slice's start, plus this slice's): past
+        # bulk_after_items its batches go to the bulk queue.
+        self.items_read = run.items_fetched
+        self.slices = rt.integration(run.source).slices(run.kind)
+        self.bounds: Window | None = None  # the time window this partition reads
 
     def produce(self) -> bool:
         rt, run, partition = self.rt, self.run, self.partition
         started, checkpoint, done = rt.progress.partition(run.run_id, partition)
         if done or (started and checkpoint is None):
             return True  # a redelivered slice of a partition that already published its last
-        # Only the first slice of partition 0 of an unsplit run may split it (by keys, or
-        # later by page ranges when the first page reveals the total).
+        # Only the first slice of partition 0 of an unsplit run may split it (into time
+        # windows, by keys, or later by page ranges when the first page reveals the total).
         may_split = partition == 0 and not started and run.partitions is None
         integration, client = rt.integration(run.source), rt.client(run.source)
         if may_split:
@@ -138,7 +146,20 @@ class Slice:
                 if not keys:
                     return True
                 may_split = False
+        while True:
+            self.bounds = rt.windows.get(run.run_id, partition) if self.slices else None
+            try:
+                return self.follow(started, checkpoint, may_split=may_split)
+            except slicing.Resplit:
+                continue  # the first half of the window, from its first page
+
+    def follow(self, started: bool, checkpoint: Any, *, may_split: bool) -> bool:
+        """Page the partition (from ``checkpoint`` once ``started``) for this slice."""
+        rt, run, partition = self.rt, self.run, self.partition
+        integration, client = rt.integration(run.source), rt.client(run.source)
         key = rt.progress.key(run.run_id, partition)
+        if self.bounds is not None:
+            key = {"window": self.bounds}
         self.since = self.window(key)
         self.newest = rt.progress.newest(run.run_id, partition) if started else None
         stopping = self.stop_at() is not None  # newest first, read in order until older ones
@@ -149,7 +170,8 @@ class Slice:
             published=rt.progress.published(run.run_id) if started else (), admit=self.admit,
             split=(self.split_by_ranges if may_split and self.src.partitions > 1
                    and not stopping else None),
-            since=self.since if self.incremental and self.incremental.param else None)
+            since=self.since if self.incremental and self.incremental.param else None,
+            look=self.look if self.bounds is not None and not started else None)
 
         async def next_page() -> pager.Page | None:
             return await anext(pages, None)
@@ -165,6 +187,25 @@ class Slice:
         finally:
             rt.run(_close(pages))
         return True
+
+    async def look(self, first: Fetched) -> None:
+        """A window's first page: split the window in two when it shows too many items (the
+        page is read again as the first half's). Raises Resplit then."""
+        assert self.slices is not None and self.bounds is not None
+        halves = self.slices.split(self.bounds) if self.slices.crowded(first) else None
+        if halves is None:
+            return
+        run = self.run
+        new = await asyncio.to_thread(self.rt.windows.split, run.run_id, self.partition,
+                                      *halves)
+        if new == -1:
+            raise RunLost(f"run {run.run_id}: its record is gone from Redis; stopping")
+        if new == -2:
+            return  # as many windows as a run may have: this one is read whole
+        log.info("run %s: window %s of %s/%s split at %s (its first page: %d items or more)",
+                 run.run_id, self.bounds, run.source, run.kind, halves[1][0], held(first))
+        await asyncio.to_thread(slicing.start_windows, self.rt, run)
+        raise slicing.Resplit
 
     def window(self, key: Any) -> Any:
         """What this partition asks changes since: decided when it starts (from the kind's
@@ -217,8 +258,8 @@ class Slice:
         while True:
             self.asked += 1
             held = self.asked - self.handed
-            in_flight = await asyncio.to_thread(self.rt.progress.in_flight, self.run.run_id)
-            if held + in_flight <= self.src.max_in_flight:
+            in_flight, others_wait = await asyncio.to_thread(self.load)
+            if held + in_flight <= self.max_in_flight(others_wait):
                 return
             self.asked -= 1
             # Hand the process back rather than wait: on a small pool (one process, say) the
@@ -226,6 +267,35 @@ class Slice:
             if time.monotonic() >= min(self.deadline, blocked_until):
                 raise SliceOver
             await asyncio.sleep(POLL_SECONDS)
+
+    def bulk(self) -> bool:
+        """Whether the run is a backfill: its batches go to the bulk queue, fewer at once."""
+        return self.items_read >= self.rt.settings.bulk_after_items
+
+    def max_in_flight(self, others_wait: bool) -> int:
+        """The source's max_in_flight; for a backfill while other work waits in the queues,
+        at most bulk_max_in_flight, so the fleet's threads and cores go to that work first.
+        A backfill alone takes the whole fleet."""
+        limit = self.src.max_in_flight
+        if self.bulk() and others_wait:
+            return min(limit, self.rt.settings.bulk_max_in_flight)
+        return limit
+
+    def load(self) -> tuple[int, bool]:
+        """The run's batches in flight, and (for a backfill) whether other work waits."""
+        return (self.rt.progress.in_flight(self.run.run_id),
+                self.bulk() and self.others_wait())
+
+    def others_wait(self) -> bool:
+        """Whether a queue other than the bulk one holds messages. Seen where the queue is on
+        Sluice's Redis (one LLEN each); on another broker (RabbitMQ) taken to be so."""
+        if self.rt.settings.broker_url is not None:
+            return True
+        pipe = self.rt.redis.pipeline(transaction=False)
+        for queue in messages.QUEUES:
+            if queue != messages.BULK:
+                pipe.llen(queue)
+        return any(pipe.execute())
 
     def publish(self, page: pager.Page) -> bool:
         """Publish the page's batches, then record it. A crash in between fetches this page
@@ -235,11 +305,13 @@ class Slice:
         run, src = self.run, self.src
         page, stop = self.newer_part(page)
         parts = batches(page, max_items=src.max_batch_items, max_bytes=src.max_batch_bytes)
+        bulk = self.bulk()
         with traces.span("sluice.produce page", {"sluice.seq": page.seq, "sluice.batches":
                                                  len(parts), "sluice.items": len(page.items)}):
             for batch in parts:
                 messages.batch(app, run.run_id, run.source, run.kind, batch.seq, batch.items,
-                               count=batch.size, run_seq=run.run_seq)
+                               count=batch.size, run_seq=run.run_seq, bulk=bulk)
+        self.items_read += len(page.items)
         digest = hashlib.sha1("".join(b.items for b in parts).encode()).hexdigest()[:20]
         recorded = self.rt.progress.record_page(
             run.run_id, run.source, run.kind, [batch.seq for batch in parts], len(page.items),
@@ -272,11 +344,12 @@ class Slice:
         self.newest = value
         return value
 
-    def check(self, page: pager.Page, recorded: Recorded | Cycle | None) -> None:
-        """Stop a run whose record is gone, whose paging goes round, or that never ends."""
+    def check(self, page: pager.Page, recorded: Recorded | Cycle | Stopped) -> None:
+        """Stop a run whose record is gone (or was kept by a Redis server since lost), whose
+        paging goes round, or that never ends."""
         name = f"{self.run.source}/{self.run.kind}"
-        if recorded is None:
-            raise RunLost(f"run {self.run.run_id}: its record is gone from Redis; stopping")
+        if isinstance(recorded, Stopped):
+            raise RunLost(f"run {self.run.run_id}: {recorded.why}; stopping")
         if isinstance(recorded, Cycle) and recorded.what == "items":
             raise PagingCycle(
                 f"{name}: page {page.seq} holds the very items of page {recorded.page}: the "
@@ -320,29 +393,54 @@ def check_run(rt: runtime.Runtime, run: Run) -> None:
                           f"{run.kind!r} (kinds: {', '.join(known)})")
 
 
+def produce_partition(rt: runtime.Runtime, run: Run, partition: int) -> bool:
+    """Produce one slice of a partition and record how it ended: True when the partition is
+    done (its last page out, or failed: a failure ends the whole producer side, with the
+    exception's type, message and place, so the run fails within seconds); False when a
+    fresh task goes on."""
+    try:
+        finished = produce(rt, run, partition)
+    except Exception as exc:
+        fail(rt, run, partition, exc)
+        return True
+    if finished and rt.progress.producer_done(run.run_id, partition=partition):
+        messages.finalize(app, run.run_id)
+    return finished
+
+
+def fail(rt: runtime.Runtime, run: Run, partition: int, exc: Exception) -> None:
+    log.warning("run %s: producer of %s/%s failed: %s", run.run_id, run.source, run.kind,
+                describe(exc))
+    if rt.progress.producer_done(run.run_id, partition=partition, error=describe(exc)):
+        messages.finalize(app, run.run_id)
+
+
 @app.task(bind=True, name="sluice.resync")
 def resync(self: Task, source: str, kind: str, run_id: str | None = None,
-           partition: int = 0) -> dict[str, Any]:
-    """Create (or join) the run of (source, kind) and produce one slice of a partition.
-
-    Whatever is raised here (a Sluice error, a bug, an unknown kind) ends the producer with
-    the exception's type, message and place, so the run fails within seconds."""
+           partition: int = 0, windows: list[int] | None = None) -> dict[str, Any]:
+    """Create (or join) the run of (source, kind) and produce one slice of a partition, or
+    of several time windows at once (``windows``: partitions of a sliced run)."""
     rt = runtime.current()
     run = rt.progress.create_run(source, kind) if run_id is None else rt.progress.get(run_id)
-    if run is None or run.state != RunState.RUNNING or run.producer_done:
-        return summary(run_id or "", run)
+    if (run is None or run.state != RunState.RUNNING or run.producer_done
+            or rt.progress.moved(run.run_id, source, kind)):  # failed now: Redis forgot
+        return summary(run_id or "", run and rt.progress.get(run.run_id))
     try:
         check_run(rt, run)
-        with runtime.handing_on():
-            finished = produce(rt, run, partition)
+        sliced = rt.integration(source).slices(kind)
+        if sliced is not None and windows is None:
+            # The run's first task cuts it into windows and hands them out (a redelivered
+            # one finds them cut: the tasks it sent read them).
+            if run.partitions is None and not slicing.cut(rt, run, sliced) \
+                    and rt.progress.producer_done(run.run_id):
+                messages.finalize(app, run.run_id)  # nothing to read: an empty run
+            return summary(run.run_id, rt.progress.get(run.run_id))
     except Exception as exc:
-        log.warning("run %s: producer of %s/%s failed: %s", run.run_id, source, kind,
-                    describe(exc))
-        if rt.progress.producer_done(run.run_id, partition=partition, error=describe(exc)):
-            messages.finalize(app, run.run_id)
+        fail(rt, run, partition, exc)
         return summary(run.run_id, rt.progress.get(run.run_id))
-    if not finished:
-        continue_later(run, partition)
-    elif rt.progress.producer_done(run.run_id, partition=partition):
-        messages.finalize(app, run.run_id)
+    with runtime.handing_on():
+        if windows is not None:
+            slicing.host(rt, run, windows, lambda p: produce_partition(rt, run, p))
+        elif not produce_partition(rt, run, partition):
+            continue_later(run, partition)
     return summary(run.run_id, rt.progress.get(run.run_id))

@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     broker_url: str | None = None
     config: Path = Path("sluice.toml")
     # What `celery -A tasks worker` runs without -P/-c: the threads pool, 8 tasks at once in
-    # one process (writes mostly wait on the target; see the README's worker section for when
+    # each process (writes mostly wait on the target; see the README's worker section for when
     # prefork is better). Celery takes `-P prefork` for "not given", so choose prefork here.
     worker_pool: Literal["threads", "prefork", "solo"] = "threads"
     worker_concurrency: int = Field(8, ge=1)
@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     # continues in a fresh task, so every task is short and a lost one costs little.
     producer_slice_pages: int = Field(500, ge=1)
     producer_slice_seconds: float = Field(30.0, gt=0)
+    # A run that has read this many items is a backfill: its next batches go to the
+    # sluice.bulk queue, so smaller runs' batches do not wait behind them (tasks/messages.py).
+    bulk_after_items: int = Field(10_000, ge=0)
+    # ... and, while other work waits in the queues, it has at most this many batches in
+    # flight (or its source's max_in_flight, if lower): a backfill leaves the rest of the
+    # fleet's slots and cores to that work. Alone, it takes them all.
+    bulk_max_in_flight: int = Field(4, ge=1)
     # Batch writes: transient target errors are retried this often, then dead-lettered.
     ingest_retries: int = Field(5, ge=0)
     ingest_backoff: float = Field(1.0, ge=0)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import Collection, Mapping
+from functools import cache
 from typing import Any
 
 import httpx
@@ -17,6 +19,15 @@ from integrations.http.retry import RetryTransport, is_retryable, server_wait
 from integrations.secrets import excerpt
 
 DEFAULT_HTTP = HttpSettings()  # frozen: one instance serves as every default
+
+
+@cache
+def tls_context() -> ssl.SSLContext:
+    """The TLS settings every client of this process shares (httpx's defaults: certifi's CA
+    bundle, or SSL_CERT_FILE / SSL_CERT_DIR). Built once: each context loads the whole CA
+    bundle, some 40 ms of CPU and 0.8 MB, which a worker configured with 300 sources paid 300
+    times when every client built its own."""
+    return httpx.create_ssl_context()
 
 
 def make_client(
@@ -37,7 +48,7 @@ def make_client(
     other origins are refused unless in ``allow_origins`` (``integrations.http.origin``).
     Meant to be created once and reused."""
     inner = transport or httpx.AsyncHTTPTransport(
-        limits=httpx.Limits(max_connections=max_connections,
+        verify=tls_context(), limits=httpx.Limits(max_connections=max_connections,
                             max_keepalive_connections=max_connections))
     retrying = RetryTransport(
         inner,

@@ -110,12 +110,23 @@ class GraphqlPaginator(BasePaginator):
 
     def __init__(self, *, query: str, connection_path: str,
                  variables: dict[str, Any] | None = None, cursor_variable: str = "after",
-                 **kw: Any) -> None:
+                 total_path: str | None = None, **kw: Any) -> None:
         super().__init__(limit_param=None, limit=1, **kw)  # the page size is a variable
         self.query = query
         self.variables = dict(variables or {})
         self.connection_path = connection_path
         self.cursor_variable = cursor_variable
+        self.total_path = total_path
+
+    def total(self, response: httpx.Response, body: Any) -> int | None:
+        """The connection's ``totalCount`` (at ``total_path``), when the query asks for it."""
+        if not self.total_path:
+            return None
+        total = dig(body, self.total_path)
+        if not isinstance(total, int) or isinstance(total, bool):
+            raise MalformedPage(f"{self._where(response)}: {self.total_path!r} is not an "
+                                f"integer in the answer (got {total!r})")
+        return total
 
     def first(self) -> State:
         return {"after": None}

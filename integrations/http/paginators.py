@@ -213,11 +213,19 @@ class CursorPaginator(_OneParam):
     key = "cursor"
 
     def __init__(self, *, cursor_path: str, cursor_param: str,
-                 has_more_path: str | None = None, **kw: Any) -> None:
+                 has_more_path: str | None = None, total_path: str | None = None,
+                 total_header: str | None = None, **kw: Any) -> None:
         super().__init__(**kw)
         self.cursor_path = cursor_path
         self.param = cursor_param
         self.has_more_path = has_more_path
+        # A total is never a plan here (the next page is known only from this one); it
+        # counts what the run must read, and how full a time window is (slices).
+        self.total_path = total_path
+        self.total_header = total_header
+
+    def total(self, response: httpx.Response, body: Any) -> int | None:
+        return _total(response, body, self)
 
     def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]
                 ) -> State | None:
@@ -565,8 +573,8 @@ def _short(where: str, seen: int, total: int | None) -> str | None:
     return None
 
 
-def _total(response: httpx.Response, body: Any, paginator: OffsetPaginator | PagePaginator
-           ) -> int | None:
+def _total(response: httpx.Response, body: Any,
+           paginator: CursorPaginator | OffsetPaginator | PagePaginator) -> int | None:
     """The total at ``total_header`` (``X-Total-Count``, as json-server and many APIs send
     it) or at ``total_path`` in the body; None when neither is configured."""
     where = paginator.path

@@ -26,6 +26,7 @@ from integrations.registry import register
 from integrations.rest import webhooks
 from integrations.rest.settings import GraphqlPagination, KindSettings, RestSettings
 from integrations.secrets import Redactor
+from integrations.slices import Slices
 from integrations.webhooks import Event
 
 
@@ -74,6 +75,10 @@ class RestIntegration(PagedIntegration[RestSettings]):
                 {k: fill(v, ref) if isinstance(v, str) else v for k, v in spec.params.items()},
                 extra=fill_json(pager.variables, ref) if isinstance(pager, GraphqlPagination)
                 else None)
+        if spec.slices is not None and isinstance(partition, dict) and "window" in partition:
+            # One window: its bounds as query parameters, or (graphql) variables.
+            return spec.paginator.build(spec.path, spec.params,
+                                        extra=spec.slices.params(partition["window"]))
         incremental = spec.incremental
         if since is None or incremental is None or incremental.param is None:
             return self._paginators[kind]
@@ -82,6 +87,9 @@ class RestIntegration(PagedIntegration[RestSettings]):
 
     def incremental(self, kind: str) -> Incremental | None:
         return self.settings.kinds[kind].incremental
+
+    def slices(self, kind: str) -> Slices | None:
+        return self.settings.kinds[kind].slices
 
     def parent(self, kind: str) -> str | None:
         return self.settings.kinds[kind].parent

@@ -15,6 +15,7 @@ from integrations.http.paginators import PAGINATORS, BasePaginator
 from integrations.incremental import Incremental
 from integrations.mapping import MappingSettings
 from integrations.parents import ITEM_FIELD, PARENT_FIELD
+from integrations.slices import Slices
 from integrations.tombstones import checked
 
 Scalar = str | int | float | bool
@@ -48,6 +49,9 @@ class CursorPagination(Pagination):
     limit: int = Field(100, ge=1)
     has_more_path: str | None = Field(
         None, description=HAS_MORE + "; for APIs that send a cursor on their last page too")
+    total_path: str | None = Field(None, description="dot path to the total in the body (a "
+                                   "run that reads fewer items deletes nothing)")
+    total_header: str | None = Field(None, description="a header holding the total")
 
 
 class LinkPagination(Pagination):
@@ -131,6 +135,10 @@ class GraphqlPagination(Pagination):
                                  "the answer (data.repository.issues)")
     cursor_variable: str = Field("after", min_length=1,
                                  description="the variable that takes pageInfo.endCursor")
+    total_path: str | None = Field(
+        None, description="dot path to the connection's totalCount in the answer "
+        "(data.repository.issues.totalCount): a run that reads fewer deletes nothing, and "
+        "a time window holding more than slices.max_window_items is split")
 
     @model_validator(mode="after")
     def _declared(self) -> GraphqlPagination:
@@ -149,7 +157,8 @@ class GraphqlPagination(Pagination):
         return GraphqlPaginator(path=path, params=dict(params), query=self.query,
                                 variables={**self.variables, **(extra or {})},
                                 connection_path=self.connection_path,
-                                cursor_variable=self.cursor_variable)
+                                cursor_variable=self.cursor_variable,
+                                total_path=self.total_path)
 
 
 def strings(value: Any) -> Iterator[str]:
@@ -182,6 +191,8 @@ class KindSettings(StrictModel):
     paginator: AnyPagination = SinglePagination(type="single")
     incremental: Incremental | None = Field(
         None, description="read only what changed since the last clean run")
+    slices: Slices | None = Field(
+        None, description="read as time windows, many at once (integrations.slices)")
     parent: str | None = Field(
         None, description="a kind of the same source: each of its items fans out to this one;"
         " {parent.<dot path>} in path and params are taken from it")
@@ -209,6 +220,32 @@ class KindSettings(StrictModel):
         if incremental.param in (pager.cursor_variable, *pager.variables):
             raise ValueError(f"incremental.param: {incremental.param!r} is set by the "
                              "paginator or its variables already")
+        return self
+
+    @model_validator(mode="after")
+    def _slices(self) -> KindSettings:
+        """Windows go with what the kind's other keys send."""
+        slices, incremental, pager = self.slices, self.incremental, self.paginator
+        if slices is None:
+            return self
+        if self.parent is not None:
+            raise ValueError("slices: a child kind is read per parent item; only a kind read "
+                             "on its own is sliced")
+        if isinstance(pager, GraphqlPagination):
+            for name in ("param_from", "param_to"):
+                if not declares(pager.query, getattr(slices, name)):
+                    raise ValueError(f"slices.{name}: with a graphql paginator it names a "
+                                     "variable of the query, which does not declare "
+                                     f"${getattr(slices, name)}")
+        if incremental is None:
+            return self
+        if incremental.stop_when_older or incremental.param != slices.param_from:
+            raise ValueError(f"incremental: a sliced kind reads what changed through its "
+                             f"windows: write param = {slices.param_from!r} (slices.param_from)"
+                             ", not stop_when_older")
+        if incremental.cursor_type not in (None, slices.cursor_type):
+            raise ValueError(f"slices.cursor_type: {slices.cursor_type!r}, but "
+                             f"incremental.cursor_type is {incremental.cursor_type!r}")
         return self
 
     def templated(self) -> str:

@@ -38,7 +38,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 
 from bench import Workers  # noqa: E402
 
-from tasks.app import QUEUE  # noqa: E402
+from tasks.messages import URGENT  # noqa: E402
 from tasks.operator.redisserver import RedisServer  # noqa: E402
 from tasks.runs import keys  # noqa: E402
 from tests.support.serve import Serve, post_many, signed  # noqa: E402
@@ -142,7 +142,7 @@ def main() -> None:
                 seconds, _, latency = send(serve.url, numbers, concurrency)
                 alone[concurrency] = (seconds, latency)
             taken = range(0, len(SENDERS) * ACCEPTED)
-            batches = r.llen(QUEUE)
+            batches = r.llen(URGENT)
             drain_start = time.monotonic()
             workers = Workers(config, server.url, 1, Path(tmp) / "worker.log", threads=0)
             try:

@@ -29,23 +29,22 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO, TypeVar
 
 import click
 import redis
-import rich.progress
-from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, TaskID, TextColumn
-from rich.table import Table
 from rich.text import Text
 
 from integrations.errors import ConfigError
-from integrations.pager import describe_seq
 from tasks import traces
-from tasks.config import SluiceConfig, get_config
 from tasks.runs.progress import Progress, Run, RunState
 from tasks.runs.webhooks import RUN_PREFIX, WebhookLog
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
+    from tasks.config import SluiceConfig
 
 REDIS_PATIENCE = 120.0  # seconds `sluice run --wait` waits for an unreachable Redis
 
@@ -59,8 +58,8 @@ def _safe_url(url: str) -> str:
 
 def _progress() -> Progress:
     """The run records, on a client that rides out a Redis restart of about half a minute."""
+    from tasks.runs.client import connect_redis
     from tasks.settings import get_settings
-    from tasks.worker.runtime import connect_redis
 
     settings = get_settings()
     return Progress.from_settings(settings, connect_redis(settings.redis_url))
@@ -173,9 +172,12 @@ class _LiveDisplay(_Display):
     it. Nothing of it goes to stdout (it is not redirected: `--json` output stays pure)."""
 
     def __init__(self, out: TextIO) -> None:
+        from rich.progress import BarColumn, TextColumn
+        from rich.progress import Progress as Bars
+
         super().__init__(out, show=True)
         self.console = Console(file=out, force_terminal=True, highlight=False)
-        self.bars = rich.progress.Progress(
+        self.bars = Bars(
             TextColumn("{task.description}", markup=False),
             BarColumn(bar_width=24, finished_style="green"),
             TextColumn("{task.fields[batches]} batches", markup=False),
@@ -218,8 +220,9 @@ def _display(out: TextIO, *, show: bool) -> _Display:
 
 
 class _Reader:
-    """Reads the runs for wait(), marking stalled ones every few seconds; rides out a Redis
-    that is unreachable for up to REDIS_PATIENCE seconds (read() returns None meanwhile)."""
+    """Reads the runs for wait(), ending every few seconds the runs that cannot end well
+    (``Progress.watch``); rides out a Redis that is unreachable for up to REDIS_PATIENCE
+    seconds (read() returns None meanwhile)."""
 
     def __init__(self, progress: Progress, run_ids: list[str], stall_seconds: float,
                  say: Callable[[str], None]) -> None:
@@ -232,7 +235,7 @@ class _Reader:
         now = time.monotonic()
         try:
             if now - self.last_watch > 5:
-                self.progress.mark_stalled(after=self.stall_seconds)
+                self.progress.watch(stall_after=self.stall_seconds)
                 self.last_watch = now
             runs = [_get(self.progress, r) for r in self.run_ids]
         except redis.ConnectionError as exc:
@@ -264,7 +267,7 @@ def wait(progress: Progress, run_ids: list[str], *, show: bool, stall_seconds: f
          workers: Callable[[], list[str]] = consumers) -> list[Run]:
     """Poll until every run has ended, showing one progress bar per run on `out` (stderr by
     default): live on a terminal, as plain lines every few seconds otherwise. Runs without
-    progress are marked stalled.
+    progress are marked stalled, runs Redis restarted or failed over under are failed.
 
     Says so when no worker consumes the queue (a few seconds after the start, while no page
     has come), and rides out a Redis that is unreachable for a while."""
@@ -356,6 +359,14 @@ def config_option(f: F) -> F:
                         help="sluice.toml (default: $SLUICE_CONFIG, else ./sluice.toml)")(f)
 
 
+def _config() -> SluiceConfig:
+    """sluice.toml (--config, else $SLUICE_CONFIG, else ./sluice.toml), validated; imported
+    here, not at the top: `sluice status` does without the integrations and their models."""
+    from tasks.config import get_config
+
+    return get_config(_config_arg())
+
+
 def _config_arg() -> str | None:
     """The --config given (before or after the subcommand), if any."""
     value = click.get_current_context().meta.get(_CONFIG_KEY)
@@ -375,7 +386,7 @@ def sluice() -> None:
 @sluice.command("check", help="validate the configuration")
 @config_option
 def cmd_check() -> int:
-    config = get_config(_config_arg())
+    config = _config()
     frozen = frozen_columns(config)
     if frozen:
         raise ConfigError(f"{config.path}: invalid configuration:\n  " + "\n  ".join(frozen))
@@ -431,7 +442,7 @@ def frozen_columns(config: SluiceConfig) -> list[str]:
 @config_option
 def cmd_run(source: str, kinds: tuple[str, ...], wait_: bool, as_json: bool,
             full: bool) -> int:
-    config = get_config(_config_arg())
+    config = _config()
     wanted = _kinds(config, source, list(kinds) or None)
     progress = _progress()
     from tasks.schedule import start_runs
@@ -485,6 +496,9 @@ def cmd_status(run_id: str | None, as_json: bool, limit: int) -> int:
 def _print_status(runs: list[Run]) -> None:
     """The runs as a table, for a terminal (piped, status prints summary_text's lines); a
     run's reason, deletion skipped and watermark follow it, one line each."""
+    from rich import box
+    from rich.table import Table
+
     # Folded, never cut with an ellipsis, on a narrow terminal: a run id is there to be copied.
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     for name in ("run", "source/kind", "state"):
@@ -529,8 +543,10 @@ def cmd_failed_list(run_id: str | None) -> int:
             else ([run_id], [])
     else:
         run_ids = [r.run_id for r in progress.recent(100)]
-        sources = sorted(n for n, s in get_config(_config_arg()).sources.items()
+        sources = sorted(n for n, s in _config().sources.items()
                          if s.webhook_secret)
+    from integrations.pager import describe_seq
+
     for rid in run_ids:
         for seq, letter in sorted(progress.dead_letters(rid).items()):
             click.echo(f"{rid} batch {seq} ({letter['source']}/{letter['kind']}, "
@@ -553,7 +569,7 @@ def cmd_failed_list(run_id: str | None) -> int:
 def _webhook_source(run_id: str) -> str:
     """The source of ``webhooks-SOURCE``; a source sluice.toml does not name is an error."""
     source = run_id[len(RUN_PREFIX):]
-    if source not in get_config(_config_arg()).sources:
+    if source not in _config().sources:
         raise click.UsageError(f"{run_id}: sluice.toml has no source {source!r}")
     return source
 
@@ -613,7 +629,7 @@ def resend(letters: dict[int, dict[str, Any]], run_id: str, run_seq: int | None)
 def cmd_preview(source: str, kind: str, limit: int) -> int:
     from tasks.operator.preview import preview
 
-    for text in preview(get_config(_config_arg()), source, kind, limit=limit):
+    for text in preview(_config(), source, kind, limit=limit):
         click.echo(text)
     return 0
 
@@ -632,7 +648,7 @@ def cmd_entities(source: str | None, kind: str | None, limit: int, db: str | Non
     from tasks.targets import open_target
     from tasks.targets.base import Readable
 
-    config = None if db else get_config(_config_arg())
+    config = None if db else _config()
     settings = config.target if config is not None else SqliteConfig(path=db or "")
     if settings.type == "http":
         click.echo("sluice: the http target cannot be read back", err=True)
@@ -667,7 +683,7 @@ def cmd_entities(source: str | None, kind: str | None, limit: int, db: str | Non
 def cmd_schema(sql: bool, role: str | None) -> int:
     from tasks.operator import schema
 
-    config = get_config(_config_arg())
+    config = _config()
     target = config.target
     if target.type == "http":
         click.echo("sluice: the http target keeps no tables", err=True)

@@ -20,9 +20,9 @@ from integrations.http.oauth import TokenStore
 from integrations.registry import load
 from tasks.config import HttpConfig, SluiceConfig
 from tasks.ingest import columns_for, fitted_rows
+from tasks.runs.client import connect_redis
 from tasks.settings import get_settings
 from tasks.targets import open_target
-from tasks.worker.runtime import connect_redis
 from tasks.worker.tokens import RedisTokenStore
 
 

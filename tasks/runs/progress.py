@@ -4,133 +4,47 @@ A run's batches are counted as *sets of sequence numbers* (enqueued, done, faile
 INCR alone, so a redelivered page or batch is counted once. The run ends when the producer is
 done and every enqueued batch is done or failed; the one caller whose script sees that moment
 (the state flips running -> finalizing inside the script) finalizes the run.
+
+A run records the identity of the Redis server it started on (INFO's ``run_id``: new at every
+start of the server, another one on a replica a failover promoted). Redis that restarted from a
+snapshot, or a replica that lagged, may have lost the record's last writes (counts gone back,
+batches published but forgotten, a checkpoint rewound) and nothing in the record says so. So
+every script that counts a run first compares the identity (run_lib's ``moved``): a run started
+on another server is failed there and then, and never finalizes (no deletion, no watermark).
+A record that is gone altogether reads as ``lost``, and nothing brings it back.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 import uuid
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
-from enum import StrEnum
-from typing import Any, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
-from integrations.pager import Checkpoint
 from integrations.secrets import Redactor
 from tasks.runs import keys, scripts
+from tasks.runs.record import Cycle, Recorded, Run, RunState, Stopped
 from tasks.settings import Settings
 
+if TYPE_CHECKING:
+    from integrations.pager import Checkpoint
 
-class RunState(StrEnum):
-    RUNNING = "running"
-    FINALIZING = "finalizing"
-    SUCCEEDED = "succeeded"
-    # Every item fetched was written, but stale entities were not deleted: the deletion guard
-    # refused, or the paging may have missed items (``reason`` says which).
-    PARTIAL = "partial"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    STALLED = "stalled"
-    LOST = "lost"  # the record is gone: Redis lost its data (restarted without persistence)
+# The record's types are defined in tasks.runs.record and read from here as well.
+__all__ = ["Cycle", "Progress", "Recorded", "Run", "RunState", "Stopped"]
 
-    @property
-    def ended(self) -> bool:
-        return self not in (RunState.RUNNING, RunState.FINALIZING)
+log = logging.getLogger(__name__)
+
+MOVED = -1  # a counting script's answer: the run was started on another Redis server
+MOVED_PAGE = -3  # record_page's
 
 
-@dataclass(frozen=True, kw_only=True)
-class Run:
-    """One run's record, as read from Redis (``Progress.get``)."""
+def _in_flight(enqueued: int, done: int, failed: int) -> int:
+    return max(0, int(enqueued) - int(done) - int(failed))
 
-    run_id: str
-    source: str = "?"
-    kind: str = "?"
-    # LOST when the record has no state: Redis lost its data and only later writes remain.
-    state: RunState = RunState.LOST
-    started_at: float = 0.0
-    updated_at: float = 0.0
-    ended_at: float | None = None
-    run_seq: int = 0  # the stamp on what the run writes; only grows from run to run
-    config_digest: str = ""  # the sluice.toml the run was started with
-    partitions: int | None = None  # producer tasks the kind was split into (None: not split)
-    producer_done: bool = False
-    in_flight: int = 0  # batches published and neither written nor dead-lettered yet
-    full: bool = False  # asked for a full read (`sluice run --full`, a full schedule)
-    incremental: bool = False  # a partition read only what changed: the run deletes nothing
-    # counts
-    pages: int = 0
-    items_fetched: int = 0
-    items_expected: int = 0  # what the API said the kind holds, when it said so
-    items_written: int = 0
-    items_rejected: int = 0
-    items_skipped: int = 0  # left out by a mapping's selector
-    batches_enqueued: int = 0
-    batches_done: int = 0
-    batches_failed: int = 0
-    deleted: int = 0  # stale entities deleted when the run ended
-    items_deleted: int = 0  # rows deleted by the API's tombstones (a kind's `deleted`)
-    moved: int = 0  # a mapped kind's rows deleted from entities once its typed table held it
-    # why (each empty unless it applies)
-    reason: str = ""  # why the run ended as it did (failed, partial, skipped, stalled)
-    error: str = ""  # the producer's failure
-    incomplete: str = ""  # why the paging may have missed items
-    deletion_refused: str = ""
-    deletion_skipped: str = ""
-    watermark: str = ""  # what the run did to its kind's watermarks, and where they are kept
-    traceparent: str = ""  # the run's root span (W3C), when traces are on (tasks/traces)
-    # child kind -> its counts in this run (batches_enqueued, batches_done, batches_failed,
-    # items_fetched, items_written, items_rejected); the run's own counts include them
-    children: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    def own(self, name: str) -> int:
-        """A count of the run's own kind, without its children's."""
-        return int(getattr(self, name)) - sum(c.get(name, 0) for c in self.children.values())
-
-    @classmethod
-    def from_record(cls, run_id: str, raw: Mapping[str, str], *, in_flight: int = 0) -> Run:
-        """From the run's Redis hash (decoded); fields it does not know (checkpoints) are left."""
-        values: dict[str, Any] = {"run_id": run_id, "in_flight": in_flight, "children": {}}
-        for name, text in raw.items():  # child.<kind>.<count>
-            if name.startswith("child."):
-                kind, _, count = name[len("child."):].rpartition(".")
-                values["children"].setdefault(kind, {})[count] = int(text)
-        for f in fields(cls):
-            if f.name not in raw or f.name in values:
-                continue
-            text = raw[f.name]
-            if f.name == "state":
-                values[f.name] = RunState(text)
-            elif f.type == "bool":
-                values[f.name] = text == "1"
-            elif f.type in ("int", "int | None"):
-                values[f.name] = int(float(text))
-            elif f.type in ("float", "float | None"):
-                values[f.name] = float(text)
-            else:
-                values[f.name] = text
-        return cls(**values)
-
-    def as_json(self) -> dict[str, Any]:
-        """The record as JSON (``sluice status --json``, task results): reasons only when set."""
-        return {k: v for k, v in asdict(self).items() if v != "" and v is not None}
-
-
-class Cycle(NamedTuple):
-    """What ``record_page`` found: the page that already asked for the same state (``what``
-    "state"), or that already held the very same items (``what`` "items")."""
-
-    page: int
-    what: str = "state"
-
-
-class Recorded(NamedTuple):
-    """``record_page`` did its work; the run has read ``pages`` pages with items so far."""
-
-    pages: int
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
@@ -153,12 +67,50 @@ class Progress:
         self._batch_failed = scripts.register(client, "batch_failed")
         self._finish = scripts.register(client, "finish_run")
         self._record_children = scripts.register(client, "record_children")
+        self._check = scripts.register(client, "check_run")
+        self._update = scripts.register(client, "update_run")
 
     @classmethod
     def from_settings(cls, settings: Settings, client: redis.Redis | None = None) -> Progress:
         """The run records of ``settings.redis_url`` (or of ``client``), with its lock and TTL."""
         return cls(client or redis.Redis.from_url(settings.redis_url),
                    lock_seconds=settings.run_lock_seconds, ttl=settings.run_ttl_seconds)
+
+    def update(self, run_id: str, fields: dict[str, str]) -> bool:
+        """Set fields of the run's record; False (nothing set) when the record is gone."""
+        return bool(self._update(keys=[keys.run(run_id)], args=[json.dumps(fields)]))
+
+    def expire(self, run_id: str) -> None:
+        """Start the TTL of every key of an ended run."""
+        pipe = self.r.pipeline()
+        for key in keys.run_keys(run_id):
+            pipe.expire(key, self.ttl)
+        pipe.execute()
+
+    def _answered(self, run_id: str, answer: Any) -> bool:
+        """A counting script's answer: True for 1 (recorded; or, where the script elects one,
+        the caller finalizes). -1: the run was started on another Redis server and the script
+        failed it: its keys start their TTL."""
+        if answer == MOVED:
+            self.expire(run_id)
+        return bool(answer == 1)
+
+    def identity(self) -> str:
+        """This Redis server's run_id ("" where INFO is refused)."""
+        try:
+            return str(self.r.info("server").get("run_id", ""))
+        except redis.ResponseError:
+            return ""
+
+    def moved(self, run_id: str, source: str, kind: str) -> bool:
+        """True when the run was started on another Redis server than this one (Redis
+        restarted or failed over since): then it is failed, if it was still active, and its
+        lock released."""
+        moved = bool(self._check(keys=[keys.run(run_id), keys.lock(source, kind), keys.ACTIVE,
+                                       keys.METRICS], args=[run_id, repr(time.time())]))
+        if moved:
+            self.expire(run_id)
+        return moved
 
     def _set_keys(self, run_id: str) -> list[str]:
         return [keys.run(run_id), keys.run_enqueued(run_id), keys.run_done(run_id),
@@ -180,6 +132,9 @@ class Progress:
             fields["full"] = "1"
         if traceparent:
             fields["traceparent"] = traceparent
+        holder = self.r.get(keys.lock(source, kind))
+        if holder is not None:  # free when its run was started on a Redis since lost
+            self.moved(_text(holder), source, kind)
         self._create(keys=[keys.run(run_id), keys.lock(source, kind), keys.ACTIVE, keys.METRICS,
                            keys.RUN_SEQ],
                      args=[run_id, json.dumps(fields), self.lock_seconds, now, int(now * 1e6)])
@@ -187,40 +142,62 @@ class Progress:
         pipe.zadd(keys.RUNS, {run_id: now})
         pipe.expire(keys.run(run_id), self.ttl)
         pipe.execute()
-        return self.get(run_id) or Run(run_id=run_id, source=source, kind=kind)
+        run = self.get(run_id) or Run(run_id=run_id, source=source, kind=kind)
+        if run.state == RunState.RUNNING and not run.redis_id:
+            log.warning("run %s: Redis does not tell its run_id (INFO refused): a restart or "
+                        "failover of Redis during the run cannot be detected", run_id)
+        return run
 
     def get(self, run_id: str) -> Run | None:
         """The run's record; None for an unknown run."""
-        raw = self.r.hgetall(keys.run(run_id))
-        if not raw:
-            return None
-        return Run.from_record(run_id, {_text(k): _text(v) for k, v in raw.items()},
-                               in_flight=self.in_flight(run_id))
+        runs = self._read([run_id])
+        return runs[0] if runs else None
 
     def recent(self, limit: int = 20) -> list[Run]:
+        """The ``limit`` newest runs, newest first (a record that expired is left out)."""
         ids = cast(list[bytes], self.r.zrevrange(keys.RUNS, 0, limit - 1))
-        return [run for run in (self.get(i.decode()) for i in ids) if run]
+        return self._read([i.decode() for i in ids])
+
+    def _read(self, run_ids: list[str]) -> list[Run]:
+        """The records of ``run_ids`` that exist, in one round trip however many they are
+        (``sluice status --limit 300`` made 600)."""
+        pipe = self.r.pipeline(transaction=False)
+        for run_id in run_ids:
+            pipe.hgetall(keys.run(run_id))
+            self._count_in_flight(pipe, run_id)
+        answers = pipe.execute()
+        runs = []
+        for n, run_id in enumerate(run_ids):
+            raw, *counts = answers[4 * n: 4 * n + 4]
+            if raw:
+                runs.append(Run.from_record(run_id, {_text(k): _text(v) for k, v in raw.items()},
+                                            in_flight=_in_flight(*counts)))
+        return runs
 
     def in_flight(self, run_id: str) -> int:
         """Batches published and neither written nor dead-lettered yet."""
         pipe = self.r.pipeline(transaction=False)
+        self._count_in_flight(pipe, run_id)
+        return _in_flight(*pipe.execute())
+
+    def _count_in_flight(self, pipe: Any, run_id: str) -> None:
+        """Three SCARDs on ``pipe``: the batches enqueued, done and failed (``_in_flight``)."""
         for key in self._set_keys(run_id)[1:]:
             pipe.scard(key)
-        enqueued, done, failed = pipe.execute()
-        return max(0, int(enqueued) - int(done) - int(failed))
 
     def record_page(self, run_id: str, source: str, kind: str, batches: list[int],
                     n_items: int, checkpoint: Checkpoint | None, *, partition: int = 0,
                     total: int | None = None, truncated: str | None = None,
                     page: int | None = None, items_digest: str = "",
-                    newest: Any = None) -> Recorded | Cycle | None:
+                    newest: Any = None) -> Recorded | Cycle | Stopped:
         """Page ``page`` was published as ``batches`` (none for a page without items: then
         ``page`` is recorded as done, so a resumed plan does not ask for it again);
         ``checkpoint`` resumes after it. Also records the API's ``total`` (first page) and why
         the paging may be ``truncated`` (last page).
 
-        Returns ``Recorded``; None when the run record is gone (Redis lost its data: the
-        producer stops); or a ``Cycle`` when the state the checkpoint asks for next was already
+        Returns ``Recorded``; ``Stopped`` when the run record is gone (Redis lost its data) or
+        the run was started on another Redis server (it is failed now): the producer stops; or
+        a ``Cycle`` when the state the checkpoint asks for next was already
         asked for by another page of the run (a cursor or next link that came back), or when
         ``items_digest`` (of the page's items) was another page's. ``newest``: the
         partition's newest cursor value so far, when this page raised it."""
@@ -231,22 +208,27 @@ class Progress:
             next_seq = str(checkpoint["seq"])
         answer = self._record_page(
             keys=[keys.run(run_id), keys.run_enqueued(run_id), keys.lock(source, kind),
-                  keys.METRICS, keys.run_seen(run_id), keys.run_empty(run_id)],
+                  keys.METRICS, keys.run_seen(run_id), keys.run_empty(run_id), keys.ACTIVE],
             args=[json.dumps(batches), n_items, json.dumps(self.redactor.data(checkpoint)),
                   repr(time.time()), run_id, self.lock_seconds, f"checkpoint:{partition}", mark,
                   next_seq, "" if total is None else total,
                   self.redactor.text(truncated or ""), batches[0] if batches else page or 0,
                   items_digest, "" if newest is None else f"mark:{partition}",
                   json.dumps(newest)])
+        if answer[0] == MOVED_PAGE:
+            self.expire(run_id)
+            return Stopped("it was started on another Redis server (Redis restarted or failed "
+                           "over since): the run is failed")
         if answer[0] < 0:
             return Cycle(int(answer[1]), "state" if answer[0] == -1 else "items")
-        return Recorded(int(answer[1])) if answer[0] else None
+        return Recorded(int(answer[1])) if answer[0] else Stopped("its record is gone from Redis")
 
     def producer_done(self, run_id: str, *, partition: int = 0, error: str | None = None) -> bool:
         """A producer partition has published its last page, or failed (an error ends the
         whole producer side). True: the caller finalizes."""
-        return bool(self._producer_done(
-            keys=[*self._set_keys(run_id), keys.run_partitions_done(run_id)],
+        return self._answered(run_id, self._producer_done(
+            keys=[*self._set_keys(run_id), keys.run_partitions_done(run_id), keys.ACTIVE,
+                  keys.METRICS],
             args=[self.redactor.text(error or ""), repr(time.time()), partition]))
 
     def split(self, run_id: str, parts: list[dict[str, Any]]) -> None:
@@ -261,7 +243,7 @@ class Progress:
                 fields[f"checkpoint:{i}"] = json.dumps(self.redactor.data(part["checkpoint"]))
             if "key" in part:
                 fields[f"key:{i}"] = json.dumps(part["key"])
-        self.r.hset(keys.run(run_id), mapping=cast(Any, fields))  # redis-py's Mapping is invariant
+        self.update(run_id, fields)
 
     def partition(self, run_id: str, partition: int) -> tuple[bool, Any, bool]:
         """(started, checkpoint, done) of a producer partition (its key: ``key()``)."""
@@ -281,7 +263,7 @@ class Progress:
         fields = {f"since:{partition}": json.dumps(since)}
         if since is not None:
             fields["incremental"] = "1"
-        self.r.hset(keys.run(run_id), mapping=cast(Any, fields))
+        self.update(run_id, fields)
 
     def newest(self, run_id: str, partition: int) -> Any:
         """The newest cursor value a partition has published so far (None: none yet)."""
@@ -313,9 +295,9 @@ class Progress:
         """Batch ``seq`` was written (``child``: a batch of that child kind; ``kind`` is the
         run's; ``deleted``: rows its tombstones deleted). Counts once per seq. True: the
         caller finalizes."""
-        return bool(self._batch_done(
+        return self._answered(run_id, self._batch_done(
             keys=[*self._set_keys(run_id), keys.run_rejected(run_id), keys.lock(source, kind),
-                  keys.METRICS],
+                  keys.METRICS, keys.ACTIVE],
             args=[seq, written, len(rejected),
                   json.dumps([json.dumps(r) for r in self.redactor.data(rejected)]),
                   repr(time.time()), run_id,
@@ -325,26 +307,25 @@ class Progress:
                         child: str, n_items: int = 0, incomplete: str = "") -> bool:
         """Batches of ``child`` (a child kind of the run's ``kind``) were published: the task
         that fetches children, or the batches of items it collected. False: the run record
-        is gone."""
-        return bool(self._record_children(
+        is gone, or the run was started on another Redis server (it is failed now)."""
+        return self._answered(run_id, self._record_children(
             keys=[keys.run(run_id), keys.run_enqueued(run_id), keys.lock(source, kind),
-                  keys.METRICS],
+                  keys.METRICS, keys.ACTIVE],
             args=[json.dumps(batches), n_items, child, repr(time.time()), run_id,
                   self.lock_seconds, self.redactor.text(incomplete)]))
 
     def touch(self, run_id: str, source: str, kind: str) -> None:
         """A long task of the run is alive: its record is fresh, its lock renewed."""
-        pipe = self.r.pipeline()
-        pipe.hset(keys.run(run_id), "updated_at", repr(time.time()))
-        pipe.execute()
+        if not self.update(run_id, {"updated_at": repr(time.time())}):
+            return
         if self.r.get(keys.lock(source, kind)) == run_id.encode():
             self.r.expire(keys.lock(source, kind), self.lock_seconds)
 
     def batch_failed(self, run_id: str, seq: int, *, dead_letter: dict[str, Any],
                      child: str = "") -> bool:
         """Batch ``seq`` is dead-lettered with its items. True: the caller finalizes."""
-        return bool(self._batch_failed(
-            keys=[*self._set_keys(run_id), keys.dead_letters(run_id), keys.METRICS],
+        return self._answered(run_id, self._batch_failed(
+            keys=[*self._set_keys(run_id), keys.dead_letters(run_id), keys.METRICS, keys.ACTIVE],
             args=[seq, json.dumps({**dead_letter,
                                    "error": self.redactor.text(dead_letter.get("error", ""))}),
                   repr(time.time()), child]))
@@ -352,23 +333,35 @@ class Progress:
     def finish(self, run: Run, state: RunState, *, expect: RunState | None = None,
                **fields: Any) -> bool:
         """End an active run (only from ``expect``, if given): set the state and reasons,
-        release the lock, count it, start the TTL of every key. False if it was not active."""
+        release the lock, count it, start the TTL of every key. False if it was not active,
+        or was started on another Redis server (then it ends failed, saying so, and keeps
+        what ``fields`` say was done already: ``deleted``, ``moved``, ``watermark``)."""
         values = {"state": str(state), "ended_at": repr(time.time()),
                   **{k: self.redactor.text(str(v)) for k, v in fields.items() if v is not None}}
+        done = {k: values[k] for k in ("deleted", "moved", "watermark")
+                if k in values and values[k] not in ("0", "")}
         ended = self._finish(
             keys=[keys.run(run.run_id), keys.lock(run.source, run.kind), keys.ACTIVE,
                   keys.METRICS],
-            args=[run.run_id, json.dumps(values), str(expect or "")])
-        pipe = self.r.pipeline()
-        for key in keys.run_keys(run.run_id):
-            pipe.expire(key, self.ttl)
-        pipe.execute()
-        return bool(ended)
+            args=[run.run_id, json.dumps(values), str(expect or ""), json.dumps(done)])
+        self.expire(run.run_id)
+        return bool(ended == 1)
 
     def active(self) -> list[Run]:
         """Runs not yet ended, oldest first."""
         ids = cast(list[bytes], self.r.zrange(keys.ACTIVE, 0, -1))
         return [run for run in (self.get(i.decode()) for i in ids) if run]
+
+    def watch(self, *, stall_after: float, now: float | None = None) -> list[Run]:
+        """End every run not yet ended that cannot end well: failed when it was started on
+        another Redis server (restarted or failed over since; a run that no task touches any
+        more would otherwise wait for the stall watch), stalled when it has made no progress
+        for ``stall_after`` seconds. Returns the runs it ended."""
+        here = self.identity()
+        moved = [run for run in self.active() if here and run.redis_id
+                 and run.redis_id != here and self.moved(run.run_id, run.source, run.kind)]
+        ended = [self.get(run.run_id) or run for run in moved]
+        return ended + self.mark_stalled(after=stall_after, now=now)
 
     def mark_stalled(self, *, after: float, now: float | None = None) -> list[Run]:
         """End as 'stalled' every run not yet ended (running or finalizing) with no progress

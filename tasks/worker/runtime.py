@@ -1,5 +1,6 @@
 """What a worker process keeps for its whole life: one event loop, one ``httpx.AsyncClient``
-per source, one target connection per thread, one Redis client.
+per source it has run (built on first use, all sharing one TLS context), one target
+connection per thread, one Redis client.
 
 Celery tasks are synchronous. ``asyncio.run`` per task would close the loop that a shared
 client's connections belong to ("Event loop is closed"), so each process creates one loop
@@ -23,17 +24,17 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from integrations import secrets
 from integrations.base import Integration
 from integrations.errors import ConfigError, SluiceError
+from integrations.http.client import tls_context
 from integrations.registry import load
 from tasks.config import SluiceConfig, get_config, load_config
+from tasks.runs.client import connect_redis
 from tasks.runs.progress import Progress
 from tasks.runs.watermarks import Watermarks
+from tasks.runs.windows import Windows
 from tasks.settings import Settings, get_settings
 from tasks.targets import Target, open_target
 from tasks.worker import logs
@@ -42,14 +43,6 @@ from tasks.worker.tokens import RedisTokenStore
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
-
-def connect_redis(url: str) -> redis.Redis:
-    """A Redis client that rides out a restart of about half a minute: progress updates
-    retry with backoff instead of failing the task whose batch is already written."""
-    return redis.Redis.from_url(
-        url, retry=Retry(ExponentialBackoff(cap=4.0, base=0.1), retries=12),
-        retry_on_error=[redis.ConnectionError, redis.TimeoutError], health_check_interval=30)
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
@@ -73,6 +66,7 @@ class Runtime:
         self._loop_thread.start()
         self.redis = connect_redis(settings.redis_url)
         self.progress = Progress.from_settings(settings, self.redis)
+        self.windows = Windows(self.redis)
         self._redact_with(config)
         self._lock = threading.RLock()
         self._integrations: dict[str, Integration] = {}
@@ -171,10 +165,10 @@ class Runtime:
             return self._clients[name]
 
     def warm(self) -> None:
-        """Build every source's client and the target now, not in the first task (an SSL
-        context and a connection pool take a while)."""
-        for source in self.config.sources:
-            self.client(source)
+        """Build the TLS context the clients share and the target now, not in the first task.
+        A source's integration and client are built by the first task that needs them, so a
+        process holds those of the sources it runs, not of every source configured."""
+        tls_context()
         try:
             self.target()
         except SluiceError as exc:  # down or misconfigured: the first batch retries or says why

@@ -2,22 +2,30 @@
 
 A node SIGKILLed at any instant must leave every message it took where a live node can give it
 back. The first test stops a node at the worst instant on purpose; the second kills nodes at
-random instants many times over while both cores are kept busy.
+random instants many times over while both cores are kept busy (its runs turn backfills
+midway, so the kills find messages of every queue in hand); the last gives a dead node's
+messages of every queue back, each to its own.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
 import redis
 
 from integrations.fakeapi import FakeAPI
+from tasks import messages
 from tasks.operator.redisserver import RedisServer
+from tasks.runs import keys, scripts
+from tasks.worker.liveness import Liveness
 from tests.support.kills import BOUND, busy_cores, campaign
 from tests.support.workers import Client, Workers, cursor_config, rabbitmq_url
+from tests.unit.test_queues import SENDS
 
 pytestmark = pytest.mark.integration
 
@@ -84,3 +92,29 @@ def test_nodes_killed_at_random_instants_on_a_busy_machine_lose_nothing(
     print(f"{broker}: {kills} kills over {len(result.runs)} runs; recovery min "
           f"{recoveries[0]:.1f} s, median {recoveries[len(recoveries) // 2]:.1f} s, max "
           f"{recoveries[-1]:.1f} s")
+
+
+def test_a_dead_nodes_messages_of_every_queue_go_back_each_to_its_own():
+    """Node 'dead' took a message of every queue the way a worker takes (the fetch script:
+    recorded under the node, then popped) and died; a live node gives them back."""
+    with RedisServer() as server:
+        client = Client(server.url)
+        try:
+            for send, _ in SENDS.values():
+                send(client.app)
+            fetch = scripts.register(client.redis, "fetch")
+            for queue in messages.QUEUES:
+                while fetch(keys=["unacked", "unacked_index", keys.node_tags("dead"), queue],
+                            args=[repr(time.time()), "1"]):
+                    pass
+            assert not any(client.redis.llen(q) for q in messages.QUEUES)
+            tags = Liveness(client.app, client.redis, "live", timeout=2).give_back("dead")
+            back = {q: sorted(json.loads(m)["headers"]["task"]
+                              for m in client.redis.lrange(q, 0, -1)) for q in messages.QUEUES}
+        finally:
+            client.close()
+    assert len(tags) == len(SENDS)
+    assert back == {messages.URGENT: sorted([messages.WEBHOOK, messages.FINALIZE]),
+                    messages.PRODUCERS: [messages.RESYNC] * 2,
+                    messages.BATCHES: sorted([messages.CHILDREN, messages.INGEST]),
+                    messages.BULK: [messages.INGEST]}

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from integrations.webhooks import hmac_digest
-from tasks.app import QUEUE
+from tasks.messages import URGENT
 from tasks.runs import keys
 from tests.support.serve import Serve, post_many
 from tests.support.serve import signed as sign
@@ -75,7 +75,7 @@ def serve(tmp_path_factory: pytest.TempPathFactory, redis_server: Any) -> Iterat
 @pytest.fixture
 def r(serve: Serve, redis_server: Any) -> Iterator[redis.Redis]:
     client = redis.Redis(port=redis_server.port, db=DB)
-    client.delete(QUEUE)
+    client.delete(URGENT)
     yield client
     client.close()
 
@@ -99,7 +99,7 @@ def github(serve: Serve, event: str, payload: Any, *, delivery: str | None = Non
 def messages(r: redis.Redis) -> list[tuple[str, list[Any]]]:
     """(task name, args) of every message in the queue, oldest first."""
     found = []
-    for raw in reversed(r.lrange(QUEUE, 0, -1)):  # kombu LPUSHes: the oldest is last
+    for raw in reversed(r.lrange(URGENT, 0, -1)):  # kombu LPUSHes: the oldest is last
         message = json.loads(raw)
         body = message["body"]  # as it is, unless the message says base64 (an older sender)
         if message["properties"].get("body_encoding") == "base64":

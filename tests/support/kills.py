@@ -101,7 +101,10 @@ def campaign(tmp: Path, api: FakeAPI, *, kills: int, per_run: int, items: int = 
     api.set_items("item", items)
     api.state.delays["/cursor/item"] = 0.03
     cfg = cursor_config(tmp, api.url, limit=PAGE, source_keys="delete_threshold = 0.9")
+    # Each run a backfill after its first third: kills find messages of every queue in hand
+    # (producers, batches, bulk batches, run ends).
     env = {"SLUICE_NODE_TIMEOUT": str(node_timeout), "SLUICE_PRODUCER_SLICE_SECONDS": "2",
+           "SLUICE_BULK_AFTER_ITEMS": str(items // 3),
            **({"SLUICE_BROKER_URL": broker_url} if broker_url else {})}
     result = Result()
     with RedisServer() as server:

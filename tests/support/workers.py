@@ -33,7 +33,7 @@ FAST_SETTINGS = {
 
 def rabbitmq_url() -> str:
     """RabbitMQ for the tests that run the queue on it: $SLUICE_TEST_RABBITMQ_URL (.ci/run sets
-    it and fails when the server is missing). Its queue is emptied first: RabbitMQ keeps
+    it and fails when the server is missing). Its queues are emptied first: RabbitMQ keeps
     messages across test sessions."""
     import pytest
     from kombu import Connection
@@ -43,9 +43,12 @@ def rabbitmq_url() -> str:
         pytest.skip("SLUICE_TEST_RABBITMQ_URL is not set (.ci/run sets it; CI fails without it)")
     from amqp.exceptions import NotFound
 
-    # Celery declares the queue (durable, not auto-delete) when a worker starts.
-    with Connection(url) as conn, contextlib.suppress(NotFound):
-        conn.channel().queue_purge("sluice")
+    # Celery declares the queues (durable, not auto-delete) when a worker starts. A queue not
+    # there yet closes the channel: one channel each.
+    with Connection(url) as conn:
+        for queue in messages.QUEUES:
+            with contextlib.suppress(NotFound):
+                conn.channel().queue_purge(queue)
     return url
 
 
@@ -160,11 +163,11 @@ class Client:
 
     def wait(self, run_id: str, *, timeout: float = 60,
              stall_after: float | None = None) -> Run:
-        """Until the run ends; with ``stall_after``, doing the stall watch's work as beat would."""
+        """Until the run ends; with ``stall_after``, doing the watch's work as beat would."""
         deadline = time.monotonic() + timeout
         while True:
             if stall_after is not None:
-                self.progress.mark_stalled(after=stall_after)
+                self.progress.watch(stall_after=stall_after)
             run = self.progress.get(run_id)
             if run and run.state.ended:
                 return run

@@ -258,3 +258,20 @@ def test_an_empty_page_is_remembered_so_a_resumed_plan_skips_it(progress):
     progress.record_page(run_id, "src", "kind", [3], 10, {"plan": {}}, page=3)
     assert progress.published(run_id) == {3, 5}
     assert progress.get(run_id).batches_enqueued == 1
+
+
+def test_recent_reads_the_newest_records_in_one_round_trip_and_skips_expired_ones(
+        progress: Progress, monkeypatch: pytest.MonkeyPatch):
+    runs = [progress.create_run(f"s{i}", "k") for i in range(4)]
+    for i, run in enumerate(runs):
+        progress.r.zadd(keys.RUNS, {run.run_id: 1000 + i})  # a known order
+    progress.record_page(runs[3].run_id, "s3", "k", [1, 2], 10, None)
+    progress.r.delete(keys.run(runs[2].run_id))  # expired
+    pipelines = []
+    pipeline = progress.r.pipeline
+    monkeypatch.setattr(progress.r, "pipeline",
+                        lambda *a, **kw: pipelines.append(1) or pipeline(*a, **kw))
+    recent = progress.recent(3)
+    assert [r.run_id for r in recent] == [runs[3].run_id, runs[1].run_id]
+    assert recent[0].in_flight == 2 and recent[1].in_flight == 0
+    assert len(pipelines) == 1

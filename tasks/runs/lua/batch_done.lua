@@ -7,6 +7,7 @@
 -- KEYS[5] rejected   list: JSON records of the items rejected (capped)
 -- KEYS[6] lock       string: the id of the run that holds (source, kind)
 -- KEYS[7] metrics    hash: the counters
+-- KEYS[8] active     sorted set: runs not yet ended -> start time
 -- ARGV[1] seq            the batch's seq
 -- ARGV[2] written        items written
 -- ARGV[3] n_rejected     items rejected
@@ -18,14 +19,18 @@
 -- ARGV[9] child          the batch's kind when it is a child kind of the run's ('' if not)
 -- ARGV[10] skipped       items a mapping's selector skipped
 -- ARGV[11] deleted       rows deleted by the API's tombstones (a kind's `deleted`)
--- Returns 1 when the caller finalizes the run, else 0.
+-- Returns 1 when the caller finalizes the run, else 0; -1 when the run was started on another
+-- Redis server (restarted or failed over since): the run is failed, the batch still counted
+-- (a dead letter written by `sluice failed retry` leaves the list), and it never finalizes.
 local run, enqueued, done, failed, rejected = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local lock, metrics = KEYS[6], KEYS[7]
+local lock, metrics, active = KEYS[6], KEYS[7], KEYS[8]
 local seq, written, n_rejected, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[5]
 local run_id, lock_seconds, keep = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
 
 if redis.call('HEXISTS', run, 'state') == 0 then return 0 end
-if redis.call('SADD', done, seq) == 0 then return 0 end
+local was_moved = moved(run, lock, active, metrics, now)
+local answer = was_moved and -1 or 0
+if redis.call('SADD', done, seq) == 0 then return answer end
 redis.call('HINCRBY', run, 'batches_done', 1)
 redis.call('HINCRBY', run, 'items_written', written)
 redis.call('HINCRBY', run, 'items_rejected', n_rejected)
@@ -52,12 +57,13 @@ if redis.call('GET', lock) == run_id then redis.call('EXPIRE', lock, lock_second
 if redis.call('SREM', failed, seq) == 1 then
   -- a dead-lettered batch written by `sluice failed retry`
   redis.call('HINCRBY', run, 'batches_failed', -1)
-  if redis.call('HGET', run, 'state') == 'failed'
+  if not was_moved and redis.call('HGET', run, 'state') == 'failed'
      and tonumber(redis.call('HGET', run, 'batches_failed')) == 0
-     and not redis.call('HGET', run, 'error') then
+     and not redis.call('HGET', run, 'error') and not redis.call('HGET', run, 'redis_moved') then
     redis.call('HSET', run, 'state', 'succeeded', 'reason',
       'every dead-lettered batch was retried and written; stale entities were not deleted')
   end
-  return 0
+  return answer
 end
+if was_moved then return -1 end
 return try_finalize(run, enqueued, done, failed)

@@ -14,6 +14,8 @@
 --
 -- A run's sequence number (its stamp on what it writes) only grows: the last one plus one, or
 -- the time in microseconds when that is larger (so it keeps growing if Redis loses its data).
+-- A running run records this Redis server's identity (`redis_id`): the scripts that count it
+-- fail it once Redis restarted or failed over under it (run_lib's `moved`).
 local run, lock, active, metrics, run_seq = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local run_id, lock_seconds, now, now_us = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local fields = cjson.decode(ARGV[2])
@@ -23,6 +25,7 @@ if redis.call('SET', lock, run_id, 'NX', 'EX', lock_seconds) then
   local seq = math.max(tonumber(redis.call('GET', run_seq) or '0') + 1, now_us)
   redis.call('SET', run_seq, string.format('%d', seq))
   fields['run_seq'] = string.format('%d', seq)
+  fields['redis_id'] = redis_id()
 else
   fields['state'] = 'skipped'
   fields['reason'] = 'run ' .. redis.call('GET', lock) .. ' of this source and kind is still running'

@@ -7,20 +7,27 @@
 -- ARGV[1] run_id
 -- ARGV[2] fields     JSON object: state, ended_at and the reasons
 -- ARGV[3] expect     the state the run must be in ('' for either active state)
--- Returns 1 when it ended the run, 0 when the run was not in that state.
+-- ARGV[4] done       JSON object: what the caller already did (deleted, watermark), recorded
+--                    even when the run ends failed here because Redis changed under it
+-- Returns 1 when it ended the run, 0 when the run was not in that state, -1 when the run was
+-- started on another Redis server (restarted or failed over since): it is failed instead.
 local run, lock, active, metrics = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local run_id, expect = ARGV[1], ARGV[3]
+local fields = cjson.decode(ARGV[2])
 
 local state = redis.call('HGET', run, 'state')
+if not state then return 0 end
+if moved(run, lock, active, metrics, fields['ended_at']) then
+  local done = cjson.decode(ARGV[4])
+  if next(done) and redis.call('HGET', run, 'redis_moved') == '1' then
+    for k, v in pairs(done) do redis.call('HSET', run, k, v) end
+    redis.call('HSET', run, 'reason', 'Redis restarted or failed over while the run was'
+      .. ' finalizing (its run_id changed): finalize had already acted on the record as it'
+      .. ' stood before the change (see deleted and watermark); the run is failed all the same')
+  end
+  return -1
+end
 if expect ~= '' and state ~= expect then return 0 end
 if state ~= 'running' and state ~= 'finalizing' then return 0 end
-local fields = cjson.decode(ARGV[2])
-for k, v in pairs(fields) do redis.call('HSET', run, k, v) end
-if redis.call('GET', lock) == run_id then redis.call('DEL', lock) end
-redis.call('ZREM', active, run_id)
-metric(run, metrics, 'runs', 1, fields['state'])
-if fields['deletion_refused'] then metric(run, metrics, 'deletions_refused', 1) end
-local started = tonumber(redis.call('HGET', run, 'started_at'))
-metric(run, metrics, 'run_seconds_sum', tonumber(fields['ended_at']) - started)
-metric(run, metrics, 'run_seconds_count', 1)
+end_run(run, lock, active, metrics, run_id, fields)
 return 1

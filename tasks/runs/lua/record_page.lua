@@ -6,6 +6,7 @@
 -- KEYS[4] metrics       hash: the counters
 -- KEYS[5] seen          hash: what a page asked for next (or its items' digest) -> that page
 -- KEYS[6] empty         set: seqs of the pages that came back empty
+-- KEYS[7] active        sorted set: runs not yet ended -> start time
 -- ARGV[1]  batches      JSON list: the page's batch seqs (empty for a page without items)
 -- ARGV[2]  n_items      items on the page
 -- ARGV[3]  checkpoint   JSON: where the producer resumes after this page
@@ -24,13 +25,16 @@
 -- ARGV[15] newest       that value (JSON)
 -- Returns {1, pages with items so far}; {0} when the run record is gone; {-1, page} when that
 -- page already asked for the same state (a cycle); {-2, page} when that page held the very
--- same items (an API that ignores the cursor it hands out).
+-- same items (an API that ignores the cursor it hands out); {-3} when the run was started on
+-- another Redis server (restarted or failed over since: the run is failed, nothing recorded).
 local run, enqueued, lock, metrics, seen, empty = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local active = KEYS[7]
 local n_items, now, run_id, lock_seconds = tonumber(ARGV[2]), ARGV[4], ARGV[5], tonumber(ARGV[6])
 local field, mark, next_seq, total, truncated = ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
 local page, items_mark = ARGV[12], ARGV[13]
 
 if redis.call('HEXISTS', run, 'state') == 0 then return {0} end
+if moved(run, lock, active, metrics, now) then return {-3} end
 local batches = cjson.decode(ARGV[1])
 if #batches == 0 then redis.call('SADD', empty, page) end  -- never asked for again
 local added = 0

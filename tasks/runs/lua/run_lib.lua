@@ -23,3 +23,47 @@ local function try_finalize(run, enqueued, done, failed)
   redis.call('HSET', run, 'state', 'finalizing')
   return 1
 end
+
+-- This Redis server's identity: INFO's run_id, new at every start of the server and another
+-- one on a replica that a failover promoted. nil where INFO is refused (fakeredis; a server
+-- that renamed it): runs are then not watched for a restart.
+local function redis_id()
+  local info = redis.pcall('INFO', 'server')
+  if type(info) ~= 'string' then return nil end
+  return string.match(info, 'run_id:(%x+)')
+end
+
+-- Ends an active run with `fields` (state, ended_at and the reasons): releases its lock (when
+-- `lock` is given and the run holds it), takes it off the active runs, counts it.
+local function end_run(run, lock, active, metrics, run_id, fields)
+  for k, v in pairs(fields) do redis.call('HSET', run, k, v) end
+  if lock and redis.call('GET', lock) == run_id then redis.call('DEL', lock) end
+  redis.call('ZREM', active, run_id)
+  metric(run, metrics, 'runs', 1, fields['state'])
+  if fields['deletion_refused'] then metric(run, metrics, 'deletions_refused', 1) end
+  local started = tonumber(redis.call('HGET', run, 'started_at'))
+  metric(run, metrics, 'run_seconds_sum', tonumber(fields['ended_at']) - started)
+  metric(run, metrics, 'run_seconds_count', 1)
+end
+
+-- True when the run was started on another Redis server than this one: Redis restarted since
+-- (from a snapshot or a log that may miss its last writes) or failed over (to a replica that
+-- may lag behind), so the run's record may have lost writes: counts gone back, batches
+-- published but forgotten, a checkpoint rewound. The run cannot tell whether every item was
+-- read. A run still active is ended here, failed, saying so (`now`: seconds since the epoch);
+-- the callers then stop counting it towards an end.
+local function moved(run, lock, active, metrics, now)
+  local born = redis.call('HGET', run, 'redis_id')
+  local here = born and redis_id()
+  if not born or not here or born == here then return false end
+  local state = redis.call('HGET', run, 'state')
+  if state == 'running' or state == 'finalizing' then
+    local why = 'Redis restarted or failed over during the run (its run_id changed from '
+      .. string.sub(born, 1, 8) .. ' to ' .. string.sub(here, 1, 8) .. '): the run record'
+      .. ' may have lost its last writes, so the run cannot tell whether every item was'
+      .. ' read; nothing deleted, watermark not advanced (the next run reads it all again)'
+    end_run(run, lock, active, metrics, redis.call('HGET', run, 'run_id'),
+            {state = 'failed', ended_at = now, reason = why, redis_moved = '1'})
+  end
+  return true
+end

@@ -1,0 +1,212 @@
+"""Time-window slices: cutting, splitting, sending, and the checks of their config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from integrations.base import Fetched
+from integrations.errors import ConfigError, MalformedPage
+from integrations.http.paginators import fetched
+from integrations.rest.integration import RestIntegration
+from integrations.rest.settings import KindSettings, RestSettings
+from integrations.slices import MAX_WINDOWS, Slices
+from tasks.config import load_config
+from tasks.runs import keys
+from tasks.runs.progress import Progress
+from tasks.runs.windows import Windows
+
+DAY = 86400
+T2020 = 1577836800  # 2020-01-01T00:00:00Z
+
+
+def sl(**kw: Any) -> Slices:
+    base: dict[str, Any] = {"param_from": "created[gte]", "param_to": "created[lt]",
+                            "start": "2020-01-01T00:00:00Z", "step": "30d"}
+    return Slices(**{**base, **kw})
+
+
+def test_cut_into_steps_the_last_shorter() -> None:
+    s = sl(end="2020-03-01T00:00:00Z")
+    lo, hi = s.span(now=0)
+    windows = s.cut(lo, hi)
+    assert windows == [[T2020, T2020 + 30 * DAY], [T2020 + 30 * DAY, T2020 + 60 * DAY]]
+    assert hi == T2020 + 60 * DAY  # 2020 is a leap year: Jan 31 + Feb 29 days
+    assert s.params(windows[1]) == {"created[gte]": "2020-01-31T00:00:00Z",
+                                    "created[lt]": "2020-03-01T00:00:00Z"}
+
+
+def test_end_defaults_to_the_runs_start_and_an_incremental_since_moves_the_start() -> None:
+    s = sl(step="1d")
+    assert s.span(now=T2020 + 2.5 * DAY) == (T2020, T2020 + 2 * DAY + DAY // 2)
+    assert s.cut(*s.span(now=T2020 + 2.5 * DAY))[-1] == [T2020 + 2 * DAY, T2020 + 2.5 * DAY]
+    lo, _ = s.span(now=T2020 + 3 * DAY, since="2020-01-02T06:00:00Z")
+    assert lo == T2020 + DAY + 6 * 3600
+    assert s.cut(T2020, T2020) == []
+
+
+def test_epoch_ms_bounds_are_sent_as_numbers() -> None:
+    s = sl(cursor_type="epoch_ms", start="1577836800000", step="1h")
+    lo, hi = s.span(now=T2020 + 7200)
+    assert (lo, hi) == (T2020 * 1000, (T2020 + 7200) * 1000)
+    assert s.params(s.cut(lo, hi)[1]) == {"created[gte]": (T2020 + 3600) * 1000,
+                                          "created[lt]": (T2020 + 7200) * 1000}
+    # An ISO start is taken in the unit too.
+    assert sl(cursor_type="epoch_s", start="2020-01-01T00:00:00Z").span(now=T2020 + 1)[0] == T2020
+
+
+def test_number_windows_and_format() -> None:
+    s = sl(cursor_type="number", start="0", end="2500", step="1000")
+    assert s.cut(*s.span(now=0)) == [[0, 1000], [1000, 2000], [2000, 2500]]
+    dated = sl(format="%Y-%m-%d", step="1d", end="2020-01-03T00:00:00Z")
+    assert dated.params([T2020, T2020 + DAY]) == {"created[gte]": "2020-01-01",
+                                                  "created[lt]": "2020-01-02"}
+
+
+def test_split_in_halves_on_the_resolution() -> None:
+    s = sl()
+    assert s.split([0, 10]) == ([0, 5], [5, 10])
+    assert s.split([0, 1]) is None  # a second: the finest an ISO time says
+    dated = sl(format="%Y-%m-%d", step="1d")
+    assert dated.split([T2020, T2020 + 4 * DAY]) == ([T2020, T2020 + 2 * DAY],
+                                                     [T2020 + 2 * DAY, T2020 + 4 * DAY])
+    assert dated.split([T2020, T2020 + DAY]) is None  # no half day in a date
+
+
+def test_too_many_windows_is_an_error_naming_step() -> None:
+    s = sl(step="1s")
+    with pytest.raises(ValueError, match="raise step"):
+        s.cut(0, MAX_WINDOWS + 1)
+    assert len(s.cut(0, MAX_WINDOWS)) == MAX_WINDOWS
+
+
+def test_crowded_from_a_total_a_plan_or_a_full_page() -> None:
+    s = sl(max_window_items=150)
+    assert s.crowded(Fetched(items=[1] * 100, next={"c": 1}, total=151))
+    assert not s.crowded(Fetched(items=[1] * 100, next={"c": 1}, total=150))
+    assert s.crowded(Fetched(items=[1] * 100, next=None, plan={"count": 1}))
+    assert not s.crowded(Fetched(items=[1] * 100, next={"c": 1}))  # at least 101: not >150
+    assert sl(max_window_items=100).crowded(Fetched(items=[1] * 100, next={"c": 1}))
+    assert not sl(max_window_items=1).crowded(Fetched(items=[], next=None))
+    assert not sl().crowded(Fetched(items=[1] * 100, next={"c": 1}, total=10**6))
+
+
+@pytest.mark.parametrize(("kw", "message"), [
+    ({"stepp": "1d"}, "stepp"),
+    ({"step": "month"}, "step"),
+    ({"start": "2021-01-01T00:00:00Z", "end": "2020-01-01T00:00:00Z"}, "not before end"),
+    ({"cursor_type": "number", "start": "0", "end": "10", "step": "1d"}, "not a duration"),
+    ({"cursor_type": "number", "start": "0", "step": "10"}, "end"),
+    ({"cursor_type": "number", "start": "0", "end": "10", "step": "1", "format": "%Y"},
+     "format"),
+    ({"start": "yesterday"}, "start"),
+    ({"format": "%Y-%m-%d", "step": "6h"}, "step"),
+    ({"format": "%Y-%m-%d", "start": "2020-01-01T12:00:00Z"}, "start"),
+    ({"max_window_items": 0}, "max_window_items"),
+    ({"step": "1s", "end": "2020-01-02T00:00:00Z"}, "raise step"),
+])
+def test_bad_slices_name_the_key(kw: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        sl(**kw)
+
+
+def rest(kind: dict[str, Any]) -> RestSettings:
+    return RestSettings(integration="rest", base_url="http://api", kinds={"k": kind})
+
+
+SLICES = {"param_from": "from", "param_to": "to", "start": "2020-01-01T00:00:00Z",
+          "step": "1d"}
+
+
+def test_a_window_is_sent_as_query_params_or_graphql_variables() -> None:
+    integration = RestIntegration(rest({
+        "path": "/x", "paginator": {"type": "cursor", "cursor_path": "next"},
+        "slices": SLICES}))
+    window = {"window": [T2020, T2020 + DAY]}
+    _, params = integration.paginator("k", window).request({"cursor": None})
+    assert params is not None
+    assert (params["from"], params["to"]) == ("2020-01-01T00:00:00Z", "2020-01-02T00:00:00Z")
+    query = ("query($after: String, $from: DateTime, $to: DateTime) { items(after: $after, "
+             "from: $from, to: $to) { nodes { id } pageInfo { hasNextPage endCursor } } }")
+    graphql = RestIntegration(rest({
+        "path": "/graphql", "slices": SLICES,
+        "paginator": {"type": "graphql", "query": query, "connection_path": "data.items"}}))
+    body = graphql.paginator("k", window).payload({"after": None})
+    assert body["variables"] == {"from": "2020-01-01T00:00:00Z", "to": "2020-01-02T00:00:00Z"}
+
+
+def test_slices_with_incremental_graphql_and_parents_are_checked() -> None:
+    with pytest.raises(ValidationError, match=r"slices\.param_to"):
+        KindSettings(path="/graphql", slices={**SLICES, "param_to": "until"}, paginator={
+            "type": "graphql", "connection_path": "data.items",
+            "query": "query($after: String, $from: String) { x }"})
+    with pytest.raises(ValidationError, match="write param = 'from'"):
+        KindSettings(path="/x", slices=SLICES,
+                     incremental={"cursor_path": "created", "param": "since"})
+    with pytest.raises(ValidationError, match="cursor_type"):
+        KindSettings(path="/x", slices=SLICES,
+                     incremental={"cursor_path": "created", "param": "from",
+                                  "cursor_type": "epoch_ms"})
+    with pytest.raises(ValidationError, match="child kind"):
+        KindSettings(path="/x/{parent.id}", parent="p", slices=SLICES)
+    KindSettings(path="/x", slices=SLICES, incremental={"cursor_path": "created",
+                                                        "param": "from"})
+
+
+def test_sluice_check_names_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "sluice.toml"
+    path.write_text("""
+[sources.s]
+integration = "rest"
+base_url = "http://api"
+[sources.s.kinds.k]
+path = "/x"
+slices = { param_from = "a", param_to = "b", start = "2020-01-01T00:00:00Z", step = "1 month" }
+""")
+    with pytest.raises(ConfigError, match=r"kinds\.k\.slices.*step"):
+        load_config(path)
+
+
+def test_windows_are_claimed_within_the_limit_and_a_split_adds_one() -> None:
+    r = fakeredis.FakeRedis()
+    progress, windows = Progress(r), Windows(r)
+    run = progress.create_run("s", "k")
+    assert windows.claim(run.run_id, 8, most=8) == []  # not sliced
+    windows.cut(run.run_id, [[0, 10], [10, 20], [20, 30], [30, 40], [40, 50]], incremental=False)
+    assert windows.claim(run.run_id, 3, most=2) == [0, 1]
+    assert windows.claim(run.run_id, 3, most=5) == [2]  # three in flight: the limit
+    assert windows.split(run.run_id, 1, [10, 15], [15, 20]) == 5
+    assert (windows.get(run.run_id, 1), windows.get(run.run_id, 5)) == ([10, 15], [15, 20])
+    assert progress.window(run.run_id, 5) == (True, None)
+    progress.producer_done(run.run_id, partition=0)
+    assert windows.claim(run.run_id, 3, most=5) == [3]  # one done: one more
+    assert windows.claim(run.run_id, 3, most=5) == []
+    for p in (1, 2, 3):
+        progress.producer_done(run.run_id, partition=p)
+    assert windows.claim(run.run_id, 3, most=5) == [4, 5]  # the split's half comes last
+    r.hset(keys.run(run.run_id), "partitions", MAX_WINDOWS)
+    assert windows.split(run.run_id, 4, [40, 45], [45, 50]) == -2  # as many as a run may have
+
+
+def test_a_graphql_total_count_shows_a_crowded_window() -> None:
+    query = ("query($after: String, $from: DateTime, $to: DateTime) { items(after: $after, "
+             "from: $from, to: $to) { totalCount nodes { id } pageInfo { hasNextPage "
+             "endCursor } } }")
+    paginator = RestIntegration(rest({
+        "path": "/graphql", "slices": {**SLICES, "max_window_items": 2},
+        "paginator": {"type": "graphql", "query": query, "connection_path": "data.items",
+                      "total_path": "data.items.totalCount"}})).paginator("k", None)
+    request = httpx.Request("POST", "http://api/graphql")
+    answer = {"data": {"items": {"totalCount": 3, "nodes": [{"id": 1}],
+                                 "pageInfo": {"hasNextPage": True, "endCursor": "a"}}}}
+    first = fetched(paginator, paginator.first(), httpx.Response(200, request=request),
+                    answer, [{"id": 1}], first=True)
+    assert first.total == 3 and sl(max_window_items=2).crowded(first)
+    answer["data"]["items"]["totalCount"] = "3"
+    with pytest.raises(MalformedPage, match="totalCount"):
+        paginator.total(httpx.Response(200, request=request), answer)

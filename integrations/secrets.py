@@ -79,6 +79,11 @@ def excerpt(text: str, limit: int) -> str:
 _installed = Redactor()
 
 
+def installed() -> Redactor:
+    """This process's secrets (what ``install`` was given last)."""
+    return _installed
+
+
 def install(redactor: Redactor) -> None:
     """Make ``redactor`` the one ``excerpt`` applies (the worker's runtime does, at every load
     of sluice.toml)."""

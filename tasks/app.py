@@ -31,7 +31,7 @@ from celery.signals import (
     worker_shutting_down,
 )
 
-from tasks import messages
+from tasks import messages, traces
 from tasks.runs.client import connect_redis
 from tasks.settings import get_settings
 from tasks.worker import broker, liveness, logs, runtime, siblings, wire
@@ -122,6 +122,8 @@ def _check_config(**_: Any) -> None:
         config = get_config(_settings.config)
     except ConfigError as exc:
         raise SystemExit(f"sluice: {exc}") from None
+    if why := traces.problem(os.environ):
+        raise SystemExit(f"sluice: {why}")
     logs.install(config.redactor)
     if app.connection_for_read().transport.driver_type == "redis":
         global _liveness
@@ -139,6 +141,7 @@ def _stop_liveness(**_: Any) -> None:
         _siblings.wait(timeout=60)
     if _liveness is not None:
         _liveness.stop()
+    traces.shutdown()  # the threads pool's spans (a prefork child's go at its own end)
 
 
 @after_setup_logger.connect
@@ -149,6 +152,7 @@ def _redact_logs(**_: Any) -> None:
 
 @worker_process_init.connect
 def _init_process(**_: Any) -> None:
+    traces.setup("worker")  # after the fork: the export thread is the child's own
     runtime.current().warm()
 
 
@@ -161,6 +165,7 @@ def _init_threads(sender: Any = None, **_: Any) -> None:
 
     pool = getattr(sender, "pool", None)
     if sender is not None and not isinstance(pool, TaskPool):
+        traces.setup("worker")
         runtime.current().warm()
     if isinstance(pool, ThreadPool):
         global _siblings
@@ -183,3 +188,4 @@ def _stop_producing(how: str = "Warm", **_: Any) -> None:
 @worker_process_shutdown.connect
 def _shutdown_process(**_: Any) -> None:
     runtime.shutdown()
+    traces.shutdown()

@@ -32,6 +32,7 @@ from typing import Any
 from celery import Celery
 
 from integrations.pager import describe_seq
+from tasks import traces
 
 RESYNC = "sluice.resync"
 INGEST = "sluice.ingest_batch"
@@ -47,9 +48,10 @@ QUEUES = (URGENT, PRODUCERS, BATCHES, BULK)
 
 
 def resync(app: Celery, source: str, kind: str, run_id: str, *, partition: int = 0,
-           windows: list[int] | None = None) -> None:
+           windows: list[int] | None = None, trace: str = "") -> None:
     """A producer slice of partition ``partition`` of the run, or of the time windows
-    ``windows`` (partitions of a sliced run) at once."""
+    ``windows`` (partitions of a sliced run) at once; ``trace``: the run's ``traceparent``,
+    under whose root every slice is enqueued (``tasks.traces``)."""
     kwargs: dict[str, Any] = {"run_id": run_id}
     if partition:
         kwargs["partition"] = partition
@@ -58,8 +60,10 @@ def resync(app: Celery, source: str, kind: str, run_id: str, *, partition: int =
     where = f" partition={partition}" if partition else ""
     if windows is not None:
         where = f" windows={','.join(map(str, windows))}"
-    app.send_task(RESYNC, (source, kind), kwargs, argsrepr=f"{source}/{kind} run={run_id}{where}",
-                  kwargsrepr="{}", queue=PRODUCERS)
+    with traces.within(trace):
+        app.send_task(RESYNC, (source, kind), kwargs,
+                      argsrepr=f"{source}/{kind} run={run_id}{where}", kwargsrepr="{}",
+                      queue=PRODUCERS)
 
 
 def batch(app: Celery, run_id: str, source: str, kind: str, seq: int, items: str | list[Any],

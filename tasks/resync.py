@@ -41,7 +41,7 @@ from integrations.base import Fetched
 from integrations.errors import ConfigError, PagingCycle, RunLost, TooManyPages, describe
 from integrations.incremental import newest, older
 from integrations.slices import Window, held
-from tasks import messages, slicing
+from tasks import messages, slicing, traces
 from tasks.app import app
 from tasks.runs.progress import Cycle, Recorded, Run, RunState, Stopped
 from tasks.worker import runtime
@@ -93,8 +93,10 @@ def batches(page: pager.Page, *, max_items: int, max_bytes: int) -> list[Batch]:
     return out
 
 
-def continue_later(source: str, kind: str, run_id: str, partition: int) -> None:
-    messages.resync(app, source, kind, run_id, partition=partition)
+def continue_later(run: Run, partition: int, sender: Celery = app) -> None:
+    """A producer slice of the run's partition, under the run's trace."""
+    messages.resync(sender, run.source, run.kind, run.run_id, partition=partition,
+                    trace=run.traceparent)
 
 
 def produce(rt: runtime.Runtime, run: Run, partition: int) -> bool:
@@ -232,7 +234,7 @@ class Slice:
         run = self.run
         self.rt.progress.split(run.run_id, [{"key": k} for k in keys] or [{"key": None}])
         for i in range(1, len(keys)):
-            messages.resync(self.sender, run.source, run.kind, run.run_id, partition=i)
+            continue_later(run, i, self.sender)
 
     async def split_by_ranges(self, checkpoint: pager.Planned) -> pager.Planned:
         """The total is known: hand page ranges to producer tasks on other workers; this one
@@ -244,7 +246,7 @@ class Slice:
             self.rt.progress.split(run.run_id,
                                    [{"checkpoint": c, "since": self.since} for c in parts])
             for i in range(1, len(parts)):
-                messages.resync(self.sender, run.source, run.kind, run.run_id, partition=i)
+                continue_later(run, i, self.sender)
 
         await asyncio.to_thread(hand_out)
         return parts[0]
@@ -306,9 +308,11 @@ class Slice:
         page, stop = self.newer_part(page)
         parts = batches(page, max_items=src.max_batch_items, max_bytes=src.max_batch_bytes)
         bulk = self.bulk()
-        for batch in parts:
-            messages.batch(self.sender, run.run_id, run.source, run.kind, batch.seq,
-                           batch.items, count=batch.size, run_seq=run.run_seq, bulk=bulk)
+        with traces.span("sluice.produce page", {"sluice.seq": page.seq, "sluice.batches":
+                                                 len(parts), "sluice.items": len(page.items)}):
+            for batch in parts:
+                messages.batch(self.sender, run.run_id, run.source, run.kind, batch.seq,
+                               batch.items, count=batch.size, run_seq=run.run_seq, bulk=bulk)
         self.items_read += len(page.items)
         digest = hashlib.sha1("".join(b.items for b in parts).encode()).hexdigest()[:20]
         recorded = self.rt.progress.record_page(
@@ -440,5 +444,5 @@ def resync(self: Task, source: str, kind: str, run_id: str | None = None,
         if windows is not None:
             slicing.host(rt, run, windows, lambda p: produce_partition(rt, run, p))
         elif not produce_partition(rt, run, partition):
-            continue_later(source, kind, run.run_id, partition)
+            continue_later(run, partition)
     return summary(run.run_id, rt.progress.get(run.run_id))

@@ -17,7 +17,7 @@ from kombu.utils.url import maybe_sanitize_url
 from redbeat import RedBeatScheduler
 from redbeat.schedulers import RedBeatSchedulerEntry
 
-from tasks import messages
+from tasks import messages, traces
 from tasks.app import app
 from tasks.config import SluiceConfig, get_config
 from tasks.runs.progress import Progress, Run, RunState
@@ -35,15 +35,19 @@ def start_runs(progress: Progress, source: str, kinds: list[str], *,
     cannot be reached (the run it was for is failed, so it holds no lock)."""
     runs = []
     for kind in kinds:
-        run = progress.create_run(source, kind, config_digest=config_digest, full=full)
-        if run.state == RunState.RUNNING:
-            try:
-                messages.resync(app, source, kind, run.run_id)
-            except OperationalError as exc:  # the broker is unreachable: nothing will run it
-                where = maybe_sanitize_url(app.conf.broker_url)  # without its password
-                progress.finish(run, RunState.FAILED, expect=RunState.RUNNING, reason=(
-                    f"its producer task could not be sent to the broker at {where}: {exc}"))
-                raise
+        with traces.run_started(source, kind, full=full) as trace:
+            run = progress.create_run(source, kind, config_digest=config_digest, full=full,
+                                      traceparent=trace.traceparent)
+            trace.record(run)
+            if run.state == RunState.RUNNING:
+                try:
+                    messages.resync(app, source, kind, run.run_id, trace=run.traceparent)
+                except OperationalError as exc:  # the broker is unreachable: nothing runs it
+                    where = maybe_sanitize_url(app.conf.broker_url)  # without its password
+                    progress.finish(run, RunState.FAILED, expect=RunState.RUNNING, reason=(
+                        f"its producer task could not be sent to the broker at {where}: "
+                        f"{exc}"))
+                    raise
         runs.append(run)
     return runs
 

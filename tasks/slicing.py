@@ -16,6 +16,7 @@ claimed like the others.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import time
@@ -74,7 +75,7 @@ def start_windows(rt: runtime.Runtime, run: Run) -> None:
     claimed = rt.windows.claim(run.run_id, limit, most=limit)
     for i in range(0, len(claimed), WINDOWS_PER_TASK):
         messages.resync(app, run.source, run.kind, run.run_id,
-                        windows=claimed[i:i + WINDOWS_PER_TASK])
+                        windows=claimed[i:i + WINDOWS_PER_TASK], trace=run.traceparent)
 
 
 def host(rt: runtime.Runtime, run: Run, windows: list[int],
@@ -87,7 +88,12 @@ def host(rt: runtime.Runtime, run: Run, windows: list[int],
     deadline = time.monotonic() + rt.settings.producer_slice_seconds
     later: list[int] = []
     with ThreadPoolExecutor(WINDOWS_PER_TASK, thread_name_prefix="window") as pool:
-        running: dict[Future[bool], int] = {pool.submit(produce, p): p for p in windows}
+        # Each window's thread runs in a copy of the task's context: its spans (requests,
+        # pages) belong to the task's trace (tasks/traces).
+        def submit(partition: int) -> Future[bool]:
+            return pool.submit(contextvars.copy_context().run, produce, partition)
+
+        running: dict[Future[bool], int] = {submit(p): p for p in windows}
         while running:
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
@@ -97,6 +103,7 @@ def host(rt: runtime.Runtime, run: Run, windows: list[int],
             if time.monotonic() < deadline and not runtime.STOPPING.is_set():
                 room = WINDOWS_PER_TASK - len(running) - len(later)
                 for partition in rt.windows.claim(run.run_id, limit, most=max(0, room)):
-                    running[pool.submit(produce, partition)] = partition
+                    running[submit(partition)] = partition
     if later:
-        messages.resync(app, run.source, run.kind, run.run_id, windows=later)
+        messages.resync(app, run.source, run.kind, run.run_id, windows=later,
+                        trace=run.traceparent)

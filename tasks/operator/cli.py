@@ -38,6 +38,7 @@ from rich.console import Console
 from rich.text import Text
 
 from integrations.errors import ConfigError
+from tasks import traces
 from tasks.runs.progress import Progress, Run, RunState
 from tasks.runs.webhooks import RUN_PREFIX, WebhookLog
 
@@ -471,6 +472,7 @@ def cmd_run(source: str, kinds: tuple[str, ...], wait_: bool, as_json: bool,
     progress = _progress()
     from tasks.schedule import start_runs
 
+    traces.setup("cli")
     runs = start_runs(progress, source, wanted, config_digest=config.digest, full=full)
     for run in runs:
         if not as_json:
@@ -626,6 +628,18 @@ def cmd_failed_retry(run_id: str) -> int:
     letters = progress.dead_letters(run_id)
     run = progress.get(run_id)
     run_seq = run.run_seq if run else None
+    traces.setup("cli")
+    with traces.within(run.traceparent if run else ""):  # the retried batches join the run's
+        resend(letters, run_id, run_seq)
+    click.echo(f"run {run_id}: {len(letters)} dead-lettered batch(es) enqueued again")
+    return 0
+
+
+def resend(letters: dict[int, dict[str, Any]], run_id: str, run_seq: int | None) -> None:
+    """Send the run's dead-lettered batches (and children tasks) again."""
+    from tasks import messages
+    from tasks.app import app
+
     for seq, letter in sorted(letters.items()):
         if letter.get("task") == "children":  # the task that fetches children, again
             messages.children(app, run_id, letter["source"], letter["kind"], seq,
@@ -636,8 +650,6 @@ def cmd_failed_retry(run_id: str) -> int:
         messages.batch(app, run_id, letter["source"], letter["kind"], seq,
                        letter["items"], run_seq=run_seq, note=" (retry)",
                        root=letter.get("root"))
-    click.echo(f"run {run_id}: {len(letters)} dead-lettered batch(es) enqueued again")
-    return 0
 
 
 @sluice.command("preview", help="fetch a kind's first page, map it, print the rows (writes "

@@ -117,10 +117,11 @@ class Progress:
                 keys.run_failed(run_id)]
 
     def create_run(self, source: str, kind: str, *, config_digest: str = "",
-                   full: bool = False) -> Run:
+                   full: bool = False, traceparent: str = "") -> Run:
         """A new run of (source, kind): 'running' with the lock taken and a ``run_seq`` larger
         than any before it, or 'skipped'. ``config_digest``: the sluice.toml it was started
-        with (workers with another one reload theirs, or fail the run)."""
+        with (workers with another one reload theirs, or fail the run); ``traceparent``: its
+        trace's root (every producer slice is enqueued under it)."""
         now = time.time()
         run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + "-" + uuid.uuid4().hex[:8]
         fields = {"run_id": run_id, "source": source, "kind": kind, "started_at": repr(now),
@@ -129,6 +130,8 @@ class Progress:
             fields["config_digest"] = config_digest
         if full:
             fields["full"] = "1"
+        if traceparent:
+            fields["traceparent"] = traceparent
         holder = self.r.get(keys.lock(source, kind))
         if holder is not None:  # free when its run was started on a Redis since lost
             self.moved(_text(holder), source, kind)

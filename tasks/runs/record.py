@@ -67,6 +67,7 @@ class Run:
     deletion_refused: str = ""
     deletion_skipped: str = ""
     watermark: str = ""  # what the run did to its kind's watermarks, and where they are kept
+    traceparent: str = ""  # the run's root span (W3C), when traces are on (tasks/traces)
     # child kind -> its counts in this run (batches_enqueued, batches_done, batches_failed,
     # items_fetched, items_written, items_rejected); the run's own counts include them
     children: dict[str, dict[str, int]] = field(default_factory=dict)

@@ -11,6 +11,7 @@ from typing import Any
 import fakeredis
 from celery import Celery
 
+from tasks import messages
 from tasks.config import parse_config
 from tasks.settings import Settings
 from tasks.worker.runtime import Runtime
@@ -46,7 +47,8 @@ class Outbox:
         out = []
         with self.app.connection_for_read() as conn:
             channel = conn.default_channel
-            while (message := channel.basic_get(self.queue, no_ack=True)) is not None:
-                args, kwargs, _ = message.decode()
-                out.append((message.headers["task"], args, kwargs))
+            for queue in (self.queue, *messages.QUEUES):  # messages.py names each task's queue
+                while (message := channel.basic_get(queue, no_ack=True)) is not None:
+                    args, kwargs, _ = message.decode()
+                    out.append((message.headers["task"], args, kwargs))
         return out

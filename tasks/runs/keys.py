@@ -7,7 +7,9 @@ import re
 
 PREFIX = "sluice"
 
-RUNS = f"{PREFIX}:runs"  # sorted set: run id -> start time
+# sorted set: run id -> start time (`sluice status`); an id older than the run TTL is trimmed
+# when a run is created (its record may be gone)
+RUNS = f"{PREFIX}:runs"
 ACTIVE = f"{PREFIX}:runs:active"  # sorted set: id of a run not yet ended -> start time
 METRICS = f"{PREFIX}:metrics"  # hash: "name|source|kind[|label]" -> counter (never expires)
 RUN_SEQ = f"{PREFIX}:run_seq"  # string: the last run's sequence number (targets stamp rows)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import fakeredis
 import pytest
 
@@ -258,3 +260,15 @@ def test_an_empty_page_is_remembered_so_a_resumed_plan_skips_it(progress):
     progress.record_page(run_id, "src", "kind", [3], 10, {"plan": {}}, page=3)
     assert progress.published(run_id) == {3, 5}
     assert progress.get(run_id).batches_enqueued == 1
+
+
+def test_the_run_list_forgets_ids_older_than_the_record_ttl(progress):
+    """sluice:runs has no TTL: without a trim it grew by a run for good (ops/bench/soak.py)."""
+    now = time.time()
+    progress.r.zadd(keys.RUNS, {"expired-run": now - 3601, "recent-run": now - 3500})
+    run = progress.create_run("src", "kind")
+    listed = {i.decode() for i in progress.r.zrange(keys.RUNS, 0, -1)}
+    assert listed == {"recent-run", run.run_id}
+    for _ in range(50):
+        progress.finish(progress.create_run("src", "kind"), RunState.SUCCEEDED)
+    assert progress.r.zcard(keys.RUNS) == 52  # none older than the TTL: kept

@@ -116,10 +116,12 @@ def webhook_delivery(source: str, delivery: str) -> str:
     return f"{PREFIX}:webhook:delivery:{source}:{delivery}"
 
 
-def webhook_batches(source: str) -> str:
-    """Set: ids of the source's webhook batches counted (SADD: a redelivered batch is counted
-    once); expires a day after the last."""
-    return f"{PREFIX}:webhook:batches:{source}"
+def webhook_batch(source: str, batch_id: str) -> str:
+    """String: a webhook batch of the source counted (SET NX: a redelivered batch is counted
+    once); expires after ``webhook_delivery_ttl``, as the delivery claims do. A key per batch:
+    one set per source, whose TTL every batch renewed, never expired while events kept coming
+    and grew by a member a batch (ops/bench/soak.py found it)."""
+    return f"{PREFIX}:webhook:batch:{source}:{batch_id}"
 
 
 def webhook_rejected(source: str) -> str:

@@ -7,7 +7,9 @@ import re
 
 PREFIX = "sluice"
 
-RUNS = f"{PREFIX}:runs"  # sorted set: run id -> start time
+# sorted set: run id -> start time (`sluice status`); an id older than the run TTL is trimmed
+# when a run is created (its record may be gone)
+RUNS = f"{PREFIX}:runs"
 ACTIVE = f"{PREFIX}:runs:active"  # sorted set: id of a run not yet ended -> start time
 METRICS = f"{PREFIX}:metrics"  # hash: "name|source|kind[|label]" -> counter (never expires)
 RUN_SEQ = f"{PREFIX}:run_seq"  # string: the last run's sequence number (targets stamp rows)
@@ -114,10 +116,12 @@ def webhook_delivery(source: str, delivery: str) -> str:
     return f"{PREFIX}:webhook:delivery:{source}:{delivery}"
 
 
-def webhook_batches(source: str) -> str:
-    """Set: ids of the source's webhook batches counted (SADD: a redelivered batch is counted
-    once); expires a day after the last."""
-    return f"{PREFIX}:webhook:batches:{source}"
+def webhook_batch(source: str, batch_id: str) -> str:
+    """String: a webhook batch of the source counted (SET NX: a redelivered batch is counted
+    once); expires after ``webhook_delivery_ttl``, as the delivery claims do. A key per batch:
+    one set per source, whose TTL every batch renewed, never expired while events kept coming
+    and grew by a member a batch (ops/bench/soak.py found it)."""
+    return f"{PREFIX}:webhook:batch:{source}:{batch_id}"
 
 
 def webhook_rejected(source: str) -> str:

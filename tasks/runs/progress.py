@@ -140,6 +140,9 @@ class Progress:
                      args=[run_id, json.dumps(fields), self.lock_seconds, now, int(now * 1e6)])
         pipe = self.r.pipeline()
         pipe.zadd(keys.RUNS, {run_id: now})
+        # A run's record expires ``ttl`` after it ends: an id listed longer points at nothing,
+        # and a list nothing trims grows by a run for good (ops/bench/soak.py found it).
+        pipe.zremrangebyscore(keys.RUNS, "-inf", now - self.ttl)
         pipe.expire(keys.run(run_id), self.ttl)
         pipe.execute()
         run = self.get(run_id) or Run(run_id=run_id, source=source, kind=kind)

@@ -29,8 +29,9 @@ class WebhookLog:
                  ttl: int = REDELIVERY_WINDOW) -> None:
         self.r = client
         self.redactor = redactor or Redactor()
-        # How long a tombstone is kept (SLUICE_WEBHOOK_DELIVERY_TTL): as long as a delivery
-        # may be redelivered, or a redelivered version from before the delete brings it back.
+        # How long a tombstone and a counted batch id are kept (SLUICE_WEBHOOK_DELIVERY_TTL):
+        # as long as a delivery may be redelivered, or a redelivered version from before the
+        # delete brings it back, or a batch handed out again is counted twice.
         self.ttl = ttl
         self._next_run_seq = scripts.register(client, "next_run_seq")
 
@@ -67,10 +68,9 @@ class WebhookLog:
                rejected: list[dict[str, Any]]) -> bool:
         """Count a batch written (once per ``batch_id``) and keep its rejected events.
         False: it was counted before (a redelivery)."""
-        if not self.r.sadd(keys.webhook_batches(source), batch_id):
+        if not self.r.set(keys.webhook_batch(source, batch_id), "1", nx=True, ex=self.ttl):
             return False
         pipe = self.r.pipeline()
-        pipe.expire(keys.webhook_batches(source), 86400)
         for name, value in counts.items():
             if value:
                 pipe.hincrby(keys.METRICS, f"webhook_{name}|{source}|{kind}", value)

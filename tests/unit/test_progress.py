@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import fakeredis
 import pytest
 
@@ -275,3 +277,15 @@ def test_recent_reads_the_newest_records_in_one_round_trip_and_skips_expired_one
     assert [r.run_id for r in recent] == [runs[3].run_id, runs[1].run_id]
     assert recent[0].in_flight == 2 and recent[1].in_flight == 0
     assert len(pipelines) == 1
+
+
+def test_the_run_list_forgets_ids_older_than_the_record_ttl(progress):
+    """sluice:runs has no TTL: without a trim it grew by a run for good (ops/bench/soak.py)."""
+    now = time.time()
+    progress.r.zadd(keys.RUNS, {"expired-run": now - 3601, "recent-run": now - 3500})
+    run = progress.create_run("src", "kind")
+    listed = {i.decode() for i in progress.r.zrange(keys.RUNS, 0, -1)}
+    assert listed == {"recent-run", run.run_id}
+    for _ in range(50):
+        progress.finish(progress.create_run("src", "kind"), RunState.SUCCEEDED)
+    assert progress.r.zcard(keys.RUNS) == 52  # none older than the TTL: kept

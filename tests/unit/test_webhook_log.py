@@ -78,3 +78,30 @@ def test_tombstones_and_claims_outlive_githubs_three_days_of_redeliveries() -> N
     r = fakeredis.FakeRedis()
     WebhookLog(r).bury("gh", "issue", {"444500041": "2021-10-11T16:40:56Z"})
     assert r.ttl(keys.webhook_gone("gh", "issue", "444500041")) > 72 * 3600
+
+
+def sizes(r: fakeredis.FakeRedis) -> dict[bytes, tuple[int, int]]:
+    """Every key -> (its TTL, its members / fields / items; a string: 1)."""
+    length = {b"hash": r.hlen, b"set": r.scard, b"list": r.llen, b"zset": r.zcard,
+              b"string": lambda _: 1}
+    return {k: (r.ttl(k), length[r.type(k)](k)) for k in r.scan_iter()}
+
+
+def test_counted_batch_ids_expire_and_nothing_kept_for_good_grows() -> None:
+    """Each batch id counted is a key of its own expiring after the delivery TTL; the keys
+    without a TTL (the metrics, the capped rejections) hold as much after 200 batches as after
+    one. A set of every batch id, whose TTL each batch renewed, grew for good while events kept
+    coming (ops/bench/soak.py)."""
+    r = fakeredis.FakeRedis()
+    log = WebhookLog(r, ttl=600)
+    log.record("gh", "issue", "b-0", counts={"written": 1}, rejected=[])
+    kept = {k: size for k, (ttl, size) in sizes(r).items() if ttl == -1}
+    for n in range(1, 200):
+        assert log.record("gh", "issue", f"b-{n}", counts={"written": 1}, rejected=[])
+    assert not log.record("gh", "issue", "b-7", counts={"written": 1}, rejected=[])
+    now = sizes(r)
+    assert {k: size for k, (ttl, size) in now.items() if ttl == -1} == kept
+    expiring = {k: v for k, v in now.items() if v[0] != -1}
+    assert len(expiring) == 200 and all(0 < ttl <= 600 and size == 1
+                                        for ttl, size in expiring.values())
+    assert keys.webhook_batch("gh", "b-7").encode() in expiring

@@ -360,11 +360,28 @@ class Progress:
         another Redis server (restarted or failed over since; a run that no task touches any
         more would otherwise wait for the stall watch), stalled when it has made no progress
         for ``stall_after`` seconds. Returns the runs it ended."""
+        self.keep_alive()
         here = self.identity()
         moved = [run for run in self.active() if here and run.redis_id
                  and run.redis_id != here and self.moved(run.run_id, run.source, run.kind)]
         ended = [self.get(run.run_id) or run for run in moved]
         return ended + self.mark_stalled(after=stall_after, now=now)
+
+    def keep_alive(self) -> None:
+        """A run lasts as long as it makes progress, longer than the record's TTL if need be:
+        the record of every run not yet ended starts its TTL again (the stall watch ends the
+        ones that make none). An id whose record is gone (expired, or a Redis that forgot it)
+        leaves the active list, and its other keys start their TTL: nothing of it is kept for
+        good."""
+        ids = [i.decode() for i in cast(list[bytes], self.r.zrange(keys.ACTIVE, 0, -1))]
+        pipe = self.r.pipeline(transaction=False)
+        for run_id in ids:
+            pipe.expire(keys.run(run_id), self.ttl)
+        gone = [run_id for run_id, kept in zip(ids, pipe.execute(), strict=True) if not kept]
+        for run_id in gone:
+            self.expire(run_id)
+        if gone:
+            self.r.zrem(keys.ACTIVE, *gone)
 
     def mark_stalled(self, *, after: float, now: float | None = None) -> list[Run]:
         """End as 'stalled' every run not yet ended (running or finalizing) with no progress

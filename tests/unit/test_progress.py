@@ -289,3 +289,19 @@ def test_the_run_list_forgets_ids_older_than_the_record_ttl(progress):
     for _ in range(50):
         progress.finish(progress.create_run("src", "kind"), RunState.SUCCEEDED)
     assert progress.r.zcard(keys.RUNS) == 52  # none older than the TTL: kept
+
+
+def test_the_watch_keeps_a_long_run_and_drops_one_whose_record_is_gone(progress: Progress):
+    """A run longer than the record's TTL used to lose its record mid-run and never end
+    (ops/bench/soak.py); an active id without a record stayed listed for good."""
+    long = started(progress)
+    progress.r.expire(keys.run(long), 5)  # as if most of its TTL had passed while it ran
+    forgotten = progress.create_run("src", "other").run_id
+    progress.r.sadd(keys.run_done(forgotten), 1)  # a set of the run, written without a TTL
+    progress.r.delete(keys.run(forgotten))  # its record expired, or a Redis forgot it
+    assert progress.watch(stall_after=900) == []
+    assert progress.r.ttl(keys.run(long)) > 3000  # its TTL started again: it goes on
+    assert progress.get(long) is not None
+    active = {i.decode() for i in progress.r.zrange(keys.ACTIVE, 0, -1)}
+    assert active == {long}
+    assert 0 < progress.r.ttl(keys.run_done(forgotten)) <= 3600  # nothing kept for good

@@ -608,9 +608,10 @@ def report(a: argparse.Namespace, rows: list[Row], header: str) -> str:
 {header}
 Items like GitHub issues (~0.75 KB of JSON each, nested: user, labels, assignees, milestone,
 reactions), from a fake API that serves pre-rendered pages (ops/bench/bulkapi.py). Sluice: one
-plain `celery -A tasks worker` (a threads-pool process of 8 threads per core: two here), started before the
-clock; the clock starts when `sluice run bulk --wait` is typed in a directory whose sluice.toml
-sets the source, its kind (path, items, paginator) and the target, nothing else. Sluice's
+plain `celery -A tasks worker` (a threads-pool process of 8 threads per core: two here),
+started before the clock; the clock starts when `sluice run bulk --wait` is typed in a
+directory whose sluice.toml sets the source, its kind (path, items, paginator) and the target,
+nothing else. Sluice's
 "seconds" run to the run's end (its last batch written, then finalize); "command exit" is when
 `sluice run --wait` returned. The others' seconds are their loop's own (after their imports).
 

@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from integrations.fakeapi import FakeAPI
-from tasks.app import QUEUE
+from tasks.messages import QUEUES
 from tasks.runs import keys
 from tests.support.serve import Serve, signed
 from tests.support.workers import SLUICE, Workers
@@ -126,7 +126,7 @@ class Hooks:
         """Every batch `sluice serve` published was handled: none waits in the queue, none is
         held by a worker (a batch is acked after its rows and counters are written; a 202
         means its batch is in the queue)."""
-        return not self.r.llen(QUEUE) and not self.r.hlen("unacked")
+        return not any(self.r.llen(q) for q in QUEUES) and not self.r.hlen("unacked")
 
     def until(self, ready: Callable[[], Any], *, timeout: float = 30, what: str = "") -> Any:
         deadline = time.monotonic() + timeout

@@ -35,7 +35,8 @@ def test_item_without_identifier_is_rejected_and_the_rest_is_written(pipeline: P
     assert run.items_rejected == 2 and run.items_written == 248
     assert len(p.rows("noid")) == 248
     rejected = p.client.progress.rejected(run.run_id)
-    assert [(r["seq"], r["index"], r["reason"]) for r in rejected] == [
+    # Listed as their batches end: two workers may end batch 2 first.
+    assert sorted((r["seq"], r["index"], r["reason"]) for r in rejected) == [
         (1, 3, "no identifier"), (2, 20, "no identifier")]
 
 

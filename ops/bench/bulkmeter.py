@@ -23,6 +23,8 @@ from typing import Any
 
 import redis
 
+from tasks.operator.supervisor import child_pids  # ops/bench/bulk.py puts the checkout on the path
+
 TICK = os.sysconf("SC_CLK_TCK")
 APP_NAME = "bench-bulk"  # PGAPPNAME of every process measured; the benchmark's own is another
 
@@ -192,10 +194,7 @@ class Spy:
 
 def node_pids(pid: int) -> list[int]:
     """A worker node's processes: the one started, and the siblings it started."""
-    children = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        children += [int(c) for c in (task / "children").read_text().split()]
-    return [pid, *children]
+    return [pid, *child_pids(pid)]
 
 
 def read_raw(text: str) -> Counter[tuple[str, ...]]:

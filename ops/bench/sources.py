@@ -53,7 +53,7 @@ from redbeat.decoder import RedBeatJSONDecoder  # noqa: E402
 
 from integrations.fakeapi import FakeAPI  # noqa: E402
 from tasks.operator.redisserver import RedisServer  # noqa: E402
-from tasks.operator.supervisor import Child, celery  # noqa: E402
+from tasks.operator.supervisor import Child, celery, child_pids  # noqa: E402
 from tasks.runs import keys  # noqa: E402
 from tasks.runs.progress import Progress  # noqa: E402
 
@@ -160,8 +160,7 @@ def node_rss(pid: int) -> tuple[int, float, float]:
     while todo:
         parent = todo.pop()
         pids.append(parent)
-        for task in Path(f"/proc/{parent}/task").iterdir():
-            todo += [int(c) for c in (task / "children").read_text().split()]
+        todo += child_pids(parent)
     sizes = [rss_mb(p) for p in pids]
     return len(sizes), sum(sizes), max(sizes)
 

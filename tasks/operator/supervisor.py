@@ -20,6 +20,22 @@ def celery(*args: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "tasks", *args]
 
 
+def child_pids(pid: int) -> list[int]:
+    """The children of process ``pid``, whichever of its threads started them (a plain
+    worker's sibling nodes are started by a thread of their own); [] once it is gone."""
+    out: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return out
+    for task in tasks:
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue  # the thread ended meanwhile
+    return out
+
+
 class Child:
     """One child process. Its output goes to ``log`` (appended), or nowhere."""
 
@@ -70,9 +86,9 @@ class Child:
             time.sleep(poll)
 
     def children(self) -> list[int]:
-        """The pids of its own children (a prefork worker's pool processes)."""
-        path = Path(f"/proc/{self.pid}/task/{self.pid}/children")
-        return [int(p) for p in path.read_text().split()] if path.exists() else []
+        """The pids of its own children (a prefork worker's pool processes, the sibling nodes
+        of a plain worker)."""
+        return child_pids(self.pid)
 
     def signal(self, signum: int) -> None:
         """Send ``signum`` to its whole process group."""

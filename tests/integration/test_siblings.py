@@ -26,17 +26,6 @@ def server() -> Iterator[RedisServer]:
         yield own
 
 
-def node_pids(pid: int) -> list[int]:
-    """The siblings a node started (from any of its threads)."""
-    out: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            out += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue  # the thread ended meanwhile
-    return out
-
-
 def alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -78,10 +67,10 @@ def test_siblings_take_batches_come_back_when_killed_and_stop_with_the_first_nod
         for name in ("celery", "celery-1"):
             assert "Task sluice.ingest_batch[" in read(tmp_path / f"{name}.log"), name
 
-        (sibling,) = node_pids(node.pid)
+        (sibling,) = node.children()
         os.kill(sibling, signal.SIGKILL)
-        node.wait_until(lambda: node_pids(node.pid) not in ([], [sibling]), timeout=60)
-        (again,) = node_pids(node.pid)
+        node.wait_until(lambda: node.children() not in ([], [sibling]), timeout=60)
+        (again,) = node.children()
         node.wait_until(lambda: read(tmp_path / "celery-1.log").count("ready.") == 2,
                         timeout=60)
         assert "exited with -9; another starts" in read(tmp_path / "celery.log")
@@ -104,7 +93,7 @@ def test_a_killed_first_node_takes_its_siblings_with_it(tmp_path: Path, api,
     cfg = cursor_config(tmp_path, api.url)
     node = plain_node(tmp_path, cfg, server.url, processes=3)
     try:
-        siblings = node_pids(node.pid)
+        siblings = node.children()
         assert len(siblings) == 2
         os.kill(node.pid, signal.SIGKILL)  # the first node alone, not its group
         end = time.monotonic() + 60

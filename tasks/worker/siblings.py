@@ -41,7 +41,10 @@ _DROP = {"--detach", "-D"}
 
 def count(setting: int) -> int:
     """How many processes a node runs: the setting, or one per usable core for 0."""
-    return setting or len(os.sched_getaffinity(0))
+    if setting:
+        return setting
+    usable = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core counts
+    return len(usable(0)) if usable else os.cpu_count() or 1
 
 
 def is_sibling() -> bool:

@@ -65,6 +65,7 @@ from bulkmeter import (  # noqa: E402
 from tasks.operator.redisserver import RedisServer, free_port  # noqa: E402
 from tasks.runs import keys  # noqa: E402
 from tasks.runs.progress import Progress  # noqa: E402
+from tasks.worker import siblings  # noqa: E402
 
 PREFIX = "bench_bulk_"
 # The typed table: eight properties, as a mapping of GitHub issues usually has. Plain paths
@@ -237,7 +238,7 @@ def node_processes(workers: bench.Workers, client: redis.Redis) -> list[int]:
     SLUICE_WORKER_PROCESSES says otherwise (tasks/worker/siblings.py). Each is a node with a
     heartbeat of its own."""
     (pid,) = workers.workers()
-    want = int(os.environ.get("SLUICE_WORKER_PROCESSES") or 0) or len(os.sched_getaffinity(0))
+    want = siblings.count(int(os.environ.get("SLUICE_WORKER_PROCESSES") or 0))
     deadline = time.time() + 60
     while client.zcard(keys.NODES) < want:
         if time.time() > deadline:

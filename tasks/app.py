@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -173,6 +174,13 @@ def _init_threads(sender: Any = None, **_: Any) -> None:
 
 
 _siblings: siblings.Siblings | None = None
+
+
+# Celery sends this signal from its SIGTERM/SIGINT/SIGQUIT handler under a plain Lock; a second
+# signal that arrives while the first one's dispatch holds it (a group signal plus the one the
+# first node passes on to its siblings, Ctrl-C twice) waited on that lock forever and the
+# node never stopped. Reentrant, the second dispatch goes through.
+worker_shutting_down.lock = threading.RLock()
 
 
 @worker_shutting_down.connect

@@ -89,7 +89,9 @@ class Siblings:
         self.argv, self.hostname, self.n = list(argv), hostname, n
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.stopping = threading.Event()
-        self._lock = threading.Lock()
+        # Reentrant: ``signal`` runs in a signal handler, and a second signal may arrive while
+        # the first one's handler holds it.
+        self._lock = threading.RLock()
         self._thread = threading.Thread(target=self._watch, name="sluice-siblings", daemon=True)
 
     def start(self) -> Siblings:
@@ -112,7 +114,7 @@ class Siblings:
         while True:
             with self._lock:
                 if self.stopping.is_set():
-                    return
+                    break
                 now = time.monotonic()
                 for number in range(1, self.n):
                     proc = self.procs.get(number)
@@ -128,6 +130,10 @@ class Siblings:
                                     "starts in %.0f s", number, proc.pid, proc.returncode,
                                     delay[number])
             self.stopping.wait(0.5)
+        # Not returned from while the process lives: the kernel sends the siblings this
+        # thread started their PR_SET_PDEATHSIG when it ends, which would be a second SIGTERM
+        # on top of the one ``signal`` passed on.
+        threading.Event().wait()
 
     def signal(self, sig: int) -> None:
         """Pass a shutdown on: no sibling is started or restarted after this."""

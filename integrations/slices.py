@@ -18,10 +18,12 @@ never split below it.
     cut(lo, hi)    the windows of [lo, hi), the last one shorter
     split(w)       [a, m], [m, b] with m on the resolution; None when w cannot be split
     params(w)      {param_from: sent(a), param_to: sent(b)}
+    within(lo, hi) whether an item's ``field`` falls in [lo, hi): what a full run may delete
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -57,6 +59,11 @@ class Slices(StrictModel):
                                     "how bounds are written and sent")
     format: str | None = Field(None, min_length=1, description="strftime pattern (UTC) of "
                                "the bounds sent (%Y-%m-%d); time types only")
+    field: str | None = Field(
+        None, min_length=1, description="dot path to the item's value the windows filter by "
+        "(created): a clean full run deletes only the stale entities whose value falls in its "
+        "windows (default: the kind's incremental.cursor_path; with neither, a sliced run "
+        "deletes nothing)")
     max_window_items: int | None = Field(
         None, ge=1, description="a window whose first page shows more items (a total, a "
         "plan of pages, a full page with a next one) is split in two before it is read on")
@@ -151,6 +158,18 @@ class Slices(StrictModel):
                              f"{self.step} is {count} windows, more than {MAX_WINDOWS}: "
                              "raise step (or a later start)")
         return [[a, min(a + step, hi)] for a in range(lo, hi, step)]
+
+    def within(self, lo: int, hi: int) -> Callable[[Any], bool]:
+        """Whether an item's ``field`` value falls in [lo, hi) (no value, or one that is no
+        time or number of the cursor's type: no)."""
+        def holds(value: Any) -> bool:
+            if value is None or isinstance(value, dict | list):
+                return False
+            try:
+                return lo <= self.position("field", value) < hi
+            except ValueError:
+                return False
+        return holds
 
     def split(self, window: Window) -> tuple[Window, Window] | None:
         """The window's halves (the middle on the resolution); None when it cannot be split."""

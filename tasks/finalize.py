@@ -12,7 +12,10 @@
     but the table got too few rows (``move_guard``)    -> partial, nothing deleted, and the
                                                           watermarks stay (read all again)
     the deletion guard refuses                         -> partial, nothing deleted
-    the target does not delete (http)                  -> succeeded, nothing deleted
+    the target does not delete (http), or a sliced
+    kind has no field to tell what its windows hold   -> succeeded, nothing deleted
+    a sliced kind                                      -> succeeded, the stale entities within
+                                                          its windows deleted
     otherwise                                          -> succeeded, stale entities deleted
 
 A finalize that cannot finish (the target stays down past the retries, a role without DELETE,
@@ -35,7 +38,7 @@ from integrations.incremental import newest
 from tasks.app import app
 from tasks.ingest import child_kinds
 from tasks.runs.progress import Run, RunState
-from tasks.targets.base import Deletion, Typed
+from tasks.targets.base import Deletion, Target, Typed, Within
 from tasks.worker import runtime
 
 RETRIES = 5
@@ -65,11 +68,9 @@ def outcome(rt: runtime.Runtime, run: Run) -> tuple[RunState, dict[str, Any]]:
     # Every batch was written and the paging is whole: the watermarks may advance.
     marks, fields = watermarks(rt, run)
     target = rt.target()
-    if run.incremental or not target.supports_delete:
+    within, why = scope(rt, run, target)
+    if why:
         rt.watermarks().save(run.source, run.kind, marks)
-        why = ("an incremental run reads only what changed: it deletes nothing"
-               if run.incremental else
-               f"the {rt.config.target.type} target does not delete stale entities")
         return RunState.SUCCEEDED, {**fields, "deletion_skipped": why}
     # The run read everything: a kind with a mapping now has all of its rows in its table,
     # and the rows it left in entities before the mapping go (first: refused, the watermarks
@@ -86,33 +87,66 @@ def outcome(rt: runtime.Runtime, run: Run) -> tuple[RunState, dict[str, Any]]:
     if moved:
         fields["moved"] = moved
     deletion = delete_stale(rt, run.source, run.kind, run_seq=run.run_seq,
-                            threshold=source.delete_threshold, watermarks=marks)
+                            threshold=source.delete_threshold, watermarks=marks, within=within)
     if deletion.refused:
         return RunState.PARTIAL, {**fields, "deletion_refused": deletion.refused}
-    deleted = deletion.deleted
-    # A full run read every parent, and every parent fanned out: a child kind's rows that no
-    # parent gave again are stale (each kind within its own guard).
-    for child in child_kinds(rt.integration(run.source), run.kind):
-        gone = delete_stale(rt, run.source, child, run_seq=run.run_seq,
-                            threshold=source.delete_threshold)
+    children, said = delete_children(rt, run, threshold=source.delete_threshold,
+                                     sliced=within is not None)
+    state = RunState.PARTIAL if "deletion_refused" in said else RunState.SUCCEEDED
+    return state, {**fields, "deleted": deletion.deleted + children, **said}
+
+
+def delete_children(rt: runtime.Runtime, run: Run, *, threshold: float, sliced: bool
+                    ) -> tuple[int, dict[str, str]]:
+    """A full run read every parent, and every parent fanned out: a child kind's rows that no
+    parent gave again are stale (each kind within its own guard). Not after a sliced run: the
+    parents outside its windows were not read. The rows deleted, and what the record says."""
+    children = child_kinds(rt.integration(run.source), run.kind)
+    if sliced and children:
+        return 0, {"deletion_skipped": f"child kinds ({', '.join(children)}) of a sliced "
+                   "run: it read only the parents within its windows"}
+    deleted = 0
+    for child in children:
+        gone = delete_stale(rt, run.source, child, run_seq=run.run_seq, threshold=threshold)
         if gone.refused:
-            return RunState.PARTIAL, {**fields, "deleted": deleted,
-                                      "deletion_refused": f"{child}: {gone.refused}"}
+            return deleted, {"deletion_refused": f"{child}: {gone.refused}"}
         deleted += gone.deleted
-    return RunState.SUCCEEDED, {**fields, "deleted": deleted}
+    return deleted, {}
+
+
+def scope(rt: runtime.Runtime, run: Run, target: Target) -> tuple[Within | None, str | None]:
+    """Why a clean run deletes nothing; or, for a full run of a sliced kind, what it may
+    delete: the stale entities whose ``slices.field`` (else ``incremental.cursor_path``) falls
+    in its windows. (None, None): every stale entity may go."""
+    if run.incremental:
+        return None, "an incremental run reads only what changed: it deletes nothing"
+    if not target.supports_delete:
+        return None, f"the {rt.config.target.type} target does not delete stale entities"
+    integration = rt.integration(run.source)
+    slices = integration.slices(run.kind)
+    if slices is None:
+        return None, None
+    incremental = integration.incremental(run.kind)
+    field = slices.field or (incremental.cursor_path if incremental else None)
+    if field is None:
+        return None, ("a sliced run reads only its windows, and without slices.field (the "
+                      "item's value they filter by) it cannot tell which entities they hold")
+    lo, hi = rt.windows.span(run.run_id) or (0, 0)  # no windows: an empty span holds none
+    return Within(tuple(field.split(".")), slices.within(lo, hi)), None
 
 
 def delete_stale(rt: runtime.Runtime, source: str, kind: str, *, run_seq: int,
-                 threshold: float, watermarks: dict[str, str] | None = None) -> Deletion:
+                 threshold: float, watermarks: dict[str, str] | None = None,
+                 within: Within | None = None) -> Deletion:
     """Stale entities of a kind deleted within the guard: from its typed table when it has a
     mapping (and the target has tables), else from ``entities``."""
     target, mapping = rt.target(), rt.integration(source).mapping(kind)
     if mapping is not None and isinstance(target, Typed):
         return target.delete_stale_rows(mapping.table(source), source, kind,
                                         run_seq=run_seq, threshold=threshold,
-                                        watermarks=watermarks)
+                                        watermarks=watermarks, within=within)
     return target.delete_stale(source, kind, run_seq=run_seq, threshold=threshold,
-                               watermarks=watermarks)
+                               watermarks=watermarks, within=within)
 
 
 def delete_moved(rt: runtime.Runtime, source: str, kind: str, *, run_seq: int,

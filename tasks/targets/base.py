@@ -17,6 +17,7 @@ because of some of its values is written again without the items ``unstorable`` 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
@@ -89,8 +90,8 @@ class Typed(Protocol):
         ...
 
     def delete_stale_rows(self, table: str, source: str, kind: str, *, run_seq: int,
-                          threshold: float, watermarks: dict[str, str] | None = None
-                          ) -> Deletion:
+                          threshold: float, watermarks: dict[str, str] | None = None,
+                          within: Within | None = None) -> Deletion:
         """``delete_stale`` for a typed table (the guard's baseline in the same state table,
         by source and kind)."""
         ...
@@ -136,6 +137,16 @@ class Ordered(Protocol):
 
 
 @dataclass(frozen=True)
+class Within:
+    """What a sliced run read: a stale row is deleted only when the item's field at ``path``
+    (as the API gave it) ``holds`` (falls in the run's windows); the rows it did not ask for,
+    and those without the field, stay."""
+
+    path: tuple[str, ...]
+    holds: Callable[[Any], bool]
+
+
+@dataclass(frozen=True)
 class Deletion:
     """What ``delete_stale`` did: rows deleted, or why it refused (``refused`` is then set)."""
 
@@ -155,9 +166,11 @@ class Target(Protocol):
         ...
 
     def delete_stale(self, source: str, kind: str, *, run_seq: int, threshold: float,
-                     watermarks: dict[str, str] | None = None) -> Deletion:
-        """Delete entities of (source, kind) stamped before ``run_seq``, within the guard;
-        ``watermarks`` are saved in the same transaction (``Stateful``), deleted or not."""
+                     watermarks: dict[str, str] | None = None, within: Within | None = None
+                     ) -> Deletion:
+        """Delete entities of (source, kind) stamped before ``run_seq`` (and ``within`` the
+        run's windows, when given), within the guard; ``watermarks`` are saved in the same
+        transaction (``Stateful``), deleted or not."""
         ...
 
     def unstorable(self, entity: Entity) -> str | None:

@@ -17,7 +17,7 @@ import httpx
 
 from integrations.errors import TargetRejected, TargetUnavailable
 from integrations.secrets import excerpt
-from tasks.targets.base import Deletion, Entity, bad_text
+from tasks.targets.base import Deletion, Entity, Within, bad_text
 
 Runner = Callable[[Coroutine[Any, Any, Any]], Any]
 
@@ -66,7 +66,8 @@ class HttpTarget:
         return bad_text(entity["identifier"]) or bad_text(entity["data"])
 
     def delete_stale(self, source: str, kind: str, *, run_seq: int, threshold: float,
-                     watermarks: dict[str, str] | None = None) -> Deletion:
+                     watermarks: dict[str, str] | None = None, within: Within | None = None
+                     ) -> Deletion:
         raise NotImplementedError("the http target does not delete (supports_delete is False)")
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ from tasks.targets.base import (
     Entity,
     Row,
     Table,
+    Within,
     bad_text,
     deletion_guard,
     move_guard,
@@ -235,16 +236,17 @@ class PostgresTarget(SeenColumns):
                              " AND kind = %s", (source, kind))
 
     def delete_stale(self, source: str, kind: str, *, run_seq: int, threshold: float,
-                     watermarks: dict[str, str] | None = None) -> Deletion:
+                     watermarks: dict[str, str] | None = None, within: Within | None = None
+                     ) -> Deletion:
         rows = StaleRows(self.table, "source = %s AND kind = %s", (source, kind), "run_seq",
-                          "first_seq", "entities")
+                          "first_seq", "entities", "data")
         with self._transaction() as conn:
             return self._delete_stale(conn, rows, source, kind, run_seq=run_seq,
-                                      threshold=threshold, watermarks=watermarks)
+                                      threshold=threshold, watermarks=watermarks, within=within)
 
     def _delete_stale(self, conn: Any, rows: StaleRows | None, source: str, kind: str, *,
-                      run_seq: int, threshold: float, watermarks: dict[str, str] | None
-                      ) -> Deletion:
+                      run_seq: int, threshold: float, watermarks: dict[str, str] | None,
+                      within: Within | None) -> Deletion:
         """``delete_stale`` of ``rows`` (None: a typed table not made yet, so none)."""
         self._save_watermarks(conn, source, kind, watermarks or {})
         row = conn.execute(f"SELECT clean_seq FROM {self.table}_state WHERE source = %s"
@@ -257,14 +259,24 @@ class PostgresTarget(SeenColumns):
                 f" count(*) FILTER (WHERE {rows.run_seq} < %s) FROM {rows.table}"
                 f" WHERE {rows.where}",
                 (run_seq, row[0] if row else 0, run_seq, *rows.args)).fetchone()
+        chosen = None
+        if rows and stale and within:
+            chosen = [i for i, value in conn.execute(
+                f"SELECT identifier, {rows.item} #> %s FROM {rows.table}"
+                f" WHERE {rows.where} AND {rows.run_seq} < %s",
+                (list(within.path), *rows.args, run_seq)) if within.holds(value)]
+            stale = len(chosen)
         refused = deletion_guard(stale, confirmed or existing, threshold,
                                  what=rows.what if rows else "rows")
         if refused:
             return Deletion(refused=refused)
         deleted = 0
-        if rows and stale:
+        if rows and stale and chosen is None:
             deleted = conn.execute(f"DELETE FROM {rows.table} WHERE {rows.where}"
                                    f" AND {rows.run_seq} < %s", (*rows.args, run_seq)).rowcount
+        elif rows and chosen:
+            deleted = conn.execute(f"DELETE FROM {rows.table} WHERE {rows.where}"
+                                   " AND identifier = ANY(%s)", (*rows.args, chosen)).rowcount
         conn.execute(f"INSERT INTO {self.table}_state (source, kind, clean_seq)"
                      " VALUES (%s, %s, %s) ON CONFLICT (source, kind)"
                      " DO UPDATE SET clean_seq = EXCLUDED.clean_seq", (source, kind, run_seq))
@@ -377,16 +389,16 @@ class PostgresTarget(SeenColumns):
         return stage
 
     def delete_stale_rows(self, table: str, source: str, kind: str, *, run_seq: int,
-                          threshold: float, watermarks: dict[str, str] | None = None
-                          ) -> Deletion:
+                          threshold: float, watermarks: dict[str, str] | None = None,
+                          within: Within | None = None) -> Deletion:
         check_table_name(table, reserved=self._own_tables())
         with self._transaction() as conn:
             exists = self._columns(conn, table) is not None
             rows = StaleRows(q(table), "TRUE", (), q("_run_seq"), q("_first_seq"),
-                              f"rows of {table}")
+                              f"rows of {table}", q("_raw"))
             return self._delete_stale(conn, rows if exists else None, source, kind,
                                       run_seq=run_seq, threshold=threshold,
-                                      watermarks=watermarks)
+                                      watermarks=watermarks, within=within)
 
     def delete_moved(self, table: str, source: str, kind: str, *, run_seq: int,
                      threshold: float) -> Deletion:

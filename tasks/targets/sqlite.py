@@ -22,6 +22,7 @@ from tasks.targets.base import (
     Entity,
     Row,
     Table,
+    Within,
     bad_text,
     deletion_guard,
     move_guard,
@@ -277,16 +278,17 @@ class SqliteTarget(SeenColumns):
                          (source, kind))
 
     def delete_stale(self, source: str, kind: str, *, run_seq: int, threshold: float,
-                     watermarks: dict[str, str] | None = None) -> Deletion:
+                     watermarks: dict[str, str] | None = None, within: Within | None = None
+                     ) -> Deletion:
         rows = StaleRows("entities", "source = ? AND kind = ?", (source, kind), "run_seq",
-                          "first_seq", "entities")
+                          "first_seq", "entities", "data")
         with self._transaction() as conn:
             return self._delete_stale(conn, rows, source, kind, run_seq=run_seq,
-                                      threshold=threshold, watermarks=watermarks)
+                                      threshold=threshold, watermarks=watermarks, within=within)
 
     def _delete_stale(self, conn: sqlite3.Connection, rows: StaleRows | None, source: str,
                       kind: str, *, run_seq: int, threshold: float,
-                      watermarks: dict[str, str] | None) -> Deletion:
+                      watermarks: dict[str, str] | None, within: Within | None) -> Deletion:
         """``delete_stale`` of ``rows`` (None: a typed table not made yet, so none)."""
         conn.executemany(SAVE_WATERMARK,
                          [(source, kind, k, v) for k, v in (watermarks or {}).items()])
@@ -299,14 +301,28 @@ class SqliteTarget(SeenColumns):
                 f" COALESCE(SUM({rows.first_seq} <= ?), 0),"
                 f" COALESCE(SUM({rows.run_seq} < ?), 0) FROM {rows.table} WHERE {rows.where}",
                 (run_seq, row[0] if row else 0, run_seq, *rows.args)).fetchone()
+        chosen = None
+        if rows and stale and within:
+            path = "$" + "".join(f'."{k}"' for k in within.path)
+            chosen = [i for i, value in conn.execute(
+                f"SELECT identifier, json_extract({rows.item}, ?) FROM {rows.table}"
+                f" WHERE {rows.where} AND {rows.run_seq} < ?", (path, *rows.args, run_seq))
+                if within.holds(value)]
+            stale = len(chosen)
         refused = deletion_guard(stale, confirmed or existing, threshold, what=rows.what
                                  if rows else "rows")
         if refused:
             return Deletion(refused=refused)
         deleted = 0
-        if rows and stale:
+        if rows and stale and chosen is None:
             deleted = conn.execute(f"DELETE FROM {rows.table} WHERE {rows.where}"
                                    f" AND {rows.run_seq} < ?", (*rows.args, run_seq)).rowcount
+        elif rows and chosen:
+            for first in range(0, len(chosen), 500):
+                some = chosen[first:first + 500]
+                deleted += conn.execute(
+                    f"DELETE FROM {rows.table} WHERE {rows.where} AND identifier IN"
+                    f" ({', '.join('?' * len(some))})", (*rows.args, *some)).rowcount
         conn.execute("INSERT INTO sluice_state (source, kind, clean_seq) VALUES (?, ?, ?)"
                      " ON CONFLICT (source, kind) DO UPDATE SET clean_seq = excluded.clean_seq",
                      (source, kind, run_seq))
@@ -401,16 +417,16 @@ class SqliteTarget(SeenColumns):
                                      ) from exc
 
     def delete_stale_rows(self, table: str, source: str, kind: str, *, run_seq: int,
-                          threshold: float, watermarks: dict[str, str] | None = None
-                          ) -> Deletion:
+                          threshold: float, watermarks: dict[str, str] | None = None,
+                          within: Within | None = None) -> Deletion:
         check_table_name(table, reserved=OWN_TABLES, prefix=OWN_PREFIX)
         with self._transaction() as conn:
             exists = self._columns(conn, table) is not None
             rows = StaleRows(quote(table), "1", (), quote("_run_seq"), quote("_first_seq"),
-                              f"rows of {table}")
+                              f"rows of {table}", quote("_raw"))
             return self._delete_stale(conn, rows if exists else None, source, kind,
                                       run_seq=run_seq, threshold=threshold,
-                                      watermarks=watermarks)
+                                      watermarks=watermarks, within=within)
 
     def delete_moved(self, table: str, source: str, kind: str, *, run_seq: int,
                      threshold: float) -> Deletion:

@@ -62,7 +62,8 @@ class SeenColumns:
 class StaleRows(NamedTuple):
     """Where a target's stale deletion counts and deletes: a table (as SQL), the rows of the
     kind in it (a WHERE clause and its arguments), its run stamps' columns, and what the
-    guard's message calls them (``entities``, or the rows of a typed table)."""
+    guard's message calls them (``entities``, or the rows of a typed table), and the column
+    that holds the item as the API gave it (``data``, ``_raw``)."""
 
     table: str
     where: str
@@ -70,6 +71,7 @@ class StaleRows(NamedTuple):
     run_seq: str
     first_seq: str
     what: str
+    item: str
 
 
 def quote(name: str) -> str:

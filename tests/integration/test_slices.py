@@ -17,6 +17,7 @@ import pytest
 from integrations.fakeapi import FakeAPI, at
 from tasks.operator.redisserver import RedisServer
 from tasks.runs import keys
+from tasks.targets.sqlite import SqliteTarget
 from tests.support.workers import Client, Workers
 
 pytestmark = pytest.mark.integration
@@ -151,16 +152,24 @@ def test_the_watermark_and_deletion_wait_for_every_window(fleet):
     assert clean.state == "succeeded", clean
     assert watermarks(f.db, "inc") == {"null": f'"{at(1800)}"'}
     assert "changed at 1800" in rows(f.db, "inc")[items[1]["id"]]
-    # A full run with a failed window deletes nothing; a clean one deletes what is gone.
+    # A full run with a failed window deletes nothing; a clean one deletes what is gone
+    # within its windows, and what lies outside them stays (written under an older config
+    # that started earlier and ended later: the run did not ask for it).
+    outside = [{"identifier": f"outside-{t}", "kind": "inc", "source": "api",
+                "data": {"id": f"outside-{t}", "updated_at": at(t)}} for t in (-60, 3600)]
+    target = SqliteTarget(f.db)
+    target.upsert(outside, run_id="older", run_seq=1)  # type: ignore[arg-type]
+    target.close()
     with f.api.server.lock:
         del f.api.state.items["inc"][900:]
     f.api.fail("/cursor/inc", 500, times=1, when={FROM: at(300)})
     refused = client.resync("api", "inc", full=True)
     assert refused.state == "failed" and refused.deleted == 0, refused
-    assert len(rows(f.db, "inc")) == 1000
+    assert len(rows(f.db, "inc")) == 1002
     whole = client.resync("api", "inc", full=True)
     assert whole.state == "succeeded" and whole.deleted == 100, whole
-    assert len(rows(f.db, "inc")) == 900
+    assert len(rows(f.db, "inc")) == 902
+    assert {"outside--60", "outside-3600"} <= set(rows(f.db, "inc"))
 
 
 def test_a_lost_nodes_window_goes_on_from_its_checkpoint(tmp_path: Path, api: FakeAPI):

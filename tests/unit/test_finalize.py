@@ -94,3 +94,46 @@ def test_a_target_that_does_not_delete_succeeds_and_says_so(tmp_path: Path):
         rt.close()
     assert (state, fields) == (RunState.SUCCEEDED, {
         "deletion_skipped": "the http target does not delete stale entities"})
+
+
+SLICES = {"param_from": "created[gte]", "param_to": "created[lt]",
+          "start": "2024-01-01T00:00:00Z", "end": "2024-01-02T00:00:00Z", "step": "6h"}
+
+
+def sliced(tmp: Path, **more: Any) -> Runtime:
+    return fake_runtime(tmp, kinds={"item": {
+        "path": "/cursor/item", "items": "data", "slices": {**SLICES, **more},
+        "paginator": {"type": "cursor", "cursor_path": "next_cursor", "limit": 10}}})
+
+
+def test_a_sliced_run_without_a_field_deletes_nothing_and_says_so(tmp_path: Path):
+    rt = sliced(tmp_path)
+    try:
+        write(rt, HELD, run_seq=1)
+        write(rt, HELD - 1)
+        state, fields = outcome(rt, ended())
+        assert held(rt) == HELD
+    finally:
+        rt.close()
+    assert state == RunState.SUCCEEDED
+    assert "without slices.field" in fields["deletion_skipped"]
+
+
+def test_a_sliced_run_deletes_only_the_stale_entities_its_windows_held(tmp_path: Path):
+    rt = sliced(tmp_path, field="created")
+    try:
+        slices = rt.integration("api").slices("item")
+        assert slices is not None
+        rt.windows.cut("r", slices.cut(*slices.span(now=0)), incremental=False)
+        rt.target().upsert([Entity(identifier=f"old-{i}", kind="item", source="api",
+                                   data={"id": i, "created": c}) for i, c in enumerate(
+            ["2024-01-01T05:00:00Z", "2023-01-01T00:00:00Z", "2025-01-01T00:00:00Z"])],
+            run_id="run1", run_seq=1)
+        write(rt, HELD, run_seq=1)
+        write(rt, HELD)  # run 2 wrote these ten again, none of the three old ones
+        state, fields = outcome(rt, ended())
+        ids = {e["identifier"] for e in rt.target().read("api", "item", limit=100)}
+    finally:
+        rt.close()
+    assert (state, fields.get("deleted")) == (RunState.SUCCEEDED, 1), fields
+    assert ids == {*map(str, range(HELD)), "old-1", "old-2"}  # before and after the span

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from integrations.errors import TargetUnavailable
-from tasks.targets.base import Entity, deletion_guard
+from integrations.slices import Slices
+from tasks.targets.base import Entity, Within, deletion_guard
 from tasks.targets.sqlite import SqliteTarget
 
 
@@ -85,6 +86,35 @@ def test_delete_stale_deletes_what_the_run_did_not_see(target):
     result = target.delete_stale("src", "a", run_seq=2, threshold=0.9)
     assert (result.deleted, result.refused) == (2, None)
     assert sorted(rows(target)) == sorted([f"a-{i}" for i in range(2, 10)] + ["b-0", "b-1", "b-2"])
+
+
+# A sliced run's span, 2024-01-01 (ISO times): what its windows held.
+SLICED = Slices(param_from="created[gte]", param_to="created[lt]", start="2024-01-01T00:00:00Z",
+                end="2024-01-02T00:00:00Z", step="6h")
+SPAN = SLICED.span(now=0)
+
+
+def test_a_sliced_runs_deletion_covers_only_what_its_windows_held(target):
+    """Stale entities are deleted only when their field falls in the run's span; those
+    before it, after it, without the field or with one that is no time stay."""
+    created = {0: "2024-01-01T03:00:00Z", 1: "2024-01-01T23:59:59Z", 2: "2023-12-31T23:59:59Z",
+               3: "2024-01-02T00:00:00Z", 4: None, 5: "soon", 6: {"at": "2024-01-01"}}
+    target.upsert([{"identifier": f"a-{i}", "kind": "a", "source": "src",
+                    "data": {"id": i, "meta": {"created": c}}} for i, c in created.items()]
+                  + entities("a", range(7, 20)), run_id="r1", run_seq=1)
+    target.upsert(entities("a", range(7, 20)), run_id="r2", run_seq=2)
+    within = Within(("meta", "created"), SLICED.within(*SPAN))
+    result = target.delete_stale("src", "a", run_seq=2, threshold=0.5, within=within)
+    assert (result.deleted, result.refused) == (2, None)
+    assert sorted(rows(target)) == sorted(f"a-{i}" for i in range(2, 20))
+    # The guard weighs what the windows held: 3 of 4 stale within the span is refused.
+    target.upsert(entities("b", range(10)), run_id="r1", run_seq=1)
+    target.upsert([{"identifier": f"b-{i}", "kind": "b", "source": "src",
+                    "data": {"id": i, "meta": {"created": "2024-01-01T12:00:00Z"}}}
+                   for i in range(4)], run_id="r1", run_seq=1)
+    target.upsert(entities("b", range(3, 10)), run_id="r2", run_seq=2)
+    refused = target.delete_stale("src", "b", run_seq=2, threshold=0.2, within=within)
+    assert refused.refused == "refused to delete 3 of 10 entities (30.0%): delete_threshold is 20%"
 
 
 def test_delete_stale_refuses_past_the_threshold(target):

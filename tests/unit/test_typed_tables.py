@@ -13,9 +13,17 @@ from typing import Any
 import pytest
 
 from integrations.errors import TargetRejected
-from tasks.targets.base import COLUMN_TYPES, Deletion, Row, SchemaFrozen, Table, Typed
+from tasks.targets.base import (
+    COLUMN_TYPES,
+    Deletion,
+    Row,
+    SchemaFrozen,
+    Table,
+    Typed,
+    Within,
+)
 from tasks.targets.sqlite import SqliteTarget
-from tests.unit.test_targets import postgres_dsn
+from tests.unit.test_targets import SLICED, SPAN, postgres_dsn
 
 EVERY_TYPE: dict[str, Any] = {"title": "text", "count": "integer", "score": "number",
                               "open": "boolean", "created": "timestamp", "labels": "json"}
@@ -234,6 +242,21 @@ def test_stale_deletion_on_a_typed_table(target):
     again = target.delete_stale_rows(name, "src", "issues", run_seq=5, threshold=0.3)
     assert again.refused == (f"refused to delete 8 of 8 rows of {name} (100.0%):"
                              " delete_threshold is 30%")
+
+
+def test_a_sliced_runs_deletion_on_a_typed_table_reads_the_field_from_the_raw_item(target):
+    name = f"{target.prefix}sliced"
+    table = Table(name, {"v": "integer"})  # the field is no column: it is read from _raw
+    created = ["2024-01-01T01:00:00Z", "2023-06-01T00:00:00Z", "2024-01-01T02:00:00Z"]
+    target.upsert_rows(table, [row(f"i-{n}", {"id": n, "created": c}, v=1)
+                               for n, c in enumerate(created)]
+                       + [row(f"k-{n}", v=1) for n in range(10)], run_id="r1", run_seq=1)
+    target.upsert_rows(table, [row(f"k-{n}", v=2) for n in range(10)], run_id="r2", run_seq=2)
+    within = Within(("created",), SLICED.within(*SPAN))
+    result = target.delete_stale_rows(name, "src", "sliced", run_seq=2, threshold=0.5,
+                                      within=within)
+    assert (result.deleted, result.refused) == (2, None)
+    assert sorted(by_id(target, name)) == ["i-1", *(f"k-{n}" for n in range(10))]
 
 
 def test_stale_deletion_of_a_table_not_made_yet_deletes_nothing(target):

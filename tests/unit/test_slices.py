@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -70,12 +71,68 @@ def test_number_windows_and_format() -> None:
 
 def test_split_in_halves_on_the_resolution() -> None:
     s = sl()
-    assert s.split([0, 10]) == ([0, 5], [5, 10])
+    assert s.split([0, 10]) == [[0, 5], [5, 10]]
     assert s.split([0, 1]) is None  # a second: the finest an ISO time says
     dated = sl(format="%Y-%m-%d", step="1d")
-    assert dated.split([T2020, T2020 + 4 * DAY]) == ([T2020, T2020 + 2 * DAY],
-                                                     [T2020 + 2 * DAY, T2020 + 4 * DAY])
+    assert dated.split([T2020, T2020 + 4 * DAY]) == [[T2020, T2020 + 2 * DAY],
+                                                     [T2020 + 2 * DAY, T2020 + 4 * DAY]]
     assert dated.split([T2020, T2020 + DAY]) is None  # no half day in a date
+
+
+def test_split_in_k_pieces_of_equal_length_on_the_resolution() -> None:
+    s = sl()
+    month = [T2020, T2020 + 30 * DAY]
+    pieces = s.split(month, 16)
+    assert pieces is not None and len(pieces) == 16
+    assert (pieces[0][0], pieces[-1][1]) == (T2020, T2020 + 30 * DAY)
+    assert all(p[1] == q[0] for p, q in pairwise(pieces))  # no gap
+    assert {b - a for a, b in pieces} == {30 * DAY // 16}
+    assert s.split([0, 10], 3) == [[0, 3], [3, 6], [6, 10]]  # lengths differ by one at most
+    assert s.split([0, 3], 16) == [[0, 1], [1, 2], [2, 3]]  # none shorter than a second
+    dated = sl(format="%Y-%m-%d", step="1d")
+    days = dated.split([T2020, T2020 + 10 * DAY], 4)
+    assert days is not None and len(days) == 4
+    assert all(a % DAY == 0 and b % DAY == 0 for a, b in days)
+    assert sorted(b - a for a, b in days) == [2 * DAY, 2 * DAY, 3 * DAY, 3 * DAY]
+    assert dated.split([T2020, T2020 + 3 * DAY], 16) == [
+        [T2020 + i * DAY, T2020 + (i + 1) * DAY] for i in range(3)]
+    # The last window of a run ends at its start, off the resolution: no piece below a day.
+    ragged = dated.split([T2020, T2020 + 2 * DAY + 3600], 16)
+    assert ragged == [[T2020, T2020 + DAY], [T2020 + DAY, T2020 + 2 * DAY + 3600]]
+    assert dated.split([T2020, T2020 + DAY + 3600], 16) is None
+
+
+@pytest.mark.parametrize(("held", "pieces"), [
+    (1501, 3), (3000, 4), (3001, 5), (7500, 10), (11_250, 15), (12_000, 16), (20_000, 16),
+    (1, 2)])
+def test_a_crowded_window_is_split_in_two_pieces_per_max_window_items(held: int,
+                                                                      pieces: int) -> None:
+    assert sl(max_window_items=1500).pieces(held) == pieces
+
+
+def read(s: Slices, window: list[int], items: range, *, halves: bool = False
+         ) -> tuple[int, list[list[int]]]:
+    """How a window of these items (one a second) is read: the first pages asked for one after
+    another at most (its split's levels, plus one), and the windows read on."""
+    count = sum(1 for i in items if window[0] <= i < window[1])
+    pieces = s.split(window, 2 if halves else s.pieces(count)) if count > 1500 else None
+    if pieces is None:
+        return 1, [window]
+    depths, read_on = zip(*(read(s, p, items, halves=halves) for p in pieces), strict=True)
+    return 1 + max(depths), [w for ws in read_on for w in ws]
+
+
+def test_the_adaptive_case_needs_three_levels_of_splits_not_eleven() -> None:
+    """The bench's adaptive case: 20,000 items in 5.5 hours of a 30-day window, 1,500 at most
+    a window. Halving takes 11 levels (a first page each, one after another); pieces as many
+    as the count asks for take 3, and each window read on holds 1,500 at most."""
+    s = sl(max_window_items=1500)
+    items = range(T2020, T2020 + 20_000)
+    depth, read_on = read(s, [T2020, T2020 + 30 * DAY], items)
+    assert depth == 4  # 3 splits, then the window is read on
+    assert max(sum(1 for i in items if a <= i < b) for a, b in read_on) <= 1500
+    assert sum(1 for a, b in read_on if any(a <= i < b for i in items)) <= 2 * 20_000 // 1500 + 2
+    assert read(s, [T2020, T2020 + 30 * DAY], items, halves=True)[0] == 12
 
 
 def test_too_many_windows_is_an_error_naming_step() -> None:

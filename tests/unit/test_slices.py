@@ -20,7 +20,7 @@ from integrations.slices import MAX_WINDOWS, Slices
 from tasks.config import load_config
 from tasks.runs import keys
 from tasks.runs.progress import Progress
-from tasks.runs.windows import Windows
+from tasks.runs.windows import FULL, GONE, MOVED, Split, Windows
 
 DAY = 86400
 T2020 = 1577836800  # 2020-01-01T00:00:00Z
@@ -229,7 +229,7 @@ slices = { param_from = "a", param_to = "b", start = "2020-01-01T00:00:00Z", ste
         load_config(path)
 
 
-def test_windows_are_claimed_within_the_limit_and_a_split_adds_one() -> None:
+def test_windows_are_claimed_within_the_limit_and_a_split_adds_its_pieces() -> None:
     r = fakeredis.FakeRedis()
     progress, windows = Progress(r), Windows(r)
     run = progress.create_run("s", "k")
@@ -237,17 +237,56 @@ def test_windows_are_claimed_within_the_limit_and_a_split_adds_one() -> None:
     windows.cut(run.run_id, [[0, 10], [10, 20], [20, 30], [30, 40], [40, 50]], incremental=False)
     assert windows.claim(run.run_id, 3, most=2) == [0, 1]
     assert windows.claim(run.run_id, 3, most=5) == [2]  # three in flight: the limit
-    assert windows.split(run.run_id, 1, [10, 15], [15, 20]) == 5
-    assert (windows.get(run.run_id, 1), windows.get(run.run_id, 5)) == ([10, 15], [15, 20])
-    assert progress.window(run.run_id, 5) == (True, None)
+    assert windows.split(run.run_id, 1, [[10, 13], [13, 16], [16, 20]]) == Split(5, 2)
+    assert [windows.get(run.run_id, p) for p in (1, 5, 6)] == [[10, 13], [13, 16], [16, 20]]
+    assert progress.window(run.run_id, 5) == progress.window(run.run_id, 6) == (True, None)
+    assert r.hget(keys.run(run.run_id), "windows_split") == b"1"  # windows, not pieces
     progress.producer_done(run.run_id, partition=0)
     assert windows.claim(run.run_id, 3, most=5) == [3]  # one done: one more
     assert windows.claim(run.run_id, 3, most=5) == []
     for p in (1, 2, 3):
         progress.producer_done(run.run_id, partition=p)
-    assert windows.claim(run.run_id, 3, most=5) == [4, 5]  # the split's half comes last
-    r.hset(keys.run(run.run_id), "partitions", MAX_WINDOWS)
-    assert windows.split(run.run_id, 4, [40, 45], [45, 50]) == -2  # as many as a run may have
+    assert windows.claim(run.run_id, 3, most=5) == [4, 5, 6]  # the split's pieces come last
+    assert windows.span(run.run_id) == [0, 50]
+
+
+def test_a_split_redelivered_adds_nothing_twice() -> None:
+    """A second reader of the partition (a redelivered task) that looked at the window's same
+    first page finds it split already: nothing is added, it reads the partition's window."""
+    r = fakeredis.FakeRedis()
+    progress, windows = Progress(r), Windows(r)
+    run = progress.create_run("s", "k")
+    windows.cut(run.run_id, [[0, 100]], incremental=False)
+    pieces = [[0, 25], [25, 50], [50, 75], [75, 100]]
+    assert windows.split(run.run_id, 0, pieces) == Split(1, 3)
+    assert windows.split(run.run_id, 0, pieces) == Split(MOVED, 0)
+    assert r.hget(keys.run(run.run_id), "partitions") == b"4"
+    assert r.hget(keys.run(run.run_id), "windows_split") == b"1"
+    # The window it reads now can be split in turn.
+    assert windows.split(run.run_id, 0, [[0, 12], [12, 25]]) == Split(4, 1)
+    assert windows.get(run.run_id, 0) == [0, 12]
+    assert r.hget(keys.run(run.run_id), "windows_split") == b"2"
+    with pytest.raises(ValueError, match="pieces"):
+        windows.split(run.run_id, 0, [[0, 5], [6, 12]])
+    r.delete(keys.run(run.run_id))
+    assert windows.split(run.run_id, 0, [[0, 6], [6, 12]]) == Split(GONE, 0)
+
+
+def test_a_split_takes_the_pieces_that_fit_the_last_reaching_the_windows_end() -> None:
+    r = fakeredis.FakeRedis()
+    progress, windows = Progress(r), Windows(r)
+    run = progress.create_run("s", "k")
+    windows.cut(run.run_id, [[0, 10], [10, 100]], incremental=False)
+    r.hset(keys.run(run.run_id), "partitions", MAX_WINDOWS - 2)  # room for two more
+    pieces = [[10, 25], [25, 40], [40, 55], [55, 70], [70, 85], [85, 100]]
+    assert windows.split(run.run_id, 1, pieces) == Split(MAX_WINDOWS - 2, 2)
+    assert [windows.get(run.run_id, p) for p in (1, MAX_WINDOWS - 2, MAX_WINDOWS - 1)] == [
+        [10, 25], [25, 40], [40, 100]]
+    assert r.hget(keys.run(run.run_id), "partitions") == str(MAX_WINDOWS).encode()
+    # No room: the window is read whole, nothing changed.
+    assert windows.split(run.run_id, 0, [[0, 5], [5, 10]]) == Split(FULL, 0)
+    assert windows.get(run.run_id, 0) == [0, 10]
+    assert r.hget(keys.run(run.run_id), "windows_split") == b"1"
 
 
 def test_a_graphql_total_count_shows_a_crowded_window() -> None:

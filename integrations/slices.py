@@ -5,7 +5,8 @@ step = "30d" }`` cuts ``[start, end)`` (``end``: the run's start by default) int
 ``step``; each window is a partition of the run, paged by the kind's own paginator with the
 window's bounds sent as ``param_from`` and ``param_to`` (query parameters, or the variables of
 a graphql paginator). A window whose first page shows it holds more than ``max_window_items``
-is split in two before it is read on.
+is split before it is read on: into as many pieces as its count says it needs (``pieces``), at
+once, since each level of splitting costs a first page read in turn.
 
 Bounds are integers in the cursor's unit: epoch seconds for ``iso`` and ``epoch_s``,
 milliseconds for ``epoch_ms``, the number itself for ``number``. They are sent as the type
@@ -16,7 +17,9 @@ never split below it.
 
     window         [a, b]: JSON, kept on the run record; a <= item < b
     cut(lo, hi)    the windows of [lo, hi), the last one shorter
-    split(w)       [a, m], [m, b] with m on the resolution; None when w cannot be split
+    pieces(held)   how many pieces a window showing ``held`` items is split into (2 to 16)
+    split(w, k)    [a, c1], [c1, c2], ... [c(k-1), b]: k pieces of equal length on the
+                   resolution (fewer when w is too short for k); None when w cannot be split
     params(w)      {param_from: sent(a), param_to: sent(b)}
     within(lo, hi) whether an item's ``field`` falls in [lo, hi): what a full run may delete
 """
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Any
 
 from pydantic import Field, model_validator
@@ -40,6 +44,10 @@ _PROBE = 981173106  # 2001-02-03T04:05:06Z
 # Windows a run may hold (splits included): partition p numbers its pages from
 # p * pager.PARTITION_SPAN, below pager.PART_SPAN (the batch parts' numbering).
 MAX_WINDOWS = 428
+# Pieces a crowded window is split into at most: enough that a window 8 times too full is read
+# on after one split (a first page each), few enough that one window does not take most of
+# MAX_WINDOWS.
+MAX_PIECES = 16
 
 
 class Slices(StrictModel):
@@ -66,7 +74,8 @@ class Slices(StrictModel):
         "deletes nothing)")
     max_window_items: int | None = Field(
         None, ge=1, description="a window whose first page shows more items (a total, a "
-        "plan of pages, a full page with a next one) is split in two before it is read on")
+        "plan of pages, a full page with a next one) is split before it is read on: into "
+        "2 to 16 pieces, about two for every max_window_items it shows")
 
     @model_validator(mode="after")
     def _valid(self) -> Slices:
@@ -171,15 +180,29 @@ class Slices(StrictModel):
                 return False
         return holds
 
-    def split(self, window: Window) -> tuple[Window, Window] | None:
-        """The window's halves (the middle on the resolution); None when it cannot be split."""
+    def pieces(self, held: int) -> int:
+        """How many pieces a crowded window that shows ``held`` items is split into: two for
+        every ``max_window_items`` (each piece then holds half of it if the items are spread
+        evenly, so that an uneven spread seldom needs a second split, a first page more in
+        turn), from 2 to MAX_PIECES."""
+        limit = self.max_window_items
+        if limit is None:
+            return 2
+        return max(2, min(MAX_PIECES, -(-2 * held // limit)))
+
+    def split(self, window: Window, pieces: int = 2) -> list[Window] | None:
+        """The window in ``pieces`` pieces, in order, their bounds on the resolution, so that
+        their lengths differ by one resolution at most; fewer when the window holds fewer
+        resolutions than that (no piece is shorter than one). None when it cannot be split."""
         a, b = window
         grain = self.resolution()
-        middle = a + (b - a) // 2
-        middle -= middle % grain
-        if middle <= a or middle >= b:
+        count = min(pieces, (b - a) // grain)
+        if count < 2:
             return None
-        return [a, middle], [middle, b]
+        # Each raw cut is at least a resolution past the one before (the length // count is),
+        # so moving them down onto the resolution keeps them apart and inside (a, b).
+        cuts = [c - c % grain for c in (a + i * (b - a) // count for i in range(1, count))]
+        return [[lo, hi] for lo, hi in pairwise([a, *cuts, b])]
 
     def sent(self, bound: int) -> Any:
         """A bound as the API takes it."""

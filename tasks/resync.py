@@ -10,7 +10,8 @@ most one slice, and the broker's visibility timeout can stay at minutes.
 A kind can be split into partitions, each a producer task of its own (on any worker) within the
 same run: page ranges once the total is known (``partitions = N``), or the keys an integration's
 ``partitions()`` returns (a repository), or the time windows of a kind with ``slices``
-(``tasks.slicing``: a task reads several windows at once, and a window too full is split).
+(``tasks.slicing``: a task reads several windows at once, and a window too full is split into
+pieces).
 
 While ``max_in_flight`` batches of the run wait to be written, no page is requested
 (backpressure); after a second of that the slice ends and a fresh task continues behind the
@@ -44,6 +45,7 @@ from integrations.slices import Window, held
 from tasks import messages, slicing, traces
 from tasks.app import app
 from tasks.runs.progress import Cycle, Recorded, Run, RunState, Stopped
+from tasks.runs.windows import FULL, GONE, MOVED
 from tasks.worker import runtime
 
 log = logging.getLogger(__name__)
@@ -191,21 +193,27 @@ class Slice:
         return True
 
     async def look(self, first: Fetched) -> None:
-        """A window's first page: split the window in two when it shows too many items (the
-        page is read again as the first half's). Raises Resplit then."""
+        """A window's first page: split the window into pieces when it shows too many items,
+        as many as that count asks for (``Slices.pieces``), so that one split, not a level of
+        halving per first page, brings each piece within ``max_window_items``. The partition
+        reads the first piece from its first page (this page is asked for again); the others
+        are new partitions. Raises Resplit then."""
         assert self.slices is not None and self.bounds is not None
-        halves = self.slices.split(self.bounds) if self.slices.crowded(first) else None
-        if halves is None:
+        slices, count = self.slices, held(first)
+        pieces = slices.split(self.bounds, slices.pieces(count)) if slices.crowded(first) else None
+        if pieces is None:
             return
         run = self.run
-        new = await asyncio.to_thread(self.rt.windows.split, run.run_id, self.partition,
-                                      *halves)
-        if new == -1:
+        done = await asyncio.to_thread(self.rt.windows.split, run.run_id, self.partition, pieces)
+        if done.first == GONE:
             raise RunLost(f"run {run.run_id}: its record is gone from Redis; stopping")
-        if new == -2:
+        if done.first == FULL:
             return  # as many windows as a run may have: this one is read whole
-        log.info("run %s: window %s of %s/%s split at %s (its first page: %d items or more)",
-                 run.run_id, self.bounds, run.source, run.kind, halves[1][0], held(first))
+        if done.first == MOVED:
+            raise slicing.Resplit  # another reader of the partition split it: read what it kept
+        log.info("run %s: window %s of %s/%s split into %d at %s (its first page: %d items or "
+                 "more)", run.run_id, self.bounds, run.source, run.kind, done.added + 1,
+                 [p[0] for p in pieces[1:done.added + 1]], count)
         await asyncio.to_thread(slicing.start_windows, self.rt, run)
         raise slicing.Resplit
 

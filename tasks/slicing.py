@@ -6,9 +6,9 @@ of the run, claims as many as ``max_concurrency`` allows and sends them out in t
 thread each on the process's event loop, and a window that ends makes room for the next one
 claimed, so that many windows are read at once across the fleet while a task holds one worker
 slot, not one per window (the batches need the others). Windows left when the task's time is
-up go on in one fresh task. A window whose first page is too full is split in two
-(``Resplit``): the partition goes on with the first half, the second half is a new partition,
-claimed like the others.
+up go on in one fresh task. A window whose first page is too full is split into pieces at once,
+2 to 16 as its count asks (``Resplit``): the partition goes on with the first piece, each other
+piece is a new partition, claimed like the others.
 
     full run          [start, end or the run's start)
     incremental run   [watermark - lookback, the run's start) (no watermark yet: from start)
@@ -37,7 +37,7 @@ WINDOWS_PER_TASK = 8  # windows one producer task reads at once (a worker slot e
 
 
 class Resplit(Exception):
-    """The partition's window was split: it reads its first half from the start."""
+    """The partition's window was split: it reads its first piece from the start."""
 
 
 def since(rt: runtime.Runtime, run: Run) -> Any:

@@ -97,7 +97,7 @@ class Row:
     requests: int
     pages: int
     windows: int  # read (partitions of the run)
-    split: int  # split in two before they were read on
+    split: int  # split (into 2 to 16 pieces at once) before they were read on
     written: int
     runs: tuple[float, ...] = ()  # seconds of every repetition (this row is the median)
 
@@ -204,7 +204,7 @@ def main() -> None:
     text = ("# A cursor API read as time windows (slices)\n\n" + header + "\n" + table(rows, a)
             + "\n\nRequests are the GETs the API answered 200; a window costs one more than "
             "its pages only when it was split (its first page is read again as its first "
-            "half's) or is empty (one request, no page with items).\n")
+            "piece's) or is empty (one request, no page with items).\n")
     (HERE / "SLICES.md").write_text(text)
     print(text)
 

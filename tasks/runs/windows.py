@@ -4,20 +4,33 @@ Each window is a partition of the run: field ``window:{i}`` holds its bounds ``[
 ``since:{i}`` is null (its bounds say what it reads); ``span`` is what they cover together.
 ``windows_next`` is the next partition to start: ``claim`` hands out partitions while fewer
 than the limit are started and not done, so at most that many windows are read at once across
-the fleet; a window split in two (``split``) adds a partition after every other, claimed like
-the rest. A claimed window is
-read by the task it was claimed for, or by that task's continuation: the message names it.
+the fleet; a window split into pieces (``split``) keeps the first and adds a partition for each
+other piece after every other, claimed like the rest; ``windows_split`` counts the windows
+split (once each, whatever the pieces). A claimed window is read by the task it was claimed
+for, or by that task's continuation: the message names it.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, cast
+from itertools import pairwise
+from typing import Any, NamedTuple, cast
 
 import redis
 
 from integrations.slices import MAX_WINDOWS, Window
 from tasks.runs import keys, scripts
+
+GONE, FULL, MOVED = -1, -2, -3  # why Windows.split changed nothing
+
+
+class Split(NamedTuple):
+    """What ``Windows.split`` did: the new partitions are ``first`` to ``first + added - 1``;
+    ``first`` is GONE (the run record is gone), FULL (the run has MAX_WINDOWS windows) or
+    MOVED (the partition's window is not the one split) when nothing changed."""
+
+    first: int
+    added: int
 
 
 class Windows:
@@ -58,10 +71,16 @@ class Windows:
                           args=[limit, most])
         return [int(i) for i in got]
 
-    def split(self, run_id: str, partition: int, first: Window, second: Window) -> int:
-        """Partition ``partition`` reads ``first`` now; the new partition (returned) reads
-        ``second``. -1: the run record is gone; -2: the run has MAX_WINDOWS windows already
-        (nothing changed)."""
-        return int(self._split(keys=[keys.run(run_id)],
-                               args=[partition, json.dumps(first), json.dumps(second),
-                                     MAX_WINDOWS]))
+    def split(self, run_id: str, partition: int, pieces: list[Window]) -> Split:
+        """Partition ``partition`` reads ``pieces[0]`` now; a new partition (numbered after
+        every other) reads each other piece. With room for fewer than that (MAX_WINDOWS), as
+        many as fit are added, and the last one added reaches to the window's end; with no
+        room (FULL), the window stays whole. The pieces must cover the partition's window
+        (``[pieces[0][0], pieces[-1][1]]``) in order: when it is no longer that (MOVED: another
+        reader of the partition split it first), nothing changes either."""
+        if len(pieces) < 2 or any(p[1] != q[0] for p, q in pairwise(pieces)):
+            raise ValueError(f"not pieces of one window, in order: {pieces}")
+        bounds = [pieces[0][0], *(p[1] for p in pieces)]
+        first, added = self._split(keys=[keys.run(run_id)],
+                                   args=[partition, MAX_WINDOWS, *bounds])
+        return Split(int(first), int(added))

@@ -122,14 +122,25 @@ def test_a_window_too_full_is_split_before_it_is_read_on(fleet):
     assert run.items_written == run.items_expected == 1000
     asked = windows_asked(f.api, "/cursor/full")
     first_pages = [(a, b) for a, b, cursor in asked if cursor is None]
-    assert (at(0), at(1200)) in first_pages  # the whole span, asked once, then split
-    # A window read past its first page holds at most max_window_items (its total).
+    assert first_pages.count((at(0), at(1200))) == 1  # the whole span, asked once, then split
+    # Split once, at once, into as many pieces as its total asks for: 1,000 items, 100 at
+    # most a window, two pieces for every 100 (16 at most) of 75 s, 75 items each.
+    split = int(client.redis.hget(keys.run(run.run_id), "windows_split") or 0)
+    assert (split, run.partitions) == (1, 16), run
+    pieces = {(at(s), at(s + 75)) for s in range(0, 1200, 75)}
+    assert set(first_pages) == pieces | {(at(0), at(1200))}
+    # Every window read past its first page holds at most max_window_items (its total): the
+    # pieces of more than a page (50 items; the items end at 00:16:40).
     read_on = {(a, b) for a, b, cursor in asked if cursor is not None}
-    held = {w: sum(1 for i in items if w[0] <= i["updated_at"] < w[1]) for w in read_on}
-    assert read_on and max(held.values()) <= 100, held
-    # One request per page, plus one for each window split (its first page, read again).
-    splits = len(first_pages) - run.partitions
-    assert splits > 0 and len(asked) == run.pages + splits
+    held = {w: sum(1 for i in items if w[0] <= i["updated_at"] < w[1]) for w in pieces}
+    assert read_on == {w for w in pieces if held[w] > 50}, held
+    assert max(held[w] for w in read_on) <= 100, held
+    # One request per page, plus one for each window split (its first page, read again as its
+    # first piece's) and one for each empty window (no page with items): at most one a window.
+    empty = sum(1 for w in pieces if held[w] == 0)
+    assert empty == 2  # 00:17:30 to 00:20:00
+    assert len(asked) == run.pages + split + empty
+    assert len(asked) - run.pages <= run.partitions
 
 
 def test_the_watermark_and_deletion_wait_for_every_window(fleet):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from integrations.slices import MAX_WINDOWS, Slices
 from tasks.config import load_config
 from tasks.runs import keys
 from tasks.runs.progress import Progress
-from tasks.runs.windows import Windows
+from tasks.runs.windows import FULL, GONE, MOVED, Split, Windows
 
 DAY = 86400
 T2020 = 1577836800  # 2020-01-01T00:00:00Z
@@ -70,12 +71,68 @@ def test_number_windows_and_format() -> None:
 
 def test_split_in_halves_on_the_resolution() -> None:
     s = sl()
-    assert s.split([0, 10]) == ([0, 5], [5, 10])
+    assert s.split([0, 10]) == [[0, 5], [5, 10]]
     assert s.split([0, 1]) is None  # a second: the finest an ISO time says
     dated = sl(format="%Y-%m-%d", step="1d")
-    assert dated.split([T2020, T2020 + 4 * DAY]) == ([T2020, T2020 + 2 * DAY],
-                                                     [T2020 + 2 * DAY, T2020 + 4 * DAY])
+    assert dated.split([T2020, T2020 + 4 * DAY]) == [[T2020, T2020 + 2 * DAY],
+                                                     [T2020 + 2 * DAY, T2020 + 4 * DAY]]
     assert dated.split([T2020, T2020 + DAY]) is None  # no half day in a date
+
+
+def test_split_in_k_pieces_of_equal_length_on_the_resolution() -> None:
+    s = sl()
+    month = [T2020, T2020 + 30 * DAY]
+    pieces = s.split(month, 16)
+    assert pieces is not None and len(pieces) == 16
+    assert (pieces[0][0], pieces[-1][1]) == (T2020, T2020 + 30 * DAY)
+    assert all(p[1] == q[0] for p, q in pairwise(pieces))  # no gap
+    assert {b - a for a, b in pieces} == {30 * DAY // 16}
+    assert s.split([0, 10], 3) == [[0, 3], [3, 6], [6, 10]]  # lengths differ by one at most
+    assert s.split([0, 3], 16) == [[0, 1], [1, 2], [2, 3]]  # none shorter than a second
+    dated = sl(format="%Y-%m-%d", step="1d")
+    days = dated.split([T2020, T2020 + 10 * DAY], 4)
+    assert days is not None and len(days) == 4
+    assert all(a % DAY == 0 and b % DAY == 0 for a, b in days)
+    assert sorted(b - a for a, b in days) == [2 * DAY, 2 * DAY, 3 * DAY, 3 * DAY]
+    assert dated.split([T2020, T2020 + 3 * DAY], 16) == [
+        [T2020 + i * DAY, T2020 + (i + 1) * DAY] for i in range(3)]
+    # The last window of a run ends at its start, off the resolution: no piece below a day.
+    ragged = dated.split([T2020, T2020 + 2 * DAY + 3600], 16)
+    assert ragged == [[T2020, T2020 + DAY], [T2020 + DAY, T2020 + 2 * DAY + 3600]]
+    assert dated.split([T2020, T2020 + DAY + 3600], 16) is None
+
+
+@pytest.mark.parametrize(("held", "pieces"), [
+    (1501, 3), (3000, 4), (3001, 5), (7500, 10), (11_250, 15), (12_000, 16), (20_000, 16),
+    (1, 2)])
+def test_a_crowded_window_is_split_in_two_pieces_per_max_window_items(held: int,
+                                                                      pieces: int) -> None:
+    assert sl(max_window_items=1500).pieces(held) == pieces
+
+
+def read(s: Slices, window: list[int], items: range, *, halves: bool = False
+         ) -> tuple[int, list[list[int]]]:
+    """How a window of these items (one a second) is read: the first pages asked for one after
+    another at most (its split's levels, plus one), and the windows read on."""
+    count = sum(1 for i in items if window[0] <= i < window[1])
+    pieces = s.split(window, 2 if halves else s.pieces(count)) if count > 1500 else None
+    if pieces is None:
+        return 1, [window]
+    depths, read_on = zip(*(read(s, p, items, halves=halves) for p in pieces), strict=True)
+    return 1 + max(depths), [w for ws in read_on for w in ws]
+
+
+def test_the_adaptive_case_needs_three_levels_of_splits_not_eleven() -> None:
+    """The bench's adaptive case: 20,000 items in 5.5 hours of a 30-day window, 1,500 at most
+    a window. Halving takes 11 levels (a first page each, one after another); pieces as many
+    as the count asks for take 3, and each window read on holds 1,500 at most."""
+    s = sl(max_window_items=1500)
+    items = range(T2020, T2020 + 20_000)
+    depth, read_on = read(s, [T2020, T2020 + 30 * DAY], items)
+    assert depth == 4  # 3 splits, then the window is read on
+    assert max(sum(1 for i in items if a <= i < b) for a, b in read_on) <= 1500
+    assert sum(1 for a, b in read_on if any(a <= i < b for i in items)) <= 2 * 20_000 // 1500 + 2
+    assert read(s, [T2020, T2020 + 30 * DAY], items, halves=True)[0] == 12
 
 
 def test_too_many_windows_is_an_error_naming_step() -> None:
@@ -172,7 +229,7 @@ slices = { param_from = "a", param_to = "b", start = "2020-01-01T00:00:00Z", ste
         load_config(path)
 
 
-def test_windows_are_claimed_within_the_limit_and_a_split_adds_one() -> None:
+def test_windows_are_claimed_within_the_limit_and_a_split_adds_its_pieces() -> None:
     r = fakeredis.FakeRedis()
     progress, windows = Progress(r), Windows(r)
     run = progress.create_run("s", "k")
@@ -180,17 +237,56 @@ def test_windows_are_claimed_within_the_limit_and_a_split_adds_one() -> None:
     windows.cut(run.run_id, [[0, 10], [10, 20], [20, 30], [30, 40], [40, 50]], incremental=False)
     assert windows.claim(run.run_id, 3, most=2) == [0, 1]
     assert windows.claim(run.run_id, 3, most=5) == [2]  # three in flight: the limit
-    assert windows.split(run.run_id, 1, [10, 15], [15, 20]) == 5
-    assert (windows.get(run.run_id, 1), windows.get(run.run_id, 5)) == ([10, 15], [15, 20])
-    assert progress.window(run.run_id, 5) == (True, None)
+    assert windows.split(run.run_id, 1, [[10, 13], [13, 16], [16, 20]]) == Split(5, 2)
+    assert [windows.get(run.run_id, p) for p in (1, 5, 6)] == [[10, 13], [13, 16], [16, 20]]
+    assert progress.window(run.run_id, 5) == progress.window(run.run_id, 6) == (True, None)
+    assert r.hget(keys.run(run.run_id), "windows_split") == b"1"  # windows, not pieces
     progress.producer_done(run.run_id, partition=0)
     assert windows.claim(run.run_id, 3, most=5) == [3]  # one done: one more
     assert windows.claim(run.run_id, 3, most=5) == []
     for p in (1, 2, 3):
         progress.producer_done(run.run_id, partition=p)
-    assert windows.claim(run.run_id, 3, most=5) == [4, 5]  # the split's half comes last
-    r.hset(keys.run(run.run_id), "partitions", MAX_WINDOWS)
-    assert windows.split(run.run_id, 4, [40, 45], [45, 50]) == -2  # as many as a run may have
+    assert windows.claim(run.run_id, 3, most=5) == [4, 5, 6]  # the split's pieces come last
+    assert windows.span(run.run_id) == [0, 50]
+
+
+def test_a_split_redelivered_adds_nothing_twice() -> None:
+    """A second reader of the partition (a redelivered task) that looked at the window's same
+    first page finds it split already: nothing is added, it reads the partition's window."""
+    r = fakeredis.FakeRedis()
+    progress, windows = Progress(r), Windows(r)
+    run = progress.create_run("s", "k")
+    windows.cut(run.run_id, [[0, 100]], incremental=False)
+    pieces = [[0, 25], [25, 50], [50, 75], [75, 100]]
+    assert windows.split(run.run_id, 0, pieces) == Split(1, 3)
+    assert windows.split(run.run_id, 0, pieces) == Split(MOVED, 0)
+    assert r.hget(keys.run(run.run_id), "partitions") == b"4"
+    assert r.hget(keys.run(run.run_id), "windows_split") == b"1"
+    # The window it reads now can be split in turn.
+    assert windows.split(run.run_id, 0, [[0, 12], [12, 25]]) == Split(4, 1)
+    assert windows.get(run.run_id, 0) == [0, 12]
+    assert r.hget(keys.run(run.run_id), "windows_split") == b"2"
+    with pytest.raises(ValueError, match="pieces"):
+        windows.split(run.run_id, 0, [[0, 5], [6, 12]])
+    r.delete(keys.run(run.run_id))
+    assert windows.split(run.run_id, 0, [[0, 6], [6, 12]]) == Split(GONE, 0)
+
+
+def test_a_split_takes_the_pieces_that_fit_the_last_reaching_the_windows_end() -> None:
+    r = fakeredis.FakeRedis()
+    progress, windows = Progress(r), Windows(r)
+    run = progress.create_run("s", "k")
+    windows.cut(run.run_id, [[0, 10], [10, 100]], incremental=False)
+    r.hset(keys.run(run.run_id), "partitions", MAX_WINDOWS - 2)  # room for two more
+    pieces = [[10, 25], [25, 40], [40, 55], [55, 70], [70, 85], [85, 100]]
+    assert windows.split(run.run_id, 1, pieces) == Split(MAX_WINDOWS - 2, 2)
+    assert [windows.get(run.run_id, p) for p in (1, MAX_WINDOWS - 2, MAX_WINDOWS - 1)] == [
+        [10, 25], [25, 40], [40, 100]]
+    assert r.hget(keys.run(run.run_id), "partitions") == str(MAX_WINDOWS).encode()
+    # No room: the window is read whole, nothing changed.
+    assert windows.split(run.run_id, 0, [[0, 5], [5, 10]]) == Split(FULL, 0)
+    assert windows.get(run.run_id, 0) == [0, 10]
+    assert r.hget(keys.run(run.run_id), "windows_split") == b"1"
 
 
 def test_a_graphql_total_count_shows_a_crowded_window() -> None:

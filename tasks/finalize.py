@@ -132,7 +132,7 @@ def scope(rt: runtime.Runtime, run: Run, target: Target) -> tuple[Within | None,
         return None, ("a sliced run reads only its windows, and without slices.field (the "
                       "item's value they filter by) it cannot tell which entities they hold")
     lo, hi = rt.windows.span(run.run_id) or (0, 0)  # no windows: an empty span holds none
-    return Within(tuple(field.split(".")), slices.within(lo, hi)), None
+    return Within(field, slices.within(lo, hi)), None
 
 
 def delete_stale(rt: runtime.Runtime, source: str, kind: str, *, run_seq: int,

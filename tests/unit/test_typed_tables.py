@@ -252,7 +252,7 @@ def test_a_sliced_runs_deletion_on_a_typed_table_reads_the_field_from_the_raw_it
                                for n, c in enumerate(created)]
                        + [row(f"k-{n}", v=1) for n in range(10)], run_id="r1", run_seq=1)
     target.upsert_rows(table, [row(f"k-{n}", v=2) for n in range(10)], run_id="r2", run_seq=2)
-    within = Within(("created",), SLICED.within(*SPAN))
+    within = Within("created", SLICED.within(*SPAN))
     result = target.delete_stale_rows(name, "src", "sliced", run_seq=2, threshold=0.5,
                                       within=within)
     assert (result.deleted, result.refused) == (2, None)

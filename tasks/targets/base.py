@@ -111,11 +111,13 @@ class Typed(Protocol):
         ...
 
     def delete_moved(self, table: str, source: str, kind: str, *, run_seq: int,
-                     threshold: float) -> Deletion:
+                     threshold: float, written_only: bool = False) -> Deletion:
         """A kind that has a mapping now: delete its rows left in ``entities`` (from before
         the mapping) in one transaction, once run ``run_seq`` read everything and wrote the
         kind into ``table``; ``move_guard`` weighs them against the rows of ``table`` that
-        run wrote, and refuses when too few landed there."""
+        run wrote, and refuses when too few landed there. ``written_only`` (a sliced run,
+        which read only its windows): only the rows whose identifier that run wrote into
+        ``table`` go, without a guard (each is in the table); the others stay."""
         ...
 
 

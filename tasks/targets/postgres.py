@@ -404,9 +404,17 @@ class PostgresTarget(SeenColumns):
                                       watermarks=watermarks, within=within)
 
     def delete_moved(self, table: str, source: str, kind: str, *, run_seq: int,
-                     threshold: float) -> Deletion:
+                     threshold: float, written_only: bool = False) -> Deletion:
         check_table_name(table, reserved=self._own_tables())
         with self._transaction() as conn:
+            if written_only:
+                if self._columns(conn, table) is None:
+                    return Deletion()
+                gone: int = conn.execute(
+                    f"DELETE FROM {self.table} WHERE source = %s AND kind = %s AND identifier"
+                    f" IN (SELECT identifier FROM {q(table)} WHERE {q('_run_seq')} >= %s)",
+                    (source, kind, run_seq)).rowcount
+                return Deletion(deleted=gone)
             (held,) = conn.execute(f"SELECT count(*) FROM {self.table} WHERE source = %s"
                                    " AND kind = %s", (source, kind)).fetchone()
             if not held:

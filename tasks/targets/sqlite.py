@@ -429,9 +429,16 @@ class SqliteTarget(SeenColumns):
                                       watermarks=watermarks, within=within)
 
     def delete_moved(self, table: str, source: str, kind: str, *, run_seq: int,
-                     threshold: float) -> Deletion:
+                     threshold: float, written_only: bool = False) -> Deletion:
         check_table_name(table, reserved=OWN_TABLES, prefix=OWN_PREFIX)
         with self._transaction() as conn:
+            if written_only:
+                if self._columns(conn, table) is None:
+                    return Deletion()
+                return Deletion(deleted=conn.execute(
+                    "DELETE FROM entities WHERE source = ? AND kind = ? AND identifier IN"
+                    f" (SELECT identifier FROM {quote(table)} WHERE {quote('_run_seq')} >= ?)",
+                    (source, kind, run_seq)).rowcount)
             (held,) = conn.execute("SELECT COUNT(*) FROM entities WHERE source = ? AND kind = ?",
                                    (source, kind)).fetchone()
             if not held:

@@ -23,7 +23,6 @@ never split below it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -165,18 +164,20 @@ class Slices(StrictModel):
         (no value, or one that is no time or number of the cursor's type: no). ``hi`` is
         sent truncated onto the resolution (a run's start as end, sent as today's date, did
         not ask for today's items): so it is taken here. A number between units (an epoch
-        with a fraction, 1704067200.5) falls where its whole part does."""
+        with a fraction, 1704067200.5) falls where its whole part does: against whole bounds,
+        comparing it as it is says the same."""
         hi -= hi % self.resolution()
 
         def holds(value: Any) -> bool:
             if value is None or isinstance(value, bool | dict | list):
                 return False
             number = _number(str(value)) if self.cursor_type != "iso" else None
+            if number is not None:  # compared as it is: no int of a billion digits (1e999999999)
+                return lo <= number < hi
             try:
-                at = math.floor(number) if number is not None else self.position("field", value)
+                return lo <= self.position("field", value) < hi
             except ValueError:
                 return False
-            return lo <= at < hi
         return holds
 
     def split(self, window: Window) -> tuple[Window, Window] | None:

@@ -230,3 +230,4 @@ def test_within_holds_what_the_sent_bounds_asked_for() -> None:
     holds = number.within(*number.span(now=0))
     assert holds(5.5) and holds("99.9") and not holds(-0.5) and not holds(100.0)
     assert not holds(True) and not holds(False)
+    assert not holds("1e999999999") and holds("5e0")  # at once: not made a whole int first

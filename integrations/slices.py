@@ -169,11 +169,20 @@ class Slices(StrictModel):
         return [[a, min(a + step, hi)] for a in range(lo, hi, step)]
 
     def within(self, lo: int, hi: int) -> Callable[[Any], bool]:
-        """Whether an item's ``field`` value falls in [lo, hi) (no value, or one that is no
-        time or number of the cursor's type: no)."""
+        """Whether an item's ``field`` value falls in [lo, hi) as the windows asked for it
+        (no value, or one that is no time or number of the cursor's type: no). ``hi`` is
+        sent truncated onto the resolution (a run's start as end, sent as today's date, did
+        not ask for today's items): so it is taken here. A number between units (an epoch
+        with a fraction, 1704067200.5) falls where its whole part does: against whole bounds,
+        comparing it as it is says the same."""
+        hi -= hi % self.resolution()
+
         def holds(value: Any) -> bool:
-            if value is None or isinstance(value, dict | list):
+            if value is None or isinstance(value, bool | dict | list):
                 return False
+            number = _number(str(value)) if self.cursor_type != "iso" else None
+            if number is not None:  # compared as it is: no int of a billion digits (1e999999999)
+                return lo <= number < hi
             try:
                 return lo <= self.position("field", value) < hi
             except ValueError:

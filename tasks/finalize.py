@@ -74,11 +74,13 @@ def outcome(rt: runtime.Runtime, run: Run) -> tuple[RunState, dict[str, Any]]:
         return RunState.SUCCEEDED, {**fields, "deletion_skipped": why}
     # The run read everything: a kind with a mapping now has all of its rows in its table,
     # and the rows it left in entities before the mapping go (first: refused, the watermarks
-    # are not saved, so the next run reads everything again).
+    # are not saved, so the next run reads everything again). A sliced run read only its
+    # windows: only the rows it wrote into the table go.
     moved = 0
     for kind in (run.kind, *child_kinds(rt.integration(run.source), run.kind)):
         gone = delete_moved(rt, run.source, kind, run_seq=run.run_seq,
-                            threshold=source.delete_threshold)
+                            threshold=source.delete_threshold,
+                            written_only=within is not None)
         if gone.refused:
             return RunState.PARTIAL, {
                 **fields, "moved": moved or None, "deletion_refused": gone.refused,
@@ -132,7 +134,7 @@ def scope(rt: runtime.Runtime, run: Run, target: Target) -> tuple[Within | None,
         return None, ("a sliced run reads only its windows, and without slices.field (the "
                       "item's value they filter by) it cannot tell which entities they hold")
     lo, hi = rt.windows.span(run.run_id) or (0, 0)  # no windows: an empty span holds none
-    return Within(tuple(field.split(".")), slices.within(lo, hi)), None
+    return Within(field, slices.within(lo, hi)), None
 
 
 def delete_stale(rt: runtime.Runtime, source: str, kind: str, *, run_seq: int,
@@ -150,7 +152,7 @@ def delete_stale(rt: runtime.Runtime, source: str, kind: str, *, run_seq: int,
 
 
 def delete_moved(rt: runtime.Runtime, source: str, kind: str, *, run_seq: int,
-                 threshold: float) -> Deletion:
+                 threshold: float, written_only: bool = False) -> Deletion:
     """A kind with a mapping (on a target with tables): its rows left in ``entities`` from
     before the mapping, deleted once its table holds it (``Typed.delete_moved``). A kind
     whose mapping was removed keeps its table as it is: Sluice never empties nor drops a
@@ -159,7 +161,7 @@ def delete_moved(rt: runtime.Runtime, source: str, kind: str, *, run_seq: int,
     if mapping is None or not isinstance(target, Typed):
         return Deletion()
     return target.delete_moved(mapping.table(source), source, kind, run_seq=run_seq,
-                               threshold=threshold)
+                               threshold=threshold, written_only=written_only)
 
 
 def watermarks(rt: runtime.Runtime, run: Run) -> tuple[dict[str, str], dict[str, Any]]:

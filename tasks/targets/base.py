@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
 
 from integrations.errors import TargetRejected
+from integrations.http.paginators import dig
 from integrations.mapping import COLUMN_TYPES, ColumnType
 
 __all__ = ["COLUMN_TYPES", "ColumnType"]  # and the rest, as defined here
@@ -110,11 +111,13 @@ class Typed(Protocol):
         ...
 
     def delete_moved(self, table: str, source: str, kind: str, *, run_seq: int,
-                     threshold: float) -> Deletion:
+                     threshold: float, written_only: bool = False) -> Deletion:
         """A kind that has a mapping now: delete its rows left in ``entities`` (from before
         the mapping) in one transaction, once run ``run_seq`` read everything and wrote the
         kind into ``table``; ``move_guard`` weighs them against the rows of ``table`` that
-        run wrote, and refuses when too few landed there."""
+        run wrote, and refuses when too few landed there. ``written_only`` (a sliced run,
+        which read only its windows): only the rows whose identifier that run wrote into
+        ``table`` go, without a guard (each is in the table); the others stay."""
         ...
 
 
@@ -138,12 +141,18 @@ class Ordered(Protocol):
 
 @dataclass(frozen=True)
 class Within:
-    """What a sliced run read: a stale row is deleted only when the item's field at ``path``
-    (as the API gave it) ``holds`` (falls in the run's windows); the rows it did not ask for,
-    and those without the field, stay."""
+    """What a sliced run read: a stale row is deleted only when the item's ``field`` (a dot
+    path, as the API gave the item) ``holds`` (falls in the run's windows); the rows it did
+    not ask for, and those without the field, stay."""
 
-    path: tuple[str, ...]
+    field: str
     holds: Callable[[Any], bool]
+
+    def takes(self, item: Any) -> bool:
+        """Whether the stored item falls in the windows: its field is found as
+        ``incremental.cursor_path`` finds it (``dig``: a key that holds dots, a list index),
+        in Python, so that both targets read it alike and no key is spelled into SQL."""
+        return self.holds(dig(item, self.field))
 
 
 @dataclass(frozen=True)

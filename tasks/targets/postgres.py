@@ -261,10 +261,12 @@ class PostgresTarget(SeenColumns):
                 (run_seq, row[0] if row else 0, run_seq, *rows.args)).fetchone()
         chosen = None
         if rows and stale and within:
-            chosen = [i for i, value in conn.execute(
-                f"SELECT identifier, {rows.item} #> %s FROM {rows.table}"
-                f" WHERE {rows.where} AND {rows.run_seq} < %s",
-                (list(within.path), *rows.args, run_seq)) if within.holds(value)]
+            # A server-side cursor: the stale items come in batches, not all at once.
+            with conn.cursor(name="sluice_within") as cur:
+                cur.execute(f"SELECT identifier, {rows.item} FROM {rows.table}"
+                            f" WHERE {rows.where} AND {rows.run_seq} < %s",
+                            (*rows.args, run_seq))
+                chosen = [i for i, item in cur if within.takes(item)]
             stale = len(chosen)
         refused = deletion_guard(stale, confirmed or existing, threshold,
                                  what=rows.what if rows else "rows")
@@ -276,7 +278,8 @@ class PostgresTarget(SeenColumns):
                                    f" AND {rows.run_seq} < %s", (*rows.args, run_seq)).rowcount
         elif rows and chosen:
             deleted = conn.execute(f"DELETE FROM {rows.table} WHERE {rows.where}"
-                                   " AND identifier = ANY(%s)", (*rows.args, chosen)).rowcount
+                                   f" AND {rows.run_seq} < %s AND identifier = ANY(%s)",
+                                   (*rows.args, run_seq, chosen)).rowcount
         conn.execute(f"INSERT INTO {self.table}_state (source, kind, clean_seq)"
                      " VALUES (%s, %s, %s) ON CONFLICT (source, kind)"
                      " DO UPDATE SET clean_seq = EXCLUDED.clean_seq", (source, kind, run_seq))
@@ -401,9 +404,17 @@ class PostgresTarget(SeenColumns):
                                       watermarks=watermarks, within=within)
 
     def delete_moved(self, table: str, source: str, kind: str, *, run_seq: int,
-                     threshold: float) -> Deletion:
+                     threshold: float, written_only: bool = False) -> Deletion:
         check_table_name(table, reserved=self._own_tables())
         with self._transaction() as conn:
+            if written_only:
+                if self._columns(conn, table) is None:
+                    return Deletion()
+                gone: int = conn.execute(
+                    f"DELETE FROM {self.table} WHERE source = %s AND kind = %s AND identifier"
+                    f" IN (SELECT identifier FROM {q(table)} WHERE {q('_run_seq')} >= %s)",
+                    (source, kind, run_seq)).rowcount
+                return Deletion(deleted=gone)
             (held,) = conn.execute(f"SELECT count(*) FROM {self.table} WHERE source = %s"
                                    " AND kind = %s", (source, kind)).fetchone()
             if not held:

@@ -303,11 +303,10 @@ class SqliteTarget(SeenColumns):
                 (run_seq, row[0] if row else 0, run_seq, *rows.args)).fetchone()
         chosen = None
         if rows and stale and within:
-            path = "$" + "".join(f'."{k}"' for k in within.path)
-            chosen = [i for i, value in conn.execute(
-                f"SELECT identifier, json_extract({rows.item}, ?) FROM {rows.table}"
-                f" WHERE {rows.where} AND {rows.run_seq} < ?", (path, *rows.args, run_seq))
-                if within.holds(value)]
+            chosen = [i for i, item in conn.execute(
+                f"SELECT identifier, {rows.item} FROM {rows.table}"
+                f" WHERE {rows.where} AND {rows.run_seq} < ?", (*rows.args, run_seq))
+                if item is not None and within.takes(json.loads(item))]
             stale = len(chosen)
         refused = deletion_guard(stale, confirmed or existing, threshold, what=rows.what
                                  if rows else "rows")
@@ -321,8 +320,9 @@ class SqliteTarget(SeenColumns):
             for first in range(0, len(chosen), 500):
                 some = chosen[first:first + 500]
                 deleted += conn.execute(
-                    f"DELETE FROM {rows.table} WHERE {rows.where} AND identifier IN"
-                    f" ({', '.join('?' * len(some))})", (*rows.args, *some)).rowcount
+                    f"DELETE FROM {rows.table} WHERE {rows.where} AND {rows.run_seq} < ?"
+                    f" AND identifier IN ({', '.join('?' * len(some))})",
+                    (*rows.args, run_seq, *some)).rowcount
         conn.execute("INSERT INTO sluice_state (source, kind, clean_seq) VALUES (?, ?, ?)"
                      " ON CONFLICT (source, kind) DO UPDATE SET clean_seq = excluded.clean_seq",
                      (source, kind, run_seq))
@@ -429,9 +429,16 @@ class SqliteTarget(SeenColumns):
                                       watermarks=watermarks, within=within)
 
     def delete_moved(self, table: str, source: str, kind: str, *, run_seq: int,
-                     threshold: float) -> Deletion:
+                     threshold: float, written_only: bool = False) -> Deletion:
         check_table_name(table, reserved=OWN_TABLES, prefix=OWN_PREFIX)
         with self._transaction() as conn:
+            if written_only:
+                if self._columns(conn, table) is None:
+                    return Deletion()
+                return Deletion(deleted=conn.execute(
+                    "DELETE FROM entities WHERE source = ? AND kind = ? AND identifier IN"
+                    f" (SELECT identifier FROM {quote(table)} WHERE {quote('_run_seq')} >= ?)",
+                    (source, kind, run_seq)).rowcount)
             (held,) = conn.execute("SELECT COUNT(*) FROM entities WHERE source = ? AND kind = ?",
                                    (source, kind)).fetchone()
             if not held:

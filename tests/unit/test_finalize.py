@@ -11,7 +11,7 @@ import pytest
 
 from tasks.finalize import outcome
 from tasks.runs.progress import Run, RunState
-from tasks.targets.base import Entity
+from tasks.targets.base import Entity, Typed
 from tasks.worker.runtime import Runtime
 from tests.support.stages import fake_runtime
 
@@ -137,3 +137,35 @@ def test_a_sliced_run_deletes_only_the_stale_entities_its_windows_held(tmp_path:
         rt.close()
     assert (state, fields.get("deleted")) == (RunState.SUCCEEDED, 1), fields
     assert ids == {*map(str, range(HELD)), "old-1", "old-2"}  # before and after the span
+
+
+def test_a_sliced_run_moves_out_of_entities_only_what_it_wrote_into_the_kinds_table(
+        tmp_path: Path):
+    """A kind given a mapping: a sliced run read only its windows, so of its rows left in
+    entities only those it wrote into the table go; one before the span stays (not lost)."""
+    from tasks.ingest import write_mapped
+
+    rt = fake_runtime(tmp_path, kinds={"item": {
+        "path": "/cursor/item", "items": "data", "slices": {**SLICES, "field": "created"},
+        "paginator": {"type": "cursor", "cursor_path": "next_cursor", "limit": 10},
+        "mapping": {"table": "items", "properties": {"created": ".created"}}}})
+    try:
+        slices = rt.integration("api").slices("item")
+        assert slices is not None
+        rt.windows.cut("r", slices.cut(*slices.span(now=0)), incremental=False)
+        old = [{"id": f"old-{i}", "created": c} for i, c in
+               enumerate(["2024-01-01T05:00:00Z", "2023-01-01T00:00:00Z"])]
+        rt.target().upsert([Entity(identifier=o["id"], kind="item", source="api", data=o)
+                            for o in old], run_id="run1", run_seq=1)
+        mapping = rt.integration("api").mapping("item")
+        assert mapping is not None
+        target = rt.target()
+        assert isinstance(target, Typed)
+        write_mapped(target, mapping, "api", 0, [old[0], *({"id": f"n-{i}", "created":
+                     "2024-01-01T06:00:00Z"} for i in range(HELD))], run_id="r", run_seq=2)
+        state, fields = outcome(rt, ended())
+        left = {e["identifier"] for e in rt.target().read("api", "item", limit=100)}
+    finally:
+        rt.close()
+    assert (state, fields.get("moved")) == (RunState.SUCCEEDED, 1), fields
+    assert left == {"old-1"}

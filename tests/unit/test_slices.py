@@ -306,3 +306,24 @@ def test_a_graphql_total_count_shows_a_crowded_window() -> None:
     answer["data"]["items"]["totalCount"] = "3"
     with pytest.raises(MalformedPage, match="totalCount"):
         paginator.total(httpx.Response(200, request=request), answer)
+
+
+def test_within_holds_what_the_sent_bounds_asked_for() -> None:
+    """A bound not on the resolution (the run's start, as end) is sent truncated: today's
+    items after midnight were not asked for, and a deletion within the span must keep them.
+    A fractional epoch or number falls in the window its whole part does."""
+    dated = sl(format="%Y-%m-%d", step="1d")
+    lo, hi = dated.span(now=T2020 + DAY + 5 * 3600)  # the run started at 05:00 on day two
+    assert dated.params(dated.cut(lo, hi)[-1])["created[lt]"] == "2020-01-02"
+    holds = dated.within(lo, hi)
+    assert holds("2020-01-01T23:59:59Z")
+    assert not holds("2020-01-02T03:00:00Z") and not holds("2020-01-02")
+    epoch = sl(cursor_type="epoch_s", start=str(T2020), end=str(T2020 + DAY), step="6h")
+    holds = epoch.within(*epoch.span(now=0))
+    assert holds("1577836800.000216") and holds(T2020 + DAY - 0.5) and holds(float(T2020))
+    assert not holds(T2020 - 0.5) and not holds(T2020 + DAY) and not holds(True)
+    number = sl(cursor_type="number", start="0", end="100", step="10")
+    holds = number.within(*number.span(now=0))
+    assert holds(5.5) and holds("99.9") and not holds(-0.5) and not holds(100.0)
+    assert not holds(True) and not holds(False)
+    assert not holds("1e999999999") and holds("5e0")  # at once: not made a whole int first

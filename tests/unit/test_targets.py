@@ -103,7 +103,7 @@ def test_a_sliced_runs_deletion_covers_only_what_its_windows_held(target):
                     "data": {"id": i, "meta": {"created": c}}} for i, c in created.items()]
                   + entities("a", range(7, 20)), run_id="r1", run_seq=1)
     target.upsert(entities("a", range(7, 20)), run_id="r2", run_seq=2)
-    within = Within(("meta", "created"), SLICED.within(*SPAN))
+    within = Within("meta.created", SLICED.within(*SPAN))
     result = target.delete_stale("src", "a", run_seq=2, threshold=0.5, within=within)
     assert (result.deleted, result.refused) == (2, None)
     assert sorted(rows(target)) == sorted(f"a-{i}" for i in range(2, 20))
@@ -115,6 +115,72 @@ def test_a_sliced_runs_deletion_covers_only_what_its_windows_held(target):
     target.upsert(entities("b", range(3, 10)), run_id="r2", run_seq=2)
     refused = target.delete_stale("src", "b", run_seq=2, threshold=0.2, within=within)
     assert refused.refused == "refused to delete 3 of 10 entities (30.0%): delete_threshold is 20%"
+
+
+@pytest.mark.parametrize("field", ["meta.created", "meta.at.created", 'meta.a"b', "meta.a\\b",
+                                   "meta.list.0", "meta.$"])
+def test_a_sliced_runs_deletion_reads_its_field_as_the_cursor_path_is_read(target, field):
+    """The field is found in the stored item as ``incremental.cursor_path`` finds it (a key
+    that holds dots or quotes, a list index), by both targets alike: else an item the
+    watermark reads is never deleted, or one target deletes what the other keeps."""
+    def item(i: int, created: str) -> dict:
+        return {"id": i, "meta": {"created": created, "at.created": created, 'a"b': created,
+                                  "a\\b": created, "list": [created], "$": created}}
+
+    target.upsert([{"identifier": f"a-{i}", "kind": "a", "source": "src", "data": item(i, c)}
+                   for i, c in enumerate(["2024-01-01T03:00:00Z", "2023-12-31T23:59:59Z"])]
+                  + entities("a", range(2, 20)), run_id="r1", run_seq=1)
+    target.upsert(entities("a", range(2, 20)), run_id="r2", run_seq=2)
+    result = target.delete_stale("src", "a", run_seq=2, threshold=0.5,
+                                 within=Within(field, SLICED.within(*SPAN)))
+    assert (result.deleted, result.refused) == (1, None)
+    assert "a-0" not in rows(target) and "a-1" in rows(target)
+
+
+def test_a_sliced_runs_deletion_keeps_a_boolean_in_a_numbered_span(target):
+    """SQLite's json_extract gives true as 1: a boolean is no number, on either target."""
+    numbered = Slices(param_from="f", param_to="t", start="0", end="10", step="5",
+                      cursor_type="number")
+    target.upsert([{"identifier": f"a-{i}", "kind": "a", "source": "src", "data": {"n": n}}
+                   for i, n in enumerate([True, False, 3])] + entities("a", range(3, 20)),
+                  run_id="r1", run_seq=1)
+    target.upsert(entities("a", range(3, 20)), run_id="r2", run_seq=2)
+    result = target.delete_stale("src", "a", run_seq=2, threshold=0.5,
+                                 within=Within("n", numbered.within(*numbered.span(now=0))))
+    assert (result.deleted, result.refused) == (1, None)
+    assert sorted(i for i in rows(target) if i in ("a-0", "a-1", "a-2")) == ["a-0", "a-1"]
+
+
+@pytest.mark.postgres
+def test_a_row_written_again_while_a_sliced_deletion_chooses_stays():
+    """The deletion chooses its rows, then deletes them: a row another transaction writes
+    again in between (a webhook's batch, a newer run) is no longer stale and stays."""
+    from tasks.targets.postgres import PostgresTarget
+
+    t = PostgresTarget(postgres_dsn(), table=f"sluice_test_{uuid.uuid4().hex[:8]}")
+    other = PostgresTarget(t.dsn, table=t.table)
+    try:
+        data = {"id": 0, "created": "2024-01-01T03:00:00Z"}
+        t.upsert([{"identifier": "a-0", "kind": "a", "source": "src", "data": data},
+                  *entities("a", range(1, 20))], run_id="r1", run_seq=1)
+        t.upsert(entities("a", range(1, 20)), run_id="r2", run_seq=2)
+        holds = SLICED.within(*SPAN)
+
+        def written_again(value: object) -> bool:
+            other.upsert([{"identifier": "a-0", "kind": "a", "source": "src",
+                           "data": {**data, "v": 3}}], run_id="webhook", run_seq=3)
+            return holds(value)
+
+        result = t.delete_stale("src", "a", run_seq=2, threshold=0.5,
+                                within=Within("created", written_again))
+        assert result.deleted == 0
+        assert rows(t)["a-0"]["v"] == 3
+    finally:
+        other.close()
+        t._connect().execute(f"DROP TABLE IF EXISTS {t.table}, {t.table}_state,"
+                             f" {t.table}_watermarks")
+        t._conn.commit()
+        t.close()
 
 
 def test_delete_stale_refuses_past_the_threshold(target):

@@ -252,7 +252,7 @@ def test_a_sliced_runs_deletion_on_a_typed_table_reads_the_field_from_the_raw_it
                                for n, c in enumerate(created)]
                        + [row(f"k-{n}", v=1) for n in range(10)], run_id="r1", run_seq=1)
     target.upsert_rows(table, [row(f"k-{n}", v=2) for n in range(10)], run_id="r2", run_seq=2)
-    within = Within(("created",), SLICED.within(*SPAN))
+    within = Within("created", SLICED.within(*SPAN))
     result = target.delete_stale_rows(name, "src", "sliced", run_seq=2, threshold=0.5,
                                       within=within)
     assert (result.deleted, result.refused) == (2, None)
@@ -268,6 +268,27 @@ def test_stale_deletion_of_a_table_not_made_yet_deletes_nothing(target):
 
 def entity(kind: str, identifier: str, source: str = "src") -> dict[str, Any]:
     return {"source": source, "kind": kind, "identifier": identifier, "data": {"id": identifier}}
+
+
+def test_a_sliced_run_moves_only_the_rows_it_wrote_into_the_table(target):
+    """``written_only``: of the kind's rows in entities, those whose identifier the run wrote
+    into the table go, without a guard; the rest (outside its windows) stay, not lost."""
+    name = f"{target.prefix}sliced_moved"
+    assert target.delete_moved(name, "src", "issue", run_seq=2, threshold=0.3,
+                               written_only=True) == Deletion()  # no table, no entities
+    target.upsert([entity("issue", f"i-{n}") for n in range(10)] + [entity("user", "i-1")],
+                  run_id="r1", run_seq=1)
+    assert target.delete_moved(name, "src", "issue", run_seq=2, threshold=0.3,
+                               written_only=True) == Deletion()  # no table yet
+    table = Table(name, {"v": "integer"})
+    target.upsert_rows(table, [row(f"i-{n}", v=1) for n in range(5)], run_id="r1", run_seq=1)
+    target.upsert_rows(table, [row(f"i-{n}", v=2) for n in (1, 2)], run_id="r2", run_seq=2)
+    moved = target.delete_moved(name, "src", "issue", run_seq=2, threshold=0.3,
+                                written_only=True)
+    assert (moved.deleted, moved.refused) == (2, None)
+    assert sorted(e["identifier"] for e in target.read("src", "issue", limit=100)) == [
+        f"i-{n}" for n in (0, *range(3, 10))]
+    assert [e["identifier"] for e in target.read("src", "user", limit=10)] == ["i-1"]
 
 
 def test_a_kind_moved_to_its_table_leaves_entities_once_the_table_holds_it(target):

@@ -133,8 +133,10 @@ def scope(rt: runtime.Runtime, run: Run, target: Target) -> tuple[Within | None,
     if field is None:
         return None, ("a sliced run reads only its windows, and without slices.field (the "
                       "item's value they filter by) it cannot tell which entities they hold")
-    lo, hi = rt.windows.span(run.run_id) or (0, 0)  # no windows: an empty span holds none
-    return Within(field, slices.within(lo, hi)), None
+    span = rt.windows.span(run.run_id)
+    if span is None:
+        return None, "the run's span held no window: it read nothing, so it deletes nothing"
+    return Within(field, slices.within(*span)), None
 
 
 def delete_stale(rt: runtime.Runtime, source: str, kind: str, *, run_seq: int,

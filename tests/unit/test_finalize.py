@@ -169,3 +169,17 @@ def test_a_sliced_run_moves_out_of_entities_only_what_it_wrote_into_the_kinds_ta
         rt.close()
     assert (state, fields.get("moved")) == (RunState.SUCCEEDED, 1), fields
     assert left == {"old-1"}
+
+
+def test_a_sliced_run_whose_span_held_no_window_deletes_nothing_and_says_so(tmp_path: Path):
+    rt = sliced(tmp_path, field="created")  # and no windows were cut (an empty span)
+    try:
+        write(rt, HELD, run_seq=1)
+        write(rt, HELD - 1)
+        state, fields = outcome(rt, ended())
+        assert held(rt) == HELD
+    finally:
+        rt.close()
+    assert state == RunState.SUCCEEDED
+    assert fields["deletion_skipped"] == ("the run's span held no window: it read nothing, "
+                                          "so it deletes nothing")

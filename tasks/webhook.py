@@ -3,7 +3,7 @@
 ``sluice serve`` coalesces the events of a burst into batches (``events``: a JSON list of
 ``integrations.webhooks.Event.as_json``); each is written here through the batch path of
 resync pages: the same identifier, mapping, typed table or ``entities``, rejections, retries
-and dead letters (tasks/ingest.py).
+and dead letters (tasks/boundary.py).
 
     fetch      an event marked ``fetch`` gets its full item from the API (``fetch_item``),
                through the source's webhook share of its rate limit; gone (404): a delete;

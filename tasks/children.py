@@ -31,13 +31,12 @@ from integrations.base import Integration
 from integrations.errors import (
     PagingCycle,
     PermanentError,
-    RetryableError,
     TooManyPages,
     describe,
 )
-from integrations.http.retry import backoff
 from tasks import messages
 from tasks.app import app
+from tasks.boundary import Guard
 from tasks.ingest import rejection
 from tasks.resync import batches
 from tasks.worker import runtime
@@ -103,9 +102,8 @@ async def collect(integration: Integration, kind: str, client: httpx.AsyncClient
 def fetch_children(self: Task, run_id: str, source: str, kind: str, seq: int, parents: str,
                    run_seq: int, root: str) -> dict[str, Any]:
     rt = runtime.current()
-    settings = rt.settings
     refs: list[dict[str, Any]] | str = parents
-    try:
+    with Guard(self, rt.settings, retries=rt.settings.ingest_retries) as guard:
         src = rt.config.source(source)
         refs = json.loads(parents)
         assert isinstance(refs, list)
@@ -126,24 +124,14 @@ def fetch_children(self: Task, run_id: str, source: str, kind: str, seq: int, pa
         for child, part in zip(seqs, parts, strict=True):
             messages.batch(app, run_id, source, kind, child, part.items, count=part.size,
                            run_seq=run_seq, root=root)
-    except RetryableError as exc:
-        if self.request.retries < settings.ingest_retries:
-            raise self.retry(exc=exc, countdown=backoff(
-                self.request.retries, base=settings.ingest_backoff,
-                cap=settings.ingest_max_backoff)) from exc
-        error: Exception = exc
-    except Exception as exc:
-        error = exc
-    else:
+    if guard.error is None:
         rejected = [rejection(seq, index, refs[index], f"parent: {why}")
                     for index, why in got.rejected]
         if rt.progress.batch_done(run_id, source, root, seq, written=0, rejected=rejected,
                                   child=kind):
             messages.finalize(app, run_id)
         return {"run_id": run_id, "seq": seq, "children": len(got.items), "batches": len(seqs)}
-    dead_letter = {"source": source, "kind": kind, "seq": seq, "task": "children",
-                   "root": root, "items": refs, "error": describe(error),
-                   "attempts": self.request.retries + 1, "at": time.time()}
-    if rt.progress.batch_failed(run_id, seq, dead_letter=dead_letter, child=kind):
+    letter = guard.letter("children", source, kind, refs, seq=seq, root=root)
+    if rt.progress.batch_failed(run_id, seq, dead_letter=letter, child=kind):
         messages.finalize(app, run_id)
-    return {"run_id": run_id, "seq": seq, "dead_lettered": dead_letter["error"]}
+    return {"run_id": run_id, "seq": seq, "dead_lettered": letter.error}

@@ -32,16 +32,13 @@ from typing import Any
 
 from celery import Task
 
-from integrations.errors import RetryableError, describe
-from integrations.http.retry import backoff
 from integrations.incremental import newest
 from tasks.app import app
+from tasks.boundary import Guard
 from tasks.ingest import child_kinds
 from tasks.runs.progress import Run, RunState
 from tasks.targets.base import Deletion, Target, Typed, Within
 from tasks.worker import runtime
-
-RETRIES = 5
 
 
 def outcome(rt: runtime.Runtime, run: Run) -> tuple[RunState, dict[str, Any]]:
@@ -188,7 +185,7 @@ def watermarks(rt: runtime.Runtime, run: Run) -> tuple[dict[str, str], dict[str,
     return stamped, {"watermark": f"{shown}; {store.where}"}
 
 
-@app.task(bind=True, name="sluice.finalize", max_retries=RETRIES)
+@app.task(bind=True, name="sluice.finalize", max_retries=None)
 def finalize(self: Task, run_id: str) -> dict[str, Any]:
     rt = runtime.current()
     run = rt.progress.get(run_id)
@@ -196,16 +193,12 @@ def finalize(self: Task, run_id: str) -> dict[str, Any]:
             or rt.progress.moved(run_id, run.source, run.kind)):
         ended = rt.progress.get(run_id)
         return {"run_id": run_id, "state": str(ended.state if ended else RunState.LOST)}
-    try:
+    with Guard(self, rt.settings, retries=rt.settings.finalize_retries) as guard:
         state, fields = outcome(rt, run)
-    except RetryableError as exc:
-        if self.request.retries < RETRIES:
-            raise self.retry(exc=exc, countdown=backoff(self.request.retries, base=2.0,
-                                                        cap=30.0)) from exc
-        state, fields = RunState.FAILED, {
-            "reason": f"finalize gave up after {RETRIES} retries: {describe(exc)}"}
-    except Exception as exc:
-        state, fields = RunState.FAILED, {"reason": f"finalize: {describe(exc)}"}
+    if guard.error is not None:
+        state, fields = RunState.FAILED, {"reason": (
+            f"finalize gave up after {guard.attempt} retries: {guard.why}" if guard.exhausted
+            else f"finalize: {guard.why}")}
     if state == RunState.PARTIAL:
         fields["reason"] = f"stale entities were not deleted: {fields['deletion_refused']}"
     rt.progress.finish(run, state, expect=RunState.FINALIZING, **fields)

@@ -18,7 +18,6 @@ is lost. Rejected items are counted on the run and listed by ``sluice failed lis
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,14 +26,13 @@ from celery import Task
 
 from integrations import jsontext, pager
 from integrations.base import Integration
-from integrations.errors import RetryableError, TargetRejected, describe
-from integrations.http.retry import backoff
+from integrations.errors import TargetRejected, describe
 from integrations.mapping import AS_IS, ColumnType, Mapping, fit, infer
 from integrations.secrets import excerpt
 from integrations.tombstones import Tombstones
 from tasks import messages
 from tasks.app import app
-from tasks.settings import Settings
+from tasks.boundary import Guard
 from tasks.targets import Entity, Target
 from tasks.targets.base import (
     ColumnTypeChanged,
@@ -107,9 +105,8 @@ def ingest_batch(
     to decode) dead-letters the batch with the exception's type, message and place."""
     rt = runtime.current()
     child = kind if root is not None else ""
-    settings = rt.settings
     kept: str | list[Any] = items  # what a dead letter holds: the items, decoded when they are
-    try:
+    with Guard(self, rt.settings, retries=rt.settings.ingest_retries) as guard:
         decoded: list[Any] = jsontext.loads(items) if isinstance(items, str) else items
         kept = decoded
         if run_seq is None:  # a message from `sluice failed retry` of an older version
@@ -144,29 +141,18 @@ def ingest_batch(
                                   table=typed.table(source) if typed is not None else None)
         if root is None:  # children of children are not fetched (a kind's parent is a root)
             fanout(rt, run_id, source, kind, seq, landed, run_seq=run_seq)
-    except RetryableError as exc:
-        if self.request.retries < settings.ingest_retries:
-            raise self.retry(exc=exc, countdown=retry_delay(settings, exc,
-                                                            self.request.retries)) from exc
-        error: Exception = exc
-    except Exception as exc:  # permanent: a Sluice error, or one nobody foresaw
-        error = exc
-    else:
         rejected += unstorable
+    if guard.error is None:
         if rt.progress.batch_done(run_id, source, root or kind, seq, written=written,
                                   rejected=rejected, child=child, skipped=skipped,
                                   deleted=deleted):
             messages.finalize(app, run_id)
         return {"run_id": run_id, "seq": seq, "written": written, "rejected": len(rejected),
                 "deleted": deleted}
-    dead_letter = {"source": source, "kind": kind, "seq": seq, "items": kept,
-                   "error": describe(error), "attempts": self.request.retries + 1,
-                   "at": time.time()}
-    if root is not None:
-        dead_letter["root"] = root
-    if rt.progress.batch_failed(run_id, seq, dead_letter=dead_letter, child=child):
+    letter = guard.letter("batch", source, kind, kept, seq=seq, root=root)
+    if rt.progress.batch_failed(run_id, seq, dead_letter=letter, child=child):
         messages.finalize(app, run_id)
-    return {"run_id": run_id, "seq": seq, "dead_lettered": dead_letter["error"]}
+    return {"run_id": run_id, "seq": seq, "dead_lettered": letter.error}
 
 
 @dataclass
@@ -224,14 +210,6 @@ def without_tombstones(tombstones: Tombstones, identify: Callable[[Any], str | N
     origin = [index for index, (mark, identifier) in enumerate(zip(marks, ids, strict=True))
               if not mark and identifier not in gone]
     return Split(seq, [items[i] for i in origin], origin, sorted(gone), gone, rejected)
-
-
-def retry_delay(settings: Settings, exc: RetryableError, retries: int) -> float:
-    """Seconds before a batch's next try: the target's hint when it gives one (capped),
-    else the backoff."""
-    if exc.retry_after is not None:
-        return min(settings.ingest_max_backoff, exc.retry_after)
-    return backoff(retries, base=settings.ingest_backoff, cap=settings.ingest_max_backoff)
 
 
 def columns_for(mapping: Mapping, existing: dict[str, ColumnType],

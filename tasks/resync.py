@@ -39,11 +39,12 @@ from celery import Celery, Task
 
 from integrations import jsontext, pager
 from integrations.base import Fetched
-from integrations.errors import ConfigError, PagingCycle, RunLost, TooManyPages, describe
+from integrations.errors import ConfigError, PagingCycle, RunLost, TooManyPages
 from integrations.incremental import newest, older
 from integrations.slices import Window, held
 from tasks import messages, slicing, traces
 from tasks.app import app
+from tasks.boundary import Guard
 from tasks.runs.progress import Cycle, Recorded, Run, RunState, Stopped
 from tasks.runs.windows import FULL, GONE, MOVED
 from tasks.worker import runtime
@@ -408,20 +409,20 @@ def produce_partition(rt: runtime.Runtime, run: Run, partition: int) -> bool:
     done (its last page out, or failed: a failure ends the whole producer side, with the
     exception's type, message and place, so the run fails within seconds); False when a
     fresh task goes on."""
-    try:
+    with Guard(None, rt.settings, retries=0) as guard:  # a window's thread: no task of its own
         finished = produce(rt, run, partition)
-    except Exception as exc:
-        fail(rt, run, partition, exc)
+    if guard.error is not None:
+        fail(rt, run, partition, guard.why)
         return True
     if finished and rt.progress.producer_done(run.run_id, partition=partition):
         messages.finalize(app, run.run_id)
     return finished
 
 
-def fail(rt: runtime.Runtime, run: Run, partition: int, exc: Exception) -> None:
-    log.warning("run %s: producer of %s/%s failed: %s", run.run_id, run.source, run.kind,
-                describe(exc))
-    if rt.progress.producer_done(run.run_id, partition=partition, error=describe(exc)):
+def fail(rt: runtime.Runtime, run: Run, partition: int, why: str) -> None:
+    """The producer gave up (``why``: ``describe`` of the exception): the run fails."""
+    log.warning("run %s: producer of %s/%s failed: %s", run.run_id, run.source, run.kind, why)
+    if rt.progress.producer_done(run.run_id, partition=partition, error=why):
         messages.finalize(app, run.run_id)
 
 
@@ -435,7 +436,9 @@ def resync(self: Task, source: str, kind: str, run_id: str | None = None,
     if (run is None or run.state != RunState.RUNNING or run.producer_done
             or rt.progress.moved(run.run_id, source, kind)):  # failed now: Redis forgot
         return summary(run_id or "", run and rt.progress.get(run.run_id))
-    try:
+    # No retry of its own: every request was retried by the source's client (with the API's
+    # Retry-After, up to max_retry_after); what is left fails the run within seconds.
+    with Guard(self, rt.settings, retries=0) as guard:
         check_run(rt, run)
         sliced = rt.integration(source).slices(kind)
         if sliced is not None and windows is None:
@@ -445,8 +448,8 @@ def resync(self: Task, source: str, kind: str, run_id: str | None = None,
                     and rt.progress.producer_done(run.run_id):
                 messages.finalize(app, run.run_id)  # nothing to read: an empty run
             return summary(run.run_id, rt.progress.get(run.run_id))
-    except Exception as exc:
-        fail(rt, run, partition, exc)
+    if guard.error is not None:
+        fail(rt, run, partition, guard.why)
         return summary(run.run_id, rt.progress.get(run.run_id))
     with runtime.handing_on():
         if windows is not None:

@@ -59,10 +59,16 @@ class Settings(BaseSettings):
     # flight (or its source's max_in_flight, if lower): a backfill leaves the rest of the
     # fleet's slots and cores to that work. Alone, it takes them all.
     bulk_max_in_flight: int = Field(4, ge=1)
-    # Batch writes: transient target errors are retried this often, then dead-lettered.
+    # Batch tasks (a batch, a children task, a webhook batch): transient errors (the target's,
+    # the API's) are retried this often, then dead-lettered. Every task's retry waits the
+    # backoff from ingest_backoff up to ingest_max_backoff, or the API's or target's hint
+    # (Retry-After) capped at ingest_max_backoff (tasks/boundary.py).
     ingest_retries: int = Field(5, ge=0)
     ingest_backoff: float = Field(1.0, ge=0)
     ingest_max_backoff: float = Field(60.0, ge=0)
+    # The end of a run: a transient target error while it deletes stale entities is retried
+    # this often, then the run fails with the reason.
+    finalize_retries: int = Field(5, ge=0)
     # A run's lock expires when the run shows no progress for this long, so a dead run never
     # blocks its source and kind forever.
     run_lock_seconds: int = Field(1800, ge=10)

@@ -3,7 +3,7 @@
 ``sluice serve`` coalesces the events of a burst into batches (``events``: a JSON list of
 ``integrations.webhooks.Event.as_json``); each is written here through the batch path of
 resync pages: the same identifier, mapping, typed table or ``entities``, rejections, retries
-and dead letters (tasks/ingest.py).
+and dead letters (tasks/boundary.py).
 
     fetch      an event marked ``fetch`` gets its full item from the API (``fetch_item``),
                through the source's webhook share of its rate limit; gone (404): a delete;
@@ -39,13 +39,15 @@ from typing import Any
 from celery import Task
 
 from integrations.base import Integration
-from integrations.errors import PermanentError, PermanentHTTPError, RetryableError, describe
+from integrations.errors import PermanentError, PermanentHTTPError, describe
 from integrations.http.paginators import dig
 from integrations.incremental import Position, position
 from integrations.mapping import Mapping
 from integrations.webhooks import Action
 from tasks.app import app
-from tasks.ingest import rejection, retry_delay, to_entities, write, write_mapped
+from tasks.boundary import Guard
+from tasks.ingest import rejection, to_entities, write, write_mapped
+from tasks.runs.deadletter import DeadLetter
 from tasks.runs.webhooks import COUNTS, WebhookLog
 from tasks.targets import Target
 from tasks.targets.base import Ordered, Typed
@@ -64,28 +66,21 @@ def webhook_batch(self: Task, source: str, kind: str, batch_id: str, events: str
     batch ``BATCH.INDEX`` (``sluice failed retry`` sends it again), and the rest is written."""
     rt = runtime.current()
     log = WebhookLog(rt.redis, redactor=rt.config.redactor, ttl=rt.settings.webhook_delivery_ttl)
-    settings = rt.settings
     decoded: Any = events
-    try:
+    with Guard(self, rt.settings, retries=rt.settings.ingest_retries) as guard:
         decoded = json.loads(events)
         batch = Batch(rt, log, source, kind, run_seq=log.run_seq())
         batch.apply(decoded)
-    except RetryableError as exc:
-        if self.request.retries < settings.ingest_retries:
-            raise self.retry(exc=exc, countdown=retry_delay(settings, exc,
-                                                            self.request.retries)) from exc
-        error: Exception = exc
-    except Exception as exc:  # permanent: a Sluice error, or one nobody foresaw
-        error = exc
-    else:
+    if guard.error is None:
         for index, event, why in batch.unfetched:
-            log.dead_letter(source, f"{batch_id}.{index}", {
-                "kind": kind, "events": [event], "error": why, "attempts": 1, "at": time.time()})
+            log.dead_letter(DeadLetter(task="webhook", source=source, kind=kind, items=[event],
+                                       error=why, attempts=1, at=time.time()),
+                            batch=f"{batch_id}.{index}")
         log.record(source, kind, batch_id, counts=batch.counts, rejected=batch.rejected)
         return {"batch": batch_id, **batch.counts}
-    log.dead_letter(source, batch_id, {"kind": kind, "events": decoded, "error": describe(error),
-                                       "attempts": self.request.retries + 1, "at": time.time()})
-    return {"batch": batch_id, "dead_lettered": describe(error)}
+    letter = guard.letter("webhook", source, kind, decoded)
+    log.dead_letter(letter, batch=batch_id)
+    return {"batch": batch_id, "dead_lettered": letter.error}
 
 
 class Batch:

@@ -111,7 +111,7 @@ class Fleet:
         run = self.wait(self.start(source))
         if run.state != "succeeded":
             letters = self.progress.dead_letters(run.run_id)
-            why = next((d["error"] for d in letters.values()), run.reason)
+            why = next((d.error for d in letters.values()), run.reason)
             raise RuntimeError(f"{source}: run {run.run_id} {run.state}: {why}")
         return time.monotonic() - started
 

@@ -39,6 +39,7 @@ from rich.text import Text
 
 from integrations.errors import ConfigError
 from tasks import traces
+from tasks.runs.deadletter import DeadLetter
 from tasks.runs.progress import Progress, Run, RunState
 from tasks.runs.webhooks import RUN_PREFIX, WebhookLog
 
@@ -545,11 +546,6 @@ def _print_status(runs: list[Run]) -> None:
         console.print(Text(text))
 
 
-def _count(items: Any) -> str:
-    """How many items a dead letter holds (its JSON text, when it could not be decoded)."""
-    return str(len(items)) if isinstance(items, list) else "undecodable"
-
-
 @sluice.group("failed", help="dead-lettered batches and rejected items")
 @config_option
 def failed() -> None:
@@ -575,17 +571,15 @@ def cmd_failed_list(run_id: str | None) -> int:
     lines: list[str] = []
     for rid in run_ids:
         for seq, letter in sorted(progress.dead_letters(rid).items()):
-            lines.append(f"{rid} batch {seq} ({letter['source']}/{letter['kind']}, "
-                         f"{_count(letter['items'])} items, {letter['attempts']} attempts): "
-                         f"{letter['error']}")
+            lines.append(f"{rid} batch {seq} ({letter.source}/{letter.kind}, "
+                         f"{letter.count} items, {letter.attempts} attempts): {letter.error}")
         for rec in progress.rejected(rid):
             lines.append(f"{rid} rejected {describe_seq(rec['seq'])} item {rec['index']}: "
                          f"{rec['reason']}: {rec['item']}")
     for source in sources:
         for batch, letter in sorted(hooks.dead_letters(source).items()):
-            lines.append(f"{RUN_PREFIX}{source} batch {batch} ({source}/{letter['kind']}, "
-                         f"{_count(letter['events'])} events, {letter['attempts']} attempts): "
-                         f"{letter['error']}")
+            lines.append(f"{RUN_PREFIX}{source} batch {batch} ({source}/{letter.kind}, "
+                         f"{letter.count} events, {letter.attempts} attempts): {letter.error}")
         for rec in hooks.rejected(source):
             lines.append(f"{RUN_PREFIX}{source} rejected event {rec['index']} of batch "
                          f"{rec['batch']}: {rec['reason']}: {rec['item']}")
@@ -619,8 +613,8 @@ def cmd_failed_retry(run_id: str) -> int:
         source = _webhook_source(run_id)
         dead = WebhookLog(progress.r).dead_letters(source)
         for batch, letter in sorted(dead.items()):  # the same batch id: counted once
-            events = letter["events"]
-            messages.webhook(app, source, letter["kind"], batch,
+            events = letter.items
+            messages.webhook(app, source, letter.kind, batch,
                              events if isinstance(events, str) else json.dumps(events),
                              count=len(events) if isinstance(events, list) else 0)
         click.echo(f"{run_id}: {len(dead)} dead-lettered batch(es) enqueued again")
@@ -635,21 +629,20 @@ def cmd_failed_retry(run_id: str) -> int:
     return 0
 
 
-def resend(letters: dict[int, dict[str, Any]], run_id: str, run_seq: int | None) -> None:
+def resend(letters: dict[int, DeadLetter], run_id: str, run_seq: int | None) -> None:
     """Send the run's dead-lettered batches (and children tasks) again."""
     from tasks import messages
     from tasks.app import app
 
     for seq, letter in sorted(letters.items()):
-        if letter.get("task") == "children":  # the task that fetches children, again
-            messages.children(app, run_id, letter["source"], letter["kind"], seq,
-                              json.dumps(letter["items"]), run_seq=run_seq or 0,
-                              count=len(letter["items"]), root=letter["root"],
-                              note=" (retry)")
+        if letter.task == "children":  # the task that fetches children, again
+            assert letter.root is not None, "a children task's letter names its root"
+            messages.children(app, run_id, letter.source, letter.kind, seq,
+                              json.dumps(letter.items), run_seq=run_seq or 0,
+                              count=len(letter.items), root=letter.root, note=" (retry)")
             continue
-        messages.batch(app, run_id, letter["source"], letter["kind"], seq,
-                       letter["items"], run_seq=run_seq, note=" (retry)",
-                       root=letter.get("root"))
+        messages.batch(app, run_id, letter.source, letter.kind, seq, letter.items,
+                       run_seq=run_seq, note=" (retry)", root=letter.root)
 
 
 @sluice.command("preview", help="fetch a kind's first page, map it, print the rows (writes "

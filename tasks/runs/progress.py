@@ -21,12 +21,14 @@ import json
 import logging
 import time
 import uuid
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
 from integrations.secrets import Redactor
 from tasks.runs import keys, scripts
+from tasks.runs.deadletter import DeadLetter
 from tasks.runs.record import Cycle, Recorded, Run, RunState, Stopped
 from tasks.settings import Settings
 
@@ -324,14 +326,13 @@ class Progress:
         if self.r.get(keys.lock(source, kind)) == run_id.encode():
             self.r.expire(keys.lock(source, kind), self.lock_seconds)
 
-    def batch_failed(self, run_id: str, seq: int, *, dead_letter: dict[str, Any],
+    def batch_failed(self, run_id: str, seq: int, *, dead_letter: DeadLetter,
                      child: str = "") -> bool:
         """Batch ``seq`` is dead-lettered with its items. True: the caller finalizes."""
+        letter = replace(dead_letter, error=self.redactor.text(dead_letter.error))
         return self._answered(run_id, self._batch_failed(
             keys=[*self._set_keys(run_id), keys.dead_letters(run_id), keys.METRICS, keys.ACTIVE],
-            args=[seq, json.dumps({**dead_letter,
-                                   "error": self.redactor.text(dead_letter.get("error", ""))}),
-                  repr(time.time()), child]))
+            args=[seq, letter.to_json(), repr(time.time()), child]))
 
     def finish(self, run: Run, state: RunState, *, expect: RunState | None = None,
                **fields: Any) -> bool:
@@ -404,8 +405,8 @@ class Progress:
     def rejected(self, run_id: str) -> list[dict[str, Any]]:
         return [json.loads(x) for x in self.r.lrange(keys.run_rejected(run_id), 0, -1)]
 
-    def dead_letters(self, run_id: str) -> dict[int, dict[str, Any]]:
-        """Dead-lettered batches still failed: seq -> {items, error, ...}."""
+    def dead_letters(self, run_id: str) -> dict[int, DeadLetter]:
+        """Dead-lettered batches still failed, by seq."""
         failed = {int(s) for s in self.r.smembers(keys.run_failed(run_id))}
         raw = self.r.hgetall(keys.dead_letters(run_id))
-        return {int(k): json.loads(v) for k, v in raw.items() if int(k) in failed}
+        return {int(k): DeadLetter.from_json(v) for k, v in raw.items() if int(k) in failed}

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from typing import Any
 
 import redis
 
 from integrations.secrets import Redactor
 from tasks.runs import keys, scripts
+from tasks.runs.deadletter import DeadLetter
 from tasks.settings import REDELIVERY_WINDOW
 
 # What a batch's counts are called (each a metrics field webhook_<name>).
@@ -81,17 +83,19 @@ class WebhookLog:
         pipe.execute()
         return True
 
-    def dead_letter(self, source: str, batch_id: str, letter: dict[str, Any]) -> None:
-        """Keep a batch that could not be written, with its events and why."""
-        letter = {**letter, "error": self.redactor.text(letter.get("error", ""))}
+    def dead_letter(self, letter: DeadLetter, *, batch: str) -> None:
+        """Keep a batch that could not be written (``batch``: its id), with its events and
+        why."""
+        letter = replace(letter, error=self.redactor.text(letter.error))
         pipe = self.r.pipeline()
-        pipe.hset(keys.webhook_dead(source), batch_id, json.dumps(letter))
-        pipe.hincrby(keys.METRICS, f"webhook_batches_failed|{source}|{letter['kind']}", 1)
+        pipe.hset(keys.webhook_dead(letter.source), batch, letter.to_json())
+        pipe.hincrby(keys.METRICS, f"webhook_batches_failed|{letter.source}|{letter.kind}", 1)
         pipe.execute()
 
     def rejected(self, source: str) -> list[dict[str, Any]]:
         return [json.loads(x) for x in self.r.lrange(keys.webhook_rejected(source), 0, -1)]
 
-    def dead_letters(self, source: str) -> dict[str, dict[str, Any]]:
+    def dead_letters(self, source: str) -> dict[str, DeadLetter]:
+        """The source's dead-lettered batches, by batch id."""
         raw: dict[bytes, bytes] = self.r.hgetall(keys.webhook_dead(source))  # type: ignore[assignment]  # redis-py's sync client returns the dict
-        return {k.decode(): json.loads(v) for k, v in raw.items()}
+        return {k.decode(): DeadLetter.from_json(v, source=source) for k, v in raw.items()}

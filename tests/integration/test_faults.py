@@ -41,8 +41,8 @@ def test_target_down_past_every_retry_dead_letters_then_failed_retry_completes(
     assert "2 batch(es) dead-lettered" in run.reason
     letters = p.client.progress.dead_letters(run.run_id)
     assert sorted(letters) == [1, 2]
-    assert letters[1]["items"] == items[:50] and "TargetUnavailable" in letters[1]["error"]
-    assert letters[1]["attempts"] == 4  # the first try and 3 retries
+    assert letters[1].items == items[:50] and "TargetUnavailable" in letters[1].error
+    assert letters[1].attempts == 4  # the first try and 3 retries
 
     p.api.state.sink_down = 0
     env = {**os.environ, "SLUICE_REDIS_URL": p.workers.redis_url,
@@ -129,5 +129,5 @@ def test_a_sink_that_trickles_its_answer_dead_letters_within_the_deadline(
         p.api.state.trickle.clear()
     assert run.state == "failed" and run.batches_failed == 1, run
     [letter] = p.client.progress.dead_letters(run.run_id).values()
-    assert "TargetUnavailable" in letter["error"] and "deadline of 1 s" in letter["error"]
-    assert letter["attempts"] == 4 and took < 30, took
+    assert "TargetUnavailable" in letter.error and "deadline of 1 s" in letter.error
+    assert letter.attempts == 4 and took < 30, took

@@ -206,7 +206,7 @@ def test_a_missing_typed_table_dead_letters_its_batches_naming_it(setup: Setup):
     setup.api.set_items("gone", 60)
     run = setup.client.resync("api", "gone")
     assert run.state == "failed" and run.batches_failed == 2, run
-    errors = [d["error"] for d in setup.client.progress.dead_letters(run.run_id).values()]
+    errors = [d.error for d in setup.client.progress.dead_letters(run.run_id).values()]
     assert len(errors) == 2
     for error in errors:
         assert "typed table api_gone does not exist and this role may not create it" in error

@@ -16,6 +16,7 @@ import redis
 from integrations.fakeapi import FakeAPI, at
 from tasks.operator.redisserver import RedisServer
 from tasks.runs import keys
+from tasks.runs.deadletter import DeadLetter
 from tasks.runs.progress import Progress, RunState, Stopped
 from tests.support.workers import Client, Workers, cursor_config
 
@@ -62,7 +63,8 @@ def test_the_scripts_fail_a_run_redis_forgot_and_free_its_kind():
         assert 0 < r.ttl(keys.run_enqueued(run.run_id)) <= 3600
         # Its late batches count nowhere towards an end; a dead letter retried and written
         # does not turn it into a success.
-        assert not progress.batch_failed(run.run_id, 2, dead_letter={"error": "x"})
+        assert not progress.batch_failed(run.run_id, 2, dead_letter=DeadLetter(
+            task="batch", source="src", kind="kind", items=[], error="x", attempts=1, at=0.0))
         assert not progress.batch_done(run.run_id, "src", "kind", 2, written=10, rejected=[])
         assert not progress.producer_done(run.run_id)
         assert progress.get(run.run_id).state == RunState.FAILED  # type: ignore[union-attr]

@@ -9,12 +9,17 @@ import pytest
 
 from integrations.secrets import Redactor
 from tasks.runs import keys
+from tasks.runs.deadletter import DeadLetter
 from tasks.runs.progress import Cycle, Progress, RunState
 
 
 @pytest.fixture
 def progress() -> Progress:
     return Progress(fakeredis.FakeRedis(), lock_seconds=60, ttl=3600)
+
+
+LETTER = DeadLetter(task="batch", source="src", kind="kind", items=[], error="x", attempts=1,
+                    at=0.0, seq=2)
 
 
 def started(progress: Progress, pages: int = 2) -> str:
@@ -112,7 +117,8 @@ def test_a_dead_letter_keeps_its_items_and_a_later_success_recovers_the_run(prog
     run_id = started(progress)
     progress.batch_done(run_id, "src", "kind", 1, written=10, rejected=[])
     progress.producer_done(run_id)
-    letter = {"source": "src", "kind": "kind", "items": [{"id": 1}], "error": "down"}
+    letter = DeadLetter(task="batch", source="src", kind="kind", items=[{"id": 1}],
+                        error="down", attempts=4, at=1.0, seq=2)
     assert progress.batch_failed(run_id, 2, dead_letter=letter)
     assert not progress.batch_failed(run_id, 2, dead_letter=letter)  # counted once
     run = progress.get(run_id)
@@ -129,7 +135,7 @@ def test_a_producer_error_keeps_a_recovered_run_failed(progress):
     run_id = started(progress)
     progress.batch_done(run_id, "src", "kind", 1, written=10, rejected=[])
     progress.producer_done(run_id, error="MalformedPage: boom")
-    progress.batch_failed(run_id, 2, dead_letter={"items": []})
+    progress.batch_failed(run_id, 2, dead_letter=LETTER)
     progress.finish(progress.get(run_id), RunState.FAILED)
     progress.batch_done(run_id, "src", "kind", 2, written=10, rejected=[])
     assert progress.get(run_id).state == "failed"
@@ -163,7 +169,7 @@ def test_counters_per_source_and_kind_for_prometheus(progress):
     progress.batch_done(run_id, "src", "kind", 1, written=9, rejected=[{"seq": 1}])
     progress.batch_done(run_id, "src", "kind", 1, written=9, rejected=[{"seq": 1}])
     progress.producer_done(run_id)
-    progress.batch_failed(run_id, 2, dead_letter={"items": []})
+    progress.batch_failed(run_id, 2, dead_letter=LETTER)
     progress.finish(progress.get(run_id), RunState.FAILED)
     progress.create_run("src", "kind")
     progress.create_run("src", "kind")  # skipped

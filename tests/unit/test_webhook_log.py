@@ -8,6 +8,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from integrations.secrets import Redactor
 from tasks.runs import keys
+from tasks.runs.deadletter import DeadLetter
 from tasks.runs.metrics import SluiceCollector
 from tasks.runs.progress import Progress
 from tasks.runs.webhooks import WebhookLog
@@ -34,10 +35,12 @@ def test_a_batch_is_counted_once_whatever_its_redeliveries() -> None:
 def test_a_dead_letter_is_kept_until_the_batch_is_written() -> None:
     r = fakeredis.FakeRedis()
     log = WebhookLog(r, redactor=Redactor({SECRET}))
-    log.dead_letter("gh", "b-2", {"kind": "issue", "events": [{"item": {}}], "attempts": 6,
-                                  "error": f"TargetUnavailable: dsn with {SECRET}"})
+    log.dead_letter(DeadLetter(task="webhook", source="gh", kind="issue", items=[{"item": {}}],
+                               attempts=6, at=1.0,
+                               error=f"TargetUnavailable: dsn with {SECRET}"), batch="b-2")
     [(batch, letter)] = log.dead_letters("gh").items()
-    assert batch == "b-2" and letter["attempts"] == 6 and SECRET not in letter["error"]
+    assert batch == "b-2" and letter.attempts == 6 and SECRET not in letter.error
+    assert letter.items == [{"item": {}}] and letter.source == "gh"
     log.record("gh", "issue", "b-2", counts={"written": 1}, rejected=[])  # retried: written
     assert log.dead_letters("gh") == {}
     registry = CollectorRegistry()

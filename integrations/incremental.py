@@ -29,8 +29,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from integrations.base import StrictModel
-from integrations.http.paginators import dig
+from integrations.jsonpath import dig
+from integrations.settings import StrictModel
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")

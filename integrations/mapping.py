@@ -34,8 +34,8 @@ from typing import Any, ClassVar, Literal
 import jq
 from pydantic import Field, field_validator, model_validator
 
-from integrations.base import StrictModel
 from integrations.jqsubset import NotHere, compile_subset
+from integrations.settings import StrictModel
 
 ColumnType = Literal["text", "integer", "number", "boolean", "timestamp", "json"]
 COLUMN_TYPES: tuple[ColumnType, ...] = ("text", "integer", "number", "boolean", "timestamp",

@@ -28,16 +28,18 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
-from integrations.base import ApiSettings, Fetched, State
 from integrations.errors import MalformedPage, PermanentHTTPError, WebhookRefused
+from integrations.fetched import Fetched, State
 from integrations.http.auth import Credentials
 from integrations.http.client import get_json, make_client
 from integrations.http.oauth import TokenStore
-from integrations.http.paginators import Paginator, dig, fetched
+from integrations.http.paginators import Paginator, fetched
 from integrations.http.ratelimit import RateLimiter
 from integrations.incremental import Incremental
+from integrations.jsonpath import dig
 from integrations.mapping import Mapping, MappingSettings
 from integrations.secrets import Redactor
+from integrations.settings import ApiSettings
 from integrations.slices import Slices
 from integrations.tombstones import Tombstones
 from integrations.webhooks import Event

@@ -28,7 +28,8 @@ from typing import Any, TypedDict, final
 
 import httpx
 
-from integrations.base import Fetched, Integration, State
+from integrations.base import Integration
+from integrations.fetched import Fetched, State
 
 PARTITION_SPAN = 10_000_000  # pages per partition, at most
 # A page split into several batches (more than max_batch_items items): part k > 0 of page s

@@ -19,7 +19,8 @@ from importlib import import_module
 from pathlib import Path
 from typing import Any, TypeVar
 
-from integrations.base import Integration, SourceSettings
+from integrations.base import Integration
+from integrations.settings import SourceSettings
 
 
 @dataclass(frozen=True)

@@ -33,8 +33,9 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from integrations.base import Fetched, StrictModel
+from integrations.fetched import Fetched
 from integrations.incremental import CursorType, _epoch, _number, _time, seconds
+from integrations.settings import StrictModel
 
 Window = list[int]  # [a, b]: from a (included) to b (excluded), in the cursor's unit
 

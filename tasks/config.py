@@ -20,11 +20,11 @@ from typing import Annotated, Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from integrations.base import SourceSettings, StrictModel
 from integrations.errors import ConfigError
 from integrations.mapping import MappingError
 from integrations.registry import SETTINGS, load
 from integrations.secrets import Redactor
+from integrations.settings import SourceSettings, StrictModel
 from tasks.settings import get_settings
 
 

@@ -38,8 +38,8 @@ from typing import Any, NamedTuple
 from celery import Celery, Task
 
 from integrations import jsontext, pager
-from integrations.base import Fetched
 from integrations.errors import ConfigError, PagingCycle, RunLost, TooManyPages
+from integrations.fetched import Fetched
 from integrations.incremental import newest, older
 from integrations.slices import Window, held
 from tasks import messages, slicing, traces

@@ -40,8 +40,8 @@ from celery import Task
 
 from integrations.base import Integration
 from integrations.errors import PermanentError, PermanentHTTPError, describe
-from integrations.http.paginators import dig
 from integrations.incremental import Position, position
+from integrations.jsonpath import dig
 from integrations.mapping import Mapping
 from integrations.webhooks import Action
 from tasks.app import app

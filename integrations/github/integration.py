@@ -43,15 +43,16 @@ from typing import Any
 
 import httpx
 
-from integrations.base import Fetched, State
 from integrations.errors import MalformedPage, RateLimited
+from integrations.fetched import Fetched, State
 from integrations.github import v4, webhooks
 from integrations.github.settings import GithubSettings, Kind
 from integrations.http.graphql import GraphqlPaginator, nodes
 from integrations.http.oauth import TokenStore
-from integrations.http.paginators import LinkPaginator, Paginator, dig
+from integrations.http.paginators import LinkPaginator, Paginator
 from integrations.http.ratelimit import RateLimiter
 from integrations.incremental import Incremental
+from integrations.jsonpath import dig
 from integrations.mapping import MappingSettings
 from integrations.paged import PagedIntegration
 from integrations.parents import fill

@@ -7,9 +7,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from integrations.base import ApiSettings
 from integrations.github.mappings import GithubMappings
 from integrations.incremental import Duration
+from integrations.settings import ApiSettings
 
 
 class Kind(StrEnum):

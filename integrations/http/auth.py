@@ -24,7 +24,7 @@ from typing import Annotated, Literal
 import httpx
 from pydantic import AfterValidator, Field, model_validator
 
-from integrations.base import StrictModel
+from integrations.settings import StrictModel
 
 
 def _matching(pattern: str, what: str) -> AfterValidator:

@@ -11,12 +11,12 @@ from typing import Any
 import httpx
 
 from integrations import jsontext
-from integrations.base import HttpSettings, origin
 from integrations.errors import MalformedPage, PermanentHTTPError, TransientHTTPError
-from integrations.http.origin import OriginGuard
+from integrations.http.origin import OriginGuard, origin
 from integrations.http.ratelimit import RateLimiter
 from integrations.http.retry import RetryTransport, is_retryable, server_wait
 from integrations.secrets import excerpt
+from integrations.settings import HttpSettings
 
 DEFAULT_HTTP = HttpSettings()  # frozen: one instance serves as every default
 

@@ -30,10 +30,11 @@ from typing import Any
 
 import httpx
 
-from integrations.base import State
 from integrations.errors import GraphQLError, MalformedPage, PagingCycle, RateLimited
-from integrations.http.paginators import BasePaginator, dig
+from integrations.fetched import State
+from integrations.http.paginators import BasePaginator
 from integrations.http.retry import reset_wait, server_wait
+from integrations.jsonpath import dig
 from integrations.secrets import excerpt
 
 # An error that says "too many requests" rather than "this query is wrong": GitHub's type,

@@ -43,12 +43,12 @@ from typing import Any, Protocol
 import httpx
 from cryptography.fernet import Fernet, InvalidToken
 
-from integrations.base import HttpSettings
 from integrations.errors import AuthRefused, ConfigError, TransientHTTPError
 from integrations.http.auth import OAuth2RefreshToken, OAuth2Settings
 from integrations.http.client import make_client
 from integrations.http.retry import BEARER
 from integrations.secrets import Redactor, excerpt
+from integrations.settings import HttpSettings
 
 # A refusal is shared this long: every process fails at once, then one asks again.
 REFUSAL_TTL = 300.0

@@ -15,9 +15,15 @@ from collections.abc import Collection, Mapping
 
 import httpx
 
-from integrations.base import origin
 from integrations.errors import ForeignOrigin
 from integrations.http.retry import BEARER
+
+
+def origin(url: httpx.URL | str) -> str:
+    """``scheme://host[:port]`` of a URL (the port only when it is not the scheme's default)."""
+    url = httpx.URL(url)
+    return f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port is not None else "")
+
 
 # Sent by httpx or an Auth flow rather than configured, and as sensitive.
 ALWAYS_STRIPPED = ("authorization", "proxy-authorization", "cookie")

@@ -30,8 +30,8 @@ from typing import Any
 
 import httpx
 
-from integrations.base import State
 from integrations.errors import MalformedPage
+from integrations.fetched import State
 from integrations.http.paginators import BasePaginator, OffsetPaginator
 from integrations.incremental import Incremental
 from integrations.jira import webhooks

@@ -7,9 +7,9 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from integrations.base import ApiSettings
 from integrations.incremental import Duration
 from integrations.jira.mappings import JiraMappings
+from integrations.settings import ApiSettings
 
 DEFAULT_FIELDS = ["summary", "status", "issuetype", "project", "assignee", "created", "updated"]
 

@@ -7,7 +7,6 @@ from typing import Any
 
 import httpx
 
-from integrations.base import origin
 from integrations.errors import MalformedPage
 from integrations.http.auth import (
     Credentials,
@@ -17,8 +16,10 @@ from integrations.http.auth import (
 )
 from integrations.http.graphql import nodes
 from integrations.http.oauth import LocalTokenStore, OAuth2, TokenSource, TokenStore
-from integrations.http.paginators import Paginator, dig
+from integrations.http.origin import origin
+from integrations.http.paginators import Paginator
 from integrations.incremental import Incremental
+from integrations.jsonpath import dig
 from integrations.mapping import MappingSettings
 from integrations.paged import PagedIntegration
 from integrations.parents import fill, fill_json

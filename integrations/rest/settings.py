@@ -8,13 +8,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, JsonValue, model_validator
 
-from integrations.base import ApiSettings, StrictModel
 from integrations.http.auth import AuthSettings
 from integrations.http.graphql import GraphqlPaginator, declares
 from integrations.http.paginators import PAGINATORS, BasePaginator
 from integrations.incremental import Incremental
 from integrations.mapping import MappingSettings
 from integrations.parents import ITEM_FIELD, PARENT_FIELD
+from integrations.settings import ApiSettings, StrictModel
 from integrations.slices import Slices
 from integrations.tombstones import checked
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from integrations.errors import MalformedPage, WebhookRefused
-from integrations.http.paginators import dig
+from integrations.jsonpath import dig
 from integrations.parents import ITEM_FIELD, fill
 from integrations.signatures import check_hmac, header
 from integrations.webhooks import Action, Event

@@ -36,7 +36,7 @@ import redis
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from integrations.http.paginators import dig  # noqa: E402
+from integrations.jsonpath import dig  # noqa: E402
 from integrations.rest.integration import paginator_for  # noqa: E402
 from integrations.rest.settings import KindSettings  # noqa: E402
 from tasks import messages  # noqa: E402

@@ -36,9 +36,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from integrations.base import Integration, SourceSettings
+from integrations.base import Integration
 from integrations.errors import WebhookRefused
 from integrations.registry import load
+from integrations.settings import SourceSettings
 from integrations.webhooks import decode
 from tasks.config import SluiceConfig
 from tasks.serve.deliveries import Deliveries

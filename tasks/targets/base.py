@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypedDict, runtime_checkable
 
 from integrations.errors import TargetRejected
-from integrations.http.paginators import dig
+from integrations.jsonpath import dig
 from integrations.mapping import COLUMN_TYPES, ColumnType
 
 __all__ = ["COLUMN_TYPES", "ColumnType"]  # and the rest, as defined here

@@ -17,12 +17,12 @@ import httpx
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from integrations.base import HttpSettings
 from integrations.errors import AuthRefused, ConfigError
 from integrations.http.auth import AuthSettings, simple_credentials
 from integrations.http.client import make_client
 from integrations.http.oauth import LocalTokenStore, OAuth2, TokenSource
 from integrations.rest.settings import RestSettings
+from integrations.settings import HttpSettings
 from tasks.worker.tokens import RedisTokenStore
 
 pytestmark = pytest.mark.anyio  # anyio's pytest plugin runs the async tests

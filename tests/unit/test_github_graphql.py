@@ -17,9 +17,9 @@ from graphql import OperationDefinitionNode, parse
 from pydantic import ValidationError
 
 from integrations import pager
-from integrations.base import Fetched
 from integrations.errors import MalformedPage, RateLimited
 from integrations.fakeapi import at
+from integrations.fetched import Fetched
 from integrations.github import fakegraphql, v4
 from integrations.github.fake import FakeGithub
 from integrations.github.integration import GithubIntegration, graphql_path

@@ -12,7 +12,6 @@ import pytest
 from pydantic import ValidationError
 
 from integrations import pager
-from integrations.base import HttpSettings, State
 from integrations.errors import (
     ForeignOrigin,
     GraphQLError,
@@ -22,9 +21,11 @@ from integrations.errors import (
     PermanentHTTPError,
     TransientHTTPError,
 )
+from integrations.fetched import State
 from integrations.http.client import get_json, make_client
 from integrations.rest.integration import RestIntegration
 from integrations.rest.settings import KindSettings, RestSettings
+from integrations.settings import HttpSettings
 
 QUERY = """query($owner: String!, $first: Int!, $after: String, $since: String) {
   repository(owner: $owner) { issues(first: $first, after: $after, since: $since) {

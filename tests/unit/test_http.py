@@ -9,7 +9,6 @@ import time
 import httpx
 import pytest
 
-from integrations.base import HttpSettings
 from integrations.errors import (
     ForeignOrigin,
     MalformedPage,
@@ -18,6 +17,7 @@ from integrations.errors import (
 )
 from integrations.http.client import get_json, make_client, raise_for_status
 from integrations.http.retry import RetryTransport, parse_retry_after
+from integrations.settings import HttpSettings
 
 
 class Script:

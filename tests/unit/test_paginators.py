@@ -12,18 +12,19 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from integrations.base import Fetched, HttpSettings
 from integrations.errors import ForeignOrigin, MalformedPage, PagingCycle
+from integrations.fetched import Fetched
 from integrations.http.client import get_json, make_client
 from integrations.http.paginators import (
     BasePaginator,
     CursorPaginator,
     KeysetPaginator,
     NextUrlPaginator,
-    dig,
     fetched,
 )
+from integrations.jsonpath import dig
 from integrations.rest.settings import KindSettings
+from integrations.settings import HttpSettings
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

@@ -11,7 +11,6 @@ import pytest
 from pydantic import ValidationError
 
 from integrations import registry
-from integrations.base import ApiSettings
 from integrations.github.integration import GithubIntegration
 from integrations.github.settings import GithubSettings, Kind
 from integrations.http.graphql import GraphqlPaginator
@@ -21,6 +20,7 @@ from integrations.jira.settings import JiraSettings
 from integrations.paged import PagedIntegration
 from integrations.rest.integration import RestIntegration
 from integrations.rest.settings import AnyPagination, KindSettings, RestSettings
+from integrations.settings import ApiSettings
 
 
 class ToySettings(ApiSettings):

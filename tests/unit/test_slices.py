@@ -11,8 +11,8 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from integrations.base import Fetched
 from integrations.errors import ConfigError, MalformedPage
+from integrations.fetched import Fetched
 from integrations.http.paginators import fetched
 from integrations.rest.integration import RestIntegration
 from integrations.rest.settings import KindSettings, RestSettings

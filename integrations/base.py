@@ -12,8 +12,8 @@ reveals concurrently), so every integration gets parallel pages, checkpoints and
     await integration.partitions(kind, client)  # -> None, or JSON keys to split the kind by
     integration.identifier(kind, item)       # -> str, or None when the item has none
 
-Webhooks (``sluice serve``; see ``integrations.webhooks``): ``verify``, ``delivery``,
-``events``, ``cursor_path`` and ``fetch_item``.
+An integration that receives webhooks (``sluice serve``) implements
+``integrations.webhooks.Webhooks`` as well: a capability, not part of this protocol.
 
 An integration over an HTTP API subclasses ``integrations.paged.PagedIntegration``, which
 supplies all of this but the API's own choices, and registers itself with
@@ -22,7 +22,6 @@ supplies all of this but the API's own choices, and registers itself with
 
 from __future__ import annotations
 
-from collections.abc import Mapping as HeaderMap
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
@@ -38,7 +37,6 @@ if TYPE_CHECKING:
     from integrations.secrets import Redactor
     from integrations.slices import Slices
     from integrations.tombstones import Tombstones
-    from integrations.webhooks import Event
 
 
 class Integration(Protocol):
@@ -122,33 +120,4 @@ class Integration(Protocol):
 
     def identifier(self, kind: str, item: Any) -> str | None:
         """The item's identifier as a string, or None when it has none."""
-        ...
-
-    # -- webhooks (``sluice serve`` calls the first three; workers the last two)
-
-    def verify(self, headers: HeaderMap[str, str], body: bytes) -> None:
-        """Accept a delivery only when it is signed with the source's ``webhook_secret``
-        (compared in constant time). Raises WebhookRefused(status=401)."""
-        ...
-
-    def delivery(self, headers: HeaderMap[str, str], payload: Any) -> str | None:
-        """The delivery's id, the same on every redelivery of one event (applied once), or
-        None when the API sends none."""
-        ...
-
-    def events(self, headers: HeaderMap[str, str], payload: Any) -> list[Event]:
-        """The upserts and deletes a verified delivery carries, of the source's kinds only
-        (an event of another kind, or a ping: []). Items have the shape a resync writes.
-        Raises WebhookRefused(status=400) for a payload that lacks what its event needs."""
-        ...
-
-    def cursor_path(self, kind: str) -> str | None:
-        """Dot path to what orders an item's versions (``updated_at``): an event older than
-        what the target holds does not overwrite it. None: every event is applied."""
-        ...
-
-    async def fetch_item(self, kind: str, client: httpx.AsyncClient, item: Any) -> Any | None:
-        """The full item of a ``fetch`` event, as a resync writes it, through ``client`` (the
-        source's rate limit and retries). None when the API says it is gone (404).
-        Raises TransientHTTPError, PermanentHTTPError or MalformedPage."""
         ...

@@ -15,20 +15,19 @@ what its API does differently:
 
 The base supplies the rest of the ``Integration`` protocol: ``kinds()`` from the settings,
 ``client()``, the ``fetch()`` of one page (paginator -> request -> ``get_json`` -> check ->
-items -> ``fetched``), ``planned()`` and ``identifier()``; of the webhook methods, defaults
-that take no events (``verify`` refuses every delivery) and ``cursor_path`` from
-``incremental``.
+items -> ``fetched``), ``planned()`` and ``identifier()``. An integration that receives
+webhooks implements ``integrations.webhooks.Webhooks`` too; ``get_item`` serves its
+``fetch_item``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping as HeaderMap
 from typing import Any, Generic, TypeVar
 
 import httpx
 
-from integrations.errors import MalformedPage, PermanentHTTPError, WebhookRefused
+from integrations.errors import MalformedPage, PermanentHTTPError
 from integrations.fetched import Fetched, State
 from integrations.http.auth import Credentials
 from integrations.http.client import get_json, make_client
@@ -42,7 +41,6 @@ from integrations.secrets import Redactor
 from integrations.settings import ApiSettings
 from integrations.slices import Slices
 from integrations.tombstones import Tombstones
-from integrations.webhooks import Event
 
 S = TypeVar("S", bound=ApiSettings)
 
@@ -209,24 +207,7 @@ class PagedIntegration(Generic[S]):
         value = dig(item, self.id_path(kind)) if isinstance(item, dict) else None
         return self.id_text(value)
 
-    # -- webhooks: an integration that takes them overrides verify, delivery and events
-
-    def verify(self, headers: HeaderMap[str, str], body: bytes) -> None:
-        raise WebhookRefused(f"integration {self.settings.integration!r} takes no webhooks",
-                             status=401)
-
-    def delivery(self, headers: HeaderMap[str, str], payload: Any) -> str | None:
-        return None
-
-    def events(self, headers: HeaderMap[str, str], payload: Any) -> list[Event]:
-        return []
-
-    def cursor_path(self, kind: str) -> str | None:
-        incremental = self.incremental(kind)
-        return None if incremental is None else incremental.cursor_path
-
-    async def fetch_item(self, kind: str, client: httpx.AsyncClient, item: Any) -> Any | None:
-        raise MalformedPage(f"{kind} events are not fetched by this integration")
+    # -- for an integration that takes webhooks (``integrations.webhooks.Webhooks``)
 
     async def get_item(self, client: httpx.AsyncClient, path: str, *,
                        params: dict[str, Any] | None = None) -> Any | None:

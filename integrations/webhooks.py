@@ -5,12 +5,17 @@ its signature and to turn its JSON into events, and enqueues the events for the 
 workers write them through the batch path (``tasks/webhook.py``). Nothing here talks to
 Redis, Celery or the target: integrations stay on their side of the line.
 
-    integration.verify(headers, body)       # raises WebhookRefused (401) unless signed right
+Receiving webhooks is a capability: an integration that has it implements ``Webhooks``
+beside the ``Integration`` protocol, and ``webhooks_of`` finds it (None: the integration takes
+no events, and ``sluice serve`` refuses its deliveries):
+
+    hooks = webhooks_of(integration)
+    hooks.verify(headers, body)             # raises WebhookRefused (401) unless signed right
     decode(content_type, body)              # -> the JSON payload (a form's ``payload``), or 400
-    integration.delivery(headers, payload)  # -> the delivery's id (applied once), or None
-    integration.events(headers, payload)    # -> [Event(kind, action, item, fetch)]
-    integration.cursor_path(kind)           # -> the dot path that orders an item's versions
-    await integration.fetch_item(kind, client, item)  # -> the full item (``fetch`` events)
+    hooks.delivery(headers, payload)        # -> the delivery's id (applied once), or None
+    hooks.events(headers, payload)          # -> [Event(kind, action, item, fetch)]
+    hooks.cursor_path(kind)                 # -> the dot path that orders an item's versions
+    await hooks.fetch_item(kind, client, item)  # -> the full item (``fetch`` events)
 """
 
 from __future__ import annotations
@@ -18,9 +23,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import urllib.parse
+from collections.abc import Mapping as HeaderMap
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
+
+import httpx
 
 from integrations import jsontext
 from integrations.errors import WebhookRefused
@@ -50,6 +58,44 @@ class Event:
         """The event as it travels in a ``sluice.webhook_batch`` message."""
         return {"delivery": delivery, "action": str(self.action), "item": self.item,
                 "fetch": self.fetch}
+
+
+@runtime_checkable
+class Webhooks(Protocol):
+    """What an integration that receives webhooks adds (``sluice serve`` calls the first
+    three; workers the last two)."""
+
+    def verify(self, headers: HeaderMap[str, str], body: bytes) -> None:
+        """Accept a delivery only when it is signed with the source's ``webhook_secret``
+        (compared in constant time). Raises WebhookRefused(status=401)."""
+        ...
+
+    def delivery(self, headers: HeaderMap[str, str], payload: Any) -> str | None:
+        """The delivery's id, the same on every redelivery of one event (applied once), or
+        None when the API sends none."""
+        ...
+
+    def events(self, headers: HeaderMap[str, str], payload: Any) -> list[Event]:
+        """The upserts and deletes a verified delivery carries, of the source's kinds only
+        (an event of another kind, or a ping: []). Items have the shape a resync writes.
+        Raises WebhookRefused(status=400) for a payload that lacks what its event needs."""
+        ...
+
+    def cursor_path(self, kind: str) -> str | None:
+        """Dot path to what orders an item's versions (``updated_at``): an event older than
+        what the target holds does not overwrite it. None: every event is applied."""
+        ...
+
+    async def fetch_item(self, kind: str, client: httpx.AsyncClient, item: Any) -> Any | None:
+        """The full item of a ``fetch`` event, as a resync writes it, through ``client`` (the
+        source's rate limit and retries). None when the API says it is gone (404).
+        Raises TransientHTTPError, PermanentHTTPError or MalformedPage."""
+        ...
+
+
+def webhooks_of(integration: object) -> Webhooks | None:
+    """The integration's webhooks, or None when it receives none."""
+    return integration if isinstance(integration, Webhooks) else None
 
 
 def hmac_digest(secret: str, body: bytes, algorithm: str = "sha256") -> bytes:

@@ -39,11 +39,11 @@ from typing import Any
 from celery import Task
 
 from integrations.base import Integration
-from integrations.errors import PermanentError, PermanentHTTPError, describe
+from integrations.errors import MalformedPage, PermanentError, PermanentHTTPError, describe
 from integrations.incremental import Position, position
 from integrations.jsonpath import dig
 from integrations.mapping import Mapping
-from integrations.webhooks import Action
+from integrations.webhooks import Action, webhooks_of
 from tasks.app import app
 from tasks.boundary import Guard
 from tasks.ingest import rejection, to_entities, write, write_mapped
@@ -94,7 +94,8 @@ class Batch:
         self.integration, self.target = rt.integration(source), rt.target()
         mapping = self.integration.mapping(kind)
         self.typed = mapping if mapping is not None and isinstance(self.target, Typed) else None
-        self.cursor = self.integration.cursor_path(kind)
+        hooks = webhooks_of(self.integration)
+        self.cursor = hooks.cursor_path(kind) if hooks is not None else None
         self.counts = dict.fromkeys(COUNTS, 0)
         self.rejected: list[dict[str, Any]] = []
         self.unfetched: list[tuple[int, Event, str]] = []  # (index, event, why)
@@ -185,8 +186,11 @@ def follow_up(rt: runtime.Runtime, integration: Integration, source: str, kind: 
     """An event that carries too little, with the full item from the API (the source's
     webhook share of its rate limit); an item the API no longer has (404, 410) is deleted.
     Raises PermanentError when the item cannot be fetched (no path, a 403)."""
+    hooks = webhooks_of(integration)
+    if hooks is None:
+        raise MalformedPage(f"{kind} events are not fetched by this integration")
     client = rt.client(source, webhook=True)
-    full = rt.run(integration.fetch_item(kind, client, event["item"]))
+    full = rt.run(hooks.fetch_item(kind, client, event["item"]))
     if full is None:
         return {**event, "action": str(Action.DELETE), "fetch": False}
     return {**event, "item": full, "fetch": False}

@@ -26,17 +26,18 @@ token stays on its origin), and says None for an item GitHub answers 404 for.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
 from integrations.errors import MalformedPage, WebhookRefused
-from integrations.github.settings import Kind
+from integrations.github.settings import GithubSettings, Kind
+from integrations.paged import PagedIntegration
 from integrations.signatures import check_hmac, header, part, text_at
 from integrations.webhooks import Action, Event
 
-if TYPE_CHECKING:
-    from integrations.github.integration import GithubIntegration
+# What these functions read of the integration (its class imports this module).
+Github = PagedIntegration[GithubSettings]
 
 SIGNATURE = "X-Hub-Signature-256"
 DELIVERY = "X-GitHub-Delivery"
@@ -44,7 +45,7 @@ EVENT = "X-GitHub-Event"
 CURSOR = "updated_at"  # every kind's items carry it
 
 
-def verify(integration: GithubIntegration, headers: Mapping[str, str], body: bytes) -> None:
+def verify(integration: Github, headers: Mapping[str, str], body: bytes) -> None:
     """Raises WebhookRefused(status=401) unless ``X-Hub-Signature-256`` signs ``body``."""
     check_hmac(integration.settings.webhook_secret, header(headers, SIGNATURE), body,
                prefix="sha256=")
@@ -54,7 +55,7 @@ def delivery(headers: Mapping[str, str]) -> str | None:
     return header(headers, DELIVERY) or None
 
 
-def events(integration: GithubIntegration, headers: Mapping[str, str], payload: Any
+def events(integration: Github, headers: Mapping[str, str], payload: Any
            ) -> list[Event]:
     """The events of one delivery (see the module's table). Raises WebhookRefused(400)."""
     name = header(headers, EVENT)
@@ -112,7 +113,7 @@ def path_of(kind: str, item: Any) -> str | None:
     return f"/repos/{repo}/{'issues' if kind == Kind.issue else 'pulls'}/{number}"
 
 
-async def fetch_item(integration: GithubIntegration, kind: str, client: httpx.AsyncClient,
+async def fetch_item(integration: Github, kind: str, client: httpx.AsyncClient,
                      item: Any) -> Any | None:
     path = path_of(kind, item)
     if path is None:

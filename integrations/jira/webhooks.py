@@ -30,17 +30,18 @@ webhook's fields whole.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
 from integrations.errors import MalformedPage, WebhookRefused
-from integrations.jira.settings import Kind
+from integrations.jira.settings import JiraSettings, Kind
+from integrations.paged import PagedIntegration
 from integrations.signatures import check_hmac, header, part, text_at
 from integrations.webhooks import Action, Event
 
-if TYPE_CHECKING:
-    from integrations.jira.integration import JiraIntegration
+# What these functions read of the integration (its class imports this module).
+Jira = PagedIntegration[JiraSettings]
 
 SIGNATURE = "X-Hub-Signature"
 DELIVERY = "X-Atlassian-Webhook-Identifier"
@@ -54,7 +55,7 @@ COMMENT_EVENTS = {"comment_created": Action.UPSERT, "comment_updated": Action.UP
                   "comment_deleted": Action.DELETE}
 
 
-def verify(integration: JiraIntegration, headers: Mapping[str, str], body: bytes) -> None:
+def verify(integration: Jira, headers: Mapping[str, str], body: bytes) -> None:
     """Raises WebhookRefused(status=401) unless ``X-Hub-Signature`` signs ``body``."""
     check_hmac(integration.settings.webhook_secret, header(headers, SIGNATURE), body,
                prefix="sha256=")
@@ -64,7 +65,7 @@ def delivery(headers: Mapping[str, str]) -> str | None:
     return header(headers, DELIVERY) or None
 
 
-def as_searched(integration: JiraIntegration, issue: dict[str, Any]) -> tuple[Any, bool]:
+def as_searched(integration: Jira, issue: dict[str, Any]) -> tuple[Any, bool]:
     """The issue as the search gives it (``fields`` cut to the configured ones), and whether
     it lacks one of them (then it is fetched)."""
     wanted = integration.settings.fields
@@ -77,7 +78,7 @@ def as_searched(integration: JiraIntegration, issue: dict[str, Any]) -> tuple[An
     return {**issue, "fields": kept}, len(kept) < len(wanted)
 
 
-def events(integration: JiraIntegration, headers: Mapping[str, str], payload: Any
+def events(integration: Jira, headers: Mapping[str, str], payload: Any
            ) -> list[Event]:
     if not isinstance(payload, dict):
         raise WebhookRefused(f"the payload is not a JSON object (got {type(payload).__name__})")
@@ -97,7 +98,7 @@ def events(integration: JiraIntegration, headers: Mapping[str, str], payload: An
     return []
 
 
-async def fetch_item(integration: JiraIntegration, kind: str, client: httpx.AsyncClient,
+async def fetch_item(integration: Jira, kind: str, client: httpx.AsyncClient,
                      item: Any) -> Any | None:
     ident = integration.id_text(item.get("id")) if isinstance(item, dict) else None
     if ident is None or not ident.isalnum():

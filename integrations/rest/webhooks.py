@@ -18,21 +18,23 @@ segment) under the source's rate limit; a delete is never fetched.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
 from integrations.errors import MalformedPage, WebhookRefused
 from integrations.jsonpath import dig
+from integrations.paged import PagedIntegration
 from integrations.parents import ITEM_FIELD, fill
+from integrations.rest.settings import RestSettings
 from integrations.signatures import check_hmac, header
 from integrations.webhooks import Action, Event
 
-if TYPE_CHECKING:
-    from integrations.rest.integration import RestIntegration
+# What these functions read of the integration (its class imports this module).
+Rest = PagedIntegration[RestSettings]
 
 
-def verify(integration: RestIntegration, headers: Mapping[str, str], body: bytes) -> None:
+def verify(integration: Rest, headers: Mapping[str, str], body: bytes) -> None:
     """Raises WebhookRefused(status=401) unless ``signature_header`` signs ``body``."""
     hook = integration.settings.webhook
     check_hmac(integration.settings.webhook_secret, header(headers, hook.signature_header),
@@ -40,12 +42,12 @@ def verify(integration: RestIntegration, headers: Mapping[str, str], body: bytes
                encoding=hook.encoding)
 
 
-def delivery(integration: RestIntegration, headers: Mapping[str, str]) -> str | None:
+def delivery(integration: Rest, headers: Mapping[str, str]) -> str | None:
     name = integration.settings.webhook.delivery_header
     return header(headers, name) or None if name else None
 
 
-def events(integration: RestIntegration, headers: Mapping[str, str], payload: Any
+def events(integration: Rest, headers: Mapping[str, str], payload: Any
            ) -> list[Event]:
     hook = integration.settings.webhook
     if not isinstance(payload, dict):
@@ -67,7 +69,7 @@ def events(integration: RestIntegration, headers: Mapping[str, str], payload: An
     return [Event(kind, Action.UPSERT, item, fetch=kind in hook.fetch)]
 
 
-async def fetch_item(integration: RestIntegration, kind: str, client: httpx.AsyncClient,
+async def fetch_item(integration: Rest, kind: str, client: httpx.AsyncClient,
                      item: Any) -> Any | None:
     """The item at the kind's ``fetch`` path; None when the API answers 404 or 410 (gone).
     Raises MalformedPage when the kind has no ``fetch`` path or the item lacks a value the

@@ -7,12 +7,12 @@ A delivery goes through these steps; the first that fails answers:
     the source is served (it has a webhook_secret)     else 404 (which of the two: not said)
     the body is at most webhook_max_bytes              else 413 (Content-Length, then counted
                                                        while it streams: never read whole)
-    integration.verify(headers, body)                  else 401; nothing is enqueued
-                                                       (over the raw body, a form's too)
+    the integration takes webhooks (webhooks_of),      else 401; nothing is enqueued
+      and hooks.verify(headers, body)                  (over the raw body, a form's too)
     the body is JSON, or a form (Content-Type          else 400, with why
       application/x-www-form-urlencoded) whose one
       ``payload`` field is JSON
-    integration.events(headers, payload)               WebhookRefused: its status (400)
+    hooks.events(headers, payload)                     WebhookRefused: its status (400)
     no events (a ping, a kind not synced)              200 {"accepted": 0}
     the delivery id is claimed (SET NX EX)             a redelivery: 200 {"duplicate": true}
     the events are published (coalesced, publish.py)   else the claim is released: 503
@@ -40,7 +40,7 @@ from integrations.base import Integration
 from integrations.errors import WebhookRefused
 from integrations.registry import load
 from integrations.settings import SourceSettings
-from integrations.webhooks import decode
+from integrations.webhooks import decode, webhooks_of
 from tasks.config import SluiceConfig
 from tasks.serve.deliveries import Deliveries
 from tasks.serve.publish import Coalescer
@@ -115,9 +115,12 @@ class Endpoint:
             await self.count(name, "refused_too_large")
             return _answer(413, error=f"the body is over {served.settings.webhook_max_bytes} "
                                       "bytes")
-        headers, integration = request.headers, served.integration
+        headers, hooks = request.headers, webhooks_of(served.integration)
         try:
-            integration.verify(headers, body)
+            if hooks is None:
+                raise WebhookRefused(f"integration {served.settings.integration!r} takes no "
+                                     "webhooks", status=401)
+            hooks.verify(headers, body)
         except WebhookRefused as exc:
             await self.count(name, "refused_signature")
             log.warning("webhook %s refused (%d): %s", name, exc.status, exc)
@@ -128,14 +131,14 @@ class Endpoint:
             await self.count(name, "refused_json")
             return _answer(exc.status, error=str(exc))
         try:
-            events = integration.events(headers, payload)
+            events = hooks.events(headers, payload)
         except WebhookRefused as exc:
             await self.count(name, "refused_payload")
             return _answer(exc.status, error=str(exc))
         if not events:
             await self.count(name, "empty")
             return _answer(200, accepted=0)
-        return await self.enqueue(name, integration.delivery(headers, payload), events)
+        return await self.enqueue(name, hooks.delivery(headers, payload), events)
 
     async def enqueue(self, name: str, delivery: str | None, events: list[Any]) -> Response:
         """Claim the delivery, publish its events, answer 202; a redelivery 200; 503 when

@@ -25,9 +25,10 @@ from integrations.github.settings import GithubSettings
 from integrations.jira.fake import issue as jira_issue
 from integrations.jira.integration import JiraIntegration
 from integrations.jira.settings import DEFAULT_FIELDS, JiraSettings
+from integrations.paged import PagedIntegration
 from integrations.rest.integration import RestIntegration
 from integrations.rest.settings import RestSettings
-from integrations.webhooks import FORM, Action, Event, decode
+from integrations.webhooks import FORM, Action, Event, decode, webhooks_of
 
 SECRET = "s3cret-for-hooks"
 OCTOKIT = Path(__file__).parents[1] / "fixtures" / "octokit"  # real GitHub payloads
@@ -67,6 +68,18 @@ def fetch(integration: Any, kind: str, item: Any, handler: Any) -> Any:
                                      transport=httpx.MockTransport(handler)) as client:
             return await integration.fetch_item(kind, client, item)
     return asyncio.run(go())
+
+
+# -- the capability
+
+def test_webhooks_are_a_capability_the_three_integrations_have_and_a_plain_one_lacks() -> None:
+    for integration in (github(), jira(), rest()):
+        assert webhooks_of(integration) is integration
+
+    class Plain(PagedIntegration[RestSettings]):
+        pass
+
+    assert webhooks_of(Plain(rest().settings)) is None
 
 
 # -- signatures

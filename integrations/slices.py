@@ -43,7 +43,7 @@ _PER_SECOND = {"iso": 1, "epoch_s": 1, "epoch_ms": 1000}
 # A reference time with every field set, to find what a format tells apart.
 _PROBE = 981173106  # 2001-02-03T04:05:06Z
 # Windows a run may hold (splits included): partition p numbers its pages from
-# p * pager.PARTITION_SPAN, below pager.PART_SPAN (the batch parts' numbering).
+# p * pager.PARTITION_SPAN, below tasks.runs.seqs.PART_SPAN (the batch parts' numbering).
 MAX_WINDOWS = 428
 # Pieces a crowded window is split into at most: enough that a window 8 times too full is read
 # on after one split (a first page each), few enough that one window does not take most of

@@ -39,6 +39,7 @@ from tasks.app import app
 from tasks.boundary import Guard
 from tasks.ingest import rejection
 from tasks.resync import batches
+from tasks.runs.seqs import child_seq
 from tasks.worker import runtime
 
 ALIVE_EVERY = 10.0  # seconds between two signs of life of a long task on its run
@@ -112,7 +113,7 @@ def fetch_children(self: Task, run_id: str, source: str, kind: str, seq: int, pa
                              alive=lambda: rt.progress.touch(run_id, source, root)))
         parts = batches(pager.Page(0, got.items, None), max_items=src.max_batch_items,
                         max_bytes=src.max_batch_bytes)
-        seqs = [pager.child_seq(seq, k) for k in range(len(parts))]
+        seqs = [child_seq(seq, k) for k in range(len(parts))]
         # A parent left out, or paging that may have stopped short: the run deletes nothing
         # (the children it did not read are not stale).
         doubts = got.truncated + ([f"the {kind} of {len(got.rejected)} parent(s) were not "

@@ -24,7 +24,7 @@ from typing import Any
 
 from celery import Task
 
-from integrations import jsontext, pager
+from integrations import jsontext
 from integrations.base import Integration
 from integrations.errors import TargetRejected, describe
 from integrations.mapping import AS_IS, ColumnType, Mapping, fit, infer
@@ -33,6 +33,7 @@ from integrations.tombstones import Tombstones
 from tasks import messages
 from tasks.app import app
 from tasks.boundary import Guard
+from tasks.runs.seqs import fanout_seq
 from tasks.targets import Entity, Target
 from tasks.targets.base import (
     ColumnTypeChanged,
@@ -328,7 +329,7 @@ def fanout(rt: runtime.Runtime, run_id: str, source: str, kind: str, seq: int,
         if not parents:
             return
         refs = [integration.parent_ref(kind, item) for item in parents]
-        task = pager.fanout_seq(seq, number)
+        task = fanout_seq(seq, number)
         if not rt.progress.record_children(run_id, source, kind, [task], child=child):
             return
         messages.children(app, run_id, source, child, task, json.dumps(refs), run_seq=run_seq,

@@ -31,8 +31,8 @@ from typing import Any
 
 from celery import Celery
 
-from integrations.pager import describe_seq
 from tasks import traces
+from tasks.runs.seqs import describe_seq
 
 RESYNC = "sluice.resync"
 INGEST = "sluice.ingest_batch"

@@ -46,6 +46,7 @@ from tasks import messages, slicing, traces
 from tasks.app import app
 from tasks.boundary import Guard
 from tasks.runs.progress import Cycle, Recorded, Run, RunState, Stopped
+from tasks.runs.seqs import part_seq
 from tasks.runs.windows import FULL, GONE, MOVED
 from tasks.worker import runtime
 
@@ -86,13 +87,13 @@ def batches(page: pager.Page, *, max_items: int, max_bytes: int) -> list[Batch]:
     for item in page.items:
         text = jsontext.dumps(item)
         if part and (len(part) >= max_items or size + len(text) > max_bytes):
-            out.append(Batch(pager.part_seq(page.seq, len(out)), f"[{','.join(part)}]",
+            out.append(Batch(part_seq(page.seq, len(out)), f"[{','.join(part)}]",
                              len(part)))
             part, size = [], 0
         part.append(text)
         size += len(text) + 1
     if part:
-        out.append(Batch(pager.part_seq(page.seq, len(out)), f"[{','.join(part)}]", len(part)))
+        out.append(Batch(part_seq(page.seq, len(out)), f"[{','.join(part)}]", len(part)))
     return out
 
 

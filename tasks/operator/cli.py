@@ -566,7 +566,7 @@ def cmd_failed_list(run_id: str | None) -> int:
         run_ids = [r.run_id for r in progress.recent(100)]
         sources = sorted(n for n, s in _config().sources.items()
                          if s.webhook_secret)
-    from integrations.pager import describe_seq
+    from tasks.runs.seqs import describe_seq
 
     lines: list[str] = []
     for rid in run_ids:

@@ -109,7 +109,7 @@ def standalone(*, config: str | None, once: bool, workers: int | None, flower_po
         print(f"target: {cfg.target.type} {getattr(cfg.target, 'path', '')}", file=out)
         _wait_for_workers(worker)
 
-        from tasks.operator.cli import summary_text, wait
+        from tasks.operator.watch import summary_text, wait
         from tasks.schedule import start_runs
         from tasks.settings import get_settings
 

@@ -11,7 +11,7 @@ import fakeredis
 import pytest
 from click.testing import CliRunner
 
-from tasks.operator import cli
+from tasks.operator import cli, watch
 from tasks.operator.cli import main, sluice
 from tasks.runs.progress import Progress, Run, RunState
 from tests.unit.test_config import ISSUE_EXAMPLE, write
@@ -119,7 +119,7 @@ def test_wait_off_a_terminal_prints_plain_progress_lines(progress: Progress, cap
     ended = Run(run_id=run.run_id, source="api", kind="a", state=RunState.SUCCEEDED,
                 producer_done=True, batches_enqueued=4, batches_done=4, items_written=200)
     monkeypatch.setattr(progress, "get", lambda run_id: ended)
-    runs = cli.wait(progress, [run.run_id], show=True, stall_seconds=60, workers=lambda: ["w"])
+    runs = watch.wait(progress, [run.run_id], show=True, stall_seconds=60, workers=lambda: ["w"])
     assert runs == [ended]
     err = capsys.readouterr().err
     assert err == ("api/a            [########################] 4/4 batches  200 written  "
@@ -223,14 +223,14 @@ def test_a_bar_fills_against_the_total_the_api_announced_or_stays_open_ended():
     running = {"run_id": "r", "source": "api", "kind": "a", "state": RunState.RUNNING,
                "batches_enqueued": 53, "batches_done": 52}
     announced = Run(**running, items_expected=1000, items_written=240, items_rejected=10)
-    [row] = cli.rows(announced)
-    assert cli.bar(row).startswith("api/a            [######..................] 52/53+ batches")
+    [row] = watch.rows(announced)
+    assert watch.bar(row).startswith("api/a            [######..................] 52/53+ batches")
     # No total from the API: batches enqueued so far are no measure (52 of 53 looks full).
-    [row] = cli.rows(Run(**running, items_written=2600))
-    assert cli.bar(row).startswith("api/a            [~~~~~~~~~~~~~~~~~~~~~~~~] 52/53+ batches")
-    [row] = cli.rows(Run(**{**running, "state": RunState.SUCCEEDED, "batches_done": 53,
+    [row] = watch.rows(Run(**running, items_written=2600))
+    assert watch.bar(row).startswith("api/a            [~~~~~~~~~~~~~~~~~~~~~~~~] 52/53+ batches")
+    [row] = watch.rows(Run(**{**running, "state": RunState.SUCCEEDED, "batches_done": 53,
                             "producer_done": True}))
-    assert cli.bar(row).startswith("api/a            [########################] 53/53 batches")
+    assert watch.bar(row).startswith("api/a            [########################] 53/53 batches")
 
 
 def test_a_broker_that_refuses_is_named_and_the_run_it_was_for_frees_its_kind(

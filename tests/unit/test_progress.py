@@ -58,7 +58,7 @@ def test_a_redelivered_batch_counts_once(progress):
 
 
 def test_rows_deleted_by_tombstones_count_once_on_the_run_its_child_and_the_metrics(progress):
-    from tasks.operator.cli import summary_text
+    from tasks.operator.watch import summary_text
 
     run_id = started(progress)
     for _ in range(2):  # redelivered: counted once

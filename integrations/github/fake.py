@@ -29,12 +29,12 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import SplitResult
 
 from integrations.fakeapi import FakeAPI, Handler, at, link_page
 from integrations.github import fakegraphql
+from integrations.github.fakegraphql import Budget
 from integrations.incremental import comparable, older
 
 
@@ -156,17 +156,6 @@ class GithubHandler(Handler):
             return self._send(404, b'{"message": "Not Found"}')
         page, link = link_page(items, base, query)
         return self._json(page, {**headers, **link})
-
-
-@dataclass(frozen=True)
-class Budget:
-    """GraphQL's points: ``limit`` an hour, ``remaining`` until ``reset_at`` (epoch seconds);
-    ``ok``: whether the last query was paid for."""
-
-    limit: int
-    remaining: int
-    reset_at: float
-    ok: bool = True
 
 
 class FakeGithub(FakeAPI):

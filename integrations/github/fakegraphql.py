@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from graphql import (
     FieldNode,
@@ -43,8 +44,31 @@ from graphql import (
 
 from integrations.incremental import older
 
-if TYPE_CHECKING:
-    from integrations.github.fake import FakeGithub
+
+@dataclass(frozen=True)
+class Budget:
+    """GraphQL's points: ``limit`` an hour, ``remaining`` until ``reset_at`` (epoch seconds);
+    ``ok``: whether the last query was paid for."""
+
+    limit: int
+    remaining: int
+    reset_at: float
+    ok: bool = True
+
+
+class Fake(Protocol):
+    """What the answers read of the fake GitHub (``integrations.github.fake``, which imports
+    this module to answer its ``POST /graphql``)."""
+
+    org: str
+    repos: int
+
+    def items(self, i: int) -> list[dict[str, Any]]: ...
+
+    def comments(self, i: int, n: int) -> list[dict[str, Any]] | None: ...
+
+    def spend_graphql(self, points: int) -> Budget: ...
+
 
 SCHEMA = build_schema('''
 scalar DateTime
@@ -154,7 +178,7 @@ def comment_node(c: dict[str, Any]) -> dict[str, Any]:
             "createdAt": c["created_at"], "updatedAt": c["updated_at"]}
 
 
-def issue_node(fake: FakeGithub, repo_i: int, item: dict[str, Any]) -> dict[str, Any]:
+def issue_node(fake: Fake, repo_i: int, item: dict[str, Any]) -> dict[str, Any]:
     n = item["number"]
     return {
         **_ids("I", item["id"]), "number": n, "title": item["title"],
@@ -169,7 +193,7 @@ def issue_node(fake: FakeGithub, repo_i: int, item: dict[str, Any]) -> dict[str,
             fake.comments(repo_i, n) or [], a, "comments", comment_node)}
 
 
-def repository(fake: FakeGithub, owner: str, name: str) -> dict[str, Any]:
+def repository(fake: Fake, owner: str, name: str) -> dict[str, Any]:
     i = int(name.removeprefix("repo")) if name.removeprefix("repo").isdigit() else -1
     if owner != fake.org or not name.startswith("repo") or not 0 <= i < fake.repos:
         raise GraphQLError(f"Could not resolve to a Repository with the name '{owner}/{name}'.",
@@ -222,7 +246,7 @@ def cost(operation: OperationDefinitionNode, variables: dict[str, Any]) -> int:
     return max(1, round(walk(operation.selection_set.selections, 1) / 100))
 
 
-def answer(fake: FakeGithub, request: Any) -> tuple[dict[str, Any], dict[str, str]]:
+def answer(fake: Fake, request: Any) -> tuple[dict[str, Any], dict[str, str]]:
     """The answer (HTTP 200) to a POSTed ``{"query", "variables"}``, and its headers."""
     if not isinstance(request, dict) or not isinstance(request.get("query"), str):
         return {"errors": [{"message": "A query attribute must be specified and must be a "

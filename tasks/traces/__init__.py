@@ -21,11 +21,12 @@ import contextlib
 import importlib.util
 import os
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
     from tasks.runs.progress import Run
-    from tasks.traces.sdk import Tracing
 
 EXPORTERS = ("otlp", "console")  # what OTEL_TRACES_EXPORTER may name here
 
@@ -65,7 +66,21 @@ def problem(env: Mapping[str, str]) -> str | None:
     return None
 
 
-_tracing: Tracing | None = None
+class TracingOn(Protocol):
+    """What this module calls of ``tasks.traces.sdk.Tracing``, which it imports only when
+    traces are on (and which imports this module for ``Started``)."""
+
+    tracer: Tracer
+
+    def run_started(self, source: str, kind: str, *, full: bool
+                    ) -> contextlib.AbstractContextManager[Started]: ...
+
+    def within(self, traceparent: str) -> contextlib.AbstractContextManager[None]: ...
+
+    def shutdown(self) -> None: ...
+
+
+_tracing: TracingOn | None = None
 _pid: int | None = None
 
 
@@ -94,7 +109,7 @@ def shutdown() -> None:
     _tracing = None
 
 
-def active() -> Tracing | None:
+def active() -> TracingOn | None:
     return _tracing if _pid == os.getpid() else None
 
 

@@ -37,7 +37,6 @@ up to ``http.retries`` times; a longer wait fails the run with the reason.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,6 +45,7 @@ import httpx
 from integrations.errors import MalformedPage, RateLimited
 from integrations.fetched import Fetched, State
 from integrations.github import v4, webhooks
+from integrations.github.names import repository_of
 from integrations.github.settings import GithubSettings, Kind
 from integrations.http.graphql import GraphqlPaginator, nodes
 from integrations.http.oauth import TokenStore
@@ -62,19 +62,6 @@ from integrations.webhooks import Event
 
 API_VERSION = "2022-11-28"
 COMMENTS = "/repos/{parent.repository}/issues/{parent.number}/comments"
-# owner/repo as GitHub allows them; nothing else reaches a path (no '..', no '/', no '?').
-_NAME = r"[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*"
-_REPOSITORY = re.compile(rf"/repos/({_NAME}/{_NAME})/?$")
-
-
-def repository_of(issue: Any) -> str | None:
-    """``owner/repo`` of an issue, from its ``repository_url`` (None when it has none)."""
-    url = issue.get("repository_url") if isinstance(issue, dict) else None
-    try:
-        found = _REPOSITORY.search(httpx.URL(url).path) if isinstance(url, str) else None
-    except (httpx.InvalidURL, ValueError):
-        return None
-    return found[1] if found else None
 
 
 def graphql_path(base_url: str) -> str:

@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 
 from integrations.errors import MalformedPage, WebhookRefused
+from integrations.github.names import repository_of
 from integrations.github.settings import GithubSettings, Kind
 from integrations.paged import PagedIntegration
 from integrations.signatures import check_hmac, header, part, text_at
@@ -92,8 +93,6 @@ def events(integration: Github, headers: Mapping[str, str], payload: Any
 
 def path_of(kind: str, item: Any) -> str | None:
     """The API path of one item under ``base_url`` (None: the item lacks what it needs)."""
-    from integrations.github.integration import repository_of
-
     if not isinstance(item, dict):
         return None
     if kind == Kind.repository:

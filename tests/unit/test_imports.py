@@ -14,9 +14,10 @@ never by importing anything:
   at start-up. The issue counts them (``integrations/base`` reached ``mapping`` only so), and
   moving the shared piece out costs no more than the guard does.
 - ``from a.b import c`` is an edge to ``a.b.c`` when that is a module, else to ``a.b``. The
-  parent packages Python runs on the way (``a/__init__.py``) are no edges: they import
-  nothing of their own at import time, and counting them would make every package that
-  names a submodule for its readers (``tasks.traces``) a circle with it.
+  parent packages Python runs on the way (``a/__init__.py``) are no edges of their own: a
+  package's ``__init__`` is a module like any other here (its imports are its edges), and
+  an implicit edge to it from each of its submodules would make a circle of every package
+  that imports one of its submodules.
 """
 
 from __future__ import annotations

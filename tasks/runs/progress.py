@@ -27,7 +27,7 @@ from typing import Any, cast
 import redis
 
 from integrations.secrets import Redactor
-from tasks.runs import keys, scripts
+from tasks.runs import keys, metrics, scripts
 from tasks.runs.deadletter import DeadLetter
 from tasks.runs.record import Cycle, PageRecord, Recorded, Run, RunState, Stopped
 from tasks.settings import Settings
@@ -419,7 +419,7 @@ class Progress:
 
     def metrics(self) -> dict[tuple[str, ...], float]:
         """The counters: (name, source, kind[, label]) -> value."""
-        return {tuple(_text(k).split("|")): float(v)
+        return {metrics.parse(_text(k)): float(v)
                 for k, v in self.r.hgetall(keys.METRICS).items()}
 
     def rejected(self, run_id: str) -> list[dict[str, Any]]:

@@ -1,17 +1,18 @@
 """The run record's contract between Python and Lua: record_page's KEYS and ARGV by name and
-in order, the field-name templates of keys.py as the Lua scripts spell them. A rename or a
-slot moved on one side only fails here."""
+in order, the field-name templates of keys.py and the metric names of metrics.py, as the Lua
+scripts spell them. A rename or a slot moved on one side only fails here."""
 
 from __future__ import annotations
 
 import re
 from importlib import resources
 
+import fakeredis
 import pytest
 
 from integrations.secrets import Redactor
-from tasks.runs import keys
-from tasks.runs.progress import PageRecord, page_args, page_keys
+from tasks.runs import keys, metrics
+from tasks.runs.progress import PageRecord, Progress, page_args, page_keys
 
 LUA = resources.files("tasks.runs").joinpath("lua")
 SCRIPTS = sorted(p.name.removesuffix(".lua") for p in LUA.iterdir() if p.name.endswith(".lua"))
@@ -79,3 +80,22 @@ def test_every_prefix_keys_defines_is_spelled_or_built_in_python_only() -> None:
     assert set().union(*SPELLED.values()) | python_only == {
         keys.CHECKPOINT, keys.SINCE, keys.KEY, keys.MARK, keys.WINDOW, keys.CHILD,
         keys.SEEN_ITEMS}
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_counter_a_script_adds_to_is_one_metrics_knows(name: str) -> None:
+    counted = set(re.findall(r"metric\(run, metrics, '(\w+)'", lua(name)))
+    assert counted <= metrics.NAMES
+
+
+def test_run_lib_names_a_counter_as_metrics_field_does() -> None:
+    progress = Progress(fakeredis.FakeRedis(), lock_seconds=60, ttl=3600)
+    run = progress.create_run("src", "kind")
+    progress.record_page(run.run_id, "src", "kind",
+                         PageRecord(batches=(1,), items=10, checkpoint=None))
+    progress.create_run("src", "kind")  # skipped: counted with its state as the label
+    raw = progress.r.hgetall(keys.METRICS)
+    assert raw[metrics.field("pages", "src", "kind").encode()] == b"1"
+    assert raw[metrics.field(metrics.RUNS, "src", "kind", "skipped").encode()] == b"1"
+    assert metrics.parse(metrics.field(metrics.RUNS, "s", "k", "skipped")) == (
+        "runs", "s", "k", "skipped")

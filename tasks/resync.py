@@ -45,7 +45,7 @@ from integrations.slices import Window, held
 from tasks import messages, slicing, traces
 from tasks.app import app
 from tasks.boundary import Guard
-from tasks.runs.progress import Cycle, Recorded, Run, RunState, Stopped
+from tasks.runs.progress import Cycle, PageRecord, Recorded, Run, RunState, Stopped
 from tasks.runs.seqs import part_seq
 from tasks.runs.windows import FULL, GONE, MOVED
 from tasks.worker import runtime
@@ -325,11 +325,11 @@ class Slice:
                                batch.items, count=batch.size, run_seq=run.run_seq, bulk=bulk)
         self.items_read += len(page.items)
         digest = hashlib.sha1("".join(b.items for b in parts).encode()).hexdigest()[:20]
-        recorded = self.rt.progress.record_page(
-            run.run_id, run.source, run.kind, [batch.seq for batch in parts], len(page.items),
-            page.checkpoint, partition=self.partition, total=page.total,
+        recorded = self.rt.progress.record_page(run.run_id, run.source, run.kind, PageRecord(
+            batches=tuple(batch.seq for batch in parts), items=len(page.items),
+            checkpoint=page.checkpoint, partition=self.partition, total=page.total,
             truncated=page.truncated, page=page.seq, items_digest=digest if parts else "",
-            newest=self.raise_newest(page))
+            newest=self.raise_newest(page)))
         self.check(page, recorded)
         self.handed += 1
         return stop

@@ -36,7 +36,7 @@ import bench  # noqa: E402
 
 from tasks import messages  # noqa: E402
 from tasks.operator.redisserver import RedisServer  # noqa: E402
-from tasks.runs.progress import Progress  # noqa: E402
+from tasks.runs.progress import PageRecord, Progress  # noqa: E402
 from tasks.worker.liveness import Liveness  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -110,8 +110,9 @@ def load_run(a: argparse.Namespace) -> dict[str, Any]:
             seq = i * 10_000_000 + 1
             while time.monotonic() < stop:
                 t = time.perf_counter()
-                mine.record_page(run_id, "scale", "kind", [seq], 100,
-                                 {"next": {"cursor": str(seq)}, "seq": seq + 1}, partition=i)
+                mine.record_page(run_id, "scale", "kind", PageRecord(
+                    batches=(seq,), items=100,
+                    checkpoint={"next": {"cursor": str(seq)}, "seq": seq + 1}, partition=i))
                 mine.batch_done(run_id, "scale", "kind", seq, written=100, rejected=[])
                 own.append(time.perf_counter() - t)
                 if done[i] % 50 == 0:

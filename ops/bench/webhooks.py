@@ -40,7 +40,7 @@ from bench import Workers  # noqa: E402
 
 from tasks.messages import URGENT  # noqa: E402
 from tasks.operator.redisserver import RedisServer  # noqa: E402
-from tasks.runs import keys  # noqa: E402
+from tasks.runs import keys, metrics  # noqa: E402
 from tests.support.serve import Serve, post_many, signed  # noqa: E402
 
 SECRET = "bench-webhook-secret"
@@ -123,7 +123,7 @@ def ms(value: float) -> str:
 
 
 def written(r: redis.Redis) -> int:
-    return int(r.hget(keys.METRICS, "webhook_written|gh|issue") or 0)
+    return int(r.hget(keys.METRICS, metrics.field(metrics.webhook("written"), "gh", "issue")) or 0)
 
 
 def main() -> None:

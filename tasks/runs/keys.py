@@ -33,8 +33,70 @@ def node_reaper(node: str) -> str:
 
 
 def run(run_id: str) -> str:
-    """Hash: the run record (source, kind, state, counts, cursor, times, reasons)."""
+    """Hash: the run record (source, kind, state, counts, cursor, times, reasons; the fields
+    named after a partition or a child kind: the ``*_field`` templates above)."""
     return f"{PREFIX}:run:{run_id}"
+
+
+# The run record's fields named after a producer partition (an index), or after a child kind.
+# A field of a fixed name is a ``Run`` field (tasks/runs/record.py). lua/*.lua spell these
+# prefixes themselves (split_window.lua: window:, since:; batch_done.lua, batch_failed.lua,
+# record_children.lua: child.); tests/unit/test_keys.py holds every prefix a script spells to
+# one defined here.
+CHECKPOINT = "checkpoint:"
+SINCE = "since:"
+KEY = "key:"
+MARK = "mark:"
+WINDOW = "window:"
+CHILD = "child."
+
+
+def checkpoint_field(partition: int) -> str:
+    """Field of the run record: JSON of where the partition resumes (its last page's
+    checkpoint; present once the partition started)."""
+    return f"{CHECKPOINT}{partition}"
+
+
+def since_field(partition: int) -> str:
+    """Field of the run record: JSON of what the partition asks changes since (null:
+    everything; a time window's partition: its window says)."""
+    return f"{SINCE}{partition}"
+
+
+def key_field(partition: int) -> str:
+    """Field of the run record: JSON of the partition's key (``integrations``' partition)."""
+    return f"{KEY}{partition}"
+
+
+def mark_field(partition: int) -> str:
+    """Field of the run record: JSON of the newest cursor value the partition published."""
+    return f"{MARK}{partition}"
+
+
+def window_field(partition: int) -> str:
+    """Field of the run record: JSON ``[a, b]`` of the time window the partition reads."""
+    return f"{WINDOW}{partition}"
+
+
+def partition_of(field: str, prefix: str) -> int | None:
+    """The partition a field of ``prefix`` (``MARK``, ...) is named after; None for another."""
+    rest = field[len(prefix):]
+    return int(rest) if field.startswith(prefix) and rest.isdigit() else None
+
+
+def child_field(kind: str, count: str) -> str:
+    """Field of the run record: a count of the run's child kind ``kind`` (``batches_done``,
+    ``items_written``, ...); the run's own count of that name includes it."""
+    return f"{CHILD}{kind}.{count}"
+
+
+def child_of(field: str) -> tuple[str, str] | None:
+    """(kind, count) a ``child_field`` is named after; None for another field. The kind may
+    hold dots: the count is the last part."""
+    if not field.startswith(CHILD):
+        return None
+    kind, _, count = field[len(CHILD):].rpartition(".")
+    return kind, count
 
 
 def run_enqueued(run_id: str) -> str:
@@ -58,8 +120,12 @@ def run_empty(run_id: str) -> str:
 
 
 def run_seen(run_id: str) -> str:
-    """Hash: digest of a state asked for next (cursor, next link) -> the page asking for it."""
+    """Hash: digest of a state asked for next (cursor, next link) -> the page asking for it;
+    ``SEEN_ITEMS`` + digest of a page's items -> that page (record_page.lua)."""
     return f"{PREFIX}:run:{run_id}:seen"
+
+
+SEEN_ITEMS = "items:"  # a field prefix of run_seen, spelled by record_page.lua
 
 
 def run_partitions_done(run_id: str) -> str:

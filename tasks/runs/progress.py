@@ -22,21 +22,18 @@ import logging
 import time
 import uuid
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import redis
 
 from integrations.secrets import Redactor
-from tasks.runs import keys, scripts
+from tasks.runs import keys, metrics, scripts
 from tasks.runs.deadletter import DeadLetter
-from tasks.runs.record import Cycle, Recorded, Run, RunState, Stopped
+from tasks.runs.record import Cycle, PageRecord, Recorded, Run, RunState, Stopped
 from tasks.settings import Settings
 
-if TYPE_CHECKING:
-    from integrations.pager import Checkpoint
-
 # The record's types are defined in tasks.runs.record and read from here as well.
-__all__ = ["Cycle", "Progress", "Recorded", "Run", "RunState", "Stopped"]
+__all__ = ["Cycle", "PageRecord", "Progress", "Recorded", "Run", "RunState", "Stopped"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +47,45 @@ def _in_flight(enqueued: int, done: int, failed: int) -> int:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def page_keys(run_id: str, source: str, kind: str) -> dict[str, str]:
+    """record_page.lua's KEYS, by the names its header gives them, in its order."""
+    return {"run": keys.run(run_id), "enqueued": keys.run_enqueued(run_id),
+            "lock": keys.lock(source, kind), "metrics": keys.METRICS,
+            "seen": keys.run_seen(run_id), "empty": keys.run_empty(run_id),
+            "active": keys.ACTIVE}
+
+
+def page_args(run_id: str, page: PageRecord, *, now: float, lock_seconds: int,
+              redactor: Redactor) -> dict[str, Any]:
+    """record_page.lua's ARGV, by the names its header gives them, in its order: the one place
+    a ``PageRecord`` becomes them (tests/unit/test_keys.py holds the names and the header to
+    each other, so a slot added, moved or renamed on one side only fails there). What the
+    page's checkpoint asks for next is kept as a digest (``mark``) with the page asking."""
+    mark, next_seq = "", ""
+    checkpoint = page.checkpoint
+    if checkpoint is not None and "next" in checkpoint:
+        mark = hashlib.sha1(json.dumps([page.partition, checkpoint["next"]], sort_keys=True)
+                            .encode()).hexdigest()[:20]
+        next_seq = str(checkpoint["seq"])
+    return {
+        "batches": json.dumps(list(page.batches)),
+        "n_items": page.items,
+        "checkpoint": json.dumps(redactor.data(checkpoint)),
+        "now": repr(now),
+        "run_id": run_id,
+        "lock_seconds": lock_seconds,
+        "field": keys.checkpoint_field(page.partition),
+        "mark": mark,
+        "next_seq": next_seq,
+        "total": "" if page.total is None else page.total,
+        "truncated": redactor.text(page.truncated or ""),
+        "page": page.seq,
+        "items_mark": page.items_digest,
+        "newest_field": "" if page.newest is None else keys.mark_field(page.partition),
+        "newest": json.dumps(page.newest),
+    }
 
 
 class Progress:
@@ -190,36 +226,19 @@ class Progress:
         for key in self._set_keys(run_id)[1:]:
             pipe.scard(key)
 
-    def record_page(self, run_id: str, source: str, kind: str, batches: list[int],
-                    n_items: int, checkpoint: Checkpoint | None, *, partition: int = 0,
-                    total: int | None = None, truncated: str | None = None,
-                    page: int | None = None, items_digest: str = "",
-                    newest: Any = None) -> Recorded | Cycle | Stopped:
-        """Page ``page`` was published as ``batches`` (none for a page without items: then
-        ``page`` is recorded as done, so a resumed plan does not ask for it again);
-        ``checkpoint`` resumes after it. Also records the API's ``total`` (first page) and why
-        the paging may be ``truncated`` (last page).
+    def record_page(self, run_id: str, source: str, kind: str,
+                    page: PageRecord) -> Recorded | Cycle | Stopped:
+        """Record a page the run's producer published (``PageRecord`` says what of it).
 
         Returns ``Recorded``; ``Stopped`` when the run record is gone (Redis lost its data) or
         the run was started on another Redis server (it is failed now): the producer stops; or
-        a ``Cycle`` when the state the checkpoint asks for next was already
-        asked for by another page of the run (a cursor or next link that came back), or when
-        ``items_digest`` (of the page's items) was another page's. ``newest``: the
-        partition's newest cursor value so far, when this page raised it."""
-        mark, next_seq = "", ""
-        if checkpoint is not None and "next" in checkpoint:
-            mark = hashlib.sha1(json.dumps([partition, checkpoint["next"]], sort_keys=True)
-                                .encode()).hexdigest()[:20]
-            next_seq = str(checkpoint["seq"])
+        a ``Cycle`` when the state the page's checkpoint asks for next was already asked for
+        by another page of the run (a cursor or next link that came back), or when its
+        ``items_digest`` was another page's."""
         answer = self._record_page(
-            keys=[keys.run(run_id), keys.run_enqueued(run_id), keys.lock(source, kind),
-                  keys.METRICS, keys.run_seen(run_id), keys.run_empty(run_id), keys.ACTIVE],
-            args=[json.dumps(batches), n_items, json.dumps(self.redactor.data(checkpoint)),
-                  repr(time.time()), run_id, self.lock_seconds, f"checkpoint:{partition}", mark,
-                  next_seq, "" if total is None else total,
-                  self.redactor.text(truncated or ""), batches[0] if batches else page or 0,
-                  items_digest, "" if newest is None else f"mark:{partition}",
-                  json.dumps(newest)])
+            keys=list(page_keys(run_id, source, kind).values()),
+            args=list(page_args(run_id, page, now=time.time(), lock_seconds=self.lock_seconds,
+                                redactor=self.redactor).values()))
         if answer[0] == MOVED_PAGE:
             self.expire(run_id)
             return Stopped("it was started on another Redis server (Redis restarted or failed "
@@ -243,36 +262,37 @@ class Progress:
         fields: dict[str, str] = {"partitions": str(len(parts))}
         for i, part in enumerate(parts):
             if "since" in part:
-                fields[f"since:{i}"] = json.dumps(part["since"])
+                fields[keys.since_field(i)] = json.dumps(part["since"])
             if "checkpoint" in part:
-                fields[f"checkpoint:{i}"] = json.dumps(self.redactor.data(part["checkpoint"]))
+                checkpoint = self.redactor.data(part["checkpoint"])
+                fields[keys.checkpoint_field(i)] = json.dumps(checkpoint)
             if "key" in part:
-                fields[f"key:{i}"] = json.dumps(part["key"])
+                fields[keys.key_field(i)] = json.dumps(part["key"])
         self.update(run_id, fields)
 
     def partition(self, run_id: str, partition: int) -> tuple[bool, Any, bool]:
         """(started, checkpoint, done) of a producer partition (its key: ``key()``)."""
         pipe = self.r.pipeline(transaction=False)
-        pipe.hget(keys.run(run_id), f"checkpoint:{partition}")
+        pipe.hget(keys.run(run_id), keys.checkpoint_field(partition))
         pipe.sismember(keys.run_partitions_done(run_id), str(partition))
         raw, done = pipe.execute()
         return (raw is not None, None if raw is None else json.loads(raw), bool(done))
 
     def window(self, run_id: str, partition: int) -> tuple[bool, Any]:
         """(known, since) of a partition: what it asks changes since (None: everything)."""
-        raw = self.r.hget(keys.run(run_id), f"since:{partition}")
+        raw = self.r.hget(keys.run(run_id), keys.since_field(partition))
         return (raw is not None, None if raw is None else json.loads(raw))
 
     def set_window(self, run_id: str, partition: int, since: Any) -> None:
         """A partition starts: it reads what changed since ``since`` (None: everything)."""
-        fields = {f"since:{partition}": json.dumps(since)}
+        fields = {keys.since_field(partition): json.dumps(since)}
         if since is not None:
             fields["incremental"] = "1"
         self.update(run_id, fields)
 
     def newest(self, run_id: str, partition: int) -> Any:
         """The newest cursor value a partition has published so far (None: none yet)."""
-        raw = self.r.hget(keys.run(run_id), f"mark:{partition}")
+        raw = self.r.hget(keys.run(run_id), keys.mark_field(partition))
         return None if raw is None else json.loads(raw)
 
     def marks(self, run_id: str) -> dict[str, list[Any]]:
@@ -280,13 +300,13 @@ class Progress:
         raw = {_text(k): _text(v) for k, v in self.r.hgetall(keys.run(run_id)).items()}
         found: dict[str, list[Any]] = {}
         for name, value in raw.items():
-            if name.startswith("mark:"):
-                i = name.split(":", 1)[1]
-                found.setdefault(raw.get(f"key:{i}", "null"), []).append(json.loads(value))
+            i = keys.partition_of(name, keys.MARK)
+            if i is not None:
+                found.setdefault(raw.get(keys.key_field(i), "null"), []).append(json.loads(value))
         return found
 
     def key(self, run_id: str, partition: int) -> Any:
-        raw = self.r.hget(keys.run(run_id), f"key:{partition}")
+        raw = self.r.hget(keys.run(run_id), keys.key_field(partition))
         return None if raw is None else json.loads(raw)
 
     def published(self, run_id: str) -> set[int]:
@@ -399,7 +419,7 @@ class Progress:
 
     def metrics(self) -> dict[tuple[str, ...], float]:
         """The counters: (name, source, kind[, label]) -> value."""
-        return {tuple(_text(k).split("|")): float(v)
+        return {metrics.parse(_text(k)): float(v)
                 for k, v in self.r.hgetall(keys.METRICS).items()}
 
     def rejected(self, run_id: str) -> list[dict[str, Any]]:

@@ -1,12 +1,18 @@
-"""The run record's shape: a run's states, its record as read from Redis (``Run``), and what
-``Progress.record_page`` answers. ``tasks.runs.progress`` keeps the record in Redis."""
+"""The run record's shape: a run's states, its record as read from Redis (``Run``), what
+``Progress.record_page`` takes (``PageRecord``) and answers. ``tasks.runs.progress`` keeps the
+record in Redis."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from tasks.runs import keys
+
+if TYPE_CHECKING:
+    from integrations.pager import Checkpoint
 
 
 class RunState(StrEnum):
@@ -80,9 +86,10 @@ class Run:
     def from_record(cls, run_id: str, raw: Mapping[str, str], *, in_flight: int = 0) -> Run:
         """From the run's Redis hash (decoded); fields it does not know (checkpoints) are left."""
         values: dict[str, Any] = {"run_id": run_id, "in_flight": in_flight, "children": {}}
-        for name, text in raw.items():  # child.<kind>.<count>
-            if name.startswith("child."):
-                kind, _, count = name[len("child."):].rpartition(".")
+        for name, text in raw.items():
+            child = keys.child_of(name)
+            if child is not None:
+                kind, count = child
                 values["children"].setdefault(kind, {})[count] = int(text)
         for f in fields(cls):
             if f.name not in raw or f.name in values:
@@ -103,6 +110,29 @@ class Run:
     def as_json(self) -> dict[str, Any]:
         """The record as JSON (``sluice status --json``, task results): reasons only when set."""
         return {k: v for k, v in asdict(self).items() if v != "" and v is not None}
+
+
+@dataclass(frozen=True, kw_only=True)
+class PageRecord:
+    """A page the producer published as ``batches``, or found empty, for
+    ``Progress.record_page`` (which turns it into record_page.lua's ARGV, in one place)."""
+
+    batches: tuple[int, ...]  # the page's batch seqs; none for a page without items
+    items: int  # items on the page
+    checkpoint: Checkpoint | None  # where the partition resumes after this page
+    partition: int = 0  # the producer partition that read it
+    total: int | None = None  # the API's count of the kind's items (a first page's)
+    truncated: str | None = None  # why the paging may have missed items (a last page's)
+    # this page's seq: recorded as done when it has no batches, so a resumed plan does not
+    # ask for it again (a page with batches is known by its first batch's seq)
+    page: int | None = None
+    items_digest: str = ""  # digest of the page's items ("": empty), to find a repeated page
+    newest: Any = None  # the partition's newest cursor value, when this page raised it
+
+    @property
+    def seq(self) -> int:
+        """The seq the page is known by: its first batch's, else ``page`` (0 when not told)."""
+        return self.batches[0] if self.batches else self.page or 0
 
 
 class Cycle(NamedTuple):

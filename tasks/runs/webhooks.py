@@ -1,10 +1,11 @@
 """What the workers did with each source's webhook events, in Redis.
 
 Webhook batches belong to no run: their counts go to the metrics hash (fields
-``webhook_<count>|SOURCE|KIND``, exported by tasks/runs/metrics.py), once per batch id (a
-redelivered batch is written again, idempotently, and not counted again); the events they
-reject, and the batches they dead-letter, are kept per source for ``sluice failed list`` and
-``sluice failed retry webhooks-SOURCE``.
+``webhook_<count>|SOURCE|KIND``, named and exported by tasks/runs/metrics.py), once per batch
+id (a redelivered batch is written again, idempotently, and not counted again); the events
+they reject, and the batches they dead-letter, are kept per source for ``sluice failed list``
+and ``sluice failed retry webhooks-SOURCE``. A batch is counted in one step
+(lua/webhook_batch.lua), a dead letter in one MULTI, as the run record's steps are.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from typing import Any
 import redis
 
 from integrations.secrets import Redactor
-from tasks.runs import keys, scripts
+from tasks.runs import keys, metrics, scripts
 from tasks.runs.deadletter import DeadLetter
 from tasks.settings import REDELIVERY_WINDOW
 
-# What a batch's counts are called (each a metrics field webhook_<name>).
+# What a batch's counts are called (each a counter ``metrics.webhook(name)``).
 COUNTS = ("written", "deleted", "stale", "rejected", "skipped")
 RUN_PREFIX = "webhooks-"  # `sluice failed retry webhooks-SOURCE`
 
@@ -36,6 +37,7 @@ class WebhookLog:
         # delete brings it back, or a batch handed out again is counted twice.
         self.ttl = ttl
         self._next_run_seq = scripts.register(client, "next_run_seq")
+        self._record = scripts.register(client, "webhook_batch")
 
     def bury(self, source: str, kind: str, deleted: dict[str, Any]) -> None:
         """Keep a tombstone of each item deleted (identifier -> the delete's cursor value,
@@ -70,18 +72,14 @@ class WebhookLog:
                rejected: list[dict[str, Any]]) -> bool:
         """Count a batch written (once per ``batch_id``) and keep its rejected events.
         False: it was counted before (a redelivery)."""
-        if not self.r.set(keys.webhook_batch(source, batch_id), "1", nx=True, ex=self.ttl):
-            return False
-        pipe = self.r.pipeline()
-        for name, value in counts.items():
-            if value:
-                pipe.hincrby(keys.METRICS, f"webhook_{name}|{source}|{kind}", value)
-        for record in self.redactor.data(rejected):
-            pipe.rpush(keys.webhook_rejected(source), json.dumps({**record, "batch": batch_id}))
-        pipe.ltrim(keys.webhook_rejected(source), -keys.REJECTED_KEEP, -1)
-        pipe.hdel(keys.webhook_dead(source), batch_id)  # a retried dead letter, now written
-        pipe.execute()
-        return True
+        records = [json.dumps({**record, "batch": batch_id})
+                   for record in self.redactor.data(rejected)]
+        added = [x for name, value in counts.items() if value
+                 for x in (metrics.field(metrics.webhook(name), source, kind), value)]
+        return bool(self._record(
+            keys=[keys.webhook_batch(source, batch_id), keys.METRICS,
+                  keys.webhook_rejected(source), keys.webhook_dead(source)],
+            args=[batch_id, self.ttl, keys.REJECTED_KEEP, json.dumps(records), *added]))
 
     def dead_letter(self, letter: DeadLetter, *, batch: str) -> None:
         """Keep a batch that could not be written (``batch``: its id), with its events and
@@ -89,7 +87,8 @@ class WebhookLog:
         letter = replace(letter, error=self.redactor.text(letter.error))
         pipe = self.r.pipeline()
         pipe.hset(keys.webhook_dead(letter.source), batch, letter.to_json())
-        pipe.hincrby(keys.METRICS, f"webhook_batches_failed|{letter.source}|{letter.kind}", 1)
+        pipe.hincrby(keys.METRICS, metrics.field(metrics.WEBHOOK_BATCHES_FAILED,
+                                                 letter.source, letter.kind), 1)
         pipe.execute()
 
     def rejected(self, source: str) -> list[dict[str, Any]]:

@@ -1,13 +1,13 @@
 """The time windows of a sliced run, on its record in Redis (``integrations.slices``).
 
-Each window is a partition of the run: field ``window:{i}`` holds its bounds ``[a, b]`` and
-``since:{i}`` is null (its bounds say what it reads); ``span`` is what they cover together.
-``windows_next`` is the next partition to start: ``claim`` hands out partitions while fewer
-than the limit are started and not done, so at most that many windows are read at once across
-the fleet; a window split into pieces (``split``) keeps the first and adds a partition for each
-other piece after every other, claimed like the rest; ``windows_split`` counts the windows
-split (once each, whatever the pieces). A claimed window is read by the task it was claimed
-for, or by that task's continuation: the message names it.
+Each window is a partition of the run: field ``window:{i}`` (``keys.window_field``) holds its
+bounds ``[a, b]`` and ``since:{i}`` is null (its bounds say what it reads); ``span`` is what
+they cover together. ``windows_next`` is the next partition to start: ``claim`` hands out
+partitions while fewer than the limit are started and not done, so at most that many windows
+are read at once across the fleet; a window split into pieces (``split``) keeps the first and
+adds a partition for each other piece after every other, claimed like the rest;
+``windows_split`` counts the windows split (once each, whatever the pieces). A claimed window
+is read by the task it was claimed for, or by that task's continuation: the message names it.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ class Windows:
         fields: dict[str, str] = {"partitions": str(len(windows)), "windows_next": "0",
                                   "span": json.dumps([windows[0][0], windows[-1][1]])}
         for i, window in enumerate(windows):
-            fields[f"window:{i}"] = json.dumps(window)
-            fields[f"since:{i}"] = "null"
+            fields[keys.window_field(i)] = json.dumps(window)
+            fields[keys.since_field(i)] = "null"
         if incremental:
             fields["incremental"] = "1"
         self.r.hset(keys.run(run_id), mapping=cast(Any, fields))
@@ -61,7 +61,7 @@ class Windows:
 
     def get(self, run_id: str, partition: int) -> Window | None:
         """The window partition ``partition`` reads; None when the run is not sliced."""
-        raw = self.r.hget(keys.run(run_id), f"window:{partition}")
+        raw = self.r.hget(keys.run(run_id), keys.window_field(partition))
         return None if raw is None else cast(Window, json.loads(raw))
 
     def claim(self, run_id: str, limit: int, *, most: int) -> list[int]:

@@ -1,6 +1,6 @@
 """What ``sluice serve`` keeps in Redis: each delivery id claimed once (``SET NX EX``), and
-counters of what it answered in the metrics hash (``keys.METRICS``, shown by ``sluice
-metrics``):
+counters of what it answered in the metrics hash (``keys.METRICS``, named by and shown by
+``tasks.runs.metrics``), a delivery's all at once (one MULTI):
 
     webhook_deliveries|SOURCE|-|OUTCOME   accepted, duplicate, empty, refused_<reason>
     webhook_events|SOURCE|KIND            events enqueued
@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
-from tasks.runs import keys
+from tasks.runs import keys, metrics
 
 
 def connect(url: str, *, connections: int = 32) -> aioredis.Redis:
@@ -50,11 +50,12 @@ class Deliveries:
 
     async def count(self, source: str, outcome: str, *, events: dict[str, int] | None = None
                     ) -> None:
-        """Add one delivery with ``outcome`` (and its events per kind) to the counters."""
-        pipe = self.r.pipeline(transaction=False)
-        pipe.hincrby(keys.METRICS, f"webhook_deliveries|{source}|-|{outcome}", 1)
+        """Add one delivery with ``outcome`` (and its events per kind) to the counters, in one
+        transaction: the outcome and its events are counted together or not at all."""
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hincrby(keys.METRICS, metrics.delivery(source, outcome), 1)
         for kind, n in (events or {}).items():
-            pipe.hincrby(keys.METRICS, f"webhook_events|{source}|{kind}", n)
+            pipe.hincrby(keys.METRICS, metrics.field(metrics.WEBHOOK_EVENTS, source, kind), n)
         await pipe.execute()
 
     async def ping(self) -> bool:

@@ -24,7 +24,7 @@ import httpx
 import redis
 
 from integrations.http.retry import server_wait
-from tasks.runs import keys, scripts
+from tasks.runs import keys, metrics, scripts
 
 
 class RedisRateLimiter:
@@ -56,7 +56,8 @@ class RedisRateLimiter:
     async def acquire(self) -> None:
         wait = self.reserve()
         if wait > 0:
-            self.r.hincrbyfloat(keys.METRICS, f"rate_limit_wait_seconds|{self.source}|-", wait)
+            self.r.hincrbyfloat(keys.METRICS, metrics.field(metrics.RATE_LIMIT_WAIT, self.source),
+                                wait)
             await asyncio.sleep(wait)
 
     def observe(self, response: httpx.Response) -> None:

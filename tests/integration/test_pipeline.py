@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tasks import messages
+from tasks.runs.record import PageRecord
 from tests.integration.conftest import Pipeline
 
 pytestmark = pytest.mark.integration
@@ -118,7 +119,8 @@ def test_redelivered_batches_count_once(pipeline: Pipeline):
     run_id = run.run_id
     batches = {1: items[:50], 2: items[50:]}
     for seq, batch in batches.items():
-        progress.record_page(run_id, "api", "dup", [seq], len(batch), {"cursor": str(seq)})
+        progress.record_page(run_id, "api", "dup", PageRecord(
+            batches=(seq,), items=len(batch), checkpoint={"cursor": str(seq)}))
     for seq in (1, 1, 2, 1):
         messages.batch(p.client.app, run_id, "api", "dup", seq, batches[seq],
                        run_seq=run.run_seq)

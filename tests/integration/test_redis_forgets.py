@@ -17,7 +17,7 @@ from integrations.fakeapi import FakeAPI, at
 from tasks.operator.redisserver import RedisServer
 from tasks.runs import keys
 from tasks.runs.deadletter import DeadLetter
-from tasks.runs.progress import Progress, RunState, Stopped
+from tasks.runs.progress import PageRecord, Progress, RunState, Stopped
 from tests.support.workers import Client, Workers, cursor_config
 
 pytestmark = pytest.mark.integration
@@ -41,21 +41,24 @@ def test_the_scripts_fail_a_run_redis_forgot_and_free_its_kind():
         run = progress.create_run("src", "kind")
         idle = progress.create_run("src", "idle")  # no task of it comes back after the restart
         fin = progress.create_run("src", "fin")  # finalize is at work when Redis restarts
-        progress.record_page(fin.run_id, "src", "fin", [1], 10, None)
+        progress.record_page(fin.run_id, "src", "fin",
+                             PageRecord(batches=(1,), items=10, checkpoint=None))
         progress.batch_done(fin.run_id, "src", "fin", 1, written=10, rejected=[])
         assert progress.producer_done(fin.run_id)  # finalizing
         assert run.redis_id == r.info("server")["run_id"]
         for seq in (1, 2):
-            progress.record_page(run.run_id, "src", "kind", [seq], 10, {"cursor": str(seq)})
+            progress.record_page(run.run_id, "src", "kind", PageRecord(
+                batches=(seq,), items=10, checkpoint={"cursor": str(seq)}))
         progress.batch_done(run.run_id, "src", "kind", 1, written=10, rejected=[])
         r.save()
-        progress.record_page(run.run_id, "src", "kind", [3], 10, {"cursor": "3"})  # forgotten
+        progress.record_page(run.run_id, "src", "kind", PageRecord(  # forgotten
+            batches=(3,), items=10, checkpoint={"cursor": "3"}))
         gone = progress.create_run("src", "gone")  # a run started after the snapshot
         restart_from_snapshot(server)
 
         # The producer's next page: nothing recorded, the run failed, its kind free.
-        assert isinstance(progress.record_page(run.run_id, "src", "kind", [4], 10,
-                                               {"cursor": "4"}), Stopped)
+        assert isinstance(progress.record_page(run.run_id, "src", "kind", PageRecord(
+            batches=(4,), items=10, checkpoint={"cursor": "4"})), Stopped)
         failed = progress.get(run.run_id)
         assert failed and failed.state == RunState.FAILED and failed.redis_moved
         assert FORGOT in failed.reason and "nothing deleted" in failed.reason

@@ -230,5 +230,5 @@ def started_windows(client: Client, run_id: str) -> list[tuple[str, str]]:
               .items()}
     return [(at(a - 1704067200), at(b - 1704067200))
             for i in range(int(record.get("partitions", "0")))
-            if f"checkpoint:{i}" in record and record[f"checkpoint:{i}"] != "null"
-            for a, b in [json.loads(record[f"window:{i}"])]]
+            if record.get(keys.checkpoint_field(i), "null") != "null"
+            for a, b in [json.loads(record[keys.window_field(i)])]]

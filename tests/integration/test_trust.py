@@ -26,6 +26,7 @@ import redis
 from integrations.fakeapi import FakeAPI, make_items
 from tasks import messages
 from tasks.operator.redisserver import RedisServer
+from tasks.runs.record import PageRecord
 from tasks.targets.sqlite import SqliteTarget
 from tests.support.workers import ROOT, SLUICE, Client, Workers
 
@@ -248,7 +249,8 @@ def test_a_late_write_of_a_stalled_run_never_leads_to_deleting_live_rows(trust: 
     run_b = progress.create_run("api", "late")
     pages = {seq: items[(seq - 1) * 100:seq * 100] for seq in range(1, 11)}
     for seq, batch in pages.items():
-        progress.record_page(run_b.run_id, "api", "late", [seq], len(batch), None)
+        progress.record_page(run_b.run_id, "api", "late",
+                             PageRecord(batches=(seq,), items=len(batch), checkpoint=None))
         messages.batch(app, run_b.run_id, "api", "late", seq, batch,
                        run_seq=run_b.run_seq)
     deadline = time.monotonic() + 30

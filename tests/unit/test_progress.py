@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import fakeredis
 import pytest
@@ -10,7 +12,7 @@ import pytest
 from integrations.secrets import Redactor
 from tasks.runs import keys
 from tasks.runs.deadletter import DeadLetter
-from tasks.runs.progress import Cycle, Progress, RunState
+from tasks.runs.progress import Cycle, PageRecord, Progress, RunState
 
 
 @pytest.fixture
@@ -22,10 +24,20 @@ LETTER = DeadLetter(task="batch", source="src", kind="kind", items=[], error="x"
                     at=0.0, seq=2)
 
 
+def page(batches: list[int], items: int, checkpoint: Any, **more: Any) -> PageRecord:
+    return PageRecord(batches=tuple(batches), items=items, checkpoint=checkpoint, **more)
+
+
+def recorder(progress: Progress) -> Callable[[PageRecord], Any]:
+    """record_page on a new run of ("src", "kind")."""
+    run_id = progress.create_run("src", "kind").run_id
+    return lambda record: progress.record_page(run_id, "src", "kind", record)
+
+
 def started(progress: Progress, pages: int = 2) -> str:
     run_id = progress.create_run("src", "kind").run_id
     for seq in range(1, pages + 1):
-        progress.record_page(run_id, "src", "kind", [seq], 10, {"cursor": str(seq)})
+        progress.record_page(run_id, "src", "kind", page([seq], 10, {"cursor": str(seq)}))
     return run_id
 
 
@@ -41,7 +53,7 @@ def test_a_second_run_of_the_same_kind_is_skipped_until_the_first_ends(progress)
 
 def test_pages_recorded_twice_count_once(progress):
     run_id = started(progress, pages=2)
-    progress.record_page(run_id, "src", "kind", [2], 10, {"cursor": "2"})
+    progress.record_page(run_id, "src", "kind", page([2], 10, {"cursor": "2"}))
     run = progress.get(run_id)
     assert (run.pages, run.batches_enqueued, run.items_fetched) == (2, 2, 20)
     assert progress.partition(run_id, 0) == (True, {"cursor": "2"}, False)
@@ -211,21 +223,19 @@ def test_a_run_stuck_finalizing_is_marked_stalled_and_frees_its_kind(progress):
 
 
 def test_a_state_asked_for_again_by_another_page_is_a_cycle(progress):
-    run_id = progress.create_run("src", "kind").run_id
-    record = progress.record_page
-    assert record(run_id, "src", "kind", [1], 5, {"next": {"cursor": "A"}, "seq": 2}) == (1,)
-    assert record(run_id, "src", "kind", [2], 5, {"next": {"cursor": "B"}, "seq": 3}) == (2,)
+    record = recorder(progress)
+    assert record(page([1], 5, {"next": {"cursor": "A"}, "seq": 2})) == (1,)
+    assert record(page([2], 5, {"next": {"cursor": "B"}, "seq": 3})) == (2,)
     # the same page recorded again (a redelivered slice) is no cycle
-    assert record(run_id, "src", "kind", [2], 5, {"next": {"cursor": "B"}, "seq": 3}) == (2,)
-    assert record(run_id, "src", "kind", [3], 5, {"next": {"cursor": "A"}, "seq": 4}) == Cycle(2)
+    assert record(page([2], 5, {"next": {"cursor": "B"}, "seq": 3})) == (2,)
+    assert record(page([3], 5, {"next": {"cursor": "A"}, "seq": 4})) == Cycle(2)
 
 
 def test_the_same_items_on_another_page_are_a_cycle(progress):
-    run_id = progress.create_run("src", "kind").run_id
-    record = progress.record_page
-    assert record(run_id, "src", "kind", [1], 1, None, items_digest="d1") == (1,)
-    assert record(run_id, "src", "kind", [1], 1, None, items_digest="d1") == (1,)  # redelivered
-    assert record(run_id, "src", "kind", [2], 1, None, items_digest="d1") == Cycle(1, "items")
+    record = recorder(progress)
+    assert record(page([1], 1, None, items_digest="d1")) == (1,)
+    assert record(page([1], 1, None, items_digest="d1")) == (1,)  # redelivered
+    assert record(page([2], 1, None, items_digest="d1")) == Cycle(1, "items")
 
 
 def test_run_sequence_numbers_only_grow(progress):
@@ -240,8 +250,8 @@ def test_run_sequence_numbers_only_grow(progress):
 def test_checkpoints_and_errors_are_redacted(progress):
     progress.redactor = Redactor(["s3cret-key"])
     run_id = progress.create_run("src", "kind").run_id
-    progress.record_page(run_id, "src", "kind", [1], 1,
-                         {"next": {"url": "https://x/?api_key=s3cret-key&page=2"}, "seq": 2})
+    progress.record_page(run_id, "src", "kind", page(
+        [1], 1, {"next": {"url": "https://x/?api_key=s3cret-key&page=2"}, "seq": 2}))
     progress.producer_done(run_id, error="GET https://x/?api_key=s3cret-key failed")
     stored = b"".join(v for v in progress.r.hgetall(keys.run(run_id)).values())
     assert b"s3cret-key" not in stored and b"api_key=***" in stored
@@ -249,10 +259,10 @@ def test_checkpoints_and_errors_are_redacted(progress):
 
 def test_the_page_that_closes_a_cycle_is_counted_and_rejected_previews_are_redacted(progress):
     progress.redactor = Redactor(["s3cret-key"])
-    run_id = progress.create_run("src", "kind").run_id
-    record = progress.record_page
-    record(run_id, "src", "kind", [1], 5, {"next": {"cursor": "A"}, "seq": 2})
-    assert record(run_id, "src", "kind", [2], 5, {"next": {"cursor": "A"}, "seq": 3}) == Cycle(2)
+    record = recorder(progress)
+    record(page([1], 5, {"next": {"cursor": "A"}, "seq": 2}))
+    assert record(page([2], 5, {"next": {"cursor": "A"}, "seq": 3})) == Cycle(2)
+    run_id = progress.active()[0].run_id
     run = progress.get(run_id)
     assert (run.pages, run.batches_enqueued, run.items_fetched) == (2, 2, 10)
     progress.batch_done(run_id, "src", "kind", 2, written=4, rejected=[
@@ -262,8 +272,8 @@ def test_the_page_that_closes_a_cycle_is_counted_and_rejected_previews_are_redac
 
 def test_an_empty_page_is_remembered_so_a_resumed_plan_skips_it(progress):
     run_id = progress.create_run("src", "kind").run_id
-    progress.record_page(run_id, "src", "kind", [], 0, {"plan": {}}, page=5)
-    progress.record_page(run_id, "src", "kind", [3], 10, {"plan": {}}, page=3)
+    progress.record_page(run_id, "src", "kind", page([], 0, {"plan": {}}, page=5))
+    progress.record_page(run_id, "src", "kind", page([3], 10, {"plan": {}}, page=3))
     assert progress.published(run_id) == {3, 5}
     assert progress.get(run_id).batches_enqueued == 1
 
@@ -273,7 +283,7 @@ def test_recent_reads_the_newest_records_in_one_round_trip_and_skips_expired_one
     runs = [progress.create_run(f"s{i}", "k") for i in range(4)]
     for i, run in enumerate(runs):
         progress.r.zadd(keys.RUNS, {run.run_id: 1000 + i})  # a known order
-    progress.record_page(runs[3].run_id, "s3", "k", [1, 2], 10, None)
+    progress.record_page(runs[3].run_id, "s3", "k", page([1, 2], 10, None))
     progress.r.delete(keys.run(runs[2].run_id))  # expired
     pipelines = []
     pipeline = progress.r.pipeline

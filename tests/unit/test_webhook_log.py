@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import fakeredis
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
@@ -108,3 +110,27 @@ def test_counted_batch_ids_expire_and_nothing_kept_for_good_grows() -> None:
     assert len(expiring) == 200 and all(0 < ttl <= 600 and size == 1
                                         for ttl, size in expiring.values())
     assert keys.webhook_batch("gh", "b-7").encode() in expiring
+
+
+def test_a_batch_is_counted_in_one_step_and_only_the_newest_rejections_are_kept(
+        monkeypatch) -> None:
+    r = fakeredis.FakeRedis()
+    log = WebhookLog(r)
+    monkeypatch.setattr(keys, "REJECTED_KEEP", 2)
+    for n in range(3):
+        assert log.record("gh", "issue", f"b-{n}", counts={"rejected": 1, "written": 0},
+                          rejected=[{"index": n, "reason": "no identifier"}])
+    assert [x["batch"] for x in log.rejected("gh")] == ["b-1", "b-2"]
+    assert r.hget(keys.METRICS, "webhook_rejected|gh|issue") == b"3"
+    assert r.hget(keys.METRICS, "webhook_written|gh|issue") is None
+    # one command (the script): the batch's mark, counts, rejections and dead letter at once
+    sent: list[str] = []
+    execute = r.execute_command
+
+    def counted(*args: Any, **options: Any) -> Any:
+        sent.append(str(args[0]))
+        return execute(*args, **options)
+
+    monkeypatch.setattr(r, "execute_command", counted)
+    log.record("gh", "issue", "b-3", counts={"written": 2}, rejected=[{"index": 0}])
+    assert sent == ["EVALSHA"]

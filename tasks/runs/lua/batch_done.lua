@@ -16,7 +16,8 @@
 -- ARGV[6] run_id
 -- ARGV[7] lock_seconds   the lock is renewed for this long
 -- ARGV[8] keep           rejected-item records kept per run
--- ARGV[9] child          the batch's kind when it is a child kind of the run's ('' if not)
+-- ARGV[9] child          the batch's kind when it is a child kind of the run's ('' if not);
+--                        its counts go to fields 'child.{kind}.{count}' (keys.child_field)
 -- ARGV[10] skipped       items a mapping's selector skipped
 -- ARGV[11] deleted       rows deleted by the API's tombstones (a kind's `deleted`)
 -- Returns 1 when the caller finalizes the run, else 0; -1 when the run was started on another

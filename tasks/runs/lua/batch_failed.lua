@@ -10,7 +10,8 @@
 -- ARGV[1] seq          the batch's seq
 -- ARGV[2] dead_letter  JSON object: {items, error, attempts, ...}
 -- ARGV[3] now          seconds since the epoch
--- ARGV[4] child        the batch's kind when it is a child kind of the run's ('' if not)
+-- ARGV[4] child        the batch's kind when it is a child kind of the run's ('' if not);
+--                      counted in field 'child.{kind}.batches_failed' (keys.child_field)
 -- Returns 1 when the caller finalizes the run, else 0; -1 when the run was started on another
 -- Redis server (restarted or failed over since): the run is failed, the dead letter still
 -- kept (`sluice failed retry` can send it again), and it never finalizes.

@@ -8,7 +8,8 @@
 -- KEYS[5] active        sorted set: runs not yet ended -> start time
 -- ARGV[1] batches       JSON list: the seqs published
 -- ARGV[2] n_items       child items in them (0 for the fetching task)
--- ARGV[3] kind          the child kind
+-- ARGV[3] kind          the child kind (its counts: fields 'child.{kind}.{count}',
+--                       keys.child_field)
 -- ARGV[4] now           seconds since the epoch
 -- ARGV[5] run_id
 -- ARGV[6] lock_seconds  the lock is renewed for this long

@@ -1,5 +1,9 @@
 -- Records a page the producer published (as batches) or found empty, and its checkpoint.
 --! include run_lib
+-- Called by Progress.record_page (tasks/runs/progress.py): page_keys and page_args build the
+-- KEYS and ARGV below from a PageRecord, by these names and in this order (a unit test holds
+-- the two to each other). The record's field names are keys.py's templates: ARGV[7] and
+-- ARGV[14] come ready-made from it; the seen hash's 'items:' is keys.SEEN_ITEMS.
 -- KEYS[1] run           hash: the run record
 -- KEYS[2] enqueued      set: seqs of the batches published
 -- KEYS[3] lock          string: the id of the run that holds (source, kind)
@@ -13,7 +17,8 @@
 -- ARGV[4]  now          seconds since the epoch
 -- ARGV[5]  run_id
 -- ARGV[6]  lock_seconds the lock is renewed for this long
--- ARGV[7]  field        the record's field for this partition's checkpoint ('checkpoint:{i}')
+-- ARGV[7]  field        the record's field for this partition's checkpoint ('checkpoint:{i}',
+--                       keys.checkpoint_field)
 -- ARGV[8]  mark         digest of the state the checkpoint asks for next ('' for none)
 -- ARGV[9]  next_seq     the page that asks for it
 -- ARGV[10] total        the API's count of items ('' when it gave none)
@@ -21,7 +26,7 @@
 -- ARGV[12] page         this page's seq
 -- ARGV[13] items_mark   digest of the page's items ('' for an empty page)
 -- ARGV[14] newest_field the record's field for this partition's newest cursor value
---                       ('mark:{i}'; '' when the page raised it not)
+--                       ('mark:{i}', keys.mark_field; '' when the page raised it not)
 -- ARGV[15] newest       that value (JSON)
 -- Returns {1, pages with items so far}; {0} when the run record is gone; {-1, page} when that
 -- page already asked for the same state (a cycle); {-2, page} when that page held the very

@@ -3,6 +3,8 @@
 
 -- Adds `by` to the counter `name` of the run's source and kind (and `label`, if given) in the
 -- metrics hash. The run's labels are read once per script, however many counters it adds to.
+-- The field is 'name|source|kind[|label]', as tasks/runs/metrics.py's field() spells it, and
+-- `name` one metrics.py knows (tests/unit/test_keys.py holds both).
 local labels
 local function metric(run, metrics, name, by, label)
   if not labels then

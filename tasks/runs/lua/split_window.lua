@@ -7,7 +7,8 @@
 -- nothing (it reads the partition's window again).
 -- KEYS[1] run        hash: the run record ('partitions', 'window:{i}' (JSON [a, b]),
 --                    'since:{i}', 'windows_split': how many windows were split, once each
---                    whatever the pieces)
+--                    whatever the pieces; the field templates are keys.py's window_field
+--                    and since_field)
 -- ARGV[1] partition  the window's partition
 -- ARGV[2] most       partitions the run may have
 -- ARGV[3..] bounds   a, c1, ..., b: the window's start, the cuts between its pieces (in

@@ -469,7 +469,7 @@ def cmd_schema(sql: bool, role: str | None) -> int:
 @click.option("--port", type=int, default=9808, show_default=True)
 @config_option
 def cmd_metrics(host: str, port: int) -> int:
-    from tasks.runs.metrics import serve
+    from tasks.operator.exporter import serve
 
     click.echo(f"sluice metrics on http://{host}:{port}/metrics")
     serve(_progress(), host=host, port=port)

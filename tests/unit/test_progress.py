@@ -198,7 +198,7 @@ def test_the_prometheus_exposition(progress):
     from prometheus_client import generate_latest
     from prometheus_client.registry import CollectorRegistry
 
-    from tasks.runs.metrics import SluiceCollector
+    from tasks.operator.exporter import SluiceCollector
 
     run_id = started(progress)
     progress.batch_done(run_id, "src", "kind", 1, written=10, rejected=[])

@@ -9,9 +9,9 @@ from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from integrations.secrets import Redactor
+from tasks.operator.exporter import SluiceCollector
 from tasks.runs import keys
 from tasks.runs.deadletter import DeadLetter
-from tasks.runs.metrics import SluiceCollector
 from tasks.runs.progress import Progress
 from tasks.runs.webhooks import WebhookLog
 from tasks.settings import Settings

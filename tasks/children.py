@@ -37,10 +37,9 @@ from integrations.errors import (
 from tasks import messages
 from tasks.app import app
 from tasks.boundary import Guard
-from tasks.ingest import rejection
-from tasks.resync import batches
 from tasks.runs.seqs import child_seq
 from tasks.worker import runtime
+from tasks.write.rejections import rejection
 
 ALIVE_EVERY = 10.0  # seconds between two signs of life of a long task on its run
 
@@ -111,7 +110,7 @@ def fetch_children(self: Task, run_id: str, source: str, kind: str, seq: int, pa
         got = rt.run(collect(rt.integration(source), kind, rt.client(source), refs,
                              rt.gate(source), max_pages=src.max_pages,
                              alive=lambda: rt.progress.touch(run_id, source, root)))
-        parts = batches(pager.Page(0, got.items, None), max_items=src.max_batch_items,
+        parts = messages.batches(pager.Page(0, got.items, None), max_items=src.max_batch_items,
                         max_bytes=src.max_batch_bytes)
         seqs = [child_seq(seq, k) for k in range(len(parts))]
         # A parent left out, or paging that may have stopped short: the run deletes nothing

@@ -35,10 +35,10 @@ from celery import Task
 from integrations.incremental import newest
 from tasks.app import app
 from tasks.boundary import Guard
-from tasks.ingest import child_kinds
 from tasks.runs.progress import Run, RunState
-from tasks.targets.base import Deletion, Target, Typed, Within
+from tasks.targets.base import Deletion, Target, Within
 from tasks.worker import runtime
+from tasks.write.landing import child_kinds, landing
 
 
 def outcome(rt: runtime.Runtime, run: Run) -> tuple[RunState, dict[str, Any]]:
@@ -139,28 +139,18 @@ def scope(rt: runtime.Runtime, run: Run, target: Target) -> tuple[Within | None,
 def delete_stale(rt: runtime.Runtime, source: str, kind: str, *, run_seq: int,
                  threshold: float, watermarks: dict[str, str] | None = None,
                  within: Within | None = None) -> Deletion:
-    """Stale entities of a kind deleted within the guard: from its typed table when it has a
-    mapping (and the target has tables), else from ``entities``."""
-    target, mapping = rt.target(), rt.integration(source).mapping(kind)
-    if mapping is not None and isinstance(target, Typed):
-        return target.delete_stale_rows(mapping.table(source), source, kind,
-                                        run_seq=run_seq, threshold=threshold,
-                                        watermarks=watermarks, within=within)
-    return target.delete_stale(source, kind, run_seq=run_seq, threshold=threshold,
-                               watermarks=watermarks, within=within)
+    """Stale entities of a kind deleted within the guard, where the kind lands (its typed
+    table, else ``entities``: ``tasks.write.landing``)."""
+    return landing(rt.integration(source), rt.target(), source, kind).delete_stale(
+        run_seq=run_seq, threshold=threshold, watermarks=watermarks, within=within)
 
 
 def delete_moved(rt: runtime.Runtime, source: str, kind: str, *, run_seq: int,
                  threshold: float, written_only: bool = False) -> Deletion:
-    """A kind with a mapping (on a target with tables): its rows left in ``entities`` from
-    before the mapping, deleted once its table holds it (``Typed.delete_moved``). A kind
-    whose mapping was removed keeps its table as it is: Sluice never empties nor drops a
-    table it no longer writes (views and queries may read it; ``sluice entities`` lists it)."""
-    target, mapping = rt.target(), rt.integration(source).mapping(kind)
-    if mapping is None or not isinstance(target, Typed):
-        return Deletion()
-    return target.delete_moved(mapping.table(source), source, kind, run_seq=run_seq,
-                               threshold=threshold, written_only=written_only)
+    """A kind that lands in its typed table: its rows left in ``entities`` from before the
+    mapping, deleted once the table holds it (``Landing.delete_moved``)."""
+    return landing(rt.integration(source), rt.target(), source, kind).delete_moved(
+        run_seq=run_seq, threshold=threshold, written_only=written_only)
 
 
 def watermarks(rt: runtime.Runtime, run: Run) -> tuple[dict[str, str], dict[str, Any]]:

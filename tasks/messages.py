@@ -27,12 +27,13 @@ workers still serve one take in four, or all of them when nothing else waits.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from celery import Celery
 
+from integrations import jsontext, pager
 from tasks import traces
-from tasks.runs.seqs import describe_seq
+from tasks.runs.seqs import describe_seq, part_seq
 
 RESYNC = "sluice.resync"
 INGEST = "sluice.ingest_batch"
@@ -64,6 +65,36 @@ def resync(app: Celery, source: str, kind: str, run_id: str, *, partition: int =
         app.send_task(RESYNC, (source, kind), kwargs,
                       argsrepr=f"{source}/{kind} run={run_id}{where}", kwargsrepr="{}",
                       queue=PRODUCERS)
+
+
+class Batch(NamedTuple):
+    seq: int
+    items: str  # the items as one JSON array: a message stays flat however deep they nest
+    size: int  # items
+
+
+def batches(page: pager.Page, *, max_items: int, max_bytes: int) -> list[Batch]:
+    """The page as batches of at most ``max_items`` items and about ``max_bytes`` bytes of
+    JSON each (an item bigger than that is a batch of its own).
+
+    The items travel as JSON text, not as a nested structure: a prefork worker's main process
+    pickles what it hands to a child, and an item nested a few hundred levels deep would make
+    that raise RecursionError there and stop the whole node, again on every node the message
+    reaches."""
+    out: list[Batch] = []
+    part: list[str] = []
+    size = 0
+    for item in page.items:
+        text = jsontext.dumps(item)
+        if part and (len(part) >= max_items or size + len(text) > max_bytes):
+            out.append(Batch(part_seq(page.seq, len(out)), f"[{','.join(part)}]",
+                             len(part)))
+            part, size = [], 0
+        part.append(text)
+        size += len(text) + 1
+    if part:
+        out.append(Batch(part_seq(page.seq, len(out)), f"[{','.join(part)}]", len(part)))
+    return out
 
 
 def batch(app: Celery, run_id: str, source: str, kind: str, seq: int, items: str | list[Any],

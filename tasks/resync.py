@@ -33,11 +33,11 @@ import socket
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import replace
-from typing import Any, NamedTuple
+from typing import Any
 
 from celery import Celery, Task
 
-from integrations import jsontext, pager
+from integrations import pager
 from integrations.errors import ConfigError, PagingCycle, RunLost, TooManyPages
 from integrations.fetched import Fetched
 from integrations.incremental import newest, older
@@ -45,8 +45,8 @@ from integrations.slices import Window, held
 from tasks import messages, slicing, traces
 from tasks.app import app
 from tasks.boundary import Guard
+from tasks.messages import batches
 from tasks.runs.progress import Cycle, PageRecord, Recorded, Run, RunState, Stopped
-from tasks.runs.seqs import part_seq
 from tasks.runs.windows import FULL, GONE, MOVED
 from tasks.worker import runtime
 
@@ -65,36 +65,6 @@ def summary(run_id: str, run: Run | None) -> dict[str, Any]:
     if run is None:
         return {"run_id": run_id, "state": str(RunState.LOST)}
     return {"run_id": run_id, "state": str(run.state), "pages": run.pages}
-
-
-class Batch(NamedTuple):
-    seq: int
-    items: str  # the items as one JSON array: a message stays flat however deep they nest
-    size: int  # items
-
-
-def batches(page: pager.Page, *, max_items: int, max_bytes: int) -> list[Batch]:
-    """The page as batches of at most ``max_items`` items and about ``max_bytes`` bytes of
-    JSON each (an item bigger than that is a batch of its own).
-
-    The items travel as JSON text, not as a nested structure: a prefork worker's main process
-    pickles what it hands to a child, and an item nested a few hundred levels deep would make
-    that raise RecursionError there and stop the whole node, again on every node the message
-    reaches."""
-    out: list[Batch] = []
-    part: list[str] = []
-    size = 0
-    for item in page.items:
-        text = jsontext.dumps(item)
-        if part and (len(part) >= max_items or size + len(text) > max_bytes):
-            out.append(Batch(part_seq(page.seq, len(out)), f"[{','.join(part)}]",
-                             len(part)))
-            part, size = [], 0
-        part.append(text)
-        size += len(text) + 1
-    if part:
-        out.append(Batch(part_seq(page.seq, len(out)), f"[{','.join(part)}]", len(part)))
-    return out
 
 
 def continue_later(run: Run, partition: int, sender: Celery = app) -> None:

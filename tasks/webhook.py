@@ -42,16 +42,15 @@ from integrations.base import Integration
 from integrations.errors import MalformedPage, PermanentError, PermanentHTTPError, describe
 from integrations.incremental import Position, position
 from integrations.jsonpath import dig
-from integrations.mapping import Mapping
 from integrations.webhooks import Action, webhooks_of
 from tasks.app import app
 from tasks.boundary import Guard
-from tasks.ingest import rejection, to_entities, write, write_mapped
 from tasks.runs.deadletter import DeadLetter
 from tasks.runs.webhooks import COUNTS, WebhookLog
-from tasks.targets import Target
-from tasks.targets.base import Ordered, Typed
+from tasks.targets.base import Ordered
 from tasks.worker import runtime
+from tasks.write.landing import Landing, landing
+from tasks.write.rejections import rejection
 
 Event = dict[str, Any]  # {"delivery", "action", "item", "fetch"}, as it travels
 
@@ -92,8 +91,7 @@ class Batch:
                  run_seq: int) -> None:
         self.rt, self.log, self.source, self.kind, self.run_seq = rt, log, source, kind, run_seq
         self.integration, self.target = rt.integration(source), rt.target()
-        mapping = self.integration.mapping(kind)
-        self.typed = mapping if mapping is not None and isinstance(self.target, Typed) else None
+        self.lands = landing(self.integration, self.target, source, kind)
         hooks = webhooks_of(self.integration)
         self.cursor = hooks.cursor_path(kind) if hooks is not None else None
         self.counts = dict.fromkeys(COUNTS, 0)
@@ -106,8 +104,8 @@ class Batch:
     def apply(self, events: list[Event]) -> None:
         latest = self.collapse(events)
         if not isinstance(self.target, Ordered):
-            write_unordered(self.target, self.integration, self.source, self.kind, latest,
-                            self.rejected, self.counts, run_seq=self.run_seq)
+            write_unordered(self.lands, latest, self.rejected, self.counts,
+                            run_seq=self.run_seq)
         else:
             self.hold(self.target, latest)
         self.counts["rejected"] = len(self.rejected)
@@ -130,8 +128,7 @@ class Batch:
                     continue
                 # (a retryable failure retries the whole batch: it is idempotent)
             item = event["item"]
-            identifier = (self.typed.identifier(item) if self.typed is not None
-                          else self.integration.identifier(self.kind, item))
+            identifier = self.lands.identifier(item)
             if identifier is None:
                 self.rejected.append(rejection(0, index, item, "no identifier"))
                 continue
@@ -150,7 +147,7 @@ class Batch:
         """Write the batch in one held transaction: an upsert older than the stored item, or
         than a recent delete of it (its tombstone), is left out; deletes delete and leave a
         tombstone; an item the selector now leaves out is deleted."""
-        table = self.typed.table(self.source) if self.typed is not None else None
+        table = self.lands.table
         with target.holding(self.source, self.kind, sorted(latest), table=table) as stored:
             deletes = {i: e["item"] for i, (_, e) in latest.items()
                        if e["action"] == Action.DELETE}
@@ -161,8 +158,7 @@ class Batch:
                      if not before(self.position(item), self.position(stored.get(i)))
                      and not before(self.position(item), position(gone.get(i)), tie=True)]
             self.counts["stale"] = len(upserts) - len(fresh)
-            left_out = write_upserts(self.target, self.typed, self.integration, self.source,
-                                     self.kind, fresh, self.rejected, self.counts,
+            left_out = write_upserts(self.lands, fresh, self.rejected, self.counts,
                                      run_seq=self.run_seq)
             if deletes or left_out:
                 self.counts["deleted"] = target.delete(
@@ -196,31 +192,24 @@ def follow_up(rt: runtime.Runtime, integration: Integration, source: str, kind: 
     return {**event, "item": full, "fetch": False}
 
 
-def write_upserts(target: Target, typed: Mapping | None, integration: Integration, source: str,
-                  kind: str, upserts: list[tuple[str, int, Any]], rejected: list[dict[str, Any]],
-                  counts: dict[str, int], *, run_seq: int) -> list[str]:
+def write_upserts(lands: Landing, upserts: list[tuple[str, int, Any]],
+                  rejected: list[dict[str, Any]], counts: dict[str, int], *, run_seq: int
+                  ) -> list[str]:
     """Upsert the items (identifier, index in the batch, item) as a batch task writes a page
     of them, its rejections kept. Returns the identifiers the mapping's selector left out."""
     if not upserts:
         return []
     items = [item for _, _, item in upserts]
-    run_id = f"webhooks-{source}"
-    if typed is not None and isinstance(target, Typed):
-        written, refused, skipped, landed = write_mapped(target, typed, source, 0, items,
-                                                         run_id=run_id, run_seq=run_seq)
-        counts["skipped"] += skipped
-        kept = set(landed) | {items_index(upserts, r) for r in refused}
-        left_out = [i for i, _, _ in upserts if i not in kept] if skipped else []
-    else:
-        entities, index_of, refused = to_entities(integration, source, kind, 0, items)
-        written, unstorable = write(target, entities, index_of, run_id=run_id,
-                                    run_seq=run_seq, seq=0, items=items)
-        refused += unstorable
-        left_out = []
-    for record in refused:  # where each was in the batch of events, not in this list
+    done = lands.write(items, seq=0, run_id=f"webhooks-{lands.source}", run_seq=run_seq)
+    counts["skipped"] += done.skipped
+    left_out: list[str] = []
+    if done.skipped:  # neither written nor rejected: the selector left it out
+        kept = set(done.landed) | {items_index(upserts, r) for r in done.rejected}
+        left_out = [i for i, _, _ in upserts if i not in kept]
+    for record in done.rejected:  # where each was in the batch of events, not in this list
         record["index"] = upserts[record["index"]][1]
-    counts["written"] += written
-    rejected += refused
+    counts["written"] += done.written
+    rejected += done.rejected
     return left_out
 
 
@@ -230,9 +219,9 @@ def items_index(upserts: list[tuple[str, int, Any]], record: dict[str, Any]) -> 
     return identifier
 
 
-def write_unordered(target: Target, integration: Integration, source: str, kind: str,
-                    latest: dict[str, tuple[int, Event]], rejected: list[dict[str, Any]],
-                    counts: dict[str, int], *, run_seq: int) -> None:
+def write_unordered(lands: Landing, latest: dict[str, tuple[int, Event]],
+                    rejected: list[dict[str, Any]], counts: dict[str, int], *, run_seq: int
+                    ) -> None:
     """A target that cannot hold a transaction nor delete (http): upserts posted in the
     events' order, deletes rejected with why."""
     upserts = []
@@ -242,5 +231,4 @@ def write_unordered(target: Target, integration: Integration, source: str, kind:
                                       "delete: this target does not delete"))
         else:
             upserts.append((identifier, index, event["item"]))
-    write_upserts(target, None, integration, source, kind, upserts, rejected, counts,
-                  run_seq=run_seq)
+    write_upserts(lands, upserts, rejected, counts, run_seq=run_seq)

@@ -1,9 +1,10 @@
 """``sluice preview SOURCE KIND``: the first page of a kind, mapped, printed; nothing written.
 
 The loop a user runs while writing a mapping: it fetches one page (of the first partition, or
-of the first parent's children), applies the kind's mapping as the batch task would, and
-prints the columns with their types, the rows it would write, and the items it would reject
-with why. Without a mapping it prints the items as they would land in ``entities``.
+of the first parent's children), applies the kind's mapping as the batch task would (the same
+``tasks.write.mapped``), and prints the columns with their types, the rows it would write,
+and the items it would reject with why. Without a mapping it prints the items as they would
+land in ``entities``.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from integrations.http.auth import OAuth2ClientCredentials, OAuth2RefreshToken
 from integrations.http.oauth import TokenStore
 from integrations.registry import load
 from tasks.config import HttpConfig, SluiceConfig
-from tasks.ingest import columns_for, fitted_rows
 from tasks.runs.client import connect_redis
 from tasks.settings import get_settings
 from tasks.targets import open_target
 from tasks.worker.tokens import RedisTokenStore
+from tasks.write.mapped import fitted
 
 
 async def first_page(integration: Integration, kind: str, redactor: Any, *,
@@ -95,9 +96,8 @@ def preview(config: SluiceConfig, source: str, kind: str, *, limit: int) -> list
                                      "data": item}, default=str))
         return lines
     mapped = mapping.map(items)
-    columns = columns_for(mapping, {}, mapped.rows)
-    misfits, fitted, _ = fitted_rows(mapping, columns, mapped.rows)
-    rows = [{"identifier": i, **row["values"]} for i, row in fitted.items()]
+    columns, misfits, fit, _ = fitted(mapping, {}, mapped.rows)  # as a batch fits them
+    rows = [{"identifier": i, **row["values"]} for i, row in fit.items()]
     rejected = [(i, why) for i, _, why in mapped.rejected] + misfits
     lines = [f"{source}/{kind}: {len(items)} items on the first page -> {len(rows)} rows into "
              f"{mapping.table(source)}, {len(rejected)} rejected, {mapped.skipped} "

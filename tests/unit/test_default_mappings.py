@@ -22,8 +22,8 @@ from integrations.jira.mappings import DEFAULTS
 from integrations.jira.settings import JiraSettings
 from integrations.mapping import ColumnType, Mapping, fit
 from tasks.config import parse_config
-from tasks.ingest import columns_for
 from tasks.operator.preview import first_page
+from tasks.write.mapped import columns_for
 
 GITHUB = {"integration": "github", "org": "acme", "token": "t",
           "kinds": ["repository", "issue", "pull_request", "issue_comment"]}

@@ -143,7 +143,7 @@ def test_a_sliced_run_moves_out_of_entities_only_what_it_wrote_into_the_kinds_ta
         tmp_path: Path):
     """A kind given a mapping: a sliced run read only its windows, so of its rows left in
     entities only those it wrote into the table go; one before the span stays (not lost)."""
-    from tasks.ingest import write_mapped
+    from tasks.write.mapped import write_mapped
 
     rt = fake_runtime(tmp_path, kinds={"item": {
         "path": "/cursor/item", "items": "data", "slices": {**SLICES, "field": "created"},

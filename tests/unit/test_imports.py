@@ -190,3 +190,50 @@ def test_a_circle_is_found_and_lazy_imports_are_not_edges(tmp_path: Path) -> Non
                      "  pkg.a (line 1) imports pkg.b\n"
                      "  pkg.b (line 3) imports pkg.c\n"
                      "  pkg.c (line 1) imports pkg.a"]
+
+
+# The stage modules at the top of tasks/ (README's layout): each a step of a run, or a webhook
+# batch. What two of them share lives in a subpackage they both import (the write stage in
+# tasks/write/, batches in tasks/messages.py), never in one of them: a stage that imports
+# another can only be read, tested and changed with it (issue 21, "one write stage").
+STAGES = ("resync", "slicing", "ingest", "children", "finalize", "webhook")
+# slicing is the producer's own part (1b: the windows a resync task reads), split out of
+# resync for size; it imports no stage itself, and only resync imports it.
+PARTS = {("tasks.resync", "tasks.slicing")}
+
+
+def stage_imports(edges: Graph, stages: tuple[str, ...], parts: set[tuple[str, str]]
+                  ) -> list[str]:
+    """Each import of one stage module by another (beyond ``parts``), with its line."""
+    names = {f"tasks.{stage}" for stage in stages}
+    return [f"{a} (line {line}) imports {b}" for a in sorted(names & edges.keys())
+            for b, line in sorted(edges[a].items()) if b in names and (a, b) not in parts]
+
+
+def test_no_stage_module_imports_another() -> None:
+    found = stage_imports(graph(ROOT, PACKAGES), STAGES, PARTS)
+    assert not found, "stage modules importing each other:\n" + "\n".join(found)
+
+
+def test_a_stage_importing_another_is_found(tmp_path: Path) -> None:
+    """The rule itself: an eager import of one stage by another is found, with its line; an
+    import of a shared subpackage, a lazy one, and a listed part are not."""
+    files = {
+        "tasks/__init__.py": "",
+        "tasks/write/__init__.py": "",
+        "tasks/ingest.py": "from tasks.write import x\n",
+        "tasks/children.py": "from tasks import messages\nfrom tasks.ingest import y\n",
+        "tasks/messages.py": "",
+        "tasks/finalize.py": "def later():\n    from tasks import ingest\n",
+        "tasks/resync.py": "from tasks import slicing\n",
+        "tasks/slicing.py": "",
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    edges = graph(tmp_path, ("tasks",))
+    assert stage_imports(edges, STAGES, PARTS) == [
+        "tasks.children (line 2) imports tasks.ingest"]
+    assert stage_imports(edges, STAGES, set()) == [
+        "tasks.children (line 2) imports tasks.ingest",
+        "tasks.resync (line 1) imports tasks.slicing"]

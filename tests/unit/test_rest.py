@@ -189,7 +189,7 @@ def test_identifier_follows_a_dot_path(api: FakeAPI):
 def test_ids_1_and_text_1_are_one_entity(api: FakeAPI):
     """Stated in the README: the target's key is text, so an API that sends 1 on one page
     and "1" on another updates one entity (the last one written wins)."""
-    from tasks.ingest import to_entities
+    from tasks.write.entities import to_entities
 
     integ = integration(api, PAGINATORS["cursor"])
     entities, index_of, rejected = to_entities(

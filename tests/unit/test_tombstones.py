@@ -10,8 +10,8 @@ from pydantic import ValidationError
 
 from integrations.rest.settings import RestSettings
 from integrations.tombstones import Tombstones
-from tasks.ingest import without_tombstones
 from tasks.targets.sqlite import SqliteTarget
+from tasks.write.tombstones import without_tombstones
 
 
 def test_an_item_is_a_tombstone_when_the_expression_is_true_in_python_or_jq():

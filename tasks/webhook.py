@@ -1,9 +1,10 @@
 """The webhook task: ``webhook_batch(source, kind, batch_id, events)``.
 
 ``sluice serve`` coalesces the events of a burst into batches (``events``: a JSON list of
-``integrations.webhooks.Event.as_json``); each is written here through the batch path of
-resync pages: the same identifier, mapping, typed table or ``entities``, rejections, retries
-and dead letters (tasks/boundary.py).
+``integrations.webhooks.Event.as_json``); each is written here through the write stage that
+resync pages' batches go through (tasks/write/): the same identifier, mapping, typed table or
+``entities`` (``Landing``), rejections; and the same retries and dead letters
+(tasks/boundary.py).
 
     fetch      an event marked ``fetch`` gets its full item from the API (``fetch_item``),
                through the source's webhook share of its rate limit; gone (404): a delete;

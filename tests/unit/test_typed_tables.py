@@ -420,7 +420,7 @@ def test_values_a_target_cannot_store_are_named_per_row(target):
         assert all("NUL" in target.unstorable_row(r) for r in nul)
         assert "surrogate" in target.unstorable_row(row("j", labels={"k": "x\ud800"}))
         rejected = [lone, row("big", n=2**63), *nul]
-    # Each is rejected with its batch, which is written without it (tasks/ingest.py).
+    # Each is rejected with its batch, which is written without it (tasks/write/mapped.py).
     for bad in rejected:
         with pytest.raises(TargetRejected):
             target.upsert_rows(table, [ok, bad], run_id="r1", run_seq=1)

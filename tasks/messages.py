@@ -67,13 +67,13 @@ def resync(app: Celery, source: str, kind: str, run_id: str, *, partition: int =
                       queue=PRODUCERS)
 
 
-class Batch(NamedTuple):
+class BatchMessage(NamedTuple):
     seq: int
     items: str  # the items as one JSON array: a message stays flat however deep they nest
     size: int  # items
 
 
-def batches(page: pager.Page, *, max_items: int, max_bytes: int) -> list[Batch]:
+def batches(page: pager.Page, *, max_items: int, max_bytes: int) -> list[BatchMessage]:
     """The page as batches of at most ``max_items`` items and about ``max_bytes`` bytes of
     JSON each (an item bigger than that is a batch of its own).
 
@@ -81,19 +81,19 @@ def batches(page: pager.Page, *, max_items: int, max_bytes: int) -> list[Batch]:
     pickles what it hands to a child, and an item nested a few hundred levels deep would make
     that raise RecursionError there and stop the whole node, again on every node the message
     reaches."""
-    out: list[Batch] = []
+    out: list[BatchMessage] = []
     part: list[str] = []
     size = 0
     for item in page.items:
         text = jsontext.dumps(item)
         if part and (len(part) >= max_items or size + len(text) > max_bytes):
-            out.append(Batch(part_seq(page.seq, len(out)), f"[{','.join(part)}]",
+            out.append(BatchMessage(part_seq(page.seq, len(out)), f"[{','.join(part)}]",
                              len(part)))
             part, size = [], 0
         part.append(text)
         size += len(text) + 1
     if part:
-        out.append(Batch(part_seq(page.seq, len(out)), f"[{','.join(part)}]", len(part)))
+        out.append(BatchMessage(part_seq(page.seq, len(out)), f"[{','.join(part)}]", len(part)))
     return out
 
 

@@ -53,7 +53,7 @@ from tasks.worker import runtime
 from tasks.write.landing import Landing, landing
 from tasks.write.rejections import rejection
 
-Event = dict[str, Any]  # {"delivery", "action", "item", "fetch"}, as it travels
+EventJson = dict[str, Any]  # {"delivery", "action", "item", "fetch"}, as it travels
 
 
 @app.task(bind=True, name="sluice.webhook_batch", max_retries=None)
@@ -69,7 +69,7 @@ def webhook_batch(self: Task, source: str, kind: str, batch_id: str, events: str
     decoded: Any = events
     with Guard(self, rt.settings, retries=rt.settings.ingest_retries) as guard:
         decoded = json.loads(events)
-        batch = Batch(rt, log, source, kind, run_seq=log.run_seq())
+        batch = WebhookBatch(rt, log, source, kind, run_seq=log.run_seq())
         batch.apply(decoded)
     if guard.error is None:
         for index, event, why in batch.unfetched:
@@ -83,7 +83,7 @@ def webhook_batch(self: Task, source: str, kind: str, batch_id: str, events: str
     return {"batch": batch_id, "dead_lettered": letter.error}
 
 
-class Batch:
+class WebhookBatch:
     """One batch of events of (source, kind) on its way to the target: fetch, collapse,
     hold, write (the module's docstring); ``counts``, ``rejected`` and ``unfetched`` say
     what became of each event."""
@@ -97,12 +97,12 @@ class Batch:
         self.cursor = hooks.cursor_path(kind) if hooks is not None else None
         self.counts = dict.fromkeys(COUNTS, 0)
         self.rejected: list[dict[str, Any]] = []
-        self.unfetched: list[tuple[int, Event, str]] = []  # (index, event, why)
+        self.unfetched: list[tuple[int, EventJson, str]] = []  # (index, event, why)
 
     def position(self, item: Any) -> Position | None:
         return position(dig(item, self.cursor)) if self.cursor is not None else None
 
-    def apply(self, events: list[Event]) -> None:
+    def apply(self, events: list[EventJson]) -> None:
         latest = self.collapse(events)
         if not isinstance(self.target, Ordered):
             write_unordered(self.lands, latest, self.rejected, self.counts,
@@ -111,11 +111,11 @@ class Batch:
             self.hold(self.target, latest)
         self.counts["rejected"] = len(self.rejected)
 
-    def collapse(self, events: list[Event]) -> dict[str, tuple[int, Event]]:
+    def collapse(self, events: list[EventJson]) -> dict[str, tuple[int, EventJson]]:
         """identifier -> (index, its newest event): the largest cursor value, a later
         delivery on a tie or where the two cannot be compared. A version without a cursor
         value (where the kind has a cursor_path) cannot be ordered: rejected."""
-        latest: dict[str, tuple[int, Event]] = {}
+        latest: dict[str, tuple[int, EventJson]] = {}
         for index, event in enumerate(events):
             if event.get("fetch"):
                 try:
@@ -144,7 +144,7 @@ class Batch:
                 latest[identifier] = (index, event)
         return latest
 
-    def hold(self, target: Ordered, latest: dict[str, tuple[int, Event]]) -> None:
+    def hold(self, target: Ordered, latest: dict[str, tuple[int, EventJson]]) -> None:
         """Write the batch in one held transaction: an upsert older than the stored item, or
         than a recent delete of it (its tombstone), is left out; deletes delete and leave a
         tombstone; an item the selector now leaves out is deleted."""
@@ -179,7 +179,7 @@ def before(a: Position | None, b: Position | None, *, tie: bool = False) -> bool
 
 
 def follow_up(rt: runtime.Runtime, integration: Integration, source: str, kind: str,
-              event: Event) -> Event:
+              event: EventJson) -> EventJson:
     """An event that carries too little, with the full item from the API (the source's
     webhook share of its rate limit); an item the API no longer has (404, 410) is deleted.
     Raises PermanentError when the item cannot be fetched (no path, a 403)."""
@@ -220,7 +220,7 @@ def items_index(upserts: list[tuple[str, int, Any]], record: dict[str, Any]) -> 
     return identifier
 
 
-def write_unordered(lands: Landing, latest: dict[str, tuple[int, Event]],
+def write_unordered(lands: Landing, latest: dict[str, tuple[int, EventJson]],
                     rejected: list[dict[str, Any]], counts: dict[str, int], *, run_seq: int
                     ) -> None:
     """A target that cannot hold a transaction nor delete (http): upserts posted in the

@@ -101,7 +101,7 @@ limit_param = "limit", limit = {limit} }}
 
 
 @dataclass
-class Row:
+class Measurement:
     """One pipeline's measured run."""
 
     case: str  # which API and target
@@ -207,7 +207,7 @@ def first_row(a: argparse.Namespace, where: str) -> Watch:
 # --- the other pipelines, each a child process ----------------------------------------------
 
 def child(a: argparse.Namespace, api: BulkApi, case: str, name: str, pipeline: str,
-          where: str, **options: str) -> Row:
+          where: str, **options: str) -> Measurement:
     tmp = tempfile.mkdtemp(prefix="bench-bulk-")  # "{tmp}" in where and options
     where = where.replace("{tmp}", tmp)
     argv = [sys.executable, str(HERE / "bulkpipes.py"), pipeline, "--url", api.url]
@@ -226,7 +226,7 @@ def child(a: argparse.Namespace, api: BulkApi, case: str, name: str, pipeline: s
     written = count_rows(a, where)
     shutil.rmtree(tmp, ignore_errors=True)
     assert written == got["items"] == a.items, (name, written, got["items"])
-    return Row(case, name, got["seconds"], got["items"], first=got["first"],
+    return Measurement(case, name, got["seconds"], got["items"], first=got["first"],
                cpu={"process": got["cpu"], "postgres": pg_cpu}, rss={"process": got["rss"]},
                requests=api.requests())
 
@@ -250,7 +250,7 @@ def node_processes(workers: bench.Workers, client: redis.Redis) -> list[int]:
 
 def sluice(a: argparse.Namespace, url: str, case: str, name: str, *, kind: str, target: str,
            where: str, source: str = "", sink: bench.Api | None = None,
-           requests: Callable[[], int] | None = None, gil: bool = False) -> Row:
+           requests: Callable[[], int] | None = None, gil: bool = False) -> Measurement:
     """One ``sluice run bulk --wait`` against one plain worker. ``target``: the sluice.toml's
     [target] body ("" for none: SQLite's default); ``where``: the table that fills up
     (``pg:TABLE``, ``sqlite:FILE:TABLE``, ``{tmp}`` standing for the run's directory; or
@@ -314,7 +314,7 @@ def sluice(a: argparse.Namespace, url: str, case: str, name: str, *, kind: str, 
     asked = requests() if requests is not None else \
         sum(sink.stats()["get_statuses"].values()) if sink is not None else 0
     page_bytes = getattr(getattr(requests, "__self__", None), "page_bytes", None)
-    return Row(case, name, run.ended_at - start, run.items_written, requests=asked,
+    return Measurement(case, name, run.ended_at - start, run.items_written, requests=asked,
                first=(first - start) if first else None, exit=exited - start, cpu=cpu, rss=rss,
                batches=run.batches_done, redis=counted, profile=profile, page_bytes=page_bytes,
                note="" if written == run.items_written else f"{written} rows")
@@ -322,13 +322,13 @@ def sluice(a: argparse.Namespace, url: str, case: str, name: str, *, kind: str, 
 
 # --- the scenarios --------------------------------------------------------------------------
 
-Step = tuple[str, Callable[[str], Row]]  # a pipeline's name, and what measures it
+Step = tuple[str, Callable[[str], Measurement]]  # a pipeline's name, and what measures it
 
 
-def measure(a: argparse.Namespace, steps: list[Step]) -> list[Row]:
+def measure(a: argparse.Namespace, steps: list[Step]) -> list[Measurement]:
     """Run the steps ``--only`` leaves, printing each row as it comes; the tables of each
     are dropped after it."""
-    rows: list[Row] = []
+    rows: list[Measurement] = []
     for name, run in steps:
         if a.only and not any(o.lower() in name.lower() for o in a.only.split(",")):
             continue
@@ -340,7 +340,7 @@ def measure(a: argparse.Namespace, steps: list[Step]) -> list[Row]:
     return rows
 
 
-def offset_case(a: argparse.Namespace, api: BulkApi) -> list[Row]:
+def offset_case(a: argparse.Namespace, api: BulkApi) -> list[Measurement]:
     case = f"offset, {a.page_size} a page, {a.latency * 1000:.0f} ms"
     kind = OFFSET_KIND.format(limit=a.page_size)
     pg_target = f'type = "postgres"\ndsn = "{a.dsn}"\ntable = "{PREFIX}entities"'
@@ -378,7 +378,7 @@ def offset_case(a: argparse.Namespace, api: BulkApi) -> list[Row]:
     return measure(a, steps)
 
 
-def cursor_case(a: argparse.Namespace, api: BulkApi) -> list[Row]:
+def cursor_case(a: argparse.Namespace, api: BulkApi) -> list[Measurement]:
     case = f"cursor, {a.cursor_page_size} a page, {a.cursor_latency * 1000:.0f} ms"
     kind = CURSOR_KIND.format(limit=a.cursor_page_size)
     steps: list[Step] = [
@@ -402,15 +402,15 @@ def cursor_case(a: argparse.Namespace, api: BulkApi) -> list[Row]:
     return measure(a, steps)
 
 
-def reference_case(a: argparse.Namespace) -> list[Row]:
+def reference_case(a: argparse.Namespace) -> list[Measurement]:
     """Issue 19's item 5: the reference Link case through the CLI a user types."""
     ref = argparse.Namespace(latency=0.1, write_latency=0.05, page_size=100, concurrency=16)
     api = bench.Api(ref, items=a.ref_items)
     case = f"reference Link, {a.ref_items:,} items, 100 a page, 100 ms, 50 ms a write"
 
-    def seeds(name: str) -> Row:
+    def seeds(name: str) -> Measurement:
         got = bench.baseline("ocean", api, "link", ref, 0.0, "reference")
-        return Row(case, name, got.seconds, got.items, first=got.first_item,
+        return Measurement(case, name, got.seconds, got.items, first=got.first_item,
                    rss={"process": got.peak_rss_mb or 0}, requests=got.items // 100)
 
     try:
@@ -433,7 +433,7 @@ def fmt(x: float | None, digits: int = 2) -> str:
     return "–" if x is None else f"{x:,.{digits}f}"
 
 
-def table(rows: list[Row], *, header: bool = True, ideal: dict[str, float] | None = None
+def table(rows: list[Measurement], *, header: bool = True, ideal: dict[str, float] | None = None
           ) -> str:
     out = ["| case | pipeline | seconds | items/s | × ideal | first item (s) | command exit (s) "
            "| requests | CPU s / 1,000 items | peak RSS (MB) |",
@@ -454,7 +454,7 @@ SIDE_LABEL = {"producer": "producer", "consumer": "Celery's consumer (main threa
               "worker": "worker (batches)", "other": "other threads"}
 
 
-def stages(rows: list[Row]) -> str:
+def stages(rows: list[Measurement]) -> str:
     """CPU seconds per 1,000 items by stage: each of the worker process's threads' CPU (from
     /proc) split by the share of that thread's py-spy samples in each stage; the other
     processes as measured."""
@@ -467,7 +467,7 @@ def stages(rows: list[Row]) -> str:
     out = ["| stage | " + " | ".join(f"{r.name} ({r.case.split(',')[0]})" for r in rows) + " |",
            "|---|" + "---:|" * len(rows)]
 
-    def per_k(r: Row, cpu: float) -> str:
+    def per_k(r: Measurement, cpu: float) -> str:
         return f"{cpu / r.items * 1000:.4f}"
 
     for side in SIDE_ORDER:
@@ -493,7 +493,7 @@ def stages(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-def redis_table(rows: list[Row]) -> str:
+def redis_table(rows: list[Measurement]) -> str:
     out = ["| case | pipeline | batches | API bytes / page | commands / batch | bytes in / batch "
            "| bytes out / batch | Redis CPU ms / batch | commands / batch, by name |",
            "|---|---|---:|---:|---:|---:|---:|---:|---|"]
@@ -511,7 +511,7 @@ def redis_table(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-def top_frames(row: Row, n: int = 15) -> str:
+def top_frames(row: Measurement, n: int = 15) -> str:
     assert row.profile is not None
     parts = []
     for side, title in (("producer", "producer (the resync task's thread, the event loop, "
@@ -532,9 +532,9 @@ def top_frames(row: Row, n: int = 15) -> str:
             f"({sum(row.profile.stacks.values()):,} samples).\n\n" + "\n\n".join(parts))
 
 
-def verdicts(rows: list[Row]) -> str:
+def verdicts(rows: list[Measurement]) -> str:
     """Issue 19's targets, on one plain worker."""
-    def find(case: str, start: str) -> Row | None:
+    def find(case: str, start: str) -> Measurement | None:
         return next((r for r in rows if r.case.startswith(case) and r.name.startswith(start)),
                     None)
 
@@ -543,7 +543,8 @@ def verdicts(rows: list[Row]) -> str:
 
     lines = []
 
-    def ratio(label: str, a: Row | None, b: Row | None, limit: float, extra: str = "") -> None:
+    def ratio(label: str, a: Measurement | None, b: Measurement | None, limit: float,
+              extra: str = "") -> None:
         if a is None or b is None:
             return
         x = a.seconds / b.seconds
@@ -582,7 +583,7 @@ def verdicts(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def report(a: argparse.Namespace, rows: list[Row], header: str) -> str:
+def report(a: argparse.Namespace, rows: list[Measurement], header: str) -> str:
     ideal = {r.case: r.seconds for r in rows if r.name.startswith("ideal, PostgreSQL")}
     for r in rows:  # SQLite rows against the ideal SQLite pipeline; loops against the loop
         if r.name.startswith(("ideal, SQLite", "plain loop, SQLite")):
@@ -592,7 +593,7 @@ def report(a: argparse.Namespace, rows: list[Row], header: str) -> str:
         if r.name.startswith("seeds' loop") and r.case.startswith("reference"):
             ideal[r.case] = r.seconds
 
-    def base(r: Row) -> float | None:
+    def base(r: Measurement) -> float | None:
         sqlite = "SQLite" in r.name and not r.name.startswith("ideal, Post")
         return ideal.get(f"{r.case}/SQLite" if sqlite else r.case)
 
@@ -701,7 +702,7 @@ def main() -> None:
     start_load = load()
     print(header, flush=True)
     drop_all(a)
-    rows: list[Row] = []
+    rows: list[Measurement] = []
     try:
         if {"offset", "cursor"} & set(cases):
             api = BulkApi(a)

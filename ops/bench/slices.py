@@ -91,7 +91,7 @@ def cases(a: argparse.Namespace) -> list[Case]:
 
 
 @dataclass
-class Row:
+class Measurement:
     case: Case
     seconds: float
     requests: int
@@ -108,7 +108,7 @@ class Row:
         return self.pages * a.latency if self.case.name == "serial" else 0.0
 
 
-def measure(case: Case, a: argparse.Namespace) -> Row:
+def measure(case: Case, a: argparse.Namespace) -> Measurement:
     limit = f"rate_limit = {case.rate}\nrate_limit_burst = 1" if case.rate else ""
     total = ', total_path = "total_count"' if case.total else ""
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp, RedisServer() as server, \
@@ -140,11 +140,11 @@ def measure(case: Case, a: argparse.Namespace) -> Row:
             requests = sum(1 for r in api.state.log if r[1] == "GET" and r[3] == 200)
             written = len(api.state.sink.get(case.name, {}))
     assert written == a.items, (written, a.items)
-    return Row(case, (got.ended_at or time.time()) - start, requests, got.pages,
+    return Measurement(case, (got.ended_at or time.time()) - start, requests, got.pages,
                got.partitions or 1, split, written)
 
 
-def table(rows: list[Row], a: argparse.Namespace) -> str:
+def table(rows: list[Measurement], a: argparse.Namespace) -> str:
     lines = ["| method | seconds | runs (s) | items landed | pages | windows read | "
              "windows split | requests | extra requests | target | met |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]

@@ -47,7 +47,7 @@ def consumers() -> list[str]:
     return sorted(w for w, queues in answers.items() if any(q["name"] == QUEUE for q in queues))
 
 
-class Row(NamedTuple):
+class ProgressRow(NamedTuple):
     """One kind's progress in a run: the run's own kind, then each child kind."""
 
     key: str  # run id, and the kind
@@ -73,17 +73,17 @@ class Row(NamedTuple):
         return None
 
 
-def rows(run: Run) -> list[Row]:
+def progress_rows(run: Run) -> list[ProgressRow]:
     """A run's progress, one row per kind (a run of a parent kind carries its children)."""
     own_done = run.own("batches_done") + run.own("batches_failed")
     own_total = run.own("batches_enqueued")
     handled = sum(run.own(n) for n in ("items_written", "items_rejected", "items_skipped"))
-    found = [Row(run.run_id, f"{run.source}/{run.kind}", own_done, own_total,
+    found = [ProgressRow(run.run_id, f"{run.source}/{run.kind}", own_done, own_total,
                  "" if run.producer_done else "+", run.own("items_written"),
                  run.own("items_rejected"), str(run.state), handled, run.items_expected)]
     parents_pending = not run.producer_done or own_done < own_total
     for kind, counts in sorted(run.children.items()):
-        found.append(Row(
+        found.append(ProgressRow(
             f"{run.run_id}/{kind}", f"{run.source}/{kind}",
             counts.get("batches_done", 0) + counts.get("batches_failed", 0),
             counts.get("batches_enqueued", 0), "+" if parents_pending else "",
@@ -91,7 +91,7 @@ def rows(run: Run) -> list[Row]:
     return found
 
 
-def bar(row: Row, width: int = 24) -> str:
+def bar(row: ProgressRow, width: int = 24) -> str:
     """A kind's progress as one plain line (stderr not a terminal: a log, a pipe); with no
     total announced, the bar is ``~`` (open-ended) and the counts say how far it got."""
     fraction = row.fraction()
@@ -128,7 +128,7 @@ class _Display:
                                     or now - self.last_shown > self.EVERY):
             return
         for run in runs:
-            for row in rows(run):
+            for row in progress_rows(run):
                 self.out.write(bar(row) + "\n")
         self.out.flush()
         self.last_shown = now
@@ -165,7 +165,7 @@ class _LiveDisplay(_Display):
         self.console.print(Text(text))
 
     def show(self, runs: list[Run], *, ended: bool) -> None:
-        for row in (row for run in runs for row in rows(run)):
+        for row in (row for run in runs for row in progress_rows(run)):
             task = self.tasks.get(row.key)
             if task is None:
                 task = self.tasks[row.key] = self.bars.add_task(row.label, total=None,

@@ -465,33 +465,34 @@ AS_IS: dict[ColumnType, type] = {"text": str, "integer": int, "number": float,
                                   "boolean": bool}
 
 
-def fit(value: Any, kind: ColumnType) -> Any:
+def fit(value: Any, column_type: ColumnType) -> Any:
     """``value`` as its column's Python type; ValueError says why it does not fit."""
     if value is None:
         return None
-    if type(value) is AS_IS.get(kind) and kind != "number":  # the usual case, checked first
+    # the usual case, checked first
+    if type(value) is AS_IS.get(column_type) and column_type != "number":
         return value
-    if kind == "json":
+    if column_type == "json":
         return value
-    if kind == "boolean" and isinstance(value, bool):
+    if column_type == "boolean" and isinstance(value, bool):
         return value
-    if kind == "integer" and not isinstance(value, bool):
+    if column_type == "integer" and not isinstance(value, bool):
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind == "number" and number and math.isfinite(value):
+    if column_type == "number" and number and math.isfinite(value):
         return float(value)
-    if kind == "text" and isinstance(value, (str, int, float, bool)):
+    if column_type == "text" and isinstance(value, (str, int, float, bool)):
         return value if isinstance(value, str) else json.dumps(value)
-    if kind == "timestamp" and isinstance(value, str):
+    if column_type == "timestamp" and isinstance(value, str):
         when = _timestamp(value)
         if when is not None:
             return when
-    return _misfit(value, kind)
+    return _misfit(value, column_type)
 
 
-def _misfit(value: Any, kind: ColumnType) -> Any:
+def _misfit(value: Any, column_type: ColumnType) -> Any:
     shown = json.dumps(value, default=str)
-    raise ValueError(f"{shown[:60]} does not fit {kind}")
+    raise ValueError(f"{shown[:60]} does not fit {column_type}")

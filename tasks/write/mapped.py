@@ -72,10 +72,10 @@ def columns_for(mapping: Mapping, existing: dict[str, ColumnType], rows: Mapped
     column without a value yet waits for one)."""
     columns: dict[str, ColumnType] = {}
     for name, declared in mapping.settings.declared().items():
-        kind = existing.get(name) or declared or infer([values.get(name)
-                                                       for _, _, values, _ in rows])
-        if kind is not None:
-            columns[name] = kind
+        column_type = existing.get(name) or declared or infer([values.get(name)
+                                                              for _, _, values, _ in rows])
+        if column_type is not None:
+            columns[name] = column_type
     return columns
 
 
@@ -88,15 +88,15 @@ def fitted_rows(mapping: Mapping, columns: dict[str, ColumnType], mapped: Mapped
     index_of: dict[str, int] = {}
     # A value of its column's type as it is fits without a call (most do); number is left to
     # fit(), which refuses NaN and the infinities.
-    as_is = [(name, kind, AS_IS.get(kind) if kind != "number" else None)
-             for name, kind in columns.items()]
+    as_is = [(name, column_type, AS_IS.get(column_type) if column_type != "number" else None)
+             for name, column_type in columns.items()]
     for index, identifier, values, raw in mapped:
         fitted = dict(values)  # (the mapped values stay as they were: a retry fits again)
         try:
-            for name, kind, same in as_is:
+            for name, column_type, same in as_is:
                 value = fitted.get(name)
                 if value is not None and type(value) is not same:
-                    fitted[name] = fit(value, kind)
+                    fitted[name] = fit(value, column_type)
         except ValueError as exc:
             misfits.append((index, f"{mapping.kind} {identifier}: {exc}"))
             continue

@@ -8,8 +8,8 @@ reveals concurrently), so every integration gets parallel pages, checkpoints and
     fetched.items        # list of JSON-able items, as the API returned them
     fetched.next         # JSON state of the next page (None: this was the last)
     fetched.plan         # JSON plan of *every* remaining page, when the API reveals it
-    integration.planned(kind, plan, i, partition=p)  # -> the state of the i-th planned page
-    await integration.partitions(kind, client)  # -> None, or JSON keys to split the kind by
+    integration.planned(kind, plan, i, key=p)  # -> the state of the i-th planned page
+    await integration.partition_keys(kind, client)  # -> None, or JSON keys to split the kind by
     integration.identifier(kind, item)       # -> str, or None when the item has none
 
 An integration that receives webhooks (``sluice serve``) implements
@@ -60,7 +60,7 @@ class Integration(Protocol):
         ``SLUICE_SECRET_KEY``, which seals them."""
         ...
 
-    async def partitions(self, kind: str, client: httpx.AsyncClient) -> list[Any] | None:
+    async def partition_keys(self, kind: str, client: httpx.AsyncClient) -> list[Any] | None:
         """JSON keys that split ``kind`` into parts fetched by separate producer tasks (a
         repository, a time window), or None when the kind is one sequence of pages."""
         ...
@@ -96,7 +96,7 @@ class Integration(Protocol):
 
     def parent_ref(self, kind: str, parent_item: Any) -> dict[str, Any]:
         """What a child of ``kind`` needs of one parent item (its dot paths and values): the
-        ``partition`` its pages are fetched with."""
+        ``key`` its pages are fetched with."""
         ...
 
     def with_parent(self, kind: str, ref: dict[str, Any], item: Any) -> Any:
@@ -104,18 +104,18 @@ class Integration(Protocol):
         ...
 
     async def fetch(self, kind: str, client: httpx.AsyncClient, state: State | None, *,
-                    partition: Any = None, since: Any = None) -> Fetched:
-        """Fetch the page at ``state`` (None: the first page of the kind or partition);
-        ``since``: ask only for items changed since that value (an incremental kind with a
-        ``param``).
+                    key: Any = None, since: Any = None) -> Fetched:
+        """Fetch the page at ``state`` (None: the first page of the kind, or of the partition
+        ``key`` names); ``since``: ask only for items changed since that value (an incremental
+        kind with a ``param``).
 
         Raises TransientHTTPError, PermanentHTTPError or MalformedPage.
         """
         ...
 
-    def planned(self, kind: str, plan: State, index: int, *, partition: Any = None) -> State:
+    def planned(self, kind: str, plan: State, index: int, *, key: Any = None) -> State:
         """The state of page ``index`` (0-based) of a plan returned by ``fetch`` of
-        ``partition`` (a child kind's paginator is built from its parent's ref)."""
+        ``key`` (a child kind's paginator is built from its parent's ref)."""
         ...
 
     def identifier(self, kind: str, item: Any) -> str | None:

@@ -3,14 +3,15 @@
 A subclass names its settings model (``PagedIntegration[GithubSettings]``) and supplies only
 what its API does differently:
 
-    paginator(kind, partition)         required: the paginator of a kind (or of one partition)
+    paginator(kind, key)               required: the paginator of a kind (or of one partition
+                                       key)
     headers(), auth()                  credentials sent to ``settings.base_url``
     items(kind, response, body)        the items of a page (default: the body, a JSON list)
     kept(kind, items)                  the items that land (default: all of them)
     id_path(kind), id_text(value)      where an item's identifier is, and its text
     slices(kind)                       time windows a full run is cut into (default: None)
     deleted(kind)                      jq true for the API's deletion tombstones (default: None)
-    partitions(kind, client)           JSON keys that split a kind (default: None); a kind
+    partition_keys(kind, client)       JSON keys that split a kind (default: None); a kind
                                        read whole with ``every_item`` may provide them
 
 The base supplies the rest of the ``Integration`` protocol: ``kinds()`` from the settings,
@@ -104,8 +105,8 @@ class PagedIntegration(Generic[S]):
 
     # -- pages
 
-    def paginator(self, kind: str, partition: Any, since: Any = None) -> Paginator:
-        """The paginator of ``kind`` (of one of its partitions, when it has them); with
+    def paginator(self, kind: str, key: Any, since: Any = None) -> Paginator:
+        """The paginator of ``kind`` (of the partition ``key`` names, when it has partitions); with
         ``since``, of the items changed since then (``incremental(kind).param``)."""
         raise NotImplementedError
 
@@ -152,7 +153,7 @@ class PagedIntegration(Generic[S]):
     def with_parent(self, kind: str, ref: dict[str, Any], item: Any) -> Any:
         return item
 
-    async def partitions(self, kind: str, client: httpx.AsyncClient) -> list[Any] | None:
+    async def partition_keys(self, kind: str, client: httpx.AsyncClient) -> list[Any] | None:
         return None  # split by page ranges only (``partitions`` in the source settings)
 
     def items(self, kind: str, response: httpx.Response, body: Any) -> list[Any]:
@@ -167,8 +168,8 @@ class PagedIntegration(Generic[S]):
         return items
 
     async def fetch(self, kind: str, client: httpx.AsyncClient, state: State | None, *,
-                    partition: Any = None, since: Any = None) -> Fetched:
-        paginator = self.paginator(kind, partition, since)
+                    key: Any = None, since: Any = None) -> Fetched:
+        paginator = self.paginator(kind, key, since)
         current = paginator.first() if state is None else state
         url, params = paginator.request(current)
         response, body = await get_json(client, url, params=params,
@@ -189,9 +190,9 @@ class PagedIntegration(Generic[S]):
             if state is None:
                 return items
 
-    def planned(self, kind: str, plan: State, index: int, *, partition: Any = None) -> State:
+    def planned(self, kind: str, plan: State, index: int, *, key: Any = None) -> State:
         # The partition's own paginator: a child kind's path needs its parent's ref.
-        return self.paginator(kind, partition).planned(plan, index)
+        return self.paginator(kind, key).planned(plan, index)
 
     # -- identifiers
 

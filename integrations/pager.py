@@ -75,12 +75,12 @@ def split(checkpoint: Planned, parts: int) -> list[Planned]:
 
 async def pages(
     integration: Integration, kind: str, client: httpx.AsyncClient, *,
-    checkpoint: Checkpoint | None, partition: Any = None, base: int = 0, concurrency: int = 1,
+    checkpoint: Checkpoint | None, key: Any = None, base: int = 0, concurrency: int = 1,
     published: Container[int] = (), admit: Callable[[], Awaitable[None]] | None = None,
     split: Callable[[Planned], Awaitable[Planned]] | None = None, since: Any = None,
     look: Callable[[Fetched], Awaitable[None]] | None = None,
 ) -> AsyncGenerator[Page, None]:
-    """Yield the pages of ``kind`` (or of one partition) from ``checkpoint`` (None: start).
+    """Yield the pages of ``kind`` (or of partition ``key``) from ``checkpoint`` (None: start).
 
     ``published`` holds sequence numbers already published (skipped when planned pages are
     resumed); ``admit`` is awaited before every request (backpressure); ``split`` is awaited
@@ -93,7 +93,7 @@ async def pages(
     async def fetch(state: State | None) -> Fetched:
         if admit is not None:
             await admit()
-        return await integration.fetch(kind, client, state, partition=partition, since=since)
+        return await integration.fetch(kind, client, state, key=key, since=since)
 
     if checkpoint is None:
         first = await fetch(None)
@@ -119,7 +119,7 @@ async def pages(
     rest: AsyncGenerator[Page, None]
     if "plan" in checkpoint:
         rest = _planned(integration, kind, fetch, checkpoint, concurrency, published, first=head,
-                        partition=partition)
+                        key=key)
     else:
         rest = _follow(fetch, checkpoint, first=head)
     try:
@@ -155,7 +155,7 @@ async def _follow(fetch: Callable[[State], Awaitable[Fetched]], checkpoint: Foll
 async def _planned(
     integration: Integration, kind: str, fetch: Callable[[State], Awaitable[Fetched]],
     checkpoint: Planned, concurrency: int, published: Container[int], *,
-    first: Page | None = None, partition: Any = None,
+    first: Page | None = None, key: Any = None,
 ) -> AsyncGenerator[Page, None]:
     """Pages a..b-1 of a plan, ``concurrency`` requests at a time, yielded as they arrive.
 
@@ -181,7 +181,7 @@ async def _planned(
                     break
                 try:
                     got: Fetched | BaseException = await fetch(integration.planned(kind, plan, i,
-                                                                        partition=partition))
+                                                                        key=key))
                 except Exception as exc:  # handed to the consumer, which raises it at the end
                     got, stopped = exc, True
                 await queue.put((i, got))
@@ -207,7 +207,7 @@ async def _planned(
                 if not got.items:  # the API does not know its size: stop here, delete nothing
                     end = min(end, i)
                 truncated = _short_plan(integration, kind, plan, i, got, last=i == last,
-                                            partition=partition)
+                                            key=key)
                 left = Planned(plan=plan, first=seq0, lo=checkpoint["lo"],
                                hi=min(end, checkpoint["hi"]))
                 yield Page(seq0 + i, got.items, left, truncated)
@@ -231,14 +231,14 @@ async def _stop(requesters: list[asyncio.Task[None]], queue: asyncio.Queue[Any])
 
 
 def _short_plan(integration: Integration, kind: str, plan: State, i: int, got: Fetched, *,
-                last: bool, partition: Any = None) -> str | None:
+                last: bool, key: Any = None) -> str | None:
     """Why planned page ``i`` shows the plan was wrong (then the run deletes nothing): it came
     back empty, or it is the plan's last page and still links to a next one."""
     if got.items and not (last and got.next is not None):
         return None
     # Page ``i`` as its state says it: 'offset 4500', 'url https://…'.
     where = ", ".join(f"{k} {v}" for k, v in integration.planned(kind, plan, i,
-                                                                 partition=partition).items())
+                                                                 key=key).items())
     if not got.items:
         return (f"a page of the plan ({where}) came back empty: the API announced more than it "
                 "holds, or lost some")

@@ -67,7 +67,7 @@ async def collect(integration: Integration, kind: str, client: httpx.AsyncClient
             seen: set[str] = set()
             truncated = None
             async for page in pager.pages(integration, kind, client, checkpoint=None,
-                                          partition=ref):
+                                          key=ref):
                 got += [integration.with_parent(kind, ref, item) for item in page.items]
                 truncated = page.truncated or truncated
                 if page.checkpoint is not None and "next" in page.checkpoint:  # followed

@@ -116,7 +116,7 @@ class Slice:
         may_split = partition == 0 and not started and run.partitions is None
         integration, client = rt.integration(run.source), rt.client(run.source)
         if may_split:
-            keys = rt.run(integration.partitions(run.kind, client))
+            keys = rt.run(integration.partition_keys(run.kind, client))
             if keys is not None:  # the integration splits this kind, e.g. one per repository
                 self.split_by_keys(keys)
                 if not keys:
@@ -141,7 +141,7 @@ class Slice:
         stopping = self.stop_at() is not None  # newest first, read in order until older ones
         pages = pager.pages(
             integration, run.kind, client, checkpoint=checkpoint if started else None,
-            partition=key, base=partition * pager.PARTITION_SPAN,
+            key=key, base=partition * pager.PARTITION_SPAN,
             concurrency=1 if stopping else self.src.max_concurrency,
             published=rt.progress.published(run.run_id) if started else (), admit=self.admit,
             split=(self.split_by_ranges if may_split and self.src.partitions > 1

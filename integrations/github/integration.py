@@ -95,12 +95,12 @@ class GithubIntegration(PagedIntegration[GithubSettings]):
                 "Accept": "application/vnd.github+json",
                 "X-GitHub-Api-Version": API_VERSION}
 
-    def paginator(self, kind: str, partition: Any, since: Any = None) -> Paginator:
+    def paginator(self, kind: str, key: Any, since: Any = None) -> Paginator:
         s = self.settings
         if self.graphql(kind):
-            return self._graphql_paginator(kind, partition, since)
-        if kind == Kind.issue_comment:  # the comments of one issue: partition is its ref
-            ref = partition if isinstance(partition, dict) else {}
+            return self._graphql_paginator(kind, key, since)
+        if kind == Kind.issue_comment:  # the comments of one issue: key is its ref
+            ref = key if isinstance(key, dict) else {}
             return LinkPaginator(path=fill(COMMENTS, ref), limit_param="per_page",
                                  limit=s.per_page)
         if kind == Kind.repository:
@@ -115,20 +115,20 @@ class GithubIntegration(PagedIntegration[GithubSettings]):
             endpoint = "pulls"
             if s.incremental:  # newest first, so a run can stop at its watermark
                 params.update(sort="updated", direction="desc")
-        return LinkPaginator(path=f"/repos/{partition}/{endpoint}", params=params,
+        return LinkPaginator(path=f"/repos/{key}/{endpoint}", params=params,
                              limit_param="per_page", limit=s.per_page)
 
-    def _graphql_paginator(self, kind: str, partition: Any, since: Any) -> GraphqlPaginator:
+    def _graphql_paginator(self, kind: str, key: Any, since: Any) -> GraphqlPaginator:
         s = self.settings
         if kind == Kind.issue_comment:  # past the comments the issue brought
-            ref = partition if isinstance(partition, dict) else {}
+            ref = key if isinstance(key, dict) else {}
             owner, _, name = fill("{parent.repository}", ref).partition("/")
             return GraphqlPaginator(
                 path=graphql_path(s.base_url), query=v4.COMMENTS,
                 connection_path=v4.COMMENTS_PATH,
                 variables={"owner": owner, "name": name, "first": s.per_page,
                            "number": int(fill("{parent.number}", ref))})
-        owner, _, name = str(partition).partition("/")
+        owner, _, name = str(key).partition("/")
         variables: dict[str, Any] = {"owner": owner, "name": name, "first": s.per_page}
         if s.state != "all":
             variables["states"] = [s.state.upper()]
@@ -139,12 +139,12 @@ class GithubIntegration(PagedIntegration[GithubSettings]):
             query=v4.ISSUES if Kind.issue_comment in s.kinds else v4.ISSUES_ONLY)
 
     async def fetch(self, kind: str, client: httpx.AsyncClient, state: State | None, *,
-                    partition: Any = None, since: Any = None) -> Fetched:
+                    key: Any = None, since: Any = None) -> Fetched:
         """GraphQL's comments of an issue start with those the issue brought (no request);
         a RATE_LIMITED answer is waited for and asked again (see the module's docstring)."""
         if not self.graphql(kind):
-            return await super().fetch(kind, client, state, partition=partition, since=since)
-        embedded = partition.get(v4.COMMENTS_KEY) if isinstance(partition, dict) else None
+            return await super().fetch(kind, client, state, key=key, since=since)
+        embedded = key.get(v4.COMMENTS_KEY) if isinstance(key, dict) else None
         if state is None and kind == Kind.issue_comment and isinstance(embedded, dict):
             after = embedded.get("next")
             return Fetched(items=list(embedded.get("nodes") or []),
@@ -152,7 +152,7 @@ class GithubIntegration(PagedIntegration[GithubSettings]):
         http, attempt = self.settings.http, 0
         while True:
             try:
-                return await super().fetch(kind, client, state, partition=partition,
+                return await super().fetch(kind, client, state, key=key,
                                            since=since)
             except RateLimited as exc:
                 wait = exc.retry_after
@@ -187,7 +187,7 @@ class GithubIntegration(PagedIntegration[GithubSettings]):
             return Incremental(cursor_path="updated_at", param="since", lookback=s.lookback)
         return Incremental(cursor_path="updated_at", stop_when_older=True, lookback=s.lookback)
 
-    async def partitions(self, kind: str, client: httpx.AsyncClient) -> list[str] | None:
+    async def partition_keys(self, kind: str, client: httpx.AsyncClient) -> list[str] | None:
         """Issues and pull requests: one partition per repository of the organisation."""
         if kind not in (Kind.issue, Kind.pull_request):
             return None

@@ -142,9 +142,9 @@ class JiraIntegration(PagedIntegration[JiraSettings]):
     def auth(self) -> tuple[str, str]:
         return self.settings.email, self.settings.api_token
 
-    def paginator(self, kind: str, partition: Any, since: Any = None) -> BasePaginator:
-        if kind == Kind.comment:  # the comments of one issue: partition is its ref
-            ref = partition if isinstance(partition, dict) else {}
+    def paginator(self, kind: str, key: Any, since: Any = None) -> BasePaginator:
+        if kind == Kind.comment:  # the comments of one issue: key is its ref
+            ref = key if isinstance(key, dict) else {}
             # Oldest first: a comment added while the pages are read comes last, and moves
             # none across the offsets.
             return OffsetPaginator(path=fill(COMMENTS, ref, quoted=True),

@@ -66,20 +66,20 @@ class RestIntegration(PagedIntegration[RestSettings]):
                 for name, value in k.params.items()
                 if redactor is not None and redactor.hides(str(value))}
 
-    def paginator(self, kind: str, partition: Any, since: Any = None) -> Paginator:
+    def paginator(self, kind: str, key: Any, since: Any = None) -> Paginator:
         spec = self.settings.kinds[kind]
         if spec.parent is not None:  # the pages of one parent's children
-            ref = partition if isinstance(partition, dict) else {}
+            ref = key if isinstance(key, dict) else {}
             pager = spec.paginator
             return pager.build(
                 fill(spec.path, ref, quoted=True),
                 {k: fill(v, ref) if isinstance(v, str) else v for k, v in spec.params.items()},
                 extra=fill_json(pager.variables, ref) if isinstance(pager, GraphqlPagination)
                 else None)
-        if spec.slices is not None and isinstance(partition, dict) and "window" in partition:
+        if spec.slices is not None and isinstance(key, dict) and "window" in key:
             # One window: its bounds as query parameters, or (graphql) variables.
             return spec.paginator.build(spec.path, spec.params,
-                                        extra=spec.slices.params(partition["window"]))
+                                        extra=spec.slices.params(key["window"]))
         incremental = spec.incremental
         if since is None or incremental is None or incremental.param is None:
             return self._paginators[kind]

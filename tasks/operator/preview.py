@@ -37,25 +37,25 @@ async def first_page(integration: Integration, kind: str, redactor: Any, *,
     client = integration.client(redactor=redactor, tokens=tokens, secret_key=secret_key)
     try:
         parent = integration.parent(kind)
-        partition: Any = None
+        key: Any = None
         if parent is not None:  # of the first partition of the parent, when it has them
-            keys = await integration.partitions(parent, client)
+            keys = await integration.partition_keys(parent, client)
             if keys is not None and not keys:
                 return []
             parents = (await integration.fetch(parent, client, None,
-                                               partition=keys[0] if keys else None)).items
+                                               key=keys[0] if keys else None)).items
             if not parents:
                 return []
-            partition = integration.parent_ref(parent, parents[0])
+            key = integration.parent_ref(parent, parents[0])
         else:
-            keys = await integration.partitions(kind, client)
+            keys = await integration.partition_keys(kind, client)
             if keys is not None:
                 if not keys:
                     return []
-                partition = keys[0]
-        page = await integration.fetch(kind, client, None, partition=partition)
+                key = keys[0]
+        page = await integration.fetch(kind, client, None, key=key)
         if parent is not None:
-            return [integration.with_parent(kind, partition, item) for item in page.items]
+            return [integration.with_parent(kind, key, item) for item in page.items]
         return page.items
     finally:
         await client.aclose()

@@ -137,7 +137,7 @@ def test_comments_that_came_with_their_issue_cost_no_request() -> None:
     ref = integ.parent_ref("issue", {"id": 1, "number": 7, "repository_url":
                                      "https://api.test/repos/acme/app", v4.COMMENTS_KEY: {
                                          "nodes": [{"id": 1}], "next": "Y1"}})
-    got = asyncio.run(integ.fetch("issue_comment", client, None, partition=ref))
+    got = asyncio.run(integ.fetch("issue_comment", client, None, key=ref))
     assert got == Fetched(items=[{"id": 1}], next={"after": "Y1"})
 
 
@@ -150,7 +150,7 @@ def test_the_comments_past_them_page_the_nested_connection_and_a_spent_budget_pa
 
     integ, limiter, client = integration(answer)
     ref = {"id": 1, "number": 7, "repository": "acme/app"}
-    got = asyncio.run(integ.fetch("issue_comment", client, {"after": "Y1"}, partition=ref))
+    got = asyncio.run(integ.fetch("issue_comment", client, {"after": "Y1"}, key=ref))
     assert [c["id"] for c in got.items] == [7_000_000_001] and got.next is None
     assert sent == [{"query": v4.COMMENTS, "variables": {
         "owner": "acme", "name": "app", "number": 7, "first": 100, "after": "Y1"}}]
@@ -168,7 +168,7 @@ def test_a_rate_limited_answer_is_waited_for_and_asked_again() -> None:
     answers = iter([limited(30), httpx.Response(200, json=page([COMMENT]))])
     integ, limiter, client = integration(lambda request: next(answers))
     ref = {"id": 1, "number": 7, "repository": "acme/app"}
-    got = asyncio.run(integ.fetch("issue_comment", client, {"after": "Y1"}, partition=ref))
+    got = asyncio.run(integ.fetch("issue_comment", client, {"after": "Y1"}, key=ref))
     assert len(got.items) == 1
     assert len(limiter.pauses) == 1 and 25 < limiter.pauses[0] <= 30
 
@@ -178,7 +178,7 @@ def test_a_rate_limited_answer_past_max_retry_after_fails_with_the_reason() -> N
                                          http={"max_retry_after": 60})
     ref = {"id": 1, "number": 7, "repository": "acme/app"}
     with pytest.raises(RateLimited, match=r"API rate limit exceeded.*\[RATE_LIMITED\]"):
-        asyncio.run(integ.fetch("issue_comment", client, {"after": "Y1"}, partition=ref))
+        asyncio.run(integ.fetch("issue_comment", client, {"after": "Y1"}, key=ref))
     assert limiter.pauses == []
 
 
@@ -198,9 +198,9 @@ def rows(integ: GithubIntegration) -> dict[str, dict[str, Any]]:
 
         async def every(kind: str, partition: Any) -> list[Any]:
             return [i async for p in pager.pages(integ, kind, client, checkpoint=None,
-                                                 partition=partition) for i in p.items]
+                                                 key=partition) for i in p.items]
 
-        for repository in await integ.partitions("issue", client) or []:
+        for repository in await integ.partition_keys("issue", client) or []:
             for issue in await every("issue", repository):
                 out["issue"].append(issue)
                 ref = integ.parent_ref("issue", issue)
@@ -271,7 +271,7 @@ def test_an_incremental_read_gets_the_issues_changed_since(github: FakeGithub) -
 
     async def go() -> Fetched:
         async with integ.client() as client:
-            return await integ.fetch("issue", client, None, partition="acme/repo0",
+            return await integ.fetch("issue", client, None, key="acme/repo0",
                                      since=at(40_000))
 
     got = asyncio.run(go())

@@ -49,10 +49,10 @@ def sync_kind(integ: Any, kind: str, *, concurrency: int = 4) -> list[dict[str, 
     """Every item of a kind, over every partition, the way the producer pages them."""
     async def go() -> list[dict[str, Any]]:
         client = integ.client()
-        keys = await integ.partitions(kind, client)
+        keys = await integ.partition_keys(kind, client)
         items: list[dict[str, Any]] = []
         for p, key in enumerate(keys if keys is not None else [None]):
-            async for page in pager.pages(integ, kind, client, checkpoint=None, partition=key,
+            async for page in pager.pages(integ, kind, client, checkpoint=None, key=key,
                                           base=p * pager.PARTITION_SPAN, concurrency=concurrency):
                 items += page.items
         await client.aclose()
@@ -159,7 +159,7 @@ def read(integ: Any, kind: str, partition: Any = None, since: Any = None
         items: list[dict[str, Any]] = []
         state = None
         while True:
-            page = await integ.fetch(kind, client, state, partition=partition, since=since)
+            page = await integ.fetch(kind, client, state, key=partition, since=since)
             items += page.items
             if (state := page.next) is None:
                 await client.aclose()
@@ -330,7 +330,7 @@ def children(integ: Any, kind: str, parent_item: dict[str, Any]) -> list[dict[st
     async def go() -> list[dict[str, Any]]:
         client = integ.client()
         items: list[dict[str, Any]] = []
-        async for page in pager.pages(integ, kind, client, checkpoint=None, partition=ref,
+        async for page in pager.pages(integ, kind, client, checkpoint=None, key=ref,
                                       concurrency=4):
             items += [integ.with_parent(kind, ref, i) for i in page.items]
         await client.aclose()
@@ -345,7 +345,7 @@ def test_github_issue_comments_are_a_child_kind_not_synced_by_default(github: Fa
     assert [integ.parent(k) for k in ("repository", "issue", "pull_request",
                                       "issue_comment")] == [None, None, None, "issue"]
     assert integ.incremental("issue_comment") is None  # it follows its issues
-    assert asyncio.run(integ.partitions("issue_comment", integ.client())) is None
+    assert asyncio.run(integ.partition_keys("issue_comment", integ.client())) is None
     with pytest.raises(ValueError, match="issue_comment needs issue"):
         gh(github, kinds=["repository", "issue_comment"])
 

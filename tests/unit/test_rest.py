@@ -268,7 +268,7 @@ def test_a_child_kind_whose_pages_are_planned_reads_every_page(api: FakeAPI, nam
     async def go() -> list[pager.Page]:
         client = integ.client()
         pages = [p async for p in pager.pages(integ, "k", client, checkpoint=None,
-                                              partition=ref, concurrency=4)]
+                                              key=ref, concurrency=4)]
         await client.aclose()
         return pages
 
@@ -297,7 +297,7 @@ def test_followed_pages_keep_a_child_kinds_parent_and_an_incremental_since(api: 
         await client.aclose()
         return pages
 
-    pages = asyncio.run(go("k", partition=ref))
+    pages = asyncio.run(go("k", key=ref))
     assert len(pages) == 4 and in_order(pages) == items
     assert len(api.state.params_seen) == 4
     assert all(q.get("post") == "post-1" for q in api.state.params_seen)

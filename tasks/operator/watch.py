@@ -73,7 +73,7 @@ class ProgressRow(NamedTuple):
         return None
 
 
-def progress_rows(run: Run) -> list[ProgressRow]:
+def rows(run: Run) -> list[ProgressRow]:
     """A run's progress, one row per kind (a run of a parent kind carries its children)."""
     own_done = run.own("batches_done") + run.own("batches_failed")
     own_total = run.own("batches_enqueued")
@@ -128,7 +128,7 @@ class _Display:
                                     or now - self.last_shown > self.EVERY):
             return
         for run in runs:
-            for row in progress_rows(run):
+            for row in rows(run):
                 self.out.write(bar(row) + "\n")
         self.out.flush()
         self.last_shown = now
@@ -165,7 +165,7 @@ class _LiveDisplay(_Display):
         self.console.print(Text(text))
 
     def show(self, runs: list[Run], *, ended: bool) -> None:
-        for row in (row for run in runs for row in progress_rows(run)):
+        for row in (row for run in runs for row in rows(run)):
             task = self.tasks.get(row.key)
             if task is None:
                 task = self.tasks[row.key] = self.bars.add_task(row.label, total=None,

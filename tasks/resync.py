@@ -9,7 +9,7 @@ most one slice, and the broker's visibility timeout can stay at minutes.
 
 A kind can be split into partitions, each a producer task of its own (on any worker) within the
 same run: page ranges once the total is known (``partitions = N``), or the keys an integration's
-``partitions()`` returns (a repository), or the time windows of a kind with ``slices``
+``partition_keys()`` returns (a repository), or the time windows of a kind with ``slices``
 (``tasks.slicing``: a task reads several windows at once, and a window too full is split into
 pieces).
 

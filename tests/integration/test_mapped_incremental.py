@@ -17,34 +17,22 @@ import pytest
 import redis
 
 from integrations.fakeapi import FakeAPI, at
+from tests.support.configs import (
+    QUICK_RETRIES,
+    SINCE_2M,
+    cursor_kind,
+    rest_source,
+    sqlite_target,
+    toml,
+)
 from tests.support.workers import SLUICE, Client, Workers
 
 pytestmark = pytest.mark.integration
 
-CONFIG = """
-[target]
-path = "{db}"
-
-[sources.api]
-integration = "rest"
-base_url = "{url}"
-delete_threshold = 0.5
-http = {{ retries = 1, backoff = 0.05, max_backoff = 0.1 }}
-
-[sources.api.kinds.inc]
-path = "/cursor/inc"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 100 }}
-incremental = {{ cursor_path = "updated_at", param = "since", lookback = "2m" }}
-{mapping}
-
-[sources.api.kinds.few]
-path = "/cursor/few"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 100 }}
-incremental = {{ cursor_path = "updated_at", param = "since", lookback = "2m" }}
-{few}
-"""
+def config(db: Path, url: str, mapping: str, few: str) -> str:
+    return toml(sqlite_target(db), rest_source(url, "delete_threshold = 0.5", QUICK_RETRIES),
+                cursor_kind("inc", SINCE_2M, mapping, limit=100),
+                cursor_kind("few", SINCE_2M, few, limit=100))
 
 MAPPED = """[sources.api.kinds.inc.mapping]
 properties = {{ title = ".title", updated = ".updated_at"{more} }}
@@ -58,8 +46,7 @@ class Bench:
         self.config = tmp / "sluice.toml"
 
     def write(self, mapping: str = "", few: str = "") -> None:
-        self.config.write_text(CONFIG.format(db=self.db, url=self.api.url, mapping=mapping,
-                                             few=few))
+        self.config.write_text(config(self.db, self.api.url, mapping, few))
 
     def query(self, sql: str, *args: object) -> list[tuple]:
         with sqlite3.connect(self.db) as conn:

@@ -13,59 +13,38 @@ from pathlib import Path
 import pytest
 
 from integrations.fakeapi import FakeAPI
+from tests.support.configs import cursor_kind, rest_source, sqlite_target, toml
 from tests.support.workers import SLUICE, Client, Workers
 
 pytestmark = pytest.mark.integration
 
-CONFIG = """
-[target]
-path = "{db}"
-
-[sources.api]
-integration = "rest"
-base_url = "{url}"
-delete_threshold = 0.9
-max_rejected = 0.05
-
-[sources.api.kinds.issue]
-path = "/cursor/issue"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 50 }}
-[sources.api.kinds.issue.mapping]
+ISSUE_MAPPING = """[sources.api.kinds.issue.mapping]
 selector = '.title != "issue number 13"'
-relations = {{ project = ".project.key" }}
+relations = { project = ".project.key" }
 [sources.api.kinds.issue.mapping.properties]
 title = ".title"
-n = {{ jq = ".n", type = "integer" }}
+n = { jq = ".n", type = "integer" }
 updated = ".updated_at"
 even = ".n % 2 == 0"
 size = ".size"
+"""
 
-[sources.api.kinds.thread]
-path = "/cursor/thread"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 50 }}
-[sources.api.kinds.thread.mapping]
+THREAD_MAPPING = """[sources.api.kinds.thread.mapping]
 items_to_parse = ".posts"
 identifier = '"\\(.id)/\\(.item.n)"'
-properties = {{ body = ".item.body", thread = ".id" }}
+properties = { body = ".item.body", thread = ".id" }
 table = "thread_posts"
-
-[sources.api.kinds.grow]
-path = "/cursor/grow"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 20 }}
-[sources.api.kinds.grow.mapping]
-properties = {{ title = ".title"{grow} }}
-
-[sources.api.kinds.frozen]
-path = "/cursor/frozen"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 50 }}
-[sources.api.kinds.frozen.mapping]
-schema = "freeze"
-properties = {{ title = ".title"{frozen} }}
 """
+
+
+def config(db: Path, url: str, grow: str, frozen: str) -> str:
+    return toml(
+        sqlite_target(db), rest_source(url, "delete_threshold = 0.9", "max_rejected = 0.05"),
+        cursor_kind("issue", ISSUE_MAPPING), cursor_kind("thread", THREAD_MAPPING),
+        cursor_kind("grow", "[sources.api.kinds.grow.mapping]",
+                    f'properties = {{ title = ".title"{grow} }}', limit=20),
+        cursor_kind("frozen", "[sources.api.kinds.frozen.mapping]", 'schema = "freeze"',
+                    f'properties = {{ title = ".title"{frozen} }}'))
 
 
 class Setup:
@@ -74,8 +53,8 @@ class Setup:
         self.db = tmp / "db.sqlite"
 
     def write(self, *, grow: str = "", frozen: str = "") -> None:
-        (self.tmp / "sluice.toml").write_text(CONFIG.format(db=self.db, url=self.api.url,
-                                                            grow=grow, frozen=frozen))
+        (self.tmp / "sluice.toml").write_text(config(self.db, self.api.url, grow,
+                                                     frozen))
 
     def rows(self, table: str) -> dict[str, dict]:
         with sqlite3.connect(self.db) as conn:

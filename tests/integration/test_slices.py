@@ -18,50 +18,33 @@ from integrations.fakeapi import FakeAPI, at
 from tasks.operator.redisserver import RedisServer
 from tasks.runs import keys
 from tasks.targets.sqlite import SqliteTarget
+from tests.support.configs import cursor_kind, rest_source, sqlite_target, toml
 from tests.support.workers import Client, Workers
 
 pytestmark = pytest.mark.integration
 
 FROM, TO = "updated_at[gte]", "updated_at[lt]"
-CONFIG = """
-[target]
-path = "{db}"
 
-[sources.api]
-integration = "rest"
-base_url = "{url}"
-delete_threshold = 0.9
-max_concurrency = 4
-http = {{ retries = 0 }}
 
-[sources.api.kinds.win]
-path = "/cursor/win"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 50 }}
-slices = {{ {BOUNDS}, end = "{END}", step = "5m" }}
-
-[sources.api.kinds.full]
+def config_text(db: Path, url: str) -> str:
+    bounds = f'param_from = "{FROM}", param_to = "{TO}", start = "{at(0)}"'
+    return toml(
+        sqlite_target(db),
+        rest_source(url, "delete_threshold = 0.9", "max_concurrency = 4", "http = { retries = 0 }"),
+        cursor_kind("win", f'slices = {{ {bounds}, end = "{at(1200)}", step = "5m" }}'),
+        f"""[sources.api.kinds.full]
 path = "/cursor/full"
 items = "data"
-slices = {{ {BOUNDS}, end = "{END}", step = "20m", max_window_items = 100 }}
+slices = {{ {bounds}, end = "{at(1200)}", step = "20m", max_window_items = 100 }}
 [sources.api.kinds.full.paginator]
 type = "cursor"
 cursor_path = "next_cursor"
 total_path = "total_count"
 limit = 50
-
-[sources.api.kinds.inc]
-path = "/cursor/inc"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 50 }}
-slices = {{ {BOUNDS}, end = "{HOUR}", step = "5m" }}
-incremental = {{ cursor_path = "updated_at", param = "{FROM}", lookback = "1m" }}
-"""
-
-
-def config_text(db: Path, url: str) -> str:
-    bounds = f'param_from = "{FROM}", param_to = "{TO}", start = "{at(0)}"'
-    return CONFIG.format(db=db, url=url, FROM=FROM, BOUNDS=bounds, END=at(1200), HOUR=at(3600))
+""",
+        cursor_kind("inc", f'slices = {{ {bounds}, end = "{at(3600)}", step = "5m" }}',
+                    f'incremental = {{ cursor_path = "updated_at", param = "{FROM}",'
+                    ' lookback = "1m" }'))
 
 
 def windows_asked(api: FakeAPI, path: str) -> list[tuple[str, str, str | None]]:

@@ -1,0 +1,50 @@
+"""Pieces of sluice.toml that many integration modules write: a target, a REST source of the
+fake API and its cursor-paged kinds. One place for them, so that a module's config shows only
+what that module is about (its thresholds, mappings, children), and a change of the config
+format is made once.
+
+Every function returns finished TOML text (no ``str.format`` placeholders left); ``toml``
+joins blocks with blank lines between them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CURSOR = '{{ type = "cursor", cursor_path = "next_cursor", limit = {limit} }}'
+SINCE = 'incremental = { cursor_path = "updated_at", param = "since" }'
+SINCE_2M = 'incremental = { cursor_path = "updated_at", param = "since", lookback = "2m" }'
+QUICK_RETRIES = "http = { retries = 1, backoff = 0.05, max_backoff = 0.1 }"
+
+
+def toml(*blocks: str) -> str:
+    """The blocks, each ending in one newline, a blank line between two."""
+    return "\n" + "\n".join(block.strip("\n") + "\n" for block in blocks)
+
+
+def sqlite_target(db: Path | str) -> str:
+    return f'[target]\npath = "{db}"\n'
+
+
+def postgres_target(dsn: str) -> str:
+    return f'[target]\ntype = "postgres"\ndsn = "{dsn}"\n'
+
+
+def rest_source(url: str, *lines: str, source: str = "api") -> str:
+    """``[sources.SOURCE]`` of the REST integration at ``url``, with ``lines`` added."""
+    return "\n".join([f"[sources.{source}]", 'integration = "rest"', f'base_url = "{url}"',
+                      *lines]) + "\n"
+
+
+def cursor_kind(kind: str, *lines: str, limit: int = 50, source: str = "api") -> str:
+    """``[sources.SOURCE.kinds.KIND]`` read from the fake API's ``/cursor/KIND``, ``limit``
+    a page, with ``lines`` added (an ``incremental``, a ``[...mapping]`` table...)."""
+    return "\n".join([f"[sources.{source}.kinds.{kind}]", f'path = "/cursor/{kind}"',
+                      'items = "data"', f"paginator = {CURSOR.format(limit=limit)}",
+                      *lines]) + "\n"
+
+
+def comments_of_posts(*lines: str, source: str = "api") -> str:
+    """A child kind ``comment`` of ``post``: ``/sub/comment/{parent.id}``, 2 a page."""
+    return "\n".join([f"[sources.{source}.kinds.comment]", 'parent = "post"',
+                      'path = "/sub/comment/{parent.id}"', 'items = "data"',
+                      f"paginator = {CURSOR.format(limit=2)}", *lines]) + "\n"

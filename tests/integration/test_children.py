@@ -27,7 +27,7 @@ from tests.support.workers import SLUICE, Client, Workers
 
 pytestmark = pytest.mark.integration
 
-def config(db: Path, url: str) -> str:
+def config_text(db: Path, url: str) -> str:
     return toml(sqlite_target(db),
                 rest_source(url, "delete_threshold = 0.9", "max_concurrency = 8"),
                 cursor_kind("post", SINCE, limit=100),
@@ -59,7 +59,7 @@ def setup(tmp_path_factory, redis_url: str) -> Iterator[Setup]:
     url = redis_url
     with FakeAPI() as api:
         config = tmp / "sluice.toml"
-        config.write_text(config(tmp / "db.sqlite", api.url))
+        config.write_text(config_text(tmp / "db.sqlite", api.url))
         with Workers(config=config, redis_url=url, log=tmp / "worker.log") as workers:
             client = Client(url)
             try:

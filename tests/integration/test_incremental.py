@@ -33,7 +33,7 @@ incremental = { cursor_path = "updated_at", stop_when_older = true }
 """
 
 
-def config(db: Path, url: str) -> str:
+def config_text(db: Path, url: str) -> str:
     return toml(sqlite_target(db), rest_source(url, "delete_threshold = 0.9", QUICK_RETRIES),
                 cursor_kind("inc", SINCE_2M, limit=100), cursor_kind("again", SINCE_2M, limit=100),
                 NEWEST)
@@ -66,7 +66,7 @@ class Bench:
 def start(tmp: Path, api: FakeAPI, url: str) -> tuple[Workers, Client, Path]:
     db = tmp / "db.sqlite"
     config = tmp / "sluice.toml"
-    config.write_text(config(db, api.url))
+    config.write_text(config_text(db, api.url))
     workers = Workers(config=config, redis_url=url, log=tmp / "worker.log").start()
     return workers, Client(url), db
 

@@ -35,7 +35,7 @@ n = { jq = ".n", type = "integer" }
 updated = { jq = ".updated_at", type = "timestamp" }"""
 
 
-def config(dsn: str, url: str) -> str:
+def config_text(dsn: str, url: str) -> str:
     return toml(
         postgres_target(dsn), rest_source(url, "delete_threshold = 0.9"),
         cursor_kind("plain"), cursor_kind("post", SINCE), comments_of_posts(),
@@ -93,7 +93,7 @@ def setup(tmp_path_factory) -> Iterator[Setup]:
     try:
         with FakeAPI() as api, RedisServer() as redis_server:
             config = tmp / "sluice.toml"
-            config.write_text(config(role_dsn(dsn, role), api.url))
+            config.write_text(config_text(role_dsn(dsn, role), api.url))
             env = {**os.environ, "SLUICE_CONFIG": str(config), "SLUICE_REDIS_URL": redis_server.url}
             printed = subprocess.run([*SLUICE, "schema", "--sql", "--role", role], env=env,
                                      capture_output=True, text=True, timeout=60, check=True)

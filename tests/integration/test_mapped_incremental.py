@@ -29,7 +29,7 @@ from tests.support.workers import SLUICE, Client, Workers
 
 pytestmark = pytest.mark.integration
 
-def config(db: Path, url: str, mapping: str, few: str) -> str:
+def config_text(db: Path, url: str, mapping: str, few: str) -> str:
     return toml(sqlite_target(db), rest_source(url, "delete_threshold = 0.5", QUICK_RETRIES),
                 cursor_kind("inc", SINCE_2M, mapping, limit=100),
                 cursor_kind("few", SINCE_2M, few, limit=100))
@@ -46,7 +46,7 @@ class Bench:
         self.config = tmp / "sluice.toml"
 
     def write(self, mapping: str = "", few: str = "") -> None:
-        self.config.write_text(config(self.db, self.api.url, mapping, few))
+        self.config.write_text(config_text(self.db, self.api.url, mapping, few))
 
     def query(self, sql: str, *args: object) -> list[tuple]:
         with sqlite3.connect(self.db) as conn:

@@ -37,7 +37,7 @@ table = "thread_posts"
 """
 
 
-def config(db: Path, url: str, grow: str, frozen: str) -> str:
+def config_text(db: Path, url: str, grow: str, frozen: str) -> str:
     return toml(
         sqlite_target(db), rest_source(url, "delete_threshold = 0.9", "max_rejected = 0.05"),
         cursor_kind("issue", ISSUE_MAPPING), cursor_kind("thread", THREAD_MAPPING),
@@ -53,7 +53,7 @@ class Setup:
         self.db = tmp / "db.sqlite"
 
     def write(self, *, grow: str = "", frozen: str = "") -> None:
-        (self.tmp / "sluice.toml").write_text(config(self.db, self.api.url, grow,
+        (self.tmp / "sluice.toml").write_text(config_text(self.db, self.api.url, grow,
                                                      frozen))
 
     def rows(self, table: str) -> dict[str, dict]:

@@ -48,3 +48,13 @@ def comments_of_posts(*lines: str, source: str = "api") -> str:
     return "\n".join([f"[sources.{source}.kinds.comment]", 'parent = "post"',
                       'path = "/sub/comment/{parent.id}"', 'items = "data"',
                       f"paginator = {CURSOR.format(limit=2)}", *lines]) + "\n"
+
+
+def github_webhook_source(*, token_env: str, secret_env: str, kinds: list[str],
+                          source: str = "gh") -> str:
+    """``[sources.SOURCE]`` of the GitHub integration for org ``acme`` whose token and
+    webhook secret come from the environment variables ``token_env`` and ``secret_env``."""
+    names = ", ".join(f'"{kind}"' for kind in kinds)
+    return "\n".join([f"[sources.{source}]", 'integration = "github"', 'org = "acme"',
+                      f'token = "${{{token_env}}}"', f'webhook_secret = "${{{secret_env}}}"',
+                      f"kinds = [{names}]"]) + "\n"

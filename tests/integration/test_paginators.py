@@ -15,6 +15,7 @@ import pytest
 
 from integrations.fakeapi import FakeAPI, make_items
 from tasks.targets.sqlite import SqliteTarget
+from tests.support.configs import QUICK_RETRIES, api_and_open, sqlite_target, toml
 from tests.support.workers import ROOT, SLUICE, Client, Workers
 
 pytestmark = pytest.mark.integration
@@ -65,22 +66,8 @@ paginator = {{ type = "keyset", param = "starting_after", field = "id", limit = 
 
 
 def write_config(path: Path, *, api: FakeAPI, other: FakeAPI, db: Path) -> Path:
-    text = f"""
-[target]
-path = "{db}"
-
-[sources.api]
-integration = "rest"
-base_url = "{api.url}"
-headers = {{ Authorization = "Bearer ${{SLUICE_TEST_TOKEN}}" }}
-http = {{ retries = 1, backoff = 0.05, max_backoff = 0.1 }}
-
-[sources.open]
-integration = "rest"
-base_url = "{api.url}"
-headers = {{ Authorization = "Bearer ${{SLUICE_TEST_TOKEN}}" }}
-allow_origins = ["{other.url}"]
-""" + KINDS.format(source="api") + KINDS.format(source="open")
+    text = toml(sqlite_target(db), api_and_open(api.url, other.url, api_lines=(QUICK_RETRIES,)),
+                KINDS.format(source="api"), KINDS.format(source="open"))
     path.write_text(text)
     return path
 

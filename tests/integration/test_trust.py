@@ -28,6 +28,7 @@ from tasks import messages
 from tasks.operator.redisserver import RedisServer
 from tasks.runs.record import PageRecord
 from tasks.targets.sqlite import SqliteTarget
+from tests.support.configs import api_and_open, cursor_kind, sqlite_target, toml
 from tests.support.workers import ROOT, SLUICE, Client, Workers
 
 pytestmark = pytest.mark.integration
@@ -99,32 +100,14 @@ CURSOR_KINDS = ["late", "ccyc", "slow", "deep", "huge", "surr", "weird", "big", 
 
 
 def write_config(path: Path, *, api: FakeAPI, other: FakeAPI, db: Path) -> Path:
-    text = f"""
-[target]
-path = "{db}"
-
-[sources.api]
-integration = "rest"
-base_url = "{api.url}"
-headers = {{ Authorization = "Bearer ${{SLUICE_TEST_TOKEN}}" }}
-http = {{ retries = 1, backoff = 0.05, max_backoff = 0.1, deadline = 2 }}
-max_batch_items = 200
-
-[sources.open]
-integration = "rest"
-base_url = "{api.url}"
-headers = {{ Authorization = "Bearer ${{SLUICE_TEST_TOKEN}}" }}
-allow_origins = ["{other.url}"]
-max_pages = 50
-""" + KINDS.format(source="api") + KINDS.format(source="open")
-    for kind in CURSOR_KINDS:
-        limit = 500 if kind == "big" else 100
-        text += f"""
-[sources.api.kinds.{kind}]
-path = "/cursor/{kind}"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = {limit} }}
-"""
+    text = toml(
+        sqlite_target(db),
+        api_and_open(api.url, other.url,
+                     api_lines=("http = { retries = 1, backoff = 0.05, max_backoff = 0.1,"
+                                " deadline = 2 }", "max_batch_items = 200"),
+                     open_lines=("max_pages = 50",)),
+        KINDS.format(source="api"), KINDS.format(source="open"),
+        *(cursor_kind(kind, limit=500 if kind == "big" else 100) for kind in CURSOR_KINDS))
     path.write_text(text)
     return path
 

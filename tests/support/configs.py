@@ -35,10 +35,11 @@ def rest_source(url: str, *lines: str, source: str = "api") -> str:
                       *lines]) + "\n"
 
 
-def cursor_kind(kind: str, *lines: str, limit: int = 50, source: str = "api") -> str:
-    """``[sources.SOURCE.kinds.KIND]`` read from the fake API's ``/cursor/KIND``, ``limit``
-    a page, with ``lines`` added (an ``incremental``, a ``[...mapping]`` table...)."""
-    return "\n".join([f"[sources.{source}.kinds.{kind}]", f'path = "/cursor/{kind}"',
+def cursor_kind(kind: str, *lines: str, limit: int = 50, source: str = "api",
+                path: str | None = None) -> str:
+    """``[sources.SOURCE.kinds.KIND]`` read from the fake API's ``/cursor/KIND`` (or ``path``),
+    ``limit`` a page, with ``lines`` added (an ``incremental``, a ``[...mapping]`` table...)."""
+    return "\n".join([f"[sources.{source}.kinds.{kind}]", f'path = "{path or f"/cursor/{kind}"}"',
                       'items = "data"', f"paginator = {CURSOR.format(limit=limit)}",
                       *lines]) + "\n"
 
@@ -58,3 +59,16 @@ def github_webhook_source(*, token_env: str, secret_env: str, kinds: list[str],
     return "\n".join([f"[sources.{source}]", 'integration = "github"', 'org = "acme"',
                       f'token = "${{{token_env}}}"', f'webhook_secret = "${{{secret_env}}}"',
                       f"kinds = [{names}]"]) + "\n"
+
+
+BEARER = 'headers = { Authorization = "Bearer ${SLUICE_TEST_TOKEN}" }'
+
+
+def api_and_open(api_url: str, other_url: str, *, api_lines: tuple[str, ...] = (),
+                 open_lines: tuple[str, ...] = ()) -> str:
+    """Two REST sources of the one API, both with the bearer token of ``SLUICE_TEST_TOKEN``:
+    ``api``, and ``open``, which may follow next URLs to ``other_url`` (``api_lines`` and
+    ``open_lines`` add lines to each)."""
+    return toml(rest_source(api_url, BEARER, *api_lines),
+                rest_source(api_url, BEARER, f'allow_origins = ["{other_url}"]', *open_lines,
+                            source="open"))

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from integrations.fakeapi import FakeAPI
-from tests.support.configs import BEARER, cursor_kind, rest_source, toml
+from tests.support.configs import BEARER, cursor_kind, offset_kind, rest_source, toml
 from tests.support.databases import RedisDatabases
 from tests.support.workers import Client, Workers, rabbitmq_url
 
@@ -32,16 +32,7 @@ paginator = { type = "link", limit = 40 }
 path = "/link/downl"
 paginator = { type = "link", limit = 50 }
 
-[sources.api.kinds.off]
-path = "/offset/off"
-items = "values"
-[sources.api.kinds.off.paginator]
-type = "offset"
-offset_param = "startAt"
-limit_param = "maxResults"
-limit = 40
-total_path = "total"
-
+""" + offset_kind("off", limit=40) + """
 [sources.api.kinds.pg]
 path = "/page/pg"
 items = "items"

@@ -72,3 +72,13 @@ def api_and_open(api_url: str, other_url: str, *, api_lines: tuple[str, ...] = (
     return toml(rest_source(api_url, BEARER, *api_lines),
                 rest_source(api_url, BEARER, f'allow_origins = ["{other_url}"]', *open_lines,
                             source="open"))
+
+
+def offset_kind(kind: str, *, limit: int, source: str = "api") -> str:
+    """``[sources.SOURCE.kinds.KIND]`` read from the fake API's ``/offset/KIND``, paged the
+    way Jira pages (``startAt``, ``maxResults``, a ``total`` in the body)."""
+    return "\n".join([f"[sources.{source}.kinds.{kind}]", f'path = "/offset/{kind}"',
+                      'items = "values"', f"[sources.{source}.kinds.{kind}.paginator]",
+                      'type = "offset"', 'offset_param = "startAt"',
+                      'limit_param = "maxResults"', f"limit = {limit}",
+                      'total_path = "total"']) + "\n"

@@ -17,7 +17,7 @@ import pytest
 from integrations.fakeapi import FakeAPI
 from tests.support.configs import (
     SINCE,
-    comments_of_posts,
+    comments_of,
     cursor_kind,
     rest_source,
     sqlite_target,
@@ -31,7 +31,7 @@ def config_text(db: Path, url: str) -> str:
     return toml(sqlite_target(db),
                 rest_source(url, "delete_threshold = 0.9", "max_concurrency = 8"),
                 cursor_kind("post", SINCE, limit=100),
-                comments_of_posts('include_from_parent = ["id", "title"]'))
+                comments_of("post", 'include_from_parent = ["id", "title"]'))
 
 
 class Setup:

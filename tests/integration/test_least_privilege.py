@@ -18,7 +18,7 @@ from tasks.operator.redisserver import RedisServer
 from tasks.targets.base import Table
 from tests.support.configs import (
     SINCE,
-    comments_of_posts,
+    comments_of,
     cursor_kind,
     postgres_target,
     rest_source,
@@ -38,7 +38,7 @@ updated = { jq = ".updated_at", type = "timestamp" }"""
 def config_text(dsn: str, url: str) -> str:
     return toml(
         postgres_target(dsn), rest_source(url, "delete_threshold = 0.9"),
-        cursor_kind("plain"), cursor_kind("post", SINCE), comments_of_posts(),
+        cursor_kind("plain"), cursor_kind("post", SINCE), comments_of("post"),
         cursor_kind("issue", SINCE, ISSUE_PROPERTIES),
         cursor_kind("gone", "mapping = { properties = { title = "
                             '{ jq = ".title", type = "text" } } }'))

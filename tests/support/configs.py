@@ -44,9 +44,9 @@ def cursor_kind(kind: str, *lines: str, limit: int = 50, source: str = "api",
                       *lines]) + "\n"
 
 
-def comments_of_posts(*lines: str, source: str = "api") -> str:
-    """A child kind ``comment`` of ``post``: ``/sub/comment/{parent.id}``, 2 a page."""
-    return "\n".join([f"[sources.{source}.kinds.comment]", 'parent = "post"',
+def comments_of(parent: str, *lines: str, source: str = "api") -> str:
+    """A child kind ``comment`` of ``parent``: ``/sub/comment/{parent.id}``, 2 a page."""
+    return "\n".join([f"[sources.{source}.kinds.comment]", f'parent = "{parent}"',
                       'path = "/sub/comment/{parent.id}"', 'items = "data"',
                       f"paginator = {CURSOR.format(limit=2)}", *lines]) + "\n"
 

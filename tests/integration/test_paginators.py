@@ -22,7 +22,23 @@ pytestmark = pytest.mark.integration
 
 TOKEN = "tok-77ab2e-paginators-never-log-me"
 
-KINDS = """
+def keyset_kind(source: str, kind: str) -> str:
+    """Stripe's paging: ``starting_after`` the last id while ``has_more``, 20 a page."""
+    return f"""[sources.{source}.kinds.{kind}]
+path = "/keyset/{kind}"
+items = "data"
+[sources.{source}.kinds.{kind}.paginator]
+type = "keyset"
+param = "starting_after"
+field = "id"
+has_more_path = "has_more"
+limit = 20
+"""
+
+
+def kinds(source: str) -> str:
+    """The kinds that ``api`` and ``open`` both have."""
+    return f"""
 [sources.{source}.kinds.nu]         # the next URL in the body, under a key with a dot
 path = "/nexturl/nu"
 items = "value"
@@ -38,25 +54,9 @@ path = "/nexthdr/nh"
 items = "data"
 paginator = {{ type = "next_url", header = "Next-Page", limit_param = "_limit", limit = 20 }}
 
-[sources.{source}.kinds.ks]         # Stripe's starting_after and has_more
-path = "/keyset/ks"
-items = "data"
-[sources.{source}.kinds.ks.paginator]
-type = "keyset"
-param = "starting_after"
-field = "id"
-has_more_path = "has_more"
-limit = 20
-
-[sources.{source}.kinds.kstr]       # the same, for the truncation case (rows of its own)
-path = "/keyset/kstr"
-items = "data"
-[sources.{source}.kinds.kstr.paginator]
-type = "keyset"
-param = "starting_after"
-field = "id"
-has_more_path = "has_more"
-limit = 20
+{keyset_kind(source, "ks")}
+# the same, for the truncation case (rows of its own)
+{keyset_kind(source, "kstr")}
 
 [sources.{source}.kinds.ksshort]    # keyset without has_more: a short page ends it
 path = "/keyset/ksshort"
@@ -67,7 +67,7 @@ paginator = {{ type = "keyset", param = "starting_after", field = "id", limit = 
 
 def write_config(path: Path, *, api: FakeAPI, other: FakeAPI, db: Path) -> Path:
     text = toml(sqlite_target(db), api_and_open(api.url, other.url, api_lines=(QUICK_RETRIES,)),
-                KINDS.format(source="api"), KINDS.format(source="open"))
+                kinds("api"), kinds("open"))
     path.write_text(text)
     return path
 

@@ -28,7 +28,7 @@ from tasks import messages
 from tasks.operator.redisserver import RedisServer
 from tasks.runs.record import PageRecord
 from tasks.targets.sqlite import SqliteTarget
-from tests.support.configs import api_and_open, cursor_kind, sqlite_target, toml
+from tests.support.configs import api_and_open, cursor_kind, offset_kind, sqlite_target, toml
 from tests.support.workers import ROOT, SLUICE, Client, Workers
 
 pytestmark = pytest.mark.integration
@@ -36,7 +36,10 @@ pytestmark = pytest.mark.integration
 TOKEN = "tok-8d1e55-trust-never-log-me"
 KEY = "key-5c0ffee-in-the-query"
 
-KINDS = """
+
+def kinds(source: str) -> str:
+    """The kinds that ``api`` and ``open`` both have."""
+    return f"""
 [sources.{source}.kinds.nolink]     # an API that sends Link only when asked for a page
 path = "/linkq/nolink"
 paginator = {{ type = "link", limit = 500 }}
@@ -46,15 +49,8 @@ path = "/linkq/paged"
 params = {{ page = 1 }}
 paginator = {{ type = "link", limit = 500 }}
 
-[sources.{source}.kinds.under]      # offset paging whose total lies
-path = "/offset/under"
-items = "values"
-[sources.{source}.kinds.under.paginator]
-type = "offset"
-offset_param = "startAt"
-limit_param = "maxResults"
-limit = 500
-total_path = "total"
+# "under": offset paging whose total lies
+{offset_kind("under", limit=500, source=source)}
 
 [sources.{source}.kinds.away]
 path = "/link/away"
@@ -73,27 +69,10 @@ paginator = {{ type = "link", limit = 50 }}
 path = "/link/lastlink"
 paginator = {{ type = "link", limit = 10 }}
 
-[sources.{source}.kinds.over]       # offset paging whose total over-reports
-path = "/offset/over"
-items = "values"
-[sources.{source}.kinds.over.paginator]
-type = "offset"
-offset_param = "startAt"
-limit_param = "maxResults"
-limit = 10
-total_path = "total"
-
-[sources.{source}.kinds.endless]
-path = "/cursor/endless"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 100 }}
-
-[sources.{source}.kinds.wrongid]
-path = "/cursor/wrongid"
-items = "data"
-id = "key"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 100 }}
-"""
+# "over": offset paging whose total over-reports
+{offset_kind("over", limit=10, source=source)}
+{cursor_kind("endless", limit=100, source=source)}
+{cursor_kind("wrongid", 'id = "key"', limit=100, source=source)}"""
 
 CURSOR_KINDS = ["late", "ccyc", "slow", "deep", "huge", "surr", "weird", "big", "stale",
                 "nested", "emptycur", "nan"]
@@ -106,7 +85,7 @@ def write_config(path: Path, *, api: FakeAPI, other: FakeAPI, db: Path) -> Path:
                      api_lines=("http = { retries = 1, backoff = 0.05, max_backoff = 0.1,"
                                 " deadline = 2 }", "max_batch_items = 200"),
                      open_lines=("max_pages = 50",)),
-        KINDS.format(source="api"), KINDS.format(source="open"),
+        kinds("api"), kinds("open"),
         *(cursor_kind(kind, limit=500 if kind == "big" else 100) for kind in CURSOR_KINDS))
     path.write_text(text)
     return path

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from integrations.fakeapi import FakeAPI, at
+from tests.support.asked import queries_asked
 from tests.support.configs import (
     QUICK_RETRIES,
     SINCE_2M,
@@ -56,11 +57,7 @@ class Bench:
 
     def asked(self, path: str) -> list[dict[str, str]]:
         """The query of every GET of ``path`` so far (and forget them)."""
-        got = [dict(parse_qsl(urlsplit(r[2]).query)) for r in self.api.requests(path)
-               if r[1] == "GET"]
-        with self.api.server.lock:
-            self.api.state.log.clear()
-        return got
+        return queries_asked(self.api, path)
 
 
 def start(tmp: Path, api: FakeAPI, url: str) -> tuple[Workers, Client, Path]:

@@ -11,12 +11,12 @@ import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import redis
 
 from integrations.fakeapi import FakeAPI, at
+from tests.support.asked import queries_asked
 from tests.support.configs import (
     QUICK_RETRIES,
     SINCE_2M,
@@ -60,11 +60,7 @@ class Bench:
 
     def asked(self) -> list[dict[str, str]]:
         """The query of every GET of the kind so far (and forget them)."""
-        got = [dict(parse_qsl(urlsplit(r[2]).query)) for r in self.api.requests("/cursor/inc")
-               if r[1] == "GET"]
-        with self.api.server.lock:
-            self.api.state.log.clear()
-        return got
+        return queries_asked(self.api, "/cursor/inc")
 
     def sluice(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "SLUICE_REDIS_URL": self.workers.redis_url,

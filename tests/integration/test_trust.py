@@ -26,6 +26,7 @@ import redis
 from integrations.fakeapi import FakeAPI, make_items
 from tasks import messages
 from tasks.operator.redisserver import RedisServer
+from tasks.runs.progress import Run
 from tasks.runs.record import PageRecord
 from tasks.targets.sqlite import SqliteTarget
 from tests.support.configs import api_and_open, cursor_kind, offset_kind, sqlite_target, toml
@@ -109,6 +110,15 @@ class Trust:
                       run_id="seed", run_seq=0)
         target.close()
 
+    def resync_deleting_nothing(self, kind: str, refused: str, kept: int) -> Run:
+        """Resync ``kind``, which must end partial and delete nothing, for a reason that says
+        ``refused``, leaving all ``kept`` rows."""
+        run = self.client.resync("api", kind)
+        assert run.state == "partial" and run.deleted == 0, run
+        assert refused in run.deletion_refused
+        assert len(self.ids(kind)) == kept
+        return run
+
     def sluice(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "SLUICE_REDIS_URL": self.workers.redis_url,
                "SLUICE_CONFIG": str(self.workers.config), "SLUICE_TEST_TOKEN": TOKEN,
@@ -160,22 +170,17 @@ def test_a_total_that_under_reports_by_half_deletes_nothing(trust: Trust):
     trust.seed("under", 5000)
     trust.api.set_items("under", 5000)
     trust.api.state.totals["under"] = 2500
-    run = trust.client.resync("api", "under")
-    assert run.state == "partial" and run.deleted == 0, run
-    assert run.deletion_refused == ("refused to delete 2500 of 5000 entities (50.0%): "
-                                       "delete_threshold is 20%")
-    assert len(trust.ids("under")) == 5000
+    refused = "refused to delete 2500 of 5000 entities (50.0%): delete_threshold is 20%"
+    run = trust.resync_deleting_nothing("under", refused, 5000)
+    assert run.deletion_refused == refused
 
 
 def test_fewer_items_than_the_total_said_deletes_nothing(trust: Trust):
     trust.seed("under", 5000)
     trust.api.set_items("under", 4900)  # 100 gone, but the API still says 5000
     trust.api.state.totals["under"] = 5000
-    run = trust.client.resync("api", "under")
-    assert run.state == "partial" and run.deleted == 0, run
     # The last planned page (offset 4500) ends short of the total: that says it first.
-    assert "(offset 4500) ends short of or links past" in run.deletion_refused
-    assert len(trust.ids("under")) == 5000
+    trust.resync_deleting_nothing("under", "(offset 4500) ends short of or links past", 5000)
     del trust.api.state.totals["under"]
     run = trust.client.resync("api", "under")  # the total tells the truth again: 2% go
     assert (run.state, run.deleted) == ("succeeded", 100), run
@@ -276,20 +281,15 @@ def test_a_total_that_over_reports_ends_partial(trust: Trust):
 def test_a_last_page_that_links_to_more_deletes_nothing(trust: Trust):
     trust.seed("lastlink", 100)
     script_last(trust, 9, items=100, more_after_last=True)  # page 10 exists beyond "last"
-    run = trust.client.resync("api", "lastlink")
-    assert run.state == "partial" and run.deleted == 0, run
-    assert "page=9&per_page=10) ends short of or links past" in run.deletion_refused
-    assert len(trust.ids("lastlink")) == 100
+    trust.resync_deleting_nothing("lastlink", "page=9&per_page=10) ends short of or links past",
+                                  100)
 
 
 def test_an_empty_page_with_a_next_cursor_deletes_nothing(trust: Trust):
     trust.seed("emptycur", 1000)
     trust.api.set_items("emptycur", 1000)
     trust.api.fail("/cursor/emptycur", 200, when={"cursor": "900"}, body=page_body([], "1000x"))
-    run = trust.client.resync("api", "emptycur")
-    assert run.state == "partial" and run.deleted == 0, run
-    assert "an empty page still gave a next cursor" in run.deletion_refused
-    assert len(trust.ids("emptycur")) == 1000
+    trust.resync_deleting_nothing("emptycur", "an empty page still gave a next cursor", 1000)
 
 
 def test_an_empty_planned_page_in_the_middle_deletes_nothing(trust: Trust):
@@ -297,10 +297,7 @@ def test_an_empty_planned_page_in_the_middle_deletes_nothing(trust: Trust):
     script_last(trust, 10, items=100)
     trust.api.fail("/link/lastlink", 200, when={"page": "5"}, body="[]", headers={
         "Link": f'<{trust.api.url}/link/lastlink?page=6&per_page=10>; rel="next"'})
-    run = trust.client.resync("api", "lastlink")
-    assert run.state == "partial" and run.deleted == 0, run
-    assert "page=5&per_page=10) came back empty" in run.deletion_refused
-    assert len(trust.ids("lastlink")) == 100
+    trust.resync_deleting_nothing("lastlink", "page=5&per_page=10) came back empty", 100)
 
 
 def test_an_item_nested_hundreds_deep_lands_and_no_worker_dies(trust: Trust):

@@ -19,6 +19,7 @@ from tasks.operator.redisserver import RedisServer
 from tasks.runs import keys
 from tasks.targets.sqlite import SqliteTarget
 from tests.support.configs import cursor_kind, rest_source, sqlite_target, toml
+from tests.support.failover import two_nodes
 from tests.support.workers import Client, Workers
 
 pytestmark = pytest.mark.integration
@@ -174,27 +175,15 @@ def test_a_lost_nodes_window_goes_on_from_its_checkpoint(tmp_path: Path, api: Fa
     db, config = tmp_path / "db.sqlite", tmp_path / "sluice.toml"
     config.write_text(config_text(db, api.url))
     env = {"SLUICE_NODE_TIMEOUT": "2"}
-    with RedisServer() as server:
-        client = Client(server.url)
-        node_a = Workers(config=config, redis_url=server.url, log=tmp_path / "a.log",
-                         name="a", env=env).start()
-        node_b = Workers(config=config, redis_url=server.url, log=tmp_path / "b.log",
-                         name="b", env=env)
-        try:
-            run = client.start("api", "win")
-            node_a.child.wait_until(  # windows on their way: pages 3 and more of one
-                lambda: (client.progress.get(run.run_id) or run).pages >= 3, timeout=30,
-                poll=0.01)
-            node_a.child.signal(signal.SIGKILL)
-            started = started_windows(client, run.run_id)
-            assert node_a.process
-            node_a.process.wait(10)
-            node_b.start()
-            run = client.wait(run.run_id, timeout=60)
-        finally:
-            node_b.stop()
-            node_a.stop()
-            client.close()
+    with two_nodes(config, tmp_path, env) as nodes:
+        client = nodes.client
+        run = client.start("api", "win")
+        nodes.a.child.wait_until(  # windows on their way: pages 3 and more of one
+            lambda: (client.progress.get(run.run_id) or run).pages >= 3, timeout=30, poll=0.01)
+        nodes.a.child.signal(signal.SIGKILL)
+        started = started_windows(client, run.run_id)
+        nodes.take_over()
+        run = client.wait(run.run_id, timeout=60)
     assert run.state == "succeeded", run
     assert set(rows(db, "win")) == {i["id"] for i in items}
     asked = windows_asked(api, "/cursor/win")

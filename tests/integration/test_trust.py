@@ -30,7 +30,7 @@ from tasks.runs.progress import Run
 from tasks.runs.record import PageRecord
 from tasks.targets.sqlite import SqliteTarget
 from tests.support.configs import api_and_open, cursor_kind, offset_kind, sqlite_target, toml
-from tests.support.workers import ROOT, SLUICE, Client, Workers
+from tests.support.workers import ROOT, SLUICE, Client, Workers, cursor_config
 
 pytestmark = pytest.mark.integration
 
@@ -491,19 +491,7 @@ def test_sigterm_to_the_whole_worker_group_hands_the_producer_slice_on(tmp_path:
     api = FakeAPI().start()
     try:
         items = api.set_items("item", 2000)
-        cfg = tmp_path / "sluice.toml"
-        cfg.write_text(f"""
-[target]
-path = "{tmp_path / 'db.sqlite'}"
-[sources.api]
-integration = "rest"
-base_url = "{api.url}"
-max_in_flight = 100
-[sources.api.kinds.item]
-path = "/cursor/item"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 50 }}
-""")
+        cfg = cursor_config(tmp_path, api.url, source_keys="max_in_flight = 100")
         held = api.hold("/cursor/item", after=5)
         with RedisServer() as server:
             env = {"SLUICE_PRODUCER_SLICE_SECONDS": "600", "SLUICE_PRODUCER_SLICE_PAGES": "500"}

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from integrations.fakeapi import FakeAPI, at
+from integrations.fakeapi import at
 from tests.support.asked import queries_asked
 from tests.support.configs import (
     QUICK_RETRIES,
@@ -25,7 +25,8 @@ from tests.support.configs import (
     sqlite_target,
     toml,
 )
-from tests.support.workers import SLUICE, Client, Workers
+from tests.support.rewritten import Rewritten, rewritten
+from tests.support.workers import SLUICE
 
 pytestmark = pytest.mark.integration
 
@@ -39,12 +40,7 @@ properties = {{ title = ".title", updated = ".updated_at"{more} }}
 """
 
 
-class Bench:
-    def __init__(self, tmp: Path, api: FakeAPI, workers: Workers, client: Client) -> None:
-        self.tmp, self.api, self.workers, self.client = tmp, api, workers, client
-        self.db = tmp / "db.sqlite"
-        self.config = tmp / "sluice.toml"
-
+class Bench(Rewritten):
     def write(self, mapping: str = "", few: str = "") -> None:
         self.config.write_text(config_text(self.db, self.api.url, mapping, few))
 
@@ -74,16 +70,8 @@ def bench(tmp_path_factory, redis_url: str) -> Iterator[Bench]:
     tmp = tmp_path_factory.mktemp("mapped-incremental")
     url = redis_url
     redis.Redis.from_url(url).flushdb()
-    with FakeAPI() as api:
-        workers = Workers(config=tmp / "sluice.toml", redis_url=url, log=tmp / "worker.log")
-        b = Bench(tmp, api, workers, Client(url))
-        b.write()
-        workers.start()
-        try:
-            yield b
-        finally:
-            b.client.close()
-            workers.stop()
+    with rewritten(Bench, tmp, url) as b:
+        yield b
 
 
 def test_a_mapping_added_changed_or_removed_reads_everything_once_and_moves_the_kind(

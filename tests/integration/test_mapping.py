@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from integrations.fakeapi import FakeAPI
 from tests.support.configs import cursor_kind, rest_source, sqlite_target, toml
-from tests.support.workers import SLUICE, Client, Workers
+from tests.support.rewritten import Rewritten, rewritten
+from tests.support.workers import SLUICE
 
 pytestmark = pytest.mark.integration
 
@@ -47,14 +47,9 @@ def config_text(db: Path, url: str, grow: str, frozen: str) -> str:
                     f'properties = {{ title = ".title"{frozen} }}'))
 
 
-class Setup:
-    def __init__(self, tmp: Path, api: FakeAPI, workers: Workers, client: Client) -> None:
-        self.tmp, self.api, self.workers, self.client = tmp, api, workers, client
-        self.db = tmp / "db.sqlite"
-
+class Setup(Rewritten):
     def write(self, *, grow: str = "", frozen: str = "") -> None:
-        (self.tmp / "sluice.toml").write_text(config_text(self.db, self.api.url, grow,
-                                                     frozen))
+        self.config.write_text(config_text(self.db, self.api.url, grow, frozen))
 
     def rows(self, table: str) -> dict[str, dict]:
         with sqlite3.connect(self.db) as conn:
@@ -70,16 +65,8 @@ class Setup:
 def setup(tmp_path_factory, redis_url: str) -> Iterator[Setup]:
     tmp = tmp_path_factory.mktemp("mapping")
     url = redis_url
-    with FakeAPI() as api:
-        workers = Workers(config=tmp / "sluice.toml", redis_url=url, log=tmp / "worker.log")
-        s = Setup(tmp, api, workers, Client(url))
-        s.write()
-        workers.start()
-        try:
-            yield s
-        finally:
-            s.client.close()
-            workers.stop()
+    with rewritten(Setup, tmp, url) as s:
+        yield s
 
 
 def test_a_mapped_kind_lands_typed_in_its_own_table_and_bad_items_alone_are_rejected(

@@ -16,6 +16,7 @@ import pytest
 from integrations.fakeapi import FakeAPI, make_items
 from tasks.targets.sqlite import SqliteTarget
 from tests.support.configs import QUICK_RETRIES, api_and_open, sqlite_target, toml
+from tests.support.twoorigins import TwoOrigins
 from tests.support.workers import ROOT, SLUICE, Client, Workers
 
 pytestmark = pytest.mark.integration
@@ -72,11 +73,7 @@ def write_config(path: Path, *, api: FakeAPI, other: FakeAPI, db: Path) -> Path:
     return path
 
 
-class Setup:
-    def __init__(self, api: FakeAPI, other: FakeAPI, workers: Workers, client: Client,
-                 db: Path) -> None:
-        self.api, self.other, self.workers, self.client, self.db = api, other, workers, client, db
-
+class Setup(TwoOrigins):
     def ids(self, source: str, kind: str) -> set[str]:
         with sqlite3.connect(self.db) as conn:
             return {i for (i,) in conn.execute(

@@ -30,6 +30,7 @@ from tasks.runs.progress import Run
 from tasks.runs.record import PageRecord
 from tasks.targets.sqlite import SqliteTarget
 from tests.support.configs import api_and_open, cursor_kind, offset_kind, sqlite_target, toml
+from tests.support.twoorigins import TwoOrigins
 from tests.support.workers import ROOT, SLUICE, Client, Workers, cursor_config
 
 pytestmark = pytest.mark.integration
@@ -92,11 +93,7 @@ def write_config(path: Path, *, api: FakeAPI, other: FakeAPI, db: Path) -> Path:
     return path
 
 
-class Trust:
-    def __init__(self, api: FakeAPI, other: FakeAPI, workers: Workers, client: Client,
-                 db: Path) -> None:
-        self.api, self.other, self.workers, self.client, self.db = api, other, workers, client, db
-
+class Trust(TwoOrigins):
     def ids(self, kind: str) -> set[str]:
         with sqlite3.connect(self.db) as conn:
             return {i for (i,) in conn.execute(

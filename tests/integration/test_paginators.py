@@ -16,8 +16,8 @@ import pytest
 from integrations.fakeapi import FakeAPI, make_items
 from tasks.targets.sqlite import SqliteTarget
 from tests.support.configs import QUICK_RETRIES, api_and_open, sqlite_target, toml
-from tests.support.twoorigins import TwoOrigins
-from tests.support.workers import ROOT, SLUICE, Client, Workers
+from tests.support.twoorigins import TwoOrigins, two_origins
+from tests.support.workers import ROOT, SLUICE
 
 pytestmark = pytest.mark.integration
 
@@ -90,19 +90,9 @@ class Setup(TwoOrigins):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, redis_url: str) -> Iterator[Setup]:
     tmp = tmp_path_factory.mktemp("paginators")
-    with FakeAPI() as api, FakeAPI() as other:
-        cfg = write_config(tmp / "sluice.toml", api=api, other=other, db=tmp / "db.sqlite")
-        url = redis_url
-        workers = Workers(config=cfg, redis_url=url, log=tmp / "worker.log",
-                          env={"SLUICE_TEST_TOKEN": TOKEN,
-                               "SLUICE_PRODUCER_SLICE_PAGES": "2"}).start()
-        client = Client(url)
-        client.redis.flushdb()
-        try:
-            yield Setup(api, other, workers, client, tmp / "db.sqlite")
-        finally:
-            workers.stop()
-            client.close()
+    env = {"SLUICE_TEST_TOKEN": TOKEN, "SLUICE_PRODUCER_SLICE_PAGES": "2"}
+    with two_origins(Setup, tmp, redis_url, write_config, env=env, flush=True) as setup:
+        yield setup
 
 
 @pytest.fixture(autouse=True)

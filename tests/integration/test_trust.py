@@ -30,7 +30,7 @@ from tasks.runs.progress import Run
 from tasks.runs.record import PageRecord
 from tasks.targets.sqlite import SqliteTarget
 from tests.support.configs import api_and_open, cursor_kind, offset_kind, sqlite_target, toml
-from tests.support.twoorigins import TwoOrigins
+from tests.support.twoorigins import TwoOrigins, two_origins
 from tests.support.workers import ROOT, SLUICE, Client, Workers, cursor_config
 
 pytestmark = pytest.mark.integration
@@ -127,18 +127,9 @@ class Trust(TwoOrigins):
 @pytest.fixture(scope="module")
 def trust(tmp_path_factory, redis_url: str) -> Iterator[Trust]:
     tmp = tmp_path_factory.mktemp("trust")
-    with FakeAPI() as api, FakeAPI() as other:
-        cfg = write_config(tmp / "sluice.toml", api=api, other=other, db=tmp / "db.sqlite")
-        url = redis_url
-        workers = Workers(config=cfg, redis_url=url, log=tmp / "worker.log",
-                          env={"SLUICE_TEST_TOKEN": TOKEN, "SLUICE_TEST_KEY": KEY,
-                               "SLUICE_PRODUCER_SLICE_PAGES": "3"}).start()
-        client = Client(url)
-        try:
-            yield Trust(api, other, workers, client, tmp / "db.sqlite")
-        finally:
-            workers.stop()
-            client.close()
+    env = {"SLUICE_TEST_TOKEN": TOKEN, "SLUICE_TEST_KEY": KEY, "SLUICE_PRODUCER_SLICE_PAGES": "3"}
+    with two_origins(Trust, tmp, redis_url, write_config, env=env) as trust:
+        yield trust
 
 
 def page_body(items: list[dict[str, Any]], next_cursor: str | None = None) -> str:

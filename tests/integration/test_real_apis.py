@@ -19,6 +19,7 @@ import math
 import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,15 +116,21 @@ class Synced:
     db: Path
 
 
-def start_workers(tmp: Path, config: str, url: str, *,
-                  env: dict[str, str] | None = None) -> tuple[Workers, Client]:
+@contextmanager
+def synced(server: Any, tmp: Path, config: str, url: str, db: Path, *,
+           env: dict[str, str] | None = None) -> Iterator[Synced]:
     """A worker node on the Redis database at ``url`` reading ``config`` (the text of a
-    sluice.toml, written into ``tmp``) with ``env``, and a client of that database."""
+    sluice.toml, written into ``tmp``) with ``env``, and a client of that database; both
+    stopped at the end."""
     path = tmp / "sluice.toml"
     path.write_text(config)
     client = Client(url)
     workers = Workers(config=path, redis_url=url, log=tmp / "worker.log", env=env).start()
-    return workers, client
+    try:
+        yield Synced(server, workers, client, db)
+    finally:
+        workers.stop()
+        client.close()
 
 
 # --- Kinto: a next URL in a header, basic auth, tombstones, an epoch-ms watermark ----------
@@ -135,14 +142,9 @@ def kinto(tmp_path_factory, redis_databases: RedisDatabases) -> Iterator[Synced]
     with KintoServer(tmp, user="bot", password=PASSWORD) as server, \
             redis_databases.lease() as url:
         server.create_collection(BUCKET, COLLECTION)
-        config = kinto_config(db, server.url)
-        workers, client = start_workers(tmp, config, url,
-                                        env={"KINTO_PASSWORD": PASSWORD})
-        try:
-            yield Synced(server, workers, client, db)
-        finally:
-            workers.stop()
-            client.close()
+        with synced(server, tmp, kinto_config(db, server.url), url, db,
+                    env={"KINTO_PASSWORD": PASSWORD}) as k:
+            yield k
 
 
 def kinto_products(k: Synced) -> dict[str, tuple[Any, ...]]:
@@ -265,12 +267,8 @@ def datasette(tmp_path_factory, redis_databases: RedisDatabases) -> Iterator[Syn
         config = toml(sqlite_target(db), rest_source(f"{server.url}/data", QUICK_RETRIES,
                                                      source="datasette"),
                       DATASETTE_KINDS.format(page=PAGE))
-        workers, client = start_workers(tmp, config, url)
-        try:
-            yield Synced(server, workers, client, db)
-        finally:
-            workers.stop()
-            client.close()
+        with synced(server, tmp, config, url, db) as d:
+            yield d
 
 
 def datasette_books(d: Synced) -> dict[str, tuple[Any, ...]]:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from integrations.fakeapi import FakeAPI
+from tests.support.configs import BEARER, cursor_kind, offset_kind, rest_source, toml
 from tests.support.databases import RedisDatabases
 from tests.support.workers import Client, Workers, rabbitmq_url
 
@@ -31,16 +32,7 @@ paginator = { type = "link", limit = 40 }
 path = "/link/downl"
 paginator = { type = "link", limit = 50 }
 
-[sources.api.kinds.off]
-path = "/offset/off"
-items = "values"
-[sources.api.kinds.off.paginator]
-type = "offset"
-offset_param = "startAt"
-limit_param = "maxResults"
-limit = 40
-total_path = "total"
-
+""" + offset_kind("off", limit=40) + """
 [sources.api.kinds.pg]
 path = "/page/pg"
 items = "items"
@@ -58,29 +50,16 @@ CURSOR_KINDS = ["noid", "r429", "storm", "longstorm", "bad", "noitems", "stale",
 
 
 def write_config(path: Path, *, api_url: str, target: str, max_in_flight: int = 32) -> Path:
-    text = f"""
-[target]
-{target}
-
-[sources.api]
-integration = "rest"
-base_url = "{api_url}"
-headers = {{ Authorization = "Bearer ${{SLUICE_TEST_TOKEN}}" }}
-max_in_flight = {max_in_flight}
-# A module's pipeline gives a kind other item counts from test to test; the default guard
-# (20%) has tests of its own (test_trust.py).
-delete_threshold = 0.9
-http = {{ retries = 4, backoff = 0.05, max_backoff = 0.2 }}
-""" + KINDS
-    for kind in CURSOR_KINDS:
-        # "noitems" is served by the offset endpoint, whose body has no "data" list.
-        style = "offset" if kind == "noitems" else "cursor"
-        text += f"""
-[sources.api.kinds.{kind}]
-path = "/{style}/{kind}"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 50 }}
-"""
+    # A module's pipeline gives a kind other item counts from test to test; the default guard
+    # (20%) has tests of its own (test_trust.py).
+    text = toml(f"[target]\n{target}",
+                rest_source(api_url, BEARER, f"max_in_flight = {max_in_flight}",
+                            "delete_threshold = 0.9",
+                            "http = { retries = 4, backoff = 0.05, max_backoff = 0.2 }"),
+                KINDS,
+                # "noitems" is served by the offset endpoint, whose body has no "data" list.
+                *(cursor_kind(kind, path=f"/{'offset' if kind == 'noitems' else 'cursor'}/{kind}")
+                  for kind in CURSOR_KINDS))
     path.write_text(text)
     return path
 

@@ -15,33 +15,23 @@ from urllib.parse import urlsplit
 import pytest
 
 from integrations.fakeapi import FakeAPI
+from tests.support.configs import (
+    SINCE,
+    comments_of,
+    cursor_kind,
+    rest_source,
+    sqlite_target,
+    toml,
+)
 from tests.support.workers import SLUICE, Client, Workers
 
 pytestmark = pytest.mark.integration
 
-CONFIG = """
-[target]
-path = "{db}"
-
-[sources.api]
-integration = "rest"
-base_url = "{url}"
-delete_threshold = 0.9
-max_concurrency = 8
-
-[sources.api.kinds.post]
-path = "/cursor/post"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 100 }}
-incremental = {{ cursor_path = "updated_at", param = "since" }}
-
-[sources.api.kinds.comment]
-parent = "post"
-path = "/sub/comment/{{parent.id}}"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 2 }}
-include_from_parent = ["id", "title"]
-"""
+def config_text(db: Path, url: str) -> str:
+    return toml(sqlite_target(db),
+                rest_source(url, "delete_threshold = 0.9", "max_concurrency = 8"),
+                cursor_kind("post", SINCE, limit=100),
+                comments_of("post", 'include_from_parent = ["id", "title"]'))
 
 
 class Setup:
@@ -69,7 +59,7 @@ def setup(tmp_path_factory, redis_url: str) -> Iterator[Setup]:
     url = redis_url
     with FakeAPI() as api:
         config = tmp / "sluice.toml"
-        config.write_text(CONFIG.format(db=tmp / "db.sqlite", url=api.url))
+        config.write_text(config_text(tmp / "db.sqlite", api.url))
         with Workers(config=config, redis_url=url, log=tmp / "worker.log") as workers:
             client = Client(url)
             try:

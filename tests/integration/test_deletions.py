@@ -11,11 +11,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
 from integrations.fakeapi import FakeAPI, at_ms
+from tests.support.asked import queries_asked
 from tests.support.databases import RedisDatabases
 from tests.support.workers import Client, Workers
 
@@ -63,11 +63,7 @@ class Bench:
 
     def asked(self, path: str) -> list[dict[str, str]]:
         """The query of every GET of ``path`` so far (and forget them)."""
-        got = [dict(parse_qsl(urlsplit(r[2]).query)) for r in self.api.requests(path)
-               if r[1] == "GET"]
-        with self.api.server.lock:
-            self.api.state.log.clear()
-        return got
+        return queries_asked(self.api, path)
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres",

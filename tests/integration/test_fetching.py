@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from integrations.fakeapi import FakeAPI
+from tests.support.configs import cursor_kind, offset_kind, rest_source, toml
 from tests.support.workers import Client, Workers
 
 pytestmark = pytest.mark.integration
@@ -81,21 +82,8 @@ def test_an_exhausted_budget_pauses_every_caller_until_the_reset(tmp_path: Path,
     for kind in ("a", "b"):
         api.set_items(kind, 400)
     api.state.delays["/cursor/"] = 0.05
-    cfg = write_config(tmp_path, api, f"""
-[sources.api]
-integration = "rest"
-base_url = "{api.url}"
-
-[sources.api.kinds.a]
-path = "/cursor/a"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 20 }}
-
-[sources.api.kinds.b]
-path = "/cursor/b"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 20 }}
-""")
+    cfg = write_config(tmp_path, api, toml(rest_source(api.url), cursor_kind("a", limit=20),
+                                           cursor_kind("b", limit=20)))
     url = own_redis_url
     with Workers(config=cfg, redis_url=url, log=tmp_path / "w.log", concurrency=2):
         client = Client(url)
@@ -122,23 +110,8 @@ def test_a_kind_split_into_partitions_runs_as_several_producers(tmp_path: Path, 
                                                                 own_redis_url: str):
     items = api.set_items("p", 1000)  # 50 pages of 20
     api.state.delays["/offset/p"] = 0.02
-    cfg = write_config(tmp_path, api, f"""
-[sources.api]
-integration = "rest"
-base_url = "{api.url}"
-partitions = 3
-max_concurrency = 2
-
-[sources.api.kinds.p]
-path = "/offset/p"
-items = "values"
-[sources.api.kinds.p.paginator]
-type = "offset"
-offset_param = "startAt"
-limit_param = "maxResults"
-limit = 20
-total_path = "total"
-""")
+    cfg = write_config(tmp_path, api, toml(
+        rest_source(api.url, "partitions = 3", "max_concurrency = 2"), offset_kind("p", limit=20)))
     url = own_redis_url
     with Workers(config=cfg, redis_url=url, log=tmp_path / "w.log", concurrency=2):
         client = Client(url)

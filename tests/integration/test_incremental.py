@@ -13,38 +13,31 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from integrations.fakeapi import FakeAPI, at
+from tests.support.asked import queries_asked
+from tests.support.configs import (
+    QUICK_RETRIES,
+    SINCE_2M,
+    cursor_kind,
+    rest_source,
+    sqlite_target,
+    toml,
+)
 from tests.support.workers import SLUICE, Client, Workers
 
 pytestmark = pytest.mark.integration
 
-CONFIG = """
-[target]
-path = "{db}"
-
-[sources.api]
-integration = "rest"
-base_url = "{url}"
-delete_threshold = 0.9
-http = {{ retries = 1, backoff = 0.05, max_backoff = 0.1 }}
-
-[sources.api.kinds.inc]
-path = "/cursor/inc"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 100 }}
-incremental = {{ cursor_path = "updated_at", param = "since", lookback = "2m" }}
-
-[sources.api.kinds.again]
-path = "/cursor/again"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 100 }}
-incremental = {{ cursor_path = "updated_at", param = "since", lookback = "2m" }}
-
-[sources.api.kinds.newest]
+NEWEST = """[sources.api.kinds.newest]
 path = "/link/newest"
-params = {{ sort = "updated", direction = "desc" }}
-paginator = {{ type = "link", limit = 50 }}
-incremental = {{ cursor_path = "updated_at", stop_when_older = true }}
+params = { sort = "updated", direction = "desc" }
+paginator = { type = "link", limit = 50 }
+incremental = { cursor_path = "updated_at", stop_when_older = true }
 """
+
+
+def config_text(db: Path, url: str) -> str:
+    return toml(sqlite_target(db), rest_source(url, "delete_threshold = 0.9", QUICK_RETRIES),
+                cursor_kind("inc", SINCE_2M, limit=100), cursor_kind("again", SINCE_2M, limit=100),
+                NEWEST)
 
 
 class Bench:
@@ -64,17 +57,13 @@ class Bench:
 
     def asked(self, path: str) -> list[dict[str, str]]:
         """The query of every GET of ``path`` so far (and forget them)."""
-        got = [dict(parse_qsl(urlsplit(r[2]).query)) for r in self.api.requests(path)
-               if r[1] == "GET"]
-        with self.api.server.lock:
-            self.api.state.log.clear()
-        return got
+        return queries_asked(self.api, path)
 
 
 def start(tmp: Path, api: FakeAPI, url: str) -> tuple[Workers, Client, Path]:
     db = tmp / "db.sqlite"
     config = tmp / "sluice.toml"
-    config.write_text(CONFIG.format(db=db, url=api.url))
+    config.write_text(config_text(db, api.url))
     workers = Workers(config=config, redis_url=url, log=tmp / "worker.log").start()
     return workers, Client(url), db
 

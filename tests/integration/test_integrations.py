@@ -11,6 +11,7 @@ import pytest
 from integrations.fakeapi import at
 from integrations.github.fake import FakeGithub
 from integrations.jira.fake import FakeJira
+from tests.support.asked import queries_asked
 from tests.support.workers import Client, Workers
 
 pytestmark = pytest.mark.integration
@@ -95,10 +96,7 @@ def marks(db: Path, source: str, kind: str) -> dict[str, str]:
 
 def asked(fake: FakeGithub | FakeJira, path: str) -> list[dict[str, str]]:
     """The query of every GET under ``path`` so far (and forget them)."""
-    got = [dict(parse_qsl(urlsplit(r[2]).query)) for r in fake.requests(path) if r[1] == "GET"]
-    with fake.server.lock:
-        fake.state.log.clear()
-    return got
+    return queries_asked(fake, path)
 
 
 def test_github_and_jira_incremental_through_real_workers(tmp_path: Path,

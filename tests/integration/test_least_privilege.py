@@ -16,54 +16,32 @@ from integrations.errors import TargetRejected
 from integrations.fakeapi import FakeAPI
 from tasks.operator.redisserver import RedisServer
 from tasks.targets.base import Table
+from tests.support.configs import (
+    SINCE,
+    comments_of,
+    cursor_kind,
+    postgres_target,
+    rest_source,
+    toml,
+)
 from tests.support.workers import SLUICE, Client, Workers
 from tests.unit.test_targets import postgres_dsn
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
-CONFIG = """
-[target]
-type = "postgres"
-dsn = "{dsn}"
+ISSUE_PROPERTIES = """[sources.api.kinds.issue.mapping.properties]
+title = { jq = ".title", type = "text" }
+n = { jq = ".n", type = "integer" }
+updated = { jq = ".updated_at", type = "timestamp" }"""
 
-[sources.api]
-integration = "rest"
-base_url = "{url}"
-delete_threshold = 0.9
 
-[sources.api.kinds.plain]
-path = "/cursor/plain"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 50 }}
-
-[sources.api.kinds.post]
-path = "/cursor/post"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 50 }}
-incremental = {{ cursor_path = "updated_at", param = "since" }}
-
-[sources.api.kinds.comment]
-parent = "post"
-path = "/sub/comment/{{parent.id}}"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 2 }}
-
-[sources.api.kinds.issue]
-path = "/cursor/issue"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 50 }}
-incremental = {{ cursor_path = "updated_at", param = "since" }}
-[sources.api.kinds.issue.mapping.properties]
-title = {{ jq = ".title", type = "text" }}
-n = {{ jq = ".n", type = "integer" }}
-updated = {{ jq = ".updated_at", type = "timestamp" }}
-
-[sources.api.kinds.gone]
-path = "/cursor/gone"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 50 }}
-mapping = {{ properties = {{ title = {{ jq = ".title", type = "text" }} }} }}
-"""
+def config_text(dsn: str, url: str) -> str:
+    return toml(
+        postgres_target(dsn), rest_source(url, "delete_threshold = 0.9"),
+        cursor_kind("plain"), cursor_kind("post", SINCE), comments_of("post"),
+        cursor_kind("issue", SINCE, ISSUE_PROPERTIES),
+        cursor_kind("gone", "mapping = { properties = { title = "
+                            '{ jq = ".title", type = "text" } } }'))
 
 
 class Setup:
@@ -115,7 +93,7 @@ def setup(tmp_path_factory) -> Iterator[Setup]:
     try:
         with FakeAPI() as api, RedisServer() as redis_server:
             config = tmp / "sluice.toml"
-            config.write_text(CONFIG.format(dsn=role_dsn(dsn, role), url=api.url))
+            config.write_text(config_text(role_dsn(dsn, role), api.url))
             env = {**os.environ, "SLUICE_CONFIG": str(config), "SLUICE_REDIS_URL": redis_server.url}
             printed = subprocess.run([*SLUICE, "schema", "--sql", "--role", role], env=env,
                                      capture_output=True, text=True, timeout=60, check=True)

@@ -23,8 +23,9 @@ from tasks import messages
 from tasks.operator.redisserver import RedisServer
 from tasks.runs import keys, scripts
 from tasks.worker.liveness import Liveness
+from tests.support.failover import two_nodes
 from tests.support.kills import BOUND, busy_cores, campaign
-from tests.support.workers import Client, Workers, cursor_config, rabbitmq_url
+from tests.support.workers import Client, cursor_config, rabbitmq_url
 from tests.unit.test_queues import SENDS
 
 pytestmark = pytest.mark.integration
@@ -45,25 +46,14 @@ def test_a_node_stopped_while_its_fetch_waits_loses_no_message(tmp_path: Path, a
     items = api.set_items("item", 120)
     cfg = cursor_config(tmp_path, api.url)
     env = {"SLUICE_NODE_TIMEOUT": NODE_TIMEOUT}
-    with RedisServer() as server:
-        client = Client(server.url)
-        node_a = Workers(config=cfg, redis_url=server.url, log=tmp_path / "a.log", name="a",
-                         env=env).start()
-        node_b = Workers(config=cfg, redis_url=server.url, log=tmp_path / "b.log", name="b",
-                         env=env)
-        try:
-            node_a.child.wait_until(lambda: blocked_fetch(client.redis), timeout=30, poll=0.005)
-            node_a.child.signal(signal.SIGSTOP)
-            run = client.start("api", "item")  # Redis serves a waiting BRPOP before replying
-            node_a.child.signal(signal.SIGKILL)
-            assert node_a.process
-            node_a.process.wait(10)
-            node_b.start()
-            run = client.wait(run.run_id, timeout=30)
-        finally:
-            node_b.stop()
-            node_a.stop()
-            client.close()
+    with two_nodes(cfg, tmp_path, env) as nodes:
+        client = nodes.client
+        nodes.a.child.wait_until(lambda: blocked_fetch(client.redis), timeout=30, poll=0.005)
+        nodes.a.child.signal(signal.SIGSTOP)
+        run = client.start("api", "item")  # Redis serves a waiting BRPOP before replying
+        nodes.a.child.signal(signal.SIGKILL)
+        nodes.take_over()
+        run = client.wait(run.run_id, timeout=30)
     assert run.state == "succeeded", run
     assert run.items_written == len(items)
 

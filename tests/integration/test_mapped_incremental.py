@@ -11,55 +11,38 @@ import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import redis
 
-from integrations.fakeapi import FakeAPI, at
-from tests.support.workers import SLUICE, Client, Workers
+from integrations.fakeapi import at
+from tests.support.asked import queries_asked
+from tests.support.configs import (
+    QUICK_RETRIES,
+    SINCE_2M,
+    cursor_kind,
+    rest_source,
+    sqlite_target,
+    toml,
+)
+from tests.support.rewritten import Rewritten, rewritten
+from tests.support.workers import SLUICE
 
 pytestmark = pytest.mark.integration
 
-CONFIG = """
-[target]
-path = "{db}"
-
-[sources.api]
-integration = "rest"
-base_url = "{url}"
-delete_threshold = 0.5
-http = {{ retries = 1, backoff = 0.05, max_backoff = 0.1 }}
-
-[sources.api.kinds.inc]
-path = "/cursor/inc"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 100 }}
-incremental = {{ cursor_path = "updated_at", param = "since", lookback = "2m" }}
-{mapping}
-
-[sources.api.kinds.few]
-path = "/cursor/few"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 100 }}
-incremental = {{ cursor_path = "updated_at", param = "since", lookback = "2m" }}
-{few}
-"""
+def config_text(db: Path, url: str, mapping: str, few: str) -> str:
+    return toml(sqlite_target(db), rest_source(url, "delete_threshold = 0.5", QUICK_RETRIES),
+                cursor_kind("inc", SINCE_2M, mapping, limit=100),
+                cursor_kind("few", SINCE_2M, few, limit=100))
 
 MAPPED = """[sources.api.kinds.inc.mapping]
 properties = {{ title = ".title", updated = ".updated_at"{more} }}
 """
 
 
-class Bench:
-    def __init__(self, tmp: Path, api: FakeAPI, workers: Workers, client: Client) -> None:
-        self.tmp, self.api, self.workers, self.client = tmp, api, workers, client
-        self.db = tmp / "db.sqlite"
-        self.config = tmp / "sluice.toml"
-
+class Bench(Rewritten):
     def write(self, mapping: str = "", few: str = "") -> None:
-        self.config.write_text(CONFIG.format(db=self.db, url=self.api.url, mapping=mapping,
-                                             few=few))
+        self.config.write_text(config_text(self.db, self.api.url, mapping, few))
 
     def query(self, sql: str, *args: object) -> list[tuple]:
         with sqlite3.connect(self.db) as conn:
@@ -73,11 +56,7 @@ class Bench:
 
     def asked(self) -> list[dict[str, str]]:
         """The query of every GET of the kind so far (and forget them)."""
-        got = [dict(parse_qsl(urlsplit(r[2]).query)) for r in self.api.requests("/cursor/inc")
-               if r[1] == "GET"]
-        with self.api.server.lock:
-            self.api.state.log.clear()
-        return got
+        return queries_asked(self.api, "/cursor/inc")
 
     def sluice(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "SLUICE_REDIS_URL": self.workers.redis_url,
@@ -91,16 +70,8 @@ def bench(tmp_path_factory, redis_url: str) -> Iterator[Bench]:
     tmp = tmp_path_factory.mktemp("mapped-incremental")
     url = redis_url
     redis.Redis.from_url(url).flushdb()
-    with FakeAPI() as api:
-        workers = Workers(config=tmp / "sluice.toml", redis_url=url, log=tmp / "worker.log")
-        b = Bench(tmp, api, workers, Client(url))
-        b.write()
-        workers.start()
-        try:
-            yield b
-        finally:
-            b.client.close()
-            workers.stop()
+    with rewritten(Bench, tmp, url) as b:
+        yield b
 
 
 def test_a_mapping_added_changed_or_removed_reads_everything_once_and_moves_the_kind(

@@ -12,70 +12,44 @@ from pathlib import Path
 
 import pytest
 
-from integrations.fakeapi import FakeAPI
-from tests.support.workers import SLUICE, Client, Workers
+from tests.support.configs import cursor_kind, rest_source, sqlite_target, toml
+from tests.support.rewritten import Rewritten, rewritten
+from tests.support.workers import SLUICE
 
 pytestmark = pytest.mark.integration
 
-CONFIG = """
-[target]
-path = "{db}"
-
-[sources.api]
-integration = "rest"
-base_url = "{url}"
-delete_threshold = 0.9
-max_rejected = 0.05
-
-[sources.api.kinds.issue]
-path = "/cursor/issue"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 50 }}
-[sources.api.kinds.issue.mapping]
+ISSUE_MAPPING = """[sources.api.kinds.issue.mapping]
 selector = '.title != "issue number 13"'
-relations = {{ project = ".project.key" }}
+relations = { project = ".project.key" }
 [sources.api.kinds.issue.mapping.properties]
 title = ".title"
-n = {{ jq = ".n", type = "integer" }}
+n = { jq = ".n", type = "integer" }
 updated = ".updated_at"
 even = ".n % 2 == 0"
 size = ".size"
+"""
 
-[sources.api.kinds.thread]
-path = "/cursor/thread"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 50 }}
-[sources.api.kinds.thread.mapping]
+THREAD_MAPPING = """[sources.api.kinds.thread.mapping]
 items_to_parse = ".posts"
 identifier = '"\\(.id)/\\(.item.n)"'
-properties = {{ body = ".item.body", thread = ".id" }}
+properties = { body = ".item.body", thread = ".id" }
 table = "thread_posts"
-
-[sources.api.kinds.grow]
-path = "/cursor/grow"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 20 }}
-[sources.api.kinds.grow.mapping]
-properties = {{ title = ".title"{grow} }}
-
-[sources.api.kinds.frozen]
-path = "/cursor/frozen"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 50 }}
-[sources.api.kinds.frozen.mapping]
-schema = "freeze"
-properties = {{ title = ".title"{frozen} }}
 """
 
 
-class Setup:
-    def __init__(self, tmp: Path, api: FakeAPI, workers: Workers, client: Client) -> None:
-        self.tmp, self.api, self.workers, self.client = tmp, api, workers, client
-        self.db = tmp / "db.sqlite"
+def config_text(db: Path, url: str, grow: str, frozen: str) -> str:
+    return toml(
+        sqlite_target(db), rest_source(url, "delete_threshold = 0.9", "max_rejected = 0.05"),
+        cursor_kind("issue", ISSUE_MAPPING), cursor_kind("thread", THREAD_MAPPING),
+        cursor_kind("grow", "[sources.api.kinds.grow.mapping]",
+                    f'properties = {{ title = ".title"{grow} }}', limit=20),
+        cursor_kind("frozen", "[sources.api.kinds.frozen.mapping]", 'schema = "freeze"',
+                    f'properties = {{ title = ".title"{frozen} }}'))
 
+
+class Setup(Rewritten):
     def write(self, *, grow: str = "", frozen: str = "") -> None:
-        (self.tmp / "sluice.toml").write_text(CONFIG.format(db=self.db, url=self.api.url,
-                                                            grow=grow, frozen=frozen))
+        self.config.write_text(config_text(self.db, self.api.url, grow, frozen))
 
     def rows(self, table: str) -> dict[str, dict]:
         with sqlite3.connect(self.db) as conn:
@@ -91,16 +65,8 @@ class Setup:
 def setup(tmp_path_factory, redis_url: str) -> Iterator[Setup]:
     tmp = tmp_path_factory.mktemp("mapping")
     url = redis_url
-    with FakeAPI() as api:
-        workers = Workers(config=tmp / "sluice.toml", redis_url=url, log=tmp / "worker.log")
-        s = Setup(tmp, api, workers, Client(url))
-        s.write()
-        workers.start()
-        try:
-            yield s
-        finally:
-            s.client.close()
-            workers.stop()
+    with rewritten(Setup, tmp, url) as s:
+        yield s
 
 
 def test_a_mapped_kind_lands_typed_in_its_own_table_and_bad_items_alone_are_rejected(

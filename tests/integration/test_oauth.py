@@ -25,6 +25,7 @@ from integrations.fakeapi import FakeAPI
 from integrations.fakeauth import bearer
 from tasks.operator.redisserver import RedisServer
 from tasks.runs.progress import RunState
+from tests.support.configs import comments_of, cursor_kind, rest_source, sqlite_target, toml
 from tests.support.oidc import OidcServer
 from tests.support.workers import Client, Workers, redis_values
 
@@ -33,67 +34,33 @@ pytestmark = pytest.mark.integration
 PARENTS, CHILDREN = 60, 4
 KEY = "fleet-key-0c1d9e7f2b"
 
-CONFIG = """
-[target]
-path = "{db}"
+def oauth_source(api: str, source: str, *lines: str, grant: str, token_url: str,
+                 client_id: str, auth: tuple[str, ...]) -> str:
+    """A REST source of ``api`` that gets its tokens from ``token_url`` by ``grant``."""
+    return rest_source(api, *lines, f"[sources.{source}.auth]", f'type = "{grant}"',
+                       f'token_url = "{token_url}"', f'client_id = "{client_id}"', *auth,
+                       source=source)
 
-[sources.rt]
-integration = "rest"
-base_url = "{api}"
-rate_limit = 20
-rate_limit_burst = 2
-max_concurrency = 4
-[sources.rt.auth]
-type = "oauth2_refresh_token"
-token_url = "{token_url}"
-client_id = "sluice-rt"
-client_secret = "${{RT_SECRET}}"
-refresh_token = "${{RT_REFRESH}}"
 
-[sources.rt.kinds.repo]
-path = "/cursor/repo"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 10 }}
-
-[sources.rt.kinds.comment]
-parent = "repo"
-path = "/sub/comment/{{parent.id}}"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 2 }}
-
-[sources.cc]
-integration = "rest"
-base_url = "{api}"
-rate_limit = 10
-rate_limit_burst = 1
-[sources.cc.auth]
-type = "oauth2_client_credentials"
-token_url = "{token_url}"
-client_id = "sluice-cc-post"
-client_secret = "${{CC_SECRET}}"
-client_auth = "body"
-scopes = ["api:read"]
-
-[sources.cc.kinds.repo]
-path = "/cursor/repo"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 1 }}
-
-[sources.bad]
-integration = "rest"
-base_url = "{api}"
-[sources.bad.auth]
-type = "oauth2_refresh_token"
-token_url = "{token_url}"
-client_id = "sluice-rt-post"
-client_secret = "${{RT_POST_SECRET}}"
-client_auth = "body"
-refresh_token = "not-a-refresh-token"
-
-[sources.bad.kinds.repo]
-path = "/cursor/repo"
-items = "data"
-"""
+def config_text(db: Path, api: str, token_url: str) -> str:
+    return toml(
+        sqlite_target(db),
+        oauth_source(api, "rt", "rate_limit = 20", "rate_limit_burst = 2", "max_concurrency = 4",
+                     grant="oauth2_refresh_token", token_url=token_url, client_id="sluice-rt",
+                     auth=('client_secret = "${RT_SECRET}"',
+                           'refresh_token = "${RT_REFRESH}"')),
+        cursor_kind("repo", limit=10, source="rt"), comments_of("repo", source="rt"),
+        oauth_source(api, "cc", "rate_limit = 10", "rate_limit_burst = 1",
+                     grant="oauth2_client_credentials", token_url=token_url,
+                     client_id="sluice-cc-post",
+                     auth=('client_secret = "${CC_SECRET}"', 'client_auth = "body"',
+                           'scopes = ["api:read"]')),
+        cursor_kind("repo", limit=1, source="cc"),
+        oauth_source(api, "bad", grant="oauth2_refresh_token", token_url=token_url,
+                     client_id="sluice-rt-post",
+                     auth=('client_secret = "${RT_POST_SECRET}"', 'client_auth = "body"',
+                           'refresh_token = "not-a-refresh-token"')),
+        '[sources.bad.kinds.repo]\npath = "/cursor/repo"\nitems = "data"')
 
 
 class Fleet:
@@ -101,7 +68,7 @@ class Fleet:
         self.tmp, self.oidc, self.api, self.redis = tmp, oidc, api, redis
         self.db = tmp / "db.sqlite"
         self.config = tmp / "sluice.toml"
-        self.config.write_text(CONFIG.format(db=self.db, api=api.url, token_url=oidc.token_url))
+        self.config.write_text(config_text(self.db, api.url, oidc.token_url))
         self.first_refresh_token = oidc.refresh_token()
         self.env = {"RT_SECRET": oidc.RT.client_secret, "RT_REFRESH": self.first_refresh_token,
                     "CC_SECRET": oidc.CC_POST.client_secret,

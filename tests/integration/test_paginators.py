@@ -15,13 +15,31 @@ import pytest
 
 from integrations.fakeapi import FakeAPI, make_items
 from tasks.targets.sqlite import SqliteTarget
-from tests.support.workers import ROOT, SLUICE, Client, Workers
+from tests.support.configs import QUICK_RETRIES, api_and_open, sqlite_target, toml
+from tests.support.twoorigins import TwoOrigins, two_origins
+from tests.support.workers import ROOT, SLUICE
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "tok-77ab2e-paginators-never-log-me"
 
-KINDS = """
+def keyset_kind(source: str, kind: str) -> str:
+    """Stripe's paging: ``starting_after`` the last id while ``has_more``, 20 a page."""
+    return f"""[sources.{source}.kinds.{kind}]
+path = "/keyset/{kind}"
+items = "data"
+[sources.{source}.kinds.{kind}.paginator]
+type = "keyset"
+param = "starting_after"
+field = "id"
+has_more_path = "has_more"
+limit = 20
+"""
+
+
+def kinds(source: str) -> str:
+    """The kinds that ``api`` and ``open`` both have."""
+    return f"""
 [sources.{source}.kinds.nu]         # the next URL in the body, under a key with a dot
 path = "/nexturl/nu"
 items = "value"
@@ -37,25 +55,9 @@ path = "/nexthdr/nh"
 items = "data"
 paginator = {{ type = "next_url", header = "Next-Page", limit_param = "_limit", limit = 20 }}
 
-[sources.{source}.kinds.ks]         # Stripe's starting_after and has_more
-path = "/keyset/ks"
-items = "data"
-[sources.{source}.kinds.ks.paginator]
-type = "keyset"
-param = "starting_after"
-field = "id"
-has_more_path = "has_more"
-limit = 20
-
-[sources.{source}.kinds.kstr]       # the same, for the truncation case (rows of its own)
-path = "/keyset/kstr"
-items = "data"
-[sources.{source}.kinds.kstr.paginator]
-type = "keyset"
-param = "starting_after"
-field = "id"
-has_more_path = "has_more"
-limit = 20
+{keyset_kind(source, "ks")}
+# the same, for the truncation case (rows of its own)
+{keyset_kind(source, "kstr")}
 
 [sources.{source}.kinds.ksshort]    # keyset without has_more: a short page ends it
 path = "/keyset/ksshort"
@@ -65,31 +67,13 @@ paginator = {{ type = "keyset", param = "starting_after", field = "id", limit = 
 
 
 def write_config(path: Path, *, api: FakeAPI, other: FakeAPI, db: Path) -> Path:
-    text = f"""
-[target]
-path = "{db}"
-
-[sources.api]
-integration = "rest"
-base_url = "{api.url}"
-headers = {{ Authorization = "Bearer ${{SLUICE_TEST_TOKEN}}" }}
-http = {{ retries = 1, backoff = 0.05, max_backoff = 0.1 }}
-
-[sources.open]
-integration = "rest"
-base_url = "{api.url}"
-headers = {{ Authorization = "Bearer ${{SLUICE_TEST_TOKEN}}" }}
-allow_origins = ["{other.url}"]
-""" + KINDS.format(source="api") + KINDS.format(source="open")
+    text = toml(sqlite_target(db), api_and_open(api.url, other.url, api_lines=(QUICK_RETRIES,)),
+                kinds("api"), kinds("open"))
     path.write_text(text)
     return path
 
 
-class Setup:
-    def __init__(self, api: FakeAPI, other: FakeAPI, workers: Workers, client: Client,
-                 db: Path) -> None:
-        self.api, self.other, self.workers, self.client, self.db = api, other, workers, client, db
-
+class Setup(TwoOrigins):
     def ids(self, source: str, kind: str) -> set[str]:
         with sqlite3.connect(self.db) as conn:
             return {i for (i,) in conn.execute(
@@ -106,19 +90,9 @@ class Setup:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, redis_url: str) -> Iterator[Setup]:
     tmp = tmp_path_factory.mktemp("paginators")
-    with FakeAPI() as api, FakeAPI() as other:
-        cfg = write_config(tmp / "sluice.toml", api=api, other=other, db=tmp / "db.sqlite")
-        url = redis_url
-        workers = Workers(config=cfg, redis_url=url, log=tmp / "worker.log",
-                          env={"SLUICE_TEST_TOKEN": TOKEN,
-                               "SLUICE_PRODUCER_SLICE_PAGES": "2"}).start()
-        client = Client(url)
-        client.redis.flushdb()
-        try:
-            yield Setup(api, other, workers, client, tmp / "db.sqlite")
-        finally:
-            workers.stop()
-            client.close()
+    env = {"SLUICE_TEST_TOKEN": TOKEN, "SLUICE_PRODUCER_SLICE_PAGES": "2"}
+    with two_origins(Setup, tmp, redis_url, write_config, env=env, flush=True) as setup:
+        yield setup
 
 
 @pytest.fixture(autouse=True)

@@ -19,6 +19,7 @@ import math
 import sqlite3
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 import pytest
 
 from tests.support.apiservers import DatasetteServer, KintoServer
+from tests.support.configs import QUICK_RETRIES, rest_source, sqlite_target, toml
 from tests.support.databases import RedisDatabases
 from tests.support.workers import Client, Workers, redis_values
 
@@ -36,49 +38,31 @@ PASSWORD = "kinto-pw-7d1e0b55-never-log-me"
 BUCKET, COLLECTION = "shop", "products"
 RECORDS = KintoServer.records_path(BUCKET, COLLECTION)
 
-KINTO_CONFIG = """
-[target]
-path = "{db}"
 
-[sources.kinto]
-integration = "rest"
-base_url = "{url}"
-auth = {{ type = "basic", username = "bot", password = "${{KINTO_PASSWORD}}" }}
-http = {{ retries = 1, backoff = 0.05, max_backoff = 0.1 }}
+def kinto_source(url: str, source: str, password: str, *lines: str) -> str:
+    """Source ``source``, which logs in to Kinto as ``bot`` with ``password``, and its kind
+    ``products``: the records of the collection, paged by Next-Page, with ``lines`` added."""
+    return toml(
+        rest_source(url, 'auth = { type = "basic", username = "bot", password = '
+                    f'"{password}" }}', QUICK_RETRIES, source=source),
+        "\n".join([f"[sources.{source}.kinds.products]", f'path = "{RECORDS}"', 'items = "data"',
+                   'paginator = { type = "next_url", header = "Next-Page", limit_param = "_limit",'
+                   f" limit = {PAGE} }}", *lines]))
 
-[sources.kinto.kinds.products]
-path = "{records}"
-items = "data"
-paginator = {{ type = "next_url", header = "Next-Page", limit_param = "_limit", limit = {page} }}
-deleted = '.deleted == true'
-[sources.kinto.kinds.products.incremental]
-cursor_path = "last_modified"
-param = "_since"
-cursor_type = "epoch_ms"
-lookback = "2m"
 
-# The same collection with another password: another identity to Kinto, which owns nothing.
-[sources.stranger]
-integration = "rest"
-base_url = "{url}"
-auth = {{ type = "basic", username = "bot", password = "not-the-password" }}
-http = {{ retries = 1, backoff = 0.05, max_backoff = 0.1 }}
+def kinto_config(db: Path, url: str) -> str:
+    return toml(
+        sqlite_target(db),
+        kinto_source(url, "kinto", "${KINTO_PASSWORD}", "deleted = '.deleted == true'",
+                       "[sources.kinto.kinds.products.incremental]",
+                       'cursor_path = "last_modified"', 'param = "_since"',
+                       'cursor_type = "epoch_ms"', 'lookback = "2m"'),
+        # The same collection with another password: another identity to Kinto, which owns
+        # nothing.
+        kinto_source(url, "stranger", "not-the-password"))
 
-[sources.stranger.kinds.products]
-path = "{records}"
-items = "data"
-paginator = {{ type = "next_url", header = "Next-Page", limit_param = "_limit", limit = {page} }}
-"""
 
-DATASETTE_CONFIG = """
-[target]
-path = "{db}"
-
-[sources.datasette]
-integration = "rest"
-base_url = "{url}/data"
-http = {{ retries = 1, backoff = 0.05, max_backoff = 0.1 }}
-
+DATASETTE_KINDS = """
 [sources.datasette.kinds.books]
 path = "/books.json"
 params = {{ _shape = "objects" }}
@@ -132,15 +116,21 @@ class Synced:
     db: Path
 
 
-def start_workers(tmp: Path, config: str, url: str, *,
-                  env: dict[str, str] | None = None) -> tuple[Workers, Client]:
+@contextmanager
+def synced(server: Any, tmp: Path, config: str, url: str, db: Path, *,
+           env: dict[str, str] | None = None) -> Iterator[Synced]:
     """A worker node on the Redis database at ``url`` reading ``config`` (the text of a
-    sluice.toml, written into ``tmp``) with ``env``, and a client of that database."""
+    sluice.toml, written into ``tmp``) with ``env``, and a client of that database; both
+    stopped at the end."""
     path = tmp / "sluice.toml"
     path.write_text(config)
     client = Client(url)
     workers = Workers(config=path, redis_url=url, log=tmp / "worker.log", env=env).start()
-    return workers, client
+    try:
+        yield Synced(server, workers, client, db)
+    finally:
+        workers.stop()
+        client.close()
 
 
 # --- Kinto: a next URL in a header, basic auth, tombstones, an epoch-ms watermark ----------
@@ -152,14 +142,9 @@ def kinto(tmp_path_factory, redis_databases: RedisDatabases) -> Iterator[Synced]
     with KintoServer(tmp, user="bot", password=PASSWORD) as server, \
             redis_databases.lease() as url:
         server.create_collection(BUCKET, COLLECTION)
-        config = KINTO_CONFIG.format(db=db, url=server.url, records=RECORDS, page=PAGE)
-        workers, client = start_workers(tmp, config, url,
-                                        env={"KINTO_PASSWORD": PASSWORD})
-        try:
-            yield Synced(server, workers, client, db)
-        finally:
-            workers.stop()
-            client.close()
+        with synced(server, tmp, kinto_config(db, server.url), url, db,
+                    env={"KINTO_PASSWORD": PASSWORD}) as k:
+            yield k
 
 
 def kinto_products(k: Synced) -> dict[str, tuple[Any, ...]]:
@@ -279,13 +264,11 @@ def datasette(tmp_path_factory, redis_databases: RedisDatabases) -> Iterator[Syn
     db = tmp / "db.sqlite"
     with DatasetteServer(tmp) as server, redis_databases.lease() as url:
         server.execute("CREATE TABLE books (id INTEGER PRIMARY KEY, title TEXT, price REAL)")
-        config = DATASETTE_CONFIG.format(db=db, url=server.url, page=PAGE)
-        workers, client = start_workers(tmp, config, url)
-        try:
-            yield Synced(server, workers, client, db)
-        finally:
-            workers.stop()
-            client.close()
+        config = toml(sqlite_target(db), rest_source(f"{server.url}/data", QUICK_RETRIES,
+                                                     source="datasette"),
+                      DATASETTE_KINDS.format(page=PAGE))
+        with synced(server, tmp, config, url, db) as d:
+            yield d
 
 
 def datasette_books(d: Synced) -> dict[str, tuple[Any, ...]]:

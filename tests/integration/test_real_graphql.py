@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from tasks.operator.redisserver import RedisServer
+from tests.support.configs import QUICK_RETRIES, rest_source, sqlite_target, toml
 from tests.support.graphqlapi import GraphqlServer
 from tests.support.workers import ROOT, SLUICE, Client, Workers
 
@@ -55,70 +56,47 @@ query($owner: String!, $name: String!, $number: Int!, $after: String) {
 }
 """
 
-CONFIG = """
-[target]
-path = "@DB@"
-
-[sources.gh]
-integration = "rest"
-base_url = "@URL@"
-auth = { type = "bearer", token = "${GRAPHQL_TOKEN}" }
-http = { retries = 1, backoff = 0.05, max_backoff = 0.1 }
-
-[sources.gh.kinds.issues]
+def issues_kind(source: str, kind: str, repo: str) -> str:
+    """A kind of ``source`` that pages the issues of ``acme/REPO`` through GraphQL."""
+    return f"""[sources.{source}.kinds.{kind}]
 path = "/graphql"
-[sources.gh.kinds.issues.paginator]
+[sources.{source}.kinds.{kind}.paginator]
 type = "graphql"
 connection_path = "data.repository.issues"
-variables = { owner = "acme", name = "widgets", first = @PAGE@ }
-query = '''@ISSUES@'''
-[sources.gh.kinds.issues.incremental]
+variables = {{ owner = "acme", name = "{repo}", first = {PAGE} }}
+query = '''{ISSUES_QUERY}'''
+"""
+
+
+def graphql_source(url: str, source: str, token: str) -> str:
+    return rest_source(url, f'auth = {{ type = "bearer", token = "{token}" }}', QUICK_RETRIES,
+                       source=source)
+
+
+def config_text(db: Path, url: str) -> str:
+    return toml(
+        sqlite_target(db), graphql_source(url, "gh", "${GRAPHQL_TOKEN}"),
+        issues_kind("gh", "issues", "widgets"),
+        """[sources.gh.kinds.issues.incremental]
 cursor_path = "updatedAt"
 param = "since"
 cursor_type = "iso"
 lookback = "1s"
-
-[sources.gh.kinds.comments]
+""",
+        f"""[sources.gh.kinds.comments]
 parent = "issues"
 path = "/graphql"
 include_from_parent = ["number"]
 [sources.gh.kinds.comments.paginator]
 type = "graphql"
 connection_path = "data.repository.issue.comments"
-variables = { owner = "acme", name = "widgets", number = "{parent.number}" }
-query = '''@COMMENTS@'''
-
-# A repository the server does not have: it answers 200 with an error at "repository".
-[sources.gh.kinds.lost]
-path = "/graphql"
-[sources.gh.kinds.lost.paginator]
-type = "graphql"
-connection_path = "data.repository.issues"
-variables = { owner = "acme", name = "gone", first = @PAGE@ }
-query = '''@ISSUES@'''
-
-[sources.stranger]
-integration = "rest"
-base_url = "@URL@"
-auth = { type = "bearer", token = "not-the-token" }
-http = { retries = 1, backoff = 0.05, max_backoff = 0.1 }
-
-[sources.stranger.kinds.issues]
-path = "/graphql"
-[sources.stranger.kinds.issues.paginator]
-type = "graphql"
-connection_path = "data.repository.issues"
-variables = { owner = "acme", name = "widgets", first = @PAGE@ }
-query = '''@ISSUES@'''
-"""
-
-
-def config_text(db: Path, url: str) -> str:
-    text = CONFIG
-    for key, value in {"@DB@": str(db), "@URL@": url, "@PAGE@": str(PAGE),
-                       "@ISSUES@": ISSUES_QUERY, "@COMMENTS@": COMMENTS_QUERY}.items():
-        text = text.replace(key, value)
-    return text
+variables = {{ owner = "acme", name = "widgets", number = "{{parent.number}}" }}
+query = '''{COMMENTS_QUERY}'''
+""",
+        # A repository the server does not have: it answers 200 with an error at "repository".
+        issues_kind("gh", "lost", "gone"),
+        graphql_source(url, "stranger", "not-the-token"),
+        issues_kind("stranger", "issues", "widgets"))
 
 
 @dataclass

@@ -20,6 +20,7 @@ import redis
 from integrations.webhooks import hmac_digest
 from tasks.messages import URGENT
 from tasks.runs import keys
+from tests.support.configs import github_webhook_source, rest_source, sqlite_target, toml
 from tests.support.serve import Serve, post_many
 from tests.support.serve import signed as sign
 
@@ -30,40 +31,26 @@ TOKEN = "ghp-tok-77a1-never-log-me"
 OCTOKIT = Path(__file__).parents[1] / "fixtures" / "octokit"  # real GitHub payloads
 GITHUB_WINDOW = 72 * 3600  # GitHub redelivers a delivery up to 3 days after it sent it
 
-CONFIG = """
-[target]
-path = "{tmp}/db.sqlite"
+NOWHERE = "http://127.0.0.1:9"  # `sluice serve` reads no API
 
-[sources.gh]
-integration = "github"
-org = "acme"
-token = "${{SERVE_GH_TOKEN}}"
-webhook_secret = "${{SERVE_HOOK_SECRET}}"
-kinds = ["repository", "issue", "pull_request", "issue_comment"]
 
-[sources.tracker]
-integration = "rest"
-base_url = "http://127.0.0.1:9"
-webhook_secret = "${{SERVE_HOOK_SECRET}}"
-webhook_max_bytes = 2048
-max_batch_items = 50
-[sources.tracker.webhook]
-kinds = {{ ticket = "issue" }}
-[sources.tracker.kinds.issue]
-path = "/api/issues"
-
-[sources.quiet]
-integration = "rest"
-base_url = "http://127.0.0.1:9"
-[sources.quiet.kinds.issue]
-path = "/api/issues"
-"""
+def config_text(tmp: Path) -> str:
+    return toml(
+        sqlite_target(tmp / "db.sqlite"),
+        github_webhook_source(token_env="SERVE_GH_TOKEN", secret_env="SERVE_HOOK_SECRET",
+                              kinds=["repository", "issue", "pull_request", "issue_comment"]),
+        rest_source(NOWHERE, 'webhook_secret = "${SERVE_HOOK_SECRET}"', "webhook_max_bytes = 2048",
+                    "max_batch_items = 50", "[sources.tracker.webhook]",
+                    'kinds = { ticket = "issue" }', "[sources.tracker.kinds.issue]",
+                    'path = "/api/issues"', source="tracker"),
+        rest_source(NOWHERE, "[sources.quiet.kinds.issue]", 'path = "/api/issues"',
+                    source="quiet"))
 
 
 @pytest.fixture(scope="module")
 def serve(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[Serve]:
     tmp = tmp_path_factory.mktemp("serve")
-    (tmp / "sluice.toml").write_text(CONFIG.format(tmp=tmp))
+    (tmp / "sluice.toml").write_text(config_text(tmp))
     server = Serve(tmp / "sluice.toml", redis_url, log=tmp / "serve.log",
                    env={"SERVE_HOOK_SECRET": SECRET, "SERVE_GH_TOKEN": TOKEN}).start()
     try:

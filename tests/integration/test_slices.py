@@ -18,50 +18,34 @@ from integrations.fakeapi import FakeAPI, at
 from tasks.operator.redisserver import RedisServer
 from tasks.runs import keys
 from tasks.targets.sqlite import SqliteTarget
+from tests.support.configs import cursor_kind, rest_source, sqlite_target, toml
+from tests.support.failover import two_nodes
 from tests.support.workers import Client, Workers
 
 pytestmark = pytest.mark.integration
 
 FROM, TO = "updated_at[gte]", "updated_at[lt]"
-CONFIG = """
-[target]
-path = "{db}"
 
-[sources.api]
-integration = "rest"
-base_url = "{url}"
-delete_threshold = 0.9
-max_concurrency = 4
-http = {{ retries = 0 }}
 
-[sources.api.kinds.win]
-path = "/cursor/win"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 50 }}
-slices = {{ {BOUNDS}, end = "{END}", step = "5m" }}
-
-[sources.api.kinds.full]
+def config_text(db: Path, url: str) -> str:
+    bounds = f'param_from = "{FROM}", param_to = "{TO}", start = "{at(0)}"'
+    return toml(
+        sqlite_target(db),
+        rest_source(url, "delete_threshold = 0.9", "max_concurrency = 4", "http = { retries = 0 }"),
+        cursor_kind("win", f'slices = {{ {bounds}, end = "{at(1200)}", step = "5m" }}'),
+        f"""[sources.api.kinds.full]
 path = "/cursor/full"
 items = "data"
-slices = {{ {BOUNDS}, end = "{END}", step = "20m", max_window_items = 100 }}
+slices = {{ {bounds}, end = "{at(1200)}", step = "20m", max_window_items = 100 }}
 [sources.api.kinds.full.paginator]
 type = "cursor"
 cursor_path = "next_cursor"
 total_path = "total_count"
 limit = 50
-
-[sources.api.kinds.inc]
-path = "/cursor/inc"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 50 }}
-slices = {{ {BOUNDS}, end = "{HOUR}", step = "5m" }}
-incremental = {{ cursor_path = "updated_at", param = "{FROM}", lookback = "1m" }}
-"""
-
-
-def config_text(db: Path, url: str) -> str:
-    bounds = f'param_from = "{FROM}", param_to = "{TO}", start = "{at(0)}"'
-    return CONFIG.format(db=db, url=url, FROM=FROM, BOUNDS=bounds, END=at(1200), HOUR=at(3600))
+""",
+        cursor_kind("inc", f'slices = {{ {bounds}, end = "{at(3600)}", step = "5m" }}',
+                    f'incremental = {{ cursor_path = "updated_at", param = "{FROM}",'
+                    ' lookback = "1m" }'))
 
 
 def windows_asked(api: FakeAPI, path: str) -> list[tuple[str, str, str | None]]:
@@ -191,27 +175,15 @@ def test_a_lost_nodes_window_goes_on_from_its_checkpoint(tmp_path: Path, api: Fa
     db, config = tmp_path / "db.sqlite", tmp_path / "sluice.toml"
     config.write_text(config_text(db, api.url))
     env = {"SLUICE_NODE_TIMEOUT": "2"}
-    with RedisServer() as server:
-        client = Client(server.url)
-        node_a = Workers(config=config, redis_url=server.url, log=tmp_path / "a.log",
-                         name="a", env=env).start()
-        node_b = Workers(config=config, redis_url=server.url, log=tmp_path / "b.log",
-                         name="b", env=env)
-        try:
-            run = client.start("api", "win")
-            node_a.child.wait_until(  # windows on their way: pages 3 and more of one
-                lambda: (client.progress.get(run.run_id) or run).pages >= 3, timeout=30,
-                poll=0.01)
-            node_a.child.signal(signal.SIGKILL)
-            started = started_windows(client, run.run_id)
-            assert node_a.process
-            node_a.process.wait(10)
-            node_b.start()
-            run = client.wait(run.run_id, timeout=60)
-        finally:
-            node_b.stop()
-            node_a.stop()
-            client.close()
+    with two_nodes(config, tmp_path, env) as nodes:
+        client = nodes.client
+        run = client.start("api", "win")
+        nodes.a.child.wait_until(  # windows on their way: pages 3 and more of one
+            lambda: (client.progress.get(run.run_id) or run).pages >= 3, timeout=30, poll=0.01)
+        nodes.a.child.signal(signal.SIGKILL)
+        started = started_windows(client, run.run_id)
+        nodes.take_over()
+        run = client.wait(run.run_id, timeout=60)
     assert run.state == "succeeded", run
     assert set(rows(db, "win")) == {i["id"] for i in items}
     asked = windows_asked(api, "/cursor/win")

@@ -26,16 +26,22 @@ import redis
 from integrations.fakeapi import FakeAPI, make_items
 from tasks import messages
 from tasks.operator.redisserver import RedisServer
+from tasks.runs.progress import Run
 from tasks.runs.record import PageRecord
 from tasks.targets.sqlite import SqliteTarget
-from tests.support.workers import ROOT, SLUICE, Client, Workers
+from tests.support.configs import api_and_open, cursor_kind, offset_kind, sqlite_target, toml
+from tests.support.twoorigins import TwoOrigins, two_origins
+from tests.support.workers import ROOT, SLUICE, Client, Workers, cursor_config
 
 pytestmark = pytest.mark.integration
 
 TOKEN = "tok-8d1e55-trust-never-log-me"
 KEY = "key-5c0ffee-in-the-query"
 
-KINDS = """
+
+def kinds(source: str) -> str:
+    """The kinds that ``api`` and ``open`` both have."""
+    return f"""
 [sources.{source}.kinds.nolink]     # an API that sends Link only when asked for a page
 path = "/linkq/nolink"
 paginator = {{ type = "link", limit = 500 }}
@@ -45,15 +51,8 @@ path = "/linkq/paged"
 params = {{ page = 1 }}
 paginator = {{ type = "link", limit = 500 }}
 
-[sources.{source}.kinds.under]      # offset paging whose total lies
-path = "/offset/under"
-items = "values"
-[sources.{source}.kinds.under.paginator]
-type = "offset"
-offset_param = "startAt"
-limit_param = "maxResults"
-limit = 500
-total_path = "total"
+# "under": offset paging whose total lies
+{offset_kind("under", limit=500, source=source)}
 
 [sources.{source}.kinds.away]
 path = "/link/away"
@@ -72,68 +71,29 @@ paginator = {{ type = "link", limit = 50 }}
 path = "/link/lastlink"
 paginator = {{ type = "link", limit = 10 }}
 
-[sources.{source}.kinds.over]       # offset paging whose total over-reports
-path = "/offset/over"
-items = "values"
-[sources.{source}.kinds.over.paginator]
-type = "offset"
-offset_param = "startAt"
-limit_param = "maxResults"
-limit = 10
-total_path = "total"
-
-[sources.{source}.kinds.endless]
-path = "/cursor/endless"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 100 }}
-
-[sources.{source}.kinds.wrongid]
-path = "/cursor/wrongid"
-items = "data"
-id = "key"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 100 }}
-"""
+# "over": offset paging whose total over-reports
+{offset_kind("over", limit=10, source=source)}
+{cursor_kind("endless", limit=100, source=source)}
+{cursor_kind("wrongid", 'id = "key"', limit=100, source=source)}"""
 
 CURSOR_KINDS = ["late", "ccyc", "slow", "deep", "huge", "surr", "weird", "big", "stale",
                 "nested", "emptycur", "nan"]
 
 
 def write_config(path: Path, *, api: FakeAPI, other: FakeAPI, db: Path) -> Path:
-    text = f"""
-[target]
-path = "{db}"
-
-[sources.api]
-integration = "rest"
-base_url = "{api.url}"
-headers = {{ Authorization = "Bearer ${{SLUICE_TEST_TOKEN}}" }}
-http = {{ retries = 1, backoff = 0.05, max_backoff = 0.1, deadline = 2 }}
-max_batch_items = 200
-
-[sources.open]
-integration = "rest"
-base_url = "{api.url}"
-headers = {{ Authorization = "Bearer ${{SLUICE_TEST_TOKEN}}" }}
-allow_origins = ["{other.url}"]
-max_pages = 50
-""" + KINDS.format(source="api") + KINDS.format(source="open")
-    for kind in CURSOR_KINDS:
-        limit = 500 if kind == "big" else 100
-        text += f"""
-[sources.api.kinds.{kind}]
-path = "/cursor/{kind}"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = {limit} }}
-"""
+    text = toml(
+        sqlite_target(db),
+        api_and_open(api.url, other.url,
+                     api_lines=("http = { retries = 1, backoff = 0.05, max_backoff = 0.1,"
+                                " deadline = 2 }", "max_batch_items = 200"),
+                     open_lines=("max_pages = 50",)),
+        kinds("api"), kinds("open"),
+        *(cursor_kind(kind, limit=500 if kind == "big" else 100) for kind in CURSOR_KINDS))
     path.write_text(text)
     return path
 
 
-class Trust:
-    def __init__(self, api: FakeAPI, other: FakeAPI, workers: Workers, client: Client,
-                 db: Path) -> None:
-        self.api, self.other, self.workers, self.client, self.db = api, other, workers, client, db
-
+class Trust(TwoOrigins):
     def ids(self, kind: str) -> set[str]:
         with sqlite3.connect(self.db) as conn:
             return {i for (i,) in conn.execute(
@@ -147,6 +107,15 @@ class Trust:
                       run_id="seed", run_seq=0)
         target.close()
 
+    def resync_deleting_nothing(self, kind: str, refused: str, kept: int) -> Run:
+        """Resync ``kind``, which must end partial and delete nothing, for a reason that says
+        ``refused``, leaving all ``kept`` rows."""
+        run = self.client.resync("api", kind)
+        assert run.state == "partial" and run.deleted == 0, run
+        assert refused in run.deletion_refused
+        assert len(self.ids(kind)) == kept
+        return run
+
     def sluice(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "SLUICE_REDIS_URL": self.workers.redis_url,
                "SLUICE_CONFIG": str(self.workers.config), "SLUICE_TEST_TOKEN": TOKEN,
@@ -158,18 +127,9 @@ class Trust:
 @pytest.fixture(scope="module")
 def trust(tmp_path_factory, redis_url: str) -> Iterator[Trust]:
     tmp = tmp_path_factory.mktemp("trust")
-    with FakeAPI() as api, FakeAPI() as other:
-        cfg = write_config(tmp / "sluice.toml", api=api, other=other, db=tmp / "db.sqlite")
-        url = redis_url
-        workers = Workers(config=cfg, redis_url=url, log=tmp / "worker.log",
-                          env={"SLUICE_TEST_TOKEN": TOKEN, "SLUICE_TEST_KEY": KEY,
-                               "SLUICE_PRODUCER_SLICE_PAGES": "3"}).start()
-        client = Client(url)
-        try:
-            yield Trust(api, other, workers, client, tmp / "db.sqlite")
-        finally:
-            workers.stop()
-            client.close()
+    env = {"SLUICE_TEST_TOKEN": TOKEN, "SLUICE_TEST_KEY": KEY, "SLUICE_PRODUCER_SLICE_PAGES": "3"}
+    with two_origins(Trust, tmp, redis_url, write_config, env=env) as trust:
+        yield trust
 
 
 def page_body(items: list[dict[str, Any]], next_cursor: str | None = None) -> str:
@@ -198,22 +158,17 @@ def test_a_total_that_under_reports_by_half_deletes_nothing(trust: Trust):
     trust.seed("under", 5000)
     trust.api.set_items("under", 5000)
     trust.api.state.totals["under"] = 2500
-    run = trust.client.resync("api", "under")
-    assert run.state == "partial" and run.deleted == 0, run
-    assert run.deletion_refused == ("refused to delete 2500 of 5000 entities (50.0%): "
-                                       "delete_threshold is 20%")
-    assert len(trust.ids("under")) == 5000
+    refused = "refused to delete 2500 of 5000 entities (50.0%): delete_threshold is 20%"
+    run = trust.resync_deleting_nothing("under", refused, 5000)
+    assert run.deletion_refused == refused
 
 
 def test_fewer_items_than_the_total_said_deletes_nothing(trust: Trust):
     trust.seed("under", 5000)
     trust.api.set_items("under", 4900)  # 100 gone, but the API still says 5000
     trust.api.state.totals["under"] = 5000
-    run = trust.client.resync("api", "under")
-    assert run.state == "partial" and run.deleted == 0, run
     # The last planned page (offset 4500) ends short of the total: that says it first.
-    assert "(offset 4500) ends short of or links past" in run.deletion_refused
-    assert len(trust.ids("under")) == 5000
+    trust.resync_deleting_nothing("under", "(offset 4500) ends short of or links past", 5000)
     del trust.api.state.totals["under"]
     run = trust.client.resync("api", "under")  # the total tells the truth again: 2% go
     assert (run.state, run.deleted) == ("succeeded", 100), run
@@ -314,20 +269,15 @@ def test_a_total_that_over_reports_ends_partial(trust: Trust):
 def test_a_last_page_that_links_to_more_deletes_nothing(trust: Trust):
     trust.seed("lastlink", 100)
     script_last(trust, 9, items=100, more_after_last=True)  # page 10 exists beyond "last"
-    run = trust.client.resync("api", "lastlink")
-    assert run.state == "partial" and run.deleted == 0, run
-    assert "page=9&per_page=10) ends short of or links past" in run.deletion_refused
-    assert len(trust.ids("lastlink")) == 100
+    trust.resync_deleting_nothing("lastlink", "page=9&per_page=10) ends short of or links past",
+                                  100)
 
 
 def test_an_empty_page_with_a_next_cursor_deletes_nothing(trust: Trust):
     trust.seed("emptycur", 1000)
     trust.api.set_items("emptycur", 1000)
     trust.api.fail("/cursor/emptycur", 200, when={"cursor": "900"}, body=page_body([], "1000x"))
-    run = trust.client.resync("api", "emptycur")
-    assert run.state == "partial" and run.deleted == 0, run
-    assert "an empty page still gave a next cursor" in run.deletion_refused
-    assert len(trust.ids("emptycur")) == 1000
+    trust.resync_deleting_nothing("emptycur", "an empty page still gave a next cursor", 1000)
 
 
 def test_an_empty_planned_page_in_the_middle_deletes_nothing(trust: Trust):
@@ -335,10 +285,7 @@ def test_an_empty_planned_page_in_the_middle_deletes_nothing(trust: Trust):
     script_last(trust, 10, items=100)
     trust.api.fail("/link/lastlink", 200, when={"page": "5"}, body="[]", headers={
         "Link": f'<{trust.api.url}/link/lastlink?page=6&per_page=10>; rel="next"'})
-    run = trust.client.resync("api", "lastlink")
-    assert run.state == "partial" and run.deleted == 0, run
-    assert "page=5&per_page=10) came back empty" in run.deletion_refused
-    assert len(trust.ids("lastlink")) == 100
+    trust.resync_deleting_nothing("lastlink", "page=5&per_page=10) came back empty", 100)
 
 
 def test_an_item_nested_hundreds_deep_lands_and_no_worker_dies(trust: Trust):
@@ -532,19 +479,7 @@ def test_sigterm_to_the_whole_worker_group_hands_the_producer_slice_on(tmp_path:
     api = FakeAPI().start()
     try:
         items = api.set_items("item", 2000)
-        cfg = tmp_path / "sluice.toml"
-        cfg.write_text(f"""
-[target]
-path = "{tmp_path / 'db.sqlite'}"
-[sources.api]
-integration = "rest"
-base_url = "{api.url}"
-max_in_flight = 100
-[sources.api.kinds.item]
-path = "/cursor/item"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = 50 }}
-""")
+        cfg = cursor_config(tmp_path, api.url, source_keys="max_in_flight = 100")
         held = api.hold("/cursor/item", after=5)
         with RedisServer() as server:
             env = {"SLUICE_PRODUCER_SLICE_SECONDS": "600", "SLUICE_PRODUCER_SLICE_PAGES": "500"}

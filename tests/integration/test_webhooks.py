@@ -22,6 +22,7 @@ import redis
 from integrations.fakeapi import FakeAPI
 from tasks.messages import QUEUES
 from tasks.runs import keys
+from tests.support.configs import github_webhook_source, rest_source, sqlite_target, toml
 from tests.support.serve import Serve, signed
 from tests.support.workers import SLUICE, Workers
 
@@ -32,23 +33,8 @@ TOKEN = "ghp-e2e-9b1f-never-log-me"
 OCTOKIT = Path(__file__).parents[1] / "fixtures" / "octokit"  # real GitHub payloads
 GITHUB_WINDOW = 72 * 3600  # GitHub redelivers a delivery up to 3 days after it sent it
 
-CONFIG = """
-[target]
-path = "{tmp}/db.sqlite"
-
-[sources.gh]
-integration = "github"
-org = "acme"
-token = "${{HOOK_GH_TOKEN}}"
-webhook_secret = "${{HOOK_SECRET}}"
-kinds = ["issue", "issue_comment"]
-
-[sources.tracker]
-integration = "rest"
-base_url = "{api}"
-webhook_secret = "${{HOOK_SECRET}}"
-[sources.tracker.webhook]
-fetch = {{ thin = "/one/thin/{{item.id}}" }}
+TRACKER = """[sources.tracker.webhook]
+fetch = { thin = "/one/thin/{item.id}" }
 [sources.tracker.kinds.ticket]          # lands in entities; ordered by updated_at
 path = "/cursor/ticket"
 items = "data"
@@ -64,8 +50,15 @@ path = "/cursor/sel"
 items = "data"
 [sources.tracker.kinds.sel.mapping]
 selector = '.state != "archived"'
-properties = {{ title = ".title", state = ".state" }}
+properties = { title = ".title", state = ".state" }
 """
+
+
+def config_text(tmp: Path, api: str) -> str:
+    return toml(sqlite_target(tmp / "db.sqlite"),
+                github_webhook_source(token_env="HOOK_GH_TOKEN", secret_env="HOOK_SECRET",
+                                      kinds=["issue", "issue_comment"]),
+                rest_source(api, 'webhook_secret = "${HOOK_SECRET}"', source="tracker"), TRACKER)
 
 
 class Hooks:
@@ -146,7 +139,7 @@ def hooks(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[
     r = redis.Redis.from_url(url)
     with FakeAPI() as api:
         config = tmp / "sluice.toml"
-        config.write_text(CONFIG.format(tmp=tmp, api=api.url))
+        config.write_text(config_text(tmp, api.url))
         env = {"HOOK_SECRET": SECRET, "HOOK_GH_TOKEN": TOKEN}
         with Workers(config=config, redis_url=url, log=tmp / "workers.log", env=env), \
                 Serve(config, url, log=tmp / "serve.log", env=env) as serve:

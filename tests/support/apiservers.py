@@ -25,6 +25,7 @@ import httpx
 
 from tasks.operator.redisserver import free_port
 from tasks.operator.supervisor import Child
+from tests.support.served import Served
 
 # The harness's own requests say so, and ``KintoServer.served`` leaves them out: what it lists
 # is what Sluice asked.
@@ -93,7 +94,7 @@ def _up(http: httpx.Client, path: str) -> bool:
         return False
 
 
-class KintoServer:
+class KintoServer(Served):
     """``kinto start`` on a free port with an ini in ``tmp``; ``http`` is a client of its
     ``/v1`` API, authenticated as ``user``:``password`` (who owns what it creates)."""
 
@@ -116,15 +117,6 @@ class KintoServer:
         self.child.wait_until(lambda: _up(self.http, "/__heartbeat__"), timeout=60)
         return self
 
-    def stop(self) -> None:
-        self.http.close()
-        self.child.stop()
-
-    def __enter__(self) -> KintoServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @staticmethod
     def records_path(bucket: str, collection: str) -> str:
@@ -198,7 +190,7 @@ class KintoServer:
         return asked
 
 
-class DatasetteServer:
+class DatasetteServer(Served):
     """``datasette serve`` of a SQLite file in ``tmp`` (database ``data``, mutable: it reads
     the file live) on a free port."""
 
@@ -217,15 +209,6 @@ class DatasetteServer:
         self.child.wait_until(lambda: _up(self.http, "/-/versions.json"), timeout=60)
         return self
 
-    def stop(self) -> None:
-        self.http.close()
-        self.child.stop()
-
-    def __enter__(self) -> DatasetteServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def execute(self, sql: str, rows: Iterable[tuple[Any, ...]] = ((),)) -> None:
         """Run ``sql`` once per row, in one transaction of the served file."""

@@ -33,6 +33,7 @@ from strawberry.asgi import GraphQL
 
 from tasks.operator.redisserver import free_port
 from tasks.operator.supervisor import Child
+from tests.support.served import Served
 
 HARNESS = "sluice-tests-harness"
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,7 +158,7 @@ app = Guarded(GraphQL(schema, graphql_ide=None),
               log=Path(os.environ["GRAPHQL_LOG"]) if os.environ.get("GRAPHQL_LOG") else None)
 
 
-class GraphqlServer:
+class GraphqlServer(Served):
     """``uvicorn tests.support.graphqlapi:app`` on a free port; ``call`` runs a query or a
     mutation as the harness."""
 
@@ -184,15 +185,6 @@ class GraphqlServer:
         except httpx.TransportError:
             return False
 
-    def stop(self) -> None:
-        self.http.close()
-        self.child.stop()
-
-    def __enter__(self) -> GraphqlServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def call(self, query: str, **variables: Any) -> Any:
         """The ``data`` of a query or mutation; raises on errors."""

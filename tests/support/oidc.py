@@ -28,6 +28,7 @@ from integrations.fakeauth import Introspection
 from tasks.operator.redisserver import free_port
 from tasks.operator.supervisor import Child
 from tests.support.programs import program
+from tests.support.served import Served
 from tests.support.workers import ROOT
 
 HERE = ROOT / "tests" / "support" / "oidc"
@@ -61,7 +62,7 @@ def install() -> None:
             raise RuntimeError(f"npm ci in {HERE} failed:\n{done.stdout}\n{done.stderr}")
 
 
-class OidcServer:
+class OidcServer(Served):
     """oidc-provider on ``127.0.0.1:port`` (a free port unless given). Its clients:
 
     - ``CC`` (sluice-cc, client_secret_basic), ``CC_POST`` (sluice-cc-post,
@@ -115,15 +116,6 @@ class OidcServer:
         self.child.wait_until(up, timeout=30)
         return self
 
-    def stop(self) -> None:
-        self.http.close()
-        self.child.stop()
-
-    def __enter__(self) -> OidcServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # --- the token endpoint, as a client would use it --------------------------------------
 

@@ -13,10 +13,11 @@ import httpx
 from integrations.webhooks import hmac_digest
 from tasks.operator.redisserver import free_port
 from tasks.operator.supervisor import Child
+from tests.support.served import Served
 from tests.support.workers import ROOT, SLUICE
 
 
-class Serve:
+class Serve(Served):
     """``sluice serve --port FREE`` with ``config`` and ``env``; ``http`` talks to it."""
 
     def __init__(self, config: Path, redis_url: str, *, log: Path,
@@ -41,15 +42,6 @@ class Serve:
         self.child.wait_until(up, timeout=30)
         return self
 
-    def stop(self) -> None:
-        self.http.close()
-        self.child.stop()
-
-    def __enter__(self) -> Serve:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def signed(body: bytes, secret: str) -> str:

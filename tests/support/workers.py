@@ -18,6 +18,7 @@ from celery import Celery
 from tasks import messages
 from tasks.operator.supervisor import Child, celery
 from tasks.runs.progress import Progress, Run, RunState
+from tests.support.configs import cursor_kind, rest_source, sqlite_target, toml
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository
 # The CLI as a child process (what a user types as `sluice`).
@@ -62,20 +63,9 @@ def cursor_config(tmp: Path, api_url: str, *, source: str = "api", kind: str = "
     """A sluice.toml with a SQLite target in ``tmp`` and one cursor-paged kind of the fake API
     (``/cursor/KIND``); ``source_keys`` adds lines to the source's table."""
     path = tmp / "sluice.toml"
-    path.write_text(f"""
-[target]
-path = "{tmp / 'db.sqlite'}"
-
-[sources.{source}]
-integration = "rest"
-base_url = "{api_url}"
-{source_keys}
-
-[sources.{source}.kinds.{kind}]
-path = "/cursor/{kind}"
-items = "data"
-paginator = {{ type = "cursor", cursor_path = "next_cursor", limit = {limit} }}
-""")
+    path.write_text(toml(sqlite_target(tmp / "db.sqlite"),
+                         rest_source(api_url, source_keys, source=source),
+                         cursor_kind(kind, limit=limit, source=source)))
     return path
 
 

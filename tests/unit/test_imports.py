@@ -171,6 +171,13 @@ def test_the_project_has_no_import_circles() -> None:
     assert not found, "import circles:\n" + "\n".join(found)
 
 
+def write_tree(root: Path, files: dict[str, str]) -> None:
+    """A package tree under ``root``: each path's text."""
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
 def test_a_circle_is_found_and_lazy_imports_are_not_edges(tmp_path: Path) -> None:
     """The finder itself: a circle closed under TYPE_CHECKING is found (and named with its
     lines); one closed only inside a function is not; a relative import counts."""
@@ -182,9 +189,7 @@ def test_a_circle_is_found_and_lazy_imports_are_not_edges(tmp_path: Path) -> Non
         "pkg/d.py": "from pkg import e\n",
         "pkg/e.py": "def later():\n    from pkg import d\n",
     }
-    for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
+    write_tree(tmp_path, files)
     found = circles(tmp_path, ("pkg",))
     assert found == ["pkg.a -> pkg.b -> pkg.c -> pkg.a\n"
                      "  pkg.a (line 1) imports pkg.b\n"
@@ -228,9 +233,7 @@ def test_a_stage_importing_another_is_found(tmp_path: Path) -> None:
         "tasks/resync.py": "from tasks import slicing\n",
         "tasks/slicing.py": "",
     }
-    for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
+    write_tree(tmp_path, files)
     edges = graph(tmp_path, ("tasks",))
     assert stage_imports(edges, STAGES, PARTS) == [
         "tasks.children (line 2) imports tasks.ingest"]

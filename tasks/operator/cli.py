@@ -471,8 +471,9 @@ def cmd_schema(sql: bool, role: str | None) -> int:
 def cmd_metrics(host: str, port: int) -> int:
     from tasks.operator.exporter import serve
 
-    click.echo(f"sluice metrics on http://{host}:{port}/metrics")
-    serve(_progress(), host=host, port=port)
+    # Said once the port listens: whoever reads this line (a supervisor, a test) may scrape.
+    serve(_progress(), host=host, port=port,
+          ready=lambda: click.echo(f"sluice metrics on http://{host}:{port}/metrics"))
     return 0
 
 

@@ -11,7 +11,7 @@ themselves. prometheus_client is imported only here, by the process that exports
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from tasks.runs.metrics import (
@@ -85,14 +85,16 @@ class SluiceCollector:
         yield oldest
 
 
-def serve(progress: Progress, *, host: str, port: int) -> None:
-    """Serve /metrics until interrupted."""
+def serve(progress: Progress, *, host: str, port: int,
+          ready: Callable[[], None] = lambda: None) -> None:
+    """Serve /metrics until interrupted; ``ready`` is called once the port listens."""
     from prometheus_client import start_http_server
     from prometheus_client.registry import CollectorRegistry
 
     registry = CollectorRegistry()
     registry.register(SluiceCollector(progress))
     server, thread = start_http_server(port, addr=host, registry=registry)
+    ready()
     try:
         thread.join()
     finally:

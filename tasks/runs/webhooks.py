@@ -1,11 +1,12 @@
 """What the workers did with each source's webhook events, in Redis.
 
 Webhook batches belong to no run: their counts go to the metrics hash (fields
-``webhook_<count>|SOURCE|KIND``, named and exported by tasks/runs/metrics.py), once per batch
-id (a redelivered batch is written again, idempotently, and not counted again); the events
-they reject, and the batches they dead-letter, are kept per source for ``sluice failed list``
-and ``sluice failed retry webhooks-SOURCE``. A batch is counted in one step
-(lua/webhook_batch.lua), a dead letter in one MULTI, as the run record's steps are.
+``webhook_<count>|SOURCE|KIND``, named in tasks/runs/metrics.py, exported by
+tasks/operator/exporter.py), once per batch id (a redelivered batch is written again,
+idempotently, and not counted again); the events they reject, and the batches they
+dead-letter, are kept per source for ``sluice failed list`` and ``sluice failed retry
+webhooks-SOURCE``. A batch is counted in one step (lua/webhook_batch.lua), a dead letter in
+one MULTI, as the run record's steps are.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """What ``sluice serve`` keeps in Redis: each delivery id claimed once (``SET NX EX``), and
-counters of what it answered in the metrics hash (``keys.METRICS``, named by and shown by
-``tasks.runs.metrics``), a delivery's all at once (one MULTI):
+counters of what it answered in the metrics hash (``keys.METRICS``, named by
+``tasks.runs.metrics``, shown by ``tasks.operator.exporter``), a delivery's all at once (one
+MULTI):
 
     webhook_deliveries|SOURCE|-|OUTCOME   accepted, duplicate, empty, refused_<reason>
     webhook_events|SOURCE|KIND            events enqueued

@@ -317,8 +317,7 @@ class SqliteTarget(SeenColumns):
             deleted = conn.execute(f"DELETE FROM {rows.table} WHERE {rows.where}"
                                    f" AND {rows.run_seq} < ?", (*rows.args, run_seq)).rowcount
         elif rows and chosen:
-            for first in range(0, len(chosen), 500):
-                some = chosen[first:first + 500]
+            for some in _chunks(chosen):
                 deleted += conn.execute(
                     f"DELETE FROM {rows.table} WHERE {rows.where} AND {rows.run_seq} < ?"
                     f" AND identifier IN ({', '.join('?' * len(some))})",

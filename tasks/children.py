@@ -110,8 +110,8 @@ def fetch_children(self: Task, run_id: str, source: str, kind: str, seq: int, pa
         got = rt.run(collect(rt.integration(source), kind, rt.client(source), refs,
                              rt.gate(source), max_pages=src.max_pages,
                              alive=lambda: rt.progress.touch(run_id, source, root)))
-        parts = messages.batches(pager.Page(0, got.items, None), max_items=src.max_batch_items,
-                        max_bytes=src.max_batch_bytes)
+        parts = messages.batches(pager.Page(0, got.items, None),
+                                 max_items=src.max_batch_items, max_bytes=src.max_batch_bytes)
         seqs = [child_seq(seq, k) for k in range(len(parts))]
         # A parent left out, or paging that may have stopped short: the run deletes nothing
         # (the children it did not read are not stale).

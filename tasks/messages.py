@@ -88,7 +88,7 @@ def batches(page: pager.Page, *, max_items: int, max_bytes: int) -> list[BatchMe
         text = jsontext.dumps(item)
         if part and (len(part) >= max_items or size + len(text) > max_bytes):
             out.append(BatchMessage(part_seq(page.seq, len(out)), f"[{','.join(part)}]",
-                             len(part)))
+                                    len(part)))
             part, size = [], 0
         part.append(text)
         size += len(text) + 1

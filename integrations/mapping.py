@@ -177,6 +177,19 @@ class MappingOverride(StrictModel):
         return default.model_copy(update=merged)
 
 
+def typed(jq: str, column_type: str) -> dict[str, str]:
+    """A default mapping's column: its jq expression and declared type (``TypedProperty``)."""
+    return {"jq": jq, "type": column_type}
+
+
+def text(jq: str) -> dict[str, str]:
+    return typed(jq, "text")
+
+
+def timestamp(jq: str) -> dict[str, str]:
+    return typed(jq, "timestamp")
+
+
 class DefaultMappings(StrictModel):
     """An integration's ``mappings`` section: one field per kind, a ``MappingOverride`` of
     that kind's default in ``DEFAULTS``. ``mappings = false`` turns every kind's off,

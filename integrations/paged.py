@@ -37,7 +37,7 @@ from integrations.http.paginators import Paginator, fetched
 from integrations.http.ratelimit import RateLimiter
 from integrations.incremental import Incremental
 from integrations.jsonpath import dig
-from integrations.mapping import Mapping, MappingSettings
+from integrations.mapping import DefaultMappings, Mapping, MappingSettings
 from integrations.secrets import Redactor
 from integrations.settings import ApiSettings
 from integrations.slices import Slices
@@ -123,11 +123,16 @@ class PagedIntegration(Generic[S]):
         return None
 
     def mapping_settings(self, kind: str) -> MappingSettings | None:
-        """The kind's ``mapping`` section (None: no mapping)."""
-        return None
+        """The kind's mapping (None: none). Settings with a ``mappings`` section of default
+        mappings (GitHub, Jira: ``DefaultMappings``) give the kind's default with the
+        source's keys merged over it; others have none unless a subclass reads its own."""
+        mappings = getattr(self.settings, "mappings", None)
+        return mappings.of(kind) if isinstance(mappings, DefaultMappings) else None
 
     def mapping_key(self, kind: str) -> str:
         """Where the kind's mapping is written in its source's section (error messages)."""
+        if isinstance(getattr(self.settings, "mappings", None), DefaultMappings):
+            return f"mappings.{kind}"
         return f"kinds.{kind}.mapping"
 
     def mapping(self, kind: str) -> Mapping | None:

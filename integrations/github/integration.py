@@ -53,7 +53,6 @@ from integrations.http.paginators import LinkPaginator, Paginator
 from integrations.http.ratelimit import RateLimiter
 from integrations.incremental import Incremental
 from integrations.jsonpath import dig
-from integrations.mapping import MappingSettings
 from integrations.paged import PagedIntegration
 from integrations.parents import fill
 from integrations.registry import register
@@ -195,13 +194,6 @@ class GithubIntegration(PagedIntegration[GithubSettings]):
 
     def parent(self, kind: str) -> str | None:
         return Kind.issue.value if kind == Kind.issue_comment else None
-
-    def mapping_settings(self, kind: str) -> MappingSettings | None:
-        """The kind's default mapping with the source's ``mappings`` merged over it."""
-        return self.settings.mappings.of(kind)
-
-    def mapping_key(self, kind: str) -> str:
-        return f"mappings.{kind}"
 
     def parent_ref(self, kind: str, parent_item: Any) -> dict[str, Any]:
         """What an issue gives its comments: its id, its number and its repository (a value

@@ -15,48 +15,42 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from integrations.mapping import DefaultMappings, MappingOverride, MappingSettings
-
-
-def _typed(jq: str, kind: str) -> dict[str, str]:
-    return {"jq": jq, "type": kind}
-
-
-def _text(jq: str) -> dict[str, str]:
-    return _typed(jq, "text")
-
-
-def _when(jq: str) -> dict[str, str]:
-    return _typed(jq, "timestamp")
-
+from integrations.mapping import (
+    DefaultMappings,
+    MappingOverride,
+    MappingSettings,
+    text,
+    timestamp,
+    typed,
+)
 
 # owner/repo from an issue's repository_url (https://api.github.com/repos/OWNER/REPO)
 REPOSITORY_OF_URL = '.repository_url | strings | capture("/repos/(?<name>[^/]+/[^/]+)/?$").name'
-LABELS = _typed("[.labels[]? | .name? | strings]", "json")  # [] when there are none
+LABELS = typed("[.labels[]? | .name? | strings]", "json")  # [] when there are none
 
 _COMMON: dict[str, Any] = {
-    "number": _typed(".number", "integer"),
-    "title": _text(".title"),
-    "state": _text(".state"),
-    "author": _text(".user.login"),
-    "assignee": _text(".assignee.login"),
+    "number": typed(".number", "integer"),
+    "title": text(".title"),
+    "state": text(".state"),
+    "author": text(".user.login"),
+    "assignee": text(".assignee.login"),
     "labels": LABELS,
-    "created_at": _when(".created_at"),
-    "updated_at": _when(".updated_at"),
-    "closed_at": _when(".closed_at"),
+    "created_at": timestamp(".created_at"),
+    "updated_at": timestamp(".updated_at"),
+    "closed_at": timestamp(".closed_at"),
 }
 
 DEFAULTS: dict[str, MappingSettings] = {
     "repository": MappingSettings.model_validate({"properties": {
-        "name": _text(".name"),
-        "full_name": _text(".full_name"),
-        "private": _typed(".private", "boolean"),
-        "archived": _typed(".archived", "boolean"),
-        "default_branch": _text(".default_branch"),
-        "language": _text(".language"),
-        "created_at": _when(".created_at"),
-        "updated_at": _when(".updated_at"),
-        "pushed_at": _when(".pushed_at"),
+        "name": text(".name"),
+        "full_name": text(".full_name"),
+        "private": typed(".private", "boolean"),
+        "archived": typed(".archived", "boolean"),
+        "default_branch": text(".default_branch"),
+        "language": text(".language"),
+        "created_at": timestamp(".created_at"),
+        "updated_at": timestamp(".updated_at"),
+        "pushed_at": timestamp(".pushed_at"),
     }}),
     "issue": MappingSettings.model_validate({
         "properties": _COMMON,
@@ -65,21 +59,21 @@ DEFAULTS: dict[str, MappingSettings] = {
     "pull_request": MappingSettings.model_validate({
         "properties": {
             **_COMMON,
-            "draft": _typed(".draft", "boolean"),
-            "merged_at": _when(".merged_at"),
-            "base": _text(".base.ref"),
-            "head": _text(".head.ref"),
+            "draft": typed(".draft", "boolean"),
+            "merged_at": timestamp(".merged_at"),
+            "base": text(".base.ref"),
+            "head": text(".head.ref"),
         },
         "relations": {"repository": ".base.repo.full_name"},
     }),
     # An issue comment carries its issue's fields (GithubIntegration.with_parent).
     "issue_comment": MappingSettings.model_validate({
         "properties": {
-            "body": _text(".body"),
-            "author": _text(".user.login"),
-            "issue_number": _typed("._parent_number", "integer"),
-            "created_at": _when(".created_at"),
-            "updated_at": _when(".updated_at"),
+            "body": text(".body"),
+            "author": text(".user.login"),
+            "issue_number": typed("._parent_number", "integer"),
+            "created_at": timestamp(".created_at"),
+            "updated_at": timestamp(".updated_at"),
         },
         "relations": {"issue": "._parent_id", "repository": "._parent_repository"},
     }),

@@ -36,7 +36,6 @@ from integrations.http.paginators import BasePaginator, OffsetPaginator
 from integrations.incremental import Incremental
 from integrations.jira import webhooks
 from integrations.jira.settings import JiraSettings, Kind
-from integrations.mapping import MappingSettings
 from integrations.paged import PagedIntegration
 from integrations.parents import fill
 from integrations.registry import register
@@ -165,13 +164,6 @@ class JiraIntegration(PagedIntegration[JiraSettings]):
 
     def parent(self, kind: str) -> str | None:
         return Kind.issue.value if kind == Kind.comment else None
-
-    def mapping_settings(self, kind: str) -> MappingSettings | None:
-        """The kind's default mapping with the source's ``mappings`` merged over it."""
-        return self.settings.mappings.of(kind)
-
-    def mapping_key(self, kind: str) -> str:
-        return f"mappings.{kind}"
 
     def parent_ref(self, kind: str, parent_item: Any) -> dict[str, Any]:
         """What an issue gives its comments: its key (in the path) and its id."""

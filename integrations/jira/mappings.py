@@ -13,20 +13,14 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from integrations.mapping import DefaultMappings, MappingOverride, MappingSettings
-
-
-def _typed(jq: str, kind: str) -> dict[str, str]:
-    return {"jq": jq, "type": kind}
-
-
-def _text(jq: str) -> dict[str, str]:
-    return _typed(jq, "text")
-
-
-def _when(jq: str) -> dict[str, str]:
-    return _typed(jq, "timestamp")
-
+from integrations.mapping import (
+    DefaultMappings,
+    MappingOverride,
+    MappingSettings,
+    text,
+    timestamp,
+    typed,
+)
 
 # The text of a v3 body (Atlassian Document Format): its text nodes, a line per top-level
 # block that has text; a plain string (v2) as it is; null when there is none.
@@ -36,31 +30,31 @@ BODY_TEXT = ('.body | if type == "string" then . else [objects | .content[]? | '
 
 DEFAULTS: dict[str, MappingSettings] = {
     "project": MappingSettings.model_validate({"properties": {
-        "key": _text(".key"),
-        "name": _text(".name"),
-        "project_type": _text(".projectTypeKey"),
+        "key": text(".key"),
+        "name": text(".name"),
+        "project_type": text(".projectTypeKey"),
     }}),
     "issue": MappingSettings.model_validate({
         "properties": {
-            "key": _text(".key"),
-            "summary": _text(".fields.summary"),
-            "status": _text(".fields.status.name"),
-            "issue_type": _text(".fields.issuetype.name"),
-            "assignee": _text(".fields.assignee.displayName"),
-            "created": _when(".fields.created"),
-            "updated": _when(".fields.updated"),
+            "key": text(".key"),
+            "summary": text(".fields.summary"),
+            "status": text(".fields.status.name"),
+            "issue_type": text(".fields.issuetype.name"),
+            "assignee": text(".fields.assignee.displayName"),
+            "created": timestamp(".fields.created"),
+            "updated": timestamp(".fields.updated"),
         },
         "relations": {"project": ".fields.project.key"},
     }),
     # A comment carries its issue's key and id (JiraIntegration.with_parent).
     "comment": MappingSettings.model_validate({
         "properties": {
-            "body": _typed(".body", "json"),
-            "text": _text(BODY_TEXT),
-            "author": _text(".author.displayName"),
-            "issue_key": _text("._parent_key"),
-            "created": _when(".created"),
-            "updated": _when(".updated"),
+            "body": typed(".body", "json"),
+            "text": text(BODY_TEXT),
+            "author": text(".author.displayName"),
+            "issue_key": text("._parent_key"),
+            "created": timestamp(".created"),
+            "updated": timestamp(".updated"),
         },
         "relations": {"issue": "._parent_id"},
     }),

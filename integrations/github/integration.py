@@ -37,27 +37,25 @@ up to ``http.retries`` times; a longer wait fails the run with the reason.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
 from integrations.errors import MalformedPage, RateLimited
 from integrations.fetched import Fetched, State
-from integrations.github import v4, webhooks
+from integrations.github import v4
 from integrations.github.names import repository_of
-from integrations.github.settings import GithubSettings, Kind
+from integrations.github.settings import Kind
+from integrations.github.webhooks import GithubWebhooks
 from integrations.http.graphql import GraphqlPaginator, nodes
 from integrations.http.oauth import TokenStore
 from integrations.http.paginators import LinkPaginator, Paginator
 from integrations.http.ratelimit import RateLimiter
 from integrations.incremental import Incremental
 from integrations.jsonpath import dig
-from integrations.paged import PagedIntegration
 from integrations.parents import fill
 from integrations.registry import register
 from integrations.secrets import Redactor
-from integrations.webhooks import Event
 
 API_VERSION = "2022-11-28"
 COMMENTS = "/repos/{parent.repository}/issues/{parent.number}/comments"
@@ -74,7 +72,7 @@ def graphql_path(base_url: str) -> str:
 
 
 @register("github")
-class GithubIntegration(PagedIntegration[GithubSettings]):
+class GithubIntegration(GithubWebhooks):
     # The source's shared limit, which GraphQL's rateLimit in a body pauses (every client of
     # the source pauses both its buckets, so whichever client set it last will do).
     limiter: RateLimiter | None = None
@@ -222,20 +220,3 @@ class GithubIntegration(PagedIntegration[GithubSettings]):
 
     def id_text(self, value: Any) -> str | None:
         return str(value) if isinstance(value, int) and not isinstance(value, bool) else None
-
-    # -- webhooks (integrations.github.webhooks)
-
-    def verify(self, headers: Mapping[str, str], body: bytes) -> None:
-        webhooks.verify(self, headers, body)
-
-    def delivery(self, headers: Mapping[str, str], payload: Any) -> str | None:
-        return webhooks.delivery(headers)
-
-    def events(self, headers: Mapping[str, str], payload: Any) -> list[Event]:
-        return webhooks.events(self, headers, payload)
-
-    def cursor_path(self, kind: str) -> str | None:
-        return webhooks.CURSOR
-
-    async def fetch_item(self, kind: str, client: httpx.AsyncClient, item: Any) -> Any | None:
-        return await webhooks.fetch_item(self, kind, client, item)

@@ -37,58 +37,10 @@ from integrations.paged import PagedIntegration
 from integrations.signatures import check_hmac, header, part, text_at
 from integrations.webhooks import Action, Event
 
-# What these functions read of the integration (its class imports this module).
-Github = PagedIntegration[GithubSettings]
-
 SIGNATURE = "X-Hub-Signature-256"
 DELIVERY = "X-GitHub-Delivery"
 EVENT = "X-GitHub-Event"
 CURSOR = "updated_at"  # every kind's items carry it
-
-
-def verify(integration: Github, headers: Mapping[str, str], body: bytes) -> None:
-    """Raises WebhookRefused(status=401) unless ``X-Hub-Signature-256`` signs ``body``."""
-    check_hmac(integration.settings.webhook_secret, header(headers, SIGNATURE), body,
-               prefix="sha256=")
-
-
-def delivery(headers: Mapping[str, str]) -> str | None:
-    return header(headers, DELIVERY) or None
-
-
-def events(integration: Github, headers: Mapping[str, str], payload: Any
-           ) -> list[Event]:
-    """The events of one delivery (see the module's table). Raises WebhookRefused(400)."""
-    name = header(headers, EVENT)
-    kinds = set(integration.settings.kinds)
-    if not isinstance(payload, dict):
-        raise WebhookRefused(f"the payload is not a JSON object (got {type(payload).__name__})")
-    action = text_at(payload, "action")
-    if name == "issues" and Kind.issue in kinds:
-        issue = part(payload, "issue")
-        if "pull_request" in issue:  # as the resync drops them from the issues list
-            return []
-        deleted = action in ("deleted", "transferred")
-        return [Event(Kind.issue, Action.DELETE if deleted else Action.UPSERT, issue)]
-    if name == "pull_request" and Kind.pull_request in kinds:
-        return [Event(Kind.pull_request, Action.UPSERT, part(payload, "pull_request"))]
-    if name == "issue_comment" and Kind.issue_comment in kinds:
-        comment, issue = part(payload, "comment"), part(payload, "issue")
-        if "pull_request" in issue:  # a comment on a pull request: not read by a resync
-            return []
-        item = integration.with_parent(Kind.issue_comment,
-                                       integration.parent_ref(Kind.issue, issue), comment)
-        return [Event(Kind.issue_comment,
-                      Action.DELETE if action == "deleted" else Action.UPSERT, item)]
-    if name == "repository" and Kind.repository in kinds:
-        repository = part(payload, "repository")
-        owner = repository.get("owner")
-        login = owner.get("login") if isinstance(owner, dict) else None
-        gone = action == "deleted" or (
-            action == "transferred" and isinstance(login, str)
-            and login.lower() != integration.settings.org.lower())
-        return [Event(Kind.repository, Action.DELETE if gone else Action.UPSERT, repository)]
-    return []  # ping, an event of a kind not listed, or one Sluice does not read
 
 
 def path_of(kind: str, item: Any) -> str | None:
@@ -112,16 +64,64 @@ def path_of(kind: str, item: Any) -> str | None:
     return f"/repos/{repo}/{'issues' if kind == Kind.issue else 'pulls'}/{number}"
 
 
-async def fetch_item(integration: Github, kind: str, client: httpx.AsyncClient,
-                     item: Any) -> Any | None:
-    path = path_of(kind, item)
-    if path is None:
-        raise MalformedPage(f"a {kind} event whose item names no API path to fetch it by")
-    got = await integration.get_item(client, path)
-    if kind == Kind.issue_comment and isinstance(got, dict) and isinstance(item, dict):
-        ref = {"id": item.get("_parent_id"), "number": item.get("_parent_number"),
-               "repository": item.get("_parent_repository")}
-        return integration.with_parent(kind, ref, got)
-    if kind == Kind.issue and isinstance(got, dict) and "pull_request" in got:
-        return None  # not an issue here
-    return got
+class GithubWebhooks(PagedIntegration[GithubSettings]):
+    """GitHub's ``integrations.webhooks.Webhooks``, the base of ``GithubIntegration``."""
+
+    def verify(self, headers: Mapping[str, str], body: bytes) -> None:
+        """Raises WebhookRefused(status=401) unless ``X-Hub-Signature-256`` signs ``body``."""
+        check_hmac(self.settings.webhook_secret, header(headers, SIGNATURE), body,
+                   prefix="sha256=")
+
+    def delivery(self, headers: Mapping[str, str], payload: Any) -> str | None:
+        return header(headers, DELIVERY) or None
+
+    def events(self, headers: Mapping[str, str], payload: Any
+               ) -> list[Event]:
+        """The events of one delivery (see the module's table). Raises WebhookRefused(400)."""
+        name = header(headers, EVENT)
+        kinds = set(self.settings.kinds)
+        if not isinstance(payload, dict):
+            raise WebhookRefused(f"the payload is not a JSON object (got {type(payload).__name__})")
+        action = text_at(payload, "action")
+        if name == "issues" and Kind.issue in kinds:
+            issue = part(payload, "issue")
+            if "pull_request" in issue:  # as the resync drops them from the issues list
+                return []
+            deleted = action in ("deleted", "transferred")
+            return [Event(Kind.issue, Action.DELETE if deleted else Action.UPSERT, issue)]
+        if name == "pull_request" and Kind.pull_request in kinds:
+            return [Event(Kind.pull_request, Action.UPSERT, part(payload, "pull_request"))]
+        if name == "issue_comment" and Kind.issue_comment in kinds:
+            comment, issue = part(payload, "comment"), part(payload, "issue")
+            if "pull_request" in issue:  # a comment on a pull request: not read by a resync
+                return []
+            item = self.with_parent(Kind.issue_comment,
+                                           self.parent_ref(Kind.issue, issue), comment)
+            return [Event(Kind.issue_comment,
+                          Action.DELETE if action == "deleted" else Action.UPSERT, item)]
+        if name == "repository" and Kind.repository in kinds:
+            repository = part(payload, "repository")
+            owner = repository.get("owner")
+            login = owner.get("login") if isinstance(owner, dict) else None
+            gone = action == "deleted" or (
+                action == "transferred" and isinstance(login, str)
+                and login.lower() != self.settings.org.lower())
+            return [Event(Kind.repository, Action.DELETE if gone else Action.UPSERT, repository)]
+        return []  # ping, an event of a kind not listed, or one Sluice does not read
+
+    async def fetch_item(self, kind: str, client: httpx.AsyncClient,
+                         item: Any) -> Any | None:
+        path = path_of(kind, item)
+        if path is None:
+            raise MalformedPage(f"a {kind} event whose item names no API path to fetch it by")
+        got = await self.get_item(client, path)
+        if kind == Kind.issue_comment and isinstance(got, dict) and isinstance(item, dict):
+            ref = {"id": item.get("_parent_id"), "number": item.get("_parent_number"),
+                   "repository": item.get("_parent_repository")}
+            return self.with_parent(kind, ref, got)
+        if kind == Kind.issue and isinstance(got, dict) and "pull_request" in got:
+            return None  # not an issue here
+        return got
+
+    def cursor_path(self, kind: str) -> str | None:
+        return CURSOR

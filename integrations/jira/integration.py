@@ -24,7 +24,6 @@ it; an ascending order would instead shift an unchanged issue past the page bein
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -34,12 +33,10 @@ from integrations.errors import MalformedPage
 from integrations.fetched import State
 from integrations.http.paginators import BasePaginator, OffsetPaginator
 from integrations.incremental import Incremental
-from integrations.jira import webhooks
 from integrations.jira.settings import JiraSettings, Kind
-from integrations.paged import PagedIntegration
+from integrations.jira.webhooks import JiraWebhooks
 from integrations.parents import fill
 from integrations.registry import register
-from integrations.webhooks import Event
 
 PROJECTS = "/rest/api/3/project/search"
 SEARCH = "/rest/api/3/search/jql"
@@ -120,7 +117,7 @@ class SearchPages(BasePaginator):
 
 
 @register("jira")
-class JiraIntegration(PagedIntegration[JiraSettings]):
+class JiraIntegration(JiraWebhooks):
     def __init__(self, settings: JiraSettings) -> None:
         super().__init__(settings)
         self._paginators: dict[str, BasePaginator] = {
@@ -190,22 +187,3 @@ class JiraIntegration(PagedIntegration[JiraSettings]):
 
     def id_text(self, value: Any) -> str | None:
         return str(value) if isinstance(value, (str, int)) and value != "" else None
-
-    # -- webhooks (integrations.jira.webhooks)
-
-    def verify(self, headers: Mapping[str, str], body: bytes) -> None:
-        webhooks.verify(self, headers, body)
-
-    def delivery(self, headers: Mapping[str, str], payload: Any) -> str | None:
-        return webhooks.delivery(headers)
-
-    def events(self, headers: Mapping[str, str], payload: Any) -> list[Event]:
-        return webhooks.events(self, headers, payload)
-
-    def cursor_path(self, kind: str) -> str | None:
-        if kind == Kind.issue and "updated" not in self.settings.fields:
-            return None  # its items are cut to the fields: none would carry it
-        return webhooks.CURSORS.get(kind)  # a StrEnum key is found by its text
-
-    async def fetch_item(self, kind: str, client: httpx.AsyncClient, item: Any) -> Any | None:
-        return await webhooks.fetch_item(self, kind, client, item)

@@ -40,9 +40,6 @@ from integrations.paged import PagedIntegration
 from integrations.signatures import check_hmac, header, part, text_at
 from integrations.webhooks import Action, Event
 
-# What these functions read of the integration (its class imports this module).
-Jira = PagedIntegration[JiraSettings]
-
 SIGNATURE = "X-Hub-Signature"
 DELIVERY = "X-Atlassian-Webhook-Identifier"
 ISSUE = "/rest/api/3/issue/{id}"
@@ -55,62 +52,66 @@ COMMENT_EVENTS = {"comment_created": Action.UPSERT, "comment_updated": Action.UP
                   "comment_deleted": Action.DELETE}
 
 
-def verify(integration: Jira, headers: Mapping[str, str], body: bytes) -> None:
-    """Raises WebhookRefused(status=401) unless ``X-Hub-Signature`` signs ``body``."""
-    check_hmac(integration.settings.webhook_secret, header(headers, SIGNATURE), body,
-               prefix="sha256=")
+class JiraWebhooks(PagedIntegration[JiraSettings]):
+    """Jira's ``integrations.webhooks.Webhooks``, the base of ``JiraIntegration``."""
 
+    def verify(self, headers: Mapping[str, str], body: bytes) -> None:
+        """Raises WebhookRefused(status=401) unless ``X-Hub-Signature`` signs ``body``."""
+        check_hmac(self.settings.webhook_secret, header(headers, SIGNATURE), body,
+                   prefix="sha256=")
 
-def delivery(headers: Mapping[str, str]) -> str | None:
-    return header(headers, DELIVERY) or None
+    def delivery(self, headers: Mapping[str, str], payload: Any) -> str | None:
+        return header(headers, DELIVERY) or None
 
+    def _as_searched(self, issue: dict[str, Any]) -> tuple[Any, bool]:
+        """The issue as the search gives it (``fields`` cut to the configured ones), and whether
+        it lacks one of them (then it is fetched)."""
+        wanted = self.settings.fields
+        fields = issue.get("fields")
+        if any(f.startswith(("*", "-")) for f in wanted):
+            return issue, not isinstance(fields, dict)
+        if not isinstance(fields, dict):
+            return issue, True
+        kept = {f: fields[f] for f in wanted if f in fields}
+        return {**issue, "fields": kept}, len(kept) < len(wanted)
 
-def as_searched(integration: Jira, issue: dict[str, Any]) -> tuple[Any, bool]:
-    """The issue as the search gives it (``fields`` cut to the configured ones), and whether
-    it lacks one of them (then it is fetched)."""
-    wanted = integration.settings.fields
-    fields = issue.get("fields")
-    if any(f.startswith(("*", "-")) for f in wanted):
-        return issue, not isinstance(fields, dict)
-    if not isinstance(fields, dict):
-        return issue, True
-    kept = {f: fields[f] for f in wanted if f in fields}
-    return {**issue, "fields": kept}, len(kept) < len(wanted)
+    def events(self, headers: Mapping[str, str], payload: Any
+               ) -> list[Event]:
+        if not isinstance(payload, dict):
+            raise WebhookRefused(f"the payload is not a JSON object (got {type(payload).__name__})")
+        name = text_at(payload, "webhookEvent")
+        kinds = set(self.settings.kinds)
+        if name in ISSUE_EVENTS and Kind.issue in kinds:
+            action, issue = ISSUE_EVENTS[name], part(payload, "issue")
+            if action == Action.DELETE:
+                return [Event(Kind.issue, action, issue)]
+            item, fetch = self._as_searched(issue)
+            return [Event(Kind.issue, action, item, fetch=fetch)]
+        if name in COMMENT_EVENTS and Kind.comment in kinds:
+            comment, issue = part(payload, "comment"), part(payload, "issue")
+            item = self.with_parent(Kind.comment, self.parent_ref(Kind.issue, issue),
+                                           comment)
+            return [Event(Kind.comment, COMMENT_EVENTS[name], item)]
+        return []
 
+    async def fetch_item(self, kind: str, client: httpx.AsyncClient,
+                         item: Any) -> Any | None:
+        ident = self.id_text(item.get("id")) if isinstance(item, dict) else None
+        if ident is None or not ident.isalnum():
+            raise MalformedPage(f"a {kind} event without an alphanumeric id to fetch it by")
+        if kind == Kind.issue:
+            return await self.get_item(client, ISSUE.format(id=ident), params={
+                "fields": ",".join(self.settings.fields)})
+        if kind == Kind.comment:
+            issue = self.id_text(item.get("_parent_key") or item.get("_parent_id"))
+            if issue is None or not issue.replace("-", "").isalnum():
+                raise MalformedPage("a comment event without its issue's key or id to fetch it by")
+            got = await self.get_item(client, COMMENT.format(issue=issue, id=ident))
+            ref = {"key": item.get("_parent_key"), "id": item.get("_parent_id")}
+            return self.with_parent(kind, ref, got) if isinstance(got, dict) else got
+        raise MalformedPage(f"{kind} events are not fetched")
 
-def events(integration: Jira, headers: Mapping[str, str], payload: Any
-           ) -> list[Event]:
-    if not isinstance(payload, dict):
-        raise WebhookRefused(f"the payload is not a JSON object (got {type(payload).__name__})")
-    name = text_at(payload, "webhookEvent")
-    kinds = set(integration.settings.kinds)
-    if name in ISSUE_EVENTS and Kind.issue in kinds:
-        action, issue = ISSUE_EVENTS[name], part(payload, "issue")
-        if action == Action.DELETE:
-            return [Event(Kind.issue, action, issue)]
-        item, fetch = as_searched(integration, issue)
-        return [Event(Kind.issue, action, item, fetch=fetch)]
-    if name in COMMENT_EVENTS and Kind.comment in kinds:
-        comment, issue = part(payload, "comment"), part(payload, "issue")
-        item = integration.with_parent(Kind.comment, integration.parent_ref(Kind.issue, issue),
-                                       comment)
-        return [Event(Kind.comment, COMMENT_EVENTS[name], item)]
-    return []
-
-
-async def fetch_item(integration: Jira, kind: str, client: httpx.AsyncClient,
-                     item: Any) -> Any | None:
-    ident = integration.id_text(item.get("id")) if isinstance(item, dict) else None
-    if ident is None or not ident.isalnum():
-        raise MalformedPage(f"a {kind} event without an alphanumeric id to fetch it by")
-    if kind == Kind.issue:
-        return await integration.get_item(client, ISSUE.format(id=ident), params={
-            "fields": ",".join(integration.settings.fields)})
-    if kind == Kind.comment:
-        issue = integration.id_text(item.get("_parent_key") or item.get("_parent_id"))
-        if issue is None or not issue.replace("-", "").isalnum():
-            raise MalformedPage("a comment event without its issue's key or id to fetch it by")
-        got = await integration.get_item(client, COMMENT.format(issue=issue, id=ident))
-        ref = {"key": item.get("_parent_key"), "id": item.get("_parent_id")}
-        return integration.with_parent(kind, ref, got) if isinstance(got, dict) else got
-    raise MalformedPage(f"{kind} events are not fetched")
+    def cursor_path(self, kind: str) -> str | None:
+        if kind == Kind.issue and "updated" not in self.settings.fields:
+            return None  # its items are cut to the fields: none would carry it
+        return CURSORS.get(kind)  # a StrEnum key is found by its text

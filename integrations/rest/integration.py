@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -21,14 +20,12 @@ from integrations.http.paginators import Paginator
 from integrations.incremental import Incremental
 from integrations.jsonpath import dig
 from integrations.mapping import MappingSettings
-from integrations.paged import PagedIntegration
 from integrations.parents import fill, fill_json
 from integrations.registry import register
-from integrations.rest import webhooks
 from integrations.rest.settings import GraphqlPagination, KindSettings, RestSettings
+from integrations.rest.webhooks import RestWebhooks
 from integrations.secrets import Redactor
 from integrations.slices import Slices
-from integrations.webhooks import Event
 
 
 def paginator_for(kind: KindSettings) -> Paginator:
@@ -37,7 +34,7 @@ def paginator_for(kind: KindSettings) -> Paginator:
 
 
 @register("rest")
-class RestIntegration(PagedIntegration[RestSettings]):
+class RestIntegration(RestWebhooks):
     """Kinds, paths, items, ids and paginators all come from the source's settings."""
 
     def __init__(self, settings: RestSettings) -> None:
@@ -127,21 +124,3 @@ class RestIntegration(PagedIntegration[RestSettings]):
 
     def id_path(self, kind: str) -> str:
         return self.settings.kinds[kind].id
-
-    # -- webhooks (integrations.rest.webhooks, as the source's ``webhook`` section says)
-
-    def verify(self, headers: Mapping[str, str], body: bytes) -> None:
-        webhooks.verify(self, headers, body)
-
-    def delivery(self, headers: Mapping[str, str], payload: Any) -> str | None:
-        return webhooks.delivery(self, headers)
-
-    def events(self, headers: Mapping[str, str], payload: Any) -> list[Event]:
-        return webhooks.events(self, headers, payload)
-
-    def cursor_path(self, kind: str) -> str | None:
-        spec = self.settings.kinds[kind]
-        return spec.incremental.cursor_path if spec.incremental else spec.cursor_path
-
-    async def fetch_item(self, kind: str, client: httpx.AsyncClient, item: Any) -> Any | None:
-        return await webhooks.fetch_item(self, kind, client, item)

@@ -387,15 +387,48 @@ class KeysetPaginator(_OneParam):
         return None
 
 
-class OffsetPaginator(BasePaginator):
-    """``offset_param`` grows by the items received; ends at ``total_path`` or an empty page."""
+class _Counted(BasePaginator):
+    """Paging that counts the items served so far: ends on an empty page or at the API's
+    total (``total_header``, else ``total_path``; neither: only an empty page ends it)."""
 
-    def __init__(self, *, offset_param: str, total_path: str | None,
-                 total_header: str | None = None, **kw: Any) -> None:
+    def __init__(self, *, total_path: str | None, total_header: str | None = None,
+                 **kw: Any) -> None:
         super().__init__(**kw)
-        self.offset_param = offset_param
         self.total_path = total_path
         self.total_header = total_header
+
+    @abstractmethod
+    def seen(self, state: State) -> int:
+        """The items served before the page of ``state``."""
+
+    @abstractmethod
+    def following(self, state: State, seen: int) -> State:
+        """The next page's state, ``seen`` items served before it."""
+
+    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+                ) -> State | None:
+        if not items:
+            return None
+        seen = self.seen(state) + len(items)
+        total = self.total(response, body)
+        if total is not None and seen >= total:
+            return None
+        return self.following(state, seen)
+
+    def total(self, response: httpx.Response, body: Any) -> int | None:
+        return _total(response, body, self)
+
+    def truncated(self, state: State, response: httpx.Response, body: Any, items: list[Any]
+                  ) -> str | None:
+        return _short(self.path, self.seen(state) + len(items), self.total(response, body))
+
+
+class OffsetPaginator(_Counted):
+    """``offset_param`` grows by the items received; ends at the total or an empty page."""
+
+    def __init__(self, *, offset_param: str, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.offset_param = offset_param
 
     def first(self) -> State:
         return {"offset": 0}
@@ -403,15 +436,11 @@ class OffsetPaginator(BasePaginator):
     def request(self, state: State) -> tuple[str, dict[str, Any] | None]:
         return self.path, {**self.params, self.offset_param: state["offset"]}
 
-    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]
-                ) -> State | None:
-        if not items:
-            return None
-        offset = state["offset"] + len(items)
-        total = self.total(response, body)
-        if total is not None and offset >= total:
-            return None
-        return {"offset": offset}
+    def seen(self, state: State) -> int:
+        return int(state["offset"])
+
+    def following(self, state: State, seen: int) -> State:
+        return {"offset": seen}
 
     def plan(self, state: State, response: httpx.Response, body: Any, items: list[Any]
              ) -> State | None:
@@ -425,24 +454,14 @@ class OffsetPaginator(BasePaginator):
     def planned(self, plan: State, index: int) -> State:
         return {"offset": plan["start"] + index * plan["step"]}
 
-    def total(self, response: httpx.Response, body: Any) -> int | None:
-        return _total(response, body, self)
 
-    def truncated(self, state: State, response: httpx.Response, body: Any, items: list[Any]
-                  ) -> str | None:
-        return _short(self.path, state["offset"] + len(items), self.total(response, body))
+class PagePaginator(_Counted):
+    """``page_param`` counts from ``first_page``; ends on an empty page or at the total."""
 
-
-class PagePaginator(BasePaginator):
-    """``page_param`` counts from ``first_page``; ends on an empty page or past ``total_path``."""
-
-    def __init__(self, *, page_param: str, first_page: int, total_path: str | None,
-                 total_header: str | None = None, **kw: Any) -> None:
+    def __init__(self, *, page_param: str, first_page: int, **kw: Any) -> None:
         super().__init__(**kw)
         self.page_param = page_param
         self.first_page = first_page
-        self.total_path = total_path
-        self.total_header = total_header
 
     def first(self) -> State:
         return {"page": self.first_page, "seen": 0}
@@ -450,14 +469,10 @@ class PagePaginator(BasePaginator):
     def request(self, state: State) -> tuple[str, dict[str, Any] | None]:
         return self.path, {**self.params, self.page_param: state["page"]}
 
-    def advance(self, state: State, response: httpx.Response, body: Any, items: list[Any]
-                ) -> State | None:
-        if not items:
-            return None
-        seen = state["seen"] + len(items)
-        total = self.total(response, body)
-        if total is not None and seen >= total:
-            return None
+    def seen(self, state: State) -> int:
+        return int(state["seen"])
+
+    def following(self, state: State, seen: int) -> State:
         return {"page": state["page"] + 1, "seen": seen}
 
     def plan(self, state: State, response: httpx.Response, body: Any, items: list[Any]
@@ -471,13 +486,6 @@ class PagePaginator(BasePaginator):
     def planned(self, plan: State, index: int) -> State:
         page = plan["page"] + index
         return {"page": page, "seen": (page - self.first_page) * plan.get("size", 0)}
-
-    def total(self, response: httpx.Response, body: Any) -> int | None:
-        return _total(response, body, self)
-
-    def truncated(self, state: State, response: httpx.Response, body: Any, items: list[Any]
-                  ) -> str | None:
-        return _short(self.path, state["seen"] + len(items), self.total(response, body))
 
 
 class SinglePage(BasePaginator):
@@ -530,7 +538,7 @@ def _short(where: str, seen: int, total: int | None) -> str | None:
 
 
 def _total(response: httpx.Response, body: Any,
-           paginator: CursorPaginator | OffsetPaginator | PagePaginator) -> int | None:
+           paginator: CursorPaginator | _Counted) -> int | None:
     """The total at ``total_header`` (``X-Total-Count``, as json-server and many APIs send
     it) or at ``total_path`` in the body; None when neither is configured."""
     where = paginator.path

@@ -32,6 +32,7 @@ pager can fetch them concurrently.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
@@ -199,13 +200,8 @@ class CursorPaginator(_OneParam):
         """Paging stops at an empty page (an API that sends a cursor with every page would
         never end), but a cursor beside it says the API had more; with ``has_more_path``,
         has_more true says so (with or without a cursor)."""
-        more = has_more(self.path, body, self.has_more_path)
-        if more:
-            return (f"{self.path}: paging ended (an empty page or no cursor) though "
-                    f"{self.has_more_path!r} is true")
-        if more is None and not items and dig(body, self.cursor_path) not in (None, ""):
-            return f"{self.path}: an empty page still gave a next cursor"
-        return None
+        return _cut_short(self, body, items, "cursor", "gave a next cursor",
+                          lambda: dig(body, self.cursor_path) not in (None, ""))
 
 
 class LinkPaginator(BasePaginator):
@@ -335,15 +331,8 @@ class NextUrlPaginator(BasePaginator):
         """An empty page that still names a next one, or has_more true where paging ended.
         A full last page without a next URL is not: APIs leave it out on the last page, also
         when that page happens to be full."""
-        more = has_more(self.path, body, self.has_more_path)
-        if more is False:
-            return None
-        if more:
-            return (f"{self.path}: paging ended (an empty page or no next URL) though "
-                    f"{self.has_more_path!r} is true")
-        if not items and self.next_url(response, body) is not None:
-            return f"{self.path}: an empty page still named a next page"
-        return None
+        return _cut_short(self, body, items, "next URL", "named a next page",
+                          lambda: self.next_url(response, body) is not None)
 
 
 class KeysetPaginator(_OneParam):
@@ -528,6 +517,19 @@ def has_more(where: str, body: Any, path: str | None) -> bool | None:
     if not isinstance(value, bool):
         raise MalformedPage(f"{where}: {path!r} is not true or false in the body (got {value!r})")
     return value
+
+
+def _cut_short(paginator: CursorPaginator | NextUrlPaginator, body: Any, items: list[Any],
+               what: str, named: str, names_next: Callable[[], bool]) -> str | None:
+    """Paging ended though the API had more: ``has_more_path`` true, or (without it) an empty
+    page that still names a next one (``names_next``, asked only then)."""
+    path, more = paginator.path, has_more(paginator.path, body, paginator.has_more_path)
+    if more:
+        return (f"{path}: paging ended (an empty page or no {what}) though "
+                f"{paginator.has_more_path!r} is true")
+    if more is None and not items and names_next():
+        return f"{path}: an empty page still {named}"
+    return None
 
 
 def _short(where: str, seen: int, total: int | None) -> str | None:

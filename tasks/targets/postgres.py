@@ -19,7 +19,6 @@ from tasks.targets.base import (
     Table,
     Within,
     bad_text,
-    deletion_guard,
     move_guard,
 )
 from tasks.targets.pgschema import ASK_A_DBA, TYPE_OF, add_columns, own_tables, typed_table
@@ -34,6 +33,7 @@ from tasks.targets.typed import (
     property_columns,
     quote,
     schema_changes,
+    stale_deletion,
     unstorable_text,
     utc,
 )
@@ -251,39 +251,39 @@ class PostgresTarget(SeenColumns):
         self._save_watermarks(conn, source, kind, watermarks or {})
         row = conn.execute(f"SELECT clean_seq FROM {self.table}_state WHERE source = %s"
                            " AND kind = %s", (source, kind)).fetchone()
-        existing = confirmed = stale = 0
-        if rows:
-            existing, confirmed, stale = conn.execute(
-                f"SELECT count(*) FILTER (WHERE {rows.first_seq} < %s),"
-                f" count(*) FILTER (WHERE {rows.first_seq} <= %s),"
-                f" count(*) FILTER (WHERE {rows.run_seq} < %s) FROM {rows.table}"
-                f" WHERE {rows.where}",
-                (run_seq, row[0] if row else 0, run_seq, *rows.args)).fetchone()
-        chosen = None
-        if rows and stale and within:
-            # A server-side cursor: the stale items come in batches, not all at once.
-            with conn.cursor(name="sluice_within") as cur:
-                cur.execute(f"SELECT identifier, {rows.item} FROM {rows.table}"
-                            f" WHERE {rows.where} AND {rows.run_seq} < %s",
-                            (*rows.args, run_seq))
-                chosen = [i for i, item in cur if within.takes(item)]
-            stale = len(chosen)
-        refused = deletion_guard(stale, confirmed or existing, threshold,
-                                 what=rows.what if rows else "rows")
-        if refused:
-            return Deletion(refused=refused)
-        deleted = 0
-        if rows and stale and chosen is None:
-            deleted = conn.execute(f"DELETE FROM {rows.table} WHERE {rows.where}"
-                                   f" AND {rows.run_seq} < %s", (*rows.args, run_seq)).rowcount
-        elif rows and chosen:
-            deleted = conn.execute(f"DELETE FROM {rows.table} WHERE {rows.where}"
-                                   f" AND {rows.run_seq} < %s AND identifier = ANY(%s)",
-                                   (*rows.args, run_seq, chosen)).rowcount
-        conn.execute(f"INSERT INTO {self.table}_state (source, kind, clean_seq)"
-                     " VALUES (%s, %s, %s) ON CONFLICT (source, kind)"
-                     " DO UPDATE SET clean_seq = EXCLUDED.clean_seq", (source, kind, run_seq))
-        return Deletion(deleted=deleted)
+        done = stale_deletion(self, conn, rows, run_seq=run_seq, clean_seq=row[0] if row else 0,
+                              threshold=threshold, within=within)
+        if not done.refused:
+            conn.execute(f"INSERT INTO {self.table}_state (source, kind, clean_seq)"
+                         " VALUES (%s, %s, %s) ON CONFLICT (source, kind)"
+                         " DO UPDATE SET clean_seq = EXCLUDED.clean_seq",
+                         (source, kind, run_seq))
+        return done
+
+    def _stale_counts(self, conn: Any, rows: StaleRows, run_seq: int, clean_seq: int
+                      ) -> tuple[int, int, int]:
+        counted: tuple[int, int, int] = conn.execute(
+            f"SELECT count(*) FILTER (WHERE {rows.first_seq} < %s),"
+            f" count(*) FILTER (WHERE {rows.first_seq} <= %s),"
+            f" count(*) FILTER (WHERE {rows.run_seq} < %s) FROM {rows.table}"
+            f" WHERE {rows.where}", (run_seq, clean_seq, run_seq, *rows.args)).fetchone()
+        return counted
+
+    def _stale_items(self, conn: Any, rows: StaleRows, run_seq: int
+                     ) -> Iterator[tuple[str, Any]]:
+        # A server-side cursor: the stale items come in batches, not all at once.
+        with conn.cursor(name="sluice_within") as cur:
+            cur.execute(f"SELECT identifier, {rows.item} FROM {rows.table}"
+                        f" WHERE {rows.where} AND {rows.run_seq} < %s", (*rows.args, run_seq))
+            yield from cur
+
+    def _delete_rows(self, conn: Any, rows: StaleRows, run_seq: int, chosen: list[str] | None
+                     ) -> int:
+        some = "" if chosen is None else " AND identifier = ANY(%s)"
+        deleted: int = conn.execute(
+            f"DELETE FROM {rows.table} WHERE {rows.where} AND {rows.run_seq} < %s{some}",
+            (*rows.args, run_seq, *([] if chosen is None else [chosen]))).rowcount
+        return deleted
 
     def counts(self) -> list[tuple[str, str, int]]:
         with self._transaction() as conn:

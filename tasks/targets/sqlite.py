@@ -24,7 +24,6 @@ from tasks.targets.base import (
     Table,
     Within,
     bad_text,
-    deletion_guard,
     move_guard,
 )
 from tasks.targets.typed import (
@@ -39,6 +38,7 @@ from tasks.targets.typed import (
     property_columns,
     quote,
     schema_changes,
+    stale_deletion,
     unstorable_text,
 )
 
@@ -294,38 +294,39 @@ class SqliteTarget(SeenColumns):
                          [(source, kind, k, v) for k, v in (watermarks or {}).items()])
         row = conn.execute("SELECT clean_seq FROM sluice_state WHERE source = ? AND kind = ?",
                            (source, kind)).fetchone()
-        existing = confirmed = stale = 0
-        if rows:
-            existing, confirmed, stale = conn.execute(
-                f"SELECT COALESCE(SUM({rows.first_seq} < ?), 0),"
-                f" COALESCE(SUM({rows.first_seq} <= ?), 0),"
-                f" COALESCE(SUM({rows.run_seq} < ?), 0) FROM {rows.table} WHERE {rows.where}",
-                (run_seq, row[0] if row else 0, run_seq, *rows.args)).fetchone()
-        chosen = None
-        if rows and stale and within:
-            chosen = [i for i, item in conn.execute(
-                f"SELECT identifier, {rows.item} FROM {rows.table}"
-                f" WHERE {rows.where} AND {rows.run_seq} < ?", (*rows.args, run_seq))
-                if item is not None and within.takes(json.loads(item))]
-            stale = len(chosen)
-        refused = deletion_guard(stale, confirmed or existing, threshold, what=rows.what
-                                 if rows else "rows")
-        if refused:
-            return Deletion(refused=refused)
-        deleted = 0
-        if rows and stale and chosen is None:
-            deleted = conn.execute(f"DELETE FROM {rows.table} WHERE {rows.where}"
-                                   f" AND {rows.run_seq} < ?", (*rows.args, run_seq)).rowcount
-        elif rows and chosen:
-            for some in _chunks(chosen):
-                deleted += conn.execute(
-                    f"DELETE FROM {rows.table} WHERE {rows.where} AND {rows.run_seq} < ?"
-                    f" AND identifier IN ({', '.join('?' * len(some))})",
-                    (*rows.args, run_seq, *some)).rowcount
-        conn.execute("INSERT INTO sluice_state (source, kind, clean_seq) VALUES (?, ?, ?)"
-                     " ON CONFLICT (source, kind) DO UPDATE SET clean_seq = excluded.clean_seq",
-                     (source, kind, run_seq))
-        return Deletion(deleted=deleted)
+        done = stale_deletion(self, conn, rows, run_seq=run_seq, clean_seq=row[0] if row else 0,
+                              threshold=threshold, within=within)
+        if not done.refused:
+            conn.execute("INSERT INTO sluice_state (source, kind, clean_seq) VALUES (?, ?, ?)"
+                         " ON CONFLICT (source, kind) DO UPDATE SET"
+                         " clean_seq = excluded.clean_seq", (source, kind, run_seq))
+        return done
+
+    def _stale_counts(self, conn: sqlite3.Connection, rows: StaleRows, run_seq: int,
+                      clean_seq: int) -> tuple[int, int, int]:
+        counted: tuple[int, int, int] = conn.execute(
+            f"SELECT COALESCE(SUM({rows.first_seq} < ?), 0),"
+            f" COALESCE(SUM({rows.first_seq} <= ?), 0),"
+            f" COALESCE(SUM({rows.run_seq} < ?), 0) FROM {rows.table} WHERE {rows.where}",
+            (run_seq, clean_seq, run_seq, *rows.args)).fetchone()
+        return counted
+
+    def _stale_items(self, conn: sqlite3.Connection, rows: StaleRows, run_seq: int
+                     ) -> Iterator[tuple[str, Any]]:
+        for ident, item in conn.execute(f"SELECT identifier, {rows.item} FROM {rows.table}"
+                                        f" WHERE {rows.where} AND {rows.run_seq} < ?",
+                                        (*rows.args, run_seq)):
+            if item is not None:
+                yield ident, json.loads(item)
+
+    def _delete_rows(self, conn: sqlite3.Connection, rows: StaleRows, run_seq: int,
+                     chosen: list[str] | None) -> int:
+        delete = f"DELETE FROM {rows.table} WHERE {rows.where} AND {rows.run_seq} < ?"
+        if chosen is None:
+            return conn.execute(delete, (*rows.args, run_seq)).rowcount
+        return sum(conn.execute(f"{delete} AND identifier IN ({', '.join('?' * len(some))})",
+                                (*rows.args, run_seq, *some)).rowcount
+                   for some in _chunks(chosen))
 
     def counts(self) -> list[tuple[str, str, int]]:
         with self._translated():

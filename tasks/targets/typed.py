@@ -14,17 +14,20 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from integrations.errors import TargetRejected
 from tasks.targets.base import (
     COLUMN_TYPES,
     ColumnType,
     ColumnTypeChanged,
+    Deletion,
     Row,
     SchemaFrozen,
     Table,
+    Within,
     bad_text,
+    deletion_guard,
 )
 
 TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -72,6 +75,47 @@ class StaleRows(NamedTuple):
     first_seq: str
     what: str
     item: str
+
+
+class StaleSql(Protocol):
+    """A target's SQL for ``stale_deletion``, on one connection inside its transaction."""
+
+    def _stale_counts(self, conn: Any, rows: StaleRows, run_seq: int, clean_seq: int
+                      ) -> tuple[int, int, int]:
+        """The rows written before this run, those a clean run confirmed (before
+        ``clean_seq``, or at it), and the stale ones (their run stamp below ``run_seq``)."""
+        ...
+
+    def _stale_items(self, conn: Any, rows: StaleRows, run_seq: int
+                     ) -> Iterable[tuple[str, Any]]:
+        """(identifier, decoded item) of each stale row, read in batches."""
+        ...
+
+    def _delete_rows(self, conn: Any, rows: StaleRows, run_seq: int, chosen: list[str] | None
+                     ) -> int:
+        """Delete the stale rows (``chosen``: only those with these identifiers), each still
+        stamped below ``run_seq`` when deleted; how many went."""
+        ...
+
+
+def stale_deletion(sql: StaleSql, conn: Any, rows: StaleRows | None, *, run_seq: int,
+                   clean_seq: int, threshold: float, within: Within | None) -> Deletion:
+    """``delete_stale``'s decision, the same on every SQL target: count, keep only the stale
+    rows whose field falls ``within`` a sliced run's span, weigh them with the guard, delete
+    (``rows`` None: a typed table not made yet, so nothing)."""
+    existing = confirmed = stale = 0
+    if rows:
+        existing, confirmed, stale = sql._stale_counts(conn, rows, run_seq, clean_seq)
+    chosen = None
+    if rows and stale and within:
+        chosen = [i for i, item in sql._stale_items(conn, rows, run_seq) if within.takes(item)]
+        stale = len(chosen)
+    refused = deletion_guard(stale, confirmed or existing, threshold,
+                             what=rows.what if rows else "rows")
+    if refused:
+        return Deletion(refused=refused)
+    return Deletion(deleted=sql._delete_rows(conn, rows, run_seq, chosen)
+                    if rows and stale else 0)
 
 
 def quote(name: str) -> str:

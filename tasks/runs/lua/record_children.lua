@@ -23,12 +23,8 @@ local run_id, lock_seconds = ARGV[5], tonumber(ARGV[6])
 if redis.call('HEXISTS', run, 'state') == 0 then return 0 end
 if moved(run, lock, active, metrics, now) then return -1 end
 local batches = cjson.decode(ARGV[1])
-local added = 0
-for _, seq in ipairs(batches) do
-  added = added + redis.call('SADD', enqueued, string.format('%d', seq))
-end
+local added = enqueue(run, enqueued, batches)
 if added > 0 then
-  redis.call('HINCRBY', run, 'batches_enqueued', added)
   redis.call('HINCRBY', run, 'child.' .. kind .. '.batches_enqueued', added)
   if added == #batches and n_items > 0 then  -- published for the first time
     redis.call('HINCRBY', run, 'items_fetched', n_items)

@@ -42,12 +42,8 @@ if redis.call('HEXISTS', run, 'state') == 0 then return {0} end
 if moved(run, lock, active, metrics, now) then return {-3} end
 local batches = cjson.decode(ARGV[1])
 if #batches == 0 then redis.call('SADD', empty, page) end  -- never asked for again
-local added = 0
-for _, seq in ipairs(batches) do
-  added = added + redis.call('SADD', enqueued, string.format('%d', seq))
-end
+local added = enqueue(run, enqueued, batches)
 if added > 0 then
-  redis.call('HINCRBY', run, 'batches_enqueued', added)
   if added == #batches then  -- a page seen for the first time (not a redelivery)
     redis.call('HINCRBY', run, 'pages', 1)
     redis.call('HINCRBY', run, 'items_fetched', n_items)

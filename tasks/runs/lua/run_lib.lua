@@ -15,6 +15,18 @@ local function metric(run, metrics, name, by, label)
   redis.call('HINCRBYFLOAT', metrics, field, by)
 end
 
+-- Adds the seqs of `batches` (a list) to the run's `enqueued` set and counts the new ones in
+-- its batches_enqueued. Returns how many were new: all of them when the batches are published
+-- for the first time, fewer on a redelivery.
+local function enqueue(run, enqueued, batches)
+  local added = 0
+  for _, seq in ipairs(batches) do
+    added = added + redis.call('SADD', enqueued, string.format('%d', seq))
+  end
+  if added > 0 then redis.call('HINCRBY', run, 'batches_enqueued', added) end
+  return added
+end
+
 -- When the run is complete (its producer is done and every enqueued batch is done or failed),
 -- sets its state running -> finalizing and returns 1: the caller finalizes. Else 0.
 local function try_finalize(run, enqueued, done, failed)

@@ -55,7 +55,7 @@ import operator
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import MappingProxyType
@@ -547,6 +547,15 @@ class FakeAPI:
     def require(self, auth: AuthCheck | None) -> None:
         """From now on, GETs need what ``auth`` checks (None: nothing)."""
         self.server.auth = auth
+
+    @contextlib.contextmanager
+    def trickling(self, path: str, seconds_a_byte: float) -> Iterator[None]:
+        """Within the block, answers under ``path`` are sent a byte at a time, this far apart."""
+        self.state.trickle[path] = seconds_a_byte
+        try:
+            yield
+        finally:
+            self.state.trickle.pop(path, None)
 
     def set_items(self, kind: str, count: int) -> list[dict[str, Any]]:
         self.state.ranged.clear()

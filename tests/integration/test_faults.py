@@ -120,13 +120,10 @@ def test_a_sink_that_trickles_its_answer_dead_letters_within_the_deadline(
         http_pipeline: Pipeline):
     p = http_pipeline
     p.api.set_items("trickle", 50)
-    p.api.state.trickle["/sink/trickle"] = 0.5  # {"accepted": 50} at 2 bytes a second
-    try:
-        started = time.monotonic()
+    started = time.monotonic()
+    with p.api.trickling("/sink/trickle", 0.5):  # {"accepted": 50} at 2 bytes a second
         run = p.client.resync("api", "trickle")
-        took = time.monotonic() - started
-    finally:
-        p.api.state.trickle.clear()
+    took = time.monotonic() - started
     assert run.state == "failed" and run.batches_failed == 1, run
     [letter] = p.client.progress.dead_letters(run.run_id).values()
     assert "TargetUnavailable" in letter.error and "deadline of 1 s" in letter.error

@@ -428,13 +428,10 @@ def test_a_run_past_max_pages_fails(trust: Trust):
 
 def test_an_api_that_trickles_its_answer_fails_within_the_deadline(trust: Trust):
     trust.api.set_items("slow", 100)
-    trust.api.state.trickle["/cursor/slow"] = 0.5  # ~6,000 bytes at 2 a second
-    try:
-        started = time.monotonic()
+    started = time.monotonic()
+    with trust.api.trickling("/cursor/slow", 0.5):  # ~6,000 bytes at 2 a second
         run = trust.client.resync("api", "slow")
-        took = time.monotonic() - started
-    finally:
-        trust.api.state.trickle.clear()
+    took = time.monotonic() - started
     assert run.state == "failed", run
     assert "deadline of 2 s" in run.reason and "TransientHTTPError" in run.reason
     assert took < 20, took  # two attempts of 2 s, not an hour

@@ -22,9 +22,12 @@ def node_tags(node: str) -> str:
     return f"{PREFIX}:node:{node}:tags"
 
 
-# list: never written; a worker whose queues were empty waits on it in Redis (BLPOP with a
-# short timeout) before it looks again (tasks/worker/broker.py)
-FETCH_IDLE = f"{PREFIX}:fetch:idle"
+def fetch_wake(queue: str) -> str:
+    """List: a token pushed with every message published to ``queue`` (at most
+    ``broker.WAKE_TOKENS`` kept); a worker whose queues were empty waits on the lists of its
+    queues (BLPOP, short timeout) and looks again as soon as one holds a token
+    (tasks/worker/broker.py)."""
+    return f"{PREFIX}:fetch:wake:{queue}"
 
 
 def node_reaper(node: str) -> str:

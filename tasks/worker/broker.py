@@ -7,9 +7,16 @@ node frozen (a busy machine, a pause, SIGSTOP) while its BRPOP waits in Redis, s
 the next message for it the moment one is published. Here a worker takes with a Lua script
 (``lua/fetch.lua``, as dramatiq's broker does) that records the message in kombu's ``unacked``
 hash and index and under the node, then pops it, atomically. The script does not block, so a
-worker whose queues were empty waits ``IDLE_WAIT`` in Redis (BLPOP on a list nobody writes)
-before it looks again: a message published to an idle fleet waits at most that long. The
-order stays kombu's (priority steps, then the queues' fair cycle); consumers without acks
+worker whose queues were empty waits in Redis before it looks again: BLPOP on a wake list per
+queue it consumes (``keys.fetch_wake``), into which every message published here pushes a
+token beside the message (in the same round trip). An idle worker so looks again the moment a
+message comes, instead of after its wait: Redis ends a blocking command's timeout only at its
+next ``hz`` tick (10 a second by default), so a wait of ``IDLE_WAIT`` really lasted up to 0.1 s,
+and each hop of a run (the command to the producer, the producer's first batch to a worker)
+paid it. ``IDLE_WAIT`` stays the bound for messages that come without a token (given back by
+kombu's visibility sweep or by ``liveness``, or sent by an older Sluice). A token that finds
+no idle worker waits in its list, at most ``WAKE_TOKENS`` of them, and costs a look later.
+The order stays kombu's (priority steps, then the queues' fair cycle); consumers without acks
 (``no_ack``, such as a control command's replies) keep kombu's BRPOP.
 
 2. Each message a worker node takes is recorded under the node's name, so a live node can give
@@ -50,8 +57,11 @@ from tasks.worker.wire import dumps, loads
 
 log = logging.getLogger(__name__)
 
-# Seconds an idle worker waits in Redis between two looks at its empty queues.
+# Seconds an idle worker waits in Redis between two looks at its empty queues, unless a
+# token comes first (Redis rounds the wait up to its next hz tick: 0.1 s by default).
 IDLE_WAIT = 0.05
+# Tokens kept in a queue's wake list: how many idle workers one burst of messages wakes at once.
+WAKE_TOKENS = 64
 _FETCH_SHA = hashlib.sha1(scripts.source("fetch").encode()).hexdigest()
 
 _original = kombu_redis.Channel._connparams
@@ -66,6 +76,7 @@ def _connparams(self: Any, asynchronous: bool = False) -> Any:
 _remove_from_indices = kombu_redis.QoS._remove_from_indices
 _brpop_start = kombu_redis.Channel._brpop_start
 _brpop_read = kombu_redis.Channel._brpop_read
+_put = kombu_redis.Channel._put
 _basic_consume = kombu_redis.Channel.basic_consume
 
 
@@ -114,8 +125,8 @@ def fetch_start(self: Any, timeout: float | None = None) -> None:
     self._brpop_sent_at = time.monotonic()
     if state["idle"]:
         state["sent"] = "BLPOP"
-        connection.send_command("BLPOP", _key(self, keys.FETCH_IDLE),
-                                min(IDLE_WAIT, timeout or IDLE_WAIT))
+        wakes = [_key(self, keys.fetch_wake(queue)) for queue in self.active_queues]
+        connection.send_command("BLPOP", *wakes, min(IDLE_WAIT, timeout or IDLE_WAIT))
         return None
     # The script's text once per connection (EVAL caches it in Redis), then its SHA1; a Redis
     # that forgot it (restarted) answers NOSCRIPT and the next look sends the text again.
@@ -169,6 +180,34 @@ def fetch_read(self: Any, **options: Any) -> bool:
         self._flush_brpop_reauth()
 
 
+def put(self: Any, queue: str, message: Any, **kwargs: Any) -> None:
+    """kombu's ``Channel._put`` (publish a message to a queue), with a token pushed to the
+    queue's wake list after the message, in the same round trip, so an idle worker waiting
+    on it looks at once (``fetch_start``)."""
+    batch = kwargs.get("_publish_batch")
+    if batch is not None:  # kombu's batched publishing: its pipeline holds the wake too
+        _put(self, queue, message, **kwargs)
+        _wake(self, batch.add, queue)
+        return
+    priority = self._get_message_priority(message, reverse=False)
+    with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
+        pipe.lpush(self._q_for_pri(queue, priority), dumps(message))
+        if self._expires and queue in self._expires:
+            for step in self.priority_steps:
+                pipe.pexpire(self._q_for_pri(queue, step), self._expires[queue])
+        _wake(self, lambda command, *args: getattr(pipe, command)(*args), queue)
+        pipe.execute()
+
+
+def _wake(channel: Any, add: Any, queue: str) -> None:
+    """Add to a pipeline (``add(command, *args)``) a token for the queue's wake list, which
+    keeps at most ``WAKE_TOKENS``. kombu's client adds ``global_keyprefix`` to LPUSH's key
+    itself, not to LTRIM's."""
+    wake = keys.fetch_wake(queue)
+    add("lpush", wake, "1")
+    add("ltrim", _key(channel, wake), 0, WAKE_TOKENS - 1)
+
+
 def _append_and_record(self: Any, message: Any, delivery_tag: str) -> None:
     """kombu's ``QoS.append``. A message the fetch script took is recorded already; any other
     (``basic_get``) is recorded here, and under this node in the same pipeline."""
@@ -200,5 +239,6 @@ def install() -> None:
     kombu_redis.Channel.basic_consume = basic_consume
     kombu_redis.Channel._brpop_start = fetch_start
     kombu_redis.Channel._brpop_read = fetch_read
+    kombu_redis.Channel._put = put
     kombu_redis.QoS.append = _append_and_record
     kombu_redis.QoS._remove_from_indices = _remove_everywhere

@@ -66,3 +66,25 @@ def test_a_redis_that_refuses_the_record_leaves_the_message_in_its_queue(r: redi
         fetch(r, "sluice")
     assert r.lrange("sluice", 0, -1) == [message("t1").encode()]
     assert not r.exists("sluice:node:n1:tags")
+
+
+def test_a_message_published_leaves_a_token_in_its_queues_wake_list(own_redis_url: str,
+                                                                     r: redis.Redis):
+    """Every message sent through kombu's Redis transport pushes a token beside it, in the same
+    round trip; the list keeps at most WAKE_TOKENS."""
+    from kombu import Connection, Exchange, Producer, Queue
+
+    from tasks.runs import keys
+    from tasks.worker import broker
+
+    broker.install()
+    queue = Queue("wake-test", Exchange("wake-test"), "wake-test")
+    with Connection(own_redis_url) as conn:
+        producer = Producer(conn.channel())
+        queue(producer.channel).declare()
+        producer.publish({"n": 0}, exchange=queue.exchange, routing_key="wake-test")
+        assert r.llen("wake-test") == 1 and r.lrange(keys.fetch_wake("wake-test"), 0, -1) == [b"1"]
+        for n in range(1, broker.WAKE_TOKENS + 10):
+            producer.publish({"n": n}, exchange=queue.exchange, routing_key="wake-test")
+    assert r.llen("wake-test") == broker.WAKE_TOKENS + 10
+    assert r.llen(keys.fetch_wake("wake-test")) == broker.WAKE_TOKENS

@@ -1,4 +1,4 @@
-"""Starting runs, and what Celery beat runs.
+"""What Celery beat runs.
 
 Beat's schedule is built from sluice.toml when beat's scheduler starts: one entry per source
 with ``schedule`` (cron) or ``every``, plus the stall watch. The scheduler is RedBeat, which
@@ -12,44 +12,15 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from celery.schedules import schedule
-from kombu.exceptions import OperationalError
-from kombu.utils.url import maybe_sanitize_url
 from redbeat import RedBeatScheduler
 from redbeat.schedulers import RedBeatSchedulerEntry
 
-from tasks import messages, traces
 from tasks.app import app
 from tasks.config import SluiceConfig, get_config
-from tasks.runs.progress import Progress, Run, RunState
+from tasks.start import start_runs
 from tasks.worker import runtime
 
 WATCH_SECONDS = 30.0
-
-
-def start_runs(progress: Progress, source: str, kinds: list[str], *,
-               config_digest: str = "", full: bool = False) -> list[Run]:
-    """Create a run per kind and enqueue its producer. A kind whose previous run is still
-    running gets a 'skipped' run record and nothing is enqueued. ``config_digest``: the
-    sluice.toml the runs are started from (workers must have the same). ``full``: incremental
-    kinds read everything (and may delete). Raises kombu's OperationalError when the broker
-    cannot be reached (the run it was for is failed, so it holds no lock)."""
-    runs = []
-    for kind in kinds:
-        with traces.run_started(source, kind, full=full) as trace:
-            run = progress.create_run(source, kind, config_digest=config_digest, full=full,
-                                      traceparent=trace.traceparent)
-            trace.record(run)
-            if run.state == RunState.RUNNING:
-                try:
-                    messages.resync(app, source, kind, run.run_id, trace=run.traceparent)
-                except OperationalError as exc:  # the broker is unreachable: nothing runs it
-                    where = maybe_sanitize_url(app.conf.broker_url)  # without its password
-                    progress.finish(run, RunState.FAILED, expect=RunState.RUNNING, reason=(
-                        f"its producer task could not be sent to the broker at {where}: "
-                        f"{exc}"))
-                    raise
-        runs.append(run)
-    return runs
 
 
 def beat_schedule(config: SluiceConfig) -> dict[str, dict[str, Any]]:

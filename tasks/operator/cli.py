@@ -215,7 +215,7 @@ def cmd_run(source: str, kinds: tuple[str, ...], wait_: bool, as_json: bool,
     config = _config()
     wanted = _kinds(config, source, list(kinds) or None)
     progress = _progress()
-    from tasks.schedule import start_runs
+    from tasks.start import start_runs
 
     traces.setup("cli")
     runs = start_runs(progress, source, wanted, config_digest=config.digest, full=full)

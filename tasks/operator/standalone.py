@@ -110,8 +110,8 @@ def standalone(*, config: str | None, once: bool, workers: int | None, flower_po
         _wait_for_workers(worker)
 
         from tasks.operator.watch import summary_text, wait
-        from tasks.schedule import start_runs
         from tasks.settings import get_settings
+        from tasks.start import start_runs
 
         settings = get_settings()
         progress = Progress.from_settings(settings)

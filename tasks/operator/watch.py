@@ -14,6 +14,7 @@ import redis
 from rich.console import Console
 from rich.text import Text
 
+from tasks.runs import keys
 from tasks.runs.progress import Progress, Run, RunState
 
 if TYPE_CHECKING:
@@ -218,6 +219,41 @@ class _Reader:
         return runs
 
 
+class _Ends:
+    """Wakes wait() the moment a run ends: run_lib.lua publishes each run's id on
+    ``keys.RUNS_ENDED`` as it ends. Subscribed before wait() first reads the runs, so an end
+    between a read and the next sleep still wakes it. Any run's end wakes it (wait() reads
+    its own runs again); without the channel (Redis unreachable, a client without pub/sub) it
+    sleeps out the poll as before."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.pubsub: redis.client.PubSub | None = None
+        try:
+            self.pubsub = client.pubsub(ignore_subscribe_messages=True)
+            self.pubsub.subscribe(keys.RUNS_ENDED)
+        except (redis.RedisError, AttributeError, NotImplementedError):
+            self.close()
+
+    def sleep(self, seconds: float) -> None:
+        """Until a run ends, or ``seconds`` at most."""
+        if self.pubsub is None:
+            time.sleep(seconds)
+            return
+        deadline = time.monotonic() + seconds
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                if self.pubsub.get_message(timeout=left) is not None:
+                    return
+        except redis.RedisError:  # the reads ride Redis out; this goes back to sleeping
+            self.close()
+            time.sleep(max(0.0, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        if self.pubsub is not None:
+            self.pubsub.close()
+            self.pubsub = None
+
+
 def _no_worker(workers: Callable[[], list[str]], say: Callable[[str], None]) -> None:
     """Says so when no worker consumes the queue."""
     if workers():
@@ -238,24 +274,33 @@ def wait(progress: Progress, run_ids: list[str], *, show: bool, stall_seconds: f
 
     Says so when no worker consumes the queue (a few seconds after the start, while no page
     has come), and rides out a Redis that is unreachable for a while."""
-    with _display(out or sys.stderr, show=show) as display:
-        reader = _Reader(progress, run_ids, stall_seconds, display.say)
-        started, asked = time.monotonic(), 0.0
-        while True:
-            runs = reader.read()
-            if runs is None:
-                time.sleep(1)
-                continue
-            now = time.monotonic()
-            ended = all(r.state.ended for r in runs)
-            quiet = not any(r.pages or r.batches_done for r in runs)
-            if not ended and quiet and now - started > NO_WORKER_AFTER and now - asked > 30:
-                asked = now
-                _no_worker(workers, display.say)
-            display.show(runs, ended=ended)
-            if ended:
-                return runs
-            time.sleep(poll)
+    ends = _Ends(progress.r)
+    try:
+        with _display(out or sys.stderr, show=show) as display:
+            return _wait(progress, run_ids, stall_seconds, poll, display, workers, ends)
+    finally:
+        ends.close()
+
+
+def _wait(progress: Progress, run_ids: list[str], stall_seconds: float, poll: float,
+          display: _Display, workers: Callable[[], list[str]], ends: _Ends) -> list[Run]:
+    reader = _Reader(progress, run_ids, stall_seconds, display.say)
+    started, asked = time.monotonic(), 0.0
+    while True:
+        runs = reader.read()
+        if runs is None:
+            time.sleep(1)
+            continue
+        now = time.monotonic()
+        ended = all(r.state.ended for r in runs)
+        quiet = not any(r.pages or r.batches_done for r in runs)
+        if not ended and quiet and now - started > NO_WORKER_AFTER and now - asked > 30:
+            asked = now
+            _no_worker(workers, display.say)
+        display.show(runs, ended=ended)
+        if ended:
+            return runs
+        ends.sleep(poll)
 
 
 def summary_text(run: Run) -> str:

@@ -12,6 +12,9 @@ PREFIX = "sluice"
 RUNS = f"{PREFIX}:runs"
 ACTIVE = f"{PREFIX}:runs:active"  # sorted set: id of a run not yet ended -> start time
 METRICS = f"{PREFIX}:metrics"  # hash: "name|source|kind[|label]" -> counter (never expires)
+# pub/sub channel: the id of each run as it ends (run_lib.lua's end_run spells it);
+# `sluice run --wait` wakes on it instead of waiting for its next look
+RUNS_ENDED = f"{PREFIX}:runs:ended"
 RUN_SEQ = f"{PREFIX}:run_seq"  # string: the last run's sequence number (targets stamp rows)
 # sorted set: worker node -> its last heartbeat (tasks/worker/liveness.py)
 NODES = f"{PREFIX}:nodes"

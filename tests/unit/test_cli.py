@@ -4,6 +4,8 @@ Nothing here needs a worker; the run records are on fakeredis."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -244,3 +246,29 @@ def test_a_broker_that_refuses_is_named_and_the_run_it_was_for_frees_its_kind(
     assert run.reason.startswith("its producer task could not be sent to the broker at "
                                  "redis://127.0.0.1:9/0: ")
     assert progress.create_run("tracker", "issue").state == RunState.RUNNING  # lock freed
+
+
+def test_wait_wakes_when_its_run_ends_not_at_its_next_look(progress: Progress, monkeypatch):
+    """The run's end is published (keys.RUNS_ENDED): wait() returns then, not after its poll."""
+    run = progress.create_run("api", "a")
+    first_read = threading.Event()
+    get = progress.get
+
+    def reading(run_id: str) -> Run | None:
+        got = get(run_id)
+        first_read.set()
+        return got
+
+    def end() -> None:
+        assert first_read.wait(10)
+        assert progress.finish(run, RunState.SUCCEEDED)
+
+    monkeypatch.setattr(progress, "get", reading)
+    ender = threading.Thread(target=end)
+    ender.start()
+    began = time.monotonic()
+    runs = watch.wait(progress, [run.run_id], show=False, stall_seconds=60, poll=60,
+                      workers=lambda: ["w"])
+    ender.join()
+    assert [r.state for r in runs] == [RunState.SUCCEEDED]
+    assert time.monotonic() - began < 30  # its poll is 60 s: the channel woke it

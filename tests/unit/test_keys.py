@@ -99,3 +99,7 @@ def test_run_lib_names_a_counter_as_metrics_field_does() -> None:
     assert raw[metrics.field(metrics.RUNS, "src", "kind", "skipped").encode()] == b"1"
     assert metrics.parse(metrics.field(metrics.RUNS, "s", "k", "skipped")) == (
         "runs", "s", "k", "skipped")
+
+
+def test_the_channel_a_run_ends_on_is_the_one_keys_names() -> None:
+    assert f"redis.call('PUBLISH', '{keys.RUNS_ENDED}', run_id)" in lua("run_lib")

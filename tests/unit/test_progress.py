@@ -321,3 +321,19 @@ def test_the_watch_keeps_a_long_run_and_drops_one_whose_record_is_gone(progress:
     active = {i.decode() for i in progress.r.zrange(keys.ACTIVE, 0, -1)}
     assert active == {long}
     assert 0 < progress.r.ttl(keys.run_done(forgotten)) <= 3600  # nothing kept for good
+
+
+def test_a_run_that_ends_says_so_on_the_ended_channel_and_only_then(progress):
+    """What `sluice run --wait` wakes on (tasks/operator/watch.py)."""
+    listener = progress.r.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(keys.RUNS_ENDED)
+    run = progress.create_run("api", "a")
+    progress.record_page(run.run_id, "api", "a", page([1], 10, None))
+    progress.producer_done(run.run_id)
+    assert listener.get_message(timeout=0.01) is None  # running: no word yet
+    assert progress.batch_done(run.run_id, "api", "a", 1, written=10, rejected=[])  # finalize
+    assert listener.get_message(timeout=0.01) is None  # finalizing is not ended
+    assert progress.finish(run, RunState.SUCCEEDED)
+    message = listener.get_message(timeout=1)
+    assert message is not None and message["data"] == run.run_id.encode()
+    listener.close()

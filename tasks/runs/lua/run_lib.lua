@@ -48,11 +48,14 @@ local function redis_id()
 end
 
 -- Ends an active run with `fields` (state, ended_at and the reasons): releases its lock (when
--- `lock` is given and the run holds it), takes it off the active runs, counts it.
+-- `lock` is given and the run holds it), takes it off the active runs, counts it, and says so
+-- on the channel keys.RUNS_ENDED (a channel, not a key: no KEYS slot), where `sluice run
+-- --wait` listens.
 local function end_run(run, lock, active, metrics, run_id, fields)
   for k, v in pairs(fields) do redis.call('HSET', run, k, v) end
   if lock and redis.call('GET', lock) == run_id then redis.call('DEL', lock) end
   redis.call('ZREM', active, run_id)
+  redis.call('PUBLISH', 'sluice:runs:ended', run_id)
   metric(run, metrics, 'runs', 1, fields['state'])
   if fields['deletion_refused'] then metric(run, metrics, 'deletions_refused', 1) end
   local started = tonumber(redis.call('HGET', run, 'started_at'))

@@ -272,3 +272,38 @@ def test_wait_wakes_when_its_run_ends_not_at_its_next_look(progress: Progress, m
     ender.join()
     assert [r.state for r in runs] == [RunState.SUCCEEDED]
     assert time.monotonic() - began < 30  # its poll is 60 s: the channel woke it
+
+
+def test_run_starts_its_runs_with_the_collector_off_and_turns_it_back_on(
+        config: Path, progress: Progress, monkeypatch):
+    import gc
+
+    from tasks import start
+
+    seen = []
+
+    def start_runs(*args: Any, **kwargs: Any) -> list[Run]:
+        seen.append(gc.isenabled())
+        return []
+
+    monkeypatch.setattr(start, "start_runs", start_runs)
+    assert gc.isenabled()
+    result = CliRunner().invoke(sluice, ["run", "tracker", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert seen == [False] and gc.isenabled()
+    gc.disable()  # a caller that had it off keeps it off
+    try:
+        CliRunner().invoke(sluice, ["run", "tracker", "--config", str(config)])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_the_entry_point_freezes_the_heap_at_exit(monkeypatch):
+    import atexit
+    import gc
+
+    registered: list[Any] = []
+    monkeypatch.setattr(atexit, "register", registered.append)
+    assert main(["--help"]) == 0
+    assert registered == [gc.freeze]

@@ -24,12 +24,11 @@ a terminal and prints plain lines when piped.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import gc
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -41,6 +40,7 @@ from rich.text import Text
 
 from integrations.errors import ConfigError
 from tasks import traces
+from tasks.operator.entry import collector_off
 from tasks.operator.watch import safe_url, summary_text, wait
 from tasks.runs.deadletter import DeadLetter
 from tasks.runs.progress import Progress, Run, RunState
@@ -215,7 +215,7 @@ def frozen_columns(config: SluiceConfig) -> list[str]:
 @config_option
 def cmd_run(source: str, kinds: tuple[str, ...], wait_: bool, as_json: bool,
             full: bool) -> int:
-    with _collector_off():
+    with collector_off():  # what it imports now is no garbage either (tasks/operator/entry.py)
         config = _config()
         wanted = _kinds(config, source, list(kinds) or None)
         progress = _progress()
@@ -511,20 +511,6 @@ def cmd_standalone(once: bool, workers: int | None, flower_port: int, serve_port
 
     return standalone(config=_config_arg(), once=once, workers=workers,
                       flower_port=flower_port, serve_port=serve_port, logs=logs)
-
-
-@contextlib.contextmanager
-def _collector_off() -> Iterator[None]:
-    """Python's cyclic garbage collector off meanwhile (as it was after): while ``sluice run``
-    imports the integrations and Celery and sends its producer task, the collector ran again
-    and again over a heap that only grows, about 50 ms of CPU before the first item."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def main(argv: list[str] | None = None) -> int:

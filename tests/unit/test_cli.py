@@ -274,7 +274,7 @@ def test_wait_wakes_when_its_run_ends_not_at_its_next_look(progress: Progress, m
     assert time.monotonic() - began < 30  # its poll is 60 s: the channel woke it
 
 
-def test_run_starts_its_runs_with_the_collector_off_and_turns_it_back_on(
+def test_run_sends_its_runs_with_the_collector_off_and_turns_it_back_on(
         config: Path, progress: Progress, monkeypatch):
     import gc
 
@@ -307,3 +307,25 @@ def test_the_entry_point_freezes_the_heap_at_exit(monkeypatch):
     monkeypatch.setattr(atexit, "register", registered.append)
     assert main(["--help"]) == 0
     assert registered == [gc.freeze]
+
+
+def test_the_command_imports_the_cli_with_the_collector_off_then_turns_it_back_on():
+    """In a fresh interpreter, as the `sluice` script starts (tasks/operator/entry.py)."""
+    import subprocess
+    import sys
+
+    probe = """
+import gc, sys
+seen = []
+class Spy:
+    def find_spec(self, name, path=None, target=None):
+        if name == "tasks.operator.cli":
+            seen.append(gc.isenabled())
+sys.meta_path.insert(0, Spy())
+from tasks.operator import entry
+code = entry.main(["--help"])
+print(seen, gc.isenabled(), code)
+"""
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2]).stdout
+    assert out.splitlines()[-1] == "[False] True 0"

@@ -152,6 +152,14 @@ class Hooks(threading.Thread):
         for (n,) in found:
             self.landed.setdefault(n, now)
 
+    def settle(self, timeout: float) -> None:
+        """After the sender stopped: look every 0.1 s until the last events' rows are seen (or
+        ``timeout``), so their latency is not the drain's length."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and any(n not in self.landed for n in self.answered):
+            self.look()
+            time.sleep(0.1)
+
     def latencies(self, since: float) -> tuple[list[float], int]:
         """202 -> row (s) of the events answered after ``since``; and how many are not rows."""
         got = [self.landed[n] - t for n, t in list(self.answered.items())
@@ -245,6 +253,7 @@ def main() -> None:
             rows = soak(a, api, r, pids, every, rules, hooks, runs, env, command)
             hooks.stop.set()
             hooks.join(30)
+            hooks.settle(60)
             beat.stop()  # no new runs: the ones started may end
             drained = drain(r, a.drain)
             hooks.look()  # the last events sent: their rows, seen after the sender stopped

@@ -58,3 +58,13 @@ def dumps(value: Any) -> str:
         return _encoder.encode(value).decode()
     except (TypeError, UnicodeEncodeError):  # a lone surrogate, a type JSON does not have
         return json.dumps(value)
+
+
+def dumps_array(items: list[Any]) -> str | None:
+    """``"[" + ",".join(dumps(item) for item in items) + "]"``, the same text, in one call
+    (half the time of 500 calls); None when ``dumps`` would give one of the items to the
+    standard library."""
+    try:
+        return _encoder.encode(items).decode()
+    except (TypeError, UnicodeEncodeError):
+        return None

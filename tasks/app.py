@@ -35,7 +35,7 @@ from celery.signals import (
 from tasks import messages, traces
 from tasks.runs.client import connect_redis
 from tasks.settings import get_settings
-from tasks.worker import broker, liveness, logs, runtime, siblings, wire
+from tasks.worker import broker, liveness, logs, requests, runtime, siblings, wire
 
 QUEUE = messages.BATCHES
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -168,6 +168,7 @@ def _init_threads(sender: Any = None, **_: Any) -> None:
     if sender is not None and not isinstance(pool, TaskPool):
         traces.setup("worker")
         runtime.current().warm()
+        requests.IN_PROCESS = True  # its tasks get the payload the consumer decoded
     if isinstance(pool, ThreadPool):
         global _siblings
         _siblings = siblings.start(sender.hostname, siblings.count(_settings.worker_processes))

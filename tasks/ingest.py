@@ -33,7 +33,8 @@ from tasks.write.landing import child_kinds, landing
 from tasks.write.tombstones import without_tombstones
 
 
-@app.task(bind=True, name="sluice.ingest_batch", max_retries=None)
+@app.task(bind=True, name="sluice.ingest_batch", max_retries=None,
+          Request="tasks.worker.requests:DecodedOnce")
 def ingest_batch(
     self: Task, run_id: str, source: str, kind: str, seq: int, items: str | list[Any],
     run_seq: int | None = None, root: str | None = None,

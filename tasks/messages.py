@@ -33,6 +33,7 @@ from celery import Celery
 
 from integrations import jsontext, pager
 from tasks import traces
+from tasks.ids import new_id
 from tasks.runs.seqs import describe_seq, part_seq
 
 RESYNC = "sluice.resync"
@@ -64,7 +65,7 @@ def resync(app: Celery, source: str, kind: str, run_id: str, *, partition: int =
     with traces.within(trace):
         app.send_task(RESYNC, (source, kind), kwargs,
                       argsrepr=f"{source}/{kind} run={run_id}{where}", kwargsrepr="{}",
-                      queue=PRODUCERS)
+                      task_id=new_id(), queue=PRODUCERS)
 
 
 class BatchMessage(NamedTuple):
@@ -81,6 +82,14 @@ def batches(page: pager.Page, *, max_items: int, max_bytes: int) -> list[BatchMe
     pickles what it hands to a child, and an item nested a few hundred levels deep would make
     that raise RecursionError there and stop the whole node, again on every node the message
     reaches."""
+    if not page.items:
+        return []
+    if len(page.items) <= max_items:
+        # A page that is one batch (the usual case) is encoded in one call; the loop below
+        # cuts the very same text, item by item, when it is more.
+        whole = jsontext.dumps_array(page.items)
+        if whole is not None and len(whole) - 2 <= max_bytes:
+            return [BatchMessage(part_seq(page.seq, 0), whole, len(page.items))]
     out: list[BatchMessage] = []
     part: list[str] = []
     size = 0
@@ -110,7 +119,7 @@ def batch(app: Celery, run_id: str, source: str, kind: str, seq: int, items: str
         kwargs["root"] = root
     app.send_task(INGEST, (run_id, source, kind, seq, items), kwargs,
                   argsrepr=f"run={run_id} {source}/{kind} {describe_seq(seq)} items={count}{note}",
-                  kwargsrepr="{}", queue=BULK if bulk else BATCHES)
+                  kwargsrepr="{}", task_id=new_id(), queue=BULK if bulk else BATCHES)
 
 
 def children(app: Celery, run_id: str, source: str, kind: str, seq: int, parents: str, *,
@@ -121,13 +130,14 @@ def children(app: Celery, run_id: str, source: str, kind: str, seq: int, parents
     app.send_task(CHILDREN, (run_id, source, kind, seq, parents),
                   {"run_seq": run_seq, "root": root},
                   argsrepr=f"run={run_id} {source}/{kind} {describe_seq(seq)} "
-                           f"parents={count}{note}", kwargsrepr="{}", queue=BATCHES)
+                           f"parents={count}{note}", kwargsrepr="{}", task_id=new_id(),
+                  queue=BATCHES)
 
 
 def finalize(app: Celery, run_id: str) -> None:
     """End the run (the progress scripts elected the caller)."""
     app.send_task(FINALIZE, (run_id,), argsrepr=f"run={run_id}", kwargsrepr="{}",
-                  queue=URGENT)
+                  task_id=new_id(), queue=URGENT)
 
 
 def webhook(app: Celery, source: str, kind: str, batch_id: str, events: str, *,
@@ -137,4 +147,4 @@ def webhook(app: Celery, source: str, kind: str, batch_id: str, events: str, *,
     them; ``batch_id`` names the batch in the logs and its dead letter."""
     app.send_task(WEBHOOK, (source, kind, batch_id, events),
                   argsrepr=f"{source}/{kind} webhook batch={batch_id} events={count}",
-                  kwargsrepr="{}", queue=URGENT)
+                  kwargsrepr="{}", task_id=new_id(), queue=URGENT)

@@ -51,6 +51,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 
+from tasks.ids import new_id
 from tasks.runs import keys, scripts
 from tasks.worker import liveness
 from tasks.worker.wire import dumps, loads
@@ -234,6 +235,11 @@ def _remove_everywhere(self: Any, delivery_tag: str, pipe: Any = None) -> Any:
     return pipe
 
 
+def _next_delivery_tag(self: Any) -> str:
+    """kombu's delivery tag (a uuid4), without a system call (``tasks.ids``)."""
+    return new_id()
+
+
 def install() -> None:
     kombu_redis.Channel._connparams = _connparams
     kombu_redis.Channel.basic_consume = basic_consume
@@ -242,3 +248,4 @@ def install() -> None:
     kombu_redis.Channel._put = put
     kombu_redis.QoS.append = _append_and_record
     kombu_redis.QoS._remove_from_indices = _remove_everywhere
+    kombu_redis.Channel._next_delivery_tag = _next_delivery_tag

@@ -9,8 +9,8 @@ that does not have this module.
 
 kombu's JSON also carries a few Python types as ``{"__type__": …, "__value__": …}`` (a
 ``datetime``, a ``Decimal``, a ``UUID``, ``bytes``) and revives them when it reads. So a value
-holding anything but JSON's own types is encoded by kombu, and a text that names
-``__type__`` is decoded by kombu: the same values come out as before.
+holding anything but JSON's own types is encoded by kombu, and a text whose value holds an
+object with a ``__type__`` key is decoded again by kombu: the same values come out as before.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ _kombu_loads = cast(Callable[..., Any], kombu_json.loads)
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
 _PLAIN = (str, int, float, bool, type(None))
+_NESTED = (dict, list)
 
 
 def plain(value: Any) -> bool:
@@ -52,16 +53,34 @@ def dumps(value: Any, **kwargs: Any) -> str:
     return _kombu_dumps(value, **kwargs)
 
 
+def typed(value: Any) -> bool:
+    """Whether a decoded value holds an object with a ``__type__`` key: what kombu's decoder
+    would revive (or refuse). Looked for in the decoded value, not in the text: a batch's items
+    travel as one string, and searching its 400 KB for the word cost a third of decoding it."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        kind = type(node)
+        if kind is dict:
+            if "__type__" in node:
+                return True
+            stack.extend(v for v in node.values() if type(v) in _NESTED)
+        elif kind is list:
+            stack.extend(v for v in node if type(v) in _NESTED)
+    return False
+
+
 def loads(text: str | bytes | bytearray | memoryview, **kwargs: Any) -> Any:
     """``kombu.utils.json.loads``, by msgspec unless the text carries kombu's typed values."""
     if not kwargs:
         raw = text.tobytes() if isinstance(text, memoryview) else text
-        marker: Any = "__type__" if isinstance(raw, str) else b"__type__"
-        if marker not in raw:
-            try:
-                return _decoder.decode(raw)
-            except (msgspec.DecodeError, RecursionError):
-                pass  # kombu's own decoder decides, and says why it fails
+        try:
+            value = _decoder.decode(raw)
+        except (msgspec.DecodeError, RecursionError):
+            pass  # kombu's own decoder decides, and says why it fails
+        else:
+            if not typed(value):
+                return value
     return _kombu_loads(text, **kwargs)
 
 

@@ -88,3 +88,19 @@ def test_a_message_published_leaves_a_token_in_its_queues_wake_list(own_redis_ur
             producer.publish({"n": n}, exchange=queue.exchange, routing_key="wake-test")
     assert r.llen("wake-test") == broker.WAKE_TOKENS + 10
     assert r.llen(keys.fetch_wake("wake-test")) == broker.WAKE_TOKENS
+
+
+@pytest.mark.parametrize("properties_last", [True, False])
+def test_a_big_message_is_recorded_under_its_own_tag(r: redis.Redis, properties_last: bool):
+    # A batch's body holds its items as text: '"properties":' sits in it many times, escaped;
+    # only the envelope's own key counts, at the end (kombu's order) or, in another shape,
+    # before 400 KB of body.
+    items = json.dumps([{"properties": {"delivery_tag": f"no{i}"}} for i in range(10_000)])
+    props = {"delivery_tag": "big", "delivery_info": {"exchange": "", "routing_key": "sluice"}}
+    envelope = {"body": items, "properties": props} if properties_last else \
+        {"properties": props, "body": items}
+    r.lpush("sluice", json.dumps(envelope, separators=(",", ":")))
+    queue, item = fetch(r, "sluice")  # type: ignore[misc]
+    assert queue == b"sluice" and json.loads(item) == envelope and len(item) > 400_000
+    assert r.hkeys("unacked") == [b"big"]
+    assert json.loads(r.hget("unacked", "big")) == [envelope, "", "sluice"]

@@ -76,3 +76,15 @@ def test_random_values_round_trip_as_json_does() -> None:
 
 def test_dumps_falls_back_for_a_lone_surrogate() -> None:
     assert json.loads(jsontext.dumps(["\ud800", 2**70])) == ["\ud800", 2**70]
+
+
+def test_dumps_array_is_the_items_dumped_one_by_one() -> None:
+    rng = random.Random(11)
+    for _ in range(500):
+        items = [value(rng) for _ in range(rng.randrange(6))]
+        one_by_one = "[" + ",".join(jsontext.dumps(item) for item in items) + "]"
+        whole = jsontext.dumps_array(items)
+        if any("\ud800" in jsontext.dumps(item) for item in items):
+            continue
+        assert whole == one_by_one
+    assert jsontext.dumps_array([1, "\ud800"]) is None  # one of them goes to json: not here

@@ -20,14 +20,19 @@ local now, record_node = tonumber(ARGV[1]), ARGV[2] == '1'
 -- reads a few hundred bytes instead of the whole message, whose body is most of it (a
 -- 400 KB page decoded here cost Redis more than the rest of the batch's commands). The key
 -- cannot be inside a string (its quotes would be escaped there); any other shape decodes
--- whole.
-local function properties(message)
-  local at, from = nil, 1
+-- whole. The last occurrence is looked for in the message's last 8 KB first: searching the
+-- whole 500 KB for it (every quote of the body a candidate) cost Redis 0.4 ms a batch.
+local function last(message, from)
+  local at = nil
   while true do
     local found = string.find(message, '"properties":', from, true)
-    if not found then break end
+    if not found then return at end
     at, from = found, found + 1
   end
+end
+
+local function properties(message)
+  local at = last(message, math.max(1, #message - 8192)) or last(message, 1)
   if at then
     local ok, tail = pcall(cjson.decode, '{' .. string.sub(message, at))
     if ok and type(tail) == 'table' and type(tail['properties']) == 'table' then

@@ -29,12 +29,17 @@ DEMO_ITEMS = {"issue": 3000, "user": 700, "project": 120, "team": 45}
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+def _stop_signals() -> Iterator[None]:
+    """Ctrl-C (SIGINT) and SIGTERM both stop everything, as KeyboardInterrupt: SIGINT also
+    where it came ignored (a script's background job inherits that from its shell, and a
+    ``kill -INT`` would otherwise leave the whole stack running)."""
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, signal.default_int_handler) for s in stops}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def find_config(given: str | None, *, env: Mapping[str, str],
@@ -65,7 +70,7 @@ def standalone(*, config: str | None, once: bool, workers: int | None, flower_po
 
     log_dir = Path(logs or tempfile.mkdtemp(prefix="sluice-logs-"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    with ExitStack() as stack, _sigterm_as_interrupt():
+    with ExitStack() as stack, _stop_signals():
         if not os.environ.get("SLUICE_REDIS_URL"):
             server = RedisServer().start()
             stack.callback(server.stop)

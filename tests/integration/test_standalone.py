@@ -24,6 +24,12 @@ def standalone_env() -> dict[str, str]:
     return env
 
 
+def _ignore_sigint() -> None:
+    """As a script's background job starts: SIGINT ignored, inherited from its shell (a
+    Ctrl-C sent to standalone must still stop it)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def descendants(pid: int) -> set[int]:
     found: set[int] = set()
     todo = [pid]
@@ -73,7 +79,7 @@ def test_standalone_runs_until_ctrl_c_then_stops_every_child(tmp_path: Path):
         [*SLUICE, "standalone", f"--flower-port={port}", f"--serve-port={serve_port}",
          "--logs", str(tmp_path / "logs")],
         cwd=tmp_path, env=standalone_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True)
+        text=True, preexec_fn=_ignore_sigint)
     try:
         lines: list[str] = []
         assert proc.stdout is not None

@@ -181,22 +181,31 @@ def fetch_read(self: Any, **options: Any) -> bool:
         self._flush_brpop_reauth()
 
 
+class _Pipeline:
+    """A redis pipeline in the shape of kombu's ``PublishBatch`` (``add(command, *args)``),
+    so that kombu's own ``_put`` writes a message's commands into it."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.pipe = pipe
+
+    def add(self, command: str, *args: Any) -> None:
+        getattr(self.pipe, command)(*args)
+
+
 def put(self: Any, queue: str, message: Any, **kwargs: Any) -> None:
     """kombu's ``Channel._put`` (publish a message to a queue), with a token pushed to the
     queue's wake list after the message, in the same round trip, so an idle worker waiting
-    on it looks at once (``fetch_start``)."""
-    batch = kwargs.get("_publish_batch")
-    if batch is not None:  # kombu's batched publishing: its pipeline holds the wake too
-        _put(self, queue, message, **kwargs)
+    on it looks at once (``fetch_start``). kombu's batched publishing holds both in its
+    pipeline; a single message gets one of its own."""
+    batch = kwargs.pop("_publish_batch", None)
+    if batch is not None:
+        _put(self, queue, message, _publish_batch=batch, **kwargs)
         _wake(self, batch.add, queue)
         return
-    priority = self._get_message_priority(message, reverse=False)
     with self.conn_or_acquire() as client, client.pipeline(transaction=False) as pipe:
-        pipe.lpush(self._q_for_pri(queue, priority), dumps(message))
-        if self._expires and queue in self._expires:
-            for step in self.priority_steps:
-                pipe.pexpire(self._q_for_pri(queue, step), self._expires[queue])
-        _wake(self, lambda command, *args: getattr(pipe, command)(*args), queue)
+        own = _Pipeline(pipe)
+        _put(self, queue, message, _publish_batch=own, **kwargs)
+        _wake(self, own.add, queue)
         pipe.execute()
 
 

@@ -2,10 +2,16 @@
 envelope kombu's Redis transport wraps each message in, encoded with msgspec.
 
 A batch's message holds its items as one JSON text; the serializer escapes it into the task's
-body, and the Redis transport again into its envelope. With kombu's ``json`` (the standard
-library) that escaping and its decoding were a fifth of a worker's CPU on a fast API
-(ops/bench/BULK.md). The wire format is unchanged: it is the same JSON, readable by a worker
-that does not have this module.
+body. With kombu's ``json`` (the standard library) that escaping and its decoding were a fifth
+of a worker's CPU on a fast API (ops/bench/BULK.md). kombu's Redis transport then wrote the
+body, a JSON text, as a string inside its envelope: escaped a second time (each quote of the
+items twice), and unescaped again by the worker that took it, about a millisecond of the
+producer's and of the consumer's CPU for a 500-item batch. Here a JSON body is written into the
+envelope as the JSON it is (``body_encoding`` ``EMBEDDED``, kombu's field for how the body is
+written; ``Embedded`` is its codec), and the consumer reads the envelope without decoding the
+body (``loads_envelope``): Celery gets the same body text as before. A message of another
+content type, or one written by a Sluice without this (``utf-8``, ``base64``), reads as it did;
+a worker without it cannot read a message with ``EMBEDDED`` (kombu knows no such codec).
 
 kombu's JSON also carries a few Python types as ``{"__type__": …, "__value__": …}`` (a
 ``datetime``, a ``Decimal``, a ``UUID``, ``bytes``) and revives them when it reads. So a value
@@ -27,14 +33,14 @@ _kombu_dumps = cast(Callable[..., str], kombu_json.dumps)
 _kombu_loads = cast(Callable[..., Any], kombu_json.loads)
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
-_PLAIN = (str, int, float, bool, type(None))
+_PLAIN = (str, int, float, bool, type(None), msgspec.Raw)
 _NESTED = (dict, list)
 
 
 def plain(value: Any) -> bool:
     """Only JSON's own types (exactly: not a subclass kombu encodes its own way)."""
     kind = type(value)
-    if kind in _PLAIN:
+    if kind in _PLAIN:  # msgspec.Raw: JSON text written as it is (an ``EMBEDDED`` body)
         return kind is not float or (value == value and abs(value) != float("inf"))
     if kind is list or kind is tuple:
         return all(plain(v) for v in value)
@@ -84,6 +90,63 @@ def loads(text: str | bytes | bytearray | memoryview, **kwargs: Any) -> Any:
     return _kombu_loads(text, **kwargs)
 
 
+EMBEDDED = "json"  # kombu's body_encoding of a body written into the envelope as JSON
+
+
+class Embedded:
+    """kombu's body codec (``Channel.codecs``) for ``EMBEDDED``: the body, a JSON text, goes
+    into the envelope as that JSON (``msgspec.Raw``). Read back it is that text again, from
+    the ``msgspec.Raw`` of ``loads_envelope``, or from the value a whole decode of the
+    envelope made of it (kombu's own readers: the unacked restore, fanout, ``basic_get``)."""
+
+    def encode(self, body: str | bytes) -> msgspec.Raw:
+        return msgspec.Raw(body)
+
+    def decode(self, body: Any) -> str:
+        if type(body) is msgspec.Raw:
+            return bytes(body).decode()
+        return dumps(body)
+
+
+class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
+    """kombu's envelope, its body left as the JSON it is."""
+
+    properties: dict[str, Any]
+    body: msgspec.Raw = msgspec.Raw(b"null")
+    headers: Any = None
+    content_type: Any = msgspec.field(default=None, name="content-type")
+    content_encoding: Any = msgspec.field(default=None, name="content-encoding")
+
+
+_envelope = msgspec.json.Decoder(_Envelope)
+
+
+def loads_envelope(text: bytes | str) -> Any:
+    """A message as the Redis transport reads it (``loads``), but an ``EMBEDDED`` body is not
+    decoded: it stays the JSON text it is (a ``msgspec.Raw`` its codec reads), instead of a
+    value built and written again. Any other envelope (another encoding, a key kombu does
+    not write, kombu's typed values in its headers) is decoded whole, by ``loads``."""
+    try:
+        envelope = _envelope.decode(text)
+    except (msgspec.DecodeError, RecursionError):
+        return loads(text)
+    if (envelope.properties.get("body_encoding") != EMBEDDED or typed(envelope.headers)
+            or typed(envelope.properties)):
+        return loads(text)
+    payload = {"body": envelope.body, "content-encoding": envelope.content_encoding,
+               "content-type": envelope.content_type, "headers": envelope.headers,
+               "properties": envelope.properties}
+    return payload
+
+
+def embeddable(message: dict[str, Any]) -> bool:
+    """Whether kombu's message (body written ``utf-8``, as it is) is JSON text, which can be
+    written into its envelope ``EMBEDDED``: JSON by content type, in UTF-8."""
+    return (message.get("content-type") == "application/json"
+            and message.get("content-encoding") == "utf-8"
+            and type(message.get("body")) in (str, bytes) and bool(message["body"]))
+
+
 def install() -> None:
     """Celery's ``json`` serializer and the Redis transport's envelope, in this process."""
     cast(Callable[..., None], register)("json", dumps, loads,
@@ -91,3 +154,5 @@ def install() -> None:
                                         content_encoding="utf-8")
     setattr(kombu_redis, "dumps", dumps)  # noqa: B010 (the module's own names, replaced)
     setattr(kombu_redis, "loads", loads)  # noqa: B010
+    codecs: dict[str, Any] = {**kombu_redis.Channel.codecs, EMBEDDED: Embedded()}
+    kombu_redis.Channel.codecs = codecs

@@ -45,7 +45,10 @@ class Queue:
                 body = message["body"]
                 if message["properties"].get("body_encoding") == "base64":
                     body = base64.b64decode(body)
-                args, _kwargs, _embed = json.loads(body)
+                # the body as JSON in the envelope (body_encoding "json"), or as a string in it
+                embedded = message["properties"].get("body_encoding") == "json"
+                decoded = body if embedded else json.loads(body)
+                args, _kwargs, _embed = decoded
                 self.counts[args[0]] += 1
         self.seen += max(new, 0)
         return self.counts

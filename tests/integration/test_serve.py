@@ -91,7 +91,9 @@ def messages(r: redis.Redis) -> list[tuple[str, list[Any]]]:
         body = message["body"]  # as it is, unless the message says base64 (an older sender)
         if message["properties"].get("body_encoding") == "base64":
             body = base64.b64decode(body)
-        args, _kwargs, _embed = json.loads(body)
+        # the body as JSON in the envelope (body_encoding "json"), or as a string in it
+        decoded = body if message["properties"].get("body_encoding") == "json" else json.loads(body)
+        args, _kwargs, _embed = decoded
         found.append((message["headers"]["task"], args))
     return found
 

@@ -3,8 +3,10 @@ message as held before it removes it from its queue, in one step, in kombu's ord
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -90,12 +92,16 @@ def test_a_message_published_leaves_a_token_in_its_queues_wake_list(own_redis_ur
     assert r.llen(keys.fetch_wake("wake-test")) == broker.WAKE_TOKENS
 
 
-@pytest.mark.parametrize("properties_last", [True, False])
-def test_a_big_message_is_recorded_under_its_own_tag(r: redis.Redis, properties_last: bool):
+@pytest.mark.parametrize(("properties_last", "embedded"),
+                         [(True, False), (False, False), (True, True), (False, True)])
+def test_a_big_message_is_recorded_under_its_own_tag(r: redis.Redis, properties_last: bool,
+                                                     embedded: bool):
     # A batch's body holds its items as text: '"properties":' sits in it many times, escaped;
-    # only the envelope's own key counts, at the end (kombu's order) or, in another shape,
-    # before 400 KB of body.
-    items = json.dumps([{"properties": {"delivery_tag": f"no{i}"}} for i in range(10_000)])
+    # or, in a body written as JSON (wire.EMBEDDED), as keys deeper than the envelope's. Only
+    # the envelope's own key counts, at the end (kombu's order) or, in another shape, before
+    # 400 KB of body.
+    value = [{"properties": {"delivery_tag": f"no{i}"}} for i in range(10_000)]
+    items: Any = value if embedded else json.dumps(value)
     props = {"delivery_tag": "big", "delivery_info": {"exchange": "", "routing_key": "sluice"}}
     envelope = {"body": items, "properties": props} if properties_last else \
         {"properties": props, "body": items}
@@ -104,3 +110,60 @@ def test_a_big_message_is_recorded_under_its_own_tag(r: redis.Redis, properties_
     assert queue == b"sluice" and json.loads(item) == envelope and len(item) > 400_000
     assert r.hkeys("unacked") == [b"big"]
     assert json.loads(r.hget("unacked", "big")) == [envelope, "", "sluice"]
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"x": datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)}])
+def test_a_json_body_is_json_in_its_envelope_and_reads_back_as_the_same_text(
+        own_redis_url: str, r: redis.Redis, kwargs: dict[str, Any]):
+    """A JSON body (a task's: its items a JSON text inside it) is written into kombu's envelope
+    as JSON, the items' quotes escaped once, not as a string escaped again; a worker's fetch
+    (and kombu's own readers: basic_get, the restore of an unacked message) read back the
+    same body text, and a message of another content type stays a string."""
+    from kombu import Connection, Consumer, Exchange, Producer, Queue
+
+    from tasks.worker import broker, wire
+
+    broker.install()
+    wire.install()
+    items = json.dumps([{"id": i, "title": 'say "hi"\\', "properties": {"a": i}}
+                        for i in range(3)])
+    body = [["run", "src", "issue", 3, items], kwargs, {}]
+    queue = Queue("embed-test", Exchange("embed-test"), "embed-test")
+    got: list[Any] = []
+    with Connection(own_redis_url, transport_options={"body_encoding": "utf-8"}) as conn:
+        channel = conn.channel()  # (Sluice's app's option: tasks/app.py)
+        producer = Producer(channel, serializer="json")
+        queue(channel).declare()
+        producer.publish(body, exchange=queue.exchange, routing_key="embed-test")
+        raw = r.lindex("embed-test", 0)
+        assert raw is not None  # the items' quotes escaped once (in the body), not twice
+        assert b'\\"id\\"' in raw and b'\\\\\\"id' not in raw
+        envelope = json.loads(raw)
+        assert envelope["properties"]["body_encoding"] == wire.EMBEDDED
+        assert envelope["body"][0][4] == items  # the body as JSON, the items a string in it
+
+        def take(message: Any) -> None:
+            got.append((message.body, message.decode(), message.delivery_tag))
+
+        with Consumer(conn.channel(), [queue], callbacks=[lambda _b, m: take(m)],
+                      accept=["json"]) as consumer:
+            conn.drain_events(timeout=5)
+            tag = got[-1][2]
+            consumer.channel.qos.restore_by_tag(tag)  # given back, as for a lost node
+            conn.drain_events(timeout=5)
+        simple = conn.SimpleQueue(queue)
+        producer.publish(body, exchange=queue.exchange, routing_key="embed-test")
+        taken = simple.get(timeout=5)  # basic_get: kombu reads the envelope whole
+        got.append((taken.body, taken.decode(), taken.delivery_tag))
+        taken.ack()
+        producer.publish("plain text", exchange=queue.exchange, routing_key="embed-test",
+                         content_type="text/plain", content_encoding="utf-8",
+                         serializer=None)
+        plain = json.loads(r.lindex("embed-test", 0) or b"")
+        assert plain["properties"]["body_encoding"] == "utf-8"  # a string, as kombu writes it
+        assert simple.get(timeout=5).body in ("plain text", b"plain text")
+        simple.close()
+    assert len(got) == 3
+    for text, decoded, _tag in got:
+        assert json.loads(text) == json.loads(wire.dumps(body))  # bytes, as kombu gives it
+        assert decoded == [list(body[0]), kwargs, {}]

@@ -124,19 +124,22 @@ _envelope = msgspec.json.Decoder(_Envelope)
 def loads_envelope(text: bytes | str) -> Any:
     """A message as the Redis transport reads it (``loads``), but an ``EMBEDDED`` body is not
     decoded: it stays the JSON text it is (a ``msgspec.Raw`` its codec reads), instead of a
-    value built and written again. Any other envelope (another encoding, a key kombu does
-    not write, kombu's typed values in its headers) is decoded whole, by ``loads``."""
+    value built and written again; a body written as a string is that string. Any other
+    envelope (a key kombu does not write, kombu's typed values in its headers or properties,
+    a body neither) is decoded whole, by ``loads``."""
     try:
         envelope = _envelope.decode(text)
+        body: Any = envelope.body
+        if envelope.properties.get("body_encoding") != EMBEDDED:
+            body = _decoder.decode(body)  # a string (utf-8, base64), as kombu reads it
     except (msgspec.DecodeError, RecursionError):
         return loads(text)
-    if (envelope.properties.get("body_encoding") != EMBEDDED or typed(envelope.headers)
-            or typed(envelope.properties)):
+    if type(body) not in (str, msgspec.Raw) or typed(envelope.headers) or typed(
+            envelope.properties):
         return loads(text)
-    payload = {"body": envelope.body, "content-encoding": envelope.content_encoding,
-               "content-type": envelope.content_type, "headers": envelope.headers,
-               "properties": envelope.properties}
-    return payload
+    return {"body": body, "content-encoding": envelope.content_encoding,
+            "content-type": envelope.content_type, "headers": envelope.headers,
+            "properties": envelope.properties}
 
 
 def embeddable(message: dict[str, Any]) -> bool:

@@ -102,9 +102,9 @@ class Embedded:
     def encode(self, body: str | bytes) -> msgspec.Raw:
         return msgspec.Raw(body)
 
-    def decode(self, body: Any) -> str:
-        if type(body) is msgspec.Raw:
-            return bytes(body).decode()
+    def decode(self, body: Any) -> bytes | str:
+        if type(body) is msgspec.Raw:  # bytes, as kombu's message keeps a body (utf-8)
+            return bytes(body)
         return dumps(body)
 
 

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 from celery import Celery
 
 from integrations import jsontext, pager
-from tasks import traces
+from tasks import envelope, traces
 from tasks.ids import new_id
 from tasks.runs.seqs import describe_seq, part_seq
 
@@ -42,11 +42,11 @@ FINALIZE = "sluice.finalize"
 CHILDREN = "sluice.children"
 WEBHOOK = "sluice.webhook_batch"
 
-URGENT = "sluice.urgent"
-PRODUCERS = "sluice.producers"
-BATCHES = "sluice"  # the queue of Sluice's first versions: messages queued then still run
-BULK = "sluice.bulk"
-QUEUES = (URGENT, PRODUCERS, BATCHES, BULK)
+START = "sluice.start_request"
+
+# The queues, named in tasks/envelope.py (``sluice run`` sends its start request without Celery).
+URGENT, PRODUCERS, BATCHES, BULK, QUEUES = (envelope.URGENT, envelope.PRODUCERS,
+                                            envelope.BATCHES, envelope.BULK, envelope.QUEUES)
 
 
 def resync(app: Celery, source: str, kind: str, run_id: str, *, partition: int = 0,

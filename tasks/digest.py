@@ -7,7 +7,7 @@ Standard library only: ``sluice run`` computes it before importing the configura
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
+import os
 
 
 def config_digest(text: str) -> str:
@@ -16,6 +16,7 @@ def config_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def file_digest(path: Path | str) -> str:
+def file_digest(path: str | os.PathLike[str]) -> str:
     """``config_digest`` of the file. Raises OSError, UnicodeDecodeError."""
-    return config_digest(Path(path).read_text(encoding="utf-8"))
+    with open(path, encoding="utf-8") as f:  # as Path.read_text reads it
+        return config_digest(f.read())

@@ -12,7 +12,7 @@ ordinary way (redis-py). Nothing here logs or formats the URL: it may hold the p
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
 Reply = bytes | int | str | list["Reply"] | None
@@ -26,8 +26,7 @@ class RespError(Exception):
     """Redis answered with an error (``-ERR ...``)."""
 
 
-@dataclass(frozen=True)
-class Address:
+class Address(NamedTuple):
     host: str = "127.0.0.1"
     port: int = 6379
     path: str | None = None  # a unix socket
@@ -42,7 +41,8 @@ class Address:
 
 def parse_url(url: str) -> Address:
     """``redis://[[user]:password@]host[:port][/db]`` or ``unix://[[user]:password@]/path
-    [?db=N]``, as redis-py reads them (``password=`` and ``db=`` in the query too)."""
+    [?db=N]``, as redis-py reads them (``password=`` and ``db=`` in the query too; the
+    query's db before the path's, the URL's password before the query's)."""
     try:
         parts = urlsplit(url)
         query = {k: v[-1] for k, v in parse_qs(parts.query, strict_parsing=bool(parts.query)
@@ -53,27 +53,23 @@ def parse_url(url: str) -> Address:
     if parts.scheme not in ("redis", "unix") or set(query) - {"db", "password"} \
             or parts.fragment:
         raise Unsupported(f"{parts.scheme}:// or its options")
-    username = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password is not None else None
-    password = query.get("password", password)
-    db_text = query.get("db")
-    if parts.scheme == "redis":
-        path_db = parts.path.lstrip("/")
-        db_text = db_text or path_db or None
-        if not parts.hostname:
-            raise Unsupported("no host")
-        address = Address(host=unquote(parts.hostname), port=port or 6379, username=username,
-                          password=password)
-    else:
+    path: str | None = None
+    if parts.scheme == "unix":
         if not parts.path:
             raise Unsupported("no socket path")
-        address = Address(path=unquote(parts.path), username=username, password=password)
+        path, db_text = unquote(parts.path), query.get("db")
+    elif not parts.hostname:
+        raise Unsupported("no host")
+    else:
+        db_text = query.get("db") or parts.path.lstrip("/")
     try:
         db = int(db_text or 0)
     except ValueError:
         raise Unsupported("db is no number") from None
-    return Address(address.host, address.port, address.path, address.username,
-                   address.password, db)
+    return Address(host=unquote(parts.hostname or "") or "127.0.0.1", port=port or 6379,
+                   path=path, username=unquote(parts.username) if parts.username else None,
+                   password=unquote(parts.password) if parts.password
+                   else query.get("password"), db=db)
 
 
 def _encode(args: tuple[str | int | bytes, ...]) -> bytes:

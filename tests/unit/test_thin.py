@@ -24,7 +24,7 @@ from tests.support.workers import ROOT
 @pytest.mark.parametrize(("argv", "expected"), [
     (["run", "gh"], thin.RunArgs("gh")),
     (["run", "gh", "--kind", "issue", "--kind=pr", "--wait", "--json", "--full"],
-     thin.RunArgs("gh", ["issue", "pr"], wait=True, as_json=True, full=True)),
+     thin.RunArgs("gh", ("issue", "pr"), wait=True, as_json=True, full=True)),
     (["--config", "a.toml", "run", "--wait", "gh", "--config=b.toml"],
      thin.RunArgs("gh", wait=True, config="b.toml")),
     (["--config=a.toml", "run", "gh"], thin.RunArgs("gh", config="a.toml")),

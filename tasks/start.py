@@ -70,25 +70,23 @@ def start_request(source: str, kinds: list[str] | None = None, full: bool = Fals
         taken, _ = pipe.execute()
     if taken is None:
         return "not claimed: the command started the runs itself, or gave up"
-    answer: dict[str, Any]
     try:
         rt.refresh()
         config = rt.config
         if digest != config.digest:
-            answer = {"error": f"this worker runs {config.path} of digest {config.digest}, "
-                               f"not the command's ({digest})", "fallback": True}
-        else:
-            wanted = config.kinds_to_run(source, kinds or None)
-            runs = start_runs(rt.progress, source, wanted, config_digest=config.digest,
-                              full=full)
-            answer = {"runs": [run.as_json() for run in runs]}
-    except ConfigError as exc:
-        answer = {"error": str(exc), "fallback": True}
-    except Exception as exc:
+            raise ConfigError(f"this worker runs {config.path} of digest {config.digest}, not "
+                              f"the command's ({digest})")
+        wanted = config.kinds_to_run(source, kinds or None)
+    except ConfigError as exc:  # nothing started: the command goes its own way
+        _answer(rt.redis, request, {"error": str(exc), "fallback": True})
+        return "answered: an error"
+    try:
+        runs = start_runs(rt.progress, source, wanted, config_digest=config.digest, full=full)
+    except Exception as exc:  # some may have started: the command says so, and stops
         _answer(rt.redis, request, {"error": f"{type(exc).__name__}: {exc}", "fallback": False})
         raise
-    _answer(rt.redis, request, answer)
-    return f"answered: {', '.join(r['run_id'] for r in answer.get('runs', [])) or 'an error'}"
+    _answer(rt.redis, request, {"runs": [run.as_json() for run in runs]})
+    return f"answered: {', '.join(run.run_id for run in runs)}"
 
 
 def _answer(r: Any, request: str, answer: dict[str, Any]) -> None:

@@ -227,7 +227,14 @@ def cmd_run(source: str, kinds: tuple[str, ...], wait_: bool, as_json: bool,
 
 def watched(started: list[dict[str, Any]], *, as_json: bool) -> int:
     """``sluice run --wait`` after a worker started its runs (``tasks.operator.thin``)."""
-    return exit_code(lambda: _watch(_progress(), started, as_json=as_json))
+    atexit.register(gc.freeze)  # as main() does
+
+    def watch() -> int:
+        with collector_off():
+            progress = _progress()
+        return _watch(progress, started, as_json=as_json)
+
+    return exit_code(watch)
 
 
 def _watch(progress: Progress, started: list[dict[str, Any]], *, as_json: bool) -> int:

@@ -140,7 +140,8 @@ def config_path(args: RunArgs, env: Mapping[str, str]) -> str | None:
 
 def start(args: RunArgs, env: Mapping[str, str]) -> list[dict[str, Any]] | None:
     """Ask the workers to start the runs; their records (``Run.as_json``), or None: go the
-    ordinary way (nothing was started). Raises Failed."""
+    ordinary way (nothing was started, nothing will be). Raises Failed when a worker may have
+    started them and the command cannot know (Redis lost meanwhile), or could not."""
     address = redis_address(env)
     path = config_path(args, env)
     if address is None or path is None:
@@ -151,12 +152,15 @@ def start(args: RunArgs, env: Mapping[str, str]) -> list[dict[str, Any]] | None:
         return None
     try:
         conn = resp.Connection(address)
-    except (OSError, resp.RespError):
+    except (OSError, resp.RespError):  # nothing sent: the ordinary way says what is wrong
         return None
     try:
         return _ask(conn, args, digest)
-    except (OSError, resp.RespError):
-        return None
+    except (OSError, resp.RespError) as exc:
+        # Once the request may be out, going the ordinary way could start the runs twice.
+        raise Failed(f"lost Redis while asking the workers to start the runs of "
+                     f"{args.source} ({type(exc).__name__}: {exc}); see `sluice status`"
+                     ) from None
     finally:
         conn.close()
 
@@ -169,13 +173,13 @@ def _ask(conn: resp.Connection, args: RunArgs, digest: str) -> list[dict[str, An
     message = envelope.task_message(
         START, [args.source], kwargs, task_id=str(uuid.uuid4()), queue=envelope.URGENT,
         argsrepr=f"{args.source}{kinds}{' full' if args.full else ''} request={request}")
-    replies = conn.pipeline([("SET", claim, "1", "EX", CLAIM_TTL),
-                             *envelope.publish_commands(envelope.URGENT, message)])
-    for answer in replies:
-        if isinstance(answer, resp.RespError):
+    try:
+        replies = conn.pipeline([("SET", claim, "1", "EX", CLAIM_TTL),
+                                 *envelope.publish_commands(envelope.URGENT, message)])
+        if any(isinstance(answer, resp.RespError) for answer in replies):
+            # Refused (a full Redis, a replica): without the claim no worker starts anything.
             conn.call("DEL", claim)
             return None
-    try:
         got = conn.call("BLPOP", reply, str(FIRST_REPLY), timeout=FIRST_REPLY + 5)
         if got is None:
             if conn.call("DEL", claim) == 1:

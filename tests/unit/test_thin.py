@@ -173,3 +173,32 @@ def test_the_thin_path_imports_only_the_standard_library(tmp_path) -> None:
         assert r.llen(envelope.URGENT) == 1  # the request was out
         assert not r.keys("sluice:start:*")  # and its claim taken back
         r.close()
+
+
+def test_redis_lost_after_the_request_is_out_is_no_fallback(tmp_path) -> None:
+    """Once the request may be out, a worker may start the runs: the command must not start
+    them too (the ordinary way) when Redis goes away while it waits; it says so."""
+    import threading
+    import time
+
+    (tmp_path / "sluice.toml").write_text("x = 1\n")
+    args = thin.RunArgs("gh", config=str(tmp_path / "sluice.toml"))
+    outcome: list[object] = []
+    with RedisServer() as server:
+        def ask() -> None:
+            try:
+                outcome.append(thin.start(args, {"SLUICE_REDIS_URL": server.url}))
+            except thin.Failed as exc:
+                outcome.append(exc)
+
+        asker = threading.Thread(target=ask)
+        asker.start()
+        r = redis.Redis(port=server.port)
+        deadline = time.monotonic() + 10
+        while not r.keys(keys.start_claim("*")) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert r.llen(envelope.URGENT) == 1  # the request is out, nobody has answered
+        r.close()
+    asker.join(10)
+    (failed,) = outcome
+    assert isinstance(failed, thin.Failed) and "lost Redis" in str(failed), failed

@@ -11,7 +11,8 @@ consumes together, taking from them in turn (kombu's round robin on Redis, one c
 queue on RabbitMQ), so no kind of work waits behind another's backlog:
 
 ====================  ============================================================
-``sluice.urgent``     webhook batches and run ends (finalize): small, someone waits
+``sluice.urgent``     webhook batches, run ends (finalize), ``sluice run``'s start
+                      request (tasks/operator/thin.py): small, someone waits
 ``sluice.producers``  producer slices (resync): each a run's next pages
 ``sluice``            batches of a run's first ``SLUICE_BULK_AFTER_ITEMS`` items, and
                       child-fetching tasks: a small run's whole work
@@ -42,7 +43,7 @@ FINALIZE = "sluice.finalize"
 CHILDREN = "sluice.children"
 WEBHOOK = "sluice.webhook_batch"
 
-START = "sluice.start_request"
+START = "sluice.start_request"  # sent by tasks/operator/thin.py (tasks.envelope), not here
 
 # The queues, named in tasks/envelope.py (``sluice run`` sends its start request without Celery).
 URGENT, PRODUCERS, BATCHES, BULK, QUEUES = (envelope.URGENT, envelope.PRODUCERS,

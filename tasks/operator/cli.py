@@ -13,7 +13,8 @@
 per command; ``failed`` is a sub-group of ``list`` and ``retry``. ``main()`` is the entry point:
 a command returns its exit code, and the group turns a configuration error (2), an unreachable
 Redis (3), Ctrl-C (130) and a closed pipe (0, quietly) into a message and a code; a usage error
-is click's (2).
+is click's (2). The ``sluice`` script (``tasks.operator.entry``) comes here for ``run`` only
+when the running workers did not start the runs (``tasks.operator.thin``), or to watch them.
 
 Output: ``--json`` prints one ``Run.as_json()`` line per run on stdout and nothing else. The
 progress of ``run --wait`` goes to stderr (``tasks.operator.watch``): rich bars redrawn in

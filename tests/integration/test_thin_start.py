@@ -18,12 +18,11 @@ import redis
 from integrations.fakeapi import FakeAPI
 from tasks import envelope
 from tasks.runs import keys
-from tests.support.workers import ROOT, Client, Workers, cursor_config
+from tests.support.workers import ROOT, SLUICE, Client, Workers, cursor_config
 
 pytestmark = pytest.mark.integration
 
-# What a user's `sluice` runs (the [project.scripts] entry point), not the click CLI alone.
-COMMAND = [sys.executable, "-m", "tasks.operator.entry"]
+COMMAND = SLUICE  # the script's entry point, not the click CLI alone
 
 
 def sluice(config: Path, redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:

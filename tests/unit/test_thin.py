@@ -113,16 +113,23 @@ def test_the_start_request_is_the_message_celery_writes(own_redis_url: str) -> N
     """The thin client's message, byte for byte where it is not an id, with its wake token,
     is what ``app.send_task`` writes through kombu's Redis transport and Sluice's broker."""
     from tasks import messages
-    from tasks.app import app
 
     kwargs = {"kinds": ["issue", "café"], "full": True, "digest": "0123abcd",
               "request": "r1"}
     r = redis.Redis.from_url(own_redis_url)
     r.flushdb()
-    with app.connection_for_write(own_redis_url) as connection:
-        app.send_task(messages.START, ["gh"], kwargs, argsrepr="gh kinds=issue",
-                      kwargsrepr="{}", task_id="id-1", queue=messages.URGENT,
-                      connection=connection)
+    # Sluice's app in a process of its own: built here, it would take this Redis for the
+    # broker of every later test in this process (tests/conftest.py).
+    send = ("import json, sys\n"
+            "from tasks import messages\n"
+            "from tasks.app import app\n"
+            "app.send_task(messages.START, ['gh'], json.loads(sys.argv[1]),"
+            " argsrepr='gh kinds=issue', kwargsrepr='{}', task_id='id-1',"
+            " queue=messages.URGENT)\n")
+    done = subprocess.run([sys.executable, "-c", send, json.dumps(kwargs)], cwd=ROOT,
+                          env={**os.environ, "SLUICE_REDIS_URL": own_redis_url},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
     (celery_wrote,) = r.lrange(messages.URGENT, 0, -1)
     assert r.lrange(keys.fetch_wake(messages.URGENT), 0, -1) == [b"1"]
     r.delete(messages.URGENT, keys.fetch_wake(messages.URGENT))

@@ -220,14 +220,16 @@ def cmd_run(source: str, kinds: tuple[str, ...], wait_: bool, as_json: bool,
         traces.setup("cli")
         runs = start_runs(progress, source, wanted, config_digest=config.digest, full=full)
     started = [run.as_json() for run in runs]
-    if not wait_:
+    if not as_json or not wait_:
         thin.print_started(started, as_json=as_json)
+    if not wait_:
         return 0
     return _watch(progress, started, as_json=as_json)
 
 
 def watched(started: list[dict[str, Any]], *, as_json: bool) -> int:
-    """``sluice run --wait`` after a worker started its runs (``tasks.operator.thin``)."""
+    """``sluice run --wait`` after a worker started its runs (``tasks.operator.thin``, which
+    has printed them)."""
     atexit.register(gc.freeze)  # as main() does
 
     def watch() -> int:
@@ -239,13 +241,10 @@ def watched(started: list[dict[str, Any]], *, as_json: bool) -> int:
 
 
 def _watch(progress: Progress, started: list[dict[str, Any]], *, as_json: bool) -> int:
-    """``sluice run --wait``, its runs started (``Run.as_json``): show their progress until
-    they end; exit 0 only if all succeeded."""
+    """``sluice run --wait``, its runs started (``Run.as_json``) and printed: show their
+    progress until they end; exit 0 only if all succeeded."""
     from tasks.settings import get_settings
 
-    if not as_json:
-        for record in started:
-            click.echo(thin.started_text(record))
     ended = wait(progress, [r["run_id"] for r in started], show=not as_json,
                  stall_seconds=get_settings().stall_seconds)
     for run in ended:

@@ -207,7 +207,8 @@ def started_text(run: Mapping[str, Any]) -> str:
 
 
 def print_started(runs: list[dict[str, Any]], *, as_json: bool) -> None:
-    """What ``sluice run`` without ``--wait`` prints: a line per run, or its JSON."""
+    """What ``sluice run`` prints once its runs are started: a line per run; without
+    ``--wait``, ``--json`` prints each run's JSON instead (with it, only the final ones)."""
     for run in runs:
         sys.stdout.write((json.dumps(run) if as_json else started_text(run)) + "\n")
     sys.stdout.flush()
@@ -226,8 +227,9 @@ def main(args: RunArgs, env: Mapping[str, str]) -> int | None:
     if runs is None:
         return None
     try:
-        if not args.wait:
+        if not args.as_json or not args.wait:  # at once, before the imports of --wait
             print_started(runs, as_json=args.as_json)
+        if not args.wait:
             return 0
         from tasks.operator.entry import collector_off
 

@@ -75,6 +75,17 @@ def test_run_wait_is_started_by_the_worker_and_lands_the_rows(running: Running) 
     assert start_requests(running.log) == [f"'answered: {run['run_id']}'"]
 
 
+def test_run_wait_prints_its_run_then_its_summary(running: Running) -> None:
+    running.api.set_items("item", 120)
+    done = sluice(running.config, running.url, "run", "api", "--wait")
+    assert done.returncode == 0, done.stderr
+    first, *rest = done.stdout.splitlines()
+    run_id = first.split()[2]
+    assert first == f"api/item: run {run_id} running"
+    assert rest == [f"api/item run {run_id}: succeeded; 120 written, 0 rejected, 0 batches "
+                    "failed, 0 deleted"]
+
+
 def test_the_command_imports_no_celery_redis_or_click_when_a_worker_starts_the_run(
         running: Running) -> None:
     """Observable proof of the thin path: the command printed its run and ended having

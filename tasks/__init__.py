@@ -7,6 +7,8 @@ before ``sluice standalone`` has started its Redis.
 
 from typing import Any
 
+import integrations  # noqa: F401  (first: httpx without its command line, integrations/lean.py)
+
 
 def __getattr__(name: str) -> Any:
     if name == "app":

@@ -65,8 +65,8 @@ wire.install()
 resp.install()
 
 app = Celery("sluice", broker=_settings.queue_url,
-             include=["tasks.resync", "tasks.ingest", "tasks.children", "tasks.finalize",
-                      "tasks.schedule", "tasks.webhook"])
+             include=["tasks.resync", "tasks.start", "tasks.ingest", "tasks.children",
+                      "tasks.finalize", "tasks.schedule", "tasks.webhook"])
 app.conf.update(
     task_serializer="json",
     result_serializer="json",

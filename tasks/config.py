@@ -8,7 +8,6 @@ and the key path.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import re
@@ -25,6 +24,7 @@ from integrations.mapping import MappingError
 from integrations.registry import SETTINGS, load
 from integrations.secrets import Redactor
 from integrations.settings import SourceSettings, StrictModel
+from tasks.digest import config_digest
 from tasks.settings import get_settings
 
 
@@ -95,6 +95,16 @@ class SluiceConfig(BaseModel):
         except KeyError:
             known = ", ".join(sorted(self.sources)) or "none"
             raise ConfigError(f"{self.path}: no source {name!r} (sources: {known})") from None
+
+    def kinds_to_run(self, source: str, wanted: list[str] | None = None) -> list[str]:
+        """``run_kinds``, after checking that the source has every ``wanted`` kind (what
+        ``sluice run`` and its start request on a worker both check)."""
+        known = self.source(source).kind_names()
+        for kind in wanted or []:
+            if kind not in known:
+                raise ConfigError(f"{self.path}: source {source!r} has no kind {kind!r}"
+                                  f" (kinds: {', '.join(known)})")
+        return self.run_kinds(source, wanted)
 
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]+$")  # names end up in Redis keys and metric labels
@@ -314,7 +324,7 @@ def load_config(path: Path | str) -> SluiceConfig:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return parse_config(raw, path, digest=hashlib.sha256(text.encode()).hexdigest()[:16])
+    return parse_config(raw, path, digest=config_digest(text))
 
 
 def get_config(path: Path | str | None = None) -> SluiceConfig:

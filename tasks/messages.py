@@ -11,7 +11,8 @@ consumes together, taking from them in turn (kombu's round robin on Redis, one c
 queue on RabbitMQ), so no kind of work waits behind another's backlog:
 
 ====================  ============================================================
-``sluice.urgent``     webhook batches and run ends (finalize): small, someone waits
+``sluice.urgent``     webhook batches, run ends (finalize), ``sluice run``'s start
+                      request (tasks/operator/thin.py): small, someone waits
 ``sluice.producers``  producer slices (resync): each a run's next pages
 ``sluice``            batches of a run's first ``SLUICE_BULK_AFTER_ITEMS`` items, and
                       child-fetching tasks: a small run's whole work
@@ -32,7 +33,7 @@ from typing import Any, NamedTuple
 from celery import Celery
 
 from integrations import jsontext, pager
-from tasks import traces
+from tasks import envelope, traces
 from tasks.ids import new_id
 from tasks.runs.seqs import describe_seq, part_seq
 
@@ -42,11 +43,11 @@ FINALIZE = "sluice.finalize"
 CHILDREN = "sluice.children"
 WEBHOOK = "sluice.webhook_batch"
 
-URGENT = "sluice.urgent"
-PRODUCERS = "sluice.producers"
-BATCHES = "sluice"  # the queue of Sluice's first versions: messages queued then still run
-BULK = "sluice.bulk"
-QUEUES = (URGENT, PRODUCERS, BATCHES, BULK)
+START = "sluice.start_request"  # sent by tasks/operator/thin.py (tasks.envelope), not here
+
+# The queues, named in tasks/envelope.py (``sluice run`` sends its start request without Celery).
+URGENT, PRODUCERS, BATCHES, BULK, QUEUES = (envelope.URGENT, envelope.PRODUCERS,
+                                            envelope.BATCHES, envelope.BULK, envelope.QUEUES)
 
 
 def resync(app: Celery, source: str, kind: str, run_id: str, *, partition: int = 0,

@@ -86,6 +86,20 @@ def raise_for_status(response: httpx.Response) -> None:
                              status_code=status)
 
 
+def unbound(response: httpx.Response) -> httpx.Response:
+    """``response``, freed as soon as its last reference goes (read whole and closed already,
+    as ``client.get`` and ``client.post`` return it).
+
+    httpx binds a response and its stream in a cycle (``BoundAsyncStream`` keeps the
+    response), so only the cyclic collector frees it, with its body and its request's. A
+    worker runs a young pass every 50,000 allocations (``tasks.worker.runtime.GC_THRESHOLD``):
+    a fast run held about a thousand pages that way, 17 MB of a producer's peak RSS. An empty
+    stream in its place breaks the cycle; the body stays in ``response.content``.
+    """
+    response.stream = httpx.ByteStream(b"")
+    return response
+
+
 async def get_json(
     client: httpx.AsyncClient, url: str, *, params: dict[str, Any] | None = None,
     json: Any | None = None,
@@ -101,9 +115,9 @@ async def get_json(
     method = "GET" if json is None else "POST"
     try:
         if json is None:
-            response = await client.get(url, params=params)
+            response = unbound(await client.get(url, params=params))
         else:
-            response = await client.post(url, params=params, json=json)
+            response = unbound(await client.post(url, params=params, json=json))
     except httpx.TransportError as exc:
         where = httpx.URL(url).copy_with(query=None)
         detail = repr(exc)

@@ -57,6 +57,7 @@ from tasks import messages  # noqa: E402
 from tasks.operator.redisserver import RedisServer, free_port  # noqa: E402
 from tasks.operator.supervisor import Child, celery  # noqa: E402
 from tasks.runs.progress import Progress, Run  # noqa: E402
+from tasks.worker import broker  # noqa: E402
 from tests.support.serve import Serve  # noqa: E402
 
 SMALL, SMALL_ITEMS, PROBE_ITEMS = 20, 200, 1_000
@@ -90,6 +91,7 @@ class Fleet:
         import redis
 
         self.progress = Progress(redis.Redis.from_url(redis_url))
+        broker.install()  # its messages wake an idle worker, as `sluice run`'s do
         self.app = Celery("sluice-bench", broker=redis_url)
         self.app.conf.update(task_serializer="json", accept_content=["json"])
 

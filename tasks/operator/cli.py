@@ -13,7 +13,8 @@
 per command; ``failed`` is a sub-group of ``list`` and ``retry``. ``main()`` is the entry point:
 a command returns its exit code, and the group turns a configuration error (2), an unreachable
 Redis (3), Ctrl-C (130) and a closed pipe (0, quietly) into a message and a code; a usage error
-is click's (2).
+is click's (2). The ``sluice`` script (``tasks.operator.entry``) comes here for ``run`` only
+when the running workers did not start the runs (``tasks.operator.thin``), or to watch them.
 
 Output: ``--json`` prints one ``Run.as_json()`` line per run on stdout and nothing else. The
 progress of ``run --wait`` goes to stderr (``tasks.operator.watch``): rich bars redrawn in
@@ -40,6 +41,7 @@ from rich.text import Text
 
 from integrations.errors import ConfigError
 from tasks import traces
+from tasks.operator import thin
 from tasks.operator.entry import collector_off
 from tasks.operator.watch import safe_url, summary_text, wait
 from tasks.runs.deadletter import DeadLetter
@@ -59,15 +61,6 @@ def _progress() -> Progress:
     return Progress.from_settings(settings, connect_redis(settings.redis_url))
 
 
-def _kinds(config: SluiceConfig, source: str, wanted: list[str] | None) -> list[str]:
-    known = config.source(source).kind_names()
-    for kind in wanted or []:
-        if kind not in known:
-            raise ConfigError(f"{config.path}: source {source!r} has no kind {kind!r}"
-                              f" (kinds: {', '.join(known)})")
-    return config.run_kinds(source, wanted)
-
-
 def line(run: Run) -> str:
     return json.dumps(run.as_json())
 
@@ -80,36 +73,39 @@ class _Sluice(click.Group):
     rather than a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        code = self._exit_code(ctx)
+        code = exit_code(lambda: super(_Sluice, self).invoke(ctx))
         ctx.exit(code)
 
-    def _exit_code(self, ctx: click.Context) -> int:
-        try:
-            code = super().invoke(ctx)
-            return code if isinstance(code, int) else 0
-        except ConfigError as exc:
-            click.echo(f"sluice: {exc}", err=True)
-            return 2
-        except redis.ConnectionError as exc:
-            from tasks.settings import get_settings
 
-            url = get_settings().redis_url
-            click.echo(f"sluice: cannot reach Redis at {safe_url(url)} ($SLUICE_REDIS_URL): "
-                       f"{exc}", err=True)
-            return 3
-        except OperationalError as exc:  # kombu's: its message names no host
-            from tasks.settings import get_settings
+def exit_code(command: Callable[[], Any]) -> int:
+    """The exit code of ``command`` (a command's, or what ``sluice run``'s thin start does
+    after the runs are started): the errors an operator meets become a message and a code."""
+    try:
+        code = command()
+        return code if isinstance(code, int) else 0
+    except ConfigError as exc:
+        click.echo(f"sluice: {exc}", err=True)
+        return 2
+    except redis.ConnectionError as exc:
+        from tasks.settings import get_settings
 
-            settings = get_settings()
-            where = "$SLUICE_BROKER_URL" if settings.broker_url else "$SLUICE_REDIS_URL"
-            click.echo(f"sluice: cannot reach the broker at {safe_url(settings.queue_url)} "
-                       f"({where}): {exc}", err=True)
-            return 3
-        except KeyboardInterrupt:
-            return 130
-        except BrokenPipeError:  # `sluice status | head`: the reader has what it wanted
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 0
+        url = get_settings().redis_url
+        click.echo(f"sluice: cannot reach Redis at {safe_url(url)} ($SLUICE_REDIS_URL): "
+                   f"{exc}", err=True)
+        return 3
+    except OperationalError as exc:  # kombu's: its message names no host
+        from tasks.settings import get_settings
+
+        settings = get_settings()
+        where = "$SLUICE_BROKER_URL" if settings.broker_url else "$SLUICE_REDIS_URL"
+        click.echo(f"sluice: cannot reach the broker at {safe_url(settings.queue_url)} "
+                   f"({where}): {exc}", err=True)
+        return 3
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `sluice status | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 _CONFIG_KEY = "sluice.config"
@@ -217,31 +213,44 @@ def cmd_run(source: str, kinds: tuple[str, ...], wait_: bool, as_json: bool,
             full: bool) -> int:
     with collector_off():  # what it imports now is no garbage either (tasks/operator/entry.py)
         config = _config()
-        wanted = _kinds(config, source, list(kinds) or None)
+        wanted = config.kinds_to_run(source, list(kinds) or None)
         progress = _progress()
         from tasks.start import start_runs
 
         traces.setup("cli")
         runs = start_runs(progress, source, wanted, config_digest=config.digest, full=full)
-    for run in runs:
-        if not as_json:
-            note = f" ({run.reason})" if run.reason else ""
-            click.echo(f"{run.source}/{run.kind}: run {run.run_id} {run.state}{note}")
-    if wait_:
-        from tasks.settings import get_settings
-
-        runs = wait(progress, [r.run_id for r in runs], show=not as_json,
-                    stall_seconds=get_settings().stall_seconds)
-    if as_json:
-        for run in runs:
-            click.echo(line(run))
-    elif wait_:
-        for run in runs:
-            click.echo(summary_text(run))
+    started = [run.as_json() for run in runs]
+    if not as_json or not wait_:
+        thin.print_started(started, as_json=as_json)
     if not wait_:
         return 0
+    return _watch(progress, started, as_json=as_json)
+
+
+def watched(started: list[dict[str, Any]], *, as_json: bool) -> int:
+    """``sluice run --wait`` after a worker started its runs (``tasks.operator.thin``, which
+    has printed them)."""
+    atexit.register(gc.freeze)  # as main() does
+
+    def watch() -> int:
+        with collector_off():
+            progress = _progress()
+        return _watch(progress, started, as_json=as_json)
+
+    return exit_code(watch)
+
+
+def _watch(progress: Progress, started: list[dict[str, Any]], *, as_json: bool) -> int:
+    """``sluice run --wait``, its runs started (``Run.as_json``) and printed: show their
+    progress until they end; exit 0 only if all succeeded."""
+    from tasks.settings import get_settings
+
+    ended = wait(progress, [r["run_id"] for r in started], show=not as_json,
+                 stall_seconds=get_settings().stall_seconds)
+    for run in ended:
+        click.echo(line(run) if as_json else summary_text(run))
     # partial (stale entities not deleted), failed, stalled, lost: not a plain success.
-    return 0 if all(r.state == RunState.SUCCEEDED for r in runs) else 1
+    return 0 if all(r.state == RunState.SUCCEEDED for r in ended) else 1
 
 
 @sluice.command("status", help="show runs")
@@ -435,7 +444,7 @@ def cmd_entities(source: str | None, kind: str | None, limit: int, db: str | Non
                 click.echo(line)
             return 0
         if config is not None:
-            _kinds(config, source, [kind] if kind else None)
+            config.kinds_to_run(source, [kind] if kind else None)
         lines = entities.rows(target, source, kind, tables, limit=limit, guess=config is None)
         if config is None and not lines:
             held = ", ".join(entities.counts(target, tables)) or "nothing"

@@ -222,3 +222,15 @@ def run_keys(run_id: str) -> list[str]:
             run_seen(run_id), run_empty(run_id)]
 
 REJECTED_KEEP = 1000  # rejected-item records kept per run (the count is exact regardless)
+
+
+def start_claim(request: str) -> str:
+    """String, short TTL: ``sluice run``'s start request ``request`` not yet taken. The worker
+    that takes it (GET and DEL in one transaction) starts the runs; a client that gave up
+    waiting deletes it first, and then no worker starts them (tasks/operator/thin.py)."""
+    return f"{PREFIX}:start:{request}"
+
+
+def start_reply(request: str) -> str:
+    """List, short TTL: the worker's answer to start request ``request`` (JSON)."""
+    return f"{PREFIX}:start:{request}:reply"

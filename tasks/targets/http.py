@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from integrations.errors import TargetRejected, TargetUnavailable
+from integrations.http.client import unbound
 from integrations.secrets import excerpt
 from tasks.targets.base import Deletion, Entity, Within, bad_text
 
@@ -54,8 +55,8 @@ class HttpTarget:
     async def _post(self, url: str, body: bytes) -> httpx.Response:
         try:
             async with asyncio.timeout(self.deadline):
-                return await self._client.post(
-                    url, content=body, headers={"Content-Type": "application/json"})
+                return unbound(await self._client.post(  # the batch's body goes with it
+                    url, content=body, headers={"Content-Type": "application/json"}))
         except TimeoutError:
             raise TargetUnavailable(
                 f"POST {url}: no whole answer within the deadline of {self.deadline:g} s") from None

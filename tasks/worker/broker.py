@@ -55,6 +55,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 
+from tasks import envelope
 from tasks.ids import new_id
 from tasks.runs import keys, scripts
 from tasks.worker import liveness, wire
@@ -65,8 +66,7 @@ log = logging.getLogger(__name__)
 # Seconds an idle worker waits in Redis between two looks at its empty queues, unless a
 # token comes first (Redis rounds the wait up to its next hz tick: 0.1 s by default).
 IDLE_WAIT = 0.05
-# Tokens kept in a queue's wake list: how many idle workers one burst of messages wakes at once.
-WAKE_TOKENS = 64
+WAKE_TOKENS = envelope.WAKE_TOKENS
 _FETCH_SHA = hashlib.sha1(scripts.source("fetch").encode()).hexdigest()
 
 _original = kombu_redis.Channel._connparams
@@ -228,7 +228,8 @@ def augment(self: Any, message: dict[str, Any], exchange: str, routing_key: str)
 def _wake(channel: Any, add: Any, queue: str) -> None:
     """Add to a pipeline (``add(command, *args)``) a token for the queue's wake list, which
     keeps at most ``WAKE_TOKENS``. kombu's client adds ``global_keyprefix`` to LPUSH's key
-    itself, not to LTRIM's."""
+    itself, not to LTRIM's. ``tasks.envelope.publish_commands`` (``sluice run``'s start
+    request) sends the same two."""
     wake = keys.fetch_wake(queue)
     add("lpush", wake, "1")
     add("ltrim", _key(channel, wake), 0, WAKE_TOKENS - 1)

@@ -21,8 +21,9 @@ from tasks.runs.progress import Progress, Run, RunState
 from tests.support.configs import cursor_kind, rest_source, sqlite_target, toml
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository
-# The CLI as a child process (what a user types as `sluice`).
-SLUICE = [sys.executable, "-m", "tasks.operator.cli"]
+# The CLI as a child process (what a user types as `sluice`: the script's entry point, so
+# `sluice run` asks the running workers to start its runs, tasks/operator/thin.py).
+SLUICE = [sys.executable, "-m", "tasks.operator.entry"]
 
 # Celery's log of a task: "Task NAME[ID] received", then "... succeeded in", "... retry:", ...
 TASK_LINE = re.compile(r"Task [\w.]+\[([0-9a-f-]+)\] (\w+)")

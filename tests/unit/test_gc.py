@@ -4,11 +4,13 @@ full pass that its raised thresholds make rare (ops/bench/SOAK.md: the worker's 
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import threading
 import weakref
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tasks.worker import runtime
@@ -49,3 +51,46 @@ def test_one_thread_per_process(tuned: None) -> None:
     first = runtime.FullCollections.start(60)
     assert runtime.FullCollections.start(60) is first
     assert first.thread.is_alive() and first.every == 0.01
+
+
+# A page's response: freed when dropped, not at the next young pass ---------------------------
+
+def _fetch(getter: str) -> weakref.ref[httpx.Response]:
+    """A weak reference to a 64 KB page's response, fetched by ``getter`` (Sluice's
+    ``get_json``, or httpx's own ``client.get``) and then dropped."""
+    from integrations.http.client import get_json
+
+    page = b"[" + b",".join([b'{"id": 1}'] * 6500) + b"]"
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=page))
+
+    async def fetch() -> weakref.ref[httpx.Response]:
+        async with httpx.AsyncClient(transport=transport) as client:
+            if getter == "get_json":
+                response, _ = await get_json(client, "http://api.test/items")
+            else:
+                response = await client.get("http://api.test/items")
+            return weakref.ref(response)
+
+    return asyncio.run(fetch())
+
+
+@pytest.fixture
+def no_collector() -> Iterator[None]:
+    was = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def test_httpx_keeps_a_response_in_a_cycle(no_collector: None) -> None:
+    """The reason for ``unbound``: if httpx stops making the cycle, this fails, and
+    ``integrations.http.client.unbound`` can go."""
+    assert _fetch("client.get")() is not None
+
+
+def test_a_page_fetched_by_get_json_is_freed_without_the_collector(no_collector: None) -> None:
+    assert _fetch("get_json")() is None

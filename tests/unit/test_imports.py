@@ -240,3 +240,18 @@ def test_a_stage_importing_another_is_found(tmp_path: Path) -> None:
     assert stage_imports(edges, STAGES, set()) == [
         "tasks.children (line 2) imports tasks.ingest",
         "tasks.resync (line 1) imports tasks.slicing"]
+
+
+def test_a_worker_does_not_import_httpx_command_line() -> None:
+    """``integrations/lean.py``: httpx's own CLI (rich, pygments: 5 MB a worker process) stays
+    out of the worker's imports; its stand-in's ``main`` says so instead of running."""
+    import subprocess
+    import sys
+
+    code = ("import sys, tasks.app, tasks.ingest, tasks.resync, httpx\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'rich', 'pygments'}))\n"
+            "httpx.main()\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+    assert "use the `httpx` command instead" in done.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 import uuid
@@ -71,3 +72,29 @@ def test_a_pause_from_the_api_stops_both_shares(client) -> None:
     resync.observe(httpx.Response(429, headers={"Retry-After": "3"}))
     assert webhook.reserve() == pytest.approx(3, abs=0.2)
     assert resync.reserve() == pytest.approx(3, abs=0.2)
+
+
+def test_a_reservation_does_not_hold_the_event_loop(client: redis.Redis) -> None:
+    """The producers and webhook fetches of a process share one loop: while Redis is slow to
+    answer a reservation (paused here for a second), the loop's other coroutines go on."""
+    limiter, _ = limiters(client, rate=1000.0)
+    limiter.reserve()  # its script loaded
+
+    async def ticks_during_acquire() -> int:
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        client.client_pause(1000)  # Redis answers nobody for a second
+        before = ticks
+        await limiter.acquire()
+        during = ticks - before
+        ticker.cancel()
+        return during
+
+    assert asyncio.run(ticks_during_acquire()) >= 5

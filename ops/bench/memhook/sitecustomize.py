@@ -1,7 +1,8 @@
 """Opt-in memory probe for bench runs: put this directory on ``PYTHONPATH`` and set
 ``SLUICE_BENCH_MEMDUMP=DIR``; every Celery worker node (the first and its siblings) then traces
 allocations (``SLUICE_BENCH_MEMDUMP_FRAMES``, 25) and, every ``SLUICE_BENCH_MEMDUMP_EVERY``
-seconds (60), appends to ``DIR/PID.jsonl`` its RSS, the bytes tracemalloc traces, glibc's
+seconds (60; prefork children too), appends to ``DIR/PID.jsonl`` its RSS, the bytes tracemalloc
+traces, glibc's
 mallinfo2 (in use / free in the heap), the object count and the commonest types, and dumps a
 tracemalloc snapshot to ``DIR/PID-N.snap``. Why: RSS alone cannot tell a Python-level leak
 (traced bytes grow) from allocator fragmentation (RSS grows, traced bytes and heap in use do
@@ -135,3 +136,5 @@ def _summary(garbage: list[object]) -> dict[str, object]:
 
 if _DIR and "celery" in sys.argv[0] + " ".join(sys.orig_argv) and "worker" in sys.orig_argv:
     _probe(_DIR)
+    # A prefork child has no thread of its parent's: it starts a probe of its own.
+    os.register_at_fork(after_in_child=lambda: _probe(_DIR))  # type: ignore[arg-type]

@@ -4,7 +4,8 @@
 it imports Celery, kombu or redis-py: those imports were most of the half second between the
 command and its producer task. So the one message it sends is built here, as kombu's Redis
 transport would write it for ``app.send_task`` with Sluice's settings (Celery's task protocol
-2, JSON, ``body_encoding = "utf-8"``, priority 0, the anonymous exchange routing to the queue
+2, JSON, the body written into the envelope as JSON (``body_encoding = "json"``,
+``tasks/worker/wire.py``), priority 0, the anonymous exchange routing to the queue
 by name), and published with the wake token ``tasks/worker/broker.py`` adds beside every
 message. ``tests/unit/test_thin.py`` compares it with what Celery and kombu write.
 
@@ -45,8 +46,7 @@ def task_message(task: str, args: list[Any], kwargs: dict[str, Any], *, task_id:
     """The JSON kombu's Redis transport LPUSHes for ``app.send_task(task, args, kwargs,
     task_id=..., queue=..., argsrepr=..., kwargsrepr=...)`` from a client of Sluice's app.
     ``args`` and ``kwargs`` hold JSON's own types only."""
-    body = _json([args, kwargs, {"callbacks": None, "errbacks": None, "chain": None,
-                                 "chord": None}])
+    body = [args, kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
     headers: dict[str, Any] = {
         "lang": "py", "task": task, "id": task_id, "shadow": None, "eta": None,
         "expires": None, "group": None, "group_index": None, "retries": 0,
@@ -58,7 +58,7 @@ def task_message(task: str, args: list[Any], kwargs: dict[str, Any], *, task_id:
         "correlation_id": task_id, "reply_to": str(uuid.uuid4()), "argsrepr": argsrepr,
         "kwargsrepr": kwargsrepr, "delivery_mode": 2,
         "delivery_info": {"exchange": "", "routing_key": queue}, "priority": 0,
-        "body_encoding": "utf-8", "delivery_tag": str(uuid.uuid4())}
+        "body_encoding": "json", "delivery_tag": str(uuid.uuid4())}
     return _json({"body": body, "content-encoding": "utf-8",
                   "content-type": "application/json", "headers": headers,
                   "properties": properties})

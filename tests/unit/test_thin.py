@@ -153,7 +153,7 @@ def test_the_start_request_is_the_message_celery_writes(own_redis_url: str) -> N
 
     a, b = ids_out(celery_wrote), ids_out(thin_wrote)
     assert a == b and json.dumps(a) == json.dumps(b)  # the same keys, in the same order
-    assert a["body"] == b["body"]  # the body text itself (JSON in JSON)
+    assert a["body"] == b["body"]  # the body, JSON in the envelope (body_encoding "json")
 
 
 def test_the_thin_path_imports_only_the_standard_library(tmp_path) -> None:

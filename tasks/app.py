@@ -35,7 +35,7 @@ from celery.signals import (
 from tasks import messages, traces
 from tasks.runs.client import connect_redis
 from tasks.settings import get_settings
-from tasks.worker import broker, liveness, logs, requests, resp, runtime, siblings, wire
+from tasks.worker import broker, liveness, logs, packer, requests, runtime, siblings, wire
 
 QUEUE = messages.BATCHES
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -62,7 +62,7 @@ if "flower" in sys.argv[1:] and (_refusal := flower_refusal(sys.argv, os.environ
 _settings = get_settings()
 broker.install()
 wire.install()
-resp.install()
+packer.install()
 
 app = Celery("sluice", broker=_settings.queue_url,
              include=["tasks.resync", "tasks.start", "tasks.ingest", "tasks.children",

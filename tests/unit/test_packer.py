@@ -1,4 +1,4 @@
-"""tasks/worker/resp.py: replies read by hiredis, commands written by redis-py's own packer
+"""tasks/worker/packer.py: replies read by hiredis, commands written by redis-py's own packer
 (hiredis's copies a batch's 440 KB message into a new buffer to send it)."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import redis
 from redis import connection
 from redis.utils import HIREDIS_AVAILABLE
 
-from tasks.worker import resp
+from tasks.worker import packer
 
 
 @pytest.fixture
 def r(own_redis_url: str) -> Iterator[redis.Redis]:
-    resp.install()
+    packer.install()
     client = redis.Redis.from_url(own_redis_url)
     yield client
     client.close()

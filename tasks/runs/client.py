@@ -6,12 +6,12 @@ good: it grows to the most its threads ever wanted at once (a worker's task thre
 loop's executor, kombu's acks and publishes) and stays there. Under a steady load with a
 backfill now and then, a worker's connections so rose in steps and never fell
 (ops/bench/SOAK.md). ``IdlePool`` is that pool with one change: a connection unused for
-``SLUICE_REDIS_IDLE_SECONDS`` is closed by a thread of its own (``_Closer``), never by a caller,
-so no command waits for it. The closed connection stays in the pool and connects again the next
-time the load needs that many (the pool hands out the most recently used ones first, so the ones
-left unused are the extra ones). The worker's broker channels use it too
-(``tasks/worker/broker.py``), except the connections kombu holds for good (its fetch and
-pub/sub), which are never idle in the pool.
+``SLUICE_REDIS_IDLE_SECONDS`` is closed by a thread of its own (``_Closer``), never by a
+caller, so no command waits for it and nothing is added to a command's path. The closed
+connection stays in the pool and connects again when the load next needs that many (the pool
+hands out the most recently used ones first, so the ones left unused are the extra ones). The
+worker's broker channels use it too (``tasks/worker/broker.py``); the connections kombu holds
+for good (its fetch, pub/sub) are never idle in the pool, so they are never closed.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from redis.retry import Retry
 
 from tasks.settings import get_settings
 
-_IDLE_SINCE = "_sluice_idle_since"  # set on a connection as it goes back to the pool
 _serial = itertools.count(1)
 
 
@@ -43,19 +42,22 @@ def client_name(role: str) -> str | None:
 
 
 class IdlePool(redis.ConnectionPool):
-    """A redis-py pool whose connections unused for ``idle_seconds`` are closed (0: never)."""
+    """A redis-py pool whose connections unused for ``idle_seconds`` are closed (0: never).
+
+    When a connection was last used is read from redis-py's health check: every reply sets
+    ``next_health_check`` to ``health_check_interval`` later. So the pool adds nothing to a
+    command's path; one made without a health check gets one every ``idle_seconds`` (a
+    connection unused that long is closed or, between two looks of the closer, pinged first).
+    """
 
     def __init__(self, *args: Any, idle_seconds: float | None = None, **kwargs: Any) -> None:
+        idle = get_settings().redis_idle_seconds if idle_seconds is None else idle_seconds
+        if idle > 0 and not kwargs.get("health_check_interval"):
+            kwargs["health_check_interval"] = idle
         super().__init__(*args, **kwargs)
-        self.idle_seconds = (get_settings().redis_idle_seconds if idle_seconds is None
-                             else idle_seconds)
-        if self.idle_seconds > 0:
+        self.idle_seconds = idle
+        if idle > 0:
             _Closer.watch(self)
-
-    def release(self, connection: Any) -> None:
-        # Stamped while still in use, so the closer never sees it idle with an old stamp.
-        setattr(connection, _IDLE_SINCE, time.monotonic())
-        super().release(connection)
 
     def close_idle(self, now: float) -> int:
         """Close the connections unused for ``idle_seconds`` (they stay in the pool, closed).
@@ -65,8 +67,8 @@ class IdlePool(redis.ConnectionPool):
         closed = 0
         with self._lock:
             for connection in self._available_connections:
-                since = getattr(connection, _IDLE_SINCE, now)
-                if connection.is_connected and now - since >= self.idle_seconds:
+                used = connection.next_health_check - connection.health_check_interval
+                if connection.is_connected and now - used >= self.idle_seconds:
                     connection.disconnect()
                     closed += 1
         return closed

@@ -130,7 +130,7 @@ def _check_config(**_: Any) -> None:
     if app.connection_for_read().transport.driver_type == "redis":
         global _liveness
         liveness.NODE = liveness.node_name()
-        _liveness = liveness.Liveness(app, connect_redis(_settings.redis_url),
+        _liveness = liveness.Liveness(app, connect_redis(_settings.redis_url, role="liveness"),
                                       liveness.NODE, timeout=_settings.node_timeout).start()
 
 

@@ -86,6 +86,14 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     # Events of one source and kind arriving within this many seconds go out as one batch.
     webhook_linger: float = Field(0.05, ge=0, le=5)
+    # A pooled Redis connection unused this long is closed (0: kept for good), in every
+    # process and in the worker's broker channels: a burst's extra connections do not stay
+    # open for good (tasks/runs/client.py).
+    redis_idle_seconds: float = Field(60.0, ge=0)
+    # Each Redis connection names itself (CLIENT SETNAME sluice-ROLE-PID-N), so CLIENT LIST
+    # tells which process and pool holds it. Off by default: a Redis user whose ACL refuses
+    # CLIENT SETNAME could not connect.
+    redis_client_names: bool = False
 
 
     @property

@@ -44,6 +44,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parents[1]))
 
+import soakconns  # noqa: E402
 import soakmeter as meter  # noqa: E402
 import soakreport  # noqa: E402
 from bench import Workers  # noqa: E402
@@ -224,6 +225,9 @@ def main() -> None:
     p.add_argument("--ttl", type=int, default=600,
                    help="SLUICE_RUN_TTL_SECONDS and SLUICE_WEBHOOK_DELIVERY_TTL for the soak")
     p.add_argument("--drain", type=float, default=300, help="seconds to wait for runs to end")
+    p.add_argument("--conns", action="store_true",
+                   help="also match Redis's clients to processes every 15 s (soakconns.py): "
+                        "a table of clients per process, name and command; conns.jsonl in --out")
     p.add_argument("--out", type=Path, default=None,
                    help="where SOAK.md and soak.png go (default: beside this file, 30+ min)")
     a = p.parse_args()
@@ -250,6 +254,11 @@ def main() -> None:
                     "serve": serve.child.pid}
             every = frozenset([*names, "gh", "backfill"])
             runs = Runs(r)
+            probe = soakconns.Probe(server.url, pids["worker"],
+                                    {**pids, "soak": os.getpid()},
+                                    (out or tmp) / "conns.jsonl") if a.conns else None
+            if probe is not None:
+                probe.start()
             rows = soak(a, api, r, pids, every, rules, hooks, runs, env, command)
             hooks.stop.set()
             hooks.join(30)
@@ -259,11 +268,16 @@ def main() -> None:
             hooks.look()  # the last events sent: their rows, seen after the sender stopped
             final = sample(r, pids, every, rules, runs, hooks, time.monotonic(),
                            time.monotonic())
+            if probe is not None:
+                probe.stop.set()
+                probe.join(30)
         workers.stop()
         (tmp.parent / "sluice-soak-rows.pickle").write_bytes(pickle.dumps((rows, final)))
         text = soakreport.report(a, rows, final, drained, hooks, runs, command, settings,
                                  machine=f"{os.cpu_count()} cores ({platform.machine()}, "
                                          f"Python {platform.python_version()})")
+        if probe is not None:
+            text += "\n" + soakconns.report(probe.rows)
         print(text)
         if out is not None:
             (out / "SOAK.md").write_text(text)

@@ -1,4 +1,4 @@
-"""Three narrow changes to kombu's Redis transport (5.7).
+"""Five narrow changes to kombu's Redis transport (5.7).
 
 1. **Take and record in one step.** kombu takes a message with BRPOP and only then records it
 as unacked (``QoS.append``: MULTI ZADD/HSET; celery#7950, kombu#305). Between the two the
@@ -28,7 +28,16 @@ reject, restore) removes it there too.
 (``wire.EMBEDDED``): a batch's items are then escaped once on their way, not twice, and the
 fetch reads the envelope without decoding the body (``wire.loads_envelope``).
 
-4. A workaround for when Redis restarts.
+4. A channel's two pools are ``tasks.runs.client.IdlePool``s: a connection unused for
+``SLUICE_REDIS_IDLE_SECONDS`` is closed instead of staying open for good. Each channel of
+Celery's producer pool (up to ``broker_pool_limit``, 10, per process; one more whenever that
+many threads publish at once) held two for good: the connection its first PING opened (kombu's
+"evaluate connection", in the asynchronous pool, never used again by a channel that does not
+consume) and the one its publishes use; a consumer's acks, likewise, one per thread that acked
+at once. The connections kombu holds for good (the fetch, pub/sub) are never idle in a pool,
+so they are not touched.
+
+5. A workaround for when Redis restarts.
 
 After the broker connection is lost, kombu still uses channels of the released connection: to
 restore the messages in hand when the channel closes, and to ack messages of tasks that were
@@ -58,6 +67,7 @@ from kombu.utils.encoding import bytes_to_str
 from tasks import envelope
 from tasks.ids import new_id
 from tasks.runs import keys, scripts
+from tasks.runs.client import IdlePool, client_name
 from tasks.worker import liveness, wire
 from tasks.worker.wire import dumps
 
@@ -76,6 +86,15 @@ def _connparams(self: Any, asynchronous: bool = False) -> Any:
     if self.connection is None or self.connection.client is None:
         raise redis.ConnectionError("this channel's broker connection was closed")
     return _original(self, asynchronous)
+
+
+def _get_pool(self: Any, asynchronous: bool = False) -> Any:
+    """kombu's ``Channel._get_pool``, as an ``IdlePool``."""
+    params = self._connparams(asynchronous=asynchronous)
+    self.keyprefix_fanout = self.keyprefix_fanout.format(db=params["db"])
+    params["client_name"] = params.get("client_name") or client_name(
+        "broker-fetch" if asynchronous else "broker")
+    return IdlePool(**params)
 
 
 _remove_from_indices = kombu_redis.QoS._remove_from_indices
@@ -268,6 +287,7 @@ def _next_delivery_tag(self: Any) -> str:
 
 def install() -> None:
     kombu_redis.Channel._connparams = _connparams
+    kombu_redis.Channel._get_pool = _get_pool
     kombu_redis.Channel.basic_consume = basic_consume
     kombu_redis.Channel._brpop_start = fetch_start
     kombu_redis.Channel._brpop_read = fetch_read

@@ -69,7 +69,7 @@ class Runtime:
         self._loop_thread = threading.Thread(target=self.loop.run_forever, daemon=True,
                                              name="sluice-event-loop")
         self._loop_thread.start()
-        self.redis = (connect_redis(settings.redis_url) if redis_client is None
+        self.redis = (connect_redis(settings.redis_url, role="runtime") if redis_client is None
                       else redis_client)
         self.progress = Progress.from_settings(settings, self.redis)
         self.windows = Windows(self.redis)

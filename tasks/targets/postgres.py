@@ -4,7 +4,7 @@ in one transaction."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -368,12 +368,16 @@ class PostgresTarget(SeenColumns):
                 return
             stage = self._typed_stage(cur, table)
             # quote(), not q(): COPY takes no parameters, so a % stays as it is written.
+            # A value as COPY writes it into its column: most as they are (None: NULL, also
+            # in a jsonb column), json and timestamp ones converted.
+            columns = [(c, _ELEMENT.get(t)) for c, t in table.columns.items()]
             with cur.copy(f"COPY {stage} ({', '.join(map(quote, copied))}) FROM STDIN"
                           ) as copy:
                 for r in rows:
+                    values = r["values"]
                     copy.write_row((r["identifier"],
-                                    *(_element(t, r["values"].get(c))
-                                      for c, t in table.columns.items()),
+                                    *[values.get(c) if convert is None or values.get(c) is None
+                                      else convert(values[c]) for c, convert in columns],
                                     jsontext.dumps(r["raw"]), run_id, run_seq, run_seq))
             cur.execute(f"INSERT INTO {q(table.name)} ({', '.join(map(q, names))})"
                         f" SELECT {', '.join(map(q, names))} FROM {stage}"
@@ -486,15 +490,11 @@ def _temp_table(cur: Any, create: str) -> None:
         cur.execute(create)
 
 
-def _element(type_: ColumnType, value: Any) -> Any:
-    """A property's value as COPY writes it into its column."""
-    if value is None:
-        return None  # NULL, also in a jsonb column (not the JSON null)
-    if type_ == "json":
-        return jsontext.dumps(value)
-    if type_ == "timestamp" and isinstance(value, datetime):
-        return utc(value)
-    return value
+def _timestamp(value: Any) -> Any:
+    return utc(value) if isinstance(value, datetime) else value
+
+
+_ELEMENT: dict[str, Callable[[Any], Any]] = {"json": jsontext.dumps, "timestamp": _timestamp}
 
 
 def _loaded(column: str, value: Any) -> Any:

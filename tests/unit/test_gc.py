@@ -76,14 +76,11 @@ def _fetch(getter: str) -> weakref.ref[httpx.Response]:
 
 @pytest.fixture
 def no_collector() -> Iterator[None]:
-    was = gc.isenabled()
+    from tasks.operator.entry import collector_off
+
     gc.collect()
-    gc.disable()
-    try:
+    with collector_off():
         yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def test_httpx_keeps_a_response_in_a_cycle(no_collector: None) -> None:

@@ -335,7 +335,12 @@ class PostgresTarget(SeenColumns):
         """Make the table or add the columns it lacks (``pgschema``). Only what is missing is
         created or altered (a role that may write rows but not create tables keeps working),
         and what is missing is looked at again under the lock: another worker may have made
-        it."""
+        it. The columns this target read last stand for the table's while they lack nothing
+        (no catalog query per batch): a write that fails forgets them (``_forgetting``), so
+        the retry reads the table again."""
+        seen = self._seen.get(table.name)
+        if seen is not None and not schema_changes(table, seen):
+            return
         have = self._columns(conn, table.name)
         if have is None:
             self._lock(conn, table.name)

@@ -23,6 +23,8 @@ from typing import Any
 
 from tasks.runs import keys
 
+START = "sluice.start_request"  # the task of ``sluice run``'s start request (tasks/start.py)
+
 URGENT = "sluice.urgent"
 PRODUCERS = "sluice.producers"
 BATCHES = "sluice"  # the queue of Sluice's first versions: messages queued then still run

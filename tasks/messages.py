@@ -33,7 +33,13 @@ from typing import Any, NamedTuple
 from celery import Celery
 
 from integrations import jsontext, pager
-from tasks import envelope, traces
+from tasks import traces
+from tasks.envelope import BATCHES as BATCHES
+from tasks.envelope import BULK as BULK
+from tasks.envelope import PRODUCERS as PRODUCERS
+from tasks.envelope import QUEUES as QUEUES
+from tasks.envelope import START as START
+from tasks.envelope import URGENT as URGENT
 from tasks.ids import new_id
 from tasks.runs.seqs import describe_seq, part_seq
 
@@ -42,12 +48,9 @@ INGEST = "sluice.ingest_batch"
 FINALIZE = "sluice.finalize"
 CHILDREN = "sluice.children"
 WEBHOOK = "sluice.webhook_batch"
+# START and the queues are named in tasks/envelope.py (imported above): ``sluice run`` sends its
+# start request without Celery (tasks/operator/thin.py), not from here.
 
-START = "sluice.start_request"  # sent by tasks/operator/thin.py (tasks.envelope), not here
-
-# The queues, named in tasks/envelope.py (``sluice run`` sends its start request without Celery).
-URGENT, PRODUCERS, BATCHES, BULK, QUEUES = (envelope.URGENT, envelope.PRODUCERS,
-                                            envelope.BATCHES, envelope.BULK, envelope.QUEUES)
 
 
 def resync(app: Celery, source: str, kind: str, run_id: str, *, partition: int = 0,

@@ -42,7 +42,6 @@ from tasks.digest import file_digest
 from tasks.operator import resp
 from tasks.runs import keys
 
-START = "sluice.start_request"  # tasks.messages.START
 # Seconds the command waits for a worker to take its request. An idle worker answers within
 # ~0.05 s (it waits on the queue's wake list); the ordinary way costs ~0.5 s of imports. With
 # no worker, or all busy, the command goes the ordinary way after this long, and its run waits
@@ -171,7 +170,7 @@ def _ask(conn: resp.Connection, args: RunArgs, digest: str) -> list[dict[str, An
     kwargs = {"kinds": list(args.kinds), "full": args.full, "digest": digest, "request": request}
     kinds = f" kinds={','.join(args.kinds)}" if args.kinds else ""
     message = envelope.task_message(
-        START, [args.source], kwargs, task_id=str(uuid.uuid4()), queue=envelope.URGENT,
+        envelope.START, [args.source], kwargs, task_id=str(uuid.uuid4()), queue=envelope.URGENT,
         argsrepr=f"{args.source}{kinds}{' full' if args.full else ''} request={request}")
     try:
         replies = conn.pipeline([("SET", claim, "1", "EX", CLAIM_TTL),

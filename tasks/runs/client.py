@@ -89,7 +89,6 @@ class _Closer:
 
     def __init__(self) -> None:
         self.pools: weakref.WeakSet[IdlePool] = weakref.WeakSet()
-        self.wake = threading.Event()
         self.thread = threading.Thread(target=self._run, name="sluice-redis-idle", daemon=True)
 
     @classmethod
@@ -106,8 +105,7 @@ class _Closer:
             # A look every quarter of the shortest idle time: a connection closes between
             # idle_seconds and 1.25 x idle_seconds after its last use.
             every = min((p.idle_seconds for p in pools), default=60.0) / 4
-            self.wake.wait(every)
-            self.wake.clear()
+            time.sleep(every)
             now = time.monotonic()
             for pool in pools:
                 pool.close_idle(now)

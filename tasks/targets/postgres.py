@@ -373,16 +373,16 @@ class PostgresTarget(SeenColumns):
                 return
             stage = self._typed_stage(cur, table)
             # quote(), not q(): COPY takes no parameters, so a % stays as it is written.
-            # A value as COPY writes it into its column: most as they are (None: NULL, also
-            # in a jsonb column), json and timestamp ones converted.
+            # A value as COPY writes it into its column: most as they are, json and timestamp
+            # ones converted (None stays None: NULL).
             columns = [(c, _ELEMENT.get(t)) for c, t in table.columns.items()]
             with cur.copy(f"COPY {stage} ({', '.join(map(quote, copied))}) FROM STDIN"
                           ) as copy:
                 for r in rows:
                     values = r["values"]
                     copy.write_row((r["identifier"],
-                                    *[values.get(c) if convert is None or values.get(c) is None
-                                      else convert(values[c]) for c, convert in columns],
+                                    *[values.get(c) if convert is None else convert(values.get(c))
+                                      for c, convert in columns],
                                     jsontext.dumps(r["raw"]), run_id, run_seq, run_seq))
             cur.execute(f"INSERT INTO {q(table.name)} ({', '.join(map(q, names))})"
                         f" SELECT {', '.join(map(q, names))} FROM {stage}"
@@ -495,11 +495,15 @@ def _temp_table(cur: Any, create: str) -> None:
         cur.execute(create)
 
 
+def _json(value: Any) -> str | None:
+    return None if value is None else jsontext.dumps(value)  # None: NULL, not the JSON null
+
+
 def _timestamp(value: Any) -> Any:
     return utc(value) if isinstance(value, datetime) else value
 
 
-_ELEMENT: dict[str, Callable[[Any], Any]] = {"json": jsontext.dumps, "timestamp": _timestamp}
+_ELEMENT: dict[str, Callable[[Any], Any]] = {"json": _json, "timestamp": _timestamp}
 
 
 def _loaded(column: str, value: Any) -> Any:

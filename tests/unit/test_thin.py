@@ -55,6 +55,13 @@ def test_which_redis_the_thin_path_handles(env: dict[str, str], handled: bool) -
     assert (thin.redis_address(env) is not None) is handled
 
 
+def test_without_a_url_the_thin_path_takes_the_settings_default() -> None:
+    """``thin.DEFAULT_REDIS`` is written again (the thin path imports no pydantic): the same."""
+    from tasks.settings import Settings
+
+    assert Settings.model_fields["redis_url"].default == thin.DEFAULT_REDIS
+
+
 def test_urls_are_read_as_redis_py_reads_them() -> None:
     a = resp.parse_url("redis://us%3Aer:p%40ss@example:7000/3")
     assert (a.host, a.port, a.username, a.password, a.db) == ("example", 7000, "us:er",

@@ -21,8 +21,9 @@ local now, record_node = tonumber(ARGV[1]), ARGV[2] == '1'
 -- 400 KB page decoded here cost Redis more than the rest of the batch's commands). The key
 -- cannot be inside a string (its quotes would be escaped there); in a body written as JSON
 -- (tasks/worker/wire.py: EMBEDDED) it can be a key deeper than the envelope's, and what
--- follows it is then no whole object: any shape but kombu's decodes whole. The last occurrence is looked for in the message's last 8 KB first: searching the
--- whole 500 KB for it (every quote of the body a candidate) cost Redis 0.4 ms a batch.
+-- follows it is then no whole object: any shape but kombu's decodes whole. The last
+-- occurrence is looked for in the message's last 8 KB first: searching the whole 500 KB for
+-- it (every quote of the body a candidate) cost Redis 0.4 ms a batch.
 local function last(message, from)
   local at = nil
   while true do
